@@ -1,0 +1,267 @@
+"""conv2d and its gradients: validation, padding and output allocation
+around the compiled loops in ``_kernels/_conv.pyx``."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels import _conv
+from ._threads import get_num_threads
+from ._validation import as_float_arrays, as_int, as_pair, check_ndim, check_nonempty
+
+_LAYOUT_X = "(N, C, H, W) or (C, H, W)"
+_LAYOUT_W = "(F, C // groups, kh, kw)"
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Every size the kernels index with, checked once."""
+
+    batched: bool
+    n: int
+    channels: int
+    height: int
+    width: int
+    filters: int
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    groups: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    out_height: int
+    out_width: int
+
+    @property
+    def output_shape(self):
+        shape = (self.filters, self.out_height, self.out_width)
+        return (self.n,) + shape if self.batched else shape
+
+    def padded(self, x4):
+        """Zero-pad a (N, C, H, W) array as the kernels expect."""
+        if not (self.pad_top or self.pad_bottom or self.pad_left or self.pad_right):
+            return x4
+        xp = np.zeros(
+            (self.n, self.channels, self.height + self.pad_top + self.pad_bottom,
+             self.width + self.pad_left + self.pad_right),
+            dtype=x4.dtype,
+        )
+        xp[:, :, self.pad_top:self.pad_top + self.height,
+           self.pad_left:self.pad_left + self.width] = x4
+        return xp
+
+    def cropped(self, xp4):
+        """Undo :meth:`padded` on a gradient."""
+        return xp4[:, :, self.pad_top:self.pad_top + self.height,
+                   self.pad_left:self.pad_left + self.width]
+
+
+def _padding_amounts(padding, kernel, stride, dilation):
+    """Return (top, bottom, left, right) for an int, a pair, 'valid' or 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride {stride}")
+            # As in PyTorch: the extra row or column of an even kernel goes
+            # at the bottom or right.
+            total_h = dilation[0] * (kernel[0] - 1)
+            total_w = dilation[1] * (kernel[1] - 1)
+            return (total_h // 2, total_h - total_h // 2,
+                    total_w // 2, total_w - total_w // 2)
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    ph, pw = as_pair(padding, "padding", 0)
+    return ph, ph, pw, pw
+
+
+def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    """Check a convolution's arguments and return its :class:`ConvGeometry`."""
+    batched = len(x_shape) == 4
+    n, channels, height, width = x_shape if batched else (1,) + tuple(x_shape)
+    filters, group_channels, kh, kw = w_shape
+    stride = as_pair(stride, "stride", 1)
+    dilation = as_pair(dilation, "dilation", 1)
+    groups = as_int(groups, "groups", 1)
+    if channels % groups or filters % groups:
+        raise ValueError(
+            f"groups={groups} must divide both the input channels ({channels}) "
+            f"and the filters ({filters})"
+        )
+    if group_channels != channels // groups:
+        raise ValueError(
+            f"weight must have shape {_LAYOUT_W} = (F, {channels // groups}, kh, kw) "
+            f"for {channels} input channels and groups={groups}, got {tuple(w_shape)}"
+        )
+    top, bottom, left, right = _padding_amounts(padding, (kh, kw), stride, dilation)
+    span_h = dilation[0] * (kh - 1) + 1
+    span_w = dilation[1] * (kw - 1) + 1
+    padded_h = height + top + bottom
+    padded_w = width + left + right
+    if span_h > padded_h or span_w > padded_w:
+        raise ValueError(
+            f"the dilated kernel ({span_h}, {span_w}) is larger than the padded "
+            f"input ({padded_h}, {padded_w})"
+        )
+    return ConvGeometry(
+        batched=batched, n=n, channels=channels, height=height, width=width,
+        filters=filters, kernel=(kh, kw), stride=stride, dilation=dilation,
+        groups=groups, pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right,
+        out_height=(padded_h - span_h) // stride[0] + 1,
+        out_width=(padded_w - span_w) // stride[1] + 1,
+    )
+
+
+def _checked_x_weight(x, weight, extra=()):
+    arrays = as_float_arrays((x, "x"), (weight, "weight"), *extra)
+    x, weight = arrays[0], arrays[1]
+    check_ndim(x, "x", (3, 4), _LAYOUT_X)
+    check_ndim(weight, "weight", (4,), _LAYOUT_W)
+    check_nonempty(x, "x")
+    check_nonempty(weight, "weight")
+    return arrays
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation over a batch of multi-channel images.
+
+    The ``conv2d`` of deep learning (no kernel flip), with the semantics of
+    ``torch.nn.functional.conv2d`` on NCHW arrays.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W) or (C, H, W)
+        Input images.  With one sample the result has no batch axis either.
+    weight : array_like, shape (F, C // groups, kh, kw)
+        Filters.
+    bias : array_like, shape (F,), optional
+        Added to every output position of each filter.
+    stride, dilation : int or pair of ints, default 1
+        Step between windows, and between the taps of a window.
+    padding : int, pair of ints, "valid" or "same", default 0
+        Zeros added on each side of the rows and columns.  ``"same"``
+        (stride 1 only) keeps the output as large as the input, putting the
+        odd extra row or column at the bottom or right.
+    groups : int, default 1
+        Channels and filters are split into this many groups; each group of
+        filters sees only its group of channels.
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, Hout, Wout) or (F, Hout, Wout)
+        ``Hout = (H + 2*ph - dh*(kh - 1) - 1) // sh + 1``, likewise ``Wout``.
+        float32 if every input is float32, else float64.
+
+    Raises
+    ------
+    TypeError
+        For complex, float16, object or other non-real input.
+    ValueError
+        For wrong numbers of axes, mismatched channels or groups, bad
+        hyper-parameters, or a kernel larger than the padded input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.functional import conv2d
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> conv2d(x, w)[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]])
+    >>> conv2d(x, w, padding="same").shape
+    (1, 1, 4, 4)
+    """
+    if bias is None:
+        x, weight = _checked_x_weight(x, weight)
+        bias = np.empty(0, dtype=x.dtype)
+    else:
+        x, weight, bias = _checked_x_weight(x, weight, [(bias, "bias")])
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"bias must have shape (F,) = ({weight.shape[0]},), got {bias.shape}"
+            )
+    geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    x4 = x if geometry.batched else x[np.newaxis]
+    out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
+    _conv.conv2d_forward(
+        geometry.padded(x4), weight, bias, out,
+        *geometry.stride, *geometry.dilation, geometry.groups, get_num_threads(),
+    )
+    return out if geometry.batched else out[0]
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                    *, compute_grad_input=True):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, F, Hout, Wout) or (F, Hout, Wout)
+        Gradient of the loss with respect to ``conv2d``'s output.
+    x, weight, stride, padding, dilation, groups
+        As given to :func:`conv2d`.
+    compute_grad_input : bool, default True
+        False skips the input gradient (returned as None): the first layer
+        of a network never needs it.
+
+    Returns
+    -------
+    grad_input : ndarray or None
+        Same shape as ``x``.
+    grad_weight : ndarray
+        Same shape as ``weight``.
+    grad_bias : ndarray, shape (F,)
+        Sum of ``grad_output`` over every axis but the filter axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.functional import conv2d_backward
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> gw[0, 0]
+    array([[ 8., 12.],
+           [20., 24.]])
+    >>> gb
+    array([4.])
+    """
+    x, weight, grad_output = _checked_x_weight(x, weight, [(grad_output, "grad_output")])
+    geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    if grad_output.shape != geometry.output_shape:
+        raise ValueError(
+            f"grad_output must have the shape of conv2d's output, "
+            f"{geometry.output_shape}, got {grad_output.shape}"
+        )
+    batched = geometry.batched
+    x4 = x if batched else x[np.newaxis]
+    g4 = grad_output if batched else grad_output[np.newaxis]
+    n_threads = get_num_threads()
+    xp = geometry.padded(x4)
+
+    grad_weight = np.empty(weight.shape, dtype=x.dtype)
+    grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
+    scratch = np.empty((n_threads, geometry.out_width), dtype=x.dtype)
+    _conv.conv2d_backward_weight(
+        g4, xp, grad_weight, grad_bias, scratch,
+        *geometry.stride, *geometry.dilation, geometry.groups, n_threads,
+    )
+
+    grad_input = None
+    if compute_grad_input:
+        gxp = np.zeros(xp.shape, dtype=x.dtype)
+        _conv.conv2d_backward_input(
+            g4, weight, gxp, *geometry.stride, *geometry.dilation, geometry.groups, n_threads,
+        )
+        grad_input = np.ascontiguousarray(geometry.cropped(gxp))
+        if not batched:
+            grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias

@@ -1,0 +1,14 @@
+"""The validated numpy face of cyconv's kernels, NCHW, with the semantics of
+``torch.nn.functional``.
+
+Every function here checks its arguments (dtype policy, shapes, sizes,
+hyper-parameters), makes its inputs C-contiguous, allocates the output and
+calls a compiled kernel that trusts all of it.
+"""
+
+from ._conv import conv2d, conv2d_backward
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+]

@@ -1,0 +1,97 @@
+"""Build the compiled kernels of cyconv.
+
+Every ``cyconv/_kernels/*.pyx`` file becomes one extension module.
+
+Environment variables
+---------------------
+CYCONV_BOUNDSCHECK=1
+    Compile with Cython's bounds, wraparound and initialisation checks on,
+    so that an out-of-range index raises ``IndexError`` instead of reading
+    stray memory.  For debugging and for proving that validation covers
+    every index; the shipped build has them off.
+CYCONV_NATIVE=1
+    Add ``-march=native`` for a local build tuned to this processor.  Never
+    used for anything that ships.
+CYCONV_NO_OPENMP=1
+    Build without OpenMP even where the compiler supports it.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools._distutils.ccompiler import new_compiler
+from setuptools._distutils.errors import CompileError, LinkError
+from setuptools._distutils.sysconfig import customize_compiler
+
+HERE = Path(__file__).parent
+
+
+def _flag(name):
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def _openmp_flags():
+    """Return (compile_args, link_args) for OpenMP, or empty lists if the
+    compiler cannot build and link a tiny OpenMP program."""
+    if _flag("CYCONV_NO_OPENMP"):
+        return [], []
+    if sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "check_openmp.c")
+        with open(src, "w") as f:
+            f.write(source)
+        for compile_args, link_args in candidates:
+            try:
+                objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_args)
+                compiler.link_executable(
+                    objects, "check_openmp", output_dir=tmp, extra_postargs=link_args
+                )
+            except (CompileError, LinkError):
+                continue
+            return compile_args, link_args
+    print("cyconv: the compiler has no OpenMP; building single-threaded kernels", file=sys.stderr)
+    return [], []
+
+
+def _extensions():
+    checks = _flag("CYCONV_BOUNDSCHECK")
+    directives = {
+        "language_level": 3,
+        "boundscheck": checks,
+        "wraparound": checks,
+        "initializedcheck": checks,
+        "cdivision": True,
+    }
+    omp_compile, omp_link = _openmp_flags()
+    compile_args = [] if sys.platform == "win32" else ["-O3"]
+    if _flag("CYCONV_NATIVE"):
+        compile_args.append("-march=native")
+    sources = sorted((HERE / "cyconv" / "_kernels").glob("*.pyx"))
+    extensions = [
+        Extension(
+            "cyconv._kernels." + path.stem,
+            [str(path.relative_to(HERE))],
+            include_dirs=[np.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=compile_args + omp_compile,
+            extra_link_args=omp_link,
+        )
+        for path in sources
+    ]
+    return cythonize(extensions, compiler_directives=directives, quiet=True)
+
+
+setup(ext_modules=_extensions())

@@ -1,0 +1,257 @@
+"""conv2d and conv2d_backward against the tutorial's method (loops over
+scipy.signal.correlate2d), finite differences and the adjoint identity."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import signal
+
+import cyconv
+from cyconv.functional import conv2d, conv2d_backward
+from cyconv.testing import conv2d_configs, random_arrays
+
+RTOL = {np.float32: 3e-5, np.float64: 1e-12}
+
+
+def same_padding(config):
+    if config.padding != "same":
+        ph, pw = config.padding
+        return ph, ph, pw, pw
+    _, _, kh, kw = config.weight_shape
+    th, tw = config.dilation[0] * (kh - 1), config.dilation[1] * (kw - 1)
+    return th // 2, th - th // 2, tw // 2, tw - tw // 2
+
+
+def reference_conv2d(x, weight, bias, config):
+    """The tutorial's loop over scipy.signal.correlate2d, extended: np.pad
+    for padding, zeros between the taps for dilation, slicing for stride."""
+    top, bottom, left, right = same_padding(config)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    f_count, group_channels, kh, kw = weight.shape
+    dh, dw = config.dilation
+    dilated = np.zeros((f_count, group_channels, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
+    dilated[:, :, ::dh, ::dw] = weight
+    per_group = f_count // config.groups
+    sh, sw = config.stride
+    out = []
+    for sample in xp:
+        maps = []
+        for f in range(f_count):
+            first = (f // per_group) * group_channels
+            total = sum(
+                signal.correlate2d(sample[first + c], dilated[f, c], mode="valid")
+                for c in range(group_channels)
+            )
+            maps.append(total[::sh, ::sw] + (0 if bias is None else bias[f]))
+        out.append(maps)
+    return np.array(out)
+
+
+def assert_close(actual, expected, magnitude, dtype):
+    """|actual - expected| within a rounding bound proportional to the sum of
+    the magnitudes of the terms (``magnitude``), as for any dot product."""
+    assert actual.dtype == dtype
+    assert actual.shape == expected.shape
+    bound = RTOL[dtype] * (magnitude + 1)
+    excess = np.abs(actual - expected) - bound
+    assert np.all(excess <= 0), f"max excess {excess.max()}"
+
+
+@given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.data())
+def test_conv2d_matches_scipy_loops(config, dtype, with_bias, data):
+    x, w, b = random_arrays(data.draw, [config.x_shape, config.weight_shape,
+                                        (config.weight_shape[0],)], dtype)
+    bias = b if with_bias else None
+    out = conv2d(x, w, bias, **config.kwargs)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    expected = reference_conv2d(x64, w64, b64 if with_bias else None, config)
+    magnitude = reference_conv2d(np.abs(x64), np.abs(w64), np.abs(b64) if with_bias else None,
+                                 config)
+    assert out.shape == config.output_shape
+    assert_close(out, expected, magnitude, dtype)
+
+
+@given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.data())
+def test_conv2d_backward_adjoint_identity(config, dtype, data):
+    """<conv(x, w), g> = <x, grad_input(g)> = <w, grad_weight(g)>, and the
+    bias gradient sums g: the backward pass is the forward's transpose."""
+    x, w, g = random_arrays(data.draw, [config.x_shape, config.weight_shape,
+                                        config.output_shape], dtype)
+    gx, gw, gb = conv2d_backward(g, x, w, **config.kwargs)
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (w.shape[0],)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    forward = np.vdot(reference_conv2d(x64, w64, None, config), g64)
+    scale = np.vdot(reference_conv2d(np.abs(x64), np.abs(w64), None, config), np.abs(g64)) + 1
+    tol = RTOL[dtype] * 10 * scale
+    assert abs(np.vdot(x64, gx.astype(np.float64)) - forward) <= tol
+    assert abs(np.vdot(w64, gw.astype(np.float64)) - forward) <= tol
+    np.testing.assert_allclose(gb, g64.sum(axis=(0, 2, 3)), rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype] * 10 * np.abs(g64).sum())
+
+
+def central_difference(f, array, step=1e-3):
+    """4th-order central differences of the scalar f with respect to array."""
+    grad = np.empty_like(array)
+    for index in np.ndindex(array.shape):
+        saved = array[index]
+        values = []
+        for offset in (2, 1, -1, -2):
+            array[index] = saved + offset * step
+            values.append(f())
+        array[index] = saved
+        grad[index] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+    return grad
+
+
+@settings(max_examples=25)
+@given(conv2d_configs(max_batch=2, max_group_channels=2, max_groups=2, max_kernel=3,
+                      max_extra_size=4), st.data())
+def test_conv2d_backward_matches_finite_differences(config, data):
+    x, w, b, weights = random_arrays(
+        data.draw, [config.x_shape, config.weight_shape, (config.weight_shape[0],),
+                    config.output_shape])
+
+    def loss():
+        return float(np.sum(conv2d(x, w, b, **config.kwargs) * weights))
+
+    gx, gw, gb = conv2d_backward(weights, x, w, **config.kwargs)
+    np.testing.assert_allclose(gx, central_difference(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gw, central_difference(loss, w), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, central_difference(loss, b), rtol=1e-6, atol=1e-8)
+
+
+def test_single_sample_has_no_batch_axis():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    out = conv2d(x, w, padding=1)
+    assert out.shape == (3, 6, 5)
+    np.testing.assert_array_equal(out, conv2d(x[None], w, padding=1)[0])
+    g = rng.standard_normal(out.shape)
+    gx, gw, gb = conv2d_backward(g, x, w, padding=1)
+    gx4, gw4, gb4 = conv2d_backward(g[None], x[None], w, padding=1)
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gx, gx4[0])
+    np.testing.assert_array_equal(gw, gw4)
+    np.testing.assert_array_equal(gb, gb4)
+
+
+def test_compute_grad_input_false_skips_it():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 1, 6, 6)), rng.standard_normal((4, 1, 3, 3))
+    g = rng.standard_normal((2, 4, 4, 4))
+    gx, gw, gb = conv2d_backward(g, x, w, compute_grad_input=False)
+    assert gx is None
+    _, gw_full, gb_full = conv2d_backward(g, x, w)
+    np.testing.assert_array_equal(gw, gw_full)
+    np.testing.assert_array_equal(gb, gb_full)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_bitwise_identical_at_any_thread_count(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4, 13, 11)).astype(dtype)
+    w = rng.standard_normal((7, 4, 3, 3)).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype)
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            cyconv.set_num_threads(threads)
+            out = conv2d(x, w, b, stride=(1, 2), padding=1)
+            results.append((out,) + conv2d_backward(out, x, w, stride=(1, 2), padding=1))
+    finally:
+        cyconv.set_num_threads(None)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            np.testing.assert_array_equal(a, b_)
+
+
+def test_integer_and_mixed_inputs_compute_in_float64():
+    x = np.arange(2 * 1 * 4 * 4).reshape(2, 1, 4, 4)
+    w = np.ones((1, 1, 2, 2), dtype=np.float32)
+    out = conv2d(x, w)
+    assert out.dtype == np.float64
+    assert conv2d(x.astype(np.float32), w).dtype == np.float32
+    assert conv2d(x.astype(np.float32), w.astype(np.float64)).dtype == np.float64
+    assert conv2d(x.tolist(), w.tolist()).dtype == np.float64
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "reversed"])
+def test_any_memory_layout_gives_the_same_result(layout):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 9, 8))
+    w = rng.standard_normal((4, 2, 2, 3))
+    g = rng.standard_normal((3, 4, 8, 6))
+    expected = (conv2d(x, w),) + conv2d_backward(g, x, w)
+    if layout == "fortran":
+        x, w, g = (np.asfortranarray(a) for a in (x, w, g))
+    elif layout == "strided":
+        x, w, g = (np.repeat(a, 2, axis=-1)[..., ::2] for a in (x, w, g))
+    elif layout == "readonly":
+        for a in (x, w, g):
+            a.flags.writeable = False
+    else:
+        x, w, g = (a[..., ::-1].copy()[..., ::-1] for a in (x, w, g))
+    actual = (conv2d(x, w),) + conv2d_backward(g, x, w)
+    for a, e in zip(actual, expected):
+        np.testing.assert_array_equal(a, e)
+
+
+BAD_CONV_ARGUMENTS = [
+    # (x shape, weight shape, kwargs, error, words the message must contain)
+    ((1, 2, 5, 5), (3, 3, 3, 3), {}, ValueError, "weight must have shape"),
+    ((2, 5, 5), (3, 2, 3), {}, ValueError, "weight must have 4 dimensions"),
+    ((5, 5), (3, 1, 3, 3), {}, ValueError, "x must have 3 or 4 dimensions"),
+    ((1, 1, 2, 2), (1, 1, 3, 3), {}, ValueError, "larger than the padded input"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"dilation": 3}, ValueError, "larger than the padded input"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": 0}, ValueError, "stride must be >= 1"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": (1, -1)}, ValueError, "stride must be >= 1"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": 1.5}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": True}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": (1, 2, 3)}, ValueError, "pair of ints"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": -1}, ValueError, "padding must be >= 0"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": "full"}, ValueError, "'valid' or 'same'"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": "same", "stride": 2}, ValueError, "stride 1"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"dilation": 0}, ValueError, "dilation must be >= 1"),
+    ((1, 4, 5, 5), (4, 2, 3, 3), {"groups": 3}, ValueError, "must divide"),
+    ((1, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, ValueError, "must divide"),
+    ((1, 4, 5, 5), (4, 4, 3, 3), {"groups": 0}, ValueError, "groups must be >= 1"),
+    ((0, 1, 5, 5), (1, 1, 3, 3), {}, ValueError, "empty axis"),
+    ((1, 1, 5, 5), (0, 1, 3, 3), {}, ValueError, "empty axis"),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, error, words", BAD_CONV_ARGUMENTS)
+def test_bad_arguments_raise_clear_errors(x_shape, w_shape, kwargs, error, words):
+    x, w = np.ones(x_shape), np.ones(w_shape)
+    with pytest.raises(error, match=words):
+        conv2d(x, w, **kwargs)
+    if len(x_shape) in (3, 4) and len(w_shape) == 4:
+        with pytest.raises(error, match=words):
+            conv2d_backward(np.ones((1, 1, 1, 1)), x, w, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.float16, object, "U3"])
+def test_unsupported_dtypes_raise_type_error(dtype):
+    x = np.ones((1, 1, 4, 4)).astype(dtype)
+    with pytest.raises(TypeError, match="real numbers"):
+        conv2d(x, np.ones((1, 1, 2, 2)))
+
+
+def test_bad_bias_and_grad_output_shapes():
+    x, w = np.ones((2, 1, 5, 5)), np.ones((3, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"bias must have shape \(F,\) = \(3,\)"):
+        conv2d(x, w, np.ones(2))
+    with pytest.raises(ValueError, match=r"grad_output must have the shape .*\(2, 3, 3, 3\)"):
+        conv2d_backward(np.ones((2, 3, 4, 4)), x, w)
+
+
+def test_nan_and_inf_propagate():
+    x = np.ones((1, 1, 4, 4))
+    x[0, 0, 0, 0] = np.nan
+    x[0, 0, 3, 3] = np.inf
+    out = conv2d(x, np.ones((1, 1, 2, 2)))
+    assert np.isnan(out[0, 0, 0, 0]) and np.isinf(out[0, 0, 2, 2])
+    assert np.isfinite(out[0, 0, 1, 1])
