@@ -5,9 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._kernels import _conv
+from ._blas import single_threaded_blas
+from ._kernels import _conv, _conv_gemm
 from ._threads import get_num_threads
 from ._validation import as_float_arrays, as_int, as_pair, check_ndim, check_nonempty
+
+# A thread's unrolled-input buffer: 256 Ki values (1 MiB in float32) keeps
+# the matrix product's operands in cache; larger chunks measured no faster.
+WORKSPACE_ELEMENTS = 1 << 18
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 _LAYOUT_W = "(F, C // groups, kh, kw)"
@@ -52,10 +57,33 @@ class ConvGeometry:
            self.pad_left:self.pad_left + self.width] = x4
         return xp
 
+    @property
+    def group_taps(self):
+        """Rows of the unrolled input of one group: (C // groups) * kh * kw."""
+        return self.channels // self.groups * self.kernel[0] * self.kernel[1]
+
+    @property
+    def channels_per_block(self):
+        """Input channels per weight-gradient task: enough taps for an
+        efficient matrix product, few enough for several tasks to share
+        out among threads.  Depends on the shapes only (determinism)."""
+        taps = self.kernel[0] * self.kernel[1]
+        return max(1, min(self.channels // self.groups, -(-32 // taps)))
+
+    def rows_per_chunk(self, taps):
+        """Output rows unrolled at once, so that a thread's workspace holds at
+        most WORKSPACE_ELEMENTS values (at least one row)."""
+        return max(1, min(self.out_height, WORKSPACE_ELEMENTS // (taps * self.out_width)))
+
     def cropped(self, xp4):
         """Undo :meth:`padded` on a gradient."""
         return xp4[:, :, self.pad_top:self.pad_top + self.height,
                    self.pad_left:self.pad_left + self.width]
+
+
+def choose_algorithm(geometry):
+    """'gemm' (im2col + BLAS) or 'direct' (vectorised loops)."""
+    return "gemm" if geometry.group_taps >= 16 else "direct"
 
 
 def _padding_amounts(padding, kernel, stride, dilation):
@@ -187,10 +215,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     x4 = x if geometry.batched else x[np.newaxis]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
-    _conv.conv2d_forward(
-        geometry.padded(x4), weight, bias, out,
-        *geometry.stride, *geometry.dilation, geometry.groups, get_num_threads(),
-    )
+    n_threads = get_num_threads()
+    hyper = (*geometry.stride, *geometry.dilation, geometry.groups)
+    if choose_algorithm(geometry) == "gemm":
+        rows = geometry.rows_per_chunk(geometry.group_taps)
+        workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width), x.dtype)
+        with single_threaded_blas():
+            _conv_gemm.conv2d_forward(geometry.padded(x4), weight, bias, out, workspace, rows,
+                                      *hyper, n_threads)
+    else:
+        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, *hyper, n_threads)
     return out if geometry.batched else out[0]
 
 
@@ -247,20 +281,38 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     n_threads = get_num_threads()
     xp = geometry.padded(x4)
 
-    grad_weight = np.empty(weight.shape, dtype=x.dtype)
+    hyper = (*geometry.stride, *geometry.dilation, geometry.groups)
+    gemm = choose_algorithm(geometry) == "gemm"
+
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
-    scratch = np.empty((n_threads, geometry.out_width), dtype=x.dtype)
-    _conv.conv2d_backward_weight(
-        g4, xp, grad_weight, grad_bias, scratch,
-        *geometry.stride, *geometry.dilation, geometry.groups, n_threads,
-    )
+    if gemm:
+        grad_weight = np.zeros(weight.shape, dtype=x.dtype)
+        taps = geometry.kernel[0] * geometry.kernel[1]
+        block = geometry.channels_per_block
+        rows = geometry.rows_per_chunk(block * taps)
+        workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
+        with single_threaded_blas():
+            _conv_gemm.conv2d_backward_weight(g4, xp, grad_weight, workspace, block, rows,
+                                              *hyper, n_threads)
+        workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
+        _conv_gemm.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
+    else:
+        grad_weight = np.empty(weight.shape, dtype=x.dtype)
+        scratch = np.empty((n_threads, geometry.out_width), dtype=x.dtype)
+        _conv.conv2d_backward_weight(g4, xp, grad_weight, grad_bias, scratch, *hyper, n_threads)
 
     grad_input = None
     if compute_grad_input:
         gxp = np.zeros(xp.shape, dtype=x.dtype)
-        _conv.conv2d_backward_input(
-            g4, weight, gxp, *geometry.stride, *geometry.dilation, geometry.groups, n_threads,
-        )
+        if gemm:
+            rows = geometry.rows_per_chunk(geometry.group_taps)
+            workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
+                                 x.dtype)
+            with single_threaded_blas():
+                _conv_gemm.conv2d_backward_input(g4, weight, gxp, workspace, rows,
+                                                 *hyper, n_threads)
+        else:
+            _conv.conv2d_backward_input(g4, weight, gxp, *hyper, n_threads)
         grad_input = np.ascontiguousarray(geometry.cropped(gxp))
         if not batched:
             grad_input = grad_input[0]
