@@ -10,9 +10,15 @@ from ._kernels import _conv, _conv_gemm
 from ._threads import get_num_threads
 from ._validation import as_float_arrays, as_int, as_pair, check_ndim, check_nonempty
 
-# A thread's unrolled-input buffer: 256 Ki values (1 MiB in float32) keeps
-# the matrix product's operands in cache; larger chunks measured no faster.
-WORKSPACE_ELEMENTS = 1 << 18
+# A thread's unrolled-input buffer holds at most this many values (4 MiB in
+# float32); smaller buffers measured slower on 3x3 layers of 32-64 channels.
+WORKSPACE_ELEMENTS = 1 << 20
+# Rows of the weight gradient's matrix products: fewer (thinner products)
+# measured slower, more leaves too few tasks to share among threads.
+WEIGHT_BLOCK_TAPS = 256
+# The weight gradient is summed in at most this many partial sums over runs
+# of samples, so that threads can share small layers too.
+WEIGHT_PARTS = 8
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 _LAYOUT_W = "(F, C // groups, kh, kw)"
@@ -64,11 +70,17 @@ class ConvGeometry:
 
     @property
     def channels_per_block(self):
-        """Input channels per weight-gradient task: enough taps for an
-        efficient matrix product, few enough for several tasks to share
-        out among threads.  Depends on the shapes only (determinism)."""
-        taps = self.kernel[0] * self.kernel[1]
-        return max(1, min(self.channels // self.groups, -(-32 // taps)))
+        """Input channels per weight-gradient task: blocks of equal size with
+        about WEIGHT_BLOCK_TAPS taps each.  Depends on the shapes only, never
+        on the thread count (determinism)."""
+        group_channels = self.channels // self.groups
+        blocks = -(-self.group_taps // WEIGHT_BLOCK_TAPS)
+        return -(-group_channels // blocks)
+
+    @property
+    def samples_per_part(self):
+        """Samples summed into each partial weight gradient."""
+        return -(-self.n // WEIGHT_PARTS)
 
     def rows_per_chunk(self, taps):
         """Output rows unrolled at once, so that a thread's workspace holds at
@@ -286,14 +298,17 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
     if gemm:
-        grad_weight = np.zeros(weight.shape, dtype=x.dtype)
         taps = geometry.kernel[0] * geometry.kernel[1]
         block = geometry.channels_per_block
+        per_part = geometry.samples_per_part
+        partials = np.zeros((-(-geometry.n // per_part),) + weight.shape, dtype=x.dtype)
         rows = geometry.rows_per_chunk(block * taps)
         workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
         with single_threaded_blas():
-            _conv_gemm.conv2d_backward_weight(g4, xp, grad_weight, workspace, block, rows,
-                                              *hyper, n_threads)
+            _conv_gemm.conv2d_backward_weight(g4, xp, partials, workspace, block, per_part,
+                                              rows, *hyper, n_threads)
+        # numpy sums the partials in one fixed order: thread-count independent.
+        grad_weight = partials.sum(axis=0)
         workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
         _conv_gemm.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
     else:

@@ -15,10 +15,11 @@
 # * Determinism.  Each BLAS call runs in one thread (the caller limits BLAS to
 #   one thread while these kernels run) and every output element is produced
 #   by one task in a fixed order: samples for the forward pass and the input
-#   gradient; fixed blocks of input channels, summing samples and row chunks
-#   in order, for the weight gradient.  Chunk and block sizes depend only on
-#   the shapes, never on the thread count, so results are bitwise identical
-#   whatever the thread count.
+#   gradient; (run of samples, block of input channels) pairs for the weight
+#   gradient, each summing its samples and row chunks in order into its own
+#   partial gradient, which the caller then sums in order.  Chunk, block and
+#   run sizes depend only on the shapes, never on the thread count, so
+#   results are bitwise identical whatever the thread count.
 # * Padding is done by the caller, as in _conv.pyx: every index here is
 #   ``oh*sh + i*dh < Hp`` and ``ow*sw + j*dw < Wp`` by construction of Hout,
 #   Wout from the padded sizes.
@@ -186,26 +187,27 @@ def conv2d_backward_input(
                                rows_per_chunk, sh, sw, dh, dw, groups)
 
 
-cdef void _backward_weight_block(
+cdef void _backward_weight_task(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] xp,        # IN  (N, C, Hp, Wp)
-    floating[:, :, :, ::1] grad_weight,     # OUT (F, Cg, kh, kw), zeroed by the caller
+    floating[:, :, :, ::1] partial,         # OUT (F, Cg, kh, kw), zeroed by the caller
     floating* col,                          # scratch, block*kh*kw * rows_per_chunk * Wout
-    Py_ssize_t task, Py_ssize_t channels_per_block, Py_ssize_t rows_per_chunk,
+    Py_ssize_t block, Py_ssize_t channels_per_block,
+    Py_ssize_t sample_first, Py_ssize_t sample_count, Py_ssize_t rows_per_chunk,
     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
     Py_ssize_t groups,
 ) noexcept nogil:
-    cdef Py_ssize_t N = grad_out.shape[0], F = grad_out.shape[1]
+    cdef Py_ssize_t F = grad_out.shape[1]
     cdef Py_ssize_t Hout = grad_out.shape[2], Wout = grad_out.shape[3]
-    cdef Py_ssize_t Cg = grad_weight.shape[1]
-    cdef Py_ssize_t kh = grad_weight.shape[2], kw = grad_weight.shape[3]
+    cdef Py_ssize_t Cg = partial.shape[1]
+    cdef Py_ssize_t kh = partial.shape[2], kw = partial.shape[3]
     cdef Py_ssize_t Fg = F // groups, CgK = Cg * kh * kw, HW = Hout * Wout
     cdef Py_ssize_t blocks_per_group = (Cg + channels_per_block - 1) // channels_per_block
-    cdef Py_ssize_t g = task // blocks_per_group
-    cdef Py_ssize_t ci_first = (task % blocks_per_group) * channels_per_block
+    cdef Py_ssize_t g = block // blocks_per_group
+    cdef Py_ssize_t ci_first = (block % blocks_per_group) * channels_per_block
     cdef Py_ssize_t ci_count = min(channels_per_block, Cg - ci_first)
     cdef Py_ssize_t n, chunk, r0, rows
-    for n in range(N):
+    for n in range(sample_first, sample_first + sample_count):
         for chunk in range((Hout + rows_per_chunk - 1) // rows_per_chunk):
             r0 = chunk * rows_per_chunk
             rows = min(rows_per_chunk, Hout - r0)
@@ -214,26 +216,32 @@ cdef void _backward_weight_block(
             # gW'[block] (Kb x Fg, ldc CgK) += col'^T (Kb x L) @ grad_out'[chunk] (L x Fg)
             _gemm(b"T", b"N", <int> (ci_count * kh * kw), <int> Fg, <int> (rows * Wout),
                   1, col, <int> (rows * Wout), &grad_out[n, g * Fg, r0, 0], <int> HW,
-                  1, &grad_weight[g * Fg, ci_first, 0, 0], <int> CgK)
+                  1, &partial[g * Fg, ci_first, 0, 0], <int> CgK)
 
 
 def conv2d_backward_weight(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] xp,        # IN  (N, C, Hp, Wp) padded input
-    floating[:, :, :, ::1] grad_weight,     # OUT (F, C // groups, kh, kw), zeroed
+    floating[:, :, :, :, ::1] partials,     # OUT (S, F, C // groups, kh, kw), zeroed
     floating[:, ::1] workspace,             # scratch (n_threads, block*K*rows_per_chunk*Wout)
-    Py_ssize_t channels_per_block, Py_ssize_t rows_per_chunk,
+    Py_ssize_t channels_per_block, Py_ssize_t samples_per_part, Py_ssize_t rows_per_chunk,
     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
     Py_ssize_t groups,
     int n_threads,
 ):
-    cdef Py_ssize_t Cg = grad_weight.shape[1]
-    cdef Py_ssize_t tasks = groups * ((Cg + channels_per_block - 1) // channels_per_block)
-    cdef Py_ssize_t task
-    for task in prange(tasks, nogil=True, schedule="static", num_threads=n_threads):
-        _backward_weight_block(grad_out, xp, grad_weight, &workspace[threadid(), 0],
-                               task, channels_per_block, rows_per_chunk,
-                               sh, sw, dh, dw, groups)
+    """Partial weight gradients, one per run of ``samples_per_part`` samples;
+    the caller sums them in order.  Tasks are (part, channel block) pairs."""
+    cdef Py_ssize_t N = grad_out.shape[0], Cg = partials.shape[2]
+    cdef Py_ssize_t blocks = groups * ((Cg + channels_per_block - 1) // channels_per_block)
+    cdef Py_ssize_t parts = partials.shape[0]
+    cdef Py_ssize_t task, part, first
+    for task in prange(parts * blocks, nogil=True, schedule="static", num_threads=n_threads):
+        part = task // blocks
+        first = part * samples_per_part
+        _backward_weight_task(grad_out, xp, partials[part], &workspace[threadid(), 0],
+                              task % blocks, channels_per_block,
+                              first, min(samples_per_part, N - first), rows_per_chunk,
+                              sh, sw, dh, dw, groups)
 
 
 def conv2d_backward_bias(
