@@ -64,6 +64,10 @@ class ConvGeometry:
         return xp
 
     @property
+    def padded_width(self):
+        return self.width + self.pad_left + self.pad_right
+
+    @property
     def group_taps(self):
         """Rows of the unrolled input of one group: (C // groups) * kh * kw."""
         return self.channels // self.groups * self.kernel[0] * self.kernel[1]
@@ -236,7 +240,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             _conv_gemm.conv2d_forward(geometry.padded(x4), weight, bias, out, workspace, rows,
                                       *hyper, n_threads)
     else:
-        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, *hyper, n_threads)
+        scratch = np.empty((n_threads, geometry.out_height * geometry.padded_width), x.dtype)
+        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, scratch, *hyper, n_threads)
     return out if geometry.batched else out[0]
 
 
@@ -312,9 +317,19 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
         _conv_gemm.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
     else:
+        # Wide rows (see _conv.pyx) need stride 1, and finite factors so that
+        # the zero columns of the wide grad_output never meet an inf.
+        wide = (geometry.stride == (1, 1) and np.isfinite(np.sum(x4))
+                and np.isfinite(np.sum(weight)))
+        if wide:
+            g_rows = np.zeros(g4.shape[:3] + (geometry.padded_width,), dtype=x.dtype)
+            g_rows[..., :geometry.out_width] = g4
+        else:
+            g_rows = g4
         grad_weight = np.empty(weight.shape, dtype=x.dtype)
-        scratch = np.empty((n_threads, geometry.out_width), dtype=x.dtype)
-        _conv.conv2d_backward_weight(g4, xp, grad_weight, grad_bias, scratch, *hyper, n_threads)
+        scratch = np.empty((n_threads, geometry.out_height * g_rows.shape[3]), dtype=x.dtype)
+        _conv.conv2d_backward_weight(g_rows, xp, grad_weight, grad_bias, scratch,
+                                     geometry.out_width, wide, *hyper, n_threads)
 
     grad_input = None
     if compute_grad_input:
@@ -327,7 +342,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 _conv_gemm.conv2d_backward_input(g4, weight, gxp, workspace, rows,
                                                  *hyper, n_threads)
         else:
-            _conv.conv2d_backward_input(g4, weight, gxp, *hyper, n_threads)
+            _conv.conv2d_backward_input(g_rows, weight, gxp, geometry.out_width, wide,
+                                        *hyper, n_threads)
         grad_input = np.ascontiguousarray(geometry.cropped(gxp))
         if not batched:
             grad_input = grad_input[0]
