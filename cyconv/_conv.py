@@ -1,12 +1,19 @@
-"""conv2d and its gradients: validation, padding and output allocation
-around the compiled loops in ``_kernels/_conv.pyx``."""
+"""conv2d and its gradients: validation, padding, output and workspace
+allocation around the compiled im2col + BLAS kernels in ``_kernels/_conv.pyx``.
+
+Direct loops (vectorised along output rows, with multi-versioned AVX2 and
+AVX-512 variants) were measured against the matrix-product formulation on
+every benchmark layer, down to one channel and one 28x28 image: the matrix
+products were faster everywhere, forward and backward, so they are the only
+path.
+"""
 
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._blas import single_threaded_blas
-from ._kernels import _conv, _conv_gemm
+from ._kernels import _conv
 from ._threads import get_num_threads
 from ._validation import as_float_arrays, as_int, as_pair, check_ndim, check_nonempty
 
@@ -19,6 +26,9 @@ WEIGHT_BLOCK_TAPS = 256
 # The weight gradient is summed in at most this many partial sums over runs
 # of samples, so that threads can share small layers too.
 WEIGHT_PARTS = 8
+
+# Below this much work a thread is not worth starting (about 20-50 us).
+MIN_MACS_PER_THREAD = 1 << 17
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 _LAYOUT_W = "(F, C // groups, kh, kw)"
@@ -64,8 +74,16 @@ class ConvGeometry:
         return xp
 
     @property
-    def padded_width(self):
-        return self.width + self.pad_left + self.pad_right
+    def hyper(self):
+        """Stride, dilation and groups as the kernels take them."""
+        return (*self.stride, *self.dilation, self.groups)
+
+    def threads(self):
+        """Threads worth starting: one per MIN_MACS_PER_THREAD multiply-adds,
+        at most cyconv.get_num_threads().  Starting a thread team costs more
+        than a tiny layer (a single small image) takes to compute."""
+        macs = self.n * self.filters * self.out_height * self.out_width * self.group_taps
+        return max(1, min(get_num_threads(), macs // MIN_MACS_PER_THREAD))
 
     @property
     def group_taps(self):
@@ -95,11 +113,6 @@ class ConvGeometry:
         """Undo :meth:`padded` on a gradient."""
         return xp4[:, :, self.pad_top:self.pad_top + self.height,
                    self.pad_left:self.pad_left + self.width]
-
-
-def choose_algorithm(geometry):
-    """'gemm' (im2col + BLAS) or 'direct' (vectorised loops)."""
-    return "gemm" if geometry.group_taps >= 16 else "direct"
 
 
 def _padding_amounts(padding, kernel, stride, dilation):
@@ -231,17 +244,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     x4 = x if geometry.batched else x[np.newaxis]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
-    n_threads = get_num_threads()
-    hyper = (*geometry.stride, *geometry.dilation, geometry.groups)
-    if choose_algorithm(geometry) == "gemm":
-        rows = geometry.rows_per_chunk(geometry.group_taps)
-        workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width), x.dtype)
-        with single_threaded_blas():
-            _conv_gemm.conv2d_forward(geometry.padded(x4), weight, bias, out, workspace, rows,
-                                      *hyper, n_threads)
-    else:
-        scratch = np.empty((n_threads, geometry.out_height * geometry.padded_width), x.dtype)
-        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, scratch, *hyper, n_threads)
+    n_threads = geometry.threads()
+    rows = geometry.rows_per_chunk(geometry.group_taps)
+    workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width), x.dtype)
+    with single_threaded_blas():
+        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, workspace, rows,
+                             *geometry.hyper, n_threads)
     return out if geometry.batched else out[0]
 
 
@@ -295,55 +303,33 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     batched = geometry.batched
     x4 = x if batched else x[np.newaxis]
     g4 = grad_output if batched else grad_output[np.newaxis]
-    n_threads = get_num_threads()
+    n_threads = geometry.threads()
     xp = geometry.padded(x4)
 
-    hyper = (*geometry.stride, *geometry.dilation, geometry.groups)
-    gemm = choose_algorithm(geometry) == "gemm"
-
+    taps = geometry.kernel[0] * geometry.kernel[1]
+    block = geometry.channels_per_block
+    per_part = geometry.samples_per_part
+    partials = np.zeros((-(-geometry.n // per_part),) + weight.shape, dtype=x.dtype)
+    rows = geometry.rows_per_chunk(block * taps)
+    workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
+    with single_threaded_blas():
+        _conv.conv2d_backward_weight(g4, xp, partials, workspace, block, per_part, rows,
+                                     *geometry.hyper, n_threads)
+    # numpy sums the partials in one fixed order: thread-count independent.
+    grad_weight = partials.sum(axis=0)
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
-    if gemm:
-        taps = geometry.kernel[0] * geometry.kernel[1]
-        block = geometry.channels_per_block
-        per_part = geometry.samples_per_part
-        partials = np.zeros((-(-geometry.n // per_part),) + weight.shape, dtype=x.dtype)
-        rows = geometry.rows_per_chunk(block * taps)
-        workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
-        with single_threaded_blas():
-            _conv_gemm.conv2d_backward_weight(g4, xp, partials, workspace, block, per_part,
-                                              rows, *hyper, n_threads)
-        # numpy sums the partials in one fixed order: thread-count independent.
-        grad_weight = partials.sum(axis=0)
-        workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
-        _conv_gemm.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
-    else:
-        # Wide rows (see _conv.pyx) need stride 1, and finite factors so that
-        # the zero columns of the wide grad_output never meet an inf.
-        wide = (geometry.stride == (1, 1) and np.isfinite(np.sum(x4))
-                and np.isfinite(np.sum(weight)))
-        if wide:
-            g_rows = np.zeros(g4.shape[:3] + (geometry.padded_width,), dtype=x.dtype)
-            g_rows[..., :geometry.out_width] = g4
-        else:
-            g_rows = g4
-        grad_weight = np.empty(weight.shape, dtype=x.dtype)
-        scratch = np.empty((n_threads, geometry.out_height * g_rows.shape[3]), dtype=x.dtype)
-        _conv.conv2d_backward_weight(g_rows, xp, grad_weight, grad_bias, scratch,
-                                     geometry.out_width, wide, *hyper, n_threads)
+    workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
+    _conv.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
 
     grad_input = None
     if compute_grad_input:
         gxp = np.zeros(xp.shape, dtype=x.dtype)
-        if gemm:
-            rows = geometry.rows_per_chunk(geometry.group_taps)
-            workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
-                                 x.dtype)
-            with single_threaded_blas():
-                _conv_gemm.conv2d_backward_input(g4, weight, gxp, workspace, rows,
-                                                 *hyper, n_threads)
-        else:
-            _conv.conv2d_backward_input(g_rows, weight, gxp, geometry.out_width, wide,
-                                        *hyper, n_threads)
+        rows = geometry.rows_per_chunk(geometry.group_taps)
+        workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
+                             x.dtype)
+        with single_threaded_blas():
+            _conv.conv2d_backward_input(g4, weight, gxp, workspace, rows, *geometry.hyper,
+                                        n_threads)
         grad_input = np.ascontiguousarray(geometry.cropped(gxp))
         if not batched:
             grad_input = grad_input[0]

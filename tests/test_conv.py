@@ -17,17 +17,19 @@ from cyconv.testing import conv2d_configs, random_arrays
 
 RTOL = {np.float32: 3e-5, np.float64: 1e-12}
 
-# Every algorithm conv2d may choose is held to the same references;
-# "gemm-chunked" shrinks the workspace so that output rows go in chunks.
-ALGORITHMS = pytest.mark.parametrize("algorithm", ["direct", "gemm", "gemm-chunked"])
+# "chunked" shrinks the workspace so that output rows are unrolled one
+# chunk at a time, and weight-gradient blocks hold one channel each.
+ALGORITHMS = pytest.mark.parametrize("algorithm", ["whole", "chunked"])
 
 
 @contextlib.contextmanager
 def forced(algorithm):
-    name, _, chunked = algorithm.partition("-")
-    workspace = 1 if chunked else _conv.WORKSPACE_ELEMENTS
-    with mock.patch.object(_conv, "choose_algorithm", lambda geometry: name), \
-            mock.patch.object(_conv, "WORKSPACE_ELEMENTS", workspace):
+    if algorithm == "whole":
+        yield
+        return
+    with mock.patch.object(_conv, "WORKSPACE_ELEMENTS", 1), \
+            mock.patch.object(_conv, "WEIGHT_BLOCK_TAPS", 1), \
+            mock.patch.object(_conv, "WEIGHT_PARTS", 2):
         yield
 
 
@@ -181,7 +183,7 @@ def test_results_bitwise_identical_at_any_thread_count(algorithm, dtype):
     b = rng.standard_normal(7).astype(dtype)
     results = []
     try:
-        with forced(algorithm):
+        with forced(algorithm), mock.patch.object(_conv, "MIN_MACS_PER_THREAD", 1):
             for threads in (1, 2, 3):
                 cyconv.set_num_threads(threads)
                 out = conv2d(x, w, b, stride=(1, 2), padding=1)
