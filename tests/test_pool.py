@@ -100,18 +100,21 @@ def reference_avg_pool_backward(grad_output, config, count_include_pad):
     return grad
 
 
-def with_nans(draw, x):
-    """Sprinkle NaN over about a tenth of ``x`` when hypothesis says so."""
+def with_specials(draw, x):
+    """When hypothesis says so, put NaN, +inf or -inf at about a tenth of
+    the places in ``x`` each."""
     if draw(st.booleans()):
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        x[rng.random(x.shape) < 0.1] = np.nan
+        for special in draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]),
+                                     min_size=1, max_size=3, unique=True)):
+            x[rng.random(x.shape) < 0.1] = special
     return x
 
 
 @given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
 def test_max_pool2d_matches_loops(config, dtype, ties, data):
     (x,) = random_arrays(data.draw, [config.x_shape], dtype, ties=ties)
-    x = with_nans(data.draw, x)
+    x = with_specials(data.draw, x)
     out, indices = max_pool2d(x, **config.kwargs, return_indices=True)
     expected, expected_indices = reference_max_pool(x, config)
     assert out.dtype == dtype and indices.dtype == np.int64
@@ -124,7 +127,7 @@ def test_max_pool2d_matches_loops(config, dtype, ties, data):
 @given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
 def test_max_pool2d_backward_matches_loops(config, dtype, ties, data):
     x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype, ties=ties)
-    x = with_nans(data.draw, x)
+    x = with_specials(data.draw, x)
     grad = max_pool2d_backward(g, x, **config.kwargs)
     _, expected_indices = reference_max_pool(x, config)
     expected = reference_max_pool_backward(g.astype(np.float64), expected_indices, x.shape)

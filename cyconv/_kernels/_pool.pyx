@@ -17,8 +17,11 @@
 #   input, holds at least one element.  The max kernels read the first of
 #   them without checking, and no divisor is zero.
 # * The maximum of a window is its first largest element in row-major order,
-#   with NaN larger than everything: the first NaN wins and ends the search.
-#   Its flat index h*W + w within the plane is what the gradient follows.
+#   with NaN larger than everything, so the first NaN wins.  Its flat index
+#   h*W + w within the plane is what the gradient follows.  It is found in
+#   two branch-free passes over the (cache-hot) window, the largest value
+#   first and then where it first occurs, because on real data a running
+#   "is this the new maximum?" branch is mispredicted about half the time.
 # * Sums of average pooling are accumulated in double, also for float32, and
 #   divided once.
 
@@ -27,27 +30,64 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
 
+cdef inline floating _window_max(
+    const floating* plane,  # IN  (H, W) plane, row stride W
+    Py_ssize_t W,
+    Py_ssize_t h0, Py_ssize_t h1,
+    Py_ssize_t w0, Py_ssize_t w1,
+    bint* nan_seen,         # OUT whether the window holds a NaN
+) noexcept nogil:
+    # Written without data-dependent branches (a ternary the compiler turns
+    # into maxss, bitwise or): on real data which element wins is
+    # unpredictable, and mispredicted branches cost more than the loads.
+    cdef floating best_value = plane[h0 * W + w0]
+    cdef floating value
+    cdef bint nan = False
+    cdef Py_ssize_t h, w
+    for h in range(h0, h1):
+        for w in range(w0, w1):
+            value = plane[h * W + w]
+            best_value = value if value > best_value else best_value
+            nan = nan | (value != value)
+    nan_seen[0] = nan
+    return best_value
+
+
+cdef inline Py_ssize_t _window_first(
+    const floating* plane,  # IN  (H, W) plane, row stride W
+    Py_ssize_t W,
+    Py_ssize_t h0, Py_ssize_t h1,
+    Py_ssize_t w0, Py_ssize_t w1,
+    floating target,
+    bint nan,
+) noexcept nogil:
+    # The flat index of the first element equal to target, or of the first
+    # NaN if nan.  Scanning backwards and keeping the last match found leaves
+    # the first in row-major order, again without a data-dependent branch.
+    cdef Py_ssize_t best = h0 * W + w0
+    cdef floating value
+    cdef Py_ssize_t h, w
+    if nan:
+        for h in range(h1 - 1, h0 - 1, -1):
+            for w in range(w1 - 1, w0 - 1, -1):
+                value = plane[h * W + w]
+                best = h * W + w if value != value else best
+    else:
+        for h in range(h1 - 1, h0 - 1, -1):
+            for w in range(w1 - 1, w0 - 1, -1):
+                best = h * W + w if plane[h * W + w] == target else best
+    return best
+
+
 cdef inline Py_ssize_t _window_argmax(
     const floating* plane,  # IN  (H, W) plane, row stride W
     Py_ssize_t W,
     Py_ssize_t h0, Py_ssize_t h1,
     Py_ssize_t w0, Py_ssize_t w1,
 ) noexcept nogil:
-    cdef Py_ssize_t best = h0 * W + w0
-    cdef floating best_value = plane[best]
-    cdef floating value
-    cdef Py_ssize_t h, w
-    if best_value != best_value:
-        return best
-    for h in range(h0, h1):
-        for w in range(w0, w1):
-            value = plane[h * W + w]
-            if value > best_value:
-                best_value = value
-                best = h * W + w
-            elif value != value:
-                return h * W + w
-    return best
+    cdef bint nan
+    cdef floating best_value = _window_max(plane, W, h0, h1, w0, w1, &nan)
+    return _window_first(plane, W, h0, h1, w0, w1, best_value, nan)
 
 
 cdef void _max_pool_plane(
@@ -61,6 +101,8 @@ cdef void _max_pool_plane(
     Py_ssize_t ph, Py_ssize_t pw,
 ) noexcept nogil:
     cdef Py_ssize_t oh, ow, h0, h1, w0, w1, best
+    cdef floating best_value
+    cdef bint nan
     for oh in range(Hout):
         h0 = oh * sh - ph
         h1 = min(h0 + kh, H)
@@ -69,10 +111,17 @@ cdef void _max_pool_plane(
             w0 = ow * sw - pw
             w1 = min(w0 + kw, W)
             w0 = max(w0, 0)
-            best = _window_argmax(x, W, h0, h1, w0, w1)
-            out[oh * Wout + ow] = x[best]
             if indices != NULL:
+                best = _window_argmax(x, W, h0, h1, w0, w1)
+                out[oh * Wout + ow] = x[best]
                 indices[oh * Wout + ow] = best
+            else:
+                best_value = _window_max(x, W, h0, h1, w0, w1, &nan)
+                # A NaN is copied from where it was found, payload and all.
+                out[oh * Wout + ow] = (
+                    x[_window_first(x, W, h0, h1, w0, w1, best_value, True)] if nan
+                    else best_value
+                )
 
 
 def max_pool2d_forward(
@@ -108,7 +157,7 @@ cdef void _max_pool_backward_plane(
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
 ) noexcept nogil:
-    cdef Py_ssize_t oh, ow, h0, h1, w0, w1
+    cdef Py_ssize_t oh, ow, h0, h1, w0, w1, best
     for oh in range(Hout):
         h0 = oh * sh - ph
         h1 = min(h0 + kh, H)
@@ -117,7 +166,8 @@ cdef void _max_pool_backward_plane(
             w0 = ow * sw - pw
             w1 = min(w0 + kw, W)
             w0 = max(w0, 0)
-            grad_in[_window_argmax(x, W, h0, h1, w0, w1)] += grad_out[oh * Wout + ow]
+            best = _window_argmax(x, W, h0, h1, w0, w1)
+            grad_in[best] += grad_out[oh * Wout + ow]
 
 
 def max_pool2d_backward(
