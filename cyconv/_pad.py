@@ -187,6 +187,13 @@ def pad2d_backward(grad, padding, mode="constant"):
     grad_input : ndarray, shape (..., H, W)
         float32 for float32 ``grad``, else float64.
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`pad2d` (the limits apply to the unpadded sizes), and
+        ValueError where ``grad``'s last two axes are smaller than the
+        padding.
+
     Examples
     --------
     >>> import numpy as np

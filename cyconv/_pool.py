@@ -152,8 +152,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
         non-integer sizes.
     ValueError
         For a wrong number of axes, an empty axis, sizes or strides below 1,
-        padding above half the kernel, or a kernel larger than the padded
-        input.
+        padding above half the kernel, a kernel larger than the padded
+        input, or a size, stride or padding above 2**40.
 
     Notes
     -----
@@ -245,6 +245,13 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
         Same shape as ``x``; float32 if ``x`` and ``grad_output`` both are,
         else float64.
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d`, and ValueError for a ``grad_output`` (or
+        ``indices``) whose shape is not that of the output, or indices
+        outside ``[0, H*W)``; TypeError for non-integer indices.
+
     Examples
     --------
     >>> import numpy as np
@@ -296,6 +303,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     out : ndarray, shape (N, C, Hout, Wout) or (C, Hout, Wout)
         Sizes as for :func:`max_pool2d`; float32 for float32 input, else
         float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d`.
 
     Notes
     -----
@@ -354,6 +366,12 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     grad_input : ndarray
         Same shape as ``x``; float32 if ``x`` and ``grad_output`` both are,
         else float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`avg_pool2d`, and ValueError for a ``grad_output`` whose
+        shape is not that of the output.
 
     Examples
     --------
