@@ -92,6 +92,9 @@ def as_pair(value, name, minimum):
     if isinstance(value, numbers.Integral) or isinstance(value, np.integer):
         number = as_int(value, name, minimum)
         return number, number
+    if isinstance(value, (str, bytes)):
+        # Iterable, but never a pair of ints: "2" is a typo for 2, not ("2",).
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     try:
         items = tuple(value)
     except TypeError:

@@ -237,6 +237,8 @@ BAD_CONV_ARGUMENTS = [
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": (1, -1)}, ValueError, "stride must be >= 1"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": 1.5}, TypeError, "stride must be an int"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": True}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": "2"}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"dilation": "1"}, TypeError, "dilation must be an int"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": (1, 2, 3)}, ValueError, "pair of ints"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": -1}, ValueError, "padding must be >= 0"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": "full"}, ValueError, "'valid' or 'same'"),
