@@ -5,12 +5,22 @@ they may assume is established here: dtype, contiguity, number of axes and
 every size and hyper-parameter that an index is computed from.
 """
 
+import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Sizes, strides, dilations and paddings beyond this describe no array that
+# fits in memory; refusing them keeps every index the kernels compute far
+# from overflowing Py_ssize_t.
+LARGEST = 2**40
+
+# The matrix products go through BLAS, whose sizes and strides are C ints.
+BLAS_INT_MAX = 2**31 - 1
 
 
 def float_dtype(array, name):
@@ -110,3 +120,26 @@ def check_choice(value, name, choices):
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {listed}, got {value!r}")
     return value
+
+
+def check_at_most(pair, name, largest=LARGEST):
+    """Raise ValueError if any number of ``pair`` is above ``largest``."""
+    if max(pair) > largest:
+        raise ValueError(f"{name} must be at most 2**{largest.bit_length() - 1}, got {pair}")
+
+
+def check_fits(shape, what):
+    """Raise ValueError, before anything is allocated, if an array of
+    ``shape`` (in float64) could not exist in any address space: numpy would
+    otherwise refuse in its own words, or not at all where a product of
+    sizes wraps around first."""
+    if math.prod(shape) * 8 > sys.maxsize:
+        raise ValueError(f"{what} would have shape {tuple(shape)}, too large for an array")
+
+
+def as_flag(value, name):
+    """Return ``value`` as a bool; only True, False and numpy bools are
+    accepted, so that a misplaced positional argument is reported."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
