@@ -19,6 +19,7 @@ from ._threads import get_num_threads
 from ._validation import (
     BLAS_INT_MAX,
     as_float_arrays,
+    as_flag,
     as_int,
     as_pair,
     check_at_most,
@@ -308,6 +309,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_bias : ndarray, shape (F,)
         Sum of ``grad_output`` over every axis but the filter axis.
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv2d`; also ValueError for a ``grad_output`` whose shape
+        is not that of ``conv2d``'s output, and TypeError for a
+        ``compute_grad_input`` other than True or False.
+
     Examples
     --------
     >>> import numpy as np
@@ -325,6 +333,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     >>> gb
     array([4.])
     """
+    compute_grad_input = as_flag(compute_grad_input, "compute_grad_input")
     x, weight, grad_output = _checked_x_weight(x, weight, [(grad_output, "grad_output")])
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     if grad_output.shape != geometry.output_shape:

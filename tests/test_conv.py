@@ -172,6 +172,10 @@ def test_compute_grad_input_false_skips_it():
     _, gw_full, gb_full = conv2d_backward(g, x, w)
     np.testing.assert_array_equal(gw, gw_full)
     np.testing.assert_array_equal(gb, gb_full)
+    # Only True or False: 0, "no" or an array would be a misplaced argument.
+    for wrong in (0, "no", None, np.ones(2)):
+        with pytest.raises(TypeError, match="compute_grad_input must be True or False"):
+            conv2d_backward(g, x, w, compute_grad_input=wrong)
 
 
 @ALGORITHMS
