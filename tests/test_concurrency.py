@@ -1,0 +1,119 @@
+"""cyconv's kernels release the GIL: Python threads calling them at once, on
+different data, must get exactly what each call gets alone."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import cyconv
+from cyconv import functional as F
+
+THREADS = 8
+ROUNDS = 6
+
+
+def _workloads(seed):
+    """One call of every public kernel on data of its own, as thunks."""
+    rng = np.random.default_rng(seed)
+    dtype = (np.float32, np.float64)[seed % 2]
+    x = rng.standard_normal((4, 6, 15, 13)).astype(dtype)
+    w = rng.standard_normal((8, 3, 3, 2)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    conv_kw = dict(stride=(1, 2), padding=1, dilation=(2, 1), groups=2)
+    g = rng.standard_normal(F.conv2d(x, w, **conv_kw).shape).astype(dtype)
+    pool_kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    gp = rng.standard_normal(F.max_pool2d(x, **pool_kw).shape).astype(dtype)
+    image, kernel = rng.standard_normal((40, 37)), rng.standard_normal((5, 4))
+    return {
+        "conv2d": lambda: F.conv2d(x, w, b, **conv_kw),
+        "conv2d_backward": lambda: F.conv2d_backward(g, x, w, **conv_kw),
+        "max_pool2d": lambda: F.max_pool2d(x, return_indices=True, **pool_kw),
+        "max_pool2d_backward": lambda: F.max_pool2d_backward(gp, x, **pool_kw),
+        "avg_pool2d": lambda: F.avg_pool2d(x, **pool_kw),
+        "avg_pool2d_backward": lambda: F.avg_pool2d_backward(gp, x, **pool_kw),
+        "pad2d": lambda: F.pad2d(x, (1, 2, 3, 4), mode="symmetric"),
+        "pad2d_backward": lambda: F.pad2d_backward(x, (1, 2, 3, 4), mode="reflect"),
+        "correlate2d": lambda: cyconv.correlate2d(image, kernel, boundary="wrap"),
+        "convolve2d": lambda: cyconv.convolve2d(image, kernel, mode="same"),
+    }
+
+
+def _flatten(result):
+    if isinstance(result, tuple):
+        return [part for item in result for part in _flatten(item)]
+    return [result]
+
+
+def _same(a, b):
+    return all(x.dtype == y.dtype and np.array_equal(x, y)
+               for x, y in zip(_flatten(a), _flatten(b)))
+
+
+def _run_together(jobs):
+    """Start every job at the same moment, one thread each; return the
+    exceptions raised."""
+    barrier = threading.Barrier(len(jobs))
+    errors = []
+
+    def run(job):
+        try:
+            barrier.wait()
+            job()
+        except Exception as exc:  # reported by the test, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    return errors
+
+
+@pytest.fixture(params=[1, 2], ids=["kernels-1-thread", "kernels-2-threads"])
+def kernel_threads(request):
+    cyconv.set_num_threads(request.param)
+    yield request.param
+    cyconv.set_num_threads(None)
+
+
+def test_threads_calling_every_kernel_at_once_get_the_single_threaded_results(kernel_threads):
+    workloads = [_workloads(seed) for seed in range(THREADS)]
+    expected = [{name: call() for name, call in work.items()} for work in workloads]
+    mismatches = []
+
+    def job(index):
+        work = workloads[index]
+        names = list(work)
+        for round_ in range(ROUNDS):
+            # Each thread walks the kernels in its own order, so that
+            # different kernels overlap in every round.
+            for name in names[index % len(names):] + names[:index % len(names)]:
+                if not _same(work[name](), expected[index][name]):
+                    mismatches.append((index, round_, name))
+
+    errors = _run_together([lambda i=i: job(i) for i in range(THREADS)])
+    assert not errors, errors
+    assert not mismatches, mismatches[:10]
+
+
+def test_threads_calling_one_kernel_at_once_get_the_single_threaded_results():
+    """All threads in the same kernel at the same time, the most contended
+    case, with enough work per call for the kernels to start threads too."""
+    rng = np.random.default_rng(99)
+    data = [(rng.standard_normal((8, 16, 20, 20)), rng.standard_normal((16, 16, 3, 3)))
+            for _ in range(THREADS)]
+    expected = [F.conv2d(x, w) for x, w in data]
+    mismatches = []
+
+    def job(index):
+        x, w = data[index]
+        for _ in range(ROUNDS * 3):
+            if not np.array_equal(F.conv2d(x, w), expected[index]):
+                mismatches.append(index)
+
+    errors = _run_together([lambda i=i: job(i) for i in range(THREADS)])
+    assert not errors, errors
+    assert not mismatches
