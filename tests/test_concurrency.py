@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cyconv
+from cyconv import _blas
 from cyconv import functional as F
 
 THREADS = 8
@@ -117,3 +118,39 @@ def test_threads_calling_one_kernel_at_once_get_the_single_threaded_results():
     errors = _run_together([lambda i=i: job(i) for i in range(THREADS)])
     assert not errors, errors
     assert not mismatches
+
+
+@pytest.mark.skipif(_blas._OPENBLAS is None, reason="scipy's BLAS is not OpenBLAS")
+def test_blas_stays_single_threaded_until_the_last_kernel_leaves():
+    """The kernels call BLAS from their own threads with BLAS limited to
+    one thread, and restore its setting afterwards: that may happen only
+    when no other Python thread is still inside a kernel."""
+    get_threads, set_threads = _blas._OPENBLAS
+    before = get_threads()
+    set_threads(2)
+    try:
+        first_inside, second_inside, first_left = (threading.Event() for _ in range(3))
+        seen = {}
+
+        def first():
+            with _blas.single_threaded_blas():
+                first_inside.set()
+                second_inside.wait(10)
+            first_left.set()
+
+        def second():
+            first_inside.wait(10)
+            with _blas.single_threaded_blas():
+                second_inside.set()
+                first_left.wait(10)
+                seen["while second still inside"] = get_threads()
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert seen == {"while second still inside": 1}
+        assert get_threads() == 2, "the setting from before was not restored"
+    finally:
+        set_threads(before)
