@@ -12,6 +12,7 @@ from ._validation import (
     as_array,
     as_float_arrays,
     as_flag,
+    as_kernel_array,
     as_pair,
     check_at_most,
     check_ndim,
@@ -212,7 +213,7 @@ def _checked_indices(indices, geometry):
             f"indices must lie in [0, H*W) = [0, {plane}), "
             f"got values from {indices.min()} to {indices.max()}"
         )
-    return np.ascontiguousarray(indices, dtype=np.int64)
+    return as_kernel_array(indices, np.int64)
 
 
 def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,

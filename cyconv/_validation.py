@@ -54,15 +54,24 @@ def as_array(value, name):
 
 
 def as_float_arrays(*named):
-    """Convert ``(value, name)`` pairs to C-contiguous arrays of one common
-    float dtype (float64 when the inputs' dtypes differ).
+    """Convert ``(value, name)`` pairs to aligned C-contiguous arrays of one
+    common float dtype (float64 when the inputs' dtypes differ).
 
     Returns the list of arrays, in order.
     """
     arrays = [as_array(value, name) for value, name in named]
     dtypes = {float_dtype(array, name) for array, (_, name) in zip(arrays, named)}
     dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
-    return [np.ascontiguousarray(array, dtype=dtype) for array in arrays]
+    return [as_kernel_array(array, dtype) for array in arrays]
+
+
+def as_kernel_array(array, dtype):
+    """``array`` as the kernels read it: C-contiguous, of ``dtype``, and
+    aligned.  ``np.ascontiguousarray`` passes through a contiguous view at
+    an odd address (into a bytes buffer, say), and loading a double from
+    there is undefined behaviour in C, whatever x86 lets it get away with."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return array if array.flags.aligned else array.copy()
 
 
 def check_ndim(array, name, ndims, layout):
