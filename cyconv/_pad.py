@@ -7,14 +7,14 @@ import numpy as np
 
 from ._kernels import _pad
 from ._threads import get_num_threads
-from ._validation import as_float_arrays, as_int, check_choice, check_fits
+from ._validation import as_float_arrays, as_int, check_choice, check_fits, is_int
 
 MODES = ("constant", "reflect", "symmetric", "edge", "wrap")
 
 
 def _padding_amounts(padding):
     """Return (top, bottom, left, right) for an int, a pair or four ints."""
-    if isinstance(padding, (numbers.Integral, np.integer)) and not isinstance(padding, bool):
+    if is_int(padding):
         amount = as_int(padding, "padding", 0)
         return amount, amount, amount, amount
     expected = "an int, a pair (ph, pw) or four ints (top, bottom, left, right)"

@@ -6,7 +6,6 @@ every size and hyper-parameter that an index is computed from.
 """
 
 import math
-import numbers
 import operator
 import sys
 
@@ -106,9 +105,21 @@ def as_int(value, name, minimum):
     return result
 
 
+def is_int(value):
+    """Whether ``value`` is an int to cyconv: anything ``operator.index``
+    takes (Python and numpy integers, 0-d integer arrays), bools aside."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def as_pair(value, name, minimum):
     """Return ``value`` (an int or a pair of ints) as a ``(rows, cols)`` tuple."""
-    if isinstance(value, numbers.Integral) or isinstance(value, np.integer):
+    if is_int(value):
         number = as_int(value, name, minimum)
         return number, number
     if isinstance(value, (str, bytes)):

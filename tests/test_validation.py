@@ -26,3 +26,21 @@ def test_kernels_are_given_aligned_arrays(dtype):
 def test_aligned_contiguous_arrays_are_not_copied():
     x = np.ones((3, 4))
     assert as_float_arrays((x, "x"))[0] is x
+
+
+def test_an_int_is_whatever_operator_index_takes_in_every_argument():
+    """groups=np.array(2) was accepted while stride=np.array(2) and
+    padding=np.array(1) were refused: one rule for all of them."""
+    from cyconv.functional import conv2d, max_pool2d, pad2d
+
+    x = np.arange(2 * 4 * 6 * 6, dtype=float).reshape(2, 4, 6, 6)
+    w = np.ones((4, 2, 3, 3))
+    zero_d = np.array(2)
+    np.testing.assert_array_equal(conv2d(x, w, stride=zero_d, padding=np.array(1), groups=zero_d),
+                                  conv2d(x, w, stride=2, padding=1, groups=2))
+    np.testing.assert_array_equal(max_pool2d(x, zero_d, stride=(np.array(1), 2)),
+                                  max_pool2d(x, 2, stride=(1, 2)))
+    np.testing.assert_array_equal(pad2d(x, np.array(1)), pad2d(x, 1))
+    for not_an_int in (np.array(2.0), np.True_, True, 2.0):
+        with pytest.raises(TypeError, match="stride must be an int"):
+            conv2d(x, w, stride=not_an_int, groups=2)
