@@ -69,7 +69,9 @@ def as_kernel_array(array, dtype):
     aligned.  ``np.ascontiguousarray`` passes through a contiguous view at
     an odd address (into a bytes buffer, say), and loading a double from
     there is undefined behaviour in C, whatever x86 lets it get away with."""
-    array = np.ascontiguousarray(array, dtype=dtype)
+    # Not np.ascontiguousarray: it turns a scalar into shape (1,), which
+    # then passes for a bias of one filter and misreports shapes in errors.
+    array = np.asarray(array, dtype=dtype, order="C")
     return array if array.flags.aligned else array.copy()
 
 

@@ -44,3 +44,18 @@ def test_an_int_is_whatever_operator_index_takes_in_every_argument():
     for not_an_int in (np.array(2.0), np.True_, True, 2.0):
         with pytest.raises(TypeError, match="stride must be an int"):
             conv2d(x, w, stride=not_an_int, groups=2)
+
+
+def test_scalars_keep_their_shape_and_are_reported_as_such():
+    """A scalar became shape (1,) on its way to the checks: it passed for
+    the bias of a one-filter layer, and errors named a shape never given."""
+    from cyconv.functional import conv2d, max_pool2d, pad2d
+
+    assert as_float_arrays((2.0, "x"))[0].shape == ()
+    x = np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"bias must have shape \(F,\) = \(1,\), got \(\)"):
+        conv2d(x, np.ones((1, 1, 2, 2)), bias=1.0)
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        max_pool2d(2.0, 1)
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        pad2d(np.float32(2), 1)
