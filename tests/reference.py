@@ -14,35 +14,51 @@ correlate2d = signal.correlate2d
 convolve2d = signal.convolve2d
 
 
-def _tap_slices(i, j, dilation, stride, out_shape):
-    """Rows and columns of the padded input that tap (i, j) meets."""
-    (dh, dw), (sh, sw), (hout, wout) = dilation, stride, out_shape
-    return (slice(i * dh, i * dh + sh * (hout - 1) + 1, sh),
-            slice(j * dw, j * dw + sw * (wout - 1) + 1, sw))
-
-
 def conv_output_size(size, before, after, kernel, stride, dilation):
     return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _tap_reads(size, before, tap, stride, dilation, count):
+    """For one kernel tap along one axis: the input positions its outputs
+    read, and which of them lie inside the input (the rest read padding).
+    Padding is never materialised, so any amount of it costs nothing."""
+    positions = np.arange(count) * stride + tap * dilation - before
+    inside = (positions >= 0) & (positions < size)
+    return np.where(inside, positions, 0), inside
+
+
+def _conv_taps(x_shape, w_shape, stride, sides, dilation):
+    """Yield (i, j, rows, cols, mask) for every tap: ``x[..., rows][..., cols]``
+    masked by ``mask`` is what the tap meets, (Hout, Wout)."""
+    top, bottom, left, right = sides
+    height, width = x_shape[2:]
+    _, _, kh, kw = w_shape
+    out_h = conv_output_size(height, top, bottom, kh, stride[0], dilation[0])
+    out_w = conv_output_size(width, left, right, kw, stride[1], dilation[1])
+    for i in range(kh):
+        rows, row_in = _tap_reads(height, top, i, stride[0], dilation[0], out_h)
+        for j in range(kw):
+            cols, col_in = _tap_reads(width, left, j, stride[1], dilation[1], out_w)
+            yield i, j, rows, cols, np.outer(row_in, col_in)
 
 
 def conv2d(x, weight, bias, stride, sides, dilation, groups):
     """x (N, C, H, W), weight (F, C // groups, kh, kw), bias (F,) or None,
     sides (top, bottom, left, right).  Returns (N, F, Hout, Wout)."""
-    top, bottom, left, right = sides
-    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    x = np.asarray(x, np.float64)
     weight = np.asarray(weight, np.float64)
     f_count, group_channels, kh, kw = weight.shape
-    out_shape = (conv_output_size(x.shape[2], top, bottom, kh, stride[0], dilation[0]),
-                 conv_output_size(x.shape[3], left, right, kw, stride[1], dilation[1]))
-    out = np.zeros((x.shape[0], f_count) + out_shape)
+    out = None
     per_group = f_count // groups
-    for f in range(f_count):
-        first = (f // per_group) * group_channels
-        for c in range(group_channels):
-            for i in range(kh):
-                for j in range(kw):
-                    rows, cols = _tap_slices(i, j, dilation, stride, out_shape)
-                    out[:, f] += weight[f, c, i, j] * xp[:, first + c, rows, cols]
+    for i, j, rows, cols, mask in _conv_taps(x.shape, weight.shape, stride, sides, dilation):
+        # (N, C, Hout, Wout): what this tap meets, zero where it meets padding.
+        met = np.where(mask, x[:, :, rows][:, :, :, cols], 0.0)
+        if out is None:
+            out = np.zeros((x.shape[0], f_count) + mask.shape)
+        for f in range(f_count):
+            first = (f // per_group) * group_channels
+            for c in range(group_channels):
+                out[:, f] += weight[f, c, i, j] * met[:, first + c]
     if bias is not None:
         out += np.asarray(bias, np.float64)[None, :, None, None]
     return out
@@ -50,25 +66,26 @@ def conv2d(x, weight, bias, stride, sides, dilation, groups):
 
 def conv2d_backward(grad_output, x, weight, stride, sides, dilation, groups):
     """(grad_input, grad_weight, grad_bias) of :func:`conv2d`."""
-    top, bottom, left, right = sides
-    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    x = np.asarray(x, np.float64)
     weight = np.asarray(weight, np.float64)
     grad_output = np.asarray(grad_output, np.float64)
     f_count, group_channels, kh, kw = weight.shape
-    out_shape = grad_output.shape[2:]
-    grad_xp = np.zeros_like(xp)
+    grad_input = np.zeros(x.shape)  # C order: its planes reshape to views
     grad_weight = np.zeros_like(weight)
     per_group = f_count // groups
-    for f in range(f_count):
-        first = (f // per_group) * group_channels
-        for c in range(group_channels):
-            for i in range(kh):
-                for j in range(kw):
-                    rows, cols = _tap_slices(i, j, dilation, stride, out_shape)
-                    grad_xp[:, first + c, rows, cols] += weight[f, c, i, j] * grad_output[:, f]
-                    grad_weight[f, c, i, j] = np.sum(grad_output[:, f] * xp[:, first + c, rows, cols])
-    height, width = x.shape[2:]
-    grad_input = grad_xp[:, :, top:top + height, left:left + width]
+    n, width = x.shape[0], x.shape[3]
+    for i, j, rows, cols, mask in _conv_taps(x.shape, weight.shape, stride, sides, dilation):
+        met = np.where(mask, x[:, :, rows][:, :, :, cols], 0.0)
+        # Flat input positions this tap reads, for scattering its gradient.
+        flat = (rows[:, None] * width + cols[None, :])[mask]
+        for f in range(f_count):
+            first = (f // per_group) * group_channels
+            for c in range(group_channels):
+                grad_weight[f, c, i, j] = np.sum(grad_output[:, f] * met[:, first + c])
+                contribution = weight[f, c, i, j] * grad_output[:, f]
+                for sample in range(n):
+                    np.add.at(grad_input[sample, first + c].reshape(-1), flat,
+                              contribution[sample][mask])
     return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
 
 
@@ -185,7 +202,7 @@ def pad2d_backward(grad, sides, mode):
         source = np.pad(positions, _pad_widths(2, sides), constant_values=-1)
     else:
         source = np.pad(positions, _pad_widths(2, sides), mode=mode)
-    planes = grad.reshape((-1,) + grad.shape[-2:])
+    planes = grad.reshape((int(np.prod(grad.shape[:-2])),) + grad.shape[-2:])
     out = np.zeros((planes.shape[0], height * width))
     inside = source >= 0
     for p in range(planes.shape[0]):
