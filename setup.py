@@ -84,7 +84,7 @@ def _extensions():
         Extension(
             "cyconv._kernels." + path.stem,
             [str(path.relative_to(HERE))],
-            include_dirs=[np.get_include()],
+            include_dirs=[np.get_include(), str(HERE / "cyconv" / "_kernels")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=compile_args + omp_compile,
             extra_link_args=omp_link,

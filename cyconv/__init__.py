@@ -12,6 +12,7 @@ from .activations import ReLU, Sigmoid, Softmax, Tanh
 from .layers import AveragePooling, Convolution, Dense, Flatten, MaxPooling, Reshape
 from .model import Sequential
 from .optimizers import SGD, Adam
+from .signal import convolve2d, correlate2d
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,8 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "convolve2d",
+    "correlate2d",
     "datasets",
     "functional",
     "get_num_threads",

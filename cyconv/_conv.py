@@ -1,13 +1,34 @@
-"""conv2d and its gradients: validation, padding and output allocation
-around the compiled loops in ``_kernels/_conv.pyx``."""
+"""conv2d and its gradients: validation, padding, output and workspace
+allocation around the compiled im2col + BLAS kernels in ``_kernels/_conv.pyx``.
+
+Direct loops (vectorised along output rows, with multi-versioned AVX2 and
+AVX-512 variants) were measured against the matrix-product formulation on
+every benchmark layer, down to one channel and one 28x28 image: the matrix
+products were faster everywhere, forward and backward, so they are the only
+path.
+"""
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._blas import single_threaded_blas
 from ._kernels import _conv
 from ._threads import get_num_threads
 from ._validation import as_float_arrays, as_int, as_pair, check_ndim, check_nonempty
+
+# A thread's unrolled-input buffer holds at most this many values (4 MiB in
+# float32); smaller buffers measured slower on 3x3 layers of 32-64 channels.
+WORKSPACE_ELEMENTS = 1 << 20
+# Rows of the weight gradient's matrix products: fewer (thinner products)
+# measured slower, more leaves too few tasks to share among threads.
+WEIGHT_BLOCK_TAPS = 256
+# The weight gradient is summed in at most this many partial sums over runs
+# of samples, so that threads can share small layers too.
+WEIGHT_PARTS = 8
+
+# Below this much work a thread is not worth starting (about 20-50 us).
+MIN_MACS_PER_THREAD = 1 << 17
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 _LAYOUT_W = "(F, C // groups, kh, kw)"
@@ -51,6 +72,42 @@ class ConvGeometry:
         xp[:, :, self.pad_top:self.pad_top + self.height,
            self.pad_left:self.pad_left + self.width] = x4
         return xp
+
+    @property
+    def hyper(self):
+        """Stride, dilation and groups as the kernels take them."""
+        return (*self.stride, *self.dilation, self.groups)
+
+    def threads(self):
+        """Threads worth starting: one per MIN_MACS_PER_THREAD multiply-adds,
+        at most cyconv.get_num_threads().  Starting a thread team costs more
+        than a tiny layer (a single small image) takes to compute."""
+        macs = self.n * self.filters * self.out_height * self.out_width * self.group_taps
+        return max(1, min(get_num_threads(), macs // MIN_MACS_PER_THREAD))
+
+    @property
+    def group_taps(self):
+        """Rows of the unrolled input of one group: (C // groups) * kh * kw."""
+        return self.channels // self.groups * self.kernel[0] * self.kernel[1]
+
+    @property
+    def channels_per_block(self):
+        """Input channels per weight-gradient task: blocks of equal size with
+        about WEIGHT_BLOCK_TAPS taps each.  Depends on the shapes only, never
+        on the thread count (determinism)."""
+        group_channels = self.channels // self.groups
+        blocks = -(-self.group_taps // WEIGHT_BLOCK_TAPS)
+        return -(-group_channels // blocks)
+
+    @property
+    def samples_per_part(self):
+        """Samples summed into each partial weight gradient."""
+        return -(-self.n // WEIGHT_PARTS)
+
+    def rows_per_chunk(self, taps):
+        """Output rows unrolled at once, so that a thread's workspace holds at
+        most WORKSPACE_ELEMENTS values (at least one row)."""
+        return max(1, min(self.out_height, WORKSPACE_ELEMENTS // (taps * self.out_width)))
 
     def cropped(self, xp4):
         """Undo :meth:`padded` on a gradient."""
@@ -187,10 +244,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     x4 = x if geometry.batched else x[np.newaxis]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
-    _conv.conv2d_forward(
-        geometry.padded(x4), weight, bias, out,
-        *geometry.stride, *geometry.dilation, geometry.groups, get_num_threads(),
-    )
+    n_threads = geometry.threads()
+    rows = geometry.rows_per_chunk(geometry.group_taps)
+    workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width), x.dtype)
+    with single_threaded_blas():
+        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, workspace, rows,
+                             *geometry.hyper, n_threads)
     return out if geometry.batched else out[0]
 
 
@@ -244,23 +303,33 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     batched = geometry.batched
     x4 = x if batched else x[np.newaxis]
     g4 = grad_output if batched else grad_output[np.newaxis]
-    n_threads = get_num_threads()
+    n_threads = geometry.threads()
     xp = geometry.padded(x4)
 
-    grad_weight = np.empty(weight.shape, dtype=x.dtype)
+    taps = geometry.kernel[0] * geometry.kernel[1]
+    block = geometry.channels_per_block
+    per_part = geometry.samples_per_part
+    partials = np.zeros((-(-geometry.n // per_part),) + weight.shape, dtype=x.dtype)
+    rows = geometry.rows_per_chunk(block * taps)
+    workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
+    with single_threaded_blas():
+        _conv.conv2d_backward_weight(g4, xp, partials, workspace, block, per_part, rows,
+                                     *geometry.hyper, n_threads)
+    # numpy sums the partials in one fixed order: thread-count independent.
+    grad_weight = partials.sum(axis=0)
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
-    scratch = np.empty((n_threads, geometry.out_width), dtype=x.dtype)
-    _conv.conv2d_backward_weight(
-        g4, xp, grad_weight, grad_bias, scratch,
-        *geometry.stride, *geometry.dilation, geometry.groups, n_threads,
-    )
+    workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
+    _conv.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
 
     grad_input = None
     if compute_grad_input:
         gxp = np.zeros(xp.shape, dtype=x.dtype)
-        _conv.conv2d_backward_input(
-            g4, weight, gxp, *geometry.stride, *geometry.dilation, geometry.groups, n_threads,
-        )
+        rows = geometry.rows_per_chunk(geometry.group_taps)
+        workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
+                             x.dtype)
+        with single_threaded_blas():
+            _conv.conv2d_backward_input(g4, weight, gxp, workspace, rows, *geometry.hyper,
+                                        n_threads)
         grad_input = np.ascontiguousarray(geometry.cropped(gxp))
         if not batched:
             grad_input = grad_input[0]

@@ -1,6 +1,9 @@
 """conv2d and conv2d_backward against the tutorial's method (loops over
 scipy.signal.correlate2d), finite differences and the adjoint identity."""
 
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,10 +11,26 @@ from hypothesis import strategies as st
 from scipy import signal
 
 import cyconv
+from cyconv import _conv
 from cyconv.functional import conv2d, conv2d_backward
 from cyconv.testing import conv2d_configs, random_arrays
 
 RTOL = {np.float32: 3e-5, np.float64: 1e-12}
+
+# "chunked" shrinks the workspace so that output rows are unrolled one
+# chunk at a time, and weight-gradient blocks hold one channel each.
+ALGORITHMS = pytest.mark.parametrize("algorithm", ["whole", "chunked"])
+
+
+@contextlib.contextmanager
+def forced(algorithm):
+    if algorithm == "whole":
+        yield
+        return
+    with mock.patch.object(_conv, "WORKSPACE_ELEMENTS", 1), \
+            mock.patch.object(_conv, "WEIGHT_BLOCK_TAPS", 1), \
+            mock.patch.object(_conv, "WEIGHT_PARTS", 2):
+        yield
 
 
 def same_padding(config):
@@ -58,12 +77,14 @@ def assert_close(actual, expected, magnitude, dtype):
     assert np.all(excess <= 0), f"max excess {excess.max()}"
 
 
+@ALGORITHMS
 @given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.data())
-def test_conv2d_matches_scipy_loops(config, dtype, with_bias, data):
+def test_conv2d_matches_scipy_loops(algorithm, config, dtype, with_bias, data):
     x, w, b = random_arrays(data.draw, [config.x_shape, config.weight_shape,
                                         (config.weight_shape[0],)], dtype)
     bias = b if with_bias else None
-    out = conv2d(x, w, bias, **config.kwargs)
+    with forced(algorithm):
+        out = conv2d(x, w, bias, **config.kwargs)
     x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
     expected = reference_conv2d(x64, w64, b64 if with_bias else None, config)
     magnitude = reference_conv2d(np.abs(x64), np.abs(w64), np.abs(b64) if with_bias else None,
@@ -72,13 +93,15 @@ def test_conv2d_matches_scipy_loops(config, dtype, with_bias, data):
     assert_close(out, expected, magnitude, dtype)
 
 
+@ALGORITHMS
 @given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.data())
-def test_conv2d_backward_adjoint_identity(config, dtype, data):
+def test_conv2d_backward_adjoint_identity(algorithm, config, dtype, data):
     """<conv(x, w), g> = <x, grad_input(g)> = <w, grad_weight(g)>, and the
     bias gradient sums g: the backward pass is the forward's transpose."""
     x, w, g = random_arrays(data.draw, [config.x_shape, config.weight_shape,
                                         config.output_shape], dtype)
-    gx, gw, gb = conv2d_backward(g, x, w, **config.kwargs)
+    with forced(algorithm):
+        gx, gw, gb = conv2d_backward(g, x, w, **config.kwargs)
     assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (w.shape[0],)
     assert gx.dtype == gw.dtype == gb.dtype == dtype
     x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
@@ -105,10 +128,11 @@ def central_difference(f, array, step=1e-3):
     return grad
 
 
+@ALGORITHMS
 @settings(max_examples=25)
 @given(conv2d_configs(max_batch=2, max_group_channels=2, max_groups=2, max_kernel=3,
                       max_extra_size=4), st.data())
-def test_conv2d_backward_matches_finite_differences(config, data):
+def test_conv2d_backward_matches_finite_differences(algorithm, config, data):
     x, w, b, weights = random_arrays(
         data.draw, [config.x_shape, config.weight_shape, (config.weight_shape[0],),
                     config.output_shape])
@@ -116,10 +140,11 @@ def test_conv2d_backward_matches_finite_differences(config, data):
     def loss():
         return float(np.sum(conv2d(x, w, b, **config.kwargs) * weights))
 
-    gx, gw, gb = conv2d_backward(weights, x, w, **config.kwargs)
-    np.testing.assert_allclose(gx, central_difference(loss, x), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gw, central_difference(loss, w), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gb, central_difference(loss, b), rtol=1e-6, atol=1e-8)
+    with forced(algorithm):
+        gx, gw, gb = conv2d_backward(weights, x, w, **config.kwargs)
+        np.testing.assert_allclose(gx, central_difference(loss, x), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(gw, central_difference(loss, w), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(gb, central_difference(loss, b), rtol=1e-6, atol=1e-8)
 
 
 def test_single_sample_has_no_batch_axis():
@@ -149,18 +174,20 @@ def test_compute_grad_input_false_skips_it():
     np.testing.assert_array_equal(gb, gb_full)
 
 
+@ALGORITHMS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_bitwise_identical_at_any_thread_count(dtype):
+def test_results_bitwise_identical_at_any_thread_count(algorithm, dtype):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((5, 4, 13, 11)).astype(dtype)
-    w = rng.standard_normal((7, 4, 3, 3)).astype(dtype)
+    x = rng.standard_normal((5, 12, 40, 11)).astype(dtype)
+    w = rng.standard_normal((7, 12, 3, 3)).astype(dtype)
     b = rng.standard_normal(7).astype(dtype)
     results = []
     try:
-        for threads in (1, 2, 3):
-            cyconv.set_num_threads(threads)
-            out = conv2d(x, w, b, stride=(1, 2), padding=1)
-            results.append((out,) + conv2d_backward(out, x, w, stride=(1, 2), padding=1))
+        with forced(algorithm), mock.patch.object(_conv, "MIN_MACS_PER_THREAD", 1):
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                out = conv2d(x, w, b, stride=(1, 2), padding=1)
+                results.append((out,) + conv2d_backward(out, x, w, stride=(1, 2), padding=1))
     finally:
         cyconv.set_num_threads(None)
     for other in results[1:]:

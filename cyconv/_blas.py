@@ -1,0 +1,60 @@
+"""Keep scipy's BLAS single-threaded while cyconv's own threads call it.
+
+cyconv's matrix-product kernels call BLAS (through
+``scipy.linalg.cython_blas``) from inside its OpenMP threads, one call per
+sample or channel block.  A BLAS with a thread pool of its own would then
+start threads inside threads: oversubscription at best, and OpenBLAS's
+pthreads build warns that it may hang.  So while those kernels run, the
+BLAS that scipy loaded is told to use one thread, and its setting is
+restored afterwards.
+
+Only scipy's bundled OpenBLAS is known by name; with any other BLAS (MKL,
+for example, which runs sequentially inside OpenMP regions by default) this
+does nothing.
+"""
+
+import contextlib
+import ctypes
+import glob
+import os
+
+import scipy
+
+
+def _scipy_openblas():
+    """Return (get_num_threads, set_num_threads) of scipy's OpenBLAS, or None."""
+    site = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    for path in sorted(glob.glob(os.path.join(site, "scipy.libs", "libscipy_openblas*"))):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            getter = getattr(library, prefix + "get_num_threads", None)
+            setter = getattr(library, prefix + "set_num_threads", None)
+            if getter is not None and setter is not None:
+                getter.restype, getter.argtypes = ctypes.c_int, []
+                setter.restype, setter.argtypes = None, [ctypes.c_int]
+                return getter, setter
+    return None
+
+
+_OPENBLAS = _scipy_openblas()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Within this block, scipy's OpenBLAS runs each call in its caller's thread."""
+    if _OPENBLAS is None:
+        yield
+        return
+    get_threads, set_threads = _OPENBLAS
+    previous = get_threads()
+    if previous == 1:
+        yield
+        return
+    set_threads(1)
+    try:
+        yield
+    finally:
+        set_threads(previous)
