@@ -21,6 +21,7 @@ __all__ = [
     "load_mnist",
     "stratified_split",
     "prepare_images",
+    "RandomShift",
 ]
 
 # IDX type codes (third byte of the magic number) and their big-endian dtypes.
@@ -336,3 +337,52 @@ def prepare_images(images, dtype=np.float32):
     if array.dtype.kind in "biu":
         scaled /= 255
     return scaled[:, np.newaxis]
+
+
+class RandomShift:
+    """Data augmentation: move each image by a random whole number of pixels.
+
+    Every image of a batch ``(N, C, H, W)`` is shifted by its own offsets
+    in ``[-max_shift, max_shift]`` along each axis, zeros filling the
+    border: a network trained on a few thousand digits then generalises
+    noticeably better.  Pass it as ``augment`` to
+    :meth:`cyconv.Sequential.fit`.
+
+    Parameters
+    ----------
+    max_shift : int, default 1
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.datasets import RandomShift
+    >>> image = np.zeros((1, 1, 3, 3))
+    >>> image[0, 0, 1, 1] = 1
+    >>> shifted = RandomShift(1)(image, np.random.default_rng(3))
+    >>> int(shifted.sum()), shifted.shape
+    (1, (1, 1, 3, 3))
+    """
+
+    def __init__(self, max_shift=1):
+        if isinstance(max_shift, (bool, np.bool_)) or not isinstance(max_shift, (int, np.integer)):
+            raise TypeError(f"max_shift must be an int, got {max_shift!r}")
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift = int(max_shift)
+
+    def __repr__(self):
+        return f"RandomShift({self.max_shift})"
+
+    def __call__(self, images, rng):
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(f"RandomShift expects a batch (N, C, H, W), got {images.shape}")
+        m = self.max_shift
+        if m == 0:
+            return images
+        n, _, height, width = images.shape
+        padded = np.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
+        rows = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(height)
+        cols = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(width)
+        picked = np.take_along_axis(padded, rows[:, None, :, None], axis=2)
+        return np.take_along_axis(picked, cols[:, None, None, :], axis=3)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import activations, layers
-from ._layer import check_dtype
+from ._layer import check_dtype, check_learning_rate
 from ._validation import as_array, float_dtype
 from .losses import get_loss
 from .optimizers import get_optimizer
@@ -137,7 +137,8 @@ class Sequential:
     # -- training and inference --------------------------------------------
 
     def fit(self, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy",
-            optimizer="adam", validation_data=None, shuffle=True, seed=None, verbose=True):
+            optimizer="adam", validation_data=None, shuffle=True, seed=None, verbose=True,
+            augment=None, learning_rate_schedule=None):
         """Train the model on ``(x, y)`` by mini-batch gradient descent.
 
         Parameters
@@ -163,6 +164,13 @@ class Sequential:
             :func:`cyconv.set_num_threads` says.
         verbose : bool, default True
             Show a progress bar (stderr) and one line per epoch (stdout).
+        augment : callable, optional
+            ``augment(x_batch, rng)`` returns a transformed training batch
+            (see :class:`cyconv.datasets.RandomShift`); ``rng`` is the
+            seeded Generator that also shuffles.
+        learning_rate_schedule : callable, optional
+            ``learning_rate_schedule(epoch)`` (from 0) gives the optimizer's
+            learning rate for that epoch.
 
         Returns
         -------
@@ -185,6 +193,9 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
+        for hook, name in ((augment, "augment"), (learning_rate_schedule, "learning_rate_schedule")):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable, got {hook!r}")
         rng = np.random.default_rng(seed)
         parameters = self.parameters()
         history = {"loss": [], "accuracy": [], "seconds": []}
@@ -194,10 +205,14 @@ class Sequential:
         try:
             for epoch in range(epochs):
                 start = time.perf_counter()
+                if learning_rate_schedule is not None:
+                    optimizer.learning_rate = check_learning_rate(learning_rate_schedule(epoch))
                 order = rng.permutation(len(x)) if shuffle else None
                 total_loss, total_correct, counted = 0.0, 0.0, 0
                 for batch, size in _batches(len(x), batch_size, order):
                     xb, yb = x[batch], y[batch]
+                    if augment is not None:
+                        xb = augment(xb, rng)
                     out = self.forward(xb)
                     value, grad = loss.value_and_gradient(yb, out)
                     self.backward(grad)
