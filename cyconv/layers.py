@@ -131,7 +131,7 @@ class Convolution(Layer):
                 raise ValueError(
                     f"padding_mode={self.padding_mode!r} needs padding smaller than the "
                     f"input ({self.input_shape[1]}, {self.input_shape[2]})")
-            self._border = ((top, bottom), (left, right))
+            self._border = (top, bottom, left, right)
         fan_in = self.kernels_shape[1] * self.kernel_size[0] * self.kernel_size[1]
         self.weight = Parameter("weight", he_normal(rng, self.kernels_shape, fan_in, self.dtype))
         self.bias = Parameter("bias", np.zeros(self.depth, dtype=self.dtype)) if bias else None
@@ -192,11 +192,8 @@ class Convolution(Layer):
 
 
 class _Pooling(Layer):
-    """Shared by the pooling layers: hyper-parameters and the batch axis."""
-
-    # Names in cyconv.functional, looked up at call time.
-    _forward_name = None
-    _backward_name = None
+    """Shared by the pooling layers: hyper-parameters and the batch axis;
+    subclasses supply ``_pool`` and ``_input_gradient`` on 4-D arrays."""
 
     def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False):
         super().__init__()
@@ -224,7 +221,7 @@ class _Pooling(Layer):
         x4, self._had_batch = _batched(x, 3, type(self).__name__, "(N, C, H, W) or (C, H, W)")
         self.input = x
         self._input4 = x4
-        out = getattr(functional, self._forward_name)(x4, **self._pool_arguments())
+        out = self._pool(x4)
         self.output = out if self._had_batch else out[0]
         return self.output
 
@@ -235,8 +232,7 @@ class _Pooling(Layer):
         if not self.needs_input_gradient:
             return None
         g4 = grad if self._had_batch else grad[np.newaxis]
-        grad_input = getattr(functional, self._backward_name)(
-            g4, self._input4, **self._pool_arguments())
+        grad_input = self._input_gradient(g4)
         return grad_input if self._had_batch else grad_input[0]
 
 
@@ -276,8 +272,16 @@ class MaxPooling(_Pooling):
            [0., 1., 0., 1.]])
     """
 
-    _forward_name = "max_pool2d"
-    _backward_name = "max_pool2d_backward"
+    def _pool(self, x4):
+        # The positions of the maxima are kept so that backward need not
+        # search every window again.
+        out, self._indices = functional.max_pool2d(x4, **self._pool_arguments(),
+                                                   return_indices=True)
+        return out
+
+    def _input_gradient(self, g4):
+        return functional.max_pool2d_backward(g4, self._input4, **self._pool_arguments(),
+                                              indices=self._indices)
 
 
 class AveragePooling(_Pooling):
@@ -302,8 +306,11 @@ class AveragePooling(_Pooling):
     array([0.25, 0.25, 0.25, 0.25])
     """
 
-    _forward_name = "avg_pool2d"
-    _backward_name = "avg_pool2d_backward"
+    def _pool(self, x4):
+        return functional.avg_pool2d(x4, **self._pool_arguments())
+
+    def _input_gradient(self, g4):
+        return functional.avg_pool2d_backward(g4, self._input4, **self._pool_arguments())
 
     def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True):
