@@ -21,6 +21,7 @@ from ._layer import (
     check_gradient_shape,
     he_normal,
 )
+from ._matmul import matmul
 from ._validation import as_int, as_pair, check_choice
 
 __all__ = [
@@ -407,7 +408,7 @@ class Dense(Layer):
                              f"got {x.shape}")
         self.input = x
         self._input2 = x2
-        out = x2 @ self.weight.value.T
+        out = matmul(x2, self.weight.value.T)
         if self.bias is not None:
             out += self.bias.value
         self.output = self._restore(out)
@@ -427,8 +428,8 @@ class Dense(Layer):
         g2 = {"batch": grad, "vector": grad.reshape(1, -1), "column": grad.T}[self._layout]
         grad_input = None
         if self.needs_input_gradient:
-            grad_input = self._restore(g2 @ self.weight.value)
-        self.weight.grad = g2.T @ self._input2
+            grad_input = self._restore(matmul(g2, self.weight.value))
+        self.weight.grad = matmul(g2.T, self._input2)
         if self.bias is not None:
             self.bias.grad = g2.sum(axis=0)
         self._descend(learning_rate)
