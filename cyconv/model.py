@@ -162,8 +162,9 @@ class Sequential:
             Seed of the shuffling.  With a seed (and layers built from a
             seeded ``rng``) training is reproducible bit for bit, whatever
             :func:`cyconv.set_num_threads` says.
-        verbose : bool, default True
-            Show a progress bar (stderr) and one line per epoch (stdout).
+        verbose : {1, 2, 0} or bool, default True
+            1 or True: a progress bar (stderr) and one line per epoch
+            (stdout); 2: only the lines; 0 or False: silence.
         augment : callable, optional
             ``augment(x_batch, rng)`` returns a transformed training batch
             (see :class:`cyconv.datasets.RandomShift`); ``rng`` is the
@@ -201,7 +202,9 @@ class Sequential:
         history = {"loss": [], "accuracy": [], "seconds": []}
         if validation_data is not None:
             history.update(val_loss=[], val_accuracy=[])
-        progress = _progress_bar(epochs * -(-len(x) // batch_size), verbose)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2, False or True, got {verbose!r}")
+        progress = _progress_bar(epochs * -(-len(x) // batch_size), verbose == 1)
         try:
             for epoch in range(epochs):
                 start = time.perf_counter()
