@@ -91,7 +91,9 @@ def _extensions():
         )
         for path in sources
     ]
-    return cythonize(extensions, compiler_directives=directives, quiet=True)
+    # Generated C from a build with other directives would otherwise be
+    # reused as up to date: regenerate whenever checks are asked for.
+    return cythonize(extensions, compiler_directives=directives, quiet=True, force=checks)
 
 
 setup(ext_modules=_extensions())

@@ -22,6 +22,8 @@ def float_dtype(array, name):
     dtype = array.dtype
     if dtype in _NATIVE:
         return dtype
+    if dtype.kind == "f" and dtype.newbyteorder("=") in _NATIVE:
+        return dtype.newbyteorder("=")  # big-endian data: converted, not refused
     if dtype.kind in "biu":
         return np.dtype(np.float64)
     raise TypeError(
