@@ -5,8 +5,8 @@ import inspect
 import json
 import numbers
 import os
+import secrets
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -312,11 +312,13 @@ class Sequential:
             "architecture": np.array(json.dumps(architecture)),
         }
         path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(
-            prefix=".tmp-", suffix=".npz", dir=directory)
+        # A new name beside the destination, so that os.replace is a rename
+        # within one file system; opened with "x" (not tempfile.mkstemp) so
+        # that the model gets the usual permissions of the user's umask.
+        temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                 f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
         try:
-            with os.fdopen(handle, "wb") as stream:
+            with open(temporary, "xb") as stream:
                 np.savez(stream, **header, **arrays)
                 stream.flush()
                 os.fsync(stream.fileno())

@@ -208,6 +208,10 @@ def test_save_leaves_no_temporary_file_and_replaces_atomically(tmp_path, monkeyp
     small_cnn(0).save(path)
     before = path.read_bytes()
     assert os.listdir(tmp_path) == ["model.npz"]
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777   # the umask's
+    plain.unlink()
 
     def failing_savez(stream, **arrays):
         stream.write(b"half a model")
