@@ -38,11 +38,6 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 0.003
 LEARNING_RATE_DECAY = 0.7  # per epoch
 MAX_SHIFT = 1
-# The layers of this network are small (a batch of 32 digits), so a thread
-# team costs more than it saves: on a shared two-core machine one epoch
-# took 0.9 s on one thread and 6 s on two.  OMP_NUM_THREADS or --threads
-# overrides it.
-DEFAULT_TRAIN_THREADS = 1
 
 
 class UsageError(Exception):
@@ -181,8 +176,6 @@ def _format_seconds(seconds):
 def command_train(args, out):
     if args.threads is not None:
         set_num_threads(args.threads)
-    elif "OMP_NUM_THREADS" not in os.environ:
-        set_num_threads(DEFAULT_TRAIN_THREADS)
     dtype = np.float64 if args.float64 else np.float32
     output = args.output
     # Fail now rather than after the training.
@@ -349,11 +342,7 @@ def make_parser():
 
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    train.add_argument("--threads", type=_positive_int, metavar="N",
-                       help=f"threads for the kernels (default: OMP_NUM_THREADS, else "
-                            f"{DEFAULT_TRAIN_THREADS}: this network's layers are too small "
-                            f"to gain from more)")
-    for sub in (evaluate, predict):
+    for sub in (train, evaluate, predict):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser
