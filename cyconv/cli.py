@@ -154,8 +154,11 @@ def _load_data(data_dir, dtype):
 
 def _held_out(data_dir, dtype):
     """The digits `evaluate` scores on: MNIST-5k's held-out 1,000 or MNIST's test set."""
-    _, _, x, y, description = _load_data(data_dir, dtype)
-    return x, y, description
+    if data_dir is None:
+        _, _, x, y, _ = _load_data(None, dtype)
+        return x, y
+    images, labels = datasets.load_mnist(data_dir, "test")
+    return datasets.prepare_images(images, dtype), labels.astype(np.int64)
 
 
 def _check_classifier(model, path):
@@ -242,7 +245,7 @@ def command_evaluate(args, out):
         set_num_threads(args.threads)
     model = Sequential.load(args.model)
     _check_classifier(model, args.model)
-    x, y, description = _held_out(args.data, model.dtype)
+    x, y = _held_out(args.data, model.dtype)
     start = time.perf_counter()
     predictions = np.argmax(model.predict(x), axis=1)
     elapsed = time.perf_counter() - start

@@ -102,14 +102,16 @@ class Sequential:
 
     @property
     def dtype(self):
-        """The dtype of the parameters (float32 when there are none)."""
+        """The dtype of the parameters (None when there are none)."""
         parameters = self.parameters()
-        return parameters[0].value.dtype if parameters else np.dtype(np.float32)
+        return parameters[0].value.dtype if parameters else None
 
     def _input_array(self, x, name="x"):
+        """``x`` in the dtype the model computes in: its parameters', or
+        without parameters, the package's dtype policy."""
         array = as_array(x, name)
-        float_dtype(array, name)
-        return np.asarray(array, dtype=self.dtype)
+        policy = float_dtype(array, name)
+        return np.asarray(array, dtype=self.dtype or policy)
 
     def _is_single_sample(self, x):
         sample_shape = getattr(self.layers[0], "input_shape", None)
@@ -182,9 +184,11 @@ class Sequential:
         """
         x = self._input_array(x)
         y = as_array(y, "y")
-        if len(x) != len(y) or x.ndim == 0:
+        if x.ndim == 0 or y.ndim == 0:
+            raise ValueError("x and y must be arrays of samples, not scalars")
+        if len(x) != len(y):
             raise ValueError(f"x and y must hold the same number of samples, got "
-                             f"{len(x) if x.ndim else 0} and {len(y) if y.ndim else 0}")
+                             f"{len(x)} and {len(y)}")
         if len(x) == 0:
             raise ValueError("x must hold at least one sample")
         epochs = _positive_int(epochs, "epochs")

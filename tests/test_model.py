@@ -152,6 +152,8 @@ def test_predict_single_sample_and_batches():
 
 @pytest.mark.parametrize("call, error, words", [
     (lambda m, x, y: m.fit(x, y[:-1], verbose=False), ValueError, "same number of samples"),
+    (lambda m, x, y: m.fit(x, 3, verbose=False), ValueError, "not scalars"),
+    (lambda m, x, y: m.fit(x, y, verbose="loud"), ValueError, "verbose must be"),
     (lambda m, x, y: m.fit(x, y, epochs=0, verbose=False), ValueError, "epochs must be >= 1"),
     (lambda m, x, y: m.fit(x, y, batch_size=2.5, verbose=False), TypeError, "batch_size"),
     (lambda m, x, y: m.fit(x, y, loss="hinge", verbose=False), ValueError, "loss must be"),
@@ -323,3 +325,11 @@ def test_architecture_is_json_in_the_file(saved):
     assert [entry["type"] for entry in architecture] == [
         "Convolution", "ReLU", "MaxPooling", "Convolution", "ReLU", "Flatten", "Dense"]
     assert int(contents["format_version"]) == FORMAT_VERSION
+
+
+def test_a_model_without_parameters_keeps_the_input_precision():
+    model = Sequential([ReLU(), Flatten()])
+    assert model.dtype is None
+    assert model.predict(np.ones((2, 3, 3))).dtype == np.float64
+    assert model.predict(np.ones((2, 3, 3), dtype=np.float32)).dtype == np.float32
+    assert small_cnn(dtype=np.float32).predict(np.ones((1, 1, 8, 8))).dtype == np.float32
