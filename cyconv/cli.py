@@ -176,7 +176,7 @@ def _format_seconds(seconds):
     return f"{seconds:.1f} s"
 
 
-def command_train(args, out):
+def _command_train(args, out):
     if args.threads is not None:
         set_num_threads(args.threads)
     dtype = np.float64 if args.float64 else np.float32
@@ -231,7 +231,17 @@ def confusion_matrix(labels, predictions, classes=CLASSES):
 
 
 def format_confusion_matrix(matrix):
-    """Rows are true digits, columns predicted ones."""
+    """A confusion matrix as text: rows are true classes, columns predicted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.cli import format_confusion_matrix
+    >>> print(format_confusion_matrix(np.array([[5, 1], [0, 7]])))
+             0   1
+        0    5   1
+        1    0   7
+    """
     width = max(4, len(str(matrix.max())) + 1)
     header = " " * 6 + "".join(str(c).rjust(width) for c in range(len(matrix)))
     lines = [header]
@@ -240,7 +250,7 @@ def format_confusion_matrix(matrix):
     return "\n".join(lines)
 
 
-def command_evaluate(args, out):
+def _command_evaluate(args, out):
     if args.threads is not None:
         set_num_threads(args.threads)
     model = Sequential.load(args.model)
@@ -280,7 +290,7 @@ def _read_images(path):
     return x
 
 
-def command_predict(args, out):
+def _command_predict(args, out):
     if args.threads is not None:
         set_num_threads(args.threads)
     model = Sequential.load(args.model)
@@ -295,6 +305,14 @@ def command_predict(args, out):
 
 
 def make_parser():
+    """The argument parser of the ``cyconv`` command.
+
+    Examples
+    --------
+    >>> from cyconv.cli import make_parser
+    >>> make_parser().parse_args(["train", "--epochs", "2"]).epochs
+    2
+    """
     parser = _Parser(prog="cyconv", description=(
         "Train and use a convolutional network for handwritten digits, on the CPU."))
     parser.add_argument("--version", action="version", version=f"cyconv {__version__}")
@@ -324,7 +342,7 @@ def make_parser():
     train.add_argument("--limit", type=_positive_int, metavar="N",
                        help="train on only the first N training digits, for a quick try")
     train.add_argument("--float64", action="store_true", help="compute in float64")
-    train.set_defaults(run=command_train)
+    train.set_defaults(run=_command_train)
 
     evaluate = commands.add_parser(
         "evaluate", help="accuracy and confusion matrix of a saved model",
@@ -332,7 +350,7 @@ def make_parser():
                     "digits of MNIST-5k, or on the MNIST test set with --data.")
     evaluate.add_argument("model", metavar="MODEL", help="a model saved by cyconv train")
     evaluate.add_argument("--data", metavar="DIR", help="use the MNIST test set in DIR")
-    evaluate.set_defaults(run=command_evaluate)
+    evaluate.set_defaults(run=_command_evaluate)
 
     predict = commands.add_parser(
         "predict", help="classify images with a saved model",
@@ -341,7 +359,7 @@ def make_parser():
                     "pixels are 0-255 grey levels, floats are taken as already in [0, 1].")
     predict.add_argument("model", metavar="MODEL", help="a model saved by cyconv train")
     predict.add_argument("images", metavar="IMAGES", help="an IDX or .npy file of images")
-    predict.set_defaults(run=command_predict)
+    predict.set_defaults(run=_command_predict)
 
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")

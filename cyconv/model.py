@@ -249,6 +249,16 @@ class Sequential:
 
         With a softmax cross-entropy model these are logits: ``argmax``
         gives the class, :class:`cyconv.Softmax` the probabilities.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cyconv import Sequential, Dense, Softmax
+        >>> model = Sequential([Dense(3, 2, rng=0), Softmax()])
+        >>> model.predict(np.ones((5, 3))).shape
+        (5, 2)
+        >>> model.predict(np.ones(3)).shape   # one sample
+        (2,)
         """
         x = self._input_array(x)
         if self._is_single_sample(x):
