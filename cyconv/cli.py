@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import __version__, datasets, get_num_threads, set_num_threads
+from . import __version__, _threads, datasets, get_num_threads, set_num_threads
 from .activations import ReLU, Softmax
 from .layers import Convolution, Dense, Flatten, MaxPooling
 from .model import Sequential
@@ -38,6 +38,13 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 0.003
 LEARNING_RATE_DECAY = 0.7  # per epoch
 MAX_SHIFT = 1
+# This network's layers are small (a batch of 32 digits), and a team of
+# threads waits at every layer for its slowest member: on the shared
+# two-core machine, training took 8 to 12 s on one thread or two while the
+# machine was quiet, but 18 to 20 s on one thread and 95 s on two while
+# other jobs kept its cores busy.  One thread is the dependable default;
+# OMP_NUM_THREADS or --threads overrides it.
+DEFAULT_TRAIN_THREADS = 1
 
 
 class UsageError(Exception):
@@ -179,6 +186,8 @@ def _format_seconds(seconds):
 def _command_train(args, out):
     if args.threads is not None:
         set_num_threads(args.threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        set_num_threads(DEFAULT_TRAIN_THREADS)
     dtype = np.float64 if args.float64 else np.float32
     output = args.output
     # Fail now rather than after the training.
@@ -363,7 +372,11 @@ def make_parser():
 
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    for sub in (train, evaluate, predict):
+    train.add_argument("--threads", type=_positive_int, metavar="N",
+                       help=f"threads for the kernels (default: OMP_NUM_THREADS, else "
+                            f"{DEFAULT_TRAIN_THREADS}: this network's layers are too small "
+                            f"for more to pay on a busy machine)")
+    for sub in (evaluate, predict):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser
@@ -386,6 +399,9 @@ def main(argv=None):
     >>> main(["train", "--epochs", "0"])
     2
     """
+    # A command's thread count is its own: main() called from Python (or a
+    # test) leaves the caller's setting as it found it.
+    saved_threads = _threads._num_threads
     try:
         args = make_parser().parse_args(argv)
         return args.run(args, sys.stdout)
@@ -398,6 +414,8 @@ def main(argv=None):
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         print(f"cyconv: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        set_num_threads(saved_threads)
 
 
 def entry_point():
