@@ -38,13 +38,6 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 0.003
 LEARNING_RATE_DECAY = 0.7  # per epoch
 MAX_SHIFT = 1
-# This network's layers are small (a batch of 32 digits), and a team of
-# threads waits at every layer for its slowest member: on the shared
-# two-core machine, training took 8 to 12 s on one thread or two while the
-# machine was quiet, but 18 to 20 s on one thread and 95 s on two while
-# other jobs kept its cores busy.  One thread is the dependable default;
-# OMP_NUM_THREADS or --threads overrides it.
-DEFAULT_TRAIN_THREADS = 1
 
 
 class UsageError(Exception):
@@ -186,8 +179,6 @@ def _format_seconds(seconds):
 def _command_train(args, out):
     if args.threads is not None:
         set_num_threads(args.threads)
-    elif "OMP_NUM_THREADS" not in os.environ:
-        set_num_threads(DEFAULT_TRAIN_THREADS)
     dtype = np.float64 if args.float64 else np.float32
     output = args.output
     # Fail now rather than after the training.
@@ -372,11 +363,7 @@ def make_parser():
 
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    train.add_argument("--threads", type=_positive_int, metavar="N",
-                       help=f"threads for the kernels (default: OMP_NUM_THREADS, else "
-                            f"{DEFAULT_TRAIN_THREADS}: this network's layers are too small "
-                            f"for more to pay on a busy machine)")
-    for sub in (evaluate, predict):
+    for sub in (train, evaluate, predict):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser
