@@ -143,6 +143,13 @@ def check_learning_rate(learning_rate):
     return rate
 
 
+def check_unused_learning_rate(learning_rate):
+    """A layer without parameters has nothing to update, but a learning rate
+    it is given must still be one: a typo should fail in every layer alike."""
+    if learning_rate is not None:
+        check_learning_rate(learning_rate)
+
+
 def check_dtype(dtype):
     """Return ``dtype`` as a numpy dtype, float32 or float64 only."""
     try:

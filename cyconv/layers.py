@@ -19,6 +19,7 @@ from ._layer import (
     as_shape,
     check_dtype,
     check_gradient_shape,
+    check_unused_learning_rate as _check_unused_learning_rate,
     he_normal,
 )
 from ._matmul import matmul
@@ -228,6 +229,7 @@ class _Pooling(Layer):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        _check_unused_learning_rate(learning_rate)
         grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, type(self).__name__)
         if not self.needs_input_gradient:
@@ -477,6 +479,7 @@ class Reshape(Layer):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        _check_unused_learning_rate(learning_rate)
         grad = as_float_input(output_gradient, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Reshape")
         return grad.reshape(self.input.shape) if self.needs_input_gradient else None
@@ -525,6 +528,7 @@ class Flatten(Layer):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        _check_unused_learning_rate(learning_rate)
         grad = as_float_input(output_gradient, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Flatten")
         return grad.reshape(self.input.shape) if self.needs_input_gradient else None

@@ -456,3 +456,18 @@ def test_bad_learning_rates(rate, error):
     layer.forward(np.ones((1, 3)))
     with pytest.raises(error, match="learning_rate"):
         layer.backward(np.ones((1, 2)), learning_rate=rate)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: MaxPooling(2), (1, 1, 4, 4)), (lambda: AveragePooling(2), (1, 1, 4, 4)),
+    (lambda: Reshape((4,), (2, 2)), (3, 4)), (lambda: Flatten(), (3, 2, 2)),
+    (ReLU, (3, 4)), (Sigmoid, (3, 4)), (Tanh, (3, 4)), (Softmax, (3, 4)),
+])
+def test_layers_without_parameters_refuse_a_bad_learning_rate_too(make, shape):
+    layer = make()
+    out = layer.forward(np.ones(shape))
+    for rate, error in ((-1.0, ValueError), (np.nan, ValueError), ("0.1", TypeError),
+                        (True, TypeError)):
+        with pytest.raises(error, match="learning_rate must be"):
+            layer.backward(np.ones_like(out), rate)
+    assert layer.backward(np.ones_like(out), 0.5).shape == shape
