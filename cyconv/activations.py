@@ -127,6 +127,8 @@ class Softmax(_Activation):
 
     def _function(self, x):
         axis = self._axis(x)
+        if x.size == 0:  # np.max has nothing to reduce: nothing to normalise
+            return x.copy()
         # Shifting by the maximum keeps exp from overflowing.
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
         return e / np.sum(e, axis=axis, keepdims=True)

@@ -522,7 +522,8 @@ class Flatten(Layer):
             raise ValueError(f"Flatten expects a batch (N, ...) with at least 2 dimensions, "
                              f"got shape {x.shape}")
         else:
-            self.output = x.reshape(x.shape[0], -1)
+            # Not reshape(N, -1): with N = 0 numpy cannot infer the -1.
+            self.output = x.reshape(x.shape[0], math.prod(x.shape[1:]))
         self.input = x
         return self.output
 

@@ -471,3 +471,18 @@ def test_layers_without_parameters_refuse_a_bad_learning_rate_too(make, shape):
         with pytest.raises(error, match="learning_rate must be"):
             layer.backward(np.ones_like(out), rate)
     assert layer.backward(np.ones_like(out), 0.5).shape == shape
+
+
+@pytest.mark.parametrize("make, shape, out_shape", [
+    (lambda: Flatten(), (0, 2, 3), (0, 6)), (lambda: Flatten(), (3, 0, 2), (3, 0)),
+    (Softmax, (0, 4), (0, 4)), (Softmax, (3, 0), (3, 0)),
+    (lambda: Dense(4, 2), (0, 4), (0, 2)), (ReLU, (0, 4), (0, 4)),
+])
+def test_empty_batches_pass_through_layers_that_take_them(make, shape, out_shape):
+    """Flatten and Softmax failed inside numpy (cannot infer -1, no maximum
+    of nothing) where Dense, Reshape and the other activations give an empty
+    output."""
+    layer = make()
+    out = layer.forward(np.zeros(shape))
+    assert out.shape == out_shape
+    assert layer.backward(np.zeros(out_shape)).shape == shape
