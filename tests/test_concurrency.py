@@ -1,6 +1,7 @@
 """cyconv's kernels release the GIL: Python threads calling them at once, on
 different data, must get exactly what each call gets alone."""
 
+import sys
 import threading
 
 import numpy as np
@@ -154,3 +155,128 @@ def test_blas_stays_single_threaded_until_the_last_kernel_leaves():
         assert get_threads() == 2, "the setting from before was not restored"
     finally:
         set_threads(before)
+
+
+# -- layers and models ---------------------------------------------------------
+
+
+def _run_in_thread(function):
+    """Run ``function`` in a new thread; return what it returned or raised."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    return outcome
+
+
+def test_backward_in_another_thread_than_its_forward_raises():
+    layer = cyconv.Convolution((2, 7, 7), 3, 4, rng=0)
+    x_main, x_other = np.ones((3, 2, 7, 7)), np.full((3, 2, 7, 7), 2.0)
+    out = layer.forward(x_main)
+    # Another thread's forward replaces the cache this thread's backward needs.
+    assert "value" in _run_in_thread(lambda: layer.forward(x_other))
+    with pytest.raises(RuntimeError, match="another thread than the forward"):
+        layer.backward(np.ones_like(out))
+    # The thread that did run the last forward may differentiate it.
+    outcome = _run_in_thread(lambda: (layer.forward(x_other), layer.backward(np.ones_like(out))))
+    assert "value" in outcome, outcome
+    # And after a fresh forward here, so may this one.
+    layer.forward(x_main)
+    assert layer.backward(np.ones_like(out)).shape == x_main.shape
+
+
+def test_backward_after_a_forward_that_raised_raises():
+    layer = cyconv.Dense(3, 2, rng=0)
+    out = layer.forward(np.ones((4, 3)))
+    with pytest.raises(ValueError):
+        layer.forward(np.ones((4, 5)))
+    with pytest.raises(RuntimeError, match="after a forward that raised"):
+        layer.backward(np.ones_like(out))
+    layer.forward(np.ones((4, 3)))
+    assert layer.backward(np.ones_like(out)).shape == (4, 3)
+
+
+def _small_model(seed):
+    rng = np.random.default_rng(seed)
+    return cyconv.Sequential([
+        cyconv.Convolution((1, 8, 8), 3, 4, padding=1, rng=rng), cyconv.ReLU(),
+        cyconv.MaxPooling(2), cyconv.Flatten(), cyconv.Dense(64, 3, rng=rng),
+    ])
+
+
+def test_threads_predicting_with_one_shared_model_get_the_single_threaded_results():
+    model = _small_model(0)
+    inputs = [np.random.default_rng(seed).standard_normal((16, 1, 8, 8)) for seed in range(8)]
+    expected = [model.predict(x) for x in inputs]
+    mismatches = []
+
+    def job(index):
+        for _ in range(ROUNDS * 3):
+            if not np.array_equal(model.predict(inputs[index]), expected[index]):
+                mismatches.append(index)
+
+    errors = _run_together([lambda i=i: job(i) for i in range(THREADS)])
+    assert not errors, errors
+    assert not mismatches
+
+
+def test_threads_training_models_of_their_own_get_the_single_threaded_results():
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((48, 1, 8, 8)), rng.integers(0, 3, 48)
+
+    def train(seed):
+        model = _small_model(seed)
+        model.fit(x, y, epochs=2, batch_size=8, seed=seed, verbose=False)
+        return [p.value.copy() for p in model.parameters()]
+
+    expected = [train(seed) for seed in range(4)]
+    results = {}
+    errors = _run_together([lambda s=s: results.__setitem__(s, train(s)) for s in range(4)])
+    assert not errors, errors
+    for seed in range(4):
+        for a, b in zip(results[seed], expected[seed]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_layer_shared_by_training_threads_never_returns_a_wrong_gradient():
+    """Two threads doing forward and backward on one max-pooling layer,
+    whose input gradient goes where its own input's maxima are: each
+    backward either raises RuntimeError or returns the gradient for its own
+    thread's input, never one routed by the other thread's."""
+    layer = cyconv.MaxPooling(2)
+    inputs = [np.random.default_rng(seed).standard_normal((8, 3, 12, 12)) for seed in (1, 2)]
+    grad = np.random.default_rng(3).standard_normal((8, 3, 6, 6))
+    expected = []
+    for x in inputs:
+        layer.forward(x)
+        expected.append(layer.backward(grad))
+    assert not np.array_equal(expected[0], expected[1])
+    outcomes = {"refused": 0, "right": 0, "wrong": 0}
+
+    def job(index):
+        for _ in range(300):
+            layer.forward(inputs[index])
+            try:
+                result = layer.backward(grad)
+            except RuntimeError:
+                outcomes["refused"] += 1
+                continue
+            outcomes["right" if np.array_equal(result, expected[index]) else "wrong"] += 1
+
+    # Switch threads as often as CPython allows, so that steps interleave.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        errors = _run_together([lambda i=i: job(i) for i in range(2)])
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert outcomes["wrong"] == 0, outcomes
+    assert outcomes["right"] > 0 and outcomes["refused"] > 0, outcomes
