@@ -23,7 +23,7 @@ from ._layer import (
     he_normal,
 )
 from ._matmul import matmul
-from ._validation import as_int, as_pair, check_choice
+from ._validation import as_int, as_pair, check_choice, check_fits
 
 __all__ = [
     "Convolution",
@@ -135,6 +135,7 @@ class Convolution(Layer):
                     f"input ({self.input_shape[1]}, {self.input_shape[2]})")
             self._border = (top, bottom, left, right)
         fan_in = self.kernels_shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        check_fits(self.kernels_shape, "Convolution's kernels")
         self.weight = Parameter("weight", he_normal(rng, self.kernels_shape, fan_in, self.dtype))
         self.bias = Parameter("bias", np.zeros(self.depth, dtype=self.dtype)) if bias else None
 
@@ -377,6 +378,7 @@ class Dense(Layer):
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.dtype = check_dtype(dtype)
+        check_fits((self.output_size, self.input_size), "Dense's weights")
         self.weight = Parameter("weight", he_normal(
             rng, (self.output_size, self.input_size), self.input_size, self.dtype))
         self.bias = Parameter("bias", np.zeros(self.output_size, dtype=self.dtype)) if bias else None

@@ -486,3 +486,9 @@ def test_empty_batches_pass_through_layers_that_take_them(make, shape, out_shape
     out = layer.forward(np.zeros(shape))
     assert out.shape == out_shape
     assert layer.backward(np.zeros(out_shape)).shape == shape
+
+
+def test_weights_too_large_to_be_an_array_are_refused_before_drawing_them():
+    with pytest.raises(ValueError, match=r"Dense's weights would have shape \(4294967296, "
+                                         r"4294967296\), too large for an array"):
+        Dense(2**32, 2**32)
