@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+import bad_inputs_training as training
 import cyconv
 import reference as ref
 from cyconv import _conv
@@ -86,6 +87,9 @@ def _assert_same(actual, expected, rtol, dtype):
         return
     if expected is None:
         assert actual is None, _summary(actual)
+        return
+    if not isinstance(expected, np.ndarray):  # a plain value: a flag, a status
+        assert type(actual) is type(expected) and actual == expected, (actual, expected)
         return
     assert isinstance(actual, np.ndarray), _summary(actual)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
@@ -801,6 +805,9 @@ def _all_cases():
     cases += _pad_structure_cases()
     cases += _signal_structure_cases()
     cases += _thread_cases()
+    for generator in (training.layer_cases, training.constructor_cases, training.model_cases,
+                      training.dataset_cases, training.cli_cases):
+        cases += generator(Raises, Gives)
     table = {case_id: (call, expectation) for case_id, call, expectation in cases}
     assert len(table) == len(cases), "two cases share an id"
     return table
@@ -932,3 +939,16 @@ def test_every_public_function_meets_every_class_of_bad_input():
     for name, spec in SPECS.items():
         for arg in spec.arrays:
             assert any(case_id.startswith(f"{name}-{arg}-dtype-") for case_id in CASES)
+    layer_classes = ["None", "string", "ragged-list", "dtype-complex128", "dtype-float16",
+                     "dtype-object", "nested-list", "fortran-ordered", "non-contiguous",
+                     "unaligned", "big-endian", "zero-strides", "values-nan", "values-inf"]
+    for name in training.LAYERS:
+        for kind in layer_classes:
+            assert f"{name}-forward-{kind}" in CASES, (name, kind)
+        for kind in ("before-forward", "wrong-gradient-shape", "gradient-complex",
+                     "learning-rate--0.1"):
+            assert f"{name}-backward-{kind}" in CASES, (name, kind)
+    assert set(training.LAYERS) == {
+        name for name in cyconv.__all__
+        if isinstance(getattr(cyconv, name), type) and issubclass(getattr(cyconv, name),
+                                                                 cyconv.Layer)} - {"Layer"}
