@@ -197,3 +197,20 @@ def test_an_architecture_too_large_to_build_is_refused(tmp_path):
     with pytest.raises(ValueError, match="invalid architecture.*too large for an array"):
         cyconv.Sequential.load(path)
 
+
+@pytest.mark.skipif(os.name != "posix", reason="directories are synced on POSIX only")
+def test_save_syncs_the_file_then_the_directory_that_names_it(tmp_path, monkeypatch):
+    """Both syncs are what make a saved model survive a power cut: the
+    file's bytes before the rename, the directory's entry after it."""
+    import stat
+
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor):
+        synced.append("directory" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "file")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    cyconv.Sequential([cyconv.Dense(3, 2, rng=0)]).save(tmp_path / "model.npz")
+    assert synced == ["file", "directory"]
