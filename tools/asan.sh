@@ -54,6 +54,18 @@ cd "$work/src/tests"
 # the sanitizer.  halt_on_error: the first memory error fails the run.
 export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# First prove the sanitizer is live: a kernel handed an output one row and
+# column too large reads past its input, which must be reported.
+probe='import numpy as np
+from cyconv._kernels import _correlate
+_correlate.correlate2d_valid(np.zeros((3, 3)), np.ones((2, 2)), np.zeros((3, 3)), 1)'
+if LD_PRELOAD="$libasan" "$work/venv/bin/python" -c "$probe" 2> "$work/probe.log" \
+        || ! grep -q "AddressSanitizer: heap-buffer-overflow" "$work/probe.log"; then
+    cat "$work/probe.log" >&2
+    echo "asan.sh: the sanitizer missed a deliberate out-of-bounds read" >&2
+    exit 1
+fi
+echo "asan.sh: a deliberate out-of-bounds read in a kernel was reported, as it must be"
 LD_PRELOAD="$libasan" "$work/venv/bin/python" -m pytest -q -p no:cacheprovider \
     -W error::pytest.PytestUnraisableExceptionWarning "${tests[@]}"
 echo "asan.sh: no memory error or undefined behaviour reported"
