@@ -66,9 +66,9 @@ def as_float_arrays(*named):
 
 def as_kernel_array(array, dtype):
     """``array`` as the kernels read it: C-contiguous, of ``dtype``, and
-    aligned.  ``np.ascontiguousarray`` passes through a contiguous view at
-    an odd address (into a bytes buffer, say), and loading a double from
-    there is undefined behaviour in C, whatever x86 lets it get away with."""
+    aligned.  numpy passes a contiguous view at an odd address (into a
+    bytes buffer, say) through unchanged, and loading a double from there
+    is undefined behaviour in C, whatever x86 lets it get away with."""
     # Not np.ascontiguousarray: it turns a scalar into shape (1,), which
     # then passes for a bias of one filter and misreports shapes in errors.
     array = np.asarray(array, dtype=dtype, order="C")
