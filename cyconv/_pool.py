@@ -16,6 +16,11 @@ _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 # keeps every index the kernels compute far from overflowing Py_ssize_t.
 _LARGEST = 2**40
 
+# Below this many window elements per thread, a thread costs more to start
+# than it saves (measured with 2x2 pooling: a second thread already paid
+# from about 8000 elements).
+MIN_WORK_PER_THREAD = 1 << 14
+
 
 @dataclass(frozen=True)
 class PoolGeometry:
@@ -30,6 +35,7 @@ class PoolGeometry:
     padding: tuple
     out_height: int
     out_width: int
+    work: int  # window elements visited by one pass over every window
 
     @property
     def output_shape(self):
@@ -39,6 +45,12 @@ class PoolGeometry:
     def kernel_args(self):
         """(kh, kw, sh, sw, ph, pw) in the order the kernels take them."""
         return self.kernel + self.stride + self.padding
+
+    def threads(self):
+        """Threads worth starting for one pass over every window: one per
+        MIN_WORK_PER_THREAD window elements, at most cyconv.get_num_threads().
+        Each plane is one thread's, so the count never changes a result."""
+        return max(1, min(get_num_threads(), self.work // MIN_WORK_PER_THREAD))
 
 
 def _as_flag(value, name):
@@ -77,13 +89,18 @@ def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
     padded = (height + 2 * padding[0], width + 2 * padding[1])
     if kernel[0] > padded[0] or kernel[1] > padded[1]:
         raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
+    out_height = _output_size(height, kernel[0], stride[0], padding[0], ceil_mode)
+    out_width = _output_size(width, kernel[1], stride[1], padding[1], ceil_mode)
+    planes = 1
+    for size in x_shape[:-2]:
+        planes *= size
     return PoolGeometry(
         batched=len(x_shape) == 4,
         channels_shape=tuple(x_shape[:-2]),
         height=height, width=width,
         kernel=kernel, stride=stride, padding=padding,
-        out_height=_output_size(height, kernel[0], stride[0], padding[0], ceil_mode),
-        out_width=_output_size(width, kernel[1], stride[1], padding[1], ceil_mode),
+        out_height=out_height, out_width=out_width,
+        work=planes * out_height * out_width * kernel[0] * kernel[1],
     )
 
 
@@ -192,7 +209,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
     _pool.max_pool2d_forward(
         _planes(x), _planes(out), _planes(indices) if return_indices else indices,
-        *geometry.kernel_args, get_num_threads(),
+        *geometry.kernel_args, geometry.threads(),
     )
     return (out, indices) if return_indices else out
 
@@ -273,12 +290,12 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     if indices is None:
         _pool.max_pool2d_backward(
             _planes(grad_output), _planes(x), _planes(grad_input),
-            *geometry.kernel_args, get_num_threads(),
+            *geometry.kernel_args, geometry.threads(),
         )
     else:
         indices = _checked_indices(indices, geometry)
         _pool.max_pool2d_backward_indices(
-            _planes(grad_output), _planes(indices), _planes(grad_input), get_num_threads(),
+            _planes(grad_output), _planes(indices), _planes(grad_input), geometry.threads(),
         )
     return grad_input
 
@@ -341,7 +358,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     out = np.empty(geometry.output_shape, dtype=x.dtype)
     _pool.avg_pool2d_forward(
-        _planes(x), _planes(out), *geometry.kernel_args, count_include_pad, get_num_threads(),
+        _planes(x), _planes(out), *geometry.kernel_args, count_include_pad, geometry.threads(),
     )
     return out
 
@@ -390,6 +407,6 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     grad_input = np.zeros(x.shape, dtype=x.dtype)
     _pool.avg_pool2d_backward(
         _planes(grad_output), _planes(grad_input), *geometry.kernel_args,
-        count_include_pad, get_num_threads(),
+        count_include_pad, geometry.threads(),
     )
     return grad_input

@@ -2,6 +2,7 @@
 over every window, and the adjoint identity for average pooling."""
 
 from dataclasses import replace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyconv
+from cyconv import _pool
 from cyconv.functional import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -231,23 +233,42 @@ def _all_results(x, g, indices_g, kwargs):
     ]
 
 
+def _results_at_thread_counts(x, g, kwargs):
+    results = []
+    try:
+        # Inputs this small would otherwise get one thread whatever the count.
+        with mock.patch.object(_pool, "MIN_WORK_PER_THREAD", 1):
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                results.append(_all_results(x, g, g, kwargs))
+    finally:
+        cyconv.set_num_threads(None)
+    return results
+
+
+def _assert_bitwise_equal(results):
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_bitwise_identical_at_any_thread_count(dtype):
     rng = np.random.default_rng(3)
     x = rng.integers(-3, 4, (5, 3, 13, 11)).astype(dtype)  # many ties
     kwargs = dict(kernel_size=3, stride=(1, 2), padding=1, ceil_mode=True)
     g = rng.standard_normal(max_pool2d(x, **kwargs).shape).astype(dtype)
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            cyconv.set_num_threads(threads)
-            results.append(_all_results(x, g, g, kwargs))
-    finally:
-        cyconv.set_num_threads(None)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert a.dtype == b.dtype
-            np.testing.assert_array_equal(a, b)
+    _assert_bitwise_equal(_results_at_thread_counts(x, g, kwargs))
+
+
+def test_threads_only_for_enough_work():
+    with mock.patch.object(_pool, "get_num_threads", lambda: 8):
+        small = _pool.pool_geometry((1, 1, 8, 8), 2, None, 0, False)
+        assert small.threads() == 1
+        big = _pool.pool_geometry((64, 16, 64, 64), 2, None, 0, False)
+        assert big.threads() == 8
+        assert big.threads() == min(8, big.work // _pool.MIN_WORK_PER_THREAD)
 
 
 @pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "reversed"])
