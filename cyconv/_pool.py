@@ -214,10 +214,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     return (out, indices) if return_indices else out
 
 
-def _checked_indices(indices, geometry):
+def _checked_indices(indices, geometry, check_range=True):
     """Return ``indices`` as C-contiguous int64, each a flat index into its
     (H, W) plane.  Only the range can be checked cheaply; that it is the
-    argmax of the right window is the caller's promise."""
+    argmax of the right window is the caller's promise.
+
+    ``check_range=False`` leaves the range of int64 indices to the caller
+    (the backward kernel counts those out of range as it goes, for free);
+    indices of other types are checked before conversion could wrap them."""
     indices = as_array(indices, "indices")
     if indices.dtype.kind not in "iu":
         raise TypeError(f"indices must hold integers, got dtype {indices.dtype}")
@@ -226,13 +230,18 @@ def _checked_indices(indices, geometry):
             f"indices must have the shape of the pooling's output, "
             f"{geometry.output_shape}, got {indices.shape}"
         )
+    if check_range or indices.dtype != np.int64:
+        _check_index_range(indices, geometry)
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def _check_index_range(indices, geometry):
     plane = geometry.height * geometry.width
     if indices.min() < 0 or indices.max() >= plane:
         raise ValueError(
             f"indices must lie in [0, H*W) = [0, {plane}), "
             f"got values from {indices.min()} to {indices.max()}"
         )
-    return np.ascontiguousarray(indices, dtype=np.int64)
 
 
 def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
@@ -286,17 +295,23 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     _checked_grad_output(grad_output, geometry)
-    grad_input = np.zeros(x.shape, dtype=x.dtype)
-    if indices is None:
+    n_threads = geometry.threads()
+    if indices is not None:
+        indices = _checked_indices(indices, geometry, check_range=False)
+    else:
+        grad_input = np.zeros(x.shape, dtype=x.dtype)
         _pool.max_pool2d_backward(
             _planes(grad_output), _planes(x), _planes(grad_input),
-            *geometry.kernel_args, geometry.threads(),
+            *geometry.kernel_args, n_threads,
         )
-    else:
-        indices = _checked_indices(indices, geometry)
-        _pool.max_pool2d_backward_indices(
-            _planes(grad_output), _planes(indices), _planes(grad_input), geometry.threads(),
-        )
+        return grad_input
+    # The kernel writes every element (zero where no index points).
+    grad_input = np.empty(x.shape, dtype=x.dtype)
+    outside = _pool.max_pool2d_backward_indices(
+        _planes(grad_output), _planes(indices), _planes(grad_input), n_threads,
+    )
+    if outside:
+        _check_index_range(indices, geometry)  # raises
     return grad_input
 
 

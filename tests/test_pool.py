@@ -141,6 +141,22 @@ def test_max_pool2d_backward_matches_loops(config, dtype, ties, data):
                                   grad)
 
 
+@given(CONFIGS, st.sampled_from(DTYPES), st.data())
+def test_max_pool2d_backward_follows_any_indices(config, dtype, data):
+    """Indices that are not the argmax (repeated, pointing into other
+    windows, uncovered rows or anywhere in the plane) are followed as given,
+    and several landing on one element add up, in output order."""
+    x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    height, width = config.x_shape[-2:]
+    indices = rng.integers(0, min(height * width, data.draw(st.integers(1, 50))),
+                           size=config.output_shape)
+    grad = max_pool2d_backward(g, x, **config.kwargs, indices=indices)
+    expected = reference_max_pool_backward(g.astype(np.float64), indices, x.shape)
+    np.testing.assert_allclose(grad, expected, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * np.abs(g).sum(dtype=np.float64))
+
+
 @given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
 def test_avg_pool2d_matches_loops(config, dtype, count_include_pad, data):
     x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
