@@ -46,6 +46,15 @@ class PoolGeometry:
         """(kh, kw, sh, sw, ph, pw) in the order the kernels take them."""
         return self.kernel + self.stride + self.padding
 
+    @property
+    def tiled(self):
+        """Whether the windows tile the input (kernel == stride, no padding)
+        for the kernel ``max_pool2d_tiles_forward``.  That keeps offsets
+        within a window, up to W + 1, in integers as wide as a float32,
+        hence the bound on the width."""
+        return (self.kernel == self.stride and self.padding == (0, 0)
+                and self.width < 2**31 - 1)
+
     def threads(self):
         """Threads worth starting for one pass over every window: one per
         MIN_WORK_PER_THREAD window elements, at most cyconv.get_num_threads().
@@ -204,14 +213,23 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     return_indices = _as_flag(return_indices, "return_indices")
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
-    out = np.empty(geometry.output_shape, dtype=x.dtype)
-    # An empty (0, 0, 0) array tells the kernel not to record indices.
-    indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
-    _pool.max_pool2d_forward(
-        _planes(x), _planes(out), _planes(indices) if return_indices else indices,
-        *geometry.kernel_args, geometry.threads(),
-    )
+    out, indices = _max_pool(x, geometry, return_indices)
     return (out, indices) if return_indices else out
+
+
+def _max_pool(x, geometry, return_indices):
+    """Run the forward kernel: ``(out, indices)``, indices None unless asked for."""
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    # An empty (0, 0, 0) array tells the kernels not to record indices.
+    indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
+    indices_arg = _planes(indices) if return_indices else indices
+    if geometry.tiled:
+        _pool.max_pool2d_tiles_forward(_planes(x), _planes(out), indices_arg,
+                                       *geometry.kernel, geometry.threads())
+    else:
+        _pool.max_pool2d_forward(_planes(x), _planes(out), indices_arg,
+                                 *geometry.kernel_args, geometry.threads())
+    return out, (indices if return_indices else None)
 
 
 def _checked_indices(indices, geometry, check_range=True):
@@ -298,6 +316,10 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     n_threads = geometry.threads()
     if indices is not None:
         indices = _checked_indices(indices, geometry, check_range=False)
+    elif geometry.tiled:
+        # The tiled forward pass finds the maxima faster than the search
+        # below, and the scatter is cheap.
+        _, indices = _max_pool(x, geometry, True)
     else:
         grad_input = np.zeros(x.shape, dtype=x.dtype)
         _pool.max_pool2d_backward(

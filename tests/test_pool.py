@@ -17,7 +17,7 @@ from cyconv.functional import (
     max_pool2d,
     max_pool2d_backward,
 )
-from cyconv.testing import pool2d_configs, random_arrays
+from cyconv.testing import Pool2dConfig, pool2d_configs, random_arrays
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 3e-6, np.float64: 1e-14}
@@ -33,6 +33,29 @@ def hanging_past_the_padding(config):
 
 
 CONFIGS = st.one_of(pool2d_configs(), pool2d_configs().map(hanging_past_the_padding))
+
+# The unsigned integers whose bits a float's are compared as.
+BITS = {np.float32: np.uint32, np.float64: np.uint64}
+
+
+@st.composite
+def tiled_configs(draw):
+    """Kernel == stride and no padding, the pooling with a forward kernel of
+    its own.  2x2 half of the time, with 1 to 20 windows per row (rows of
+    fewer than 8 are packed together, except 4), 250 to 300 (runs of up to
+    256 and an overlapping last vector), or tall planes of 30 to 80 rows of
+    windows (several packed passes); a last row and column that no window
+    covers, or with ceil_mode a cut-short window."""
+    kh, kw = draw(st.one_of(st.just((2, 2)), st.tuples(st.integers(1, 4), st.integers(1, 4))))
+    shape = draw(st.sampled_from(["small", "wide", "tall"]))
+    rows = draw(st.integers(30, 80) if shape == "tall" else st.integers(1, 6))
+    cols = draw(st.integers(250, 300) if shape == "wide" else st.integers(1, 20))
+    height = kh * rows + draw(st.integers(0, kh - 1))
+    width = kw * cols + draw(st.integers(0, kw - 1))
+    return Pool2dConfig(
+        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 2)), height, width),
+        kernel_size=(kh, kw), stride=(kh, kw), padding=(0, 0), ceil_mode=draw(st.booleans()),
+    )
 
 
 def windows(config):
@@ -113,6 +136,23 @@ def with_specials(draw, x):
     return x
 
 
+def with_zeros_and_nans(draw, x):
+    """When hypothesis says so, put -0.0, +0.0 and quiet NaNs of either sign
+    and any payload at about a tenth of the places in ``x`` each: the
+    maximum must be the first of them bit for bit."""
+    if draw(st.booleans()):
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        x[rng.random(x.shape) < 0.1] = -0.0
+        x[rng.random(x.shape) < 0.1] = 0.0
+        bits = x.view(BITS[x.dtype.type])
+        quiet_nan = bits.dtype.type(np.array(np.nan, dtype=x.dtype).view(bits.dtype))
+        payloads = rng.integers(0, quiet_nan >> 10, size=x.shape).astype(bits.dtype)
+        signs = rng.integers(0, 2, size=x.shape).astype(bits.dtype) << (8 * bits.itemsize - 1)
+        places = rng.random(x.shape) < 0.1
+        bits[places] = (quiet_nan | payloads | signs)[places]
+    return x
+
+
 @given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
 def test_max_pool2d_matches_loops(config, dtype, ties, data):
     (x,) = random_arrays(data.draw, [config.x_shape], dtype, ties=ties)
@@ -139,6 +179,30 @@ def test_max_pool2d_backward_matches_loops(config, dtype, ties, data):
     _, indices = max_pool2d(x, **config.kwargs, return_indices=True)
     np.testing.assert_array_equal(max_pool2d_backward(g, x, **config.kwargs, indices=indices),
                                   grad)
+
+
+@given(tiled_configs(), st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_tiled_max_pool2d_matches_loops_bit_for_bit(config, dtype, ties, data):
+    (x,) = random_arrays(data.draw, [config.x_shape], dtype, ties=ties)
+    x = with_zeros_and_nans(data.draw, with_specials(data.draw, x))
+    out, indices = max_pool2d(x, **config.kwargs, return_indices=True)
+    expected, expected_indices = reference_max_pool(x, config)
+    assert out.dtype == dtype and indices.dtype == np.int64
+    assert out.shape == indices.shape == config.output_shape
+    bits = BITS[dtype]
+    np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(max_pool2d(x, **config.kwargs).view(bits), out.view(bits))
+    # Windows do not overlap, so each element gets at most one gradient:
+    # exactly the one its window sends, or +0.0.
+    (g,) = random_arrays(data.draw, [config.output_shape], dtype)
+    g[g < -1] = -0.0
+    expected = reference_max_pool_backward(g.astype(np.float64), expected_indices, x.shape)
+    expected = expected.astype(dtype)
+    for grad in (max_pool2d_backward(g, x, **config.kwargs, indices=indices),
+                 max_pool2d_backward(g, x, **config.kwargs)):
+        assert grad.dtype == dtype and grad.shape == x.shape
+        np.testing.assert_array_equal(grad.view(bits), expected.view(bits))
 
 
 @given(CONFIGS, st.sampled_from(DTYPES), st.data())
@@ -276,6 +340,25 @@ def test_results_bitwise_identical_at_any_thread_count(dtype):
     kwargs = dict(kernel_size=3, stride=(1, 2), padding=1, ceil_mode=True)
     g = rng.standard_normal(max_pool2d(x, **kwargs).shape).astype(dtype)
     _assert_bitwise_equal(_results_at_thread_counts(x, g, kwargs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, kernel_size, ceil_mode", [
+    ((5, 3, 26, 26), 2, False),   # 13 windows per row
+    ((5, 3, 11, 11), 2, True),    # 5 per row, packed, cut-short last window
+    ((3, 2, 9, 301), 2, False),   # 150 per row
+    ((5, 3, 20, 17), 3, True),    # 3x3
+])
+def test_tiled_results_bitwise_identical_at_any_thread_count(dtype, x_shape, kernel_size,
+                                                             ceil_mode):
+    rng = np.random.default_rng(6)
+    x = rng.integers(-3, 4, x_shape).astype(dtype)  # many ties
+    x[rng.random(x_shape) < 0.05] = np.nan
+    kwargs = dict(kernel_size=kernel_size, ceil_mode=ceil_mode)
+    g = rng.standard_normal(max_pool2d(x, **kwargs).shape).astype(dtype)
+    results = _results_at_thread_counts(x, g, kwargs)
+    assert _pool.pool_geometry(x.shape, kernel_size, None, 0, ceil_mode).tiled
+    _assert_bitwise_equal(results)
 
 
 def test_threads_only_for_enough_work():
