@@ -21,6 +21,9 @@ _LARGEST = 2**40
 # from about 8000 elements).
 MIN_WORK_PER_THREAD = 1 << 14
 
+# How many pool_geometry results are remembered.
+_GEOMETRIES_KEPT = 64
+
 
 @dataclass(frozen=True)
 class PoolGeometry:
@@ -81,7 +84,38 @@ def _output_size(size, kernel, stride, padding, ceil_mode):
 
 
 def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
-    """Check a pooling's arguments and return its :class:`PoolGeometry`."""
+    """Check a pooling's arguments and return its :class:`PoolGeometry`.
+
+    Training calls this with the same arguments over and over, so results
+    are remembered, but only for arguments of exactly the types int, bool,
+    None and pairs of ints: True and 2.0, equal to 1 and 2 but refused,
+    never find a result remembered for those."""
+    key = (x_shape, _exact(kernel_size), _exact(stride), _exact(padding), _exact(ceil_mode))
+    if None in key:
+        return _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode)
+    geometry = _GEOMETRIES.get(key)
+    if geometry is None:
+        geometry = _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode)
+        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geometry
+    return geometry
+
+
+_GEOMETRIES = {}
+
+
+def _exact(value):
+    """``(value, its type)`` for an int, bool, None or pair of ints, else None."""
+    kind = type(value)
+    if kind is int or kind is bool or value is None:
+        return value, kind
+    if kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value, kind
+    return None
+
+
+def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)

@@ -478,6 +478,19 @@ def test_unsupported_dtypes_raise_type_error(dtype):
             call()
 
 
+def test_arguments_equal_to_accepted_ones_are_still_refused():
+    # Geometries are remembered; True and 2.0 equal 1 and 2 but are refused.
+    x = np.ones((1, 1, 4, 4))
+    max_pool2d(x, 2)
+    max_pool2d(x, 1, stride=1, ceil_mode=True)
+    max_pool2d(x, (2, 1))
+    for kwargs in ({"kernel_size": 2.0}, {"kernel_size": 1, "stride": True},
+                   {"kernel_size": 1, "stride": 1, "ceil_mode": 1},
+                   {"kernel_size": (2, True)}, {"kernel_size": [2.0, 2]}):
+        with pytest.raises(TypeError):
+            max_pool2d(x, **kwargs)
+
+
 def test_ragged_input_raises_value_error():
     with pytest.raises(ValueError, match="array-like of numbers"):
         max_pool2d([[[1.0, 2.0], [3.0]]], 1)
