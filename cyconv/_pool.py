@@ -21,6 +21,13 @@ from ._validation import (
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 
+# Below this many window elements per thread, a thread costs more to start
+# than it saves (measured with 2x2 pooling: a second thread already paid
+# from about 8000 elements).
+MIN_WORK_PER_THREAD = 1 << 14
+
+# How many pool_geometry results are remembered.
+_GEOMETRIES_KEPT = 64
 
 @dataclass(frozen=True)
 class PoolGeometry:
@@ -35,6 +42,7 @@ class PoolGeometry:
     padding: tuple
     out_height: int
     out_width: int
+    work: int  # window elements visited by one pass over every window
 
     @property
     def output_shape(self):
@@ -44,6 +52,21 @@ class PoolGeometry:
     def kernel_args(self):
         """(kh, kw, sh, sw, ph, pw) in the order the kernels take them."""
         return self.kernel + self.stride + self.padding
+
+    @property
+    def tiled(self):
+        """Whether the windows tile the input (kernel == stride, no padding)
+        for the kernel ``max_pool2d_tiles_forward``.  That keeps offsets
+        within a window, up to W + 1, in integers as wide as a float32,
+        hence the bound on the width."""
+        return (self.kernel == self.stride and self.padding == (0, 0)
+                and self.width < 2**31 - 1)
+
+    def threads(self):
+        """Threads worth starting for one pass over every window: one per
+        MIN_WORK_PER_THREAD window elements, at most cyconv.get_num_threads().
+        Each plane is one thread's, so the count never changes a result."""
+        return max(1, min(get_num_threads(), self.work // MIN_WORK_PER_THREAD))
 
 
 def _output_size(size, kernel, stride, padding, ceil_mode):
@@ -59,7 +82,38 @@ def _output_size(size, kernel, stride, padding, ceil_mode):
 
 
 def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
-    """Check a pooling's arguments and return its :class:`PoolGeometry`."""
+    """Check a pooling's arguments and return its :class:`PoolGeometry`.
+
+    Training calls this with the same arguments over and over, so results
+    are remembered, but only for arguments of exactly the types int, bool,
+    None and pairs of ints: True and 2.0, equal to 1 and 2 but refused,
+    never find a result remembered for those."""
+    key = (x_shape, _exact(kernel_size), _exact(stride), _exact(padding), _exact(ceil_mode))
+    if None in key:
+        return _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode)
+    geometry = _GEOMETRIES.get(key)
+    if geometry is None:
+        geometry = _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode)
+        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geometry
+    return geometry
+
+
+_GEOMETRIES = {}
+
+
+def _exact(value):
+    """``(value, its type)`` for an int, bool, None or pair of ints, else None."""
+    kind = type(value)
+    if kind is int or kind is bool or value is None:
+        return value, kind
+    if kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value, kind
+    return None
+
+
+def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
@@ -75,13 +129,18 @@ def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
     padded = (height + 2 * padding[0], width + 2 * padding[1])
     if kernel[0] > padded[0] or kernel[1] > padded[1]:
         raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
+    out_height = _output_size(height, kernel[0], stride[0], padding[0], ceil_mode)
+    out_width = _output_size(width, kernel[1], stride[1], padding[1], ceil_mode)
+    planes = 1
+    for size in x_shape[:-2]:
+        planes *= size
     return PoolGeometry(
         batched=len(x_shape) == 4,
         channels_shape=tuple(x_shape[:-2]),
         height=height, width=width,
         kernel=kernel, stride=stride, padding=padding,
-        out_height=_output_size(height, kernel[0], stride[0], padding[0], ceil_mode),
-        out_width=_output_size(width, kernel[1], stride[1], padding[1], ceil_mode),
+        out_height=out_height, out_width=out_width,
+        work=planes * out_height * out_width * kernel[0] * kernel[1],
     )
 
 
@@ -185,20 +244,33 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     return_indices = as_flag(return_indices, "return_indices")
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
-    out = np.empty(geometry.output_shape, dtype=x.dtype)
-    # An empty (0, 0, 0) array tells the kernel not to record indices.
-    indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
-    _pool.max_pool2d_forward(
-        _planes(x), _planes(out), _planes(indices) if return_indices else indices,
-        *geometry.kernel_args, get_num_threads(),
-    )
+    out, indices = _max_pool(x, geometry, return_indices)
     return (out, indices) if return_indices else out
 
 
-def _checked_indices(indices, geometry):
+def _max_pool(x, geometry, return_indices):
+    """Run the forward kernel: ``(out, indices)``, indices None unless asked for."""
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    # An empty (0, 0, 0) array tells the kernels not to record indices.
+    indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
+    indices_arg = _planes(indices) if return_indices else indices
+    if geometry.tiled:
+        _pool.max_pool2d_tiles_forward(_planes(x), _planes(out), indices_arg,
+                                       *geometry.kernel, geometry.threads())
+    else:
+        _pool.max_pool2d_forward(_planes(x), _planes(out), indices_arg,
+                                 *geometry.kernel_args, geometry.threads())
+    return out, (indices if return_indices else None)
+
+
+def _checked_indices(indices, geometry, check_range=True):
     """Return ``indices`` as C-contiguous int64, each a flat index into its
     (H, W) plane.  Only the range can be checked cheaply; that it is the
-    argmax of the right window is the caller's promise."""
+    argmax of the right window is the caller's promise.
+
+    ``check_range=False`` leaves the range of int64 indices to the caller
+    (the backward kernel counts those out of range as it goes, for free);
+    indices of other types are checked before conversion could wrap them."""
     indices = as_array(indices, "indices")
     if indices.dtype.kind not in "iu":
         raise TypeError(f"indices must hold integers, got dtype {indices.dtype}")
@@ -207,13 +279,18 @@ def _checked_indices(indices, geometry):
             f"indices must have the shape of the pooling's output, "
             f"{geometry.output_shape}, got {indices.shape}"
         )
+    if check_range or indices.dtype != np.int64:
+        _check_index_range(indices, geometry)
+    return as_kernel_array(indices, np.int64)
+
+
+def _check_index_range(indices, geometry):
     plane = geometry.height * geometry.width
     if indices.min() < 0 or indices.max() >= plane:
         raise ValueError(
             f"indices must lie in [0, H*W) = [0, {plane}), "
             f"got values from {indices.min()} to {indices.max()}"
         )
-    return as_kernel_array(indices, np.int64)
 
 
 def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
@@ -267,17 +344,27 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     _checked_grad_output(grad_output, geometry)
-    grad_input = np.zeros(x.shape, dtype=x.dtype)
-    if indices is None:
+    n_threads = geometry.threads()
+    if indices is not None:
+        indices = _checked_indices(indices, geometry, check_range=False)
+    elif geometry.tiled:
+        # The tiled forward pass finds the maxima faster than the search
+        # below, and the scatter is cheap.
+        _, indices = _max_pool(x, geometry, True)
+    else:
+        grad_input = np.zeros(x.shape, dtype=x.dtype)
         _pool.max_pool2d_backward(
             _planes(grad_output), _planes(x), _planes(grad_input),
-            *geometry.kernel_args, get_num_threads(),
+            *geometry.kernel_args, n_threads,
         )
-    else:
-        indices = _checked_indices(indices, geometry)
-        _pool.max_pool2d_backward_indices(
-            _planes(grad_output), _planes(indices), _planes(grad_input), get_num_threads(),
-        )
+        return grad_input
+    # The kernel writes every element (zero where no index points).
+    grad_input = np.empty(x.shape, dtype=x.dtype)
+    outside = _pool.max_pool2d_backward_indices(
+        _planes(grad_output), _planes(indices), _planes(grad_input), n_threads,
+    )
+    if outside:
+        _check_index_range(indices, geometry)  # raises
     return grad_input
 
 
@@ -339,7 +426,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     out = np.empty(geometry.output_shape, dtype=x.dtype)
     _pool.avg_pool2d_forward(
-        _planes(x), _planes(out), *geometry.kernel_args, count_include_pad, get_num_threads(),
+        _planes(x), _planes(out), *geometry.kernel_args, count_include_pad, geometry.threads(),
     )
     return out
 
@@ -388,6 +475,6 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     grad_input = np.zeros(x.shape, dtype=x.dtype)
     _pool.avg_pool2d_backward(
         _planes(grad_output), _planes(grad_input), *geometry.kernel_args,
-        count_include_pad, get_num_threads(),
+        count_include_pad, geometry.threads(),
     )
     return grad_input

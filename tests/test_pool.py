@@ -2,6 +2,7 @@
 over every window, and the adjoint identity for average pooling."""
 
 from dataclasses import replace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,13 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyconv
+from cyconv import _pool
 from cyconv.functional import (
     avg_pool2d,
     avg_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
-from cyconv.testing import pool2d_configs, random_arrays
+from cyconv.testing import Pool2dConfig, pool2d_configs, random_arrays
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 3e-6, np.float64: 1e-14}
@@ -31,6 +33,29 @@ def hanging_past_the_padding(config):
 
 
 CONFIGS = st.one_of(pool2d_configs(), pool2d_configs().map(hanging_past_the_padding))
+
+# The unsigned integers whose bits a float's are compared as.
+BITS = {np.float32: np.uint32, np.float64: np.uint64}
+
+
+@st.composite
+def tiled_configs(draw):
+    """Kernel == stride and no padding, the pooling with a forward kernel of
+    its own.  2x2 half of the time, with 1 to 20 windows per row (rows of
+    fewer than 8 are packed together, except 4), 250 to 300 (runs of up to
+    256 and an overlapping last vector), or tall planes of 30 to 80 rows of
+    windows (several packed passes); a last row and column that no window
+    covers, or with ceil_mode a cut-short window."""
+    kh, kw = draw(st.one_of(st.just((2, 2)), st.tuples(st.integers(1, 4), st.integers(1, 4))))
+    shape = draw(st.sampled_from(["small", "wide", "tall"]))
+    rows = draw(st.integers(30, 80) if shape == "tall" else st.integers(1, 6))
+    cols = draw(st.integers(250, 300) if shape == "wide" else st.integers(1, 20))
+    height = kh * rows + draw(st.integers(0, kh - 1))
+    width = kw * cols + draw(st.integers(0, kw - 1))
+    return Pool2dConfig(
+        x_shape=(draw(st.integers(1, 2)), draw(st.integers(1, 2)), height, width),
+        kernel_size=(kh, kw), stride=(kh, kw), padding=(0, 0), ceil_mode=draw(st.booleans()),
+    )
 
 
 def windows(config):
@@ -111,6 +136,23 @@ def with_specials(draw, x):
     return x
 
 
+def with_zeros_and_nans(draw, x):
+    """When hypothesis says so, put -0.0, +0.0 and quiet NaNs of either sign
+    and any payload at about a tenth of the places in ``x`` each: the
+    maximum must be the first of them bit for bit."""
+    if draw(st.booleans()):
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        x[rng.random(x.shape) < 0.1] = -0.0
+        x[rng.random(x.shape) < 0.1] = 0.0
+        bits = x.view(BITS[x.dtype.type])
+        quiet_nan = bits.dtype.type(np.array(np.nan, dtype=x.dtype).view(bits.dtype))
+        payloads = rng.integers(0, quiet_nan >> 10, size=x.shape).astype(bits.dtype)
+        signs = rng.integers(0, 2, size=x.shape).astype(bits.dtype) << (8 * bits.itemsize - 1)
+        places = rng.random(x.shape) < 0.1
+        bits[places] = (quiet_nan | payloads | signs)[places]
+    return x
+
+
 @given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
 def test_max_pool2d_matches_loops(config, dtype, ties, data):
     (x,) = random_arrays(data.draw, [config.x_shape], dtype, ties=ties)
@@ -137,6 +179,46 @@ def test_max_pool2d_backward_matches_loops(config, dtype, ties, data):
     _, indices = max_pool2d(x, **config.kwargs, return_indices=True)
     np.testing.assert_array_equal(max_pool2d_backward(g, x, **config.kwargs, indices=indices),
                                   grad)
+
+
+@given(tiled_configs(), st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_tiled_max_pool2d_matches_loops_bit_for_bit(config, dtype, ties, data):
+    (x,) = random_arrays(data.draw, [config.x_shape], dtype, ties=ties)
+    x = with_zeros_and_nans(data.draw, with_specials(data.draw, x))
+    out, indices = max_pool2d(x, **config.kwargs, return_indices=True)
+    expected, expected_indices = reference_max_pool(x, config)
+    assert out.dtype == dtype and indices.dtype == np.int64
+    assert out.shape == indices.shape == config.output_shape
+    bits = BITS[dtype]
+    np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(max_pool2d(x, **config.kwargs).view(bits), out.view(bits))
+    # Windows do not overlap, so each element gets at most one gradient:
+    # exactly the one its window sends, or +0.0.
+    (g,) = random_arrays(data.draw, [config.output_shape], dtype)
+    g[g < -1] = -0.0
+    expected = reference_max_pool_backward(g.astype(np.float64), expected_indices, x.shape)
+    expected = expected.astype(dtype)
+    for grad in (max_pool2d_backward(g, x, **config.kwargs, indices=indices),
+                 max_pool2d_backward(g, x, **config.kwargs)):
+        assert grad.dtype == dtype and grad.shape == x.shape
+        np.testing.assert_array_equal(grad.view(bits), expected.view(bits))
+
+
+@given(CONFIGS, st.sampled_from(DTYPES), st.data())
+def test_max_pool2d_backward_follows_any_indices(config, dtype, data):
+    """Indices that are not the argmax (repeated, pointing into other
+    windows, uncovered rows or anywhere in the plane) are followed as given,
+    and several landing on one element add up, in output order."""
+    x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    height, width = config.x_shape[-2:]
+    indices = rng.integers(0, min(height * width, data.draw(st.integers(1, 50))),
+                           size=config.output_shape)
+    grad = max_pool2d_backward(g, x, **config.kwargs, indices=indices)
+    expected = reference_max_pool_backward(g.astype(np.float64), indices, x.shape)
+    np.testing.assert_allclose(grad, expected, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * np.abs(g).sum(dtype=np.float64))
 
 
 @given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
@@ -231,23 +313,61 @@ def _all_results(x, g, indices_g, kwargs):
     ]
 
 
+def _results_at_thread_counts(x, g, kwargs):
+    results = []
+    try:
+        # Inputs this small would otherwise get one thread whatever the count.
+        with mock.patch.object(_pool, "MIN_WORK_PER_THREAD", 1):
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                results.append(_all_results(x, g, g, kwargs))
+    finally:
+        cyconv.set_num_threads(None)
+    return results
+
+
+def _assert_bitwise_equal(results):
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_bitwise_identical_at_any_thread_count(dtype):
     rng = np.random.default_rng(3)
     x = rng.integers(-3, 4, (5, 3, 13, 11)).astype(dtype)  # many ties
     kwargs = dict(kernel_size=3, stride=(1, 2), padding=1, ceil_mode=True)
     g = rng.standard_normal(max_pool2d(x, **kwargs).shape).astype(dtype)
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            cyconv.set_num_threads(threads)
-            results.append(_all_results(x, g, g, kwargs))
-    finally:
-        cyconv.set_num_threads(None)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert a.dtype == b.dtype
-            np.testing.assert_array_equal(a, b)
+    _assert_bitwise_equal(_results_at_thread_counts(x, g, kwargs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, kernel_size, ceil_mode", [
+    ((5, 3, 26, 26), 2, False),   # 13 windows per row
+    ((5, 3, 11, 11), 2, True),    # 5 per row, packed, cut-short last window
+    ((3, 2, 9, 301), 2, False),   # 150 per row
+    ((5, 3, 20, 17), 3, True),    # 3x3
+])
+def test_tiled_results_bitwise_identical_at_any_thread_count(dtype, x_shape, kernel_size,
+                                                             ceil_mode):
+    rng = np.random.default_rng(6)
+    x = rng.integers(-3, 4, x_shape).astype(dtype)  # many ties
+    x[rng.random(x_shape) < 0.05] = np.nan
+    kwargs = dict(kernel_size=kernel_size, ceil_mode=ceil_mode)
+    g = rng.standard_normal(max_pool2d(x, **kwargs).shape).astype(dtype)
+    results = _results_at_thread_counts(x, g, kwargs)
+    assert _pool.pool_geometry(x.shape, kernel_size, None, 0, ceil_mode).tiled
+    _assert_bitwise_equal(results)
+
+
+def test_threads_only_for_enough_work():
+    with mock.patch.object(_pool, "get_num_threads", lambda: 8):
+        small = _pool.pool_geometry((1, 1, 8, 8), 2, None, 0, False)
+        assert small.threads() == 1
+        big = _pool.pool_geometry((64, 16, 64, 64), 2, None, 0, False)
+        assert big.threads() == 8
+        assert big.threads() == min(8, big.work // _pool.MIN_WORK_PER_THREAD)
 
 
 @pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "reversed"])
@@ -358,6 +478,19 @@ def test_unsupported_dtypes_raise_type_error(dtype):
                  lambda: max_pool2d_backward(g.astype(dtype), g, 1)):
         with pytest.raises(TypeError, match="real numbers"):
             call()
+
+
+def test_arguments_equal_to_accepted_ones_are_still_refused():
+    # Geometries are remembered; True and 2.0 equal 1 and 2 but are refused.
+    x = np.ones((1, 1, 4, 4))
+    max_pool2d(x, 2)
+    max_pool2d(x, 1, stride=1, ceil_mode=True)
+    max_pool2d(x, (2, 1))
+    for kwargs in ({"kernel_size": 2.0}, {"kernel_size": 1, "stride": True},
+                   {"kernel_size": 1, "stride": 1, "ceil_mode": 1},
+                   {"kernel_size": (2, True)}, {"kernel_size": [2.0, 2]}):
+        with pytest.raises(TypeError):
+            max_pool2d(x, **kwargs)
 
 
 def test_ragged_input_raises_value_error():

@@ -24,10 +24,39 @@
 #   "is this the new maximum?" branch is mispredicted about half the time.
 # * Sums of average pooling are accumulated in double, also for float32, and
 #   divided once.
+#
+# Tiles: non-overlapping max pooling
+# ----------------------------------
+# Kernel == stride with no padding (2x2/2, 3x3/3: the max pooling of nearly
+# every CNN) has a forward kernel of its own, max_pool2d_tiles_forward:
+#
+# * Elements are compared through order keys, an integer per element built
+#   from its bits (_order_key) whose signed order is the order above: -0
+#   equal to +0, every NaN above +inf and equal to each other, so that a
+#   strict "greater" keeps the first largest and the first NaN.  Compilers
+#   vectorise integer compares and selects of one width; float compares
+#   whose masks select integers (an index) they left scalar (GCC 12), and
+#   there the selects became branches.  So this kernel reads and writes
+#   float32 planes as int32 and float64 planes as int64 (bits_t), and never
+#   touches that memory as floats, which keeps the type punning within C's
+#   aliasing rules.  An output is the bits of the element it came from, NaN
+#   payload and sign of zero included.
+# * 2x2 windows are one branch-free tournament per window, vectorised along
+#   the output row (or along several short rows packed end to end).  Other
+#   sizes, and the partial last windows that ceil_mode adds, take one
+#   scalar pass per window.
+#
+# The backward pass with indices, max_pool2d_backward_indices, serves every
+# geometry: it zeroes each plane just before scattering into it.
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint64_t
+from libc.string cimport memcpy, memset
+
+ctypedef fused bits_t:
+    int32_t  # the bits of a float32
+    int64_t  # the bits of a float64
 
 
 cdef inline floating _window_max(
@@ -191,23 +220,253 @@ def max_pool2d_backward(
 
 def max_pool2d_backward_indices(
     const floating[:, :, ::1] grad_out,  # IN  (P, Hout, Wout)
-    const int64_t[:, :, ::1] indices,    # IN  (P, Hout, Wout), each in [0, H*W)
-    floating[:, :, ::1] grad_in,         # OUT (P, H, W), zeroed by the caller
+    const int64_t[:, :, ::1] indices,    # IN  (P, Hout, Wout)
+    floating[:, :, ::1] grad_in,         # OUT (P, H, W), every element written
     int n_threads,
 ):
+    """Return how many indices lie outside [0, H*W): those are skipped, and
+    where there are any the caller must raise."""
     # The argmax was found by the forward pass; only the scatter is left.
-    cdef Py_ssize_t P = grad_in.shape[0]
+    # Each plane is zeroed just before its scatter, so that the scatter
+    # finds it in cache: one pass over grad_in instead of two.  For windows
+    # that do not overlap this also measured faster than writing every
+    # element once, gradient or zero, through compares.
+    cdef Py_ssize_t P = grad_in.shape[0], plane = grad_in.shape[1] * grad_in.shape[2]
     cdef Py_ssize_t size_out = grad_out.shape[1] * grad_out.shape[2]
-    cdef Py_ssize_t p, o
+    cdef Py_ssize_t p, o, outside = 0
+    cdef int64_t index
     cdef const floating* g
-    cdef const int64_t* index
+    cdef const int64_t* plane_indices
     cdef floating* gin
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
         g = &grad_out[p, 0, 0]
-        index = &indices[p, 0, 0]
+        plane_indices = &indices[p, 0, 0]
         gin = &grad_in[p, 0, 0]
+        memset(gin, 0, plane * sizeof(floating))
         for o in range(size_out):
-            gin[index[o]] += g[o]
+            index = plane_indices[o]
+            if <uint64_t>index < <uint64_t>plane:
+                gin[index] += g[o]
+            else:
+                outside += 1
+    return outside
+
+
+cdef inline bits_t _order_key(bits_t bits) noexcept nogil:
+    # IEEE floats are sign and magnitude, and magnitudes order like the
+    # floats they encode, so the key is the magnitude with the float's sign
+    # (negated as (m ^ s) - s, s = 0 or -1, cheaper than a select); -0.0
+    # then equals +0.0.  Magnitudes above infinity's are NaNs: all of them
+    # map to the largest key.
+    cdef bits_t magnitude, sign
+    if bits_t is int32_t:
+        magnitude = bits & INT32_MAX
+        sign = bits >> 31
+        return INT32_MAX if magnitude > 0x7f800000 else (magnitude ^ sign) - sign
+    else:
+        magnitude = bits & INT64_MAX
+        sign = bits >> 63
+        return INT64_MAX if magnitude > 0x7ff0000000000000LL else (magnitude ^ sign) - sign
+
+
+cdef inline Py_ssize_t _window_argmax_by_key(
+    const bits_t* plane,  # IN  (H, W) plane, row stride W
+    Py_ssize_t W,
+    Py_ssize_t h0, Py_ssize_t h1,
+    Py_ssize_t w0, Py_ssize_t w1,
+) noexcept nogil:
+    # One pass: with integer keys the running maximum and its index are
+    # conditional moves, not branches.
+    cdef Py_ssize_t best = h0 * W + w0
+    cdef bits_t best_key = _order_key(plane[best])
+    cdef bits_t key
+    cdef bint better
+    cdef Py_ssize_t h, w
+    for h in range(h0, h1):
+        for w in range(w0, w1):
+            key = _order_key(plane[h * W + w])
+            better = key > best_key
+            best_key = key if better else best_key
+            best = h * W + w if better else best
+    return best
+
+
+cdef enum:
+    # Windows per call of the 2x2 loop, so that its window-relative offsets
+    # can wait in a stack buffer before being widened to int64 indices.  A
+    # multiple of 4, the vector width on int32.
+    _CHUNK = 256
+    # Output rows of fewer windows than this, other than 4, are packed
+    # together for the 2x2 loop: done one by one, their last vector would
+    # redo up to 3 windows out of 5 to 7 (measured: 5 to 7 gain, 4 and 8
+    # and more lose).
+    _PACK_BELOW = 8
+
+
+cdef void _max_pool_2x2_chunk(
+    const bits_t* upper,  # IN  (2n,) the windows' first input row
+    const bits_t* lower,  # IN  (2n,) their second
+    bits_t W,
+    bits_t* out,          # OUT (n,)
+    bits_t* offsets,      # OUT (n,) argmax relative to the window's first element
+    Py_ssize_t n,         # a multiple of 4
+) noexcept nogil:
+    # Upper pair, lower pair, then the two winners: a tie goes to the
+    # earlier element in row-major order at every step.  Values are selected
+    # alongside keys, and offsets are kept at the keys' width, so that the
+    # loop is integer selects of one width only: that is what vectorises.
+    # Callers pass whole vectors only, n a multiple of 4: the compiled loop
+    # for a remainder is scalar, and there the selects become branches that
+    # mispredict on about every other window, which on narrow planes doubled
+    # the time of the whole pass.
+    cdef bits_t a, b, c, d, upper_key, lower_key, upper_bits, lower_bits
+    cdef bint upper_right, lower_right, below
+    cdef Py_ssize_t i
+    for i in range(n):
+        a = _order_key(upper[2 * i])
+        b = _order_key(upper[2 * i + 1])
+        c = _order_key(lower[2 * i])
+        d = _order_key(lower[2 * i + 1])
+        upper_right = b > a
+        upper_key = b if upper_right else a
+        upper_bits = upper[2 * i + 1] if upper_right else upper[2 * i]
+        lower_right = d > c
+        lower_key = d if lower_right else c
+        lower_bits = lower[2 * i + 1] if lower_right else lower[2 * i]
+        below = lower_key > upper_key
+        out[i] = lower_bits if below else upper_bits
+        offsets[i] = (W + lower_right) if below else <bits_t>upper_right
+
+
+cdef inline void _max_pool_2x2_run(
+    const bits_t* x,   # IN  (H, W) plane, W + 1 representable in bits_t
+    Py_ssize_t W,
+    Py_ssize_t h0,     # the windows' first input row
+    Py_ssize_t first,  # the run's first window in the row
+    Py_ssize_t count,  # windows in the run, a multiple of 4 up to _CHUNK
+    bits_t* out,       # OUT (n,) the output row
+    int64_t* indices,  # OUT (n,) argmax of each window, or NULL
+) noexcept nogil:
+    cdef bits_t offsets[_CHUNK]
+    cdef Py_ssize_t i
+    _max_pool_2x2_chunk(x + h0 * W + 2 * first, x + (h0 + 1) * W + 2 * first, <bits_t>W,
+                        out + first, offsets, count)
+    if indices != NULL:
+        for i in range(count):
+            indices[first + i] = h0 * W + 2 * (first + i) + offsets[i]
+
+
+cdef void _max_pool_2x2_row(
+    const bits_t* x,   # IN  (H, W) plane, W + 1 representable in bits_t
+    Py_ssize_t W,
+    Py_ssize_t h0,     # the windows' first input row
+    bits_t* out,       # OUT (n,) this output row
+    int64_t* indices,  # OUT (n,) argmax of each window, or NULL
+    Py_ssize_t n,      # whole windows in the row, at least 4
+) noexcept nogil:
+    cdef Py_ssize_t body = n - n % 4
+    cdef Py_ssize_t chunk, first
+    for chunk in range((body + _CHUNK - 1) // _CHUNK):
+        first = chunk * _CHUNK
+        _max_pool_2x2_run(x, W, h0, first, min(<Py_ssize_t>_CHUNK, body - first), out, indices)
+    # The last n % 4 windows are done as part of the last 4, again: the
+    # overlap computes the same results twice, which costs less than the
+    # scalar remainder loop.
+    if body < n:
+        _max_pool_2x2_run(x, W, h0, n - 4, 4, out, indices)
+
+
+cdef void _max_pool_2x2_packed(
+    const bits_t* x,   # IN  (H, W) plane, W + 1 representable in bits_t
+    Py_ssize_t W,
+    bits_t* out,       # OUT (rows, Wout) plane
+    int64_t* indices,  # OUT (rows, Wout) argmax, or NULL
+    Py_ssize_t Wout,
+    Py_ssize_t rows,   # output rows of whole windows
+    Py_ssize_t n,      # whole windows per row, at least 1
+) noexcept nogil:
+    # Short rows cost a call and a vector loop each for a few windows, so
+    # several of them are copied end to end and done in one pass.
+    cdef bits_t upper[2 * _CHUNK]
+    cdef bits_t lower[2 * _CHUNK]
+    cdef bits_t values[_CHUNK]
+    cdef bits_t offsets[_CHUNK]
+    cdef Py_ssize_t rows_per_pass = _CHUNK // n
+    cdef Py_ssize_t one_pass, first_row, count, padded, r, i, oh
+    for one_pass in range((rows + rows_per_pass - 1) // rows_per_pass):
+        first_row = one_pass * rows_per_pass
+        count = min(rows_per_pass, rows - first_row)
+        for r in range(count):
+            oh = first_row + r
+            memcpy(upper + 2 * r * n, x + 2 * oh * W, 2 * n * sizeof(bits_t))
+            memcpy(lower + 2 * r * n, x + (2 * oh + 1) * W, 2 * n * sizeof(bits_t))
+        # Pad to whole vectors with windows whose results are dropped.
+        padded = (count * n + 3) // 4 * 4
+        for i in range(2 * count * n, 2 * padded):
+            upper[i] = 0
+            lower[i] = 0
+        _max_pool_2x2_chunk(upper, lower, <bits_t>W, values, offsets, padded)
+        for r in range(count):
+            oh = first_row + r
+            memcpy(out + oh * Wout, values + r * n, n * sizeof(bits_t))
+            if indices != NULL:
+                for i in range(n):
+                    indices[oh * Wout + i] = 2 * oh * W + 2 * i + offsets[r * n + i]
+
+
+cdef void _max_pool_tiles_plane(
+    const bits_t* x,   # IN  (H, W)
+    Py_ssize_t H, Py_ssize_t W,
+    bits_t* out,       # OUT (Hout, Wout)
+    int64_t* indices,  # OUT (Hout, Wout) argmax, or NULL when not wanted
+    Py_ssize_t Hout, Py_ssize_t Wout,
+    Py_ssize_t kh, Py_ssize_t kw,
+) noexcept nogil:
+    # Under ceil_mode the last row and column of windows may be cut short
+    # by the input's edge; every other window is whole.
+    cdef Py_ssize_t whole_rows = min(Hout, H // kh), whole_cols = min(Wout, W // kw)
+    cdef Py_ssize_t oh, ow, first, best
+    cdef bint pairs = kh == 2 and kw == 2 and whole_cols >= 1
+    cdef bint packed = whole_cols < _PACK_BELOW and whole_cols != 4
+    if pairs and packed:
+        _max_pool_2x2_packed(x, W, out, indices, Wout, whole_rows, whole_cols)
+    for oh in range(Hout):
+        first = 0
+        if pairs and oh < whole_rows:
+            if not packed:
+                _max_pool_2x2_row(x, W, 2 * oh, out + oh * Wout,
+                                  indices + oh * Wout if indices != NULL else NULL, whole_cols)
+            first = whole_cols
+        for ow in range(first, Wout):
+            best = _window_argmax_by_key(x, W, oh * kh, min(oh * kh + kh, H),
+                                         ow * kw, min(ow * kw + kw, W))
+            out[oh * Wout + ow] = x[best]
+            if indices != NULL:
+                indices[oh * Wout + ow] = best
+
+
+def max_pool2d_tiles_forward(
+    const floating[:, :, ::1] x,   # IN  (P, H, W)
+    floating[:, :, ::1] out,       # OUT (P, Hout, Wout)
+    int64_t[:, :, ::1] indices,    # OUT (P, Hout, Wout), or (0, 0, 0) to skip
+    Py_ssize_t kh, Py_ssize_t kw,  # kernel == stride, no padding
+    int n_threads,
+):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2]
+    cdef Py_ssize_t p
+    cdef int64_t* first_index = NULL
+    cdef int64_t* plane_indices
+    if indices.shape[0] > 0:
+        first_index = &indices[0, 0, 0]
+    for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
+        plane_indices = first_index + p * Hout * Wout if first_index != NULL else NULL
+        if floating is float:
+            _max_pool_tiles_plane(<const int32_t*>&x[p, 0, 0], H, W, <int32_t*>&out[p, 0, 0],
+                                  plane_indices, Hout, Wout, kh, kw)
+        else:
+            _max_pool_tiles_plane(<const int64_t*>&x[p, 0, 0], H, W, <int64_t*>&out[p, 0, 0],
+                                  plane_indices, Hout, Wout, kh, kw)
 
 
 cdef inline double _divisor(
