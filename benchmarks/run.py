@@ -424,7 +424,8 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed calls per measurement (default 1.5, quick 0.3)")
     parser.add_argument("--only", default=None,
-                        help="comma-separated workload keys to run, e.g. W1a,W3,LeNet,startup,memory")
+                        help="comma-separated parts to run: W1a,W1b,W2,W3,W4,LeNet,startup,memory,peak "
+                             "(the gemm peak also runs with any conv workload)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--no-wait", action="store_true",
                         help="never wait for other processes to leave the cores free")
@@ -453,7 +454,7 @@ def main(argv=None):
     log(f"{results['machine']['cpu']}, {results['machine']['cores']} cores; "
         f"threads {settings.threads}; torch {'on' if settings.use_torch else 'off'}")
 
-    for n in settings.threads:
+    for n in settings.threads if selected("peak") or wanted & {w.key for w in CONV_WORKLOADS} else []:
         timing.set_threads(n)
         results["peak"][str(n)] = {"sgemm": timing.gemm_peak(np.float32),
                                    "dgemm": timing.gemm_peak(np.float64)}
