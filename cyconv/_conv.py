@@ -8,6 +8,7 @@ products were faster everywhere, forward and backward, so they are the only
 path.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +136,24 @@ def _padding_amounts(padding, kernel, stride, dilation):
 
 
 def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
-    """Check a convolution's arguments and return its :class:`ConvGeometry`."""
+    """Check a convolution's arguments and return its :class:`ConvGeometry`.
+
+    A training loop asks the same question every step, so answers are
+    cached, but only for plain ints, tuples of them and strings: a cache
+    key compares 1 == 1.0 == True, and those must not pass for each other.
+    """
+    if all(map(_plain, (stride, padding, dilation, groups))):
+        return _cached_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    return _geometry(x_shape, w_shape, stride, padding, dilation, groups)
+
+
+def _plain(value):
+    kind = type(value)
+    return kind is int or kind is str or (
+        kind is tuple and all(type(item) is int for item in value))
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
     batched = len(x_shape) == 4
     n, channels, height, width = x_shape if batched else (1,) + tuple(x_shape)
     filters, group_channels, kh, kw = w_shape
@@ -169,6 +187,9 @@ def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
         out_height=(padded_h - span_h) // stride[0] + 1,
         out_width=(padded_w - span_w) // stride[1] + 1,
     )
+
+
+_cached_geometry = functools.lru_cache(maxsize=256)(_geometry)
 
 
 def _checked_x_weight(x, weight, extra=()):

@@ -7,8 +7,16 @@ calls a compiled kernel that trusts all of it.
 """
 
 from ._conv import conv2d, conv2d_backward
+from ._pad import pad2d, pad2d_backward
+from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "pad2d",
+    "pad2d_backward",
 ]

@@ -1,0 +1,395 @@
+"""Max and average pooling and their gradients: validation, PyTorch's output
+size rules and output allocation around the compiled loops in
+``_kernels/_pool.pyx``."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels import _pool
+from ._threads import get_num_threads
+from ._validation import as_array, as_float_arrays, as_pair, check_ndim, check_nonempty
+
+_LAYOUT_X = "(N, C, H, W) or (C, H, W)"
+
+# Sizes beyond this describe no array that fits in memory; refusing them
+# keeps every index the kernels compute far from overflowing Py_ssize_t.
+_LARGEST = 2**40
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Every size the kernels index with, checked once."""
+
+    batched: bool
+    channels_shape: tuple  # the axes before (H, W): (N, C) or (C,)
+    height: int
+    width: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    out_height: int
+    out_width: int
+
+    @property
+    def output_shape(self):
+        return self.channels_shape + (self.out_height, self.out_width)
+
+    @property
+    def kernel_args(self):
+        """(kh, kw, sh, sw, ph, pw) in the order the kernels take them."""
+        return self.kernel + self.stride + self.padding
+
+
+def _as_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _output_size(size, kernel, stride, padding, ceil_mode):
+    """PyTorch's pooling output size along one axis."""
+    span = size + 2 * padding - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    # Under ceil_mode the last window must start inside the input or its
+    # left/top padding: one that would start in the right/bottom padding
+    # would see nothing but padding, so it is dropped.
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
+    """Check a pooling's arguments and return its :class:`PoolGeometry`."""
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    ceil_mode = _as_flag(ceil_mode, "ceil_mode")
+    for name, pair in (("kernel_size", kernel), ("stride", stride), ("padding", padding)):
+        if max(pair) > _LARGEST:
+            raise ValueError(f"{name} must be at most 2**40, got {pair}")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(
+            f"padding must be at most half the kernel size: kernel_size {kernel} "
+            f"allows padding up to {(kernel[0] // 2, kernel[1] // 2)}, got {padding}"
+        )
+    height, width = x_shape[-2:]
+    padded = (height + 2 * padding[0], width + 2 * padding[1])
+    if kernel[0] > padded[0] or kernel[1] > padded[1]:
+        raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
+    return PoolGeometry(
+        batched=len(x_shape) == 4,
+        channels_shape=tuple(x_shape[:-2]),
+        height=height, width=width,
+        kernel=kernel, stride=stride, padding=padding,
+        out_height=_output_size(height, kernel[0], stride[0], padding[0], ceil_mode),
+        out_width=_output_size(width, kernel[1], stride[1], padding[1], ceil_mode),
+    )
+
+
+def _checked_x(x, extra=()):
+    arrays = as_float_arrays((x, "x"), *extra)
+    check_ndim(arrays[0], "x", (3, 4), _LAYOUT_X)
+    check_nonempty(arrays[0], "x")
+    return arrays
+
+
+def _checked_grad_output(grad_output, geometry):
+    if grad_output.shape != geometry.output_shape:
+        raise ValueError(
+            f"grad_output must have the shape of the pooling's output, "
+            f"{geometry.output_shape}, got {grad_output.shape}"
+        )
+
+
+def _planes(array):
+    """View a C-contiguous (..., H, W) array as (P, H, W)."""
+    return array.reshape((-1,) + array.shape[-2:])
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
+               return_indices=False):
+    """2-D max pooling over a batch of multi-channel images.
+
+    The semantics of ``torch.nn.functional.max_pool2d`` on NCHW arrays
+    (dilation 1).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W) or (C, H, W)
+        Input images.  With one sample the result has no batch axis either.
+    kernel_size : int or pair of ints
+        Window height and width.
+    stride : int or pair of ints, optional
+        Step between windows; defaults to ``kernel_size``.  Smaller than the
+        kernel, windows overlap.
+    padding : int or pair of ints, default 0
+        Rows and columns of -inf added on each side; at most half the kernel
+        size on each axis, as in PyTorch.
+    ceil_mode : bool, default False
+        Round the number of windows up rather than down, so that a last
+        partial window at the bottom or right is kept, as long as it starts
+        inside the input or its top/left padding.
+    return_indices : bool, default False, keyword-only
+        Also return where each maximum was found, for
+        :func:`max_pool2d_backward`'s ``indices`` argument.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, Hout, Wout) or (C, Hout, Wout)
+        ``Hout = (H + 2*ph - kh) // sh + 1`` (with ``ceil_mode``, rounded up
+        and then reduced by one if the last window would start in the bottom
+        padding), likewise ``Wout``.  float32 for float32 input, else float64.
+    indices : ndarray of int64, same shape as ``out``
+        Only with ``return_indices``: the flat index ``h * W + w`` within its
+        (H, W) plane of the element each output was taken from, as PyTorch
+        returns them.
+
+    Raises
+    ------
+    TypeError
+        For complex, float16, object or other non-real input, or
+        non-integer sizes.
+    ValueError
+        For a wrong number of axes, an empty axis, sizes or strides below 1,
+        padding above half the kernel, a kernel larger than the padded
+        input, or a size, stride or padding above 2**40.
+
+    Notes
+    -----
+    Each window's maximum is its first largest element in row-major order.
+    NaN counts as larger than everything, so a window holding NaN gives NaN,
+    taken from its first NaN (PyTorch's loop takes the last one; the value
+    is the same, only ``indices`` and the gradient's position differ).
+
+    Unlike PyTorch, ``ceil_mode`` does not allow a kernel larger than the
+    padded input: that raises ValueError whatever the mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.functional import max_pool2d
+    >>> x = np.array([[[[1., 2., 0., 5.],
+    ...                 [3., 4., 6., 1.],
+    ...                 [0., 0., 1., 1.],
+    ...                 [7., 0., 1., 2.]]]])
+    >>> max_pool2d(x, 2)[0, 0]
+    array([[4., 6.],
+           [7., 2.]])
+    >>> out, indices = max_pool2d(x, 2, return_indices=True)
+    >>> indices[0, 0]
+    array([[ 5,  6],
+           [12, 15]])
+    >>> max_pool2d(x, 3, stride=2, ceil_mode=True)[0, 0]
+    array([[6., 6.],
+           [7., 2.]])
+    """
+    return_indices = _as_flag(return_indices, "return_indices")
+    (x,) = _checked_x(x)
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    # An empty (0, 0, 0) array tells the kernel not to record indices.
+    indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
+    _pool.max_pool2d_forward(
+        _planes(x), _planes(out), _planes(indices) if return_indices else indices,
+        *geometry.kernel_args, get_num_threads(),
+    )
+    return (out, indices) if return_indices else out
+
+
+def _checked_indices(indices, geometry):
+    """Return ``indices`` as C-contiguous int64, each a flat index into its
+    (H, W) plane.  Only the range can be checked cheaply; that it is the
+    argmax of the right window is the caller's promise."""
+    indices = as_array(indices, "indices")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must hold integers, got dtype {indices.dtype}")
+    if indices.shape != geometry.output_shape:
+        raise ValueError(
+            f"indices must have the shape of the pooling's output, "
+            f"{geometry.output_shape}, got {indices.shape}"
+        )
+    plane = geometry.height * geometry.width
+    if indices.min() < 0 or indices.max() >= plane:
+        raise ValueError(
+            f"indices must lie in [0, H*W) = [0, {plane}), "
+            f"got values from {indices.min()} to {indices.max()}"
+        )
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, *, indices=None):
+    """Gradient of :func:`max_pool2d` with respect to its input.
+
+    Each output's gradient goes to the element its window's maximum was
+    taken from (the first largest, or the first NaN); elements that are the
+    maximum of several overlapping windows collect the sum.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, Hout, Wout) or (C, Hout, Wout)
+        Gradient of the loss with respect to ``max_pool2d``'s output.
+    x, kernel_size, stride, padding, ceil_mode
+        As given to :func:`max_pool2d`.
+    indices : array_like of int, optional, keyword-only
+        The ``indices`` that ``max_pool2d(..., return_indices=True)``
+        returned for these same arguments.  Given, the maxima are not
+        searched for again and ``x`` serves only for its shape and dtype.
+        Only their range is checked: indices from other arguments give a
+        wrong gradient, never a crash.
+
+    Returns
+    -------
+    grad_input : ndarray
+        Same shape as ``x``; float32 if ``x`` and ``grad_output`` both are,
+        else float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d`, and ValueError for a ``grad_output`` (or
+        ``indices``) whose shape is not that of the output, or indices
+        outside ``[0, H*W)``; TypeError for non-integer indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.functional import max_pool2d, max_pool2d_backward
+    >>> x = np.array([[[1., 3., 3.],
+    ...                [0., 2., 1.]]])
+    >>> max_pool2d_backward(np.array([[[10., 20.]]]), x, 2, stride=1)
+    array([[[ 0., 30.,  0.],
+            [ 0.,  0.,  0.]]])
+    >>> out, indices = max_pool2d(x, 2, stride=1, return_indices=True)
+    >>> max_pool2d_backward(np.array([[[10., 20.]]]), x, 2, stride=1, indices=indices)
+    array([[[ 0., 30.,  0.],
+            [ 0.,  0.,  0.]]])
+    """
+    x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    _checked_grad_output(grad_output, geometry)
+    grad_input = np.zeros(x.shape, dtype=x.dtype)
+    if indices is None:
+        _pool.max_pool2d_backward(
+            _planes(grad_output), _planes(x), _planes(grad_input),
+            *geometry.kernel_args, get_num_threads(),
+        )
+    else:
+        indices = _checked_indices(indices, geometry)
+        _pool.max_pool2d_backward_indices(
+            _planes(grad_output), _planes(indices), _planes(grad_input), get_num_threads(),
+        )
+    return grad_input
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """2-D average pooling over a batch of multi-channel images.
+
+    The semantics of ``torch.nn.functional.avg_pool2d`` on NCHW arrays.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W) or (C, H, W)
+        Input images.  With one sample the result has no batch axis either.
+    kernel_size, stride, padding, ceil_mode
+        As for :func:`max_pool2d`, except that the padding holds zeros.
+    count_include_pad : bool, default True
+        Whether padding elements count in a window's divisor.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, Hout, Wout) or (C, Hout, Wout)
+        Sizes as for :func:`max_pool2d`; float32 for float32 input, else
+        float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d`.
+
+    Notes
+    -----
+    Each output is the sum of the input elements in its window divided by
+
+    * with ``count_include_pad``, the size of the window clipped to the
+      padded input: rows ``oh*sh - ph`` to ``min(oh*sh - ph + kh, H + ph)``,
+      so that a ``ceil_mode`` window hanging past the bottom or right
+      padding counts only what it covers, padding included;
+    * without, the number of input elements in the window.
+
+    These are PyTorch's rules.  Sums are accumulated in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.functional import avg_pool2d
+    >>> x = np.arange(9.0).reshape(1, 3, 3)
+    >>> avg_pool2d(x, 2, ceil_mode=True)
+    array([[[2. , 3.5],
+            [6.5, 8. ]]])
+    >>> avg_pool2d(x, 2, padding=1)
+    array([[[0.  , 0.75],
+            [2.25, 6.  ]]])
+    >>> avg_pool2d(x, 2, padding=1, count_include_pad=False)
+    array([[[0. , 1.5],
+            [4.5, 6. ]]])
+    """
+    count_include_pad = _as_flag(count_include_pad, "count_include_pad")
+    (x,) = _checked_x(x)
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    _pool.avg_pool2d_forward(
+        _planes(x), _planes(out), *geometry.kernel_args, count_include_pad, get_num_threads(),
+    )
+    return out
+
+
+def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True):
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Each output's gradient, divided by that window's divisor, is added to
+    every input element of the window.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, Hout, Wout) or (C, Hout, Wout)
+        Gradient of the loss with respect to ``avg_pool2d``'s output.
+    x, kernel_size, stride, padding, ceil_mode, count_include_pad
+        As given to :func:`avg_pool2d`; ``x`` serves only for its shape and
+        dtype.
+
+    Returns
+    -------
+    grad_input : ndarray
+        Same shape as ``x``; float32 if ``x`` and ``grad_output`` both are,
+        else float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`avg_pool2d`, and ValueError for a ``grad_output`` whose
+        shape is not that of the output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.functional import avg_pool2d_backward
+    >>> x = np.zeros((1, 3, 3))
+    >>> avg_pool2d_backward(np.full((1, 2, 2), 4.0), x, 2, stride=1)
+    array([[[1., 2., 1.],
+            [2., 4., 2.],
+            [1., 2., 1.]]])
+    """
+    count_include_pad = _as_flag(count_include_pad, "count_include_pad")
+    x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    _checked_grad_output(grad_output, geometry)
+    grad_input = np.zeros(x.shape, dtype=x.dtype)
+    _pool.avg_pool2d_backward(
+        _planes(grad_output), _planes(grad_input), *geometry.kernel_args,
+        count_include_pad, get_num_threads(),
+    )
+    return grad_input

@@ -1,0 +1,386 @@
+"""max_pool2d, avg_pool2d and their gradients against straightforward loops
+over every window, and the adjoint identity for average pooling."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cyconv
+from cyconv.functional import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+from cyconv.testing import pool2d_configs, random_arrays
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 3e-6, np.float64: 1e-14}
+
+
+def hanging_past_the_padding(config):
+    """The same sizes with ceil_mode, stride >= 2 and the most padding
+    PyTorch allows, so that last windows often hang past the bottom or right
+    padding (where the divisor must be clipped): plain draws rarely go there."""
+    (kh, kw), (sh, sw) = config.kernel_size, config.stride
+    return replace(config, padding=(kh // 2, kw // 2), stride=(max(sh, 2), max(sw, 2)),
+                   ceil_mode=True)
+
+
+CONFIGS = st.one_of(pool2d_configs(), pool2d_configs().map(hanging_past_the_padding))
+
+
+def windows(config):
+    """Yield ``(output index, real cells, padded cell count)`` for every
+    output element: the (h, w) input positions its window covers, and how
+    many positions it covers within the padded input (padding included,
+    overhang past the padding excluded)."""
+    n_count, c_count, height, width = config.x_shape
+    (kh, kw), (sh, sw), (ph, pw) = config.kernel_size, config.stride, config.padding
+    out_h, out_w = config.output_shape[-2:]
+    for oh in range(out_h):
+        rows = [oh * sh - ph + i for i in range(kh)]
+        real_rows = [h for h in rows if 0 <= h < height]
+        padded_rows = [h for h in rows if -ph <= h < height + ph]
+        for ow in range(out_w):
+            cols = [ow * sw - pw + j for j in range(kw)]
+            real_cols = [w for w in cols if 0 <= w < width]
+            padded_cols = [w for w in cols if -pw <= w < width + pw]
+            cells = [(h, w) for h in real_rows for w in real_cols]
+            yield (oh, ow), cells, len(padded_rows) * len(padded_cols)
+
+
+def reference_max_pool(x, config):
+    """Values, argmax flat indices and input gradient (for ``grad``) by loops.
+
+    Padding is -inf, so the maximum is taken over the real cells only;
+    np.argmax returns the first largest in row-major order, or the first NaN.
+    """
+    width = x.shape[-1]
+    out = np.empty(config.output_shape, dtype=x.dtype)
+    indices = np.empty(config.output_shape, dtype=np.int64)
+    for n, c in np.ndindex(*x.shape[:2]):
+        for (oh, ow), cells, _ in windows(config):
+            values = [x[n, c, h, w] for h, w in cells]
+            h, w = cells[int(np.argmax(values))]
+            out[n, c, oh, ow] = x[n, c, h, w]
+            indices[n, c, oh, ow] = h * width + w
+    return out, indices
+
+
+def reference_max_pool_backward(grad_output, indices, x_shape):
+    grad = np.zeros(x_shape)
+    flat = grad.reshape(x_shape[0], x_shape[1], -1)
+    for index in np.ndindex(*grad_output.shape):
+        n, c = index[:2]
+        flat[n, c, indices[index]] += grad_output[index]
+    return grad
+
+
+def reference_avg_pool(x, config, count_include_pad):
+    """Forward and the transpose matrix's action, by loops, in float64."""
+    out = np.empty(config.output_shape)
+    for n, c in np.ndindex(*x.shape[:2]):
+        for (oh, ow), cells, padded_count in windows(config):
+            divisor = padded_count if count_include_pad else len(cells)
+            out[n, c, oh, ow] = sum(float(x[n, c, h, w]) for h, w in cells) / divisor
+    return out
+
+
+def reference_avg_pool_backward(grad_output, config, count_include_pad):
+    grad = np.zeros(config.x_shape)
+    for n, c in np.ndindex(*config.x_shape[:2]):
+        for (oh, ow), cells, padded_count in windows(config):
+            divisor = padded_count if count_include_pad else len(cells)
+            for h, w in cells:
+                grad[n, c, h, w] += grad_output[n, c, oh, ow] / divisor
+    return grad
+
+
+def with_specials(draw, x):
+    """When hypothesis says so, put NaN, +inf or -inf at about a tenth of
+    the places in ``x`` each."""
+    if draw(st.booleans()):
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        for special in (np.nan, np.inf, -np.inf):
+            if draw(st.booleans()):
+                x[rng.random(x.shape) < 0.1] = special
+    return x
+
+
+@given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_max_pool2d_matches_loops(config, dtype, ties, data):
+    (x,) = random_arrays(data.draw, [config.x_shape], dtype, ties=ties)
+    x = with_specials(data.draw, x)
+    out, indices = max_pool2d(x, **config.kwargs, return_indices=True)
+    expected, expected_indices = reference_max_pool(x, config)
+    assert out.dtype == dtype and indices.dtype == np.int64
+    assert out.shape == indices.shape == config.output_shape
+    np.testing.assert_array_equal(out, expected)  # NaN compares equal here
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(max_pool2d(x, **config.kwargs), out)
+
+
+@given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_max_pool2d_backward_matches_loops(config, dtype, ties, data):
+    x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype, ties=ties)
+    x = with_specials(data.draw, x)
+    grad = max_pool2d_backward(g, x, **config.kwargs)
+    _, expected_indices = reference_max_pool(x, config)
+    expected = reference_max_pool_backward(g.astype(np.float64), expected_indices, x.shape)
+    assert grad.dtype == dtype and grad.shape == x.shape
+    np.testing.assert_allclose(grad, expected, rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * np.abs(g).sum(dtype=np.float64))
+    _, indices = max_pool2d(x, **config.kwargs, return_indices=True)
+    np.testing.assert_array_equal(max_pool2d_backward(g, x, **config.kwargs, indices=indices),
+                                  grad)
+
+
+@given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_avg_pool2d_matches_loops(config, dtype, count_include_pad, data):
+    x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
+    out = avg_pool2d(x, **config.kwargs, count_include_pad=count_include_pad)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    assert out.dtype == dtype and out.shape == config.output_shape
+    expected = reference_avg_pool(x64, config, count_include_pad)
+    magnitude = reference_avg_pool(np.abs(x64), config, count_include_pad)
+    np.testing.assert_array_less(np.abs(out - expected), RTOL[dtype] * (magnitude + 1))
+    grad = avg_pool2d_backward(g, x, **config.kwargs, count_include_pad=count_include_pad)
+    assert grad.dtype == dtype and grad.shape == x.shape
+    expected = reference_avg_pool_backward(g64, config, count_include_pad)
+    magnitude = reference_avg_pool_backward(np.abs(g64), config, count_include_pad)
+    np.testing.assert_array_less(np.abs(grad - expected), RTOL[dtype] * (magnitude + 1))
+
+
+@given(CONFIGS, st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_avg_pool2d_backward_adjoint_identity(config, dtype, count_include_pad, data):
+    """<avg_pool(x), g> = <x, avg_pool_backward(g)>: the backward pass is
+    the transpose of the (linear) forward pass."""
+    x, g = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
+    kwargs = dict(config.kwargs, count_include_pad=count_include_pad)
+    forward = np.vdot(avg_pool2d(x, **kwargs).astype(np.float64), g.astype(np.float64))
+    backward = np.vdot(x.astype(np.float64), avg_pool2d_backward(g, x, **kwargs))
+    scale = np.vdot(avg_pool2d(np.abs(x), **kwargs).astype(np.float64), np.abs(g)) + 1
+    assert abs(forward - backward) <= RTOL[dtype] * 10 * scale
+
+
+def test_max_pool2d_nan_takes_first_nan_and_inf_windows_pick_an_input_element():
+    nan, inf = np.nan, np.inf
+    x = np.array([[[1.0, nan, 5.0, nan],
+                   [-inf, -inf, 2.0, 3.0]]])
+    out, indices = max_pool2d(x, (1, 4), return_indices=True)
+    assert np.isnan(out[0, 0, 0]) and indices[0, 0, 0] == 1
+    assert out[0, 1, 0] == 3.0 and indices[0, 1, 0] == 7
+    grad = max_pool2d_backward(np.array([[[10.0], [20.0]]]), x, (1, 4))
+    np.testing.assert_array_equal(grad, [[[0, 10, 0, 0], [0, 0, 0, 20]]])
+    # A window of -inf inputs next to -inf padding: the maximum is -inf and
+    # its gradient goes to the window's first input element, never the padding.
+    x = np.full((1, 3, 3), -inf)
+    out, indices = max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True, return_indices=True)
+    assert out.shape == (1, 2, 2) and np.all(out == -inf)
+    np.testing.assert_array_equal(indices, [[[0, 1], [3, 4]]])
+
+
+def test_max_pool2d_overlapping_windows_accumulate_gradient():
+    x = np.array([[[0.0, 0.0, 0.0],
+                   [0.0, 9.0, 0.0],
+                   [0.0, 0.0, 0.0]]])
+    grad = max_pool2d_backward(np.ones((1, 2, 2)), x, 2, stride=1)
+    np.testing.assert_array_equal(grad, [[[0, 0, 0], [0, 4, 0], [0, 0, 0]]])
+
+
+def test_ceil_mode_windows_follow_pytorch():
+    # H = W = 4, kernel 3, stride 2, padding 1, ceil_mode: three windows per
+    # axis covering input rows (-1..1), (1..3), (3..5); the last hangs one
+    # row past the bottom padding, so its divisor with padding counted is 2.
+    per_axis_real = np.array([2, 3, 1])
+    per_axis_padded = np.array([3, 3, 2])
+    out = avg_pool2d(np.ones((1, 4, 4)), 3, stride=2, padding=1, ceil_mode=True)
+    np.testing.assert_allclose(
+        out[0], np.outer(per_axis_real, per_axis_real) / np.outer(per_axis_padded, per_axis_padded)
+    )
+    out = avg_pool2d(np.ones((1, 4, 4)), 3, stride=2, padding=1, ceil_mode=True,
+                     count_include_pad=False)
+    np.testing.assert_array_equal(out, np.ones((1, 3, 3)))
+    # H = 5, kernel 2, stride 2, padding 1: rounding up gives a fourth window
+    # starting at padded row 6, inside the bottom padding, so it is dropped.
+    assert max_pool2d(np.ones((1, 5, 5)), 2, padding=1, ceil_mode=True).shape == (1, 3, 3)
+    assert max_pool2d(np.ones((1, 5, 5)), 2, padding=1).shape == (1, 3, 3)
+    assert max_pool2d(np.ones((1, 5, 5)), 2, ceil_mode=True).shape == (1, 3, 3)
+    assert max_pool2d(np.ones((1, 5, 5)), 2).shape == (1, 2, 2)
+
+
+def test_stride_defaults_to_kernel_size():
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 9))
+    np.testing.assert_array_equal(max_pool2d(x, (2, 3)), max_pool2d(x, (2, 3), stride=(2, 3)))
+    np.testing.assert_array_equal(avg_pool2d(x, 3), avg_pool2d(x, 3, 3))
+
+
+def _all_results(x, g, indices_g, kwargs):
+    out, indices = max_pool2d(x, **kwargs, return_indices=True)
+    return [
+        out, indices,
+        max_pool2d_backward(indices_g, x, **kwargs),
+        max_pool2d_backward(indices_g, x, **kwargs, indices=indices),
+        avg_pool2d(x, **kwargs),
+        avg_pool2d_backward(g, x, **kwargs),
+        avg_pool2d_backward(g, x, **kwargs, count_include_pad=False),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_bitwise_identical_at_any_thread_count(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, (5, 3, 13, 11)).astype(dtype)  # many ties
+    kwargs = dict(kernel_size=3, stride=(1, 2), padding=1, ceil_mode=True)
+    g = rng.standard_normal(max_pool2d(x, **kwargs).shape).astype(dtype)
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            cyconv.set_num_threads(threads)
+            results.append(_all_results(x, g, g, kwargs))
+    finally:
+        cyconv.set_num_threads(None)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "reversed"])
+def test_any_memory_layout_gives_the_same_result(layout):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 9, 8))
+    kwargs = dict(kernel_size=(3, 2), stride=2, padding=(1, 0))
+    g = rng.standard_normal(max_pool2d(x, **kwargs).shape)
+    expected = _all_results(x, g, g, kwargs)
+    if layout == "fortran":
+        x, g = (np.asfortranarray(a) for a in (x, g))
+    elif layout == "strided":
+        x, g = (np.repeat(a, 2, axis=-1)[..., ::2] for a in (x, g))
+    elif layout == "readonly":
+        for a in (x, g):
+            a.flags.writeable = False
+    else:
+        x, g = (a[..., ::-1].copy()[..., ::-1] for a in (x, g))
+    for a, e in zip(_all_results(x, g, g, kwargs), expected):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_single_sample_has_no_batch_axis():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 6))
+    kwargs = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    g = rng.standard_normal((2, 4, 4))
+    single = _all_results(x, g, g, kwargs)
+    batched = _all_results(x[None], g[None], g[None], kwargs)
+    assert single[0].shape == (2, 4, 4) and single[2].shape == x.shape
+    for a, b in zip(single, batched):
+        np.testing.assert_array_equal(a, b[0])
+
+
+def test_integer_and_mixed_inputs_compute_in_float64():
+    x = np.arange(2 * 4 * 4).reshape(2, 1, 4, 4)
+    assert max_pool2d(x, 2).dtype == np.float64
+    np.testing.assert_array_equal(max_pool2d(x, 2), max_pool2d(x.astype(np.float64), 2))
+    assert avg_pool2d(x.astype(bool), 2).dtype == np.float64
+    assert avg_pool2d(x.tolist(), 2).dtype == np.float64
+    x32 = x.astype(np.float32)
+    g32 = np.ones((2, 1, 2, 2), dtype=np.float32)
+    assert max_pool2d(x32, 2).dtype == np.float32
+    assert max_pool2d_backward(g32, x32, 2).dtype == np.float32
+    assert max_pool2d_backward(g32.astype(np.float64), x32, 2).dtype == np.float64
+    assert avg_pool2d_backward(g32, x32, 2).dtype == np.float32
+    assert avg_pool2d_backward(g32, x, 2).dtype == np.float64
+    # uint32 and int16 indices work as well as int64 ones.
+    _, indices = max_pool2d(x32, 2, return_indices=True)
+    for dtype in (np.uint32, np.int16):
+        np.testing.assert_array_equal(
+            max_pool2d_backward(g32, x32, 2, indices=indices.astype(dtype)),
+            max_pool2d_backward(g32, x32, 2),
+        )
+
+
+BAD_POOL_ARGUMENTS = [
+    # (x shape, kwargs, error, words the message must contain)
+    ((5, 5), {"kernel_size": 2}, ValueError, "x must have 3 or 4 dimensions"),
+    ((1, 1, 1, 5, 5), {"kernel_size": 2}, ValueError, "x must have 3 or 4 dimensions"),
+    ((0, 1, 5, 5), {"kernel_size": 2}, ValueError, "empty axis"),
+    ((1, 0, 5), {"kernel_size": 2}, ValueError, "empty axis"),
+    ((1, 1, 5, 5), {"kernel_size": 0}, ValueError, "kernel_size must be >= 1"),
+    ((1, 1, 5, 5), {"kernel_size": (2, -1)}, ValueError, "kernel_size must be >= 1"),
+    ((1, 1, 5, 5), {"kernel_size": 2.0}, TypeError, "kernel_size must be an int"),
+    ((1, 1, 5, 5), {"kernel_size": None}, TypeError, "kernel_size must be an int"),
+    ((1, 1, 5, 5), {"kernel_size": (2, 2, 2)}, ValueError, "pair of ints"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "stride": 0}, ValueError, "stride must be >= 1"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "stride": (1, -2)}, ValueError, "stride must be >= 1"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "stride": True}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "padding": -1}, ValueError, "padding must be >= 0"),
+    ((1, 1, 5, 5), {"kernel_size": 3, "padding": 2}, ValueError, "at most half the kernel"),
+    ((1, 1, 5, 5), {"kernel_size": (2, 3), "padding": (0, 2)}, ValueError,
+     "at most half the kernel"),
+    ((1, 1, 5, 5), {"kernel_size": 1, "padding": 1}, ValueError, "at most half the kernel"),
+    ((1, 1, 2, 2), {"kernel_size": 3}, ValueError, "larger than the padded input"),
+    ((1, 1, 5, 2), {"kernel_size": (2, 5), "padding": (0, 1)}, ValueError,
+     "larger than the padded input"),
+    ((1, 1, 1, 1), {"kernel_size": 2, "ceil_mode": True}, ValueError,
+     "larger than the padded input"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "ceil_mode": "yes"}, TypeError,
+     "ceil_mode must be True or False"),
+    ((1, 1, 5, 5), {"kernel_size": 2**50, "padding": 2**49}, ValueError, r"at most 2\*\*40"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "stride": 2**63}, ValueError, r"at most 2\*\*40"),
+]
+
+
+@pytest.mark.parametrize("x_shape, kwargs, error, words", BAD_POOL_ARGUMENTS)
+@pytest.mark.parametrize("function", ["max", "avg"])
+def test_bad_arguments_raise_clear_errors(function, x_shape, kwargs, error, words):
+    forward, backward = {"max": (max_pool2d, max_pool2d_backward),
+                         "avg": (avg_pool2d, avg_pool2d_backward)}[function]
+    x = np.ones(x_shape)
+    with pytest.raises(error, match=words):
+        forward(x, **kwargs)
+    with pytest.raises(error, match=words):
+        backward(np.ones((1, 1, 1, 1)), x, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.float16, object, "U3"])
+def test_unsupported_dtypes_raise_type_error(dtype):
+    x = np.ones((1, 1, 4, 4)).astype(dtype)
+    g = np.ones((1, 1, 2, 2))
+    for call in (lambda: max_pool2d(x, 2), lambda: avg_pool2d(x, 2),
+                 lambda: max_pool2d_backward(g, x, 2), lambda: avg_pool2d_backward(g, x, 2),
+                 lambda: max_pool2d_backward(g.astype(dtype), g, 1)):
+        with pytest.raises(TypeError, match="real numbers"):
+            call()
+
+
+def test_ragged_input_raises_value_error():
+    with pytest.raises(ValueError, match="array-like of numbers"):
+        max_pool2d([[[1.0, 2.0], [3.0]]], 1)
+
+
+def test_bad_grad_output_and_indices():
+    x = np.ones((2, 3, 6, 6))
+    with pytest.raises(ValueError, match=r"grad_output must have the shape .*\(2, 3, 3, 3\)"):
+        max_pool2d_backward(np.ones((2, 3, 2, 2)), x, 2)
+    with pytest.raises(ValueError, match=r"grad_output must have the shape .*\(3, 3, 3\)"):
+        avg_pool2d_backward(np.ones((2, 3, 3, 3)), x[0], 2)
+    g = np.ones((2, 3, 3, 3))
+    _, indices = max_pool2d(x, 2, return_indices=True)
+    with pytest.raises(TypeError, match="indices must hold integers"):
+        max_pool2d_backward(g, x, 2, indices=indices.astype(float))
+    with pytest.raises(ValueError, match="indices must have the shape"):
+        max_pool2d_backward(g, x, 2, indices=indices[:1])
+    for wrong in (-1, 36, 2**40):
+        bad = indices.copy()
+        bad[1, 2, 0, 1] = wrong
+        with pytest.raises(ValueError, match=r"indices must lie in \[0, H\*W\) = \[0, 36\)"):
+            max_pool2d_backward(g, x, 2, indices=bad)
+    with pytest.raises(TypeError, match="return_indices must be True or False"):
+        max_pool2d(x, 2, return_indices=1)
+    with pytest.raises(TypeError, match="count_include_pad must be True or False"):
+        avg_pool2d(x, 2, count_include_pad=None)
