@@ -5,6 +5,7 @@ Each face is None where the function it needs does not exist, and the suite
 reports that workload as "n/a" rather than timing a stand-in.
 """
 
+import functools
 import inspect
 
 import numpy as np
@@ -101,8 +102,66 @@ class FunctionalLeNet:
         return self.params
 
 
+_LAYER_NAMES = ("Sequential", "Convolution", "MaxPooling", "ReLU", "Flatten", "Dense", "SGD")
+HAS_LAYERS = (all(hasattr(cyconv, name) for name in _LAYER_NAMES)
+              and hasattr(getattr(cyconv, "losses", None), "SoftmaxCrossEntropy"))
+
+
+class LayersLeNet:
+    """The LeNet step as a cyconv user writes it, the loop of
+    ``Sequential.fit``: forward, loss and its gradient, backward, optimizer
+    step."""
+
+    how = ("cyconv.Sequential([Convolution, ReLU, MaxPooling, Convolution, ReLU, MaxPooling, "
+           "Flatten, Dense]); losses.SoftmaxCrossEntropy; SGD.step")
+
+    def __init__(self, params, learning_rate):
+        dtype = params["conv1.w"].dtype
+        kw = {"dtype": dtype} if _accepts(cyconv.Dense, "dtype") else {}
+        self.model = cyconv.Sequential([
+            cyconv.Convolution((1, 28, 28), 3, 8, **kw), cyconv.ReLU(), cyconv.MaxPooling(2),
+            cyconv.Convolution((8, 13, 13), 3, 16, **kw), cyconv.ReLU(), cyconv.MaxPooling(2),
+            cyconv.Flatten(), cyconv.Dense(400, 10, **kw),
+        ])
+        self.params = self.model.parameters()
+        names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
+        if [tuple(p.value.shape) for p in self.params] != [params[n].shape for n in names]:
+            raise TypeError("cyconv's LeNet parameters are not laid out as PyTorch's")
+        for parameter, name in zip(self.params, names):
+            parameter.value[...] = params[name]
+        self.names = names
+        self.loss = cyconv.losses.SoftmaxCrossEntropy()
+        self.optimizer = cyconv.SGD(learning_rate)
+
+    def train_step(self, images, labels):
+        out = self.model.forward(images)
+        value, grad = self.loss.value_and_gradient(labels, out)
+        self.model.backward(grad)
+        self.optimizer.step(self.params)
+        return value
+
+    def parameters(self):
+        return {name: p.value for name, p in zip(self.names, self.params)}
+
+
+@functools.lru_cache(maxsize=None)
+def _layers_work():
+    """Whether this cyconv's layers build the LeNet and take a step."""
+    from workloads import LeNetWorkload
+
+    workload = LeNetWorkload(2)
+    try:
+        images, labels = workload.batch_data()
+        LayersLeNet(workload.parameters(), 0.01).train_step(images, labels)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
 def lenet_class():
     """The best LeNet step this cyconv can run, or None."""
+    if HAS_LAYERS and _layers_work():
+        return LayersLeNet
     if HAS_CONV and HAS_POOL:
         return FunctionalLeNet
     return None
