@@ -61,7 +61,7 @@ class Settings:
         # leave the cores a measurement needs.
         self.gate = None if args.no_wait else (
             timing.QuietGate(per_measurement=2.0, total=10.0) if args.quick
-            else timing.QuietGate(per_measurement=20.0, total=300.0))
+            else timing.QuietGate(per_measurement=10.0, total=150.0))
 
     def compare(self, fns, threads):
         # One thread leaves no idle workers spinning: no need to pause.
