@@ -61,23 +61,10 @@ class ConvGeometry:
         shape = (self.filters, self.out_height, self.out_width)
         return (self.n,) + shape if self.batched else shape
 
-    def padded(self, x4):
-        """Zero-pad a (N, C, H, W) array as the kernels expect."""
-        if not (self.pad_top or self.pad_bottom or self.pad_left or self.pad_right):
-            return x4
-        xp = np.zeros(
-            (self.n, self.channels, self.height + self.pad_top + self.pad_bottom,
-             self.width + self.pad_left + self.pad_right),
-            dtype=x4.dtype,
-        )
-        xp[:, :, self.pad_top:self.pad_top + self.height,
-           self.pad_left:self.pad_left + self.width] = x4
-        return xp
-
     @property
     def hyper(self):
-        """Stride, dilation and groups as the kernels take them."""
-        return (*self.stride, *self.dilation, self.groups)
+        """Stride, dilation, top and left padding, groups as the kernels take them."""
+        return (*self.stride, *self.dilation, self.pad_top, self.pad_left, self.groups)
 
     def threads(self):
         """Threads worth starting: one per MIN_MACS_PER_THREAD multiply-adds,
@@ -110,10 +97,6 @@ class ConvGeometry:
         most WORKSPACE_ELEMENTS values (at least one row)."""
         return max(1, min(self.out_height, WORKSPACE_ELEMENTS // (taps * self.out_width)))
 
-    def cropped(self, xp4):
-        """Undo :meth:`padded` on a gradient."""
-        return xp4[:, :, self.pad_top:self.pad_top + self.height,
-                   self.pad_left:self.pad_left + self.width]
 
 
 def _padding_amounts(padding, kernel, stride, dilation):
@@ -269,7 +252,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     rows = geometry.rows_per_chunk(geometry.group_taps)
     workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width), x.dtype)
     with single_threaded_blas():
-        _conv.conv2d_forward(geometry.padded(x4), weight, bias, out, workspace, rows,
+        _conv.conv2d_forward(x4, weight, bias, out, workspace, rows,
                              *geometry.hyper, n_threads)
     return out if geometry.batched else out[0]
 
@@ -325,7 +308,6 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     x4 = x if batched else x[np.newaxis]
     g4 = grad_output if batched else grad_output[np.newaxis]
     n_threads = geometry.threads()
-    xp = geometry.padded(x4)
 
     taps = geometry.kernel[0] * geometry.kernel[1]
     block = geometry.channels_per_block
@@ -334,7 +316,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     rows = geometry.rows_per_chunk(block * taps)
     workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
     with single_threaded_blas():
-        _conv.conv2d_backward_weight(g4, xp, partials, workspace, block, per_part, rows,
+        _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
                                      *geometry.hyper, n_threads)
     # numpy sums the partials in one fixed order: thread-count independent.
     grad_weight = partials.sum(axis=0)
@@ -344,14 +326,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
     grad_input = None
     if compute_grad_input:
-        gxp = np.zeros(xp.shape, dtype=x.dtype)
+        grad_input = np.zeros(x4.shape, dtype=x.dtype)
         rows = geometry.rows_per_chunk(geometry.group_taps)
         workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
                              x.dtype)
         with single_threaded_blas():
-            _conv.conv2d_backward_input(g4, weight, gxp, workspace, rows, *geometry.hyper,
+            _conv.conv2d_backward_input(g4, weight, grad_input, workspace, rows, *geometry.hyper,
                                         n_threads)
-        grad_input = np.ascontiguousarray(geometry.cropped(gxp))
         if not batched:
             grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias

@@ -21,9 +21,11 @@
 #   partial gradient, which the caller then sums in order.  Chunk, block and
 #   run sizes depend only on the shapes, never on the thread count, so
 #   results are bitwise identical whatever the thread count.
-# * Padding is done by the caller, as in _conv.pyx: every index here is
-#   ``oh*sh + i*dh < Hp`` and ``ow*sw + j*dw < Wp`` by construction of Hout,
-#   Wout from the padded sizes.
+# * Padding is never materialised: im2col writes zeros for taps that fall in
+#   it and col2im drops them.  Input rows and columns are read only where
+#   0 <= oh*sh + i*dh - pt < H and 0 <= ow*sw + j*dw - pl < W, tested or
+#   solved for here; the caller guarantees Hout, Wout are those of the
+#   padded input, so every output index is in range too.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -44,30 +46,62 @@ cdef inline void _gemm(
               <double*> b, &ldb, &beta, c, &ldc)
 
 
+ctypedef struct Hyper:
+    # Stride, dilation, top and left padding, groups: how taps map to input.
+    Py_ssize_t sh, sw, dh, dw, pt, pl, groups
+
+
+cdef inline void _column_range(
+    Py_ssize_t j, Py_ssize_t W, Py_ssize_t Wout, Hyper hp,
+    Py_ssize_t* lo, Py_ssize_t* hi,
+) noexcept nogil:
+    """Output columns [lo, hi) whose tap j lands inside the input row:
+    0 <= ow*sw + j*dw - pl < W.  Outside, the tap reads zero padding."""
+    cdef Py_ssize_t first = hp.pl - j * hp.dw       # ow*sw >= first
+    cdef Py_ssize_t last = W - 1 + hp.pl - j * hp.dw  # ow*sw <= last
+    lo[0] = 0 if first <= 0 else (first + hp.sw - 1) // hp.sw
+    hi[0] = 0 if last < 0 else min(Wout, last // hp.sw + 1)
+    lo[0] = min(lo[0], hi[0])
+
+
 cdef void _im2col(
-    const floating[:, :, ::1] xp,   # IN  (C, Hp, Wp) padded sample
+    const floating[:, :, ::1] x,    # IN  (C, H, W) one sample, unpadded
     Py_ssize_t c_first, Py_ssize_t c_count,
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t row_first, Py_ssize_t row_count, Py_ssize_t Wout,
-    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+    Hyper hp,
     floating* col,                   # OUT (c_count*kh*kw, row_count*Wout)
 ) noexcept nogil:
+    # Padding is never materialised: taps that fall in it are written as
+    # zeros here, and only in-range input rows and columns are read.
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t L = row_count * Wout
-    cdef Py_ssize_t ci, i, j, r, ow
+    cdef Py_ssize_t ci, i, j, r, ow, ih, lo, hi, offset
     cdef floating* dst
     cdef const floating* src
     for ci in range(c_count):
         for i in range(kh):
             for j in range(kw):
+                _column_range(j, W, Wout, hp, &lo, &hi)
                 dst = col + ((ci * kh + i) * kw + j) * L
                 for r in range(row_count):
-                    src = &xp[c_first + ci, (row_first + r) * sh + i * dh, j * dw]
-                    if sw == 1:
+                    ih = (row_first + r) * hp.sh + i * hp.dh - hp.pt
+                    if ih < 0 or ih >= H:
                         for ow in range(Wout):
-                            dst[ow] = src[ow]
+                            dst[ow] = 0
                     else:
-                        for ow in range(Wout):
-                            dst[ow] = src[ow * sw]
+                        for ow in range(lo):
+                            dst[ow] = 0
+                        src = &x[c_first + ci, ih, 0]
+                        offset = j * hp.dw - hp.pl
+                        if hp.sw == 1:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow + offset]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow * hp.sw + offset]
+                        for ow in range(hi, Wout):
+                            dst[ow] = 0
                     dst += Wout
 
 
@@ -76,49 +110,54 @@ cdef void _col2im_add(
     Py_ssize_t c_first, Py_ssize_t c_count,
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t row_first, Py_ssize_t row_count, Py_ssize_t Wout,
-    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    floating[:, :, ::1] gxp,         # OUT (C, Hp, Wp), accumulated into
+    Hyper hp,
+    floating[:, :, ::1] gx,          # OUT (C, H, W), accumulated into
 ) noexcept nogil:
+    # The adjoint of _im2col: what fell in the padding is dropped.
+    cdef Py_ssize_t H = gx.shape[1], W = gx.shape[2]
     cdef Py_ssize_t L = row_count * Wout
-    cdef Py_ssize_t ci, i, j, r, ow
+    cdef Py_ssize_t ci, i, j, r, ow, ih, lo, hi, offset
     cdef const floating* src
     cdef floating* dst
     for ci in range(c_count):
         for i in range(kh):
             for j in range(kw):
+                _column_range(j, W, Wout, hp, &lo, &hi)
                 src = col + ((ci * kh + i) * kw + j) * L
                 for r in range(row_count):
-                    dst = &gxp[c_first + ci, (row_first + r) * sh + i * dh, j * dw]
-                    if sw == 1:
-                        for ow in range(Wout):
-                            dst[ow] += src[ow]
-                    else:
-                        for ow in range(Wout):
-                            dst[ow * sw] += src[ow]
+                    ih = (row_first + r) * hp.sh + i * hp.dh - hp.pt
+                    if 0 <= ih < H:
+                        dst = &gx[c_first + ci, ih, 0]
+                        offset = j * hp.dw - hp.pl
+                        if hp.sw == 1:
+                            for ow in range(lo, hi):
+                                dst[ow + offset] += src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * hp.sw + offset] += src[ow]
                     src += Wout
 
 
 cdef void _forward_sample(
-    const floating[:, :, ::1] xp,          # IN  (C, Hp, Wp)
+    const floating[:, :, ::1] x,           # IN  (C, H, W)
     const floating[:, :, :, ::1] weight,   # IN  (F, Cg, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, ::1] out,               # OUT (F, Hout, Wout)
     floating* col,                         # scratch, CgK * rows_per_chunk * Wout
     Py_ssize_t rows_per_chunk,
-    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    Py_ssize_t groups,
+    Hyper hp,
 ) noexcept nogil:
     cdef Py_ssize_t F = weight.shape[0], Cg = weight.shape[1]
     cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3]
     cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2]
-    cdef Py_ssize_t Fg = F // groups, CgK = Cg * kh * kw, HW = Hout * Wout
+    cdef Py_ssize_t Fg = F // hp.groups, CgK = Cg * kh * kw, HW = Hout * Wout
     cdef Py_ssize_t g, chunk, r0, rows, f, p
     cdef floating b
-    for g in range(groups):
+    for g in range(hp.groups):
         for chunk in range((Hout + rows_per_chunk - 1) // rows_per_chunk):
             r0 = chunk * rows_per_chunk
             rows = min(rows_per_chunk, Hout - r0)
-            _im2col(xp, g * Cg, Cg, kh, kw, r0, rows, Wout, sh, sw, dh, dw, col)
+            _im2col(x, g * Cg, Cg, kh, kw, r0, rows, Wout, hp, col)
             # out'[chunk] (L x Fg, ldc HW) = col' (L x CgK) @ W' (CgK x Fg)
             _gemm(b"N", b"N", <int> (rows * Wout), <int> Fg, <int> CgK,
                   1, col, <int> (rows * Wout), &weight[g * Fg, 0, 0, 0], <int> CgK,
@@ -131,38 +170,38 @@ cdef void _forward_sample(
 
 
 def conv2d_forward(
-    const floating[:, :, :, ::1] xp,       # IN  (N, C, Hp, Wp) padded input
+    const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
     const floating[:, :, :, ::1] weight,   # IN  (F, C // groups, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     floating[:, ::1] workspace,            # scratch (n_threads, CgK*rows_per_chunk*Wout)
     Py_ssize_t rows_per_chunk,
     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    Py_ssize_t groups,
+    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
     int n_threads,
 ):
+    cdef Hyper hp = Hyper(sh, sw, dh, dw, pt, pl, groups)
     cdef Py_ssize_t n
-    for n in prange(xp.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+    for n in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
-        _forward_sample(xp[n], weight, bias, out[n], &workspace[threadid(), 0],
-                        rows_per_chunk, sh, sw, dh, dw, groups)
+        _forward_sample(x[n], weight, bias, out[n], &workspace[threadid(), 0],
+                        rows_per_chunk, hp)
 
 
 cdef void _backward_input_sample(
     const floating[:, :, ::1] grad_out,    # IN  (F, Hout, Wout)
     const floating[:, :, :, ::1] weight,   # IN  (F, Cg, kh, kw)
-    floating[:, :, ::1] gxp,               # OUT (C, Hp, Wp), zeroed by the caller
+    floating[:, :, ::1] gx,                # OUT (C, H, W), zeroed by the caller
     floating* col,                         # scratch, CgK * rows_per_chunk * Wout
     Py_ssize_t rows_per_chunk,
-    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    Py_ssize_t groups,
+    Hyper hp,
 ) noexcept nogil:
     cdef Py_ssize_t F = weight.shape[0], Cg = weight.shape[1]
     cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3]
     cdef Py_ssize_t Hout = grad_out.shape[1], Wout = grad_out.shape[2]
-    cdef Py_ssize_t Fg = F // groups, CgK = Cg * kh * kw, HW = Hout * Wout
+    cdef Py_ssize_t Fg = F // hp.groups, CgK = Cg * kh * kw, HW = Hout * Wout
     cdef Py_ssize_t g, chunk, r0, rows
-    for g in range(groups):
+    for g in range(hp.groups):
         for chunk in range((Hout + rows_per_chunk - 1) // rows_per_chunk):
             r0 = chunk * rows_per_chunk
             rows = min(rows_per_chunk, Hout - r0)
@@ -170,41 +209,41 @@ cdef void _backward_input_sample(
             _gemm(b"N", b"T", <int> (rows * Wout), <int> CgK, <int> Fg,
                   1, &grad_out[g * Fg, r0, 0], <int> HW, &weight[g * Fg, 0, 0, 0], <int> CgK,
                   0, col, <int> (rows * Wout))
-            _col2im_add(col, g * Cg, Cg, kh, kw, r0, rows, Wout, sh, sw, dh, dw, gxp)
+            _col2im_add(col, g * Cg, Cg, kh, kw, r0, rows, Wout, hp, gx)
 
 
 def conv2d_backward_input(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] weight,    # IN  (F, C // groups, kh, kw)
-    floating[:, :, :, ::1] gxp,             # OUT (N, C, Hp, Wp), zeroed
+    floating[:, :, :, ::1] gx,              # OUT (N, C, H, W), zeroed
     floating[:, ::1] workspace,             # scratch (n_threads, CgK*rows_per_chunk*Wout)
     Py_ssize_t rows_per_chunk,
     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    Py_ssize_t groups,
+    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
     int n_threads,
 ):
+    cdef Hyper hp = Hyper(sh, sw, dh, dw, pt, pl, groups)
     cdef Py_ssize_t n
-    for n in prange(gxp.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+    for n in prange(gx.shape[0], nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
-        _backward_input_sample(grad_out[n], weight, gxp[n], &workspace[threadid(), 0],
-                               rows_per_chunk, sh, sw, dh, dw, groups)
+        _backward_input_sample(grad_out[n], weight, gx[n], &workspace[threadid(), 0],
+                               rows_per_chunk, hp)
 
 
 cdef void _backward_weight_task(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
-    const floating[:, :, :, ::1] xp,        # IN  (N, C, Hp, Wp)
+    const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
     floating[:, :, :, ::1] partial,         # OUT (F, Cg, kh, kw), zeroed by the caller
     floating* col,                          # scratch, block*kh*kw * rows_per_chunk * Wout
     Py_ssize_t block, Py_ssize_t channels_per_block,
     Py_ssize_t sample_first, Py_ssize_t sample_count, Py_ssize_t rows_per_chunk,
-    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    Py_ssize_t groups,
+    Hyper hp,
 ) noexcept nogil:
     cdef Py_ssize_t F = grad_out.shape[1]
     cdef Py_ssize_t Hout = grad_out.shape[2], Wout = grad_out.shape[3]
     cdef Py_ssize_t Cg = partial.shape[1]
     cdef Py_ssize_t kh = partial.shape[2], kw = partial.shape[3]
-    cdef Py_ssize_t Fg = F // groups, CgK = Cg * kh * kw, HW = Hout * Wout
+    cdef Py_ssize_t Fg = F // hp.groups, CgK = Cg * kh * kw, HW = Hout * Wout
     cdef Py_ssize_t blocks_per_group = (Cg + channels_per_block - 1) // channels_per_block
     cdef Py_ssize_t g = block // blocks_per_group
     cdef Py_ssize_t ci_first = (block % blocks_per_group) * channels_per_block
@@ -214,8 +253,7 @@ cdef void _backward_weight_task(
         for chunk in range((Hout + rows_per_chunk - 1) // rows_per_chunk):
             r0 = chunk * rows_per_chunk
             rows = min(rows_per_chunk, Hout - r0)
-            _im2col(xp[n], g * Cg + ci_first, ci_count, kh, kw, r0, rows, Wout,
-                    sh, sw, dh, dw, col)
+            _im2col(x[n], g * Cg + ci_first, ci_count, kh, kw, r0, rows, Wout, hp, col)
             # gW'[block] (Kb x Fg, ldc CgK) += col'^T (Kb x L) @ grad_out'[chunk] (L x Fg)
             _gemm(b"T", b"N", <int> (ci_count * kh * kw), <int> Fg, <int> (rows * Wout),
                   1, col, <int> (rows * Wout), &grad_out[n, g * Fg, r0, 0], <int> HW,
@@ -224,28 +262,29 @@ cdef void _backward_weight_task(
 
 def conv2d_backward_weight(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
-    const floating[:, :, :, ::1] xp,        # IN  (N, C, Hp, Wp) padded input
+    const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
     floating[:, :, :, :, ::1] partials,     # OUT (S, F, C // groups, kh, kw), zeroed
     floating[:, ::1] workspace,             # scratch (n_threads, block*K*rows_per_chunk*Wout)
     Py_ssize_t channels_per_block, Py_ssize_t samples_per_part, Py_ssize_t rows_per_chunk,
     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-    Py_ssize_t groups,
+    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
     int n_threads,
 ):
+    cdef Hyper hp = Hyper(sh, sw, dh, dw, pt, pl, groups)
     """Partial weight gradients, one per run of ``samples_per_part`` samples;
     the caller sums them in order.  Tasks are (part, channel block) pairs."""
     cdef Py_ssize_t N = grad_out.shape[0], Cg = partials.shape[2]
-    cdef Py_ssize_t blocks = groups * ((Cg + channels_per_block - 1) // channels_per_block)
+    cdef Py_ssize_t blocks = hp.groups * ((Cg + channels_per_block - 1) // channels_per_block)
     cdef Py_ssize_t parts = partials.shape[0]
     cdef Py_ssize_t task, part, first
     for task in prange(parts * blocks, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         part = task // blocks
         first = part * samples_per_part
-        _backward_weight_task(grad_out, xp, partials[part], &workspace[threadid(), 0],
+        _backward_weight_task(grad_out, x, partials[part], &workspace[threadid(), 0],
                               task % blocks, channels_per_block,
                               first, min(samples_per_part, N - first), rows_per_chunk,
-                              sh, sw, dh, dw, groups)
+                              hp)
 
 
 def conv2d_backward_bias(
