@@ -456,6 +456,8 @@ def main(argv=None):
 
     for n in settings.threads if selected("peak") or wanted & {w.key for w in CONV_WORKLOADS} else []:
         timing.set_threads(n)
+        if settings.gate is not None:
+            settings.gate.wait(n, 0.2, time.perf_counter() + settings.gate.per_measurement)
         results["peak"][str(n)] = {"sgemm": timing.gemm_peak(np.float32),
                                    "dgemm": timing.gemm_peak(np.float64)}
         log(f"{n} thread(s): sgemm {results['peak'][str(n)]['sgemm']['median_gflops']:.0f} GFLOP/s, "

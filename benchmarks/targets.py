@@ -88,12 +88,12 @@ def evaluate(results):
                if k.startswith("cyconv")]
     refs = {c["reference"] for c in results["checks"].values()}
     out.append({"target": "cyconv agrees with PyTorch on every workload (allclose)", "threads": None,
-                "value": None, "limit": "all",
+                "value": f"{sum(map(bool, matches))} of {len(matches)} results", "limit": "all",
                 "status": ("n/a" if not matches or refs != {"torch"}
                            else "met" if all(matches) else "missed"), "note": ""})
     bitwise = [v for c in results["checks"].values() for v in c["bitwise"].values() if v is not None]
     out.append({"target": f"cyconv bitwise identical at {' and '.join(map(str, threads))} threads",
-                "threads": None, "value": None, "limit": "all",
+                "threads": None, "value": f"{sum(bitwise)} of {len(bitwise)} results", "limit": "all",
                 "status": "n/a" if not bitwise else "met" if all(bitwise) else "missed", "note": ""})
     return out
 

@@ -213,7 +213,7 @@ def measure_slow(fn, budget, min_repeat=1, max_repeat=5, warm_up=None):
     return Timing.of(samples)
 
 
-def gemm_peak(dtype, size=2048, repeat=5):
+def gemm_peak(dtype, size=2048, repeat=7):
     """GFLOP/s of numpy's matmul on two large squares: the practical peak of
     this machine's BLAS at the current thread count."""
     rng = np.random.default_rng(0)
