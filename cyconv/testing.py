@@ -1,5 +1,7 @@
-"""Helpers for property-testing convolution and pooling code, cyconv's own or
-yours: hypothesis strategies for valid configurations, and random arrays.
+"""Helpers for property-testing convolution and pooling code and layers,
+cyconv's own or yours: hypothesis strategies for valid configurations,
+random arrays, and :func:`check_layer_gradients`, a finite-difference check
+of any layer's backward pass.
 
 Needs ``hypothesis`` (``pip install cyconv[test]``).
 
@@ -142,3 +144,130 @@ def random_arrays(draw, shapes, dtype=np.float64, ties=False):
     if ties:
         return [rng.integers(-2, 3, size=shape).astype(dtype) for shape in shapes]
     return [rng.standard_normal(shape).astype(dtype) for shape in shapes]
+
+
+def _central_difference(loss, array, step):
+    """4th-order central differences of the scalar ``loss()`` with respect
+    to every element of ``array``, perturbed in place."""
+    grad = np.empty(array.shape, dtype=np.float64)
+    for index in np.ndindex(array.shape):
+        saved = array[index]
+        values = []
+        for offset in (2, 1, -1, -2):
+            array[index] = saved + offset * step
+            values.append(loss())
+        array[index] = saved
+        grad[index] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+    return grad
+
+
+def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
+    """Check a layer's ``backward`` against finite differences of ``forward``.
+
+    The scalar ``L = sum(forward(x) * G)``, for a fixed random ``G`` shaped
+    like the output, is differentiated numerically by 4th-order central
+    differences (error ``O(step**4)``) with respect to every element of the
+    input and of every parameter, and compared with what
+    ``backward(G)`` returns and stores in each ``parameter.grad``.
+
+    Works for any object with ``forward(input)``, ``backward(output_gradient,
+    learning_rate=None)`` and ``parameters()`` (a list of objects whose
+    ``value`` array the layer computes with), such as a subclass of
+    :class:`cyconv.Layer`.  Build the layer in float64
+    (``dtype=np.float64``): float32 rounding would swamp the differences.
+
+    Also checks that ``backward`` without a learning rate leaves the
+    parameters unchanged, and that the input gradient has the input's shape.
+
+    Parameters
+    ----------
+    layer : Layer
+    x : array_like
+        The input to check at, a batch or one sample.  Keep it small: every
+        element costs four forward passes.  Avoid points where the layer is
+        not differentiable (ReLU at 0, tied maxima in max pooling).
+    seed : int, default 0
+        Seed of ``G``.
+    step : float, default 1e-3
+    rtol, atol : float
+        Tolerances of :func:`numpy.testing.assert_allclose`.
+
+    Returns
+    -------
+    dict
+        The largest absolute error for ``"input"`` and for each parameter
+        (by ``name``, or its position where names repeat).
+
+    Raises
+    ------
+    AssertionError
+        Naming the gradient that disagrees.
+    TypeError
+        If the layer's parameters are not float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import Dense
+    >>> from cyconv.testing import check_layer_gradients
+    >>> layer = Dense(4, 3, dtype=np.float64, rng=0)
+    >>> errors = check_layer_gradients(layer, np.random.default_rng(1).random((2, 4)))
+    >>> sorted(errors)
+    ['bias', 'input', 'weight']
+
+    A property test of your own layer, over many inputs:
+
+    >>> from hypothesis import given, settings, strategies as st
+    >>> @settings(max_examples=10)
+    ... @given(st.integers(1, 3), st.integers(0, 2**32 - 1))
+    ... def test_dense_gradients(batch, seed):
+    ...     x = np.random.default_rng(seed).standard_normal((batch, 4))
+    ...     check_layer_gradients(Dense(4, 3, dtype=np.float64, rng=seed), x)
+    >>> test_dense_gradients()
+    """
+    x = np.array(x, dtype=np.float64)
+    parameters = list(layer.parameters()) if hasattr(layer, "parameters") else []
+    for parameter in parameters:
+        if np.asarray(parameter.value).dtype != np.float64:
+            raise TypeError(
+                f"check_layer_gradients needs float64 parameters; "
+                f"{getattr(parameter, 'name', 'a parameter')} is {parameter.value.dtype}")
+    weights = np.random.default_rng(seed).standard_normal(np.shape(layer.forward(x)))
+
+    def loss():
+        return float(np.sum(np.asarray(layer.forward(x), dtype=np.float64) * weights))
+
+    saved_flag = getattr(layer, "needs_input_gradient", True)
+    before = [np.array(p.value, copy=True) for p in parameters]
+    try:
+        layer.needs_input_gradient = True
+        layer.forward(x)
+        grad_input = layer.backward(weights.copy())
+    finally:
+        layer.needs_input_gradient = saved_flag
+    for parameter, value in zip(parameters, before):
+        if not np.array_equal(parameter.value, value, equal_nan=True):
+            raise AssertionError(f"backward without a learning rate changed parameter "
+                                 f"{getattr(parameter, 'name', '?')}")
+    analytic = {"input": grad_input}
+    names = [getattr(p, "name", str(i)) for i, p in enumerate(parameters)]
+    if len(set(names)) != len(names):
+        names = [f"{i}:{name}" for i, name in enumerate(names)]
+    for name, parameter in zip(names, parameters):
+        analytic[name] = np.array(parameter.grad, copy=True) if parameter.grad is not None else None
+    numeric = {"input": _central_difference(loss, x, step)}
+    for name, parameter in zip(names, parameters):
+        numeric[name] = _central_difference(loss, parameter.value, step)
+    errors = {}
+    for name, expected in numeric.items():
+        actual = analytic[name]
+        if actual is None:
+            raise AssertionError(f"backward gave no gradient for {name}")
+        actual = np.asarray(actual, dtype=np.float64)
+        if actual.shape != expected.shape:
+            raise AssertionError(f"the gradient for {name} has shape {actual.shape}, "
+                                 f"expected {expected.shape}")
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
+                                   err_msg=f"gradient with respect to {name}")
+        errors[name] = float(np.max(np.abs(actual - expected), initial=0.0))
+    return errors

@@ -1,0 +1,35 @@
+"""Matrix products for the dense layer, on one thread.
+
+``numpy.matmul`` hands a product to numpy's own BLAS, whose thread pool
+then competes for the cores with the kernels' OpenMP threads: on a busy
+two-core machine a 32 x 400 x 64 product measured 15 ms inside a training
+loop instead of 0.1 ms.  Going through scipy's BLAS with its threads held to
+one (as the convolution kernels do) avoids that, and makes the result
+independent of any thread count, as cyconv promises.
+"""
+
+import numpy as np
+from scipy.linalg import blas
+
+from ._blas import single_threaded_blas
+
+
+def _fortran_operand(matrix):
+    """Return (array, transpose flag) with a Fortran-ordered array whose
+    flagged transpose is ``matrix``, copying only when neither order fits."""
+    if matrix.flags.f_contiguous:
+        return matrix, 0
+    if matrix.flags.c_contiguous:
+        return matrix.T, 1
+    return np.asfortranarray(matrix), 0
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D arrays of one float dtype, as a C-ordered array."""
+    gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
+    # (a b)^T = b^T a^T, computed in Fortran order, is a b in C order.
+    left, trans_left = _fortran_operand(b.T)
+    right, trans_right = _fortran_operand(a.T)
+    with single_threaded_blas():
+        product_t = gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right)
+    return product_t.T

@@ -1,0 +1,130 @@
+"""Activation layers: ReLU, Sigmoid, Tanh and Softmax.
+
+Element-wise numpy expressions; they keep their input's float dtype (float32
+or float64; integers compute in float64) and take any shape.
+"""
+
+import numpy as np
+from scipy.special import expit
+
+from ._layer import Layer, as_float_input, as_layer_input, check_gradient_shape
+
+__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
+
+
+class _Activation(Layer):
+    """An element-wise function whose derivative follows from its input and
+    output, so that backward needs only what forward cached."""
+
+    def forward(self, input):
+        self.input = as_float_input(input)
+        self.output = self._function(self.input)
+        return self.output
+
+    def backward(self, output_gradient, learning_rate=None):
+        self._require_forward()
+        grad = as_layer_input(output_gradient, self.output.dtype, "output_gradient")
+        check_gradient_shape(grad, self.output.shape, type(self).__name__)
+        if not self.needs_input_gradient:
+            return None
+        return self._input_gradient(grad)
+
+
+class ReLU(_Activation):
+    """Rectified linear unit, ``max(x, 0)``; its gradient at 0 is taken as 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import ReLU
+    >>> relu = ReLU()
+    >>> relu.forward(np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 2.])
+    >>> relu.backward(np.array([5.0, 5.0, 5.0]))
+    array([0., 0., 5.])
+    """
+
+    def _function(self, x):
+        return np.maximum(x, 0)
+
+    def _input_gradient(self, grad):
+        return grad * (self.input > 0)
+
+
+class Sigmoid(_Activation):
+    """Logistic function ``1 / (1 + exp(-x))``, without overflow for large |x|.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import Sigmoid
+    >>> s = Sigmoid()
+    >>> s.forward(np.array([-1000.0, 0.0, 1000.0]))
+    array([0. , 0.5, 1. ])
+    >>> s.backward(np.ones(3))
+    array([0.  , 0.25, 0.  ])
+    """
+
+    def _function(self, x):
+        return expit(x)
+
+    def _input_gradient(self, grad):
+        s = self.output
+        return grad * s * (1 - s)
+
+
+class Tanh(_Activation):
+    """Hyperbolic tangent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import Tanh
+    >>> t = Tanh()
+    >>> t.forward(np.array([0.0]))
+    array([0.])
+    >>> t.backward(np.array([3.0]))
+    array([3.])
+    """
+
+    def _function(self, x):
+        return np.tanh(x)
+
+    def _input_gradient(self, grad):
+        return grad * (1 - self.output ** 2)
+
+
+class Softmax(_Activation):
+    """Softmax over the last axis, so that each sample's outputs sum to one.
+
+    A ``(K, 1)`` column (K > 1), the tutorial's layout for one sample, is
+    normalised down its column instead.  For training a classifier, prefer a
+    last layer of logits with :func:`cyconv.losses.softmax_cross_entropy`,
+    which fuses the two and stays accurate for large logits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import Softmax
+    >>> s = Softmax()
+    >>> s.forward(np.array([[0.0, 0.0], [1000.0, 0.0]]))
+    array([[0.5, 0.5],
+           [1. , 0. ]])
+    >>> s.backward(np.array([[1.0, 0.0], [0.0, 1.0]]))
+    array([[ 0.25, -0.25],
+           [ 0.  ,  0.  ]])
+    """
+
+    def _axis(self, x):
+        return 0 if x.ndim == 2 and x.shape[1] == 1 and x.shape[0] > 1 else -1
+
+    def _function(self, x):
+        axis = self._axis(x)
+        # Shifting by the maximum keeps exp from overflowing.
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+    def _input_gradient(self, grad):
+        s = self.output
+        # The Jacobian diag(s) - s s^T applied without forming it.
+        return s * (grad - np.sum(grad * s, axis=self._axis(s), keepdims=True))

@@ -1,0 +1,388 @@
+"""Data sets: the IDX file format, MNIST, and the bundled MNIST-5k.
+
+MNIST-5k ships inside the package (``cyconv/data/mnist-5k/``, with its
+README.md attribution): 5,000 digits of the MNIST training set, 500 of each
+class, so that a network can be trained with nothing to download.
+"""
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from importlib import resources
+
+import numpy as np
+
+__all__ = [
+    "read_idx",
+    "write_idx",
+    "load_mnist_5k",
+    "load_mnist",
+    "stratified_split",
+    "prepare_images",
+    "RandomShift",
+]
+
+# IDX type codes (third byte of the magic number) and their big-endian dtypes.
+_IDX_TYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path):
+    """The file's bytes, decompressed when it is gzip (judged by content)."""
+    with open(path, "rb") as stream:
+        raw = stream.read()
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def read_idx(path):
+    """Read an IDX file (the MNIST format), plain or gzip-compressed.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    array : ndarray
+        In the file's element type (uint8 for MNIST), native byte order,
+        shaped as the header says.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If the magic number is not an IDX one, or the data are shorter or
+        longer than the header's dimensions say (truncated or corrupt).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from cyconv.datasets import read_idx, write_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
+    >>> write_idx(path, np.array([3, 1, 4], dtype=np.uint8))
+    >>> read_idx(path)
+    array([3, 1, 4], dtype=uint8)
+    """
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes)")
+    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or code not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (magic number 0x{data[:4].hex()})")
+    if ndim == 0:
+        raise ValueError(f"{path}: IDX header declares no dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = _IDX_TYPES[code]
+    expected = math.prod(shape) * dtype.itemsize
+    present = len(data) - header
+    if present < expected:
+        raise ValueError(f"{path}: truncated: the header's shape {shape} needs {expected} "
+                         f"bytes of data, the file has {present}")
+    if present > expected:
+        raise ValueError(f"{path}: {present - expected} bytes more than the header's shape "
+                         f"{shape} allows")
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header)
+    return array.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def write_idx(path, array, compress=None):
+    """Write ``array`` as an IDX file, the inverse of :func:`read_idx`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    array : array_like
+        uint8, int8, int16, int32, float32 or float64, at least one axis.
+    compress : bool, optional
+        gzip the file; by default, when ``path`` ends in ``.gz``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from cyconv.datasets import read_idx, write_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "images-idx3-ubyte")
+    >>> write_idx(path, np.zeros((2, 28, 28), dtype=np.uint8))
+    >>> read_idx(path).shape
+    (2, 28, 28)
+    """
+    path = os.fspath(path)
+    array = np.asarray(array)
+    codes = {dtype.newbyteorder("="): code for code, dtype in _IDX_TYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise TypeError(f"IDX cannot hold dtype {array.dtype}")
+    if array.ndim == 0 or array.ndim > 255:
+        raise ValueError(f"IDX needs 1 to 255 dimensions, got {array.ndim}")
+    payload = (struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
+               + array.astype(_IDX_TYPES[code], copy=False).tobytes())
+    if compress is None:
+        compress = path.endswith(".gz")
+    if compress:
+        payload = gzip.compress(payload, mtime=0)
+    with open(path, "wb") as stream:
+        stream.write(payload)
+
+
+def _check_digits(images, labels, where):
+    if images.ndim != 3:
+        raise ValueError(f"{where}: images must have shape (N, rows, cols), got {images.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"{where}: labels must have shape (N,), got {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"{where}: labels must be digits 0 to 9, got values from "
+                         f"{labels.min()} to {labels.max()}")
+    return images, labels
+
+
+def load_mnist_5k():
+    """Return the bundled MNIST-5k digits: ``(images, labels)``.
+
+    Returns
+    -------
+    images : ndarray of uint8, shape (5000, 28, 28)
+        Grey levels 0 to 255.
+    labels : ndarray of uint8, shape (5000,)
+        500 of each digit, sorted by label: shuffle (or use
+        :func:`stratified_split`) before splitting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.datasets import load_mnist_5k
+    >>> images, labels = load_mnist_5k()
+    >>> images.shape, images.dtype
+    ((5000, 28, 28), dtype('uint8'))
+    >>> np.bincount(labels)
+    array([500, 500, 500, 500, 500, 500, 500, 500, 500, 500])
+    """
+    folder = resources.files("cyconv") / "data" / "mnist-5k"
+    with resources.as_file(folder / "images-idx3-ubyte.gz") as images_path, \
+            resources.as_file(folder / "labels-idx1-ubyte.gz") as labels_path:
+        return _check_digits(read_idx(images_path), read_idx(labels_path), "MNIST-5k")
+
+
+_MNIST_FILES = {
+    "train": ("train-images", "train-labels"),
+    "test": ("t10k-images", "t10k-labels"),
+}
+
+
+def _find_idx(directory, stem, suffix):
+    # Both the original names (train-images-idx3-ubyte) and the common
+    # re-packaging with a dot (train-images.idx3-ubyte), gzipped or not.
+    names = [f"{stem}{sep}{suffix}{gz}" for sep in ("-", ".") for gz in (".gz", "")]
+    for name in names:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"no {stem} file in {directory} (looked for {', '.join(names)})")
+
+
+def load_mnist(directory, split="train"):
+    """Load the full MNIST from its four IDX files in ``directory``.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+        ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each
+        optionally ``.gz`` (or named ``train-images.idx3-ubyte`` and so on).
+    split : {"train", "test"}, default "train"
+        The 60,000 training digits or the 10,000 test digits.
+
+    Returns
+    -------
+    images : ndarray of uint8, shape (N, 28, 28)
+    labels : ndarray of uint8, shape (N,)
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from cyconv.datasets import load_mnist, write_idx
+    >>> folder = tempfile.mkdtemp()
+    >>> write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"),
+    ...           np.zeros((3, 28, 28), dtype=np.uint8))
+    >>> write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"),
+    ...           np.array([7, 2, 1], dtype=np.uint8))
+    >>> images, labels = load_mnist(folder, "test")
+    >>> images.shape, labels
+    ((3, 28, 28), array([7, 2, 1], dtype=uint8))
+    """
+    directory = os.fspath(directory)
+    if split not in _MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no such directory: {directory}")
+    images_stem, labels_stem = _MNIST_FILES[split]
+    images = read_idx(_find_idx(directory, images_stem, "idx3-ubyte"))
+    labels = read_idx(_find_idx(directory, labels_stem, "idx1-ubyte"))
+    return _check_digits(images, labels, f"MNIST {split} set in {directory}")
+
+
+def stratified_split(labels, test_size, seed=0):
+    """Split sample indices into train and test sets with the same class
+    proportions.
+
+    Parameters
+    ----------
+    labels : array_like, shape (N,)
+        Class of each sample.
+    test_size : int or float
+        Number of test samples, or a fraction of N in (0, 1).
+    seed : int, default 0
+        Seed of the random choice within each class.
+
+    Returns
+    -------
+    train_index, test_index : ndarray of int
+        Disjoint, together every index once, each in random order.  Each
+        class gets its share of the test set by largest remainder, so the
+        sizes add up exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.datasets import stratified_split
+    >>> labels = np.repeat([0, 1], 10)
+    >>> train, test = stratified_split(labels, 0.2)
+    >>> len(train), len(test), np.bincount(labels[test]).tolist()
+    (16, 4, [2, 2])
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must have shape (N,) with N > 0, got {labels.shape}")
+    n = labels.size
+    if isinstance(test_size, (bool, np.bool_)):
+        raise TypeError(f"test_size must be an int or a float, got {test_size!r}")
+    if isinstance(test_size, (int, np.integer)):
+        count = int(test_size)
+    elif isinstance(test_size, (float, np.floating)) and 0 < test_size < 1:
+        count = int(round(test_size * n))
+    else:
+        raise ValueError(f"test_size must be an int or a fraction in (0, 1), got {test_size!r}")
+    if not 0 < count < n:
+        raise ValueError(f"test_size must leave both sets non-empty: {count} of {n} samples")
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    shares = counts * count / n
+    quotas = np.floor(shares).astype(int)
+    # Hand the remaining places to the largest remainders (ties: lower class).
+    leftover = count - quotas.sum()
+    quotas[np.argsort(-(shares - quotas), kind="stable")[:leftover]] += 1
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for position in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(inverse == position))
+        test.append(members[:quotas[position]])
+        train.append(members[quotas[position]:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def prepare_images(images, dtype=np.float32):
+    """Grey-level images to network input: a channel axis and values in [0, 1].
+
+    Parameters
+    ----------
+    images : array_like, shape (N, H, W), (H, W) or (N, 1, H, W)
+        Integers are taken as 0-255 grey levels and divided by 255; floats
+        are taken as already scaled.
+    dtype : float32 or float64
+
+    Returns
+    -------
+    ndarray, shape (N, 1, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.datasets import prepare_images
+    >>> x = prepare_images(np.full((2, 28, 28), 255, dtype=np.uint8))
+    >>> x.shape, x.dtype, float(x.max())
+    ((2, 1, 28, 28), dtype('float32'), 1.0)
+    """
+    array = np.asarray(images)
+    if array.dtype.kind not in "biuf" or array.dtype == np.float16:
+        raise TypeError(f"images must hold integers or float32/float64, got {array.dtype}")
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3:
+        raise ValueError(f"images must have shape (N, H, W), (H, W) or (N, 1, H, W), "
+                         f"got {np.shape(images)}")
+    scaled = array.astype(dtype)
+    if array.dtype.kind in "biu":
+        scaled /= 255
+    return scaled[:, np.newaxis]
+
+
+class RandomShift:
+    """Data augmentation: move each image by a random whole number of pixels.
+
+    Every image of a batch ``(N, C, H, W)`` is shifted by its own offsets
+    in ``[-max_shift, max_shift]`` along each axis, zeros filling the
+    border: a network trained on a few thousand digits then generalises
+    noticeably better.  Pass it as ``augment`` to
+    :meth:`cyconv.Sequential.fit`.
+
+    Parameters
+    ----------
+    max_shift : int, default 1
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.datasets import RandomShift
+    >>> image = np.zeros((1, 1, 3, 3))
+    >>> image[0, 0, 1, 1] = 1
+    >>> shifted = RandomShift(1)(image, np.random.default_rng(3))
+    >>> int(shifted.sum()), shifted.shape
+    (1, (1, 1, 3, 3))
+    """
+
+    def __init__(self, max_shift=1):
+        if isinstance(max_shift, (bool, np.bool_)) or not isinstance(max_shift, (int, np.integer)):
+            raise TypeError(f"max_shift must be an int, got {max_shift!r}")
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift = int(max_shift)
+
+    def __repr__(self):
+        return f"RandomShift({self.max_shift})"
+
+    def __call__(self, images, rng):
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(f"RandomShift expects a batch (N, C, H, W), got {images.shape}")
+        m = self.max_shift
+        if m == 0:
+            return images
+        n, _, height, width = images.shape
+        padded = np.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
+        rows = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(height)
+        cols = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(width)
+        picked = np.take_along_axis(padded, rows[:, None, :, None], axis=2)
+        return np.take_along_axis(picked, cols[:, None, None, :], axis=3)

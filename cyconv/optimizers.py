@@ -1,0 +1,170 @@
+"""Optimizers: apply the gradients that ``backward`` stored in each
+:class:`~cyconv.Parameter`.
+
+An optimizer keeps its state (momentum, moment estimates) per parameter
+object, so one optimizer serves one model for the whole of its training.
+Updates are in place and keep each parameter's dtype.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam", "get_optimizer"]
+
+
+def _non_negative(value, name, upper=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (upper is not None and value >= upper):
+        bound = f"in [0, {upper})" if upper is not None else "finite and >= 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class: ``step(parameters)`` updates every parameter that has a
+    gradient.
+
+    Parameters
+    ----------
+    learning_rate : float
+    weight_decay : float, default 0
+        L2 penalty: ``weight_decay * value`` is added to each gradient.
+    """
+
+    def __init__(self, learning_rate, weight_decay=0.0):
+        self.learning_rate = _non_negative(learning_rate, "learning_rate")
+        self.weight_decay = _non_negative(weight_decay, "weight_decay")
+        self.state = {}
+
+    def step(self, parameters):
+        """Update each :class:`~cyconv.Parameter` in ``parameters`` in place."""
+        for parameter in parameters:
+            if parameter.grad is None:
+                continue
+            if parameter.grad.shape != parameter.value.shape:
+                raise ValueError(f"gradient of {parameter.name} has shape "
+                                 f"{parameter.grad.shape}, its value {parameter.value.shape}")
+            grad = parameter.grad
+            if self.weight_decay:
+                grad = grad + self.weight_decay * parameter.value
+            self._update(parameter, grad)
+
+    def _update(self, parameter, grad):
+        raise NotImplementedError
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "state")
+        return f"{type(self).__name__}({fields})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    ``velocity = momentum * velocity + grad``, then
+    ``value -= learning_rate * velocity`` (PyTorch's formulation; with
+    ``nesterov`` the step uses ``grad + momentum * velocity``).
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.01
+    momentum : float in [0, 1), default 0
+    weight_decay : float, default 0
+    nesterov : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import SGD, Parameter
+    >>> p = Parameter("w", np.array([1.0, 2.0]))
+    >>> p.grad = np.array([1.0, -1.0])
+    >>> optimizer = SGD(learning_rate=0.1, momentum=0.9)
+    >>> optimizer.step([p]); p.value
+    array([0.9, 2.1])
+    >>> optimizer.step([p]); p.value   # momentum: the second step is 1.9 times larger
+    array([0.71, 2.29])
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(learning_rate, weight_decay)
+        self.momentum = _non_negative(momentum, "momentum", upper=1)
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def _update(self, parameter, grad):
+        if self.momentum:
+            velocity = self.state.get(parameter)
+            if velocity is None:
+                velocity = self.state[parameter] = np.array(grad, dtype=parameter.value.dtype)
+            else:
+                velocity *= self.momentum
+                velocity += grad
+            grad = grad + self.momentum * velocity if self.nesterov else velocity
+        parameter.value -= self.learning_rate * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), with bias-corrected moment estimates.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001
+    beta1, beta2 : float in [0, 1), default 0.9 and 0.999
+    epsilon : float, default 1e-8
+    weight_decay : float, default 0
+        L2 penalty added to the gradient (as in ``torch.optim.Adam``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import Adam, Parameter
+    >>> p = Parameter("w", np.array([1.0, 1.0]))
+    >>> p.grad = np.array([100.0, -1.0])
+    >>> Adam(learning_rate=0.1).step([p])
+    >>> p.value   # the first step is learning_rate per element, whatever the scale
+    array([0.9, 1.1])
+    """
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 weight_decay=0.0):
+        super().__init__(learning_rate, weight_decay)
+        self.beta1 = _non_negative(beta1, "beta1", upper=1)
+        self.beta2 = _non_negative(beta2, "beta2", upper=1)
+        self.epsilon = _non_negative(epsilon, "epsilon")
+
+    def _update(self, parameter, grad):
+        state = self.state.get(parameter)
+        if state is None:
+            zeros = np.zeros_like(parameter.value)
+            state = self.state[parameter] = {"t": 0, "m": zeros, "v": zeros.copy()}
+        state["t"] += 1
+        m, v, t = state["m"], state["v"], state["t"]
+        m *= self.beta1
+        m += (1 - self.beta1) * grad
+        v *= self.beta2
+        v += (1 - self.beta2) * (grad * grad)
+        m_hat = m / (1 - self.beta1 ** t)
+        v_hat = v / (1 - self.beta2 ** t)
+        parameter.value -= self.learning_rate * m_hat / (np.sqrt(v_hat) + self.epsilon)
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam}
+
+
+def get_optimizer(optimizer):
+    """Return an :class:`Optimizer` for a name (default settings) or an instance.
+
+    Examples
+    --------
+    >>> from cyconv.optimizers import get_optimizer
+    >>> get_optimizer("adam").learning_rate
+    0.001
+    """
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str) and optimizer.lower() in _BY_NAME:
+        return _BY_NAME[optimizer.lower()]()
+    raise ValueError(f"optimizer must be a cyconv Optimizer, 'sgd' or 'adam', got {optimizer!r}")
