@@ -200,6 +200,16 @@ def markdown(results):
                f"process; numpy's BLAS {m['blas_threads']}. The tutorial's loops are "
                "single-threaded whatever the setting and are timed once.")
     out.append("")
+    omp = m.get("openmp")
+    if omp:
+        libraries = ", ".join(f"`{Path(lib).parent.parent.name}/{Path(lib).parent.name}/{Path(lib).name}`"
+                              for lib in omp["libraries"]) or "none found"
+        out.append(f"OpenMP: one runtime serves cyconv and PyTorch in this process ({libraries}); "
+                   f"GOMP_SPINCOUNT={omp['GOMP_SPINCOUNT'] or 'unset'}, "
+                   f"OMP_WAIT_POLICY={omp['OMP_WAIT_POLICY'] or 'unset'} "
+                   "(cyconv is imported first and sets the spin count it ships with, "
+                   "so both run with it).")
+        out.append("")
     found = m["cyconv"]
     missing = [name for name in ("conv2d", "max_pool2d") if not found[name]]
     if missing or not found["lenet"]:

@@ -21,6 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+# cyconv before PyTorch: both link a GNU OpenMP runtime of the same soname,
+# so one process holds one runtime for both, set up by whoever loads it
+# first.  cyconv first gives both cyconv's default (a short GOMP_SPINCOUNT);
+# the report states the setting in effect.
+import cyconv  # noqa: F401  isort: skip
+import cyconv.functional  # noqa: F401  isort: skip
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -385,6 +392,20 @@ def run_memory(settings, log):
 
 # --------------------------------------------------------------------------
 
+def openmp_runtime():
+    """The OpenMP runtime(s) loaded in this process and their wait settings."""
+    libraries = set()
+    try:
+        with open("/proc/self/maps") as f:
+            libraries = {line.split()[-1] for line in f
+                         if line.split()[-1].rsplit("/", 1)[-1].startswith(("libgomp", "libomp", "libiomp"))}
+    except OSError:
+        pass
+    return {"libraries": sorted(libraries),
+            "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+
+
 def machine():
     cpu = platform.processor()
     try:
@@ -404,6 +425,7 @@ def machine():
         commit = "?"
     return {
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "openmp": openmp_runtime(),
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "torch": baselines_torch.torch.__version__ if baselines_torch.available else None,
         "cyconv": cyconv_adapter.describe(), "cyconv_commit": commit,
