@@ -247,9 +247,10 @@ def markdown(results):
     out += [f"{counts['met']} met, {counts['missed']} missed, {counts['n/a']} n/a.", ""]
 
     out += ["## Practical peak", "",
-            "numpy's matmul of two large squares, median and best of 7 after waiting for the "
-            "machine to be quiet: the most this machine's BLAS gets out of the cores. The best is "
-            "the yardstick for the GFLOP/s columns below.", ""]
+            "numpy's matmul of two large squares, median and best of 7 calls after waiting for "
+            "the machine to be quiet, measured at the start and (full runs) again at the end of "
+            "the run, the better kept: the most this machine's BLAS gets out of the cores. The best "
+            "is the yardstick for the GFLOP/s columns below.", ""]
     body = [[n, f"{p['sgemm']['median_gflops']:.1f} (best {p['sgemm']['best_gflops']:.1f})",
              f"{p['dgemm']['median_gflops']:.1f} (best {p['dgemm']['best_gflops']:.1f})",
              p["sgemm"]["size"]]
