@@ -11,12 +11,17 @@ restored afterwards.
 Only scipy's bundled OpenBLAS is known by name; with any other BLAS (MKL,
 for example, which runs sequentially inside OpenMP regions by default) this
 does nothing.
+
+The setting is process-wide while the kernels release the GIL, so several
+Python threads may be inside kernels at once: the first to enter saves the
+setting and the last to leave restores it.
 """
 
 import contextlib
 import ctypes
 import glob
 import os
+import threading
 
 import scipy
 
@@ -41,20 +46,29 @@ def _scipy_openblas():
 
 _OPENBLAS = _scipy_openblas()
 
+_lock = threading.Lock()
+_inside = 0  # threads within single_threaded_blas blocks
+_saved = 1  # the setting the first of them found
+
 
 @contextlib.contextmanager
 def single_threaded_blas():
     """Within this block, scipy's OpenBLAS runs each call in its caller's thread."""
+    global _inside, _saved
     if _OPENBLAS is None:
         yield
         return
     get_threads, set_threads = _OPENBLAS
-    previous = get_threads()
-    if previous == 1:
-        yield
-        return
-    set_threads(1)
+    with _lock:
+        if _inside == 0:
+            _saved = get_threads()
+            if _saved != 1:
+                set_threads(1)
+        _inside += 1
     try:
         yield
     finally:
-        set_threads(previous)
+        with _lock:
+            _inside -= 1
+            if _inside == 0 and _saved != 1:
+                set_threads(_saved)

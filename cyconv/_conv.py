@@ -16,7 +16,17 @@ import numpy as np
 from ._blas import single_threaded_blas
 from ._kernels import _conv
 from ._threads import get_num_threads
-from ._validation import as_float_arrays, as_int, as_pair, check_ndim, check_nonempty
+from ._validation import (
+    BLAS_INT_MAX,
+    as_float_arrays,
+    as_flag,
+    as_int,
+    as_pair,
+    check_at_most,
+    check_fits,
+    check_ndim,
+    check_nonempty,
+)
 
 # A thread's unrolled-input buffer holds at most this many values (4 MiB in
 # float32); smaller buffers measured slower on 3x3 layers of 32-64 channels.
@@ -142,6 +152,8 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
     filters, group_channels, kh, kw = w_shape
     stride = as_pair(stride, "stride", 1)
     dilation = as_pair(dilation, "dilation", 1)
+    check_at_most(stride, "stride")
+    check_at_most(dilation, "dilation")
     groups = as_int(groups, "groups", 1)
     if channels % groups or filters % groups:
         raise ValueError(
@@ -154,6 +166,8 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
             f"for {channels} input channels and groups={groups}, got {tuple(w_shape)}"
         )
     top, bottom, left, right = _padding_amounts(padding, (kh, kw), stride, dilation)
+    if not isinstance(padding, str):
+        check_at_most((top, left), "padding")
     span_h = dilation[0] * (kh - 1) + 1
     span_w = dilation[1] * (kw - 1) + 1
     padded_h = height + top + bottom
@@ -163,12 +177,27 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
             f"the dilated kernel ({span_h}, {span_w}) is larger than the padded "
             f"input ({padded_h}, {padded_w})"
         )
+    out_height = (padded_h - span_h) // stride[0] + 1
+    out_width = (padded_w - span_w) // stride[1] + 1
+    check_fits((n, filters, out_height, out_width), "conv2d's output")
+    # The kernels hand one output plane, one group's taps and one group's
+    # filters to BLAS as matrix sizes and strides: C ints.
+    if out_height * out_width > BLAS_INT_MAX:
+        raise ValueError(
+            f"conv2d's output planes must have fewer than 2**31 pixels (its matrix "
+            f"products index them with 32-bit ints), got {out_height} x {out_width}"
+        )
+    if group_channels * kh * kw > BLAS_INT_MAX or filters // groups > BLAS_INT_MAX:
+        raise ValueError(
+            f"conv2d's weight must have fewer than 2**31 filters per group and "
+            f"fewer than 2**31 values per filter (C // groups * kh * kw), got "
+            f"{filters // groups} filters per group of {group_channels * kh * kw} values"
+        )
     return ConvGeometry(
         batched=batched, n=n, channels=channels, height=height, width=width,
         filters=filters, kernel=(kh, kw), stride=stride, dilation=dilation,
         groups=groups, pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right,
-        out_height=(padded_h - span_h) // stride[0] + 1,
-        out_width=(padded_w - span_w) // stride[1] + 1,
+        out_height=out_height, out_width=out_width,
     )
 
 
@@ -280,6 +309,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_bias : ndarray, shape (F,)
         Sum of ``grad_output`` over every axis but the filter axis.
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`conv2d`; also ValueError for a ``grad_output`` whose shape
+        is not that of ``conv2d``'s output, and TypeError for a
+        ``compute_grad_input`` other than True or False.
+
     Examples
     --------
     >>> import numpy as np
@@ -297,6 +333,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     >>> gb
     array([4.])
     """
+    compute_grad_input = as_flag(compute_grad_input, "compute_grad_input")
     x, weight, grad_output = _checked_x_weight(x, weight, [(grad_output, "grad_output")])
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     if grad_output.shape != geometry.output_shape:

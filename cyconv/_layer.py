@@ -1,7 +1,9 @@
 """What every layer shares: the :class:`Layer` protocol, :class:`Parameter`,
 and the argument checks the layer classes have in common."""
 
+import functools
 import numbers
+import threading
 
 import numpy as np
 
@@ -70,6 +72,18 @@ class Layer:
     input, output : ndarray or None
         The last forward pass's input and output.
 
+    Notes
+    -----
+    Threads.  A layer keeps what its last ``forward`` saw for ``backward``,
+    so it has one such cache, not one per thread.  Calls on one layer are
+    therefore taken one at a time (a lock per layer, which subclasses get
+    too), and ``backward`` must run in the thread whose ``forward`` it
+    differentiates: after another thread's ``forward``, or after a
+    ``forward`` that raised, it raises RuntimeError rather than compute a
+    gradient from someone else's input.  Concurrent ``forward`` calls (and
+    ``Sequential.predict``) on a shared layer are safe; give each training
+    thread a model of its own.
+
     Examples
     --------
     A layer of your own needs only ``forward`` and ``backward``:
@@ -90,6 +104,22 @@ class Layer:
         self.input = None
         self.output = None
         self.needs_input_gradient = True
+
+    def __getstate__(self):
+        # Copies and pickles get a lock of their own, and no owner thread.
+        state = self.__dict__.copy()
+        for name in ("_cache_lock", "_cache_thread", "_cache_depth"):
+            state.pop(name, None)
+        return state
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every forward and backward, cyconv's and users' alike, goes
+        # through the cache guard (see Notes).
+        for name, guard in (("forward", _guarded_forward), ("backward", _guarded_backward)):
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_cache_guarded", False):
+                setattr(cls, name, guard(method))
 
     def forward(self, input):
         """Return the layer's output for ``input``, a batch or one sample."""
@@ -134,6 +164,59 @@ class Layer:
             parameter.value -= rate * parameter.grad
 
 
+# The thread of the last forward that completed, per layer; this marks one
+# that raised, leaving a cache that may be half rewritten.
+_INCOMPLETE = "incomplete"
+
+
+def _cache_lock(layer):
+    # setdefault is atomic: two threads that both find no lock share one.
+    return layer.__dict__.get("_cache_lock") or layer.__dict__.setdefault(
+        "_cache_lock", threading.RLock())
+
+
+def _guarded_forward(method):
+    @functools.wraps(method)
+    def forward(self, *args, **kwargs):
+        state = self.__dict__
+        with _cache_lock(self):
+            # A subclass's forward may call its parent's: only the outermost
+            # call marks the cache whole, and only if it returns.
+            depth = state.get("_cache_depth", 0)
+            state["_cache_depth"] = depth + 1
+            state["_cache_thread"] = _INCOMPLETE
+            try:
+                result = method(self, *args, **kwargs)
+            finally:
+                state["_cache_depth"] = depth
+            if depth == 0:
+                state["_cache_thread"] = threading.get_ident()
+            return result
+
+    forward._cache_guarded = True
+    return forward
+
+
+def _guarded_backward(method):
+    @functools.wraps(method)
+    def backward(self, *args, **kwargs):
+        with _cache_lock(self):
+            owner = self.__dict__.get("_cache_thread")
+            if owner == _INCOMPLETE:
+                raise RuntimeError(
+                    f"{type(self).__name__}.backward after a forward that raised: what it "
+                    f"cached may be partly rewritten; run forward again first")
+            if owner is not None and owner != threading.get_ident():
+                raise RuntimeError(
+                    f"{type(self).__name__}.backward in another thread than the forward "
+                    f"it would differentiate: a layer keeps one forward cache, so give "
+                    f"each training thread its own layers (see Layer's notes on threads)")
+            return method(self, *args, **kwargs)
+
+    backward._cache_guarded = True
+    return backward
+
+
 def check_learning_rate(learning_rate):
     if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, numbers.Real):
         raise TypeError(f"learning_rate must be a real number, got {learning_rate!r}")
@@ -141,6 +224,13 @@ def check_learning_rate(learning_rate):
     if not np.isfinite(rate) or rate < 0:
         raise ValueError(f"learning_rate must be finite and >= 0, got {learning_rate!r}")
     return rate
+
+
+def check_unused_learning_rate(learning_rate):
+    """A layer without parameters has nothing to update, but a learning rate
+    it is given must still be one: a typo should fail in every layer alike."""
+    if learning_rate is not None:
+        check_learning_rate(learning_rate)
 
 
 def check_dtype(dtype):

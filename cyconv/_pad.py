@@ -7,14 +7,14 @@ import numpy as np
 
 from ._kernels import _pad
 from ._threads import get_num_threads
-from ._validation import as_float_arrays, as_int, check_choice
+from ._validation import as_float_arrays, as_int, check_choice, check_fits, is_int
 
 MODES = ("constant", "reflect", "symmetric", "edge", "wrap")
 
 
 def _padding_amounts(padding):
     """Return (top, bottom, left, right) for an int, a pair or four ints."""
-    if isinstance(padding, (numbers.Integral, np.integer)) and not isinstance(padding, bool):
+    if is_int(padding):
         amount = as_int(padding, "padding", 0)
         return amount, amount, amount, amount
     expected = "an int, a pair (ph, pw) or four ints (top, bottom, left, right)"
@@ -119,8 +119,11 @@ def pad2d(x, padding, mode="constant", value=0.0):
         For complex, float16, object or other non-real input, or a padding
         that is not made of ints.
     ValueError
-        For fewer than 2 axes, negative padding, an unknown mode, or a
-        padding beyond the mode's limit.
+        For fewer than 2 axes, negative padding, an unknown mode, a
+        padding beyond the mode's limit, or an output too large to be an
+        array at all.
+    MemoryError
+        For an output that could be an array but does not fit in memory.
 
     Notes
     -----
@@ -155,6 +158,7 @@ def pad2d(x, padding, mode="constant", value=0.0):
         raise ValueError(f"value is only used by mode='constant', got value={value} "
                          f"with mode={mode!r}")
     shape = x.shape[:-2] + (top + height + bottom, left + width + right)
+    check_fits(shape, "pad2d's output")
     if x.size == 0:
         # Nothing to copy: the limits left only the constant (or nothing).
         return np.full(shape, value, dtype=x.dtype)

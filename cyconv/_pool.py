@@ -8,13 +8,18 @@ import numpy as np
 
 from ._kernels import _pool
 from ._threads import get_num_threads
-from ._validation import as_array, as_float_arrays, as_pair, check_ndim, check_nonempty
+from ._validation import (
+    as_array,
+    as_float_arrays,
+    as_flag,
+    as_kernel_array,
+    as_pair,
+    check_at_most,
+    check_ndim,
+    check_nonempty,
+)
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
-
-# Sizes beyond this describe no array that fits in memory; refusing them
-# keeps every index the kernels compute far from overflowing Py_ssize_t.
-_LARGEST = 2**40
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,6 @@ class PoolGeometry:
         return self.kernel + self.stride + self.padding
 
 
-def _as_flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _output_size(size, kernel, stride, padding, ceil_mode):
     """PyTorch's pooling output size along one axis."""
     span = size + 2 * padding - kernel
@@ -64,10 +63,9 @@ def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
-    ceil_mode = _as_flag(ceil_mode, "ceil_mode")
+    ceil_mode = as_flag(ceil_mode, "ceil_mode")
     for name, pair in (("kernel_size", kernel), ("stride", stride), ("padding", padding)):
-        if max(pair) > _LARGEST:
-            raise ValueError(f"{name} must be at most 2**40, got {pair}")
+        check_at_most(pair, name)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
             f"padding must be at most half the kernel size: kernel_size {kernel} "
@@ -184,7 +182,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     array([[6., 6.],
            [7., 2.]])
     """
-    return_indices = _as_flag(return_indices, "return_indices")
+    return_indices = as_flag(return_indices, "return_indices")
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     out = np.empty(geometry.output_shape, dtype=x.dtype)
@@ -215,7 +213,7 @@ def _checked_indices(indices, geometry):
             f"indices must lie in [0, H*W) = [0, {plane}), "
             f"got values from {indices.min()} to {indices.max()}"
         )
-    return np.ascontiguousarray(indices, dtype=np.int64)
+    return as_kernel_array(indices, np.int64)
 
 
 def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
@@ -336,7 +334,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     array([[[0. , 1.5],
             [4.5, 6. ]]])
     """
-    count_include_pad = _as_flag(count_include_pad, "count_include_pad")
+    count_include_pad = as_flag(count_include_pad, "count_include_pad")
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     out = np.empty(geometry.output_shape, dtype=x.dtype)
@@ -383,7 +381,7 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
             [2., 4., 2.],
             [1., 2., 1.]]])
     """
-    count_include_pad = _as_flag(count_include_pad, "count_include_pad")
+    count_include_pad = as_flag(count_include_pad, "count_include_pad")
     x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     _checked_grad_output(grad_output, geometry)

@@ -5,12 +5,21 @@ they may assume is established here: dtype, contiguity, number of axes and
 every size and hyper-parameter that an index is computed from.
 """
 
-import numbers
+import math
 import operator
+import sys
 
 import numpy as np
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Sizes, strides, dilations and paddings beyond this describe no array that
+# fits in memory; refusing them keeps every index the kernels compute far
+# from overflowing Py_ssize_t.
+LARGEST = 2**40
+
+# The matrix products go through BLAS, whose sizes and strides are C ints.
+BLAS_INT_MAX = 2**31 - 1
 
 
 def float_dtype(array, name):
@@ -44,15 +53,26 @@ def as_array(value, name):
 
 
 def as_float_arrays(*named):
-    """Convert ``(value, name)`` pairs to C-contiguous arrays of one common
-    float dtype (float64 when the inputs' dtypes differ).
+    """Convert ``(value, name)`` pairs to aligned C-contiguous arrays of one
+    common float dtype (float64 when the inputs' dtypes differ).
 
     Returns the list of arrays, in order.
     """
     arrays = [as_array(value, name) for value, name in named]
     dtypes = {float_dtype(array, name) for array, (_, name) in zip(arrays, named)}
     dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
-    return [np.ascontiguousarray(array, dtype=dtype) for array in arrays]
+    return [as_kernel_array(array, dtype) for array in arrays]
+
+
+def as_kernel_array(array, dtype):
+    """``array`` as the kernels read it: C-contiguous, of ``dtype``, and
+    aligned.  numpy passes a contiguous view at an odd address (into a
+    bytes buffer, say) through unchanged, and loading a double from there
+    is undefined behaviour in C, whatever x86 lets it get away with."""
+    # Not np.ascontiguousarray: it turns a scalar into shape (1,), which
+    # then passes for a bias of one filter and misreports shapes in errors.
+    array = np.asarray(array, dtype=dtype, order="C")
+    return array if array.flags.aligned else array.copy()
 
 
 def check_ndim(array, name, ndims, layout):
@@ -87,11 +107,26 @@ def as_int(value, name, minimum):
     return result
 
 
+def is_int(value):
+    """Whether ``value`` is an int to cyconv: anything ``operator.index``
+    takes (Python and numpy integers, 0-d integer arrays), bools aside."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def as_pair(value, name, minimum):
     """Return ``value`` (an int or a pair of ints) as a ``(rows, cols)`` tuple."""
-    if isinstance(value, numbers.Integral) or isinstance(value, np.integer):
+    if is_int(value):
         number = as_int(value, name, minimum)
         return number, number
+    if isinstance(value, (str, bytes)):
+        # Iterable, but never a pair of ints: "2" is a typo for 2, not ("2",).
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     try:
         items = tuple(value)
     except TypeError:
@@ -107,3 +142,26 @@ def check_choice(value, name, choices):
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {listed}, got {value!r}")
     return value
+
+
+def check_at_most(pair, name, largest=LARGEST):
+    """Raise ValueError if any number of ``pair`` is above ``largest``."""
+    if max(pair) > largest:
+        raise ValueError(f"{name} must be at most 2**{largest.bit_length() - 1}, got {pair}")
+
+
+def check_fits(shape, what):
+    """Raise ValueError, before anything is allocated, if an array of
+    ``shape`` (in float64) could not exist in any address space: numpy would
+    otherwise refuse in its own words, or not at all where a product of
+    sizes wraps around first."""
+    if math.prod(shape) * 8 > sys.maxsize:
+        raise ValueError(f"{what} would have shape {tuple(shape)}, too large for an array")
+
+
+def as_flag(value, name):
+    """Return ``value`` as a bool; only True, False and numpy bools are
+    accepted, so that a misplaced positional argument is reported."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

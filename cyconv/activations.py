@@ -7,7 +7,13 @@ or float64; integers compute in float64) and take any shape.
 import numpy as np
 from scipy.special import expit
 
-from ._layer import Layer, as_float_input, as_layer_input, check_gradient_shape
+from ._layer import (
+    Layer,
+    as_float_input,
+    as_layer_input,
+    check_gradient_shape,
+    check_unused_learning_rate,
+)
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 
@@ -23,6 +29,7 @@ class _Activation(Layer):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        check_unused_learning_rate(learning_rate)
         grad = as_layer_input(output_gradient, self.output.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, type(self).__name__)
         if not self.needs_input_gradient:
@@ -120,6 +127,8 @@ class Softmax(_Activation):
 
     def _function(self, x):
         axis = self._axis(x)
+        if x.size == 0:  # np.max has nothing to reduce: nothing to normalise
+            return x.copy()
         # Shifting by the maximum keeps exp from overflowing.
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
         return e / np.sum(e, axis=axis, keepdims=True)

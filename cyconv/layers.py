@@ -19,10 +19,11 @@ from ._layer import (
     as_shape,
     check_dtype,
     check_gradient_shape,
+    check_unused_learning_rate as _check_unused_learning_rate,
     he_normal,
 )
 from ._matmul import matmul
-from ._validation import as_int, as_pair, check_choice
+from ._validation import as_int, as_pair, check_choice, check_fits
 
 __all__ = [
     "Convolution",
@@ -134,6 +135,7 @@ class Convolution(Layer):
                     f"input ({self.input_shape[1]}, {self.input_shape[2]})")
             self._border = (top, bottom, left, right)
         fan_in = self.kernels_shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        check_fits(self.kernels_shape, "Convolution's kernels")
         self.weight = Parameter("weight", he_normal(rng, self.kernels_shape, fan_in, self.dtype))
         self.bias = Parameter("bias", np.zeros(self.depth, dtype=self.dtype)) if bias else None
 
@@ -228,6 +230,7 @@ class _Pooling(Layer):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        _check_unused_learning_rate(learning_rate)
         grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, type(self).__name__)
         if not self.needs_input_gradient:
@@ -375,6 +378,7 @@ class Dense(Layer):
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.dtype = check_dtype(dtype)
+        check_fits((self.output_size, self.input_size), "Dense's weights")
         self.weight = Parameter("weight", he_normal(
             rng, (self.output_size, self.input_size), self.input_size, self.dtype))
         self.bias = Parameter("bias", np.zeros(self.output_size, dtype=self.dtype)) if bias else None
@@ -477,6 +481,7 @@ class Reshape(Layer):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        _check_unused_learning_rate(learning_rate)
         grad = as_float_input(output_gradient, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Reshape")
         return grad.reshape(self.input.shape) if self.needs_input_gradient else None
@@ -519,12 +524,14 @@ class Flatten(Layer):
             raise ValueError(f"Flatten expects a batch (N, ...) with at least 2 dimensions, "
                              f"got shape {x.shape}")
         else:
-            self.output = x.reshape(x.shape[0], -1)
+            # Not reshape(N, -1): with N = 0 numpy cannot infer the -1.
+            self.output = x.reshape(x.shape[0], math.prod(x.shape[1:]))
         self.input = x
         return self.output
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
+        _check_unused_learning_rate(learning_rate)
         grad = as_float_input(output_gradient, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Flatten")
         return grad.reshape(self.input.shape) if self.needs_input_gradient else None

@@ -343,6 +343,7 @@ class Sequential:
             except FileNotFoundError:
                 pass
             raise
+        _sync_directory(os.path.dirname(os.path.abspath(path)))
 
     @classmethod
     def load(cls, path):
@@ -416,6 +417,26 @@ class Sequential:
             raise ValueError(f"{path} does not fit its architecture: unexpected arrays "
                              f"{sorted(extra)}")
         return model
+
+
+def _sync_directory(directory):
+    """Make the rename itself durable.  The file's bytes were synced before
+    it was renamed; on POSIX the new name reaches the disk with the
+    directory, which takes a sync of its own.  Without it, a power cut
+    soon after save could bring back the previous model (never a broken
+    one).  Best effort: the model is saved whatever this returns."""
+    if os.name != "posix":
+        return
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems cannot sync a directory
+    finally:
+        os.close(descriptor)
 
 
 def _build_layer(entry):

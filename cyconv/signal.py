@@ -21,6 +21,7 @@ from ._validation import (
     check_choice,
     check_ndim,
     check_nonempty,
+    float_dtype,
 )
 
 __all__ = ["correlate2d", "convolve2d"]
@@ -46,6 +47,8 @@ _PARALLEL_MIN_WORK = 1 << 17
 def _checked_inputs(in1, in2):
     in1, in2 = as_array(in1, "in1"), as_array(in2, "in2")
     for array, name in ((in1, "in1"), (in2, "in2")):
+        # The dtype first: None or a string is not a number, whatever its shape.
+        float_dtype(array, name)
         check_ndim(array, name, (2,), _LAYOUT)
         check_nonempty(array, name)
     return as_float_arrays((in1, "in1"), (in2, "in2"))

@@ -172,6 +172,10 @@ def test_compute_grad_input_false_skips_it():
     _, gw_full, gb_full = conv2d_backward(g, x, w)
     np.testing.assert_array_equal(gw, gw_full)
     np.testing.assert_array_equal(gb, gb_full)
+    # Only True or False: 0, "no" or an array would be a misplaced argument.
+    for wrong in (0, "no", None, np.ones(2)):
+        with pytest.raises(TypeError, match="compute_grad_input must be True or False"):
+            conv2d_backward(g, x, w, compute_grad_input=wrong)
 
 
 @ALGORITHMS
@@ -237,6 +241,8 @@ BAD_CONV_ARGUMENTS = [
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": (1, -1)}, ValueError, "stride must be >= 1"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": 1.5}, TypeError, "stride must be an int"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": True}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": "2"}, TypeError, "stride must be an int"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"dilation": "1"}, TypeError, "dilation must be an int"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": (1, 2, 3)}, ValueError, "pair of ints"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": -1}, ValueError, "padding must be >= 0"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": "full"}, ValueError, "'valid' or 'same'"),
@@ -246,6 +252,16 @@ BAD_CONV_ARGUMENTS = [
     ((1, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, ValueError, "must divide"),
     ((1, 4, 5, 5), (4, 4, 3, 3), {"groups": 0}, ValueError, "groups must be >= 1"),
     ((0, 1, 5, 5), (1, 1, 3, 3), {}, ValueError, "empty axis"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": 2**63}, ValueError, r"stride must be at most 2\*\*40"),
+    ((1, 1, 5, 5), (1, 1, 1, 1), {"dilation": (1, 2**64)}, ValueError,
+     r"dilation must be at most 2\*\*40"),
+    ((1, 1, 5, 5), (1, 1, 3, 3), {"padding": 2**41}, ValueError,
+     r"padding must be at most 2\*\*40"),
+    ((1, 1, 1, 1), (2**20, 1, 1, 1), {"padding": 2**40}, ValueError,
+     "output would have shape .* too large for an array"),
+    # 46341 x 46341 output pixels from one input pixel: more than a C int indexes.
+    ((1, 1, 1, 1), (1, 1, 1, 1), {"padding": 23170}, ValueError,
+     r"output planes must have fewer than 2\*\*31 pixels"),
     ((1, 1, 5, 5), (0, 1, 3, 3), {}, ValueError, "empty axis"),
 ]
 
@@ -265,6 +281,12 @@ def test_unsupported_dtypes_raise_type_error(dtype):
     x = np.ones((1, 1, 4, 4)).astype(dtype)
     with pytest.raises(TypeError, match="real numbers"):
         conv2d(x, np.ones((1, 1, 2, 2)))
+
+
+def test_weight_beyond_blas_ints_is_refused_before_anything_is_allocated():
+    # Only the shapes are looked at: such a weight would take 32 GiB.
+    with pytest.raises(ValueError, match=r"fewer than 2\*\*31 values per filter"):
+        _conv.conv_geometry((1, 2**16, 2**8, 2**8), (1, 2**16, 2**8, 2**8), 1, 0, 1, 1)
 
 
 def test_bad_bias_and_grad_output_shapes():

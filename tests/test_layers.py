@@ -456,3 +456,39 @@ def test_bad_learning_rates(rate, error):
     layer.forward(np.ones((1, 3)))
     with pytest.raises(error, match="learning_rate"):
         layer.backward(np.ones((1, 2)), learning_rate=rate)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: MaxPooling(2), (1, 1, 4, 4)), (lambda: AveragePooling(2), (1, 1, 4, 4)),
+    (lambda: Reshape((4,), (2, 2)), (3, 4)), (lambda: Flatten(), (3, 2, 2)),
+    (ReLU, (3, 4)), (Sigmoid, (3, 4)), (Tanh, (3, 4)), (Softmax, (3, 4)),
+])
+def test_layers_without_parameters_refuse_a_bad_learning_rate_too(make, shape):
+    layer = make()
+    out = layer.forward(np.ones(shape))
+    for rate, error in ((-1.0, ValueError), (np.nan, ValueError), ("0.1", TypeError),
+                        (True, TypeError)):
+        with pytest.raises(error, match="learning_rate must be"):
+            layer.backward(np.ones_like(out), rate)
+    assert layer.backward(np.ones_like(out), 0.5).shape == shape
+
+
+@pytest.mark.parametrize("make, shape, out_shape", [
+    (lambda: Flatten(), (0, 2, 3), (0, 6)), (lambda: Flatten(), (3, 0, 2), (3, 0)),
+    (Softmax, (0, 4), (0, 4)), (Softmax, (3, 0), (3, 0)),
+    (lambda: Dense(4, 2), (0, 4), (0, 2)), (ReLU, (0, 4), (0, 4)),
+])
+def test_empty_batches_pass_through_layers_that_take_them(make, shape, out_shape):
+    """Flatten and Softmax failed inside numpy (cannot infer -1, no maximum
+    of nothing) where Dense, Reshape and the other activations give an empty
+    output."""
+    layer = make()
+    out = layer.forward(np.zeros(shape))
+    assert out.shape == out_shape
+    assert layer.backward(np.zeros(out_shape)).shape == shape
+
+
+def test_weights_too_large_to_be_an_array_are_refused_before_drawing_them():
+    with pytest.raises(ValueError, match=r"Dense's weights would have shape \(4294967296, "
+                                         r"4294967296\), too large for an array"):
+        Dense(2**32, 2**32)

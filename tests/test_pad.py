@@ -212,6 +212,8 @@ BAD_PAD_ARGUMENTS = [
     ((3, 3), 1, {"value": 1j}, TypeError, "value must be a real number"),
     ((3, 3), 1, {"value": "0"}, TypeError, "value must be a real number"),
     ((3, 3), 1, {"value": None}, TypeError, "value must be a real number"),
+    ((3, 3), 2**41, {}, ValueError, r"output would have shape .* too large for an array"),
+    ((3, 3), (0, 0, 0, 2**63), {}, ValueError, "too large for an array"),
 ]
 
 

@@ -314,6 +314,8 @@ BAD_POOL_ARGUMENTS = [
     ((1, 1, 5, 5), {"kernel_size": (2, -1)}, ValueError, "kernel_size must be >= 1"),
     ((1, 1, 5, 5), {"kernel_size": 2.0}, TypeError, "kernel_size must be an int"),
     ((1, 1, 5, 5), {"kernel_size": None}, TypeError, "kernel_size must be an int"),
+    ((1, 1, 5, 5), {"kernel_size": "2"}, TypeError, "kernel_size must be an int"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "stride": b"1"}, TypeError, "stride must be an int"),
     ((1, 1, 5, 5), {"kernel_size": (2, 2, 2)}, ValueError, "pair of ints"),
     ((1, 1, 5, 5), {"kernel_size": 2, "stride": 0}, ValueError, "stride must be >= 1"),
     ((1, 1, 5, 5), {"kernel_size": 2, "stride": (1, -2)}, ValueError, "stride must be >= 1"),

@@ -274,6 +274,8 @@ BAD_ARGUMENTS = [
      "fillvalue must be one number"),
     (np.ones((3, 3)), np.ones((2, 2)), {"fillvalue": "abc", "mode": "valid"}, TypeError,
      "fillvalue must be a real number"),
+    (None, np.ones((2, 2)), {}, TypeError, "in1 must hold real numbers"),
+    (np.ones((2, 2)), "abc", {}, TypeError, "in2 must hold real numbers"),
 ]
 
 

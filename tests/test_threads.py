@@ -1,0 +1,61 @@
+"""The thread count: what set_num_threads accepts, and that no setting or
+environment can ask the kernels for more threads than a process can start."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cyconv
+from cyconv.functional import avg_pool2d, max_pool2d
+
+
+@pytest.fixture(autouse=True)
+def default_threads():
+    yield
+    cyconv.set_num_threads(None)
+
+
+@pytest.mark.parametrize("value, error, words", [
+    (0, ValueError, "positive int or None"),
+    (-1, ValueError, "positive int or None"),
+    (2.0, TypeError, "positive int or None"),
+    (True, TypeError, "positive int or None"),
+    ("2", TypeError, "positive int or None"),
+    (10**5, ValueError, "num_threads must be at most 1024"),
+    (2**64, ValueError, "num_threads must be at most 1024"),
+])
+def test_bad_thread_counts_raise(value, error, words):
+    with pytest.raises(error, match=words):
+        cyconv.set_num_threads(value)
+
+
+def test_the_largest_thread_count_computes_the_same():
+    x = np.random.default_rng(0).standard_normal((16, 3, 9, 9))
+    expected = max_pool2d(x, 3), avg_pool2d(x, 3)
+    cyconv.set_num_threads(cyconv._threads.MAX_THREADS)
+    assert cyconv.get_num_threads() == 1024 or not cyconv._threads.openmp_enabled()
+    np.testing.assert_array_equal(max_pool2d(x, 3), expected[0])
+    np.testing.assert_array_equal(avg_pool2d(x, 3), expected[1])
+
+
+def test_huge_default_thread_count_from_the_environment_is_capped():
+    """OMP_NUM_THREADS=100000 used to reach the kernels as it was: libgomp
+    could not start that many threads and the process died."""
+    script = textwrap.dedent("""
+        import numpy as np, cyconv
+        from cyconv.functional import max_pool2d
+        n = cyconv.get_num_threads()
+        out = max_pool2d(np.ones((64, 3, 8, 8)), 2)
+        print(n, out.shape)
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="100000")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=os.path.dirname(__file__))
+    assert result.returncode == 0, result.stderr[-2000:]
+    threads, shape = result.stdout.split(" ", 1)
+    assert 1 <= int(threads) <= 1024, threads
+    assert shape.strip() == "(64, 3, 4, 4)"
