@@ -205,6 +205,25 @@ def test_tiled_max_pool2d_matches_loops_bit_for_bit(config, dtype, ties, data):
         np.testing.assert_array_equal(grad.view(bits), expected.view(bits))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [10, 11, 17, 24])  # 5 (packed), 5, 8 and 12 windows a row
+def test_tiled_max_pool2d_finds_a_lone_nan_anywhere(dtype, width):
+    # NaN-free runs of windows take keys without the NaN test, so each
+    # element must be able to send its run to the slow path on its own.  The
+    # NaN has its sign bit set: read as a number it would be the smallest.
+    x = np.arange(2 * 4 * width, dtype=dtype).reshape(2, 1, 4, width) % 7
+    negative_nan = np.copysign(np.array(np.nan, dtype=dtype), -1)
+    config = Pool2dConfig(x_shape=x.shape, kernel_size=(2, 2), stride=(2, 2),
+                          padding=(0, 0), ceil_mode=True)
+    for place in np.ndindex(*x.shape):
+        with_nan = x.copy()
+        with_nan[place] = negative_nan
+        out, indices = max_pool2d(with_nan, 2, ceil_mode=True, return_indices=True)
+        expected, expected_indices = reference_max_pool(with_nan, config)
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(indices, expected_indices)
+
+
 @given(CONFIGS, st.sampled_from(DTYPES), st.data())
 def test_max_pool2d_backward_follows_any_indices(config, dtype, data):
     """Indices that are not the argmax (repeated, pointing into other

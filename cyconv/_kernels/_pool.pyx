@@ -42,9 +42,10 @@
 #   aliasing rules.  An output is the bits of the element it came from, NaN
 #   payload and sign of zero included.
 # * 2x2 windows are one branch-free tournament per window, vectorised along
-#   the output row (or along several short rows packed end to end).  Other
-#   sizes, and the partial last windows that ceil_mode adds, take one
-#   scalar pass per window.
+#   the output row (or along several short rows packed end to end).  Runs of
+#   windows are first tried with keys that skip the NaN test, and a run that
+#   meets a NaN is done again.  Other sizes, and the partial last windows
+#   that ceil_mode adds, take one scalar pass per window.
 #
 # The backward pass with indices, max_pool2d_backward_indices, serves every
 # geometry: it zeroes each plane just before scattering into it.
@@ -252,21 +253,36 @@ def max_pool2d_backward_indices(
     return outside
 
 
-cdef inline bits_t _order_key(bits_t bits) noexcept nogil:
-    # IEEE floats are sign and magnitude, and magnitudes order like the
-    # floats they encode, so the key is the magnitude with the float's sign
-    # (negated as (m ^ s) - s, s = 0 or -1, cheaper than a select); -0.0
-    # then equals +0.0.  Magnitudes above infinity's are NaNs: all of them
-    # map to the largest key.
-    cdef bits_t magnitude, sign
+cdef inline bits_t _number_key(bits_t bits) noexcept nogil:
+    # _order_key of a float that is not NaN.  IEEE floats are sign and
+    # magnitude, and magnitudes order like the floats they encode, so the
+    # key is the magnitude with the float's sign (negated as (m ^ s) - s,
+    # s = 0 or -1, cheaper than a select); -0.0 then equals +0.0.
+    cdef bits_t sign
     if bits_t is int32_t:
-        magnitude = bits & INT32_MAX
         sign = bits >> 31
-        return INT32_MAX if magnitude > 0x7f800000 else (magnitude ^ sign) - sign
+        return ((bits & INT32_MAX) ^ sign) - sign
     else:
-        magnitude = bits & INT64_MAX
         sign = bits >> 63
-        return INT64_MAX if magnitude > 0x7ff0000000000000LL else (magnitude ^ sign) - sign
+        return ((bits & INT64_MAX) ^ sign) - sign
+
+
+cdef inline bint _is_nan(bits_t bits) noexcept nogil:
+    # Magnitudes above infinity's are NaNs.
+    if bits_t is int32_t:
+        return (bits & INT32_MAX) > 0x7f800000
+    else:
+        return (bits & INT64_MAX) > 0x7ff0000000000000LL
+
+
+cdef inline bits_t _order_key(bits_t bits) noexcept nogil:
+    # Every NaN maps to the largest key, above +inf's.  (The test is spelt
+    # out rather than _is_nan: through a bint GCC 12 no longer vectorised
+    # the loops using this.)
+    if bits_t is int32_t:
+        return INT32_MAX if (bits & INT32_MAX) > 0x7f800000 else _number_key(bits)
+    else:
+        return INT64_MAX if (bits & INT64_MAX) > 0x7ff0000000000000LL else _number_key(bits)
 
 
 cdef inline Py_ssize_t _window_argmax_by_key(
@@ -338,6 +354,46 @@ cdef void _max_pool_2x2_chunk(
         offsets[i] = (W + lower_right) if below else <bits_t>upper_right
 
 
+cdef bint _max_pool_2x2_chunk_of_numbers(
+    const bits_t* upper, const bits_t* lower, bits_t W,
+    bits_t* out, bits_t* offsets, Py_ssize_t n,
+) noexcept nogil:
+    # _max_pool_2x2_chunk with keys that skip the NaN test.  Returns whether
+    # it met a NaN, in which case out and offsets are wrong.  (The loop is
+    # repeated rather than shared through an inline function: GCC 12 then
+    # kept one of the two loops scalar.)
+    cdef bits_t a, b, c, d, upper_key, lower_key, upper_bits, lower_bits
+    cdef bint upper_right, lower_right, below, nan = False
+    cdef Py_ssize_t i
+    for i in range(n):
+        nan = nan | _is_nan(upper[2 * i]) | _is_nan(upper[2 * i + 1]) | (
+            _is_nan(lower[2 * i]) | _is_nan(lower[2 * i + 1]))
+        a = _number_key(upper[2 * i])
+        b = _number_key(upper[2 * i + 1])
+        c = _number_key(lower[2 * i])
+        d = _number_key(lower[2 * i + 1])
+        upper_right = b > a
+        upper_key = b if upper_right else a
+        upper_bits = upper[2 * i + 1] if upper_right else upper[2 * i]
+        lower_right = d > c
+        lower_key = d if lower_right else c
+        lower_bits = lower[2 * i + 1] if lower_right else lower[2 * i]
+        below = lower_key > upper_key
+        out[i] = lower_bits if below else upper_bits
+        offsets[i] = (W + lower_right) if below else <bits_t>upper_right
+    return nan
+
+
+cdef inline void _max_pool_2x2_vectors(
+    const bits_t* upper, const bits_t* lower, bits_t W,
+    bits_t* out, bits_t* offsets, Py_ssize_t n,
+) noexcept nogil:
+    # NaNs are rare, and leaving them out of the keys saved 5 to 10%: a run
+    # that meets one is done again with them.
+    if _max_pool_2x2_chunk_of_numbers(upper, lower, W, out, offsets, n):
+        _max_pool_2x2_chunk(upper, lower, W, out, offsets, n)
+
+
 cdef inline void _max_pool_2x2_run(
     const bits_t* x,   # IN  (H, W) plane, W + 1 representable in bits_t
     Py_ssize_t W,
@@ -349,8 +405,8 @@ cdef inline void _max_pool_2x2_run(
 ) noexcept nogil:
     cdef bits_t offsets[_CHUNK]
     cdef Py_ssize_t i
-    _max_pool_2x2_chunk(x + h0 * W + 2 * first, x + (h0 + 1) * W + 2 * first, <bits_t>W,
-                        out + first, offsets, count)
+    _max_pool_2x2_vectors(x + h0 * W + 2 * first, x + (h0 + 1) * W + 2 * first, <bits_t>W,
+                          out + first, offsets, count)
     if indices != NULL:
         for i in range(count):
             indices[first + i] = h0 * W + 2 * (first + i) + offsets[i]
@@ -384,6 +440,7 @@ cdef void _max_pool_2x2_packed(
     Py_ssize_t Wout,
     Py_ssize_t rows,   # output rows of whole windows
     Py_ssize_t n,      # whole windows per row, at least 1
+    const int64_t* starts,  # IN  2*r*W + 2*i for window i of row r of a pass
 ) noexcept nogil:
     # Short rows cost a call and a vector loop each for a few windows, so
     # several of them are copied end to end and done in one pass.
@@ -405,13 +462,20 @@ cdef void _max_pool_2x2_packed(
         for i in range(2 * count * n, 2 * padded):
             upper[i] = 0
             lower[i] = 0
-        _max_pool_2x2_chunk(upper, lower, <bits_t>W, values, offsets, padded)
-        for r in range(count):
-            oh = first_row + r
-            memcpy(out + oh * Wout, values + r * n, n * sizeof(bits_t))
+        _max_pool_2x2_vectors(upper, lower, <bits_t>W, values, offsets, padded)
+        if Wout == n:
+            # The rows lie end to end in out too: one copy, one loop.
+            memcpy(out + first_row * n, values, count * n * sizeof(bits_t))
             if indices != NULL:
-                for i in range(n):
-                    indices[oh * Wout + i] = 2 * oh * W + 2 * i + offsets[r * n + i]
+                for i in range(count * n):
+                    indices[first_row * n + i] = 2 * first_row * W + starts[i] + offsets[i]
+        else:
+            for r in range(count):
+                oh = first_row + r
+                memcpy(out + oh * Wout, values + r * n, n * sizeof(bits_t))
+                if indices != NULL:
+                    for i in range(n):
+                        indices[oh * Wout + i] = 2 * oh * W + 2 * i + offsets[r * n + i]
 
 
 cdef void _max_pool_tiles_plane(
@@ -421,6 +485,7 @@ cdef void _max_pool_tiles_plane(
     int64_t* indices,  # OUT (Hout, Wout) argmax, or NULL when not wanted
     Py_ssize_t Hout, Py_ssize_t Wout,
     Py_ssize_t kh, Py_ssize_t kw,
+    const int64_t* starts,  # IN  for _max_pool_2x2_packed
 ) noexcept nogil:
     # Under ceil_mode the last row and column of windows may be cut short
     # by the input's edge; every other window is whole.
@@ -429,7 +494,7 @@ cdef void _max_pool_tiles_plane(
     cdef bint pairs = kh == 2 and kw == 2 and whole_cols >= 1
     cdef bint packed = whole_cols < _PACK_BELOW and whole_cols != 4
     if pairs and packed:
-        _max_pool_2x2_packed(x, W, out, indices, Wout, whole_rows, whole_cols)
+        _max_pool_2x2_packed(x, W, out, indices, Wout, whole_rows, whole_cols, starts)
     for oh in range(Hout):
         first = 0
         if pairs and oh < whole_rows:
@@ -457,16 +522,23 @@ def max_pool2d_tiles_forward(
     cdef Py_ssize_t p
     cdef int64_t* first_index = NULL
     cdef int64_t* plane_indices
+    # Where window i of row r of a packed pass starts, the same for every
+    # plane (pass); computed once here rather than per row.
+    cdef int64_t starts[_CHUNK]
+    cdef Py_ssize_t n = min(Wout, W // 2), j
+    if kh == 2 and kw == 2 and n < _PACK_BELOW:
+        for j in range(_CHUNK // n * n):
+            starts[j] = 2 * (j // n) * W + 2 * (j % n)
     if indices.shape[0] > 0:
         first_index = &indices[0, 0, 0]
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
         plane_indices = first_index + p * Hout * Wout if first_index != NULL else NULL
         if floating is float:
             _max_pool_tiles_plane(<const int32_t*>&x[p, 0, 0], H, W, <int32_t*>&out[p, 0, 0],
-                                  plane_indices, Hout, Wout, kh, kw)
+                                  plane_indices, Hout, Wout, kh, kw, starts)
         else:
             _max_pool_tiles_plane(<const int64_t*>&x[p, 0, 0], H, W, <int64_t*>&out[p, 0, 0],
-                                  plane_indices, Hout, Wout, kh, kw)
+                                  plane_indices, Hout, Wout, kh, kw, starts)
 
 
 cdef inline double _divisor(
