@@ -146,9 +146,18 @@ def random_arrays(draw, shapes, dtype=np.float64, ties=False):
     return [rng.standard_normal(shape).astype(dtype) for shape in shapes]
 
 
-def _central_difference(loss, array, step):
+def central_difference(loss, array, step=1e-3):
     """4th-order central differences of the scalar ``loss()`` with respect
-    to every element of ``array``, perturbed in place."""
+    to every element of ``array``, which is perturbed in place and restored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.testing import central_difference
+    >>> a = np.array([1.0, 2.0])
+    >>> np.round(central_difference(lambda: float(np.sum(a ** 3)), a), 6)
+    array([ 3., 12.])
+    """
     grad = np.empty(array.shape, dtype=np.float64)
     for index in np.ndindex(array.shape):
         saved = array[index]
@@ -255,9 +264,9 @@ def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
         names = [f"{i}:{name}" for i, name in enumerate(names)]
     for name, parameter in zip(names, parameters):
         analytic[name] = np.array(parameter.grad, copy=True) if parameter.grad is not None else None
-    numeric = {"input": _central_difference(loss, x, step)}
+    numeric = {"input": central_difference(loss, x, step)}
     for name, parameter in zip(names, parameters):
-        numeric[name] = _central_difference(loss, parameter.value, step)
+        numeric[name] = central_difference(loss, parameter.value, step)
     errors = {}
     for name, expected in numeric.items():
         actual = analytic[name]

@@ -208,3 +208,18 @@ def pad2d_backward(grad, sides, mode):
     for p in range(planes.shape[0]):
         np.add.at(out[p], source[inside], planes[p][inside])
     return out.reshape(grad.shape[:-2] + (height, width))
+
+
+# Rounding tolerance per dtype, relative to the sum of the magnitudes of the
+# terms of each output (see assert_close).
+RTOL = {np.float32: 3e-5, np.float64: 1e-12}
+
+
+def assert_close(actual, expected, magnitude, dtype):
+    """|actual - expected| within a rounding bound proportional to the sum of
+    the magnitudes of the terms (``magnitude``), as for any dot product."""
+    assert actual.dtype == dtype
+    assert actual.shape == expected.shape
+    bound = RTOL[dtype] * (magnitude + 1)
+    excess = np.abs(actual - expected) - bound
+    assert np.all(excess <= 0), f"max excess {excess.max()}"

@@ -13,9 +13,9 @@ from scipy import signal
 import cyconv
 from cyconv import _conv
 from cyconv.functional import conv2d, conv2d_backward
-from cyconv.testing import conv2d_configs, random_arrays
+from cyconv.testing import central_difference, conv2d_configs, random_arrays
+from reference import RTOL, assert_close
 
-RTOL = {np.float32: 3e-5, np.float64: 1e-12}
 
 # "chunked" shrinks the workspace so that output rows are unrolled one
 # chunk at a time, and weight-gradient blocks hold one channel each.
@@ -67,16 +67,6 @@ def reference_conv2d(x, weight, bias, config):
     return np.array(out)
 
 
-def assert_close(actual, expected, magnitude, dtype):
-    """|actual - expected| within a rounding bound proportional to the sum of
-    the magnitudes of the terms (``magnitude``), as for any dot product."""
-    assert actual.dtype == dtype
-    assert actual.shape == expected.shape
-    bound = RTOL[dtype] * (magnitude + 1)
-    excess = np.abs(actual - expected) - bound
-    assert np.all(excess <= 0), f"max excess {excess.max()}"
-
-
 @ALGORITHMS
 @given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.data())
 def test_conv2d_matches_scipy_loops(algorithm, config, dtype, with_bias, data):
@@ -112,20 +102,6 @@ def test_conv2d_backward_adjoint_identity(algorithm, config, dtype, data):
     assert abs(np.vdot(w64, gw.astype(np.float64)) - forward) <= tol
     np.testing.assert_allclose(gb, g64.sum(axis=(0, 2, 3)), rtol=RTOL[dtype] * 10,
                                atol=RTOL[dtype] * 10 * np.abs(g64).sum())
-
-
-def central_difference(f, array, step=1e-3):
-    """4th-order central differences of the scalar f with respect to array."""
-    grad = np.empty_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        values = []
-        for offset in (2, 1, -1, -2):
-            array[index] = saved + offset * step
-            values.append(f())
-        array[index] = saved
-        grad[index] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
-    return grad
 
 
 @ALGORITHMS

@@ -11,24 +11,14 @@ from scipy import signal
 
 import cyconv
 from cyconv.testing import random_arrays
+from reference import assert_close
 
-RTOL = {np.float32: 3e-5, np.float64: 1e-12}
 MODES = ["full", "valid", "same"]
 BOUNDARIES = ["fill", "wrap", "symm", "pad", "circular", "symmetric"]
 PAIRS = [
     pytest.param(cyconv.correlate2d, signal.correlate2d, id="correlate2d"),
     pytest.param(cyconv.convolve2d, signal.convolve2d, id="convolve2d"),
 ]
-
-
-def assert_close(actual, expected, magnitude, dtype):
-    """|actual - expected| within a rounding bound proportional to the sum of
-    the magnitudes of the terms (``magnitude``), as for any dot product."""
-    assert actual.dtype == dtype
-    assert actual.shape == expected.shape
-    bound = RTOL[dtype] * (magnitude + 1)
-    excess = np.abs(actual - expected) - bound
-    assert np.all(excess <= 0), f"max excess {excess.max()}"
 
 
 @dataclass(frozen=True)
