@@ -47,7 +47,18 @@ def _batched(x, sample_ndim, layer, layout):
     raise ValueError(f"{layer} expects input of shape {layout}, got {x.shape}")
 
 
-class Convolution(Layer):
+class _WeightAndBias(Layer):
+    """A layer whose parameters are ``weight`` and an optional ``bias``."""
+
+    @property
+    def biases(self):
+        return None if self.bias is None else self.bias.value
+
+    def parameters(self):
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+
+class Convolution(_WeightAndBias):
     """2-D convolution (cross-correlation) layer, NCHW, one bias per filter.
 
     Parameters
@@ -142,13 +153,6 @@ class Convolution(Layer):
     @property
     def kernels(self):
         return self.weight.value
-
-    @property
-    def biases(self):
-        return None if self.bias is None else self.bias.value
-
-    def parameters(self):
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
 
     def get_config(self):
         return dict(input_shape=list(self.input_shape), kernel_size=list(self.kernel_size),
@@ -330,7 +334,7 @@ class AveragePooling(_Pooling):
         return dict(super().get_config(), count_include_pad=self.count_include_pad)
 
 
-class Dense(Layer):
+class Dense(_WeightAndBias):
     """Fully connected layer: ``output = input @ weights.T + bias``.
 
     Parameters
@@ -386,13 +390,6 @@ class Dense(Layer):
     @property
     def weights(self):
         return self.weight.value
-
-    @property
-    def biases(self):
-        return None if self.bias is None else self.bias.value
-
-    def parameters(self):
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
 
     def get_config(self):
         return dict(input_size=self.input_size, output_size=self.output_size,
