@@ -279,4 +279,7 @@ def test_a_layer_shared_by_training_threads_never_returns_a_wrong_gradient():
         sys.setswitchinterval(interval)
     assert not errors, errors
     assert outcomes["wrong"] == 0, outcomes
-    assert outcomes["right"] > 0 and outcomes["refused"] > 0, outcomes
+    # How the two threads interleave is the scheduler's choice: a run may
+    # see no refusal at all (the refusal itself is pinned down, step by
+    # step, by test_backward_in_another_thread_than_its_forward_raises).
+    assert outcomes["right"] + outcomes["refused"] == 600, outcomes
