@@ -1,11 +1,15 @@
 """conv2d and its gradients: validation, padding, output and workspace
-allocation around the compiled im2col + BLAS kernels in ``_kernels/_conv.pyx``.
+allocation around two compiled matrix-product formulations:
+
+* ``_kernels/_conv_shifted.pyx``, for stride 1 and at least
+  SHIFTED_MIN_CHANNELS channels per group: a product per kernel tap over a
+  zero-padded copy of the sample, with no unrolled input;
+* ``_kernels/_conv.pyx``, for everything else: im2col / col2im + BLAS.
 
 Direct loops (vectorised along output rows, with multi-versioned AVX2 and
-AVX-512 variants) were measured against the matrix-product formulation on
-every benchmark layer, down to one channel and one 28x28 image: the matrix
-products were faster everywhere, forward and backward, so they are the only
-path.
+AVX-512 variants) were measured against the matrix products on every
+benchmark layer, down to one channel and one 28x28 image: the matrix
+products were faster everywhere, forward and backward, so they were dropped.
 """
 
 import functools
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._blas import single_threaded_blas
-from ._kernels import _conv
+from ._kernels import _conv, _conv_shifted
 from ._threads import get_num_threads
 from ._validation import (
     BLAS_INT_MAX,
@@ -37,6 +41,22 @@ WEIGHT_BLOCK_TAPS = 256
 # The weight gradient is summed in at most this many partial sums over runs
 # of samples, so that threads can share small layers too.
 WEIGHT_PARTS = 8
+
+# Stride-1 layers with at least this many input channels per group run as
+# shifted products (_conv_shifted.pyx): each product has as many inner terms
+# as channels, and with one channel BLAS measured slower on them than on
+# the unrolled input's kh*kw times longer ones (W1a: forward 0.40 vs 0.24
+# ms); from 8 channels up they won (W1b: 0.29 vs 0.43 ms, W3: 16 vs 24 ms).
+SHIFTED_MIN_CHANNELS = 8
+# The weight gradient's shifted products are thin (Cg x Fg outputs with
+# long inner sums); from 32 channels per group up, one product over the
+# unrolled input measured as fast or faster (W2: 15 vs 17 ms, W3: 22.9 vs
+# 22.3 ms), below it slower (W1b: 0.49 vs 0.36 ms).
+SHIFTED_WEIGHT_MAX_CHANNELS = 16
+# A thread's wide output chunk in the shifted products holds at most this
+# many values (64 KiB in float32); 4 to 16 times larger chunks measured up
+# to 1.6x slower on W2 and W3, which then fall out of the L2 cache.
+WIDE_ELEMENTS = 1 << 14
 
 # Below this much work a thread is not worth starting (about 20-50 us).
 MIN_MACS_PER_THREAD = 1 << 17
@@ -106,6 +126,63 @@ class ConvGeometry:
         """Output rows unrolled at once, so that a thread's workspace holds at
         most WORKSPACE_ELEMENTS values (at least one row)."""
         return max(1, min(self.out_height, WORKSPACE_ELEMENTS // (taps * self.out_width)))
+
+    # -- the shifted products (_conv_shifted.pyx) --
+
+    @property
+    def padded_height(self):
+        return self.height + self.pad_top + self.pad_bottom
+
+    @property
+    def padded_width(self):
+        return self.width + self.pad_left + self.pad_right
+
+    @property
+    def shifted(self):
+        """Whether this layer runs as shifted products: stride 1, enough
+        channels per group, and padded planes that BLAS can index with C ints."""
+        return (self.stride == (1, 1)
+                and self.channels // self.groups >= SHIFTED_MIN_CHANNELS
+                and self.padded_height * self.padded_width <= BLAS_INT_MAX)
+
+    @property
+    def shifted_weight(self):
+        """Whether the weight gradient, too, runs as shifted products."""
+        return self.shifted and self.channels // self.groups <= SHIFTED_WEIGHT_MAX_CHANNELS
+
+    @property
+    def frame(self):
+        """The padded plane, kernel, dilation and top-left padding as the
+        shifted kernels take them."""
+        return (self.padded_height, self.padded_width, *self.kernel, *self.dilation,
+                self.pad_top, self.pad_left)
+
+    def padded_workspace(self, n_threads, dtype):
+        """One zero-padded sample per thread, with the zeros the last tap's
+        shifted matrix reads past the last plane."""
+        size = (self.channels * self.padded_height * self.padded_width
+                + self.dilation[1] * (self.kernel[1] - 1))
+        return np.empty((n_threads, size), dtype)
+
+    def wide_rows(self):
+        """Output rows per chunk of the shifted products' wide output."""
+        per_row = self.filters // self.groups * self.padded_width
+        chunks = -(-self.out_height // max(1, WIDE_ELEMENTS // per_row))
+        return -(-self.out_height // chunks)  # chunks of equal size
+
+    def tap_major(self, weight):
+        """``weight`` (F, Cg, kh, kw) as (groups, taps, Fg, Cg), so that each
+        tap's filters form one contiguous matrix."""
+        f, cg, kh, kw = weight.shape
+        return np.ascontiguousarray(
+            weight.reshape(self.groups, f // self.groups, cg, kh * kw).transpose(0, 3, 1, 2))
+
+
+def _all_finite(array):
+    """True only if every value of ``array`` is finite (a sum that overflows
+    to infinity also says False, which only costs the caller a slower path)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(array.sum()))
 
 
 
@@ -278,11 +355,22 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x4 = x if geometry.batched else x[np.newaxis]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     n_threads = geometry.threads()
-    rows = geometry.rows_per_chunk(geometry.group_taps)
-    workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width), x.dtype)
-    with single_threaded_blas():
-        _conv.conv2d_forward(x4, weight, bias, out, workspace, rows,
-                             *geometry.hyper, n_threads)
+    if geometry.shifted:
+        rows = geometry.wide_rows()
+        wide = np.empty((n_threads, geometry.filters // geometry.groups * rows
+                         * geometry.padded_width), x.dtype)
+        with single_threaded_blas():
+            _conv_shifted.conv2d_forward(
+                x4, geometry.tap_major(weight), bias, out,
+                geometry.padded_workspace(n_threads, x.dtype), wide, rows,
+                *geometry.frame, n_threads)
+    else:
+        rows = geometry.rows_per_chunk(geometry.group_taps)
+        workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
+                             x.dtype)
+        with single_threaded_blas():
+            _conv.conv2d_forward(x4, weight, bias, out, workspace, rows,
+                                 *geometry.hyper, n_threads)
     return out if geometry.batched else out[0]
 
 
@@ -346,30 +434,67 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     g4 = grad_output if batched else grad_output[np.newaxis]
     n_threads = geometry.threads()
 
-    taps = geometry.kernel[0] * geometry.kernel[1]
-    block = geometry.channels_per_block
-    per_part = geometry.samples_per_part
-    partials = np.zeros((-(-geometry.n // per_part),) + weight.shape, dtype=x.dtype)
-    rows = geometry.rows_per_chunk(block * taps)
-    workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x.dtype)
-    with single_threaded_blas():
-        _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
-                                     *geometry.hyper, n_threads)
-    # numpy sums the partials in one fixed order: thread-count independent.
-    grad_weight = partials.sum(axis=0)
+    grad_weight = _grad_weight(g4, x4, weight, geometry, n_threads)
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
     workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
     _conv.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
 
     grad_input = None
     if compute_grad_input:
-        grad_input = np.zeros(x4.shape, dtype=x.dtype)
-        rows = geometry.rows_per_chunk(geometry.group_taps)
-        workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
-                             x.dtype)
-        with single_threaded_blas():
-            _conv.conv2d_backward_input(g4, weight, grad_input, workspace, rows, *geometry.hyper,
-                                        n_threads)
+        grad_input = _grad_input(g4, weight, x4.shape, geometry, n_threads)
         if not batched:
             grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
+
+
+def _grad_weight(g4, x4, weight, geometry, n_threads):
+    # Partial sums over runs of samples, which numpy then sums in one fixed
+    # order: thread-count independent.
+    per_part = geometry.samples_per_part
+    parts = -(-geometry.n // per_part)
+    # Zero garbage in the shifted products is exact only against finite x.
+    if geometry.shifted_weight and _all_finite(x4):
+        f, cg, kh, kw = weight.shape
+        fg = f // geometry.groups
+        partials = np.zeros((parts, geometry.groups, kh * kw, fg, cg), x4.dtype)
+        wide = np.empty((n_threads, fg * geometry.out_height * geometry.padded_width),
+                        x4.dtype)
+        with single_threaded_blas():
+            _conv_shifted.conv2d_backward_weight(
+                g4, x4, partials, geometry.padded_workspace(n_threads, x4.dtype), wide,
+                per_part, geometry.wide_rows(), *geometry.frame, n_threads)
+        # (groups, taps, Fg, Cg) back to (F, Cg, kh, kw)
+        return np.ascontiguousarray(
+            partials.sum(axis=0).transpose(0, 2, 3, 1).reshape(weight.shape))
+    taps = geometry.kernel[0] * geometry.kernel[1]
+    block = geometry.channels_per_block
+    partials = np.zeros((parts,) + weight.shape, dtype=x4.dtype)
+    rows = geometry.rows_per_chunk(block * taps)
+    workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x4.dtype)
+    with single_threaded_blas():
+        _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
+                                     *geometry.hyper, n_threads)
+    return partials.sum(axis=0)
+
+
+def _grad_input(g4, weight, x_shape, geometry, n_threads):
+    # Zero garbage in the shifted products is exact only against a finite weight.
+    if geometry.shifted and _all_finite(weight):
+        grad_input = np.empty(x_shape, dtype=weight.dtype)
+        rows = geometry.wide_rows()
+        wide = np.empty((n_threads, geometry.filters // geometry.groups * rows
+                         * geometry.padded_width), weight.dtype)
+        with single_threaded_blas():
+            _conv_shifted.conv2d_backward_input(
+                g4, geometry.tap_major(weight), grad_input,
+                geometry.padded_workspace(n_threads, weight.dtype), wide, rows,
+                *geometry.frame, n_threads)
+        return grad_input
+    grad_input = np.zeros(x_shape, dtype=weight.dtype)
+    rows = geometry.rows_per_chunk(geometry.group_taps)
+    workspace = np.empty((n_threads, geometry.group_taps * rows * geometry.out_width),
+                         weight.dtype)
+    with single_threaded_blas():
+        _conv.conv2d_backward_input(g4, weight, grad_input, workspace, rows, *geometry.hyper,
+                                    n_threads)
+    return grad_input

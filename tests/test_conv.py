@@ -17,20 +17,35 @@ from cyconv.testing import central_difference, conv2d_configs, random_arrays
 from reference import RTOL, assert_close
 
 
-# "chunked" shrinks the workspace so that output rows are unrolled one
-# chunk at a time, and weight-gradient blocks hold one channel each.
-ALGORITHMS = pytest.mark.parametrize("algorithm", ["whole", "chunked"])
+# Two formulations, each whole and chunked.  "im2col" unrolls the input;
+# "shifted" multiplies shifted views of a padded copy, for stride 1 only, so
+# its examples are drawn with stride 1.  "-chunked" shrinks the workspaces,
+# so that output rows are processed one chunk at a time, weight-gradient
+# blocks hold one channel each and samples are summed in several parts.
+ALGORITHMS = pytest.mark.parametrize(
+    "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"])
 
 
 @contextlib.contextmanager
 def forced(algorithm):
-    if algorithm == "whole":
+    shifted = algorithm.startswith("shifted")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(
+            _conv, "SHIFTED_MIN_CHANNELS", 1 if shifted else 2**62))
+        stack.enter_context(mock.patch.object(
+            _conv, "SHIFTED_WEIGHT_MAX_CHANNELS", 2**62 if shifted else 0))
+        if algorithm.endswith("chunked"):
+            for name, value in [("WORKSPACE_ELEMENTS", 1), ("WEIGHT_BLOCK_TAPS", 1),
+                                ("WEIGHT_PARTS", 2), ("WIDE_ELEMENTS", 1)]:
+                stack.enter_context(mock.patch.object(_conv, name, value))
         yield
-        return
-    with mock.patch.object(_conv, "WORKSPACE_ELEMENTS", 1), \
-            mock.patch.object(_conv, "WEIGHT_BLOCK_TAPS", 1), \
-            mock.patch.object(_conv, "WEIGHT_PARTS", 2):
-        yield
+
+
+def configs_for(algorithm, **limits):
+    """conv2d_configs, with stride 1 for the shifted formulation."""
+    if algorithm.startswith("shifted"):
+        limits["max_stride"] = 1
+    return conv2d_configs(**limits)
 
 
 def same_padding(config):
@@ -68,8 +83,9 @@ def reference_conv2d(x, weight, bias, config):
 
 
 @ALGORITHMS
-@given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.data())
-def test_conv2d_matches_scipy_loops(algorithm, config, dtype, with_bias, data):
+@given(st.sampled_from([np.float32, np.float64]), st.booleans(), st.data())
+def test_conv2d_matches_scipy_loops(algorithm, dtype, with_bias, data):
+    config = data.draw(configs_for(algorithm))
     x, w, b = random_arrays(data.draw, [config.x_shape, config.weight_shape,
                                         (config.weight_shape[0],)], dtype)
     bias = b if with_bias else None
@@ -84,10 +100,11 @@ def test_conv2d_matches_scipy_loops(algorithm, config, dtype, with_bias, data):
 
 
 @ALGORITHMS
-@given(conv2d_configs(), st.sampled_from([np.float32, np.float64]), st.data())
-def test_conv2d_backward_adjoint_identity(algorithm, config, dtype, data):
+@given(st.sampled_from([np.float32, np.float64]), st.data())
+def test_conv2d_backward_adjoint_identity(algorithm, dtype, data):
     """<conv(x, w), g> = <x, grad_input(g)> = <w, grad_weight(g)>, and the
     bias gradient sums g: the backward pass is the forward's transpose."""
+    config = data.draw(configs_for(algorithm))
     x, w, g = random_arrays(data.draw, [config.x_shape, config.weight_shape,
                                         config.output_shape], dtype)
     with forced(algorithm):
@@ -106,9 +123,10 @@ def test_conv2d_backward_adjoint_identity(algorithm, config, dtype, data):
 
 @ALGORITHMS
 @settings(max_examples=25)
-@given(conv2d_configs(max_batch=2, max_group_channels=2, max_groups=2, max_kernel=3,
-                      max_extra_size=4), st.data())
-def test_conv2d_backward_matches_finite_differences(algorithm, config, data):
+@given(st.data())
+def test_conv2d_backward_matches_finite_differences(algorithm, data):
+    config = data.draw(configs_for(algorithm, max_batch=2, max_group_channels=2, max_groups=2,
+                                   max_kernel=3, max_extra_size=4))
     x, w, b, weights = random_arrays(
         data.draw, [config.x_shape, config.weight_shape, (config.weight_shape[0],),
                     config.output_shape])
@@ -161,13 +179,14 @@ def test_results_bitwise_identical_at_any_thread_count(algorithm, dtype):
     x = rng.standard_normal((5, 12, 40, 11)).astype(dtype)
     w = rng.standard_normal((7, 12, 3, 3)).astype(dtype)
     b = rng.standard_normal(7).astype(dtype)
+    stride = (1, 1) if algorithm.startswith("shifted") else (1, 2)
     results = []
     try:
         with forced(algorithm), mock.patch.object(_conv, "MIN_MACS_PER_THREAD", 1):
             for threads in (1, 2, 3):
                 cyconv.set_num_threads(threads)
-                out = conv2d(x, w, b, stride=(1, 2), padding=1)
-                results.append((out,) + conv2d_backward(out, x, w, stride=(1, 2), padding=1))
+                out = conv2d(x, w, b, stride=stride, padding=1)
+                results.append((out,) + conv2d_backward(out, x, w, stride=stride, padding=1))
     finally:
         cyconv.set_num_threads(None)
     for other in results[1:]:
@@ -280,3 +299,34 @@ def test_nan_and_inf_propagate():
     out = conv2d(x, np.ones((1, 1, 2, 2)))
     assert np.isnan(out[0, 0, 0, 0]) and np.isinf(out[0, 0, 2, 2])
     assert np.isfinite(out[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "shifted"])
+@pytest.mark.parametrize("where", ["x", "weight", "both"])
+def test_nan_and_inf_reach_exactly_the_gradients_they_touch(algorithm, where):
+    """The shifted formulation multiplies zeros into its garbage columns,
+    and 0 * inf is NaN: with non-finite values it must still give the NaN
+    and infinities of the sums of the terms that exist, here summed tap by
+    tap.  (scipy's full-mode convolution is no reference here: it also
+    multiplies its zero fill by the kernel.)"""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 2))
+    g = rng.standard_normal((2, 4, 5, 5))
+    if where in ("x", "both"):
+        x[0, 1, 0, 0], x[1, 2, 3, 5], x[1, 0, 6, 2] = np.inf, -np.inf, np.nan
+    if where in ("weight", "both"):
+        w[1, 2, 0, 1], w[3, 0, 2, 0] = np.inf, -np.inf
+    with forced(algorithm):
+        gx, gw, _ = conv2d_backward(g, x, w)
+    expected_gx, expected_gw = np.zeros_like(x), np.zeros_like(w)
+    with np.errstate(invalid="ignore"):
+        for i in range(3):
+            for j in range(2):
+                expected_gx[:, :, i:i + 5, j:j + 5] += np.einsum("nfhw,fc->nchw", g, w[:, :, i, j])
+                expected_gw[:, :, i, j] = np.einsum("nchw,nfhw->fc", x[:, :, i:i + 5, j:j + 5], g)
+    for actual, expected in ((gx, expected_gx), (gw, expected_gw)):
+        for special in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(special(actual), special(expected))
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-12, atol=1e-12)

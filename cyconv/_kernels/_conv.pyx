@@ -29,21 +29,7 @@
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from scipy.linalg.cython_blas cimport dgemm, sgemm
-
-
-cdef inline void _gemm(
-    char* trans_a, char* trans_b, int m, int n, int k,
-    floating alpha, const floating* a, int lda, const floating* b, int ldb,
-    floating beta, floating* c, int ldc,
-) noexcept nogil:
-    """Column-major C = alpha * op(A) @ op(B) + beta * C in the right precision."""
-    if floating is float:
-        sgemm(trans_a, trans_b, &m, &n, &k, &alpha, <float*> a, &lda,
-              <float*> b, &ldb, &beta, c, &ldc)
-    else:
-        dgemm(trans_a, trans_b, &m, &n, &k, &alpha, <double*> a, &lda,
-              <double*> b, &ldb, &beta, c, &ldc)
+from cyconv._kernels._gemm cimport gemm
 
 
 ctypedef struct Hyper:
@@ -159,7 +145,7 @@ cdef void _forward_sample(
             rows = min(rows_per_chunk, Hout - r0)
             _im2col(x, g * Cg, Cg, kh, kw, r0, rows, Wout, hp, col)
             # out'[chunk] (L x Fg, ldc HW) = col' (L x CgK) @ W' (CgK x Fg)
-            _gemm(b"N", b"N", <int> (rows * Wout), <int> Fg, <int> CgK,
+            gemm(b"N", b"N", <int> (rows * Wout), <int> Fg, <int> CgK,
                   1, col, <int> (rows * Wout), &weight[g * Fg, 0, 0, 0], <int> CgK,
                   0, &out[g * Fg, r0, 0], <int> HW)
     if bias.shape[0] > 0:
@@ -206,7 +192,7 @@ cdef void _backward_input_sample(
             r0 = chunk * rows_per_chunk
             rows = min(rows_per_chunk, Hout - r0)
             # col' (L x CgK) = grad_out'[chunk] (L x Fg, lda HW) @ W'^T (Fg x CgK)
-            _gemm(b"N", b"T", <int> (rows * Wout), <int> CgK, <int> Fg,
+            gemm(b"N", b"T", <int> (rows * Wout), <int> CgK, <int> Fg,
                   1, &grad_out[g * Fg, r0, 0], <int> HW, &weight[g * Fg, 0, 0, 0], <int> CgK,
                   0, col, <int> (rows * Wout))
             _col2im_add(col, g * Cg, Cg, kh, kw, r0, rows, Wout, hp, gx)
@@ -255,7 +241,7 @@ cdef void _backward_weight_task(
             rows = min(rows_per_chunk, Hout - r0)
             _im2col(x[n], g * Cg + ci_first, ci_count, kh, kw, r0, rows, Wout, hp, col)
             # gW'[block] (Kb x Fg, ldc CgK) += col'^T (Kb x L) @ grad_out'[chunk] (L x Fg)
-            _gemm(b"T", b"N", <int> (ci_count * kh * kw), <int> Fg, <int> (rows * Wout),
+            gemm(b"T", b"N", <int> (ci_count * kh * kw), <int> Fg, <int> (rows * Wout),
                   1, col, <int> (rows * Wout), &grad_out[n, g * Fg, r0, 0], <int> HW,
                   1, &partial[g * Fg, ci_first, 0, 0], <int> CgK)
 
