@@ -465,7 +465,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
                 per_part, geometry.wide_rows(), *geometry.frame, n_threads)
         # (groups, taps, Fg, Cg) back to (F, Cg, kh, kw)
         return np.ascontiguousarray(
-            partials.sum(axis=0).transpose(0, 2, 3, 1).reshape(weight.shape))
+            _sum_partials(partials).transpose(0, 2, 3, 1).reshape(weight.shape))
     taps = geometry.kernel[0] * geometry.kernel[1]
     block = geometry.channels_per_block
     partials = np.zeros((parts,) + weight.shape, dtype=x4.dtype)
@@ -474,7 +474,15 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
     with single_threaded_blas():
         _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
                                      *geometry.hyper, n_threads)
-    return partials.sum(axis=0)
+    return _sum_partials(partials)
+
+
+def _sum_partials(partials):
+    """Sum partial gradients over their first axis, in numpy's fixed order.
+    Infinities of opposite signs in the partials make NaN, as in any sum,
+    without numpy's warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return partials.sum(axis=0)
 
 
 def _grad_input(g4, weight, x_shape, geometry, n_threads):

@@ -437,7 +437,19 @@ class Dense(_WeightAndBias):
         return grad_input
 
 
-class Reshape(Layer):
+class _Rearrangement(Layer):
+    """A layer that only changes the shape of its input: its gradient is the
+    output gradient in the input's shape."""
+
+    def backward(self, output_gradient, learning_rate=None):
+        self._require_forward()
+        _check_unused_learning_rate(learning_rate)
+        grad = as_float_input(output_gradient, "output_gradient")
+        check_gradient_shape(grad, self.output.shape, type(self).__name__)
+        return grad.reshape(self.input.shape) if self.needs_input_gradient else None
+
+
+class Reshape(_Rearrangement):
     """Reshape each sample from ``input_shape`` to ``output_shape``.
 
     Examples
@@ -476,15 +488,8 @@ class Reshape(Layer):
         self.input = x
         return self.output
 
-    def backward(self, output_gradient, learning_rate=None):
-        self._require_forward()
-        _check_unused_learning_rate(learning_rate)
-        grad = as_float_input(output_gradient, "output_gradient")
-        check_gradient_shape(grad, self.output.shape, "Reshape")
-        return grad.reshape(self.input.shape) if self.needs_input_gradient else None
 
-
-class Flatten(Layer):
+class Flatten(_Rearrangement):
     """Flatten each sample of a batch ``(N, ...)`` to ``(N, features)``.
 
     Parameters
@@ -525,10 +530,3 @@ class Flatten(Layer):
             self.output = x.reshape(x.shape[0], math.prod(x.shape[1:]))
         self.input = x
         return self.output
-
-    def backward(self, output_gradient, learning_rate=None):
-        self._require_forward()
-        _check_unused_learning_rate(learning_rate)
-        grad = as_float_input(output_gradient, "output_gradient")
-        check_gradient_shape(grad, self.output.shape, "Flatten")
-        return grad.reshape(self.input.shape) if self.needs_input_gradient else None
