@@ -36,16 +36,35 @@ _IDX_TYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path):
-    """The file's bytes, decompressed when it is gzip (judged by content)."""
-    with open(path, "rb") as stream:
-        raw = stream.read()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+class _Reader:
+    """A file's bytes, read on demand: gzip data (judged by content) are
+    decompressed only as far as asked, so that a small file that inflates
+    to gigabytes costs no more than the header says the data need."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as stream:
+            self.raw = stream.read()
+        self.inflate = None
+        if self.raw.startswith(_GZIP_MAGIC):
+            self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self.offset = 0  # into raw, when it is not compressed
+
+    def read(self, size):
+        """Up to ``size`` more bytes (fewer only at the end)."""
+        if self.inflate is None:
+            data = self.raw[self.offset:self.offset + size]
+            self.offset += len(data)
+            return data
+        try:
+            data = self.inflate.decompress(self.raw, size)
+            self.raw = self.inflate.unconsumed_tail
+        except zlib.error as exc:
+            raise ValueError(f"{self.path}: corrupt or truncated gzip data ({exc})") from None
+        if len(data) < size and not self.inflate.eof:
+            raise ValueError(f"{self.path}: corrupt or truncated gzip data "
+                             f"(the compressed stream ends early)")
+        return data
 
 
 def read_idx(path):
@@ -80,28 +99,30 @@ def read_idx(path):
     array([3, 1, 4], dtype=uint8)
     """
     path = os.fspath(path)
-    data = _read_bytes(path)
+    reader = _Reader(path)
+    data = reader.read(4)
     if len(data) < 4:
         raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    zero, code, ndim = struct.unpack(">HBB", data)
     if zero != 0 or code not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (magic number 0x{data[:4].hex()})")
+        raise ValueError(f"{path}: not an IDX file (magic number 0x{data.hex()})")
     if ndim == 0:
         raise ValueError(f"{path}: IDX header declares no dimensions")
     header = 4 + 4 * ndim
+    data += reader.read(header - 4)
     if len(data) < header:
         raise ValueError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _IDX_TYPES[code]
     expected = math.prod(shape) * dtype.itemsize
-    present = len(data) - header
-    if present < expected:
+    # One byte more than the header allows is enough to refuse the file.
+    body = reader.read(expected + 1)
+    if len(body) < expected:
         raise ValueError(f"{path}: truncated: the header's shape {shape} needs {expected} "
-                         f"bytes of data, the file has {present}")
-    if present > expected:
-        raise ValueError(f"{path}: {present - expected} bytes more than the header's shape "
-                         f"{shape} allows")
-    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header)
+                         f"bytes of data, the file has {len(body)}")
+    if len(body) > expected:
+        raise ValueError(f"{path}: more bytes than the header's shape {shape} allows")
+    array = np.frombuffer(body, dtype=dtype, count=math.prod(shape))
     return array.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
 

@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import re
 import struct
+import tracemalloc
 from importlib import resources
 
 import numpy as np
@@ -64,7 +65,8 @@ def idx_bytes(array):
     (b"\x00\x00\x08\x00", "no dimensions"),
     (b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00", "truncated IDX header"),
     (idx_bytes(np.zeros((3, 4, 4)))[:-5], r"truncated: .*\(3, 4, 4\) needs 48 bytes"),
-    (idx_bytes(np.zeros((3, 4, 4))) + b"\x00", "1 bytes more"),
+    (idx_bytes(np.zeros((3, 4, 4))) + b"\x00", "more bytes than the header"),
+    (gzip.compress(idx_bytes(np.zeros((3, 4, 4))) + b"\x00"), "more bytes than the header"),
     (gzip.compress(idx_bytes(np.zeros((3, 4, 4))))[:-12], "corrupt or truncated gzip"),
     (b"\x1f\x8b" + b"\x00" * 20, "corrupt or truncated gzip"),
 ])
@@ -80,6 +82,21 @@ def test_truncated_gzip_of_a_truncated_file(tmp_path):
     path.write_bytes(gzip.compress(idx_bytes(np.zeros((3, 4, 4)))[:-3]))
     with pytest.raises(ValueError, match="truncated"):
         read_idx(path)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    """A header for 10 bytes, then 64 MiB of zeros that gzip packs into
+    ~64 KiB: refused after inflating no more than the header allows."""
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(10)) + bytes(64 << 20)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="more bytes than the header"):
+            read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes allocated to read a 10-byte IDX file"
 
 
 def test_missing_idx_file(tmp_path):
