@@ -468,13 +468,15 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
             _sum_partials(partials).transpose(0, 2, 3, 1).reshape(weight.shape))
     taps = geometry.kernel[0] * geometry.kernel[1]
     block = geometry.channels_per_block
-    partials = np.zeros((parts,) + weight.shape, dtype=x4.dtype)
+    f, cg, kh, kw = weight.shape
+    partials = np.zeros((parts, cg * kh * kw, f), dtype=x4.dtype)
     rows = geometry.rows_per_chunk(block * taps)
     workspace = np.empty((n_threads, block * taps * rows * geometry.out_width), x4.dtype)
     with single_threaded_blas():
         _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
-                                     *geometry.hyper, n_threads)
-    return _sum_partials(partials)
+                                     kh, kw, *geometry.hyper, n_threads)
+    # (Cg * kh * kw, F) back to (F, Cg, kh, kw)
+    return np.ascontiguousarray(_sum_partials(partials).T.reshape(weight.shape))
 
 
 def _sum_partials(partials):

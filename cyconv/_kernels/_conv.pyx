@@ -219,17 +219,17 @@ def conv2d_backward_input(
 cdef void _backward_weight_task(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
-    floating[:, :, :, ::1] partial,         # OUT (F, Cg, kh, kw), zeroed by the caller
+    floating[:, ::1] partial,               # OUT (Cg*kh*kw, F), zeroed by the caller
     floating* col,                          # scratch, block*kh*kw * rows_per_chunk * Wout
     Py_ssize_t block, Py_ssize_t channels_per_block,
+    Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t sample_first, Py_ssize_t sample_count, Py_ssize_t rows_per_chunk,
     Hyper hp,
 ) noexcept nogil:
     cdef Py_ssize_t F = grad_out.shape[1]
     cdef Py_ssize_t Hout = grad_out.shape[2], Wout = grad_out.shape[3]
-    cdef Py_ssize_t Cg = partial.shape[1]
-    cdef Py_ssize_t kh = partial.shape[2], kw = partial.shape[3]
-    cdef Py_ssize_t Fg = F // hp.groups, CgK = Cg * kh * kw, HW = Hout * Wout
+    cdef Py_ssize_t Cg = partial.shape[0] // (kh * kw)
+    cdef Py_ssize_t Fg = F // hp.groups, HW = Hout * Wout
     cdef Py_ssize_t blocks_per_group = (Cg + channels_per_block - 1) // channels_per_block
     cdef Py_ssize_t g = block // blocks_per_group
     cdef Py_ssize_t ci_first = (block % blocks_per_group) * channels_per_block
@@ -240,26 +240,30 @@ cdef void _backward_weight_task(
             r0 = chunk * rows_per_chunk
             rows = min(rows_per_chunk, Hout - r0)
             _im2col(x[n], g * Cg + ci_first, ci_count, kh, kw, r0, rows, Wout, hp, col)
-            # gW'[block] (Kb x Fg, ldc CgK) += col'^T (Kb x L) @ grad_out'[chunk] (L x Fg)
-            gemm(b"T", b"N", <int> (ci_count * kh * kw), <int> Fg, <int> (rows * Wout),
-                  1, col, <int> (rows * Wout), &grad_out[n, g * Fg, r0, 0], <int> HW,
-                  1, &partial[g * Fg, ci_first, 0, 0], <int> CgK)
+            # gW^T'[block] (Fg x Kb, ldc F) += grad_out'[chunk]^T (Fg x L) @ col' (L x Kb).
+            # This way round (filters as rows) BLAS measured 10-28% faster
+            # than (taps as rows) on the weight gradients of W2, W3 and W4.
+            gemm(b"T", b"N", <int> Fg, <int> (ci_count * kh * kw), <int> (rows * Wout),
+                 1, &grad_out[n, g * Fg, r0, 0], <int> HW, col, <int> (rows * Wout),
+                 1, &partial[ci_first * kh * kw, g * Fg], <int> F)
 
 
 def conv2d_backward_weight(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
-    floating[:, :, :, :, ::1] partials,     # OUT (S, F, C // groups, kh, kw), zeroed
+    floating[:, :, ::1] partials,           # OUT (S, C // groups * kh * kw, F), zeroed
     floating[:, ::1] workspace,             # scratch (n_threads, block*K*rows_per_chunk*Wout)
     Py_ssize_t channels_per_block, Py_ssize_t samples_per_part, Py_ssize_t rows_per_chunk,
+    Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
     int n_threads,
 ):
+    """Partial weight gradients, transposed, one per run of
+    ``samples_per_part`` samples; the caller sums them in order.  Tasks are
+    (part, channel block) pairs."""
     cdef Hyper hp = Hyper(sh, sw, dh, dw, pt, pl, groups)
-    """Partial weight gradients, one per run of ``samples_per_part`` samples;
-    the caller sums them in order.  Tasks are (part, channel block) pairs."""
-    cdef Py_ssize_t N = grad_out.shape[0], Cg = partials.shape[2]
+    cdef Py_ssize_t N = grad_out.shape[0], Cg = partials.shape[1] // (kh * kw)
     cdef Py_ssize_t blocks = hp.groups * ((Cg + channels_per_block - 1) // channels_per_block)
     cdef Py_ssize_t parts = partials.shape[0]
     cdef Py_ssize_t task, part, first
@@ -268,7 +272,7 @@ def conv2d_backward_weight(
         part = task // blocks
         first = part * samples_per_part
         _backward_weight_task(grad_out, x, partials[part], &workspace[threadid(), 0],
-                              task % blocks, channels_per_block,
+                              task % blocks, channels_per_block, kh, kw,
                               first, min(samples_per_part, N - first), rows_per_chunk,
                               hp)
 
