@@ -18,6 +18,11 @@ import os
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+from ._malloc import keep_freed_memory
+
+# Freed arrays are kept for the next training step (see _malloc.py).
+keep_freed_memory()
+
 from . import datasets, functional, losses, optimizers
 from ._layer import Layer, Parameter
 from ._threads import get_num_threads, set_num_threads

@@ -1,7 +1,8 @@
 """Activation layers: ReLU, Sigmoid, Tanh and Softmax.
 
-Element-wise numpy expressions; they keep their input's float dtype (float32
-or float64; integers compute in float64) and take any shape.
+Element-wise numpy expressions (ReLU's gradient a compiled kernel); they
+keep their input's float dtype (float32 or float64; integers compute in
+float64) and take any shape.
 """
 
 import numpy as np
@@ -13,6 +14,7 @@ from ._layer import (
     check_gradient_shape,
     check_unused_learning_rate,
 )
+from ._relu import relu_gradient
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 
@@ -54,7 +56,7 @@ class ReLU(_Activation):
         return np.maximum(x, 0)
 
     def _input_gradient(self, grad):
-        return grad * (self.input > 0)
+        return relu_gradient(grad, self.input)
 
 
 class Sigmoid(_Activation):

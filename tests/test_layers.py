@@ -492,3 +492,29 @@ def test_weights_too_large_to_be_an_array_are_refused_before_drawing_them():
     with pytest.raises(ValueError, match=r"Dense's weights would have shape \(4294967296, "
                                          r"4294967296\), too large for an array"):
         Dense(2**32, 2**32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_relu_gradient_is_numpys_bit_for_bit(dtype, threads):
+    """ReLU's compiled gradient against numpy's ``grad * (x > 0)``: NaN,
+    infinities, zeros of both signs, strided arrays, and enough elements
+    for two threads."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 5, 150, 201)).astype(dtype)[:, :, ::2]
+    grad = rng.standard_normal(x.shape).astype(dtype)
+    flat_x, flat_g = x.reshape(-1), grad.reshape(-1)  # copies: x is strided
+    flat_x[::7], flat_x[::11], flat_x[5] = 0.0, np.nan, -0.0
+    flat_g[::13], flat_g[::17], flat_g[::19] = np.nan, np.inf, -np.inf
+    x, grad = flat_x.reshape(x.shape), flat_g.reshape(x.shape)
+    layer = cyconv.ReLU()
+    layer.forward(np.asfortranarray(x))
+    try:
+        cyconv.set_num_threads(threads)
+        actual = layer.backward(grad[..., ::-1][..., ::-1])
+    finally:
+        cyconv.set_num_threads(None)
+    with np.errstate(invalid="ignore"):
+        expected = grad * (x > 0)
+    assert actual.dtype == dtype and actual.shape == x.shape
+    np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8))

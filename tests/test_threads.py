@@ -59,3 +59,27 @@ def test_huge_default_thread_count_from_the_environment_is_capped():
     threads, shape = result.stdout.split(" ", 1)
     assert 1 <= int(threads) <= 1024, threads
     assert shape.strip() == "(64, 3, 4, 4)"
+
+
+_POLICY = "import cyconv._malloc as m; print(m.keep_freed_memory())"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_malloc_policy_yields_to_the_users_own():
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version
+    except AttributeError:
+        pytest.skip("not glibc")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+    def applied(**extra):
+        result = subprocess.run([sys.executable, "-c", _POLICY], env={**clean, **extra},
+                                capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    assert applied() == "True"
+    assert applied(MALLOC_ARENA_MAX="2") == "False"
+    assert applied(GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") == "False"
