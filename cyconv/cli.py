@@ -3,7 +3,8 @@
 ``cyconv train`` trains a LeNet-style network on the bundled MNIST-5k (or
 on the full MNIST with ``--data DIR``) and saves it; ``cyconv evaluate``
 reports its accuracy and confusion matrix; ``cyconv predict`` classifies
-new images.  Every failure is one line on stderr and a non-zero exit.
+new images; ``cyconv bench`` times the kernels on this machine.  Every
+failure is one line on stderr and a non-zero exit.
 """
 
 import argparse
@@ -14,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import __version__, _threads, datasets, get_num_threads, set_num_threads
+from . import __version__, _bench, _threads, datasets, get_num_threads, set_num_threads
 from .activations import ReLU, Softmax
 from .layers import Convolution, Dense, Flatten, MaxPooling
 from .model import Sequential
@@ -304,6 +305,29 @@ def _command_predict(args, out):
     return 0
 
 
+def _command_bench(args, out):
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    dtype = np.float64 if args.float64 else np.float32
+    print(f"cyconv {__version__}, {np.dtype(dtype).name}, {get_num_threads()} thread(s); "
+          f"medians over about {args.budget:g} s of calls each", file=out)
+    print(f"{'layer':<38} {'operation':<26} {'ms':>9} {'GFLOP/s':>8}", file=out)
+    for layer in _bench.LAYERS:
+        for operation, call, flops in _bench.layer_calls(layer, dtype):
+            seconds = _bench.median_seconds(call, args.budget)
+            rate = f"{flops / seconds / 1e9:8.1f}" if flops else f"{'-':>8}"
+            print(f"{str(layer):<38} {operation:<26} {1e3 * seconds:9.3f} {rate}", file=out)
+            out.flush()
+    batch = DEFAULT_BATCH_SIZE
+    seconds = _bench.median_seconds(_bench.training_step_call(build_lenet, batch, dtype),
+                                    args.budget)
+    print(f"training step of `cyconv train`'s network, batch {batch}: {1e3 * seconds:.3f} ms "
+          f"({batch / seconds:,.0f} images/s)", file=out)
+    print("(comparisons with PyTorch, numpy and the tutorial's loops: benchmarks/run.py "
+          "in the source tree)", file=out)
+    return 0
+
+
 def make_parser():
     """The argument parser of the ``cyconv`` command.
 
@@ -361,9 +385,19 @@ def make_parser():
     predict.add_argument("images", metavar="IMAGES", help="an IDX or .npy file of images")
     predict.set_defaults(run=_command_predict)
 
+    bench = commands.add_parser(
+        "bench", help="time the kernels on this machine",
+        description="Time cyconv's convolution and max pooling, forward and backward, on the "
+                    "layer shapes of the benchmark suite, and a training step of the default "
+                    "network; print medians and GFLOP/s.")
+    bench.add_argument("--budget", type=_positive_float, default=0.5, metavar="SECONDS",
+                       help="seconds of calls per measurement (default 0.5)")
+    bench.add_argument("--float64", action="store_true", help="compute in float64")
+    bench.set_defaults(run=_command_bench)
+
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    for sub in (train, evaluate, predict):
+    for sub in (train, evaluate, predict, bench):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser

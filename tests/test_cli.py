@@ -199,6 +199,9 @@ ERRORS = [
     (["train", "--data", "{bad_data}", "--quiet"], 1, "not an IDX file"),
     (["train", "-o", "{folder}/absent/m.npz"], 1, "no directory"),
     (["train", "-o", "{folder}"], 1, "it is a directory"),
+    (["bench", "--budget", "0"], 2, "argument --budget"),
+    (["bench", "--budget", "soon"], 2, "argument --budget"),
+    (["bench", "--threads", "0"], 2, "argument --threads"),
 ]
 
 
@@ -210,6 +213,20 @@ def test_errors_are_one_clear_line(files, capsys, argv, status, words):
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert words.format(**files) in err
     assert "Traceback" not in err + out
+
+
+def test_bench_times_every_layer_and_a_training_step(capsys):
+    status, out, err = run(capsys, "bench", "--budget", "0.01", "--threads", "1")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert "float32, 1 thread(s)" in lines[0]
+    rows = [line for line in lines if line.startswith("W")]
+    assert len(rows) == 5 * 3
+    for row in rows:
+        ms = float(row.split()[-2])
+        assert 0 < ms < 10_000, row
+    assert sum("GFLOP" in line for line in lines) == 1
+    assert any(line.startswith("training step") and "images/s" in line for line in lines)
 
 
 def test_help_and_version(capsys):
