@@ -76,8 +76,11 @@ def test_the_malloc_policy_yields_to_the_users_own():
              if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
 
     def applied(**extra):
+        # From tests/, where `import cyconv` finds the installed package
+        # rather than the uncompiled sources at the top of the tree.
         result = subprocess.run([sys.executable, "-c", _POLICY], env={**clean, **extra},
-                                capture_output=True, text=True, check=True)
+                                capture_output=True, text=True, check=True,
+                                cwd=os.path.dirname(__file__))
         return result.stdout.strip()
 
     assert applied() == "True"
