@@ -17,11 +17,13 @@ HYPOTHESIS_PROFILE=thorough, or CYCONV_FUZZ_EXAMPLES=n.  tools/fuzz_long.sh
 runs a long session.
 """
 
+import contextlib
 import numbers
 import operator
 import os
 import sys
 from dataclasses import dataclass, field, replace
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings
@@ -29,6 +31,7 @@ from hypothesis import strategies as st
 
 import cyconv
 import reference as ref
+from cyconv import _conv
 from cyconv import functional as F
 from cyconv.testing import conv2d_configs, pool2d_configs
 
@@ -438,20 +441,36 @@ def conv_calls(draw, backward=False):
     if not backward and draw(st.integers(0, 9)) == 0:
         kwargs["bias"] = draw(st.sampled_from([[1.0, 2.0], "b", 1.0]))
     kwargs["_threads"] = draw(st.integers(1, 3))
+    kwargs["_shifted"] = draw(st.booleans())
     return kwargs
+
+
+@contextlib.contextmanager
+def formulation(shifted):
+    """With ``shifted``, stride-1 calls take the shifted products, which
+    serve only wide layers by default, whatever their channels."""
+    if not shifted:
+        yield
+        return
+    event("shifted products allowed")
+    with mock.patch.object(_conv, "SHIFTED_MIN_CHANNELS", 1), \
+            mock.patch.object(_conv, "SHIFTED_WEIGHT_MAX_CHANNELS", 2**62):
+        yield
 
 
 @FUZZ
 @given(conv_calls())
 def test_fuzz_conv2d(kwargs):
-    check_call(F.conv2d, kwargs, judge_conv)
+    with formulation(kwargs.pop("_shifted")):
+        check_call(F.conv2d, kwargs, judge_conv)
 
 
 @FUZZ
 @given(conv_calls(backward=True))
 def test_fuzz_conv2d_backward(kwargs):
-    check_call(F.conv2d_backward, kwargs,
-               lambda **kw: judge_conv(backward=True, **kw))
+    with formulation(kwargs.pop("_shifted")):
+        check_call(F.conv2d_backward, kwargs,
+                   lambda **kw: judge_conv(backward=True, **kw))
 
 
 # -- pooling ----------------------------------------------------------------------------
