@@ -83,6 +83,12 @@ cdef void _im2col(
                         if hp.sw == 1:
                             for ow in range(lo, hi):
                                 dst[ow] = src[ow + offset]
+                        elif hp.sw == 2:
+                            # A constant stride the compiler vectorises, a
+                            # variable one it does not (W4: forward 5.0 ->
+                            # 3.9 ms, input gradient 4.3 -> 3.7).
+                            for ow in range(lo, hi):
+                                dst[ow] = src[2 * ow + offset]
                         else:
                             for ow in range(lo, hi):
                                 dst[ow] = src[ow * hp.sw + offset]
@@ -118,6 +124,9 @@ cdef void _col2im_add(
                         if hp.sw == 1:
                             for ow in range(lo, hi):
                                 dst[ow + offset] += src[ow]
+                        elif hp.sw == 2:  # as in _im2col
+                            for ow in range(lo, hi):
+                                dst[2 * ow + offset] += src[ow]
                         else:
                             for ow in range(lo, hi):
                                 dst[ow * hp.sw + offset] += src[ow]
