@@ -50,9 +50,13 @@ WEIGHT_PARTS = 8
 SHIFTED_MIN_CHANNELS = 8
 # The weight gradient's shifted products are thin (Cg x Fg outputs with
 # long inner sums); from 32 channels per group up, one product over the
-# unrolled input measured as fast or faster (W2: 15 vs 17 ms, W3: 22.9 vs
-# 22.3 ms), below it slower (W1b: 0.49 vs 0.36 ms).
+# unrolled input measured faster (W2: 14.6 vs 17.7 ms, W3: 21.0 vs 22.7 ms),
+# below it slower (W1b: 0.52 vs 0.36 ms).
 SHIFTED_WEIGHT_MAX_CHANNELS = 16
+# Each thread of the shifted products holds a padded copy of its sample; a
+# sample larger than this many values (256 MiB in float32) takes the
+# unrolled input instead, whose workspace is bounded.
+SHIFTED_MAX_SAMPLE = 1 << 26
 # A thread's wide output chunk in the shifted products holds at most this
 # many values (64 KiB in float32); 4 to 16 times larger chunks measured up
 # to 1.6x slower on W2 and W3, which then fall out of the L2 cache.
@@ -140,10 +144,13 @@ class ConvGeometry:
     @property
     def shifted(self):
         """Whether this layer runs as shifted products: stride 1, enough
-        channels per group, and padded planes that BLAS can index with C ints."""
+        channels per group, padded planes that BLAS can index with C ints and
+        a padded sample of bounded size."""
+        plane = self.padded_height * self.padded_width
         return (self.stride == (1, 1)
                 and self.channels // self.groups >= SHIFTED_MIN_CHANNELS
-                and self.padded_height * self.padded_width <= BLAS_INT_MAX)
+                and plane <= BLAS_INT_MAX
+                and self.channels * plane <= SHIFTED_MAX_SAMPLE)
 
     @property
     def shifted_weight(self):

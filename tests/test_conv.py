@@ -330,3 +330,23 @@ def test_nan_and_inf_reach_exactly_the_gradients_they_touch(algorithm, where):
             np.testing.assert_array_equal(special(actual), special(expected))
         finite = np.isfinite(expected)
         np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_the_formulation_follows_the_measured_rule():
+    """Shifted products for stride 1 from SHIFTED_MIN_CHANNELS channels per
+    group, their weight gradient up to SHIFTED_WEIGHT_MAX_CHANNELS, and never
+    for a sample whose padded copy would exceed SHIFTED_MAX_SAMPLE values."""
+    def geometry(x_shape, w_shape, stride=1, padding=1, groups=1):
+        return _conv.conv_geometry(x_shape, w_shape, stride, padding, 1, groups)
+
+    wide = geometry((8, 64, 56, 56), (64, 64, 3, 3))
+    assert wide.shifted and not wide.shifted_weight
+    narrow = geometry((64, 8, 13, 13), (16, 8, 3, 3))
+    assert narrow.shifted and narrow.shifted_weight
+    assert not geometry((64, 1, 28, 28), (8, 1, 3, 3)).shifted
+    assert not geometry((32, 16, 32, 32), (32, 16, 5, 5), stride=2).shifted
+    assert geometry((8, 32, 32, 32), (64, 8, 3, 3), groups=4).shifted  # 8 per group
+    assert not geometry((8, 32, 32, 32), (64, 4, 3, 3), groups=8).shifted  # 4 per group
+    side = int((_conv.SHIFTED_MAX_SAMPLE // 16) ** 0.5)
+    assert geometry((1, 16, side - 2, side - 2), (4, 16, 3, 3)).shifted
+    assert not geometry((1, 16, side, side), (4, 16, 3, 3)).shifted
