@@ -264,18 +264,19 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
     out_height = (padded_h - span_h) // stride[0] + 1
     out_width = (padded_w - span_w) // stride[1] + 1
     check_fits((n, filters, out_height, out_width), "conv2d's output")
-    # The kernels hand one output plane, one group's taps and one group's
-    # filters to BLAS as matrix sizes and strides: C ints.
+    # The kernels hand one output plane, one group's taps and the filters (a
+    # leading dimension of the weight gradient) to BLAS as matrix sizes and
+    # strides: C ints.
     if out_height * out_width > BLAS_INT_MAX:
         raise ValueError(
             f"conv2d's output planes must have fewer than 2**31 pixels (its matrix "
             f"products index them with 32-bit ints), got {out_height} x {out_width}"
         )
-    if group_channels * kh * kw > BLAS_INT_MAX or filters // groups > BLAS_INT_MAX:
+    if group_channels * kh * kw > BLAS_INT_MAX or filters > BLAS_INT_MAX:
         raise ValueError(
-            f"conv2d's weight must have fewer than 2**31 filters per group and "
-            f"fewer than 2**31 values per filter (C // groups * kh * kw), got "
-            f"{filters // groups} filters per group of {group_channels * kh * kw} values"
+            f"conv2d's weight must have fewer than 2**31 filters and fewer than "
+            f"2**31 values per filter (C // groups * kh * kw), got {filters} filters "
+            f"of {group_channels * kh * kw} values"
         )
     return ConvGeometry(
         batched=batched, n=n, channels=channels, height=height, width=width,

@@ -282,6 +282,10 @@ def test_weight_beyond_blas_ints_is_refused_before_anything_is_allocated():
     # Only the shapes are looked at: such a weight would take 32 GiB.
     with pytest.raises(ValueError, match=r"fewer than 2\*\*31 values per filter"):
         _conv.conv_geometry((1, 2**16, 2**8, 2**8), (1, 2**16, 2**8, 2**8), 1, 0, 1, 1)
+    # 2**30 filters per group, but the weight gradient's products stride over
+    # all 2**31 of them.
+    with pytest.raises(ValueError, match=r"fewer than 2\*\*31 filters"):
+        _conv.conv_geometry((1, 2, 1, 1), (2**31, 1, 1, 1), 1, 0, 1, 2)
 
 
 def test_bad_bias_and_grad_output_shapes():
