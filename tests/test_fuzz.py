@@ -245,6 +245,16 @@ def garble(draw, params, shapes, extra=None):
             params[name] = draw(BAD_INTS)
 
 
+def garbled_call(draw, params, shapes, extra=None):
+    """:func:`garble`, then the call's keyword arguments: ``params`` and an
+    array drawn for each of ``shapes``."""
+    garble(draw, params, shapes, extra)
+    kwargs = dict(params)
+    for name, shape in shapes.items():
+        kwargs[name] = draw(an_array(shape, name))
+    return kwargs
+
+
 # -- checking a call ------------------------------------------------------------------
 
 def _snapshot(kwargs):
@@ -434,10 +444,7 @@ def conv_calls(draw, backward=False):
         if draw(st.booleans()):
             shapes["bias"] = (config.weight_shape[0],)
         extra = {"padding": st.one_of(BAD_INTS, st.sampled_from(["same", "valid", "full"]))}
-    garble(draw, params, shapes, extra)
-    kwargs = dict(params)
-    for name, shape in shapes.items():
-        kwargs[name] = draw(an_array(shape, name))
+    kwargs = garbled_call(draw, params, shapes, extra)
     if not backward and draw(st.integers(0, 9)) == 0:
         kwargs["bias"] = draw(st.sampled_from([[1.0, 2.0], "b", 1.0]))
     kwargs["_threads"] = draw(st.integers(1, 3))
@@ -572,10 +579,7 @@ def pool_calls(draw, kind, backward=False):
     elif kind == "max":
         params["return_indices"] = draw(st.booleans())
         extra["return_indices"] = BAD_FLAGS
-    garble(draw, params, shapes, extra)
-    kwargs = dict(params)
-    for name, shape in shapes.items():
-        kwargs[name] = draw(an_array(shape, name))
+    kwargs = garbled_call(draw, params, shapes, extra)
     if with_indices:
         kwargs["indices"] = draw(indices_for(kwargs, out_shape))
     kwargs["_threads"] = draw(st.integers(1, 3))
@@ -731,10 +735,7 @@ def pad_calls(draw, backward=False):
         params["value"] = 0.0 if mode != "constant" else draw(
             st.sampled_from([0.0, -1.5, 2, np.nan, np.inf]))
         extra["value"] = st.sampled_from([1.0, "1", None, True, 1j, np.float32(0.5), [0.0]])
-    garble(draw, params, shapes, extra)
-    kwargs = dict(params)
-    for name, shape in shapes.items():
-        kwargs[name] = draw(an_array(shape, name))
+    kwargs = garbled_call(draw, params, shapes, extra)
     kwargs["_threads"] = draw(st.integers(1, 3))
     return kwargs
 
@@ -803,10 +804,7 @@ def signal_calls(draw):
              "boundary": st.sampled_from(["reflect", "fill", "wrap", None, 0]),
              "fillvalue": st.sampled_from([np.nan, np.inf, "1", None, 1j, [1, 2], [[3]],
                                            np.array([]), True])}
-    garble(draw, params, shapes, extra)
-    kwargs = dict(params)
-    for name, shape in shapes.items():
-        kwargs[name] = draw(an_array(shape, name))
+    kwargs = garbled_call(draw, params, shapes, extra)
     kwargs["_threads"] = draw(st.integers(1, 3))
     return kwargs
 
