@@ -87,34 +87,45 @@ def softmax_cross_entropy(logits, labels):
 
 
 class LeNet:
-    """The LeNet training step out of the pieces above, batched."""
+    """The LeNet training step, batched, out of this module's pieces; a
+    subclass may bring its own convolution and pooling functions (same
+    signatures) and its own first-layer weight gradient."""
+
+    conv_forward = staticmethod(conv_forward)
+    conv_backward = staticmethod(conv_backward)
+    pool_forward = staticmethod(pool_forward)
+    pool_backward = staticmethod(pool_backward)
 
     def __init__(self, params, learning_rate):
         self.params = {name: value.copy() for name, value in params.items()}
         self.learning_rate = learning_rate
 
+    def first_weight_gradient(self, g_z1, images):
+        """Weight and bias gradients of the first convolution, whose input
+        gradient nobody needs: the weight gradient alone is one product."""
+        windows = _windows(images, 3, 3, 1)
+        return (np.tensordot(g_z1, windows, axes=([0, 2, 3], [0, 2, 3])),
+                g_z1.sum(axis=(0, 2, 3)))
+
     def train_step(self, images, labels):
         p = self.params
-        z1 = conv_forward(images, p["conv1.w"], p["conv1.b"], 1, 0)
+        z1 = self.conv_forward(images, p["conv1.w"], p["conv1.b"], 1, 0)
         a1 = np.maximum(z1, 0)
-        m1, arg1 = pool_forward(a1)
-        z2 = conv_forward(m1, p["conv2.w"], p["conv2.b"], 1, 0)
+        m1, arg1 = self.pool_forward(a1)
+        z2 = self.conv_forward(m1, p["conv2.w"], p["conv2.b"], 1, 0)
         a2 = np.maximum(z2, 0)
-        m2, arg2 = pool_forward(a2)
+        m2, arg2 = self.pool_forward(a2)
         flat = m2.reshape(len(images), -1)
         logits = flat @ p["dense.w"].T + p["dense.b"]
         loss, g_logits = softmax_cross_entropy(logits, labels)
 
         grads = {"dense.w": g_logits.T @ flat, "dense.b": g_logits.sum(axis=0)}
         g_m2 = (g_logits @ p["dense.w"]).reshape(m2.shape)
-        g_z2 = pool_backward(g_m2, a2, arg2) * (z2 > 0)
-        g_m1, grads["conv2.w"], grads["conv2.b"] = conv_backward(g_z2, m1, p["conv2.w"], 1, 0)
-        g_z1 = pool_backward(g_m1, a1, arg1) * (z1 > 0)
-        # The first layer's input gradient is not needed; the weight
-        # gradient alone is one product.
-        windows = _windows(images, 3, 3, 1)
-        grads["conv1.w"] = np.tensordot(g_z1, windows, axes=([0, 2, 3], [0, 2, 3]))
-        grads["conv1.b"] = g_z1.sum(axis=(0, 2, 3))
+        g_z2 = self.pool_backward(g_m2, a2, arg2) * (z2 > 0)
+        g_m1, grads["conv2.w"], grads["conv2.b"] = self.conv_backward(
+            g_z2, m1, p["conv2.w"], 1, 0)
+        g_z1 = self.pool_backward(g_m1, a1, arg1) * (z1 > 0)
+        grads["conv1.w"], grads["conv1.b"] = self.first_weight_gradient(g_z1, images)
         for name, grad in grads.items():
             p[name] -= self.learning_rate * grad
         return loss

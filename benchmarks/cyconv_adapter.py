@@ -8,10 +8,11 @@ reports that workload as "n/a" rather than timing a stand-in.
 import functools
 import inspect
 
-import numpy as np
 
 import cyconv
 from cyconv import functional as F
+
+import baselines_numpy
 
 
 def _accepts(fn, keyword):
@@ -55,51 +56,21 @@ if not HAS_POOL:
     pool_forward = pool_backward = None
 
 
-def _softmax_cross_entropy(logits, labels):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    probabilities = exp / exp.sum(axis=1, keepdims=True)
-    rows = np.arange(len(labels))
-    loss = -np.log(probabilities[rows, labels]).mean()
-    probabilities[rows, labels] -= 1
-    probabilities /= len(labels)
-    return loss, probabilities
-
-
-class FunctionalLeNet:
+class FunctionalLeNet(baselines_numpy.LeNet):
     """The LeNet step out of cyconv.functional calls, for a cyconv without
     layer classes: convolutions and pools in cyconv, the rest in numpy."""
 
     how = "cyconv.functional conv2d/max_pool2d; ReLU, dense, loss and SGD in numpy"
 
-    def __init__(self, params, learning_rate):
-        self.params = {name: value.copy() for name, value in params.items()}
-        self.learning_rate = learning_rate
+    conv_forward = staticmethod(conv_forward)
+    conv_backward = staticmethod(conv_backward)
+    pool_forward = staticmethod(pool_forward)
+    pool_backward = staticmethod(pool_backward)
 
-    def train_step(self, images, labels):
-        p = self.params
-        z1 = F.conv2d(images, p["conv1.w"], p["conv1.b"])
-        a1 = np.maximum(z1, 0)
-        m1, i1 = pool_forward(a1)
-        z2 = F.conv2d(m1, p["conv2.w"], p["conv2.b"])
-        a2 = np.maximum(z2, 0)
-        m2, i2 = pool_forward(a2)
-        flat = m2.reshape(len(images), -1)
-        logits = flat @ p["dense.w"].T + p["dense.b"]
-        loss, g_logits = _softmax_cross_entropy(logits, labels)
-        grads = {"dense.w": g_logits.T @ flat, "dense.b": g_logits.sum(axis=0)}
-        g_m2 = (g_logits @ p["dense.w"]).reshape(m2.shape)
-        g_z2 = pool_backward(g_m2, a2, i2) * (z2 > 0)
-        g_m1, grads["conv2.w"], grads["conv2.b"] = F.conv2d_backward(g_z2, m1, p["conv2.w"])
-        g_z1 = pool_backward(g_m1, a1, i1) * (z1 > 0)
-        _, grads["conv1.w"], grads["conv1.b"] = F.conv2d_backward(
-            g_z1, images, p["conv1.w"], compute_grad_input=False)
-        for name, grad in grads.items():
-            p[name] -= self.learning_rate * grad
-        return loss
-
-    def parameters(self):
-        return self.params
+    def first_weight_gradient(self, g_z1, images):
+        _, grad_w, grad_b = F.conv2d_backward(g_z1, images, self.params["conv1.w"],
+                                              compute_grad_input=False)
+        return grad_w, grad_b
 
 
 _LAYER_NAMES = ("Sequential", "Convolution", "MaxPooling", "ReLU", "Flatten", "Dense", "SGD")
