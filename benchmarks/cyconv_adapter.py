@@ -8,7 +8,6 @@ reports that workload as "n/a" rather than timing a stand-in.
 import functools
 import inspect
 
-
 import cyconv
 from cyconv import functional as F
 
