@@ -1,10 +1,13 @@
 """Layers: gradients against finite differences (cyconv.testing's checker),
 the tutorial's API and results on single samples, batches, dtypes, errors."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy import signal
 
 import cyconv
@@ -22,6 +25,7 @@ from cyconv import (
     Softmax,
     Tanh,
 )
+from cyconv import _relu
 from cyconv.testing import check_layer_gradients, conv2d_configs, pool2d_configs
 
 F64 = dict(dtype=np.float64)
@@ -494,27 +498,26 @@ def test_weights_too_large_to_be_an_array_are_refused_before_drawing_them():
         Dense(2**32, 2**32)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_relu_gradient_is_numpys_bit_for_bit(dtype, threads):
-    """ReLU's compiled gradient against numpy's ``grad * (x > 0)``: NaN,
-    infinities, zeros of both signs, strided arrays, and enough elements
-    for two threads."""
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((3, 5, 150, 201)).astype(dtype)[:, :, ::2]
-    grad = rng.standard_normal(x.shape).astype(dtype)
-    flat_x, flat_g = x.reshape(-1), grad.reshape(-1)  # copies: x is strided
-    flat_x[::7], flat_x[::11], flat_x[5] = 0.0, np.nan, -0.0
-    flat_g[::13], flat_g[::17], flat_g[::19] = np.nan, np.inf, -np.inf
-    x, grad = flat_x.reshape(x.shape), flat_g.reshape(x.shape)
+@given(st.sampled_from([np.float32, np.float64]), st.integers(1, 3), st.data())
+def test_relu_gradient_is_numpys_bit_for_bit(dtype, threads, data):
+    """ReLU's compiled gradient against numpy's ``grad * (x > 0)``, bit for
+    bit: NaN, infinities, zeros of both signs, any shape and memory layout,
+    split among threads even when small."""
+    shape = tuple(data.draw(st.lists(st.integers(0, 9), min_size=1, max_size=4)))
+    values = st.one_of(st.floats(width=np.dtype(dtype).itemsize * 8),
+                       st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf]))
+    x, grad = (data.draw(arrays(dtype, shape, elements=values)) for _ in range(2))
+    if data.draw(st.booleans()):
+        x, grad = np.asfortranarray(x), grad[..., ::-1].copy()[..., ::-1]
     layer = cyconv.ReLU()
-    layer.forward(np.asfortranarray(x))
+    layer.forward(x)
     try:
         cyconv.set_num_threads(threads)
-        actual = layer.backward(grad[..., ::-1][..., ::-1])
+        with mock.patch.object(_relu, "MIN_ELEMENTS_PER_THREAD", 1):
+            actual = layer.backward(grad)
     finally:
         cyconv.set_num_threads(None)
     with np.errstate(invalid="ignore"):
-        expected = grad * (x > 0)
-    assert actual.dtype == dtype and actual.shape == x.shape
+        expected = np.ascontiguousarray(grad * (x > 0))
+    assert actual.dtype == dtype and actual.shape == shape
     np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8))
