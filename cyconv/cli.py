@@ -178,8 +178,6 @@ def _format_seconds(seconds):
 
 
 def _command_train(args, out):
-    if args.threads is not None:
-        set_num_threads(args.threads)
     dtype = np.float64 if args.float64 else np.float32
     output = args.output
     # Fail now rather than after the training.
@@ -252,8 +250,6 @@ def format_confusion_matrix(matrix):
 
 
 def _command_evaluate(args, out):
-    if args.threads is not None:
-        set_num_threads(args.threads)
     model = Sequential.load(args.model)
     _check_classifier(model, args.model)
     x, y = _held_out(args.data, model.dtype)
@@ -292,8 +288,6 @@ def _read_images(path):
 
 
 def _command_predict(args, out):
-    if args.threads is not None:
-        set_num_threads(args.threads)
     model = Sequential.load(args.model)
     _check_classifier(model, args.model)
     x = _read_images(args.images).astype(model.dtype, copy=False)
@@ -306,8 +300,6 @@ def _command_predict(args, out):
 
 
 def _command_bench(args, out):
-    if args.threads is not None:
-        set_num_threads(args.threads)
     dtype = np.float64 if args.float64 else np.float32
     print(f"cyconv {__version__}, {np.dtype(dtype).name}, {get_num_threads()} thread(s); "
           f"medians over about {args.budget:g} s of calls each", file=out)
@@ -425,6 +417,8 @@ def main(argv=None):
     saved_threads = _threads._num_threads
     try:
         args = make_parser().parse_args(argv)
+        if args.threads is not None:  # every command takes --threads
+            set_num_threads(args.threads)
         return args.run(args, sys.stdout)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
