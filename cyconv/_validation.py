@@ -172,13 +172,8 @@ def as_flag(value, name):
     return bool(value)
 
 def check_learning_rate(learning_rate):
-    if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, numbers.Real):
-        raise TypeError(f"learning_rate must be a real number, got {learning_rate!r}")
-    rate = float(learning_rate)
-    if not np.isfinite(rate) or rate < 0:
-        raise ValueError(f"learning_rate must be finite and >= 0, got {learning_rate!r}")
-    return rate
-
+    """Return ``learning_rate`` as a finite float >= 0."""
+    return as_real(learning_rate, "learning_rate")
 
 
 def check_dtype(dtype):

@@ -17,6 +17,7 @@ from .containers import Container, Residual, Sequential
 from .conv import Convolution
 from .dense import Dense
 from .layer import Buffer, Layer, Parameter
+from .models import lenet
 from .optimizers import SGD, Adam
 from .pooling import AveragePooling, MaxPooling
 from .reshape import Flatten, Reshape
@@ -40,6 +41,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "lenet",
     "losses",
     "optimizers",
 ]

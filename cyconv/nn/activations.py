@@ -7,6 +7,7 @@ float64) and take any shape.
 
 import numpy as np
 
+from .._relu import relu_gradient
 from .layer import (
     ShapePreserving,
     as_float_input,
@@ -14,7 +15,6 @@ from .layer import (
     check_gradient_shape,
     check_unused_learning_rate,
 )
-from .._relu import relu_gradient
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 

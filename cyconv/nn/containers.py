@@ -259,14 +259,14 @@ class Sequential(Container):
     >>> model = Sequential([Convolution(kernel_size=3, depth=4, padding=1), ReLU(),
     ...                     Flatten(), Dense(output_size=2)], input_shape=(1, 4, 4))
     >>> print(model.summary())
-    Layer           Output shape    Parameters
-    ------------------------------------------
-    0 Convolution   (4, 4, 4)               40
-    1 ReLU          (4, 4, 4)                0
-    2 Flatten       (64,)                    0
-    3 Dense         (2,)                   130
-    ------------------------------------------
-    Total                                  170
+    Layer          Output shape  Parameters
+    ---------------------------------------
+    0 Convolution  (4, 4, 4)             40
+    1 ReLU         (4, 4, 4)              0
+    2 Flatten      (64,)                  0
+    3 Dense        (2,)                 130
+    ---------------------------------------
+    Total                               170
     """
 
     def __init__(self, layers, input_shape=None):
@@ -507,14 +507,15 @@ def _summary(model):
     table = [header] + [row[:len(header)] for row in rows] + [total]
     cells = [[f"{value:,}" if isinstance(value, int) else value for value in row]
              for row in table]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
-    widths[0] += 2
-    widths[1] += 2
+    # Two spaces between columns: names and shapes to the left, counts right.
+    widths = [max(len(row[column]) for row in cells) + (2 if column else 0)
+              for column in range(len(header))]
 
     def line(row):
-        return "".join(cell.ljust(width) if column < 2 else cell.rjust(width)
+        return "".join(cell.ljust(width) if column == 0 else
+                       ("  " + cell).ljust(width) if column == 1 else cell.rjust(width)
                        for column, (cell, width) in enumerate(zip(row, widths))).rstrip()
 
-    rule = "-" * len(line(cells[0]).ljust(sum(widths)))
+    rule = "-" * sum(widths)
     return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:-1]]
                      + [rule, line(cells[-1])])

@@ -50,14 +50,10 @@ import threading
 
 import numpy as np
 
-from .._validation import (
-    as_array,
-    as_flag,
-    as_shape,
-    check_dtype,
-    check_learning_rate,
-    float_dtype,
-)
+from .._validation import as_array, as_flag, check_learning_rate, float_dtype
+# The argument checks layers share live in _validation; these two are
+# also reachable from here, beside the layer helpers.
+from .._validation import as_shape, check_dtype  # noqa: F401
 
 __all__ = ["Layer", "Parameter", "Buffer", "ShapePreserving", "initial_array", "he_normal"]
 

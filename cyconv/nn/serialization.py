@@ -50,9 +50,16 @@ _HEADER_ENTRIES = ("format", "format_version", "architecture", "input_shape")
 _MAX_ARCHITECTURE_BYTES = 64 * 2**20
 _MAX_SMALL_ENTRY_BYTES = 4096
 # Deflate cannot shrink data by more than about 1032:1; a member declaring
-# more than this from its compressed size is a forgery (a "zip bomb").
+# more than this from its compressed size is a forgery.
 _MAX_DEFLATE_RATIO = 1032
 _DEFLATE_SLACK = 4096
+# What a whole file may inflate to.  cyconv stores its arrays uncompressed
+# and trained weights hardly compress, so a file that declares much more
+# than its own size is a "zip bomb": highly compressible data meant to
+# exhaust memory.  The allowance keeps small all-zero arrays (biases,
+# fresh statistics) of a compressed file readable.
+_MAX_INFLATION_RATIO = 64
+_INFLATION_ALLOWANCE = 16 * 2**20
 # Containers nest at most this deep (as cyconv.nn.containers.MAX_NESTING).
 _MAX_NESTING = 64
 
@@ -189,12 +196,15 @@ def check_target(path):
 
     Examples
     --------
-    >>> import tempfile
+    >>> import os, tempfile
     >>> from cyconv.nn.serialization import check_target
-    >>> check_target(tempfile.mkdtemp())
+    >>> folder = tempfile.mkdtemp()
+    >>> check_target(os.path.join(folder, "model.npz")) is None   # nothing there yet
+    True
+    >>> check_target(folder)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    IsADirectoryError: [Errno 21] cannot save a model over a directory: '...'
+    IsADirectoryError: [Errno 21] Is a directory: '...'
     """
     path = os.fspath(path)
     if not path:
@@ -202,13 +212,11 @@ def check_target(path):
     try:
         status = os.stat(path)
     except FileNotFoundError:
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(errno.ENOENT, "cannot save a model: no directory "
-                                    f"{directory!r} for", path) from None
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path) from None
         return None
     if stat.S_ISDIR(status.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "cannot save a model over a directory", path)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     if not stat.S_ISREG(status.st_mode):
         raise ValueError(f"cannot save a model to {path}: it is not a regular file "
                          f"(a FIFO, socket or device), which saving would replace")
@@ -302,7 +310,7 @@ def load(cls, path, custom_layers=None):
     path = os.fspath(path)
     status = os.stat(path)  # FileNotFoundError and PermissionError as they are
     if stat.S_ISDIR(status.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "a directory is not a model file", path)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     if not stat.S_ISREG(status.st_mode):
         # Never opened: a FIFO would block until someone writes to it.
         raise ValueError(f"{path} is not a cyconv model file: not a regular file")
@@ -346,6 +354,11 @@ def _members(archive, file_size):
             raise _Corrupt(f"{info.filename} uses compression method {info.compress_type}; "
                            f"only stored and deflated members are read")
         members[name] = info
+    declared = sum(info.file_size for info in members.values())
+    if declared > _MAX_INFLATION_RATIO * file_size + _INFLATION_ALLOWANCE:
+        raise _Corrupt(f"its members declare {declared} bytes from a file of {file_size}, "
+                       f"more than {_MAX_INFLATION_RATIO} times its size: a compressed "
+                       f"file too large to be a model's")
     return members
 
 

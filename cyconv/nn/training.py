@@ -2,14 +2,13 @@
 ``predict``: mini-batches, the progress bar and the per-epoch lines."""
 
 import contextlib
-import numbers
 import sys
 import threading
 import time
 
 import numpy as np
 
-from .._validation import as_array
+from .._validation import as_array, as_int
 from .layer import check_learning_rate
 from .losses import get_loss
 from .optimizers import get_optimizer
@@ -58,14 +57,6 @@ def _modes_of(model):
     return modes
 
 
-def positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return int(value)
-
-
 def batches(count, batch_size, order=None):
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
@@ -86,8 +77,8 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
                          f"{len(x)} and {len(y)}")
     if len(x) == 0:
         raise ValueError("x must hold at least one sample")
-    epochs = positive_int(epochs, "epochs")
-    batch_size = positive_int(batch_size, "batch_size")
+    epochs = as_int(epochs, "epochs", 1)
+    batch_size = as_int(batch_size, "batch_size", 1)
     loss = get_loss(loss)
     optimizer = get_optimizer(optimizer)
     if validation_data is not None:
@@ -149,7 +140,7 @@ def predict(model, x, batch_size=256):
     with modes(model, False):
         if model._is_single_sample(x):
             return model.forward(x)
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = as_int(batch_size, "batch_size", 1)
         if len(x) == 0:
             raise ValueError("x must hold at least one sample")
         return np.concatenate([model.forward(x[batch])
