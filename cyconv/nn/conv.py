@@ -9,16 +9,8 @@ import numpy as np
 
 from .. import functional
 from .._conv import _padding_amounts, conv_geometry
-from .._validation import as_flag, as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
-from .layer import (
-    Parameter,
-    WeightAndBias,
-    as_layer_input,
-    check_gradient_shape,
-    he_normal,
-    initial_array,
-    random_source,
-)
+from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
+from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
 
@@ -108,12 +100,8 @@ class Convolution(WeightAndBias):
         self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding", 0)
         self.padding_mode = check_choice(padding_mode, "padding_mode", tuple(_PADDING_MODES))
         self.dtype = check_dtype(dtype)
-        random_source(rng)  # refuses a bad rng now rather than when built
-        self._rng = rng
-        self._has_bias = as_flag(bias, "bias")
+        self._defer_parameters(bias, rng)
         self.input_shape = self.output_shape = self.kernels_shape = None
-        self.weight = self.bias = None
-        self.built = False
         if input_shape is not None:
             self.build(as_shape(input_shape, "input_shape", 3))
 
@@ -147,11 +135,7 @@ class Convolution(WeightAndBias):
         self.input_shape, self.kernels_shape = input_shape, kernels_shape
         self.output_shape = geometry.output_shape
         self._border = border
-        self.weight = Parameter("weight", he_normal(self._rng, kernels_shape, fan_in, self.dtype))
-        self.bias = (Parameter("bias", initial_array(self.depth, self.dtype))
-                     if self._has_bias else None)
-        self._rng = None  # drawn from: not kept alive, never drawn from twice
-        self.built = True
+        self._allocate_parameters(kernels_shape, fan_in)
         return self.output_shape
 
     @property

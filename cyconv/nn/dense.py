@@ -3,16 +3,8 @@
 import numpy as np
 
 from .._matmul import matmul
-from .._validation import as_flag, as_int, check_dtype, check_fits
-from .layer import (
-    Parameter,
-    WeightAndBias,
-    as_layer_input,
-    check_gradient_shape,
-    he_normal,
-    initial_array,
-    random_source,
-)
+from .._validation import as_int, check_dtype, check_fits
+from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 
 __all__ = ["Dense"]
 
@@ -69,13 +61,9 @@ class Dense(WeightAndBias):
         if output_size is None:
             raise TypeError("Dense needs output_size (Dense(input_size, output_size, ...))")
         self.output_size = as_int(output_size, "output_size", 1)
-        self._has_bias = as_flag(bias, "bias")
         self.dtype = check_dtype(dtype)
-        random_source(rng)  # refuses a bad rng now rather than when built
-        self._rng = rng
+        self._defer_parameters(bias, rng)
         self.input_size = self.input_shape = self.output_shape = None
-        self.weight = self.bias = None
-        self.built = False
         if input_size is not None:
             self._allocate(as_int(input_size, "input_size", 1))
 
@@ -84,12 +72,7 @@ class Dense(WeightAndBias):
         self.input_size = input_size
         self.input_shape = (input_size,)
         self.output_shape = (self.output_size,)
-        self.weight = Parameter("weight", he_normal(
-            self._rng, (self.output_size, input_size), input_size, self.dtype))
-        self.bias = (Parameter("bias", initial_array(self.output_size, self.dtype))
-                     if self._has_bias else None)
-        self._rng = None  # drawn from: not kept alive, never drawn from twice
-        self.built = True
+        self._allocate_parameters((self.output_size, input_size), input_size)
 
     def build(self, input_shape):
         """Samples of ``(input_size,)``, or the tutorial's columns ``(input_size, 1)``."""

@@ -387,7 +387,23 @@ class ShapePreserving(Layer):
 
 
 class WeightAndBias(Layer):
-    """A layer whose parameters are ``weight`` and an optional ``bias``."""
+    """A layer whose parameters are ``weight`` (He-initialised) and an
+    optional ``bias`` (zeros), allocated when the layer is built: at once
+    when its sizes are given, or when a container infers them."""
+
+    def _defer_parameters(self, bias, rng):
+        self._has_bias = as_flag(bias, "bias")
+        random_source(rng)  # refuses a bad rng now rather than when built
+        self._rng = rng
+        self.weight = self.bias = None
+        self.built = False
+
+    def _allocate_parameters(self, weight_shape, fan_in):
+        self.weight = Parameter("weight", he_normal(self._rng, weight_shape, fan_in, self.dtype))
+        self.bias = (Parameter("bias", initial_array(weight_shape[0], self.dtype))
+                     if self._has_bias else None)
+        self._rng = None  # drawn from: not kept alive, never drawn from twice
+        self.built = True
 
     @property
     def biases(self):
@@ -395,8 +411,6 @@ class WeightAndBias(Layer):
 
     def parameters(self):
         return [p for p in (self.weight, self.bias) if p is not None]
-
-
 
 def check_unused_learning_rate(learning_rate):
     """A layer without parameters has nothing to update, but a learning rate
