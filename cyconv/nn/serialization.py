@@ -308,15 +308,10 @@ def load(cls, path, custom_layers=None):
     :meth:`cyconv.Sequential.load`."""
     types = _layer_types(custom_layers)
     path = os.fspath(path)
-    status = os.stat(path)  # FileNotFoundError and PermissionError as they are
-    if stat.S_ISDIR(status.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-    if not stat.S_ISREG(status.st_mode):
-        # Never opened: a FIFO would block until someone writes to it.
-        raise ValueError(f"{path} is not a cyconv model file: not a regular file")
+    stream = _open_regular(path)
     try:
-        with open(path, "rb") as stream, zipfile.ZipFile(stream) as archive:
-            members = _members(archive, status.st_size)
+        with stream, zipfile.ZipFile(stream) as archive:
+            members = _members(archive, os.fstat(stream.fileno()).st_size)
             return _read_model(cls, archive, members, types, path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
@@ -328,6 +323,29 @@ def load(cls, path, custom_layers=None):
     except Exception as exc:  # zipfile, zlib, struct: all damage to the file
         raise ValueError(f"{path} is not a readable cyconv model file "
                          f"(corrupt or truncated?): {type(exc).__name__}: {exc}") from None
+
+
+def _open_regular(path):
+    """``path`` opened for reading, if it is a regular file.
+
+    Checked before opening (opening a device can have effects of its own)
+    and again on the open file, which is opened without blocking: a FIFO
+    put in its place in between would otherwise wait for a writer."""
+    _check_regular(os.stat(path), path)  # FileNotFoundError, PermissionError as they are
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        _check_regular(os.fstat(descriptor), path)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _check_regular(status, path):
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(f"{path} is not a cyconv model file: not a regular file")
 
 
 def _members(archive, file_size):
