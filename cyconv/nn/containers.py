@@ -149,6 +149,8 @@ class Container(Layer):
             try:
                 shape = layer.build(shape)
             except (ValueError, TypeError) as exc:
+                if type(exc) not in (ValueError, TypeError):
+                    raise  # a subclass may not take a plain message
                 raise type(exc)(f"layer {index} ({type(layer).__name__}) of "
                                 f"{type(self).__name__}: {exc}") from None
             shape = None if shape is None else tuple(shape)
