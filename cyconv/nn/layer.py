@@ -15,7 +15,9 @@ A layer subclasses :class:`Layer` and implements ``forward`` and
     through its Parameter/Buffer objects, never through a copy kept aside.
     Allocate initial values with :func:`initial_array` / :func:`he_normal`:
     while a model is loaded they return read-only placeholders that take no
-    memory, so a file is checked before anything big is allocated.
+    memory, so a file is checked before anything big is allocated.  Use
+    them for parameter and buffer values only: any other array allocated
+    with them would stay a read-only placeholder after loading.
 
 ``training``, ``train(mode)``, ``eval()``
     The mode; layers that behave differently in training (dropout, batch
