@@ -29,6 +29,7 @@ import math
 import os
 import secrets
 import stat
+import struct
 import zipfile
 
 import numpy as np
@@ -60,6 +61,10 @@ _DEFLATE_SLACK = 4096
 # fresh statistics) of a compressed file readable.
 _MAX_INFLATION_RATIO = 64
 _INFLATION_ALLOWANCE = 16 * 2**20
+# zipfile turns every entry of the central directory into an object of a
+# few hundred bytes before anything can be checked: a directory larger than
+# this (some 40,000 arrays) is refused from the end record first.
+_MAX_DIRECTORY_BYTES = 4 * 2**20
 # Containers nest at most this deep (as cyconv.nn.containers.MAX_NESTING).
 _MAX_NESTING = 64
 
@@ -310,9 +315,12 @@ def load(cls, path, custom_layers=None):
     path = os.fspath(path)
     stream = _open_regular(path)
     try:
-        with stream, zipfile.ZipFile(stream) as archive:
-            members = _members(archive, os.fstat(stream.fileno()).st_size)
-            return _read_model(cls, archive, members, types, path)
+        with stream:
+            file_size = os.fstat(stream.fileno()).st_size
+            _check_directory_size(stream, file_size)
+            with zipfile.ZipFile(stream) as archive:
+                members = _members(archive, file_size)
+                return _read_model(cls, archive, members, types, path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except _Corrupt as exc:
@@ -346,6 +354,25 @@ def _check_regular(status, path):
         raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     if not stat.S_ISREG(status.st_mode):
         raise ValueError(f"{path} is not a cyconv model file: not a regular file")
+
+
+def _check_directory_size(stream, file_size):
+    """Refuse a zip whose central directory is larger than a model's, from
+    its end record (the last 22 bytes, before a comment of up to 64 KiB),
+    before zipfile parses the directory.  A damaged end record is left to
+    zipfile to report."""
+    tail_size = min(file_size, 22 + 0xFFFF)
+    stream.seek(file_size - tail_size)
+    tail = stream.read(tail_size)
+    position = tail.rfind(b"PK\x05\x06")
+    if position < 0 or len(tail) - position < 22:
+        return
+    (directory_size,) = struct.unpack_from("<I", tail, position + 12)
+    # 0xFFFFFFFF defers to a ZIP64 record: a directory of 4 GiB or more.
+    if directory_size > _MAX_DIRECTORY_BYTES:
+        raise _Corrupt(f"its zip directory declares {directory_size} bytes, more than the "
+                       f"{_MAX_DIRECTORY_BYTES} of any model's")
+    stream.seek(0)
 
 
 def _members(archive, file_size):
