@@ -92,8 +92,8 @@ class Dense(WeightAndBias):
             # (n, 1)) gives inside a Sequential.
             x2, self._layout = x[:, :, 0], "columns"
         else:
-            raise ValueError(f"Dense expects input of shape (N, {n}), ({n},), ({n}, 1) or "
-                             f"(N, {n}, 1), got {x.shape}")
+            raise ValueError(f"Dense expects input of shape (N, {n}), ({n},) or ({n}, 1) "
+                             f"(or a batch of columns (N, {n}, 1)), got {x.shape}")
         self.input = x
         self._input2 = x2
         out = matmul(x2, self.weight.value.T)
