@@ -9,8 +9,9 @@ import secrets
 
 import numpy as np
 
-from . import activations, conv, dense, pooling, reshape
+from . import activations, conv, dense, optimizers, pooling, reshape
 from .layer import check_dtype
+from .losses import get_loss
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION", "LAYER_TYPES"]
 
@@ -26,7 +27,7 @@ LAYER_TYPES = {
 }
 
 
-def save(model, path):
+def save(model, path, include_optimizer=False):
     """Write ``model`` (a :class:`cyconv.Sequential`) to ``path``; see
     :meth:`cyconv.Sequential.save`."""
     architecture = []
@@ -44,6 +45,9 @@ def save(model, path):
         "format_version": np.array(FORMAT_VERSION),
         "architecture": np.array(json.dumps(architecture)),
     }
+    training_header, training_arrays = training_entries(model, include_optimizer)
+    header.update(training_header)
+    arrays.update(training_arrays)
     path = os.fspath(path)
     # A new name beside the destination, so that os.replace is a rename
     # within one file system; opened with "x" (not tempfile.mkstemp) so
@@ -69,6 +73,7 @@ def load(cls, path):
     """Read a model written by :func:`save` as an instance of ``cls``; see
     :meth:`cyconv.Sequential.load`."""
     path = os.fspath(path)
+    _refuse_other_formats(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -122,6 +127,7 @@ def _from_contents(cls, contents, path):
                     f"{saved.shape}, the layer needs {parameter.value.dtype} "
                     f"{parameter.value.shape}")
             parameter.value[...] = saved
+    expected |= restore_training(model, contents, path)
     extra = set(contents) - expected - {"format", "format_version", "architecture"}
     if extra:
         raise ValueError(f"{path} does not fit its architecture: unexpected arrays "
@@ -165,3 +171,129 @@ def _build_layer(entry):
         # from a fixed source rather than from the global random state.
         config = dict(config, rng=0)
     return layer_type(**config)
+
+
+# The first bytes of files people mistake for a model, and what they are.
+_OTHER_FORMATS = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras .h5 model?)"),
+    (b"\x93NUMPY", "a .npy array, not a model"),
+    (b"\x80", "a pickle (a PyTorch .pt file?); cyconv never unpickles"),
+    (b"{", "JSON"),
+    (b"[", "JSON"),
+)
+
+
+def _refuse_other_formats(path):
+    """A clear word for a file that is not an .npz archive at all, rather
+    than numpy's advice about allow_pickle."""
+    try:
+        with open(path, "rb") as stream:
+            start = stream.read(64)
+    except OSError:
+        return  # np.load reports it, with the usual exception
+    if start.startswith(b"PK"):
+        return
+    what = next((name for magic, name in _OTHER_FORMATS if start.lstrip().startswith(magic)),
+                "not an .npz archive")
+    raise ValueError(f"{path} is not a readable cyconv model file: it looks like {what}. "
+                     f"cyconv models are the .npz files that Sequential.save and "
+                     f"`cyconv train` write")
+
+
+def training_entries(model, include_optimizer):
+    """The file entries of what fit remembers: the loss always (when
+    known); with ``include_optimizer`` also the optimizer's type, settings
+    and state (arrays named ``optimizer.<parameter index>[.<name>]``), the
+    shuffling seed and random stream, and the epochs completed.  Returns
+    (header, arrays)."""
+    state = {}
+    loss = getattr(model, "loss", None)
+    if loss is not None and getattr(loss, "name", None):
+        state["loss"] = loss.name
+    arrays = {}
+    if include_optimizer:
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError("include_optimizer=True needs a model trained by fit: this one "
+                             "has no optimizer yet")
+        settings = {k: v for k, v in vars(optimizer).items() if k != "state"}
+        state.update(optimizer={"type": type(optimizer).__name__, "config": settings},
+                     seed=model.seed, epoch=model.epoch,
+                     shuffle_state=getattr(model, "shuffle_state", None))
+        index = {id(p): i for i, p in enumerate(model.parameters())}
+        for parameter, entry in optimizer.state.items():
+            i = index.get(id(parameter))
+            if i is None:
+                continue  # a parameter of another model
+            if isinstance(entry, dict):
+                for name, value in entry.items():
+                    arrays[f"optimizer.{i}.{name}"] = np.asarray(value)
+            else:
+                arrays[f"optimizer.{i}"] = np.asarray(entry)
+    header = {"training": np.array(json.dumps(state))} if state else {}
+    return header, arrays
+
+
+def _optimizer_types():
+    return {cls.__name__: cls for cls in vars(optimizers).values()
+            if isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)
+            and cls is not optimizers.Optimizer}
+
+
+def restore_training(model, contents, path):
+    """Set on ``model`` what :func:`training_entries` saved; return the
+    names of the entries it used."""
+    if "training" not in contents:
+        return set()
+    try:
+        state = json.loads(str(contents["training"]))
+        if not isinstance(state, dict):
+            raise ValueError("not a dict")
+        if "loss" in state:
+            model.loss = get_loss(state["loss"])
+        used = {"training"}
+        if "optimizer" in state:
+            used |= _restore_optimizer(model, state, contents)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path} has an invalid training state: {exc}") from None
+    return used
+
+
+def _restore_optimizer(model, state, contents):
+    description = state["optimizer"]
+    optimizer_type = _optimizer_types().get(description["type"])
+    if optimizer_type is None:
+        raise ValueError(f"unknown optimizer {description['type']!r}")
+    settings = dict(description["config"])
+    accepted = inspect.signature(optimizer_type).parameters
+    optimizer = optimizer_type(**{k: v for k, v in settings.items() if k in accepted})
+    for name, value in settings.items():
+        if name not in accepted:
+            setattr(optimizer, name, value)  # set as training went (initial_learning_rate)
+    parameters = model.parameters()
+    used = set()
+    for key, value in contents.items():
+        if not key.startswith("optimizer."):
+            continue
+        index, _, name = key[len("optimizer."):].partition(".")
+        parameter = parameters[int(index)]
+        if value.ndim and (value.shape != parameter.value.shape
+                           or value.dtype != parameter.value.dtype):
+            raise ValueError(f"{key} is {value.dtype} {value.shape}, its parameter "
+                             f"{parameter.value.dtype} {parameter.value.shape}")
+        restored = value.item() if value.ndim == 0 else np.array(value)
+        if name:
+            optimizer.state.setdefault(parameter, {})[name] = restored
+        else:
+            optimizer.state[parameter] = restored
+        used.add(key)
+    seed, epoch = state["seed"], state["epoch"]
+    if not isinstance(seed, int) or seed < 0 or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"bad seed {seed!r} or epoch {epoch!r}")
+    shuffle_state = state.get("shuffle_state")
+    if shuffle_state is not None:
+        # Checked by numpy itself: the state of a PCG64 generator.
+        np.random.default_rng().bit_generator.state = shuffle_state
+    model.optimizer, model.seed, model.epoch = optimizer, seed, epoch
+    model.shuffle_state = shuffle_state
+    return used
