@@ -10,6 +10,7 @@ import numpy as np
 from .. import functional
 from .._conv import _padding_amounts, conv_geometry
 from .._validation import as_int, as_pair, check_choice, check_fits
+from ._hints import input_shape_hint
 from .layer import (
     Parameter,
     WeightAndBias,
@@ -101,8 +102,14 @@ class Convolution(WeightAndBias):
         channels = self.input_shape[0]
         self.kernels_shape = (self.depth, max(1, channels // self.groups)) + self.kernel_size
         # Checks groups, padding and that the kernel fits, with conv2d's messages.
-        geometry = conv_geometry(self.input_shape, self.kernels_shape, self.stride,
-                                 self.padding, self.dilation, self.groups)
+        try:
+            geometry = conv_geometry(self.input_shape, self.kernels_shape, self.stride,
+                                     self.padding, self.dilation, self.groups)
+        except ValueError as exc:
+            hint = input_shape_hint(self.input_shape)
+            if not hint:
+                raise
+            raise ValueError(f"{exc}.{hint}") from None
         self.output_shape = geometry.output_shape
         self._border = None
         if _PADDING_MODES[self.padding_mode] is not None:
