@@ -58,6 +58,26 @@ del _old, _new
 
 __version__ = "0.1.0"
 
+
+def test(max_examples=50, verbose=True):
+    """Check the installed compiled kernels against independent references,
+    as ``numpy.test()`` does: a short hypothesis run of every public kernel
+    in float32 and float64 (under a minute), printing what it checked.
+    Needs hypothesis (``pip install 'cyconv[test]'``); ``cyconv selftest``
+    does the same from the command line.
+
+    Returns True when every check passes.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.test(max_examples=2, verbose=False)
+    True
+    """
+    from ._selftest import run
+
+    return run(max_examples=max_examples, verbose=verbose)
+
 __all__ = [
     "Adam",
     "AveragePooling",
@@ -83,4 +103,5 @@ __all__ = [
     "nn",
     "optimizers",
     "set_num_threads",
+    "test",
 ]

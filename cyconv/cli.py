@@ -344,6 +344,12 @@ def _command_bench(args, out):
     return 0
 
 
+def _command_selftest(args, out):
+    from ._selftest import run
+
+    return 0 if run(max_examples=args.examples, stream=out) else 1
+
+
 def make_parser():
     """The argument parser of the ``cyconv`` command.
 
@@ -423,9 +429,19 @@ def make_parser():
     bench.add_argument("--float64", action="store_true", help="compute in float64")
     bench.set_defaults(run=_command_bench)
 
+    selftest = commands.add_parser(
+        "selftest", help="check the installed kernels against independent references",
+        description="Run every public kernel, float32 and float64, on random cases "
+                    "(hypothesis) against scipy.signal, np.pad and numpy's sliding windows, "
+                    "and print what was checked; exit status 1 if anything differs.  Needs "
+                    "hypothesis: pip install 'cyconv[test]'.")
+    selftest.add_argument("--examples", type=_positive_int, default=50, metavar="N",
+                          help="random cases per check and dtype (default 50)")
+    selftest.set_defaults(run=_command_selftest)
+
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    for sub in (train, evaluate, predict, bench):
+    for sub in (train, evaluate, predict, bench, selftest):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser
