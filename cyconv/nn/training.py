@@ -6,15 +6,17 @@ Everything fit is given is checked before the first weight changes: a
 mistake found after an epoch would leave a half-trained model behind.
 """
 
+import contextlib
 import math
 import numbers
 import sys
+import threading
 import time
 import warnings
 
 import numpy as np
 
-from .._validation import as_array
+from .._validation import as_array, as_int
 from ._hints import shape_hint
 from .activations import Softmax
 from .callbacks import check_callbacks
@@ -22,15 +24,48 @@ from .layer import check_learning_rate
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optimizers import get_optimizer
 
-__all__ = ["fit", "predict", "evaluate"]
+__all__ = ["fit", "predict", "evaluate", "modes"]
 
 
-def positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return int(value)
+@contextlib.contextmanager
+def modes(model, training):
+    """Run a block with ``model`` in training (True) or evaluation mode,
+    then give every one of its layers back the mode it had.
+
+    Threads that predict with one model at once share one evaluation
+    block: the modes come back when the last of them leaves it.  (Training
+    while another thread predicts with the same model is not supported:
+    give each training thread its own model.)
+    """
+    lock = model.__dict__.get("_modes_lock") or model.__dict__.setdefault(
+        "_modes_lock", threading.Lock())
+    with lock:
+        frames = model.__dict__.setdefault("_modes_frames", [])
+        if frames and frames[-1]["training"] == training:
+            frame = frames[-1]
+            frame["users"] += 1
+        else:
+            frame = {"training": training, "users": 1, "saved": _modes_of(model)}
+            frames.append(frame)
+            model.train(training)
+    try:
+        yield
+    finally:
+        with lock:
+            frame["users"] -= 1
+            if frame["users"] == 0:
+                for layer, mode in frame["saved"]:
+                    layer.training = mode
+                frames.remove(frame)
+
+
+def _modes_of(model):
+    pending, modes = [model], []
+    while pending:
+        layer = pending.pop()
+        modes.append((layer, layer.training))
+        pending.extend(layer.children())
+    return modes
 
 
 def batches(count, batch_size, order=None):
@@ -45,8 +80,8 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
     """Train ``model`` (a :class:`cyconv.Sequential`) on ``(x, y)``; see
     :meth:`cyconv.Sequential.fit`."""
     x, y = _training_arrays(model, x, y)
-    epochs = positive_int(epochs, "epochs")
-    batch_size = positive_int(batch_size, "batch_size")
+    epochs = as_int(epochs, "epochs", 1)
+    batch_size = as_int(batch_size, "batch_size", 1)
     initial_epoch = _initial_epoch(initial_epoch, epochs)
     loss = get_loss(loss)
     check_loss_fits_model(model, loss)
@@ -79,7 +114,7 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
         callback.set_model(model)
         callback.set_params({"epochs": epochs, "steps": steps})
     progress = progress_bar((epochs - initial_epoch) * steps, verbose == 1)
-    try:
+    with modes(model, True), _closing(progress):
         for callback in callbacks:
             callback.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
@@ -99,9 +134,15 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
                 break
         for callback in callbacks:
             callback.on_train_end({})
+    return history
+
+
+@contextlib.contextmanager
+def _closing(progress):
+    try:
+        yield progress
     finally:
         progress.close()
-    return history
 
 
 def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, parameters, rng,
@@ -236,13 +277,19 @@ def _validation_arrays(model, x, y, validation_data, validation_split):
 
 
 def _check_targets(model, loss, x, y, x_name, y_name):
-    """Run one sample through the model and check every target against its
-    output: a wrong label (10 among 10 classes) or shape fails now, not at
-    the batch that holds it."""
-    try:
-        out = _outputs(model, x[:1])
-    except ValueError as exc:
-        raise ValueError(f"{x_name} does not fit the model: {exc}") from None
+    """Check every target against the model's output: a wrong label (10
+    among 10 classes) or shape fails now, not at the batch that holds it.
+    The output's shape comes from the model's shape inference, or where
+    that is unknown (layers of users' own), from one sample run through
+    in eval mode."""
+    shape = getattr(model, "output_shape", None)
+    if shape is not None:
+        out = np.zeros((1,) + tuple(shape), dtype=model.dtype or x.dtype)
+    else:
+        try:
+            out = _outputs(model, x[:1])
+        except ValueError as exc:
+            raise ValueError(f"{x_name} does not fit the model: {exc}") from None
     try:
         loss.value_and_gradient(y, np.broadcast_to(out, (len(y),) + out.shape[1:]))
     except (ValueError, TypeError) as exc:
@@ -297,7 +344,7 @@ def check_input_shape(model, x, name="x", batch=False):
     the user passed and how to fix the usual mistakes (channels last, no
     channel axis)."""
     first = model.layers[0]
-    sample = getattr(first, "input_shape", None)
+    sample = getattr(model, "input_shape", None) or getattr(first, "input_shape", None)
     if sample is None:
         return
     sample = tuple(sample)
@@ -310,7 +357,8 @@ def check_input_shape(model, x, name="x", batch=False):
 
 
 def predict(model, x, batch_size=256):
-    """``model``'s output for ``x``; see :meth:`cyconv.Sequential.predict`."""
+    """``model``'s output for ``x``, in evaluation mode; see
+    :meth:`cyconv.Sequential.predict`."""
     raw = as_array(x, "x")
     warn_if_unscaled(raw, "x")
     x = model._input_array(raw)
@@ -319,14 +367,15 @@ def predict(model, x, batch_size=256):
 
 
 def _outputs(model, x, batch_size=256):
-    """predict for an ``x`` already converted and checked."""
-    if model._is_single_sample(x):
-        return model.forward(x)
-    batch_size = positive_int(batch_size, "batch_size")
-    if len(x) == 0:
-        raise ValueError("x must hold at least one sample")
-    return np.concatenate([model.forward(x[batch])
-                           for batch, _ in batches(len(x), batch_size)])
+    """predict, in evaluation mode, for an ``x`` already converted and checked."""
+    with modes(model, False):
+        if model._is_single_sample(x):
+            return model.forward(x)
+        batch_size = as_int(batch_size, "batch_size", 1)
+        if len(x) == 0:
+            raise ValueError("x must hold at least one sample")
+        return np.concatenate([model.forward(x[batch])
+                               for batch, _ in batches(len(x), batch_size)])
 
 
 def evaluate(model, x, y, loss=None, batch_size=256):
