@@ -155,8 +155,9 @@ def plot_filters(model, path=None):
 
 
 def plot_feature_maps(model, sample, path=None, max_maps=8):
-    """One sample's way through the model: a row per layer whose output is
-    an image (``(C, H, W)``), showing up to ``max_maps`` channels.
+    """One sample's way through the model, in evaluation mode: a row per
+    layer whose output is an image (``(C, H, W)``), showing up to
+    ``max_maps`` channels.
 
     Parameters
     ----------
@@ -189,12 +190,15 @@ def plot_feature_maps(model, sample, path=None, max_maps=8):
     x = np.asarray(sample)
     if x.ndim != 3:
         raise ValueError(f"sample must be one input of shape (C, H, W), got {x.shape}")
+    from .nn.training import modes
+
     rows = [("input", x)]
     out = x[np.newaxis].astype(model.dtype or np.float64)
-    for layer in layers:
-        out = layer.forward(out)
-        if out.ndim == 4:
-            rows.append((type(layer).__name__, out[0]))
+    with modes(model, False):   # as predict sees it: Dropout off, BatchNorm's statistics
+        for layer in layers:
+            out = layer.forward(out)
+            if out.ndim == 4:
+                rows.append((type(layer).__name__, out[0]))
     columns = min(max_maps, max(len(maps) for _, maps in rows))
     figure = _figure(max(2.0, float(columns)), float(len(rows)))
     grid = figure.subplots(len(rows), columns, squeeze=False)
