@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from cyconv import Layer, functional
+from cyconv import Dense, Layer, Parameter, Sequential, functional
 from cyconv.testing import (
     arrays,
     check_layer_gradients,
@@ -110,3 +110,51 @@ def test_eval_mode_for_the_check_and_the_mode_restored():
     check_layer_gradients(NoModes(), x)
     with pytest.raises(TypeError, match="train"):
         check_layer_gradients(NoModes(), x, training=False)
+
+
+class Scale(Layer):
+    """The README's "write and test your own layer" example, verbatim."""
+
+    def __init__(self, features, dtype="float64"):
+        super().__init__()
+        self.features, self.dtype = features, np.dtype(dtype)
+        self.weight = Parameter("weight", np.ones(features, dtype=self.dtype))
+
+    def parameters(self):
+        return [self.weight]
+
+    def get_config(self):                    # what rebuilds it: Scale(**config)
+        return {"features": self.features, "dtype": self.dtype.name}
+
+    def forward(self, input):
+        self.input = np.asarray(input, dtype=self.dtype)
+        return self.input * self.weight.value
+
+    def backward(self, output_gradient, learning_rate=None):
+        grad = np.asarray(output_gradient, dtype=self.dtype)
+        self.weight.grad = (grad * self.input).reshape(-1, self.features).sum(axis=0)
+        grad_input = grad * self.weight.value
+        self.apply_learning_rate(learning_rate)   # the tutorial's backward(grad, lr)
+        return grad_input
+
+
+@settings(max_examples=25)
+@given(arrays((4, 3)), arrays((3,)))
+def test_the_readme_layer_passes_its_gradient_check(x, weight):
+    layer = Scale(3)
+    layer.weight.value[...] = weight
+    check_layer_gradients(layer, x)
+
+
+def test_the_readme_layer_trains_saves_and_honours_a_learning_rate(tmp_path):
+    model = Sequential([Dense(3, 3, dtype=np.float64, rng=0), Scale(3)])
+    x = np.random.default_rng(0).standard_normal((32, 3))
+    history = model.fit(x, 2 * x, loss="mse", epochs=20, verbose=False, seed=0)
+    assert history["loss"][-1] < history["loss"][0]
+    model.save(tmp_path / "scaled.npz")
+    again = Sequential.load(tmp_path / "scaled.npz", custom_layers={"Scale": Scale})
+    np.testing.assert_array_equal(again.predict(x), model.predict(x))
+    layer = Scale(3)
+    layer.forward(np.ones((2, 3)))
+    layer.backward(np.ones((2, 3)), learning_rate=0.5)
+    np.testing.assert_array_equal(layer.weight.value, [0.0, 0.0, 0.0])   # 1 - 0.5 * 2
