@@ -138,6 +138,20 @@ def _non_negative_int(value, name):
     return int(value)
 
 
+def _positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _non_negative(value, name):
+    value = _finite(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
 def _finite(value, name):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
@@ -376,13 +390,8 @@ class StepLR(_Schedule):
     """
 
     def __init__(self, step_size, gamma=0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) \
-                or step_size < 1:
-            raise ValueError(f"step_size must be a positive int, got {step_size!r}")
-        self.step_size = int(step_size)
-        self.gamma = _finite(gamma, "gamma")
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        self.step_size = _positive_int(step_size, "step_size")
+        self.gamma = _non_negative(gamma, "gamma")
 
     def rate(self, base, epoch):
         return base * self.gamma ** (epoch // self.step_size)
@@ -401,12 +410,8 @@ class CosineAnnealingLR(_Schedule):
     """
 
     def __init__(self, T_max, eta_min=0.0):  # noqa: N803 - PyTorch's names
-        if isinstance(T_max, bool) or not isinstance(T_max, (int, np.integer)) or T_max < 1:
-            raise ValueError(f"T_max must be a positive int, got {T_max!r}")
-        self.T_max = int(T_max)
-        self.eta_min = _finite(eta_min, "eta_min")
-        if self.eta_min < 0:
-            raise ValueError(f"eta_min must be >= 0, got {eta_min!r}")
+        self.T_max = _positive_int(T_max, "T_max")
+        self.eta_min = _non_negative(eta_min, "eta_min")
 
     def rate(self, base, epoch):
         return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch

@@ -222,18 +222,26 @@ def _initial_epoch(initial_epoch, epochs):
 
 
 def _training_arrays(model, x, y):
-    raw = as_array(x, "x")
-    warn_if_unscaled(raw, "x")
-    x = model._input_array(raw)
-    y = as_array(y, "y")
+    x, y = _samples(model, x, y)
+    check_input_shape(model, x, "x", batch=True)
+    return x, y
+
+
+def _samples(model, x, y, prefix=""):
+    """``x`` in the model's dtype and ``y`` as an array, checked to hold
+    the same, non-zero number of samples."""
+    x_name, y_name = f"{prefix}x", f"{prefix}y"
+    raw = as_array(x, x_name)
+    warn_if_unscaled(raw, x_name)
+    x = model._input_array(raw, x_name)
+    y = as_array(y, y_name)
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError("x and y must be arrays of samples, not scalars")
+        raise ValueError(f"{x_name} and {y_name} must be arrays of samples, not scalars")
     if len(x) != len(y):
-        raise ValueError(f"x and y must hold the same number of samples, got "
+        raise ValueError(f"{x_name} and {y_name} must hold the same number of samples, got "
                          f"{len(x)} and {len(y)}")
     if len(x) == 0:
-        raise ValueError("x must hold at least one sample")
-    check_input_shape(model, x, "x", batch=True)
+        raise ValueError(f"{x_name} must hold at least one sample")
     return x, y
 
 
@@ -259,17 +267,7 @@ def _validation_arrays(model, x, y, validation_data, validation_split):
         return x, y, None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("validation_data must be a pair (x_val, y_val)")
-    raw = as_array(validation_data[0], "validation x")
-    warn_if_unscaled(raw, "validation x")
-    x_val = model._input_array(raw, "validation x")
-    y_val = as_array(validation_data[1], "validation y")
-    if x_val.ndim == 0 or y_val.ndim == 0:
-        raise ValueError("validation_data must hold arrays of samples, not scalars")
-    if len(x_val) != len(y_val):
-        raise ValueError(f"validation_data's x and y must hold the same number of samples, "
-                         f"got {len(x_val)} and {len(y_val)}")
-    if len(x_val) == 0:
-        raise ValueError("validation_data must hold at least one sample")
+    x_val, y_val = _samples(model, *validation_data, prefix="validation ")
     if x_val.shape[1:] != x.shape[1:]:
         raise ValueError(f"validation_data's samples have shape {x_val.shape[1:]}, the "
                          f"training samples {x.shape[1:]}")
