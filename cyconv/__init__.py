@@ -29,6 +29,7 @@ from ._threads import get_num_threads, set_num_threads
 from .nn import (
     SGD,
     Adam,
+    AdamW,
     AveragePooling,
     Convolution,
     Dense,
@@ -37,6 +38,7 @@ from .nn import (
     MaxPooling,
     Parameter,
     ReLU,
+    RMSprop,
     Reshape,
     Sequential,
     Sigmoid,
@@ -60,6 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adam",
+    "AdamW",
     "AveragePooling",
     "Convolution",
     "Dense",
@@ -67,6 +70,7 @@ __all__ = [
     "Layer",
     "MaxPooling",
     "Parameter",
+    "RMSprop",
     "ReLU",
     "Reshape",
     "SGD",

@@ -17,12 +17,13 @@ from .containers import Sequential
 from .conv import Convolution
 from .dense import Dense
 from .layer import Layer, Parameter
-from .optimizers import SGD, Adam
+from .optimizers import SGD, Adam, AdamW, RMSprop
 from .pooling import AveragePooling, MaxPooling
 from .reshape import Flatten, Reshape
 
 __all__ = [
     "Adam",
+    "AdamW",
     "AveragePooling",
     "Convolution",
     "Dense",
@@ -30,6 +31,7 @@ __all__ = [
     "Layer",
     "MaxPooling",
     "Parameter",
+    "RMSprop",
     "ReLU",
     "Reshape",
     "SGD",
