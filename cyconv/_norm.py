@@ -1,30 +1,24 @@
 """Batch normalisation and its gradient: validation, running statistics and
 output allocation around the compiled loops in ``_kernels/_batchnorm.pyx``."""
 
-import numbers
-
 import numpy as np
 
 from ._kernels import _batchnorm
 from ._threads import get_num_threads
-from ._validation import as_array, as_flag, as_float_arrays, check_ndim, check_nonempty
+from ._validation import (
+    as_array,
+    as_flag,
+    as_float_arrays,
+    as_real,
+    check_ndim,
+    check_nonempty,
+)
 
 _LAYOUT_X = "(N, C, H, W) or (N, C)"
 
 # Below this many elements per thread, a thread costs more to start than it
 # saves (the loops are a few flops per element, like ReLU's gradient).
 MIN_ELEMENTS_PER_THREAD = 1 << 15
-
-
-def _real(value, name, low, high=None):
-    """``value`` as a float in [low, high] (high None: no upper bound)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f"finite and >= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return value
 
 
 def _as_channels(x):
@@ -123,8 +117,8 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     """:func:`batch_norm` that also returns the float64 ``(mean, invstd)``
     it normalised with, for :func:`batch_norm_backward_saved`."""
     training = as_flag(training, "training")
-    momentum = _real(momentum, "momentum", 0.0, 1.0)
-    eps = _real(eps, "eps", 0.0)
+    momentum = as_real(momentum, "momentum", 0.0, 1.0)
+    eps = as_real(eps, "eps", 0.0)
     arrays = _checked_inputs(x, gamma, beta)
     x = arrays["x"]
     running = _checked_running(running_mean, running_var, x.shape[1], training, training)
@@ -285,7 +279,7 @@ def batch_norm_backward(grad_output, x, gamma=None, running_mean=None, running_v
            [0.]]), array([-1.]), array([1.]))
     """
     training = as_flag(training, "training")
-    eps = _real(eps, "eps", 0.0)
+    eps = as_real(eps, "eps", 0.0)
     arrays = _checked_inputs(x, gamma, None, [(grad_output, "grad_output")])
     x = arrays["x"]
     running = _checked_running(running_mean, running_var, x.shape[1], training, False)

@@ -6,6 +6,7 @@ every size and hyper-parameter that an index is computed from.
 """
 
 import math
+import numbers
 import operator
 import sys
 
@@ -165,3 +166,23 @@ def as_flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def as_real(value, name, low=None, high=None):
+    """Return ``value`` as a finite float in ``[low, high]`` (either bound
+    None: none on that side); bools are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if (not math.isfinite(value) or (low is not None and value < low)
+            or (high is not None and value > high)):
+        if low is not None and high is not None:
+            bound = f"in [{low}, {high}]"
+        elif low is not None:
+            bound = f"finite and >= {low}"
+        elif high is not None:
+            bound = f"finite and <= {high}"
+        else:
+            bound = "finite"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value

@@ -12,13 +12,14 @@ Examples
 """
 
 from . import losses, optimizers
-from .activations import ReLU, Sigmoid, Softmax, Tanh
+from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Sequential
 from .conv import Convolution
 from .dense import Dense
+from .dropout import Dropout
 from .layer import Layer, Parameter
 from .optimizers import SGD, Adam, AdamW, RMSprop
-from .pooling import AveragePooling, MaxPooling
+from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
 from .reshape import Flatten, Reshape
 
 __all__ = [
@@ -27,8 +28,11 @@ __all__ = [
     "AveragePooling",
     "Convolution",
     "Dense",
+    "Dropout",
     "Flatten",
+    "GlobalAveragePooling",
     "Layer",
+    "LeakyReLU",
     "MaxPooling",
     "Parameter",
     "RMSprop",

@@ -9,7 +9,7 @@ import secrets
 
 import numpy as np
 
-from . import activations, conv, dense, pooling, reshape
+from . import activations, conv, dense, dropout, pooling, reshape
 from .layer import check_dtype
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION", "LAYER_TYPES"]
@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 # the file (loading must not run arbitrary code).
 LAYER_TYPES = {
     cls.__name__: cls
-    for module in (conv, pooling, dense, reshape, activations)
+    for module in (conv, pooling, dense, reshape, activations, dropout)
     for cls in (getattr(module, name) for name in module.__all__)
 }
 
