@@ -12,6 +12,7 @@ from ._validation import (
     as_real,
     check_ndim,
     check_nonempty,
+    float_dtype,
 )
 
 _LAYOUT_X = "(N, C, H, W) or (N, C)"
@@ -82,8 +83,7 @@ def _checked_running(running_mean, running_var, channels, training, updated):
             if not value.flags.writeable:
                 raise ValueError(f"{name} must be writeable: training mode updates it in place")
         array = as_array(value, name)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        float_dtype(array, name)  # raises TypeError for anything but real numbers
         if array.shape != (channels,):
             raise ValueError(f"{name} must have shape (C,) = ({channels},), got {array.shape}")
         result.append(np.array(array, dtype=np.float64))
@@ -113,6 +113,13 @@ def _update_running(running_mean, running_var, mean, var, momentum, count):
     running_var[...] = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
 
 
+def _inverse_std(var, eps):
+    """``1 / sqrt(var + eps)``; a negative or zero running variance (the
+    user's own) gives NaN or inf, as in PyTorch, without a warning."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 / np.sqrt(var + eps)
+
+
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     """:func:`batch_norm` that also returns the float64 ``(mean, invstd)``
     it normalised with, for :func:`batch_norm_backward_saved`."""
@@ -130,7 +137,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
                             _values_per_channel(x))
     else:
         mean, var = running
-    invstd = 1.0 / np.sqrt(var + eps)
+    invstd = _inverse_std(var, eps)
     out = np.empty_like(x)
     _batchnorm.batch_norm_apply(_as_channels(x), mean, invstd, arrays["gamma"], arrays["beta"],
                                 _as_channels(out), _threads(x))
@@ -289,4 +296,4 @@ def batch_norm_backward(grad_output, x, gamma=None, running_mean=None, running_v
     else:
         mean, var = running
     return batch_norm_backward_saved(arrays["grad_output"], x, arrays["gamma"],
-                                     mean, 1.0 / np.sqrt(var + eps), training)
+                                     mean, _inverse_std(var, eps), training)

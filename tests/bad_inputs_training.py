@@ -62,10 +62,17 @@ LAYERS = {
              np.float64, 1e-15),
     "Softmax": (cyconv.Softmax, _values(4, 5, seed=29), lambda layer, x: _softmax(x),
                 np.float64, 1e-15),
+    "LeakyReLU": (lambda: cyconv.LeakyReLU(0.2), _values(4, 5, seed=31),
+                  lambda layer, x: np.maximum(x, 0) + 0.2 * np.minimum(x, 0), np.float64, 1e-15),
+    "Dropout": (lambda: cyconv.Dropout(0.5, rng=0), _values(4, 5, seed=32),
+                lambda layer, x: x * (np.random.default_rng(0).random(x.shape) >= 0.5) * 2.0,
+                np.float64, 0),
+    "GlobalAveragePooling": (cyconv.GlobalAveragePooling, _values(3, 2, 6, 5, seed=33),
+                             lambda layer, x: x.mean(axis=(2, 3)), np.float64, 1e-14),
 }
 
 # Layers that take any shape (the activations) accept what others refuse.
-ANY_SHAPE = {"ReLU", "Sigmoid", "Tanh", "Softmax"}
+ANY_SHAPE = {"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout"}
 
 
 def _forward(make, value):
@@ -261,6 +268,23 @@ def constructor_cases(Raises, Gives):
                          Raises(ValueError, "must hold positive sizes")),
         "Flatten-input_shape-negative": (lambda: cyconv.Flatten((-1, 3)),
                                          Raises(ValueError, "must hold positive sizes")),
+        "LeakyReLU-negative_slope-str": (lambda: cyconv.LeakyReLU("0.1"),
+                                         Raises(TypeError, "negative_slope must be a real")),
+        "LeakyReLU-negative_slope-nan": (lambda: cyconv.LeakyReLU(np.nan),
+                                         Raises(ValueError, "negative_slope must be finite")),
+        "Dropout-rate-above-one": (lambda: cyconv.Dropout(1.5),
+                                   Raises(ValueError, r"rate must be in \[0.0, 1.0\]")),
+        "Dropout-rate-negative": (lambda: cyconv.Dropout(-0.5),
+                                  Raises(ValueError, r"rate must be in \[0.0, 1.0\]")),
+        "Dropout-rate-None": (lambda: cyconv.Dropout(None),
+                              Raises(TypeError, "rate must be a real number")),
+        "Dropout-rng-float": (lambda: cyconv.Dropout(0.5, rng=1.5),
+                              Raises(TypeError, "rng must be None, an int seed")),
+        "Dropout-rng-positional": (lambda: cyconv.Dropout(0.5, 0),
+                                   Raises(TypeError, "positional")),
+        "GlobalAveragePooling-empty-plane": (
+            lambda: cyconv.GlobalAveragePooling().forward(np.ones((2, 3, 0, 4))),
+            Raises(ValueError, "empty axis")),
     }
     for label, (call, expectation) in cases.items():
         yield label, call, expectation
@@ -330,8 +354,8 @@ def model_cases(Raises, Gives):
         "fit-batch_size-zero": (lambda: _fit(batch_size=0),
                                 Raises(ValueError, "batch_size must be >= 1")),
         "fit-loss-unknown": (lambda: _fit(loss="hinge"), Raises(ValueError, "hinge")),
-        "fit-optimizer-unknown": (lambda: _fit(optimizer="rmsprop"),
-                                  Raises(ValueError, "rmsprop")),
+        "fit-optimizer-unknown": (lambda: _fit(optimizer="adagrad"),
+                                  Raises(ValueError, "adagrad")),
         "fit-verbose-3": (lambda: _fit(verbose=3), Raises(ValueError, "verbose must be")),
         "fit-validation-not-a-pair": (lambda: _fit(validation_data=X3),
                                       Raises(ValueError, "validation_data must be a pair")),

@@ -10,65 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyconv
+import reference as ref
 from cyconv import _norm
 from cyconv.functional import batch_norm, batch_norm_backward
 from cyconv.testing import central_difference
+from reference import batch_norm as ref_batch_norm
+from reference import batch_norm_backward as ref_batch_norm_backward
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 3e-6, np.float64: 1e-12}
-
-
-# -- the slow twin -------------------------------------------------------------
-
-def _channel_view(vector, ndim):
-    return np.asarray(vector, np.float64).reshape((1, -1) + (1,) * (ndim - 2))
-
-
-def _reduced_axes(x):
-    return (0,) + tuple(range(2, x.ndim))
-
-
-def ref_batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):
-    """Returns (out, new_running_mean, new_running_var), all float64."""
-    x = np.asarray(x, np.float64)
-    if training:
-        mean = x.mean(axis=_reduced_axes(x))
-        var = x.var(axis=_reduced_axes(x))
-        count = x.size // x.shape[1]
-        unbiased = x.var(axis=_reduced_axes(x), ddof=1)
-        if running_mean is not None:
-            running_mean = (1 - momentum) * running_mean + momentum * mean
-            running_var = (1 - momentum) * running_var + momentum * unbiased
-        assert count > 1
-    else:
-        mean, var = running_mean, running_var
-    xhat = (x - _channel_view(mean, x.ndim)) / np.sqrt(_channel_view(var, x.ndim) + eps)
-    out = xhat * _channel_view(gamma, x.ndim) + _channel_view(beta, x.ndim)
-    return out, running_mean, running_var
-
-
-def ref_batch_norm_backward(grad, x, gamma, running_mean, running_var, training, eps):
-    """The textbook gradient, each term written out in float64."""
-    x = np.asarray(x, np.float64)
-    grad = np.asarray(grad, np.float64)
-    axes = _reduced_axes(x)
-    if training:
-        mean, var = x.mean(axis=axes), x.var(axis=axes)
-    else:
-        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
-    invstd = 1 / np.sqrt(var + eps)
-    xhat = (x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
-    grad_beta = grad.sum(axis=axes)
-    grad_gamma = (grad * xhat).sum(axis=axes)
-    grad_xhat = grad * _channel_view(gamma, x.ndim)
-    if not training:
-        return grad_xhat * _channel_view(invstd, x.ndim), grad_gamma, grad_beta
-    count = x.size // x.shape[1]
-    grad_input = _channel_view(invstd, x.ndim) / count * (
-        count * grad_xhat
-        - _channel_view(grad_xhat.sum(axis=axes), x.ndim)
-        - xhat * _channel_view((grad_xhat * xhat).sum(axis=axes), x.ndim))
-    return grad_input, grad_gamma, grad_beta
 
 
 # -- inputs --------------------------------------------------------------------
@@ -139,8 +89,8 @@ def test_forward_and_running_statistics_match_the_reference(case):
     x = case["x"].astype(np.float64)
     conditioning = 1.0
     if case["training"]:
-        spread = np.sqrt(x.var(axis=_reduced_axes(x)) + case["eps"])
-        conditioning = float(np.max(np.max(np.abs(x), axis=_reduced_axes(x)) / spread))
+        spread = np.sqrt(x.var(axis=ref.reduced_axes(x)) + case["eps"])
+        conditioning = float(np.max(np.max(np.abs(x), axis=ref.reduced_axes(x)) / spread))
     assert_close(out, expected[0], dtype, RTOL[dtype] * max(1.0, conditioning))
     assert_close(running_mean, expected[1], dtype)
     assert_close(running_var, expected[2], dtype)
@@ -171,9 +121,9 @@ def test_eval_mode_is_the_per_channel_affine_map(case):
     scale = case["gamma"].astype(np.float64) / np.sqrt(
         case["running_var"].astype(np.float64) + case["eps"])
     shift = case["beta"] - case["running_mean"].astype(np.float64) * scale
-    affine = x.astype(np.float64) * _channel_view(scale, x.ndim) + _channel_view(shift, x.ndim)
-    magnitude = (np.abs(x) * np.abs(_channel_view(scale, x.ndim))
-                 + np.abs(_channel_view(shift, x.ndim)) + 1)
+    affine = x.astype(np.float64) * ref.channel_view(scale, x.ndim) + ref.channel_view(shift, x.ndim)
+    magnitude = (np.abs(x) * np.abs(ref.channel_view(scale, x.ndim))
+                 + np.abs(ref.channel_view(shift, x.ndim)) + 1)
     dtype = x.dtype.type
     assert out.dtype == dtype
     assert np.all(np.abs(out - affine) <= 4 * RTOL[dtype] * magnitude)
@@ -203,17 +153,17 @@ def test_backward_matches_the_reference(case):
                                        case["training"], case["eps"])
     dtype = case["x"].dtype.type
     x = case["x"].astype(np.float64)
-    axes = _reduced_axes(x)
+    axes = ref.reduced_axes(x)
     if case["training"]:
         mean, var = x.mean(axis=axes), x.var(axis=axes)
     else:
         mean, var = case["running_mean"], case["running_var"]
     invstd = 1 / np.sqrt(var.astype(np.float64) + case["eps"])
-    xhat = np.abs(x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
+    xhat = np.abs(x - ref.channel_view(mean, x.ndim)) * ref.channel_view(invstd, x.ndim)
     # The input's gradient is a difference of terms as large as
     # gamma * invstd * |grad| * (1 + xhat**2), and x - mean loses the
     # digits x shares with the mean: the bound is relative to both.
-    conditioning = float(np.max(np.abs(x) * _channel_view(invstd, x.ndim), initial=1.0))
+    conditioning = float(np.max(np.abs(x) * ref.channel_view(invstd, x.ndim), initial=1.0))
     terms = (np.max(np.abs(case["gamma"] * invstd)) * np.max(np.abs(case["grad"]))
              * (1 + np.max(xhat) ** 2))
     count = x.size // x.shape[1]
