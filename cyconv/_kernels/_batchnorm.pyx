@@ -10,16 +10,75 @@
 # * One pass per statistic: the mean, then the sum of squared deviations
 #   from it (two passes rather than one sum of squares, which cancels
 #   catastrophically when the mean is large beside the spread), then the
-#   normalisation.  The backward pass reads its two sums in one pass and
-#   writes the input's gradient in a second.
+#   normalisation.  The backward pass reads its two sums (each run twice,
+#   while it is in cache) and writes the input's gradient in a second pass.
 # * Every sum is accumulated in double, also for float32 data, and the
 #   per-channel statistics (mean, inverse standard deviation) are double.
+#   A run of L contiguous elements is summed into four partial sums
+#   (element l into sum l % 4), added up in a fixed order: one running sum
+#   would make every addition wait for the one before, four keep the
+#   adder busy.  The order depends only on L, never on the threads.
 # * Eval mode is the same normalisation with the running statistics in
 #   place of the batch's; its gradient drops the terms that come from the
 #   statistics depending on the batch (``batch_stats`` false).
 
 from cython cimport floating
 from cython.parallel cimport prange
+
+
+cdef inline double _sum(const floating* run, Py_ssize_t L) noexcept nogil:
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t l = 0
+    while l + 4 <= L:
+        s0 += run[l]
+        s1 += run[l + 1]
+        s2 += run[l + 2]
+        s3 += run[l + 3]
+        l += 4
+    while l < L:
+        s0 += run[l]
+        l += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _sum_squared_deviations(
+    const floating* run, Py_ssize_t L, double mean,
+) noexcept nogil:
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
+    cdef Py_ssize_t l = 0
+    while l + 4 <= L:
+        d0 = run[l] - mean
+        d1 = run[l + 1] - mean
+        d2 = run[l + 2] - mean
+        d3 = run[l + 3] - mean
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        l += 4
+    while l < L:
+        d0 = run[l] - mean
+        s0 += d0 * d0
+        l += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _sum_products_of_deviations(
+    const floating* grad, const floating* run, Py_ssize_t L, double mean,
+) noexcept nogil:
+    # sum(grad * (run - mean))
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t l = 0
+    while l + 4 <= L:
+        s0 += grad[l] * (run[l] - mean)
+        s1 += grad[l + 1] * (run[l + 1] - mean)
+        s2 += grad[l + 2] * (run[l + 2] - mean)
+        s3 += grad[l + 3] * (run[l + 3] - mean)
+        l += 4
+    while l < L:
+        s0 += grad[l] * (run[l] - mean)
+        l += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 def batch_norm_stats(
@@ -29,21 +88,18 @@ def batch_norm_stats(
     int n_threads,
 ):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t c, n, l
-    cdef double total, deviation, channel_mean
+    cdef Py_ssize_t c, n
+    cdef double total, channel_mean
     cdef double count = <double>(N * L)
     for c in prange(C, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         total = 0
         for n in range(N):
-            for l in range(L):
-                total = total + x[n, c, l]
+            total = total + _sum(&x[n, c, 0], L)
         channel_mean = total / count
         total = 0
         for n in range(N):
-            for l in range(L):
-                deviation = x[n, c, l] - channel_mean
-                total = total + deviation * deviation
+            total = total + _sum_squared_deviations(&x[n, c, 0], L, channel_mean)
         mean[c] = channel_mean
         var[c] = total / count
 
@@ -99,9 +155,9 @@ def batch_norm_backward(
         g_sum = 0
         gx_sum = 0
         for n in range(N):
-            for l in range(L):
-                g_sum = g_sum + grad[n, c, l]
-                gx_sum = gx_sum + grad[n, c, l] * (x[n, c, l] - channel_mean)
+            g_sum = g_sum + _sum(&grad[n, c, 0], L)
+            gx_sum = gx_sum + _sum_products_of_deviations(&grad[n, c, 0], &x[n, c, 0], L,
+                                                          channel_mean)
         gx_sum = gx_sum * channel_invstd
         grad_beta[c] = <floating>g_sum
         grad_gamma[c] = <floating>gx_sum
