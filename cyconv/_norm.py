@@ -124,8 +124,8 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     """:func:`batch_norm` that also returns the float64 ``(mean, invstd)``
     it normalised with, for :func:`batch_norm_backward_saved`."""
     training = as_flag(training, "training")
-    momentum = as_real(momentum, "momentum", 0.0, 1.0)
-    eps = as_real(eps, "eps", 0.0)
+    momentum = as_real(momentum, "momentum", maximum=1.0)
+    eps = as_real(eps, "eps")
     arrays = _checked_inputs(x, gamma, beta)
     x = arrays["x"]
     running = _checked_running(running_mean, running_var, x.shape[1], training, training)
@@ -286,7 +286,7 @@ def batch_norm_backward(grad_output, x, gamma=None, running_mean=None, running_v
            [0.]]), array([-1.]), array([1.]))
     """
     training = as_flag(training, "training")
-    eps = as_real(eps, "eps", 0.0)
+    eps = as_real(eps, "eps")
     arrays = _checked_inputs(x, gamma, None, [(grad_output, "grad_output")])
     x = arrays["x"]
     running = _checked_running(running_mean, running_var, x.shape[1], training, False)

@@ -816,7 +816,7 @@ def _norm_structure_cases():
         array.flags.writeable = False
         return array
 
-    momentum = r"momentum must be in \[0.0, 1.0\]"
+    momentum = r"momentum must be in \[0, 1\]"
     cases = {
         "one-value-per-channel": (lambda: F.batch_norm(np.ones((1, 3))),
                                   Raises(ValueError, "more than 1 value per channel")),

@@ -336,7 +336,7 @@ X = np.ones((2, 3))
     (lambda: batch_norm(X, None, None, np.zeros(2), np.ones(2)), ValueError,
      r"running_mean must have shape \(C,\) = \(3,\)"),
     (lambda: batch_norm(X, None, None, np.zeros(3), np.ones(3), training=False,
-                        momentum=2), ValueError, r"momentum must be in \[0.0, 1.0\]"),
+                        momentum=2), ValueError, r"momentum must be in \[0, 1\]"),
     (lambda: batch_norm(X, momentum="0.1"), TypeError, "momentum must be a real number"),
     (lambda: batch_norm(X, momentum=np.nan), ValueError, "momentum must be in"),
     (lambda: batch_norm(X, eps=-1e-5), ValueError, "eps must be finite and >= 0"),

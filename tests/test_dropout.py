@@ -100,7 +100,7 @@ def test_config_rebuilds():
 
 
 @pytest.mark.parametrize("make, error, words", [
-    (lambda: Dropout(1.5), ValueError, r"rate must be in \[0.0, 1.0\]"),
+    (lambda: Dropout(1.5), ValueError, r"rate must be in \[0, 1\]"),
     (lambda: Dropout(-0.1), ValueError, "rate must be in"),
     (lambda: Dropout(float("nan")), ValueError, "rate must be in"),
     (lambda: Dropout("0.5"), TypeError, "rate must be a real number"),

@@ -13,11 +13,13 @@ Examples
 
 from . import losses, optimizers
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .containers import Sequential
+from .containers import Container, Residual, Sequential
 from .conv import Convolution
 from .dense import Dense
 from .dropout import Dropout
-from .layer import Layer, Parameter
+from .layer import Buffer, Layer, Parameter
+from .models import lenet
+from .normalization import BatchNormalization
 from .optimizers import SGD, Adam, AdamW, RMSprop
 from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
 from .reshape import Flatten, Reshape
@@ -26,6 +28,9 @@ __all__ = [
     "Adam",
     "AdamW",
     "AveragePooling",
+    "BatchNormalization",
+    "Buffer",
+    "Container",
     "Convolution",
     "Dense",
     "Dropout",
@@ -38,11 +43,13 @@ __all__ = [
     "RMSprop",
     "ReLU",
     "Reshape",
+    "Residual",
     "SGD",
     "Sequential",
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "lenet",
     "losses",
     "optimizers",
 ]

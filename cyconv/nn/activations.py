@@ -10,7 +10,7 @@ import numpy as np
 from .._relu import relu_gradient
 from .._validation import as_real
 from .layer import (
-    Layer,
+    ShapePreserving,
     as_float_input,
     as_layer_input,
     check_gradient_shape,
@@ -20,7 +20,7 @@ from .layer import (
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax"]
 
 
-class _Activation(Layer):
+class _Activation(ShapePreserving):
     """An element-wise function whose derivative follows from its input and
     output, so that backward needs only what forward cached."""
 
@@ -82,7 +82,7 @@ class LeakyReLU(_Activation):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = as_real(negative_slope, "negative_slope")
+        self.negative_slope = as_real(negative_slope, "negative_slope", None)
 
     def get_config(self):
         return {"negative_slope": self.negative_slope}

@@ -4,7 +4,7 @@ import numpy as np
 
 from .._validation import as_real
 from .layer import (
-    Layer,
+    ShapePreserving,
     as_float_input,
     as_layer_input,
     check_gradient_shape,
@@ -15,7 +15,7 @@ from .layer import (
 __all__ = ["Dropout"]
 
 
-class Dropout(Layer):
+class Dropout(ShapePreserving):
     """Inverted dropout, as ``torch.nn.Dropout``.
 
     In training mode each element is zeroed with probability ``rate`` and
@@ -49,7 +49,7 @@ class Dropout(Layer):
 
     def __init__(self, rate=0.5, *, rng=None):
         super().__init__()
-        self.rate = as_real(rate, "rate", 0.0, 1.0)
+        self.rate = as_real(rate, "rate", maximum=1.0)
         self._rng = random_source(rng)
         self._mask = None
 

@@ -4,14 +4,14 @@
 import numpy as np
 
 from .. import _norm
-from .._validation import as_int, as_real
+from .._validation import as_int, as_real, check_dtype
 from .layer import (
     Buffer,
     Layer,
     Parameter,
     as_layer_input,
-    check_dtype,
     check_gradient_shape,
+    initial_array,
 )
 
 __all__ = ["BatchNormalization"]
@@ -66,32 +66,47 @@ class BatchNormalization(Layer):
            [ 1.,  1.]])
     >>> layer.running_mean.value, layer.running_var.value
     (array([0.2, 2. ]), array([ 1.1, 20.9]))
-    >>> layer.backward(np.array([[1.0, 0.0], [0.0, 0.0]])).round(4)
-    array([[0., 0.],
-           [0., 0.]])
+    >>> grad_input = layer.backward(np.array([[1.0, 0.0], [0.0, 0.0]]))
     >>> layer.gamma.grad.round(4), layer.beta.grad
     (array([-1.,  0.]), array([1., 0.]))
-    >>> layer.eval().forward(x).round(3)   # normalised by the running statistics
-    array([[0.763, 1.75 ],
-           [2.67 , 6.124]])
+    >>> layer.eval().forward(x).round(2)   # normalised by the running statistics
+    array([[0.76, 1.75],
+           [2.67, 6.12]])
     """
 
     def __init__(self, num_features=None, momentum=0.1, eps=1e-5, *, dtype=np.float32):
         super().__init__()
-        self.momentum = as_real(momentum, "momentum", 0.0, 1.0)
-        self.eps = as_real(eps, "eps", 0.0)
+        self.momentum = as_real(momentum, "momentum", maximum=1.0)
+        self.eps = as_real(eps, "eps")
         self.dtype = check_dtype(dtype)
         self.num_features = None
         self.gamma = self.beta = self.running_mean = self.running_var = None
+        self.built = False
         if num_features is not None:
-            self._build(as_int(num_features, "num_features", 1))
+            self._allocate(as_int(num_features, "num_features", 1))
 
-    def _build(self, num_features):
+    def _allocate(self, num_features):
         self.num_features = num_features
-        self.gamma = Parameter("gamma", np.ones(num_features, dtype=self.dtype))
-        self.beta = Parameter("beta", np.zeros(num_features, dtype=self.dtype))
-        self.running_mean = Buffer("running_mean", np.zeros(num_features, dtype=self.dtype))
-        self.running_var = Buffer("running_var", np.ones(num_features, dtype=self.dtype))
+        self.gamma = Parameter("gamma", initial_array(num_features, self.dtype, 1.0))
+        self.beta = Parameter("beta", initial_array(num_features, self.dtype, 0.0))
+        self.running_mean = Buffer("running_mean", initial_array(num_features, self.dtype, 0.0))
+        self.running_var = Buffer("running_var", initial_array(num_features, self.dtype, 1.0))
+        self.built = True
+
+    def build(self, input_shape):
+        """Samples of ``(C, H, W)`` or ``(C,)``: C is ``num_features``."""
+        if input_shape is None:
+            return None
+        input_shape = tuple(input_shape)
+        if len(input_shape) not in (1, 3):
+            raise ValueError(f"BatchNormalization expects samples of shape (C, H, W) or (C,), "
+                             f"got {input_shape}")
+        if not self.built:
+            self._allocate(input_shape[0])
+        elif input_shape[0] != self.num_features:
+            raise ValueError(f"BatchNormalization({self.num_features}) expects samples with "
+                             f"{self.num_features} channels, got {input_shape}")
+        return input_shape
 
     def parameters(self):
         return [] if self.gamma is None else [self.gamma, self.beta]
@@ -102,12 +117,6 @@ class BatchNormalization(Layer):
     def get_config(self):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps,
                     dtype=self.dtype.name)
-
-    def _require_built(self):
-        if self.num_features is None:
-            raise RuntimeError(
-                "BatchNormalization(num_features=None) learns its size when a Sequential "
-                "with a known input shape is built; give num_features to use it alone")
 
     def forward(self, input):
         self._require_built()
@@ -137,7 +146,7 @@ class BatchNormalization(Layer):
         grad_input, self.gamma.grad, self.beta.grad = _norm.batch_norm_backward_saved(
             grad if self._had_batch else grad[np.newaxis], self._batch, self.gamma.value,
             self._mean, self._invstd, self._training_pass)
-        self._descend(learning_rate)
+        self.apply_learning_rate(learning_rate)
         if not self.needs_input_gradient:
             return None
         return grad_input if self._had_batch else grad_input[0]
