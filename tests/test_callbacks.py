@@ -294,3 +294,20 @@ def test_reduce_on_plateau_against_torch_itself(values):
         scheduler.step(value)
         expected.append(optimizer.param_groups[0]["lr"])
     assert torch_plateau(values, 0.1, 0.5, 1, 0.02, "abs", 1, 0.0) == pytest.approx(expected)
+
+
+def test_restore_best_weights_brings_back_buffers_too():
+    from cyconv import BatchNormalization
+
+    m = Sequential([Dense(4, 8, rng=0, dtype=np.float64), BatchNormalization(dtype=np.float64),
+                    ReLU(), Dense(8, 2, rng=1, dtype=np.float64)])
+    snapshots = []
+    keep = LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(
+        [a.value.copy() for a in m.parameters() + m.buffers()]))
+    stop = EarlyStopping(patience=1, restore_best_weights=True)
+    x, y = data()
+    m.fit(x, y, epochs=6, batch_size=8, seed=0, verbose=False, validation_data=data(8, 1),
+          callbacks=[Scripted([1.0, 0.5, 0.7, 0.8, 0.9, 1.0]), keep, stop])
+    assert stop.best_epoch == 1 and len(snapshots) == 3
+    for now, best in zip(m.parameters() + m.buffers(), snapshots[1]):
+        np.testing.assert_array_equal(now.value, best)

@@ -158,3 +158,14 @@ def test_the_readme_layer_trains_saves_and_honours_a_learning_rate(tmp_path):
     layer.forward(np.ones((2, 3)))
     layer.backward(np.ones((2, 3)), learning_rate=0.5)
     np.testing.assert_array_equal(layer.weight.value, [0.0, 0.0, 0.0])   # 1 - 0.5 * 2
+
+
+def test_cyconvs_own_dropout_is_held_still_or_checked_in_eval_mode():
+    from cyconv import Dropout
+
+    x = np.random.default_rng(0).standard_normal((3, 6))
+    check_layer_gradients(Dropout(0.4, rng=3), x)
+    check_layer_gradients(Dropout(0.4), x)                 # numpy's global random state
+    check_layer_gradients(Dropout(0.4, rng=3), x, training=False, freeze_randomness=False)
+    with pytest.raises(AssertionError):
+        check_layer_gradients(Dropout(0.4, rng=3), x, freeze_randomness=False)

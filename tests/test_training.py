@@ -260,3 +260,27 @@ def test_a_file_of_another_format_is_named_as_such(tmp_path, content, words):
     message = str(info.value)
     assert words in message and "not a readable cyconv model file" in message
     assert "allow_pickle" not in message
+
+
+def test_dropout_and_batchnorm_models_resume_exactly_too(tmp_path):
+    from cyconv import BatchNormalization, Dropout
+
+    def model():
+        rng = np.random.default_rng(3)
+        return Sequential([Convolution((1, 8, 8), 3, 4, rng=rng, dtype=np.float64),
+                           BatchNormalization(dtype=np.float64), ReLU(), MaxPooling(2),
+                           Flatten(), Dropout(0.3, rng=7), Dense(36, 3, rng=rng,
+                                                                 dtype=np.float64)],
+                          input_shape=(1, 8, 8))
+
+    x, y = images(30)
+    straight = model()
+    straight.fit(x, y, epochs=4, batch_size=6, optimizer=Adam(0.01), seed=2, verbose=False)
+    first = model()
+    first.fit(x, y, epochs=2, batch_size=6, optimizer=Adam(0.01), seed=2, verbose=False)
+    first.save(tmp_path / "c.npz", include_optimizer=True)
+    resumed = Sequential.load(tmp_path / "c.npz")
+    resumed.fit(x, y, epochs=4, batch_size=6, optimizer=resumed.optimizer,
+                initial_epoch=resumed.epoch, verbose=False)
+    assert_same(parameters(resumed), parameters(straight))
+    assert_same([b.value for b in resumed.buffers()], [b.value for b in straight.buffers()])

@@ -540,7 +540,9 @@ def training_entries(model, include_optimizer):
         settings = {k: v for k, v in vars(optimizer).items() if k != "state"}
         state.update(optimizer={"type": type(optimizer).__name__, "config": settings},
                      seed=model.seed, epoch=model.epoch,
-                     shuffle_state=getattr(model, "shuffle_state", None))
+                     shuffle_state=getattr(model, "shuffle_state", None),
+                     generators={key: getattr(layer, name).bit_generator.state
+                                 for key, layer, name in _layer_generators(model)})
         index = {id(p): i for i, p in enumerate(model.parameters())}
         for parameter, entry in optimizer.state.items():
             i = index.get(id(parameter))
@@ -629,5 +631,57 @@ def _restore_optimizer(model, state, archive, members):
     if shuffle_state is not None:
         # Checked by numpy itself: the state of a PCG64 generator.
         np.random.default_rng().bit_generator.state = shuffle_state
+    _restore_generators(model, state.get("generators", {}))
     model.optimizer, model.seed, model.epoch = optimizer, seed, epoch
     model.shuffle_state = shuffle_state
+
+
+def _layer_generators(model):
+    """``[(key, layer, attribute)]`` for every numpy Generator a layer holds
+    (Dropout's masks come from one), so that a checkpoint resumes them."""
+    from .containers import Container
+
+    found = []
+    stack = [("", iter(enumerate(model.layers)))]
+    while stack:
+        prefix, layers = stack[-1]
+        item = next(layers, None)
+        if item is None:
+            stack.pop()
+            continue
+        index, layer = item
+        key = f"{prefix}layer{index}"
+        if isinstance(layer, Container):
+            stack.append((key + ".", iter(enumerate(layer.layers))))
+        for name, value in sorted(vars(layer).items()):
+            if isinstance(value, np.random.Generator):
+                found.append((f"{key}.{name}", layer, name))
+    return found
+
+
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+def _restore_generators(model, saved):
+    """Give each layer a generator in the state it was saved in (a loaded
+    Dropout was built without its rng, so it gets one back here)."""
+    if not isinstance(saved, dict):
+        raise ValueError("bad generators entry")
+    layers = {}
+    stack = [("", model)]
+    while stack:
+        prefix, container = stack.pop()
+        for index, layer in enumerate(getattr(container, "layers", [])):
+            key = f"{prefix}layer{index}"
+            layers[key] = layer
+            stack.append((key + ".", layer))
+    for key, state in saved.items():
+        where, _, name = key.rpartition(".")
+        if where not in layers or not name.isidentifier() or not isinstance(state, dict):
+            raise ValueError(f"a random generator for {key!r}, which the model does not have")
+        kind = state.get("bit_generator")
+        if kind not in _BIT_GENERATORS:
+            raise ValueError(f"unknown bit generator {kind!r}")
+        generator = np.random.Generator(getattr(np.random, kind)())
+        generator.bit_generator.state = state   # checked by numpy itself
+        setattr(layers[where], name, generator)
