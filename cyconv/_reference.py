@@ -115,3 +115,38 @@ def pad2d(x, padding, mode, value=0.0):
 
 def relu_gradient(grad, x):
     return np.where(np.asarray(x) > 0, np.asarray(grad, np.float64), 0.0)
+
+
+def batch_norm(x, gamma, beta, mean, var, eps):
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` over axis 1, for the
+    per-channel ``mean`` and ``var`` given."""
+    shape = (1, -1) + (1,) * (np.ndim(x) - 2)
+    x = np.asarray(x, np.float64)
+    return ((x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+            * np.asarray(gamma, np.float64).reshape(shape) + np.asarray(beta, np.float64)
+            .reshape(shape))
+
+
+def batch_statistics(x):
+    """Each channel's mean and biased variance over every axis but 1."""
+    axes = (0,) + tuple(range(2, np.ndim(x)))
+    x = np.asarray(x, np.float64)
+    return x.mean(axis=axes), x.var(axis=axes)
+
+
+def batch_norm_backward(grad_output, x, gamma, mean, var, eps, training):
+    """(grad_input, grad_gamma, grad_beta) by PyTorch's documented formulas:
+    in training mode the batch statistics depend on x too."""
+    axes = (0,) + tuple(range(2, np.ndim(x)))
+    shape = (1, -1) + (1,) * (np.ndim(x) - 2)
+    g = np.asarray(grad_output, np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (np.asarray(x, np.float64) - mean.reshape(shape)) * invstd.reshape(shape)
+    grad_beta = g.sum(axis=axes)
+    grad_gamma = (g * xhat).sum(axis=axes)
+    scale = (np.asarray(gamma, np.float64) * invstd).reshape(shape)
+    if not training:
+        return scale * g, grad_gamma, grad_beta
+    count = g.size // g.shape[1]
+    return (scale * (g - grad_beta.reshape(shape) / count
+                     - xhat * grad_gamma.reshape(shape) / count), grad_gamma, grad_beta)

@@ -9,6 +9,7 @@ tiled pooling), on this machine's thread count.  Backward passes are held
 by adjoint identities: <f(x), g> = <x, f'(g)> for the linear ones.
 """
 
+import math
 import platform
 import sys
 import time
@@ -205,6 +206,40 @@ def _checks(st):
         out = relu_gradient(g, x)
         assert np.array_equal(out, ref.relu_gradient(g, x).astype(dtype))
 
+    @st.composite
+    def norms(draw):
+        n, c = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+        spatial = draw(st.sampled_from([(), (1, 2), (3, 4), (2, 2)]))
+        if n * math.prod(spatial) < 2:
+            n = 2   # a training batch needs two values per channel
+        return (n, c) + spatial, draw(st.booleans())
+
+    def batch_norm(case, dtype, seed):
+        shape, training = case
+        x, gamma, beta, g = arrays(seed, dtype, shape, shape[1:2], shape[1:2], shape)
+        running_mean = np.random.default_rng(seed).standard_normal(shape[1]).astype(dtype)
+        running_var = (1 + np.random.default_rng(seed + 1).random(shape[1])).astype(dtype)
+        mean, var = (ref.batch_statistics(x) if training
+                     else (running_mean.astype(np.float64), running_var.astype(np.float64)))
+        before = running_mean.copy(), running_var.copy()
+        what = f"batch_norm {shape} {'training' if training else 'eval'}"
+        out = F.batch_norm(x, gamma, beta, running_mean, running_var, training=training,
+                           momentum=0.1, eps=1e-5)
+        expected = ref.batch_norm(x, gamma, beta, mean, var, 1e-5)
+        _close(out, expected, np.abs(expected), dtype, what)
+        if training:   # PyTorch's update, with the unbiased variance
+            count = x.size // shape[1]
+            _close(running_var, 0.9 * before[1] + 0.1 * var * count / (count - 1),
+                   np.abs(before[1]) + var * count, dtype, f"{what}: running_var")
+            _close(running_mean, 0.9 * before[0] + 0.1 * mean, np.abs(mean) + 1, dtype,
+                   f"{what}: running_mean")
+        grads = F.batch_norm_backward(g, x, gamma, *before, training=training, eps=1e-5)
+        for name, ours, theirs in zip(("input", "gamma", "beta"), grads,
+                                      ref.batch_norm_backward(g, x, gamma, mean, var, 1e-5,
+                                                              training)):
+            _close(ours, theirs, np.abs(theirs) + np.abs(g).sum() / np.sqrt(var.min() + 1e-5),
+                   dtype, f"{what}: grad {name}")
+
     shapes = st.lists(st.integers(1, 40), min_size=1, max_size=3).map(tuple)
     return [
         ("conv2d", "scipy.signal.correlate2d per plane, np.pad, strides and dilation",
@@ -217,6 +252,8 @@ def _checks(st):
         ("pad2d and pad2d_backward", "np.pad, every mode; adjoint identity", pad, pads()),
         ("correlate2d and convolve2d", "scipy.signal, every mode and boundary", scipy_signal,
          planes()),
+        ("batch_norm and batch_norm_backward", "numpy, PyTorch's formulas, both modes",
+         batch_norm, norms()),
         ("ReLU's gradient", "numpy where", relu, shapes),
     ], seeds, dtypes
 

@@ -13,8 +13,8 @@ from cyconv import _selftest, functional
 from cyconv.cli import main
 
 KERNELS = ["conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
-           "avg_pool2d_backward", "pad2d", "pad2d_backward", "correlate2d", "convolve2d",
-           "ReLU's gradient"]
+           "avg_pool2d_backward", "pad2d", "pad2d_backward", "batch_norm",
+           "batch_norm_backward", "correlate2d", "convolve2d", "ReLU's gradient"]
 
 
 def test_the_command_checks_every_public_kernel_in_both_dtypes(tmp_path):
