@@ -10,6 +10,7 @@ import numpy as np
 from .. import functional
 from .._conv import _padding_amounts, conv_geometry
 from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
+from ._hints import input_shape_hint
 from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
@@ -119,8 +120,14 @@ class Convolution(WeightAndBias):
         channels = input_shape[0]
         kernels_shape = (self.depth, max(1, channels // self.groups)) + self.kernel_size
         # Checks groups, padding and that the kernel fits, with conv2d's messages.
-        geometry = conv_geometry(input_shape, kernels_shape, self.stride,
-                                 self.padding, self.dilation, self.groups)
+        try:
+            geometry = conv_geometry(input_shape, kernels_shape, self.stride,
+                                     self.padding, self.dilation, self.groups)
+        except ValueError as exc:
+            hint = input_shape_hint(input_shape)
+            if not hint:
+                raise
+            raise ValueError(f"{exc}.{hint}") from None
         border = None
         if _PADDING_MODES[self.padding_mode] is not None:
             top, bottom, left, right = _padding_amounts(

@@ -27,7 +27,8 @@ class Dense(WeightAndBias):
     -----
     Takes a batch ``(N, input_size)``, one sample ``(input_size,)``, or the
     tutorial's column vector ``(input_size, 1)`` (for ``input_size > 1``),
-    and returns the output in the same layout.
+    or a batch of them ``(N, input_size, 1)``, and returns the output in the
+    same layout.
 
     Attributes
     ----------
@@ -108,9 +109,13 @@ class Dense(WeightAndBias):
             x2, self._layout = x[np.newaxis], "vector"
         elif x.shape == (n, 1):
             x2, self._layout = x.T, "column"
+        elif x.ndim == 3 and x.shape[1:] == (n, 1):
+            # A batch of the tutorial's column vectors, as Reshape((C, H, W),
+            # (n, 1)) gives inside a Sequential.
+            x2, self._layout = x[:, :, 0], "columns"
         else:
-            raise ValueError(f"Dense expects input of shape (N, {n}), ({n},) or ({n}, 1), "
-                             f"got {x.shape}")
+            raise ValueError(f"Dense expects input of shape (N, {n}), ({n},) or ({n}, 1) "
+                             f"(or a batch of columns (N, {n}, 1)), got {x.shape}")
         self.input = x
         self._input2 = x2
         out = matmul(x2, self.weight.value.T)
@@ -124,13 +129,16 @@ class Dense(WeightAndBias):
             return array2[0]
         if self._layout == "column":
             return array2.T
+        if self._layout == "columns":
+            return array2[:, :, np.newaxis]
         return array2
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
         grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Dense")
-        g2 = {"batch": grad, "vector": grad.reshape(1, -1), "column": grad.T}[self._layout]
+        g2 = {"batch": grad, "vector": grad.reshape(1, -1), "column": grad.T,
+              "columns": grad[..., 0]}[self._layout]
         grad_input = None
         if self.needs_input_gradient:
             grad_input = self._restore(matmul(g2, self.weight.value))
