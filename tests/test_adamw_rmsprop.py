@@ -8,12 +8,7 @@ import pytest
 
 from cyconv import AdamW, Parameter, RMSprop
 from cyconv.optimizers import get_optimizer
-
-
-def parameter_with_gradients(seed, steps, shape=(3, 2), dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    return (Parameter("w", rng.standard_normal(shape).astype(dtype)),
-            [rng.standard_normal(shape).astype(dtype) for _ in range(steps)])
+from test_optimizers import parameter_with_gradients
 
 
 def reference_adamw(value, grads, lr, beta1, beta2, eps, weight_decay):

@@ -142,3 +142,12 @@ def test_batch_norm_after_dense_in_float64_trains_and_checks_gradients():
     model.layers[0].needs_input_gradient = True
     model.needs_input_gradient = True
     check_layer_gradients(model, np.random.default_rng(2).standard_normal((5, 3)))
+
+
+def test_seeded_training_with_dropout_and_batch_norm_is_reproducible():
+    x, y = _data(3)
+    first, second = _model(rng=7), _model(rng=7)
+    for model in (first, second):
+        model.fit(x, y, epochs=2, batch_size=8, seed=4, verbose=False, optimizer=RMSprop(0.01))
+    for a, b in zip(first.parameters() + first.buffers(), second.parameters() + second.buffers()):
+        np.testing.assert_array_equal(a.value, b.value)

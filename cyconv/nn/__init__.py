@@ -18,7 +18,7 @@ from .conv import Convolution
 from .dense import Dense
 from .dropout import Dropout
 from .layer import Buffer, Layer, Parameter
-from .models import lenet
+from .models import lenet, small_resnet
 from .normalization import BatchNormalization
 from .optimizers import SGD, Adam, AdamW, RMSprop
 from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
@@ -52,4 +52,5 @@ __all__ = [
     "lenet",
     "losses",
     "optimizers",
+    "small_resnet",
 ]

@@ -41,13 +41,20 @@ class _Pooling(Layer):
         self.padding = as_pair(padding, "padding", 0)
         self.ceil_mode = as_flag(ceil_mode, "ceil_mode")
 
-    def build(self, input_shape):
+    def _sample_shape(self, input_shape):
+        """``input_shape`` as a tuple (C, H, W), or None when unknown."""
         if input_shape is None:
             return None
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"{type(self).__name__} expects samples of shape (C, H, W), "
                              f"got {input_shape}")
+        return input_shape
+
+    def build(self, input_shape):
+        input_shape = self._sample_shape(input_shape)
+        if input_shape is None:
+            return None
         geometry = pool_geometry(input_shape, self.kernel_size, self.stride, self.padding,
                                  self.ceil_mode)
         return (input_shape[0], geometry.out_height, geometry.out_width)
@@ -169,7 +176,7 @@ class AveragePooling(_Pooling):
         return dict(super().get_config(), count_include_pad=self.count_include_pad)
 
 
-class GlobalAveragePooling(Layer):
+class GlobalAveragePooling(_Pooling):
     """The mean of each channel over its whole plane: ``(N, C, H, W)`` to
     ``(N, C)``, or one sample ``(C, H, W)`` to ``(C,)``, as
     ``torch.nn.AdaptiveAvgPool2d(1)`` followed by flattening.
@@ -189,33 +196,21 @@ class GlobalAveragePooling(Layer):
            [2., 2.]])
     """
 
+    def __init__(self):
+        Layer.__init__(self)  # no window: the whole plane is one
+
+    def get_config(self):
+        return {}
+
     def build(self, input_shape):
-        if input_shape is None:
-            return None
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(f"GlobalAveragePooling expects samples of shape (C, H, W), "
-                             f"got {input_shape}")
-        return input_shape[:1]
+        input_shape = self._sample_shape(input_shape)
+        return None if input_shape is None else input_shape[:1]
 
-    def forward(self, input):
-        x = as_float_input(input)
-        x4, self._had_batch = _batched(x, 3, "GlobalAveragePooling", "(N, C, H, W) or (C, H, W)")
+    def _pool(self, x4):
         if x4.size == 0:
-            raise ValueError(f"GlobalAveragePooling expects no empty axis, got {x.shape}")
-        self.input = x
-        self._input4 = x4
-        out = functional.avg_pool2d(x4, x4.shape[2:])[:, :, 0, 0]
-        self.output = out if self._had_batch else out[0]
-        return self.output
+            raise ValueError(f"GlobalAveragePooling expects no empty axis, got {x4.shape}")
+        return functional.avg_pool2d(x4, x4.shape[2:])[:, :, 0, 0]
 
-    def backward(self, output_gradient, learning_rate=None):
-        self._require_forward()
-        check_unused_learning_rate(learning_rate)
-        grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
-        check_gradient_shape(grad, self.output.shape, "GlobalAveragePooling")
-        if not self.needs_input_gradient:
-            return None
-        g4 = grad.reshape(self._input4.shape[:2] + (1, 1))
-        grad_input = functional.avg_pool2d_backward(g4, self._input4, self._input4.shape[2:])
-        return grad_input if self._had_batch else grad_input[0]
+    def _input_gradient(self, g4):
+        planes = g4.reshape(g4.shape + (1, 1))
+        return functional.avg_pool2d_backward(planes, self._input4, self._input4.shape[2:])
