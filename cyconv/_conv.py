@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _conv_direct
 from ._blas import single_threaded_blas
 from ._kernels import _conv, _conv_shifted
 from ._threads import get_num_threads
@@ -361,8 +362,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             )
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     x4 = x if geometry.batched else x[np.newaxis]
-    out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     n_threads = geometry.threads()
+    if _conv_direct.use(geometry):
+        out = _conv_direct.forward(x4, weight, bias, geometry, n_threads)
+        return out if geometry.batched else out[0]
+    out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     if geometry.shifted:
         rows = geometry.wide_rows()
         wide = np.empty((n_threads, geometry.filters // geometry.groups * rows
@@ -458,6 +462,10 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 def _grad_weight(g4, x4, weight, geometry, n_threads):
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
+    # The direct kernels multiply zeros by x at the garbage positions:
+    # exact only against finite x, like the shifted products.
+    if _conv_direct.use(geometry) and _all_finite(x4):
+        return _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads)
     per_part = geometry.samples_per_part
     parts = -(-geometry.n // per_part)
     # Zero garbage in the shifted products is exact only against finite x.
@@ -496,7 +504,10 @@ def _sum_partials(partials):
 
 
 def _grad_input(g4, weight, x_shape, geometry, n_threads):
-    # Zero garbage in the shifted products is exact only against a finite weight.
+    # Zero garbage in the shifted products and the direct kernels' zero
+    # padding of g4 are exact only against a finite weight.
+    if _conv_direct.use(geometry) and _all_finite(weight):
+        return _conv_direct.grad_input(g4, weight, geometry, n_threads)
     if geometry.shifted and _all_finite(weight):
         grad_input = np.empty(x_shape, dtype=weight.dtype)
         rows = geometry.wide_rows()

@@ -1,0 +1,171 @@
+/* One instantiation of the direct convolution microkernels, included by
+ * conv_direct.h once per (instruction set, element type).  The includer
+ * defines:
+ *   CD_T        element type (float or double)
+ *   CD_V        vector type; CD_VL its lanes
+ *   CD_LANES    virtual lanes of the weight gradient (64 bytes of CD_T): the
+ *               same on every instruction set, so that every variant sums
+ *               the same partial sums in the same order
+ *   CD_NF, CD_NV   forward register tile: filters x vectors of positions
+ *   CD_WF, CD_WT   weight-gradient register tile: filters x taps
+ *   CD_ZERO(), CD_LOAD(p), CD_STORE(p, v), CD_BCAST(p), CD_FMA(a, b, c)
+ *   CD_ATTR     function attributes (target ISA)
+ *   CD_SUFFIX   name suffix, e.g. avx2_f32
+ * Every sum is a chain of fused multiply-adds in one fixed order (channels,
+ * then taps; samples, then positions, then lanes), on every variant: the
+ * portable variant calls fmaf/fma, so results agree bitwise across variants.
+ */
+
+#define CD_CAT_(a, b) a##_##b
+#define CD_CAT(a, b) CD_CAT_(a, b)
+#define CD_NAME(name) CD_CAT(name, CD_SUFFIX)
+
+/* out[k * ofs + p] = sum_c sum_t w[k * wfs + c * nt + t] * x[c * xcs + p + offs[t]]
+ * for k < NF and p < NV * CD_VL. */
+static inline __attribute__((always_inline)) CD_ATTR void CD_NAME(cd_fwd_tile)(
+    const CD_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
+    const CD_T* w, ptrdiff_t wfs, CD_T* out, ptrdiff_t ofs, const int NF, const int NV)
+{
+    CD_V acc[4][8];
+#pragma GCC unroll 4
+    for (int k = 0; k < NF; k++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) acc[k][v] = CD_ZERO();
+    for (int c = 0; c < C; c++) {
+        const CD_T* xc = x + c * xcs;
+        const CD_T* wc = w + (ptrdiff_t)c * nt;
+        for (int t = 0; t < nt; t++) {
+            const CD_T* xp = xc + offs[t];
+            CD_V xv[8];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) xv[v] = CD_LOAD(xp + v * CD_VL);
+#pragma GCC unroll 4
+            for (int k = 0; k < NF; k++) {
+                CD_V wb = CD_BCAST(wc + k * wfs + t);
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v++) acc[k][v] = CD_FMA(wb, xv[v], acc[k][v]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < NF; k++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) CD_STORE(out + k * ofs + v * CD_VL, acc[k][v]);
+}
+
+typedef void (*CD_NAME(cd_fwd_fn))(const CD_T*, ptrdiff_t, int, const ptrdiff_t*, int,
+                                   const CD_T*, ptrdiff_t, CD_T*, ptrdiff_t);
+
+#define CD_FWD_DEF(F_, V_) \
+    static CD_ATTR void CD_NAME(CD_CAT(cd_fwd, F_##_##V_))( \
+        const CD_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
+        const CD_T* w, ptrdiff_t wfs, CD_T* out, ptrdiff_t ofs) \
+    { CD_NAME(cd_fwd_tile)(x, xcs, C, offs, nt, w, wfs, out, ofs, F_, V_); }
+
+/* Filters 1..4 (CD_NF is 4 everywhere), vectors 1..8 (CD_NV at most 8). */
+#define CD_FWD_ROW(F_) CD_FWD_DEF(F_, 1) CD_FWD_DEF(F_, 2) CD_FWD_DEF(F_, 3) \
+    CD_FWD_DEF(F_, 4) CD_FWD_DEF(F_, 5) CD_FWD_DEF(F_, 6) CD_FWD_DEF(F_, 7) CD_FWD_DEF(F_, 8)
+CD_FWD_ROW(1) CD_FWD_ROW(2) CD_FWD_ROW(3) CD_FWD_ROW(4)
+#undef CD_FWD_ROW
+#undef CD_FWD_DEF
+
+#define CD_FWD_PTR(F_, V_) CD_NAME(CD_CAT(cd_fwd, F_##_##V_))
+#define CD_FWD_ROWP(F_) {0, CD_FWD_PTR(F_, 1), CD_FWD_PTR(F_, 2), CD_FWD_PTR(F_, 3), \
+    CD_FWD_PTR(F_, 4), CD_FWD_PTR(F_, 5), CD_FWD_PTR(F_, 6), CD_FWD_PTR(F_, 7), CD_FWD_PTR(F_, 8)}
+static const CD_NAME(cd_fwd_fn) CD_NAME(cd_fwd_table)[5][9] = {
+    {0}, CD_FWD_ROWP(1), CD_FWD_ROWP(2), CD_FWD_ROWP(3), CD_FWD_ROWP(4)};
+#undef CD_FWD_ROWP
+#undef CD_FWD_PTR
+
+/* The wide output of nf <= CD_NF filters over positions [0, L):
+ * out[k * ofs + p], p < L rounded up to CD_VL (the caller leaves room). */
+static CD_ATTR void CD_NAME(cd_forward_rows)(
+    const CD_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
+    const CD_T* w, ptrdiff_t wfs, int nf, CD_T* out, ptrdiff_t ofs, ptrdiff_t L)
+{
+    const ptrdiff_t tile = (ptrdiff_t)CD_NV * CD_VL;
+    ptrdiff_t p = 0;
+    for (; p + tile <= L; p += tile)
+        CD_NAME(cd_fwd_table)[nf][CD_NV](x + p, xcs, C, offs, nt, w, wfs, out + p, ofs);
+    if (p < L) {
+        int nv = (int)((L - p + CD_VL - 1) / CD_VL);
+        CD_NAME(cd_fwd_table)[nf][nv](x + p, xcs, C, offs, nt, w, wfs, out + p, ofs);
+    }
+}
+
+/* Weight gradient: lanes[(k * nt + t) * CD_LANES + l] += sum over p = q *
+ * CD_LANES + l < L of g[k * gfs + p] * x[p + offs[t]], for k < NF, t < NT.
+ * L is a multiple of CD_LANES. */
+#define CD_VPL (CD_LANES / CD_VL)
+static inline __attribute__((always_inline)) CD_ATTR void CD_NAME(cd_wgt_tile)(
+    const CD_T* g, ptrdiff_t gfs, const CD_T* x, const ptrdiff_t* offs, ptrdiff_t L,
+    CD_T* lanes, int nt, const int NF, const int NT)
+{
+    CD_V acc[4][6][CD_VPL];
+#pragma GCC unroll 4
+    for (int k = 0; k < NF; k++)
+#pragma GCC unroll 6
+        for (int t = 0; t < NT; t++)
+#pragma GCC unroll 16
+            for (int s = 0; s < CD_VPL; s++)
+                acc[k][t][s] = CD_LOAD(lanes + (k * nt + t) * CD_LANES + s * CD_VL);
+    for (ptrdiff_t p = 0; p < L; p += CD_LANES) {
+#pragma GCC unroll 16
+        for (int s = 0; s < CD_VPL; s++) {
+            CD_V gv[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < NF; k++) gv[k] = CD_LOAD(g + k * gfs + p + s * CD_VL);
+#pragma GCC unroll 6
+            for (int t = 0; t < NT; t++) {
+                CD_V xv = CD_LOAD(x + p + s * CD_VL + offs[t]);
+#pragma GCC unroll 4
+                for (int k = 0; k < NF; k++) acc[k][t][s] = CD_FMA(gv[k], xv, acc[k][t][s]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < NF; k++)
+#pragma GCC unroll 6
+        for (int t = 0; t < NT; t++)
+#pragma GCC unroll 16
+            for (int s = 0; s < CD_VPL; s++)
+                CD_STORE(lanes + (k * nt + t) * CD_LANES + s * CD_VL, acc[k][t][s]);
+}
+
+typedef void (*CD_NAME(cd_wgt_fn))(const CD_T*, ptrdiff_t, const CD_T*, const ptrdiff_t*,
+                                   ptrdiff_t, CD_T*, int);
+#define CD_WGT_DEF(F_, T_) \
+    static CD_ATTR void CD_NAME(CD_CAT(cd_wgt, F_##_##T_))( \
+        const CD_T* g, ptrdiff_t gfs, const CD_T* x, const ptrdiff_t* offs, ptrdiff_t L, \
+        CD_T* lanes, int nt) \
+    { CD_NAME(cd_wgt_tile)(g, gfs, x, offs, L, lanes, nt, F_, T_); }
+/* Filters 1..4, taps 1..6. */
+#define CD_WGT_ROW(F_) CD_WGT_DEF(F_, 1) CD_WGT_DEF(F_, 2) CD_WGT_DEF(F_, 3) \
+    CD_WGT_DEF(F_, 4) CD_WGT_DEF(F_, 5) CD_WGT_DEF(F_, 6)
+CD_WGT_ROW(1) CD_WGT_ROW(2) CD_WGT_ROW(3) CD_WGT_ROW(4)
+#undef CD_WGT_ROW
+#undef CD_WGT_DEF
+#define CD_WGT_PTR(F_, T_) CD_NAME(CD_CAT(cd_wgt, F_##_##T_))
+#define CD_WGT_ROWP(F_) {0, CD_WGT_PTR(F_, 1), CD_WGT_PTR(F_, 2), CD_WGT_PTR(F_, 3), \
+    CD_WGT_PTR(F_, 4), CD_WGT_PTR(F_, 5), CD_WGT_PTR(F_, 6)}
+static const CD_NAME(cd_wgt_fn) CD_NAME(cd_wgt_table)[5][7] = {
+    {0}, CD_WGT_ROWP(1), CD_WGT_ROWP(2), CD_WGT_ROWP(3), CD_WGT_ROWP(4)};
+#undef CD_WGT_ROWP
+#undef CD_WGT_PTR
+
+/* All taps of nf <= CD_WF filters against one input channel plane. */
+static CD_ATTR void CD_NAME(cd_weight_rows)(
+    const CD_T* g, ptrdiff_t gfs, int nf, const CD_T* x, const ptrdiff_t* offs, int nt,
+    ptrdiff_t L, CD_T* lanes)
+{
+    int t = 0;
+    for (; t + CD_WT <= nt; t += CD_WT)
+        CD_NAME(cd_wgt_table)[nf][CD_WT](g, gfs, x, offs + t, L, lanes + t * CD_LANES, nt);
+    if (t < nt)
+        CD_NAME(cd_wgt_table)[nf][nt - t](g, gfs, x, offs + t, L, lanes + t * CD_LANES, nt);
+}
+
+#undef CD_VPL
+#undef CD_NAME
+#undef CD_CAT
+#undef CD_CAT_

@@ -1,0 +1,117 @@
+"""Tuned constants and the run-time choices made from them.
+
+Every constant that was tuned by timing says on which processor and with
+which compiler it was measured.  Two machine kinds were at hand:
+
+* "Zen 4": a 2-core AMD EPYC virtual machine with AVX-512 (avx512f/bw/dq/vl),
+  GCC 12, scipy's OpenBLAS, shared with other jobs (noisy: medians of
+  interleaved runs);
+* "Zen 3": a 2-core AMD EPYC with AVX2 and FMA, no AVX-512.
+
+A rule tuned on one kind alone is marked so.
+"""
+
+import contextlib
+
+from ._kernels import _conv_direct
+from ._threads import get_num_threads
+
+# -- threads ---------------------------------------------------------------
+
+# Below this much work a thread is not worth starting (about 20-50 us of
+# work: a team of threads costs more than a tiny layer takes).  Work is
+# counted in each caller's own unit: multiply-adds for convolutions, window
+# elements for pooling, elements for ReLU and correlate2d.
+MIN_MACS_PER_THREAD = 1 << 17
+
+
+def threads_for(work, min_work_per_thread):
+    """Threads worth starting for ``work`` units: one per
+    ``min_work_per_thread``, at least 1, at most cyconv.get_num_threads().
+    The count never changes a result, only the speed."""
+    return max(1, min(get_num_threads(), int(work) // min_work_per_thread))
+
+
+# -- direct convolution ----------------------------------------------------
+
+# The variant of the direct convolution's microkernels this processor runs:
+# "avx512", "avx2" or "portable" (detected at import; see conv_direct.h).
+DETECTED_ISA = _conv_direct.detected_isa()
+
+# The direct path is taken only where its microkernels are vectorised; the
+# portable variant exists for other processors' correctness and for tests.
+DIRECT_ISAS = ("avx512", "avx2")
+
+# Largest kernel (taps) the direct path takes: 7x7.  Its weight gradient
+# keeps one register tile per tap chunk, and wider kernels were not measured.
+DIRECT_MAX_TAPS = 49
+
+# Largest padded copy of a batch (values) the direct path makes: 64 Mi
+# values (256 MiB in float32); larger inputs take the matrix products,
+# whose workspace is bounded.
+DIRECT_MAX_PADDED = 1 << 26
+
+_state = {"isa": DETECTED_ISA, "direct": "auto"}
+
+
+def isa():
+    """The variant the direct kernels run now (the detected one unless a
+    test chose another)."""
+    return _state["isa"]
+
+
+def isa_code():
+    return _conv_direct.isa_code(_state["isa"])
+
+
+@contextlib.contextmanager
+def direct_convolution(mode="auto", isa=None):
+    """Inside the block, convolutions take the direct path always ("always",
+    where the geometry allows it), never ("never") or by the measured rule
+    ("auto"), with microkernel variant ``isa`` (default: the detected one;
+    "portable", "avx2" or "avx512" if this processor runs it).  For tests
+    and benchmarks; not thread-safe."""
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"mode must be 'auto', 'always' or 'never', got {mode!r}")
+    if isa is not None and isa not in available_isas():
+        raise ValueError(f"this processor runs {available_isas()}, not {isa!r}")
+    saved = dict(_state)
+    _state["direct"] = mode
+    if isa is not None:
+        _state["isa"] = isa
+    try:
+        yield
+    finally:
+        _state.update(saved)
+
+
+def available_isas():
+    """The microkernel variants this processor runs, best last."""
+    order = ("portable", "avx2", "avx512")
+    return order[: order.index(DETECTED_ISA) + 1]
+
+
+def direct_wanted(geometry):
+    """Whether a convolution that the direct kernels can run (see
+    _conv_direct.supports) should: the measured rule.
+
+    Measured on both kinds (Zen 4 AVX-512 and Zen 3 AVX2, GCC 12), the
+    direct kernels beat the matrix products on every stride-1 layer of the
+    benchmark suite (see benchmarks/RESULTS.md).
+    """
+    mode = _state["direct"]
+    if mode != "auto":
+        return mode == "always"
+    return _state["isa"] in DIRECT_ISAS
+
+
+def config():
+    """What this machine runs, as text lines for cyconv.show_config()."""
+    return {
+        "direct convolution kernels": f"{DETECTED_ISA} (detected; variants: "
+                                      f"{', '.join(available_isas())})",
+        "direct convolution": ("stride 1, one group, kernels up to 7x7"
+                               if DETECTED_ISA in DIRECT_ISAS
+                               else "off (no vectorised variant for this processor)"),
+        "threads": str(get_num_threads()),
+    }
