@@ -10,12 +10,6 @@ import numpy as np
 from . import _runtime
 from ._kernels import _conv_direct
 
-# Partial weight gradients over runs of samples, summed in a fixed order
-# afterwards: as many as the matrix products use, so that threads can share
-# small layers and the result never depends on the thread count.
-WEIGHT_PARTS = 8
-
-
 def supports(geometry):
     """Whether the direct kernels can run this convolution: stride 1, one
     group, at most DIRECT_MAX_TAPS taps, a bounded padded copy, and (for the
@@ -90,14 +84,21 @@ def grad_input(g4, weight, geometry, n_threads):
 
 
 def grad_weight(g4, x4, weight, geometry, n_threads):
+    """Sums over runs of samples of g4 at x4's wide positions times x4's
+    padded planes at each tap's offset, both channel-major with a plane of
+    zeros after the last sample."""
     g = geometry
     width = g.padded_width
-    xp = _padded(x4, g.pad_top, g.pad_left, g.padded_height, width,
-                 g.dilation[1] * (g.kernel[1] - 1), n_threads)
-    gw = np.zeros((g.n, g.filters, _conv_direct.round_up(g.out_height * width)), x4.dtype)
-    _conv_direct.widen(g4, gw, width, n_threads)
+    stride = _conv_direct.packed_stride(g.padded_height, width)
+    xp = np.zeros((g.channels, g.n + 1, stride), x4.dtype)
+    _conv_direct.pad_planes(x4.transpose(1, 0, 2, 3), xp, g.pad_top, g.pad_left, width,
+                            n_threads)
+    gw = np.zeros((g.filters, g.n + 1, stride), x4.dtype)
+    _conv_direct.pad_planes(g4.transpose(1, 0, 2, 3), gw, 0, 0, width, n_threads)
     taps = g.kernel[0] * g.kernel[1]
-    per_part = -(-g.n // WEIGHT_PARTS)
+    per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
+                   -(-_runtime.DIRECT_WEIGHT_RUN // stride))
+    per_part = min(per_part, g.n)
     parts = -(-g.n // per_part)
     partials = np.empty((parts, g.filters, g.channels, taps), x4.dtype)
     workspace = np.empty((n_threads, taps * _conv_direct.LANE_VALUES_PER_TAP), x4.dtype)

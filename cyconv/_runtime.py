@@ -51,6 +51,15 @@ DIRECT_MAX_TAPS = 49
 # whose workspace is bounded.
 DIRECT_MAX_PADDED = 1 << 26
 
+# The direct weight gradient sums runs of samples into partial gradients,
+# added in a fixed order afterwards (so the thread count never changes a
+# result): at most this many runs, so that threads can share small layers...
+DIRECT_WEIGHT_PARTS = 8
+# ...and runs of at least this many wide positions: each run ends with a
+# reduction of the register tile's lanes, which on 8x8 planes with runs of
+# 8 samples (900 positions) cost a third of the time (Zen 4).
+DIRECT_WEIGHT_RUN = 4096
+
 _state = {"isa": DETECTED_ISA, "direct": "auto"}
 
 

@@ -86,18 +86,27 @@ def round_up(Py_ssize_t n):
 
 def plane_stride(Py_ssize_t padded_height, Py_ssize_t padded_width, Py_ssize_t reach):
     """Values per padded plane: the plane, then zeros for the last tiles'
-    reads (``reach``, the widest tap offset within a row, plus rounding)."""
-    return padded_height * padded_width + reach + 2 * ROUND
+    reads (``reach``, the widest tap offset within a row, plus rounding),
+    rounded up to whole vectors so that runs of planes are whole vectors too."""
+    return (padded_height * padded_width + reach + 2 * ROUND + ROUND - 1) // ROUND * ROUND
+
+
+def packed_stride(Py_ssize_t padded_height, Py_ssize_t padded_width):
+    """Values per plane of the weight gradient's sample-major runs: the
+    plane in whole vectors.  Reads past it land in the next plane, where the
+    output gradient's zeros cancel them."""
+    return (padded_height * padded_width + ROUND - 1) // ROUND * ROUND
 
 
 def pad_planes(
-    const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+    const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
     floating[:, :, ::1] xp,           # OUT (N, C, stride), zeroed by the caller
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int n_threads,
 ):
     """Copy x[n, c] into the zeroed planes with its top-left corner at
-    (top, left); the caller sized the planes to hold it."""
+    (top, left); the caller sized the planes to hold it.  x may be a view
+    with its first two axes swapped."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
     cdef Py_ssize_t task, n, c, r, q
     cdef floating* dst
@@ -162,42 +171,24 @@ def correlate(
                         dst[ow] = row[ow]
 
 
-def widen(
-    const floating[:, :, :, ::1] g,   # IN  (N, F, Hout, Wout)
-    floating[:, :, ::1] gw,           # OUT (N, F, round_up(Hout * Wp)), zeroed by the caller
-    Py_ssize_t padded_width,
-    int n_threads,
-):
-    """g at wide positions oh * Wp + ow; the garbage positions stay zero."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
-    cdef Py_ssize_t task, n, f, oh, ow
-    cdef floating* dst
-    cdef const floating* src
-    for task in prange(N * F, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        n = task // F
-        f = task % F
-        for oh in range(Ho):
-            dst = &gw[n, f, oh * padded_width]
-            src = &g[n, f, oh, 0]
-            for ow in range(Wo):
-                dst[ow] = src[ow]
-
-
 def weight_gradient(
-    const floating[:, :, ::1] gw,          # IN  (N, F, Lp) wide output gradient
-    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    const floating[:, :, ::1] gw,          # IN  (F, N + 1, stride) wide output gradient
+    const floating[:, :, ::1] xp,          # IN  (C, N + 1, stride) padded planes
     floating[:, :, :, ::1] partials,       # OUT (S, F, C, kh*kw)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t samples_per_part,
     floating[:, ::1] workspace,            # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
     int isa, int n_threads,
 ):
-    """partials[s, f, c, t] = sum over the samples of part s and wide
-    positions p of gw[n, f, p] * xp[n, c, p + offsets[t]].  Tasks are (part,
-    filter block, channel) triples."""
-    cdef Py_ssize_t N = gw.shape[0], F = gw.shape[1], Lp = gw.shape[2]
-    cdef Py_ssize_t C = xp.shape[1], nt = offsets.shape[0], parts = partials.shape[0]
+    """partials[s, f, c, t] = sum over the samples n of part s and wide
+    positions p of gw[f, n, p] * xp[c, n, p + offsets[t]].  Tasks are (part,
+    filter block, channel) triples; each runs over its samples' planes as
+    one sequence (sample-major planes, so that the register tile stays
+    loaded across samples).  gw is zero beyond each plane's wide positions,
+    so a tap reading into the next plane (the last one a plane of zeros)
+    adds nothing, as long as xp is finite."""
+    cdef Py_ssize_t F = gw.shape[0], N = gw.shape[1] - 1, stride = gw.shape[2]
+    cdef Py_ssize_t C = xp.shape[0], nt = offsets.shape[0], parts = partials.shape[0]
     cdef Py_ssize_t block = cd_weight_filters(isa)
     cdef Py_ssize_t blocks = (F + block - 1) // block
     cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
@@ -214,14 +205,14 @@ def weight_gradient(
         acc = &workspace[threadid(), 0]
         for i in range(nf * nt * lanes):
             acc[i] = 0
-        last = min(N, (part + 1) * samples_per_part)
-        for n in range(part * samples_per_part, last):
-            if floating is float:
-                cd_weight_rows_f32(isa, &gw[n, f0, 0], Lp, <int> nf, &xp[n, c, 0],
-                                   &offsets[0], <int> nt, Lp, acc)
-            else:
-                cd_weight_rows_f64(isa, &gw[n, f0, 0], Lp, <int> nf, &xp[n, c, 0],
-                                   &offsets[0], <int> nt, Lp, acc)
+        n = part * samples_per_part
+        last = min(N, n + samples_per_part)
+        if floating is float:
+            cd_weight_rows_f32(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
+                               &offsets[0], <int> nt, (last - n) * stride, acc)
+        else:
+            cd_weight_rows_f64(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
+                               &offsets[0], <int> nt, (last - n) * stride, acc)
         for k in range(nf):
             for t in range(nt):
                 total = acc[(k * nt + t) * lanes]

@@ -76,13 +76,12 @@
 
 #if CD_X86
 /* ---- AVX2 + FMA: 16 registers; tiles of 4 filters x 3 vectors (12
- * accumulators) and, for the weight gradient, 2 filters x 3 taps x 2 vectors
- * per 16 virtual lanes (12 accumulators) ---- */
+ * accumulators) and, for the weight gradient, 3 filters x 4 taps (12) ---- */
 #define CD_ATTR __attribute__((target("avx2,fma")))
 #define CD_NF 4
 #define CD_NV 3
-#define CD_WF 2
-#define CD_WT 3
+#define CD_WF 3
+#define CD_WT 4
 
 #define CD_T float
 #define CD_V __m256
@@ -207,7 +206,7 @@ static int cd_detect_isa(void)
 static int cd_forward_filters(int isa) { (void)isa; return 4; }
 static int cd_weight_filters(int isa)
 {
-    return isa == CD_ISA_AVX512 ? 4 : isa == CD_ISA_AVX2 ? 2 : 1;
+    return isa == CD_ISA_AVX512 ? 4 : isa == CD_ISA_AVX2 ? 3 : 1;
 }
 
 #if CD_X86

@@ -83,13 +83,16 @@ static CD_ATTR void CD_NAME(cd_forward_rows)(
     const CD_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CD_T* w, ptrdiff_t wfs, int nf, CD_T* out, ptrdiff_t ofs, ptrdiff_t L)
 {
-    const ptrdiff_t tile = (ptrdiff_t)CD_NV * CD_VL;
+    /* Tiles of nearly equal width: 13 vectors make tiles of 5, 4 and 4
+     * rather than 6, 6 and an inefficient 1. */
+    ptrdiff_t vectors = (L + CD_VL - 1) / CD_VL;
+    ptrdiff_t tiles = (vectors + CD_NV - 1) / CD_NV;
     ptrdiff_t p = 0;
-    for (; p + tile <= L; p += tile)
-        CD_NAME(cd_fwd_table)[nf][CD_NV](x + p, xcs, C, offs, nt, w, wfs, out + p, ofs);
-    if (p < L) {
-        int nv = (int)((L - p + CD_VL - 1) / CD_VL);
+    for (ptrdiff_t i = 0; i < tiles; i++) {
+        int nv = (int)((vectors + tiles - i - 1) / (tiles - i));
         CD_NAME(cd_fwd_table)[nf][nv](x + p, xcs, C, offs, nt, w, wfs, out + p, ofs);
+        p += (ptrdiff_t)nv * CD_VL;
+        vectors -= nv;
     }
 }
 
@@ -97,39 +100,37 @@ static CD_ATTR void CD_NAME(cd_forward_rows)(
  * CD_LANES + l < L of g[k * gfs + p] * x[p + offs[t]], for k < NF, t < NT.
  * L is a multiple of CD_LANES. */
 #define CD_VPL (CD_LANES / CD_VL)
+/* Each vector of the CD_LANES virtual lanes is one pass over the run, so
+ * that the whole register file holds one vector's tile (AVX2 float: lanes
+ * 0-7, then lanes 8-15). */
 static inline __attribute__((always_inline)) CD_ATTR void CD_NAME(cd_wgt_tile)(
     const CD_T* g, ptrdiff_t gfs, const CD_T* x, const ptrdiff_t* offs, ptrdiff_t L,
     CD_T* lanes, int nt, const int NF, const int NT)
 {
-    CD_V acc[4][6][CD_VPL];
+    for (int s = 0; s < CD_VPL; s++) {
+        CD_V acc[4][6];
 #pragma GCC unroll 4
-    for (int k = 0; k < NF; k++)
+        for (int k = 0; k < NF; k++)
 #pragma GCC unroll 6
-        for (int t = 0; t < NT; t++)
-#pragma GCC unroll 16
-            for (int s = 0; s < CD_VPL; s++)
-                acc[k][t][s] = CD_LOAD(lanes + (k * nt + t) * CD_LANES + s * CD_VL);
-    for (ptrdiff_t p = 0; p < L; p += CD_LANES) {
-#pragma GCC unroll 16
-        for (int s = 0; s < CD_VPL; s++) {
+            for (int t = 0; t < NT; t++)
+                acc[k][t] = CD_LOAD(lanes + (k * nt + t) * CD_LANES + s * CD_VL);
+        for (ptrdiff_t p = s * CD_VL; p < L; p += CD_LANES) {
             CD_V gv[4];
 #pragma GCC unroll 4
-            for (int k = 0; k < NF; k++) gv[k] = CD_LOAD(g + k * gfs + p + s * CD_VL);
+            for (int k = 0; k < NF; k++) gv[k] = CD_LOAD(g + k * gfs + p);
 #pragma GCC unroll 6
             for (int t = 0; t < NT; t++) {
-                CD_V xv = CD_LOAD(x + p + s * CD_VL + offs[t]);
+                CD_V xv = CD_LOAD(x + p + offs[t]);
 #pragma GCC unroll 4
-                for (int k = 0; k < NF; k++) acc[k][t][s] = CD_FMA(gv[k], xv, acc[k][t][s]);
+                for (int k = 0; k < NF; k++) acc[k][t] = CD_FMA(gv[k], xv, acc[k][t]);
             }
         }
-    }
 #pragma GCC unroll 4
-    for (int k = 0; k < NF; k++)
+        for (int k = 0; k < NF; k++)
 #pragma GCC unroll 6
-        for (int t = 0; t < NT; t++)
-#pragma GCC unroll 16
-            for (int s = 0; s < CD_VPL; s++)
-                CD_STORE(lanes + (k * nt + t) * CD_LANES + s * CD_VL, acc[k][t][s]);
+            for (int t = 0; t < NT; t++)
+                CD_STORE(lanes + (k * nt + t) * CD_LANES + s * CD_VL, acc[k][t]);
+    }
 }
 
 typedef void (*CD_NAME(cd_wgt_fn))(const CD_T*, ptrdiff_t, const CD_T*, const ptrdiff_t*,
