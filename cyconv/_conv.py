@@ -463,9 +463,11 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
     # The direct kernels multiply zeros by x at the garbage positions:
-    # exact only against finite x, like the shifted products.
-    if _conv_direct.use(geometry) and _all_finite(x4):
-        return _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads)
+    # exact only against finite x (they check), like the shifted products.
+    if _conv_direct.use(geometry):
+        grad_weight = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads)
+        if grad_weight is not None:
+            return grad_weight
     per_part = geometry.samples_per_part
     parts = -(-geometry.n // per_part)
     # Zero garbage in the shifted products is exact only against finite x.
@@ -505,9 +507,12 @@ def _sum_partials(partials):
 
 def _grad_input(g4, weight, x_shape, geometry, n_threads):
     # Zero garbage in the shifted products and the direct kernels' zero
-    # padding of g4 are exact only against a finite weight.
-    if _conv_direct.use(geometry) and _all_finite(weight):
-        return _conv_direct.grad_input(g4, weight, geometry, n_threads)
+    # padding of g4 are exact only against a finite weight (the direct
+    # kernels check).
+    if _conv_direct.use(geometry):
+        grad_input = _conv_direct.grad_input(g4, weight, geometry, n_threads)
+        if grad_input is not None:
+            return grad_input
     if geometry.shifted and _all_finite(weight):
         grad_input = np.empty(x_shape, dtype=weight.dtype)
         rows = geometry.wide_rows()

@@ -2,30 +2,25 @@
 geometries it takes, and the buffers its kernels need.
 
 The caller (_conv.py) has validated the arguments; every size the kernels
-index with is derived here from the checked geometry.
+index with is derived here from the checked geometry, once per geometry
+(a training loop asks for the same few every step).
 """
+
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import _runtime
 from ._kernels import _conv_direct
 
+
 def supports(geometry):
     """Whether the direct kernels can run this convolution: stride 1, one
     group, at most DIRECT_MAX_TAPS taps, a bounded padded copy, and (for the
     input gradient, which pads the output gradient by the kernel's span
     minus the padding) padding no larger than the dilated kernel's span."""
-    kh, kw = geometry.kernel
-    dh, dw = geometry.dilation
-    span_h, span_w = dh * (kh - 1), dw * (kw - 1)
-    padded = geometry.n * max(geometry.channels, geometry.filters) * (
-        (geometry.height + span_h + geometry.pad_top + geometry.pad_bottom)
-        * (geometry.width + span_w + geometry.pad_left + geometry.pad_right))
-    return (geometry.stride == (1, 1) and geometry.groups == 1
-            and kh * kw <= _runtime.DIRECT_MAX_TAPS
-            and max(geometry.pad_top, geometry.pad_bottom) <= span_h
-            and max(geometry.pad_left, geometry.pad_right) <= span_w
-            and padded <= _runtime.DIRECT_MAX_PADDED)
+    return _plan(geometry) is not None
 
 
 def use(geometry):
@@ -33,76 +28,104 @@ def use(geometry):
     return _runtime.direct_wanted(geometry) and supports(geometry)
 
 
-def _offsets(geometry, width, flipped=False):
-    kh, kw = geometry.kernel
-    dh, dw = geometry.dilation
+@dataclass(frozen=True)
+class _Plan:
+    """Sizes and tap offsets of one geometry's three operations."""
+
+    offsets: np.ndarray          # forward and weight gradient: tap -> offset
+    stride: int                  # values per padded input plane (forward)
+    grad_offsets: np.ndarray     # input gradient: flipped taps
+    grad_top: int                # where the output gradient sits in its planes
+    grad_left: int
+    grad_width: int
+    grad_stride: int
+    packed_stride: int           # weight gradient: values per plane of a run
+    samples_per_part: int
+    parts: int
+
+
+def _offsets(kernel, dilation, width, flipped=False):
+    (kh, kw), (dh, dw) = kernel, dilation
     i = np.arange(kh)[:, None]
     j = np.arange(kw)[None, :]
     if flipped:
         i, j = kh - 1 - i, kw - 1 - j
-    return np.ascontiguousarray((i * dh * width + j * dw).ravel(), dtype=np.intp)
+    offsets = np.ascontiguousarray((i * dh * width + j * dw).ravel(), dtype=np.intp)
+    offsets.flags.writeable = False
+    return offsets
 
 
-def _padded(x4, top, left, height, width, reach, n_threads):
-    """x4's planes copied into zeroed (height, width) planes at (top, left)."""
-    stride = _conv_direct.plane_stride(height, width, reach)
-    xp = np.zeros(x4.shape[:2] + (stride,), x4.dtype)
-    _conv_direct.pad_planes(x4, xp, top, left, width, n_threads)
-    return xp
+@functools.lru_cache(maxsize=256)
+def _plan(g):
+    (kh, kw), (dh, dw) = g.kernel, g.dilation
+    span_h, span_w = dh * (kh - 1), dw * (kw - 1)
+    grad_height, grad_width = g.height + span_h, g.width + span_w
+    padded = g.n * max(g.channels, g.filters) * max(
+        g.padded_height * g.padded_width, grad_height * grad_width)
+    if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
+            and max(g.pad_top, g.pad_bottom) <= span_h
+            and max(g.pad_left, g.pad_right) <= span_w
+            and padded <= _runtime.DIRECT_MAX_PADDED):
+        return None
+    packed = _conv_direct.packed_stride(g.padded_height, g.padded_width)
+    per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
+                   -(-_runtime.DIRECT_WEIGHT_RUN // packed))
+    per_part = min(per_part, g.n)
+    return _Plan(
+        offsets=_offsets(g.kernel, g.dilation, g.padded_width),
+        stride=_conv_direct.plane_stride(g.padded_height, g.padded_width, span_w),
+        grad_offsets=_offsets(g.kernel, g.dilation, grad_width, flipped=True),
+        grad_top=span_h - g.pad_top, grad_left=span_w - g.pad_left, grad_width=grad_width,
+        grad_stride=_conv_direct.plane_stride(grad_height, grad_width, span_w),
+        packed_stride=packed, samples_per_part=per_part, parts=-(-g.n // per_part),
+    )
 
 
-def _correlate(xp, weight, bias, out, offsets, width, n_threads):
-    rows = _conv_direct.round_up(out.shape[2] * width)
-    wide = np.empty((n_threads, 4 * rows), out.dtype)
-    _conv_direct.correlate(xp, weight, bias, out, offsets, width, wide,
-                           _runtime.isa_code(), n_threads)
+def _wide(n_threads, rows, width, dtype):
+    """Each thread's wide output of one block of filters."""
+    return np.empty((n_threads, 4 * _conv_direct.round_up(rows * width)), dtype)
 
 
 def forward(x4, weight, bias, geometry, n_threads):
-    g = geometry
-    width = g.padded_width
-    xp = _padded(x4, g.pad_top, g.pad_left, g.padded_height, width,
-                 g.dilation[1] * (g.kernel[1] - 1), n_threads)
+    g, plan = geometry, _plan(geometry)
     out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
-    _correlate(xp, weight, bias, out, _offsets(g, width), width, n_threads)
+    _conv_direct.forward(
+        x4, weight, bias, out, np.zeros((g.n, g.channels, plan.stride), x4.dtype),
+        _wide(n_threads, g.out_height, g.padded_width, x4.dtype), plan.offsets,
+        g.pad_top, g.pad_left, g.padded_width, _runtime.isa_code(), n_threads)
     return out
 
 
 def grad_input(g4, weight, geometry, n_threads):
-    """The correlation of the zero-padded output gradient with the flipped,
-    transposed weights."""
-    g = geometry
-    (kh, kw), (dh, dw) = g.kernel, g.dilation
-    height, width = g.height + dh * (kh - 1), g.width + dw * (kw - 1)
-    gp = _padded(g4, dh * (kh - 1) - g.pad_top, dw * (kw - 1) - g.pad_left, height, width,
-                 dw * (kw - 1), n_threads)
+    """The input gradient, or None where the weight is not finite."""
+    g, plan = geometry, _plan(geometry)
     grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
-    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
-    _correlate(gp, transposed, np.empty(0, weight.dtype), grad_input,
-               _offsets(g, width, flipped=True), width, n_threads)
-    return grad_input
+    done = _conv_direct.backward_input(
+        g4, np.ascontiguousarray(weight.transpose(1, 0, 2, 3)), grad_input,
+        np.zeros((g.n, g.filters, plan.grad_stride), weight.dtype),
+        _wide(n_threads, g.height, plan.grad_width, weight.dtype), plan.grad_offsets,
+        plan.grad_top, plan.grad_left, plan.grad_width, _runtime.isa_code(), n_threads)
+    return grad_input if done else None
 
 
 def grad_weight(g4, x4, weight, geometry, n_threads):
-    """Sums over runs of samples of g4 at x4's wide positions times x4's
-    padded planes at each tap's offset, both channel-major with a plane of
-    zeros after the last sample."""
-    g = geometry
-    width = g.padded_width
-    stride = _conv_direct.packed_stride(g.padded_height, width)
-    xp = np.zeros((g.channels, g.n + 1, stride), x4.dtype)
-    _conv_direct.pad_planes(x4.transpose(1, 0, 2, 3), xp, g.pad_top, g.pad_left, width,
-                            n_threads)
-    gw = np.zeros((g.filters, g.n + 1, stride), x4.dtype)
-    _conv_direct.pad_planes(g4.transpose(1, 0, 2, 3), gw, 0, 0, width, n_threads)
-    taps = g.kernel[0] * g.kernel[1]
-    per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
-                   -(-_runtime.DIRECT_WEIGHT_RUN // stride))
-    per_part = min(per_part, g.n)
-    parts = -(-g.n // per_part)
-    partials = np.empty((parts, g.filters, g.channels, taps), x4.dtype)
-    workspace = np.empty((n_threads, taps * _conv_direct.LANE_VALUES_PER_TAP), x4.dtype)
-    _conv_direct.weight_gradient(gw, xp, partials, _offsets(g, width), per_part, workspace,
-                                 _runtime.isa_code(), n_threads)
+    """The weight gradient, or None where x is not finite: sums over runs of
+    samples of g4 at x4's wide positions times x4's padded planes at each
+    tap's offset, both channel-major with a plane of zeros after the last
+    sample."""
+    g, plan = geometry, _plan(geometry)
+    dtype = x4.dtype
+    partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
+    done = _conv_direct.backward_weight(
+        g4.transpose(1, 0, 2, 3), x4.transpose(1, 0, 2, 3),
+        np.zeros((g.filters, g.n + 1, plan.packed_stride), dtype),
+        np.zeros((g.channels, g.n + 1, plan.packed_stride), dtype),
+        partials, plan.offsets, g.pad_top, g.pad_left, g.padded_width, plan.samples_per_part,
+        np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP), dtype),
+        x4, _runtime.isa_code(), n_threads)
+    if not done:
+        return None
+    if plan.parts == 1:
+        return partials.reshape(weight.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         return partials.sum(axis=0).reshape(weight.shape)

@@ -98,12 +98,12 @@ def packed_stride(Py_ssize_t padded_height, Py_ssize_t padded_width):
     return (padded_height * padded_width + ROUND - 1) // ROUND * ROUND
 
 
-def pad_planes(
+cdef void _pad_planes(
     const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
     floating[:, :, ::1] xp,           # OUT (N, C, stride), zeroed by the caller
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int n_threads,
-):
+) noexcept:
     """Copy x[n, c] into the zeroed planes with its top-left corner at
     (top, left); the caller sized the planes to hold it.  x may be a view
     with its first two axes swapped."""
@@ -122,7 +122,7 @@ def pad_planes(
                 dst[q] = src[q]
 
 
-def correlate(
+cdef void _correlate(
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
@@ -131,7 +131,7 @@ def correlate(
     Py_ssize_t padded_width,
     floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
     int isa, int n_threads,
-):
+) noexcept:
     """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
     xp[n, c, oh * Wp + ow + offsets[t]].  Tasks are (sample, block of
     filters) pairs."""
@@ -171,7 +171,7 @@ def correlate(
                         dst[ow] = row[ow]
 
 
-def weight_gradient(
+cdef void _weight_gradient(
     const floating[:, :, ::1] gw,          # IN  (F, N + 1, stride) wide output gradient
     const floating[:, :, ::1] xp,          # IN  (C, N + 1, stride) padded planes
     floating[:, :, :, ::1] partials,       # OUT (S, F, C, kh*kw)
@@ -179,7 +179,7 @@ def weight_gradient(
     Py_ssize_t samples_per_part,
     floating[:, ::1] workspace,            # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
     int isa, int n_threads,
-):
+) noexcept:
     """partials[s, f, c, t] = sum over the samples n of part s and wide
     positions p of gw[f, n, p] * xp[c, n, p + offsets[t]].  Tasks are (part,
     filter block, channel) triples; each runs over its samples' planes as
@@ -219,3 +219,88 @@ def weight_gradient(
                 for l in range(1, lanes):
                     total = total + acc[(k * nt + t) * lanes + l]
                 partials[part, f0 + k, c, t] = total
+
+
+cdef bint _all_finite(const floating[:, :, :, ::1] a) noexcept nogil:
+    """Whether every value is finite: v * 0 is 0 for finite v and NaN
+    otherwise, summed in 8 independent lanes (a loop the compiler
+    vectorises without reassociating)."""
+    cdef const floating* p = &a[0, 0, 0, 0]
+    cdef Py_ssize_t size = a.shape[0] * a.shape[1] * a.shape[2] * a.shape[3]
+    cdef floating lanes[8]
+    cdef Py_ssize_t i, l
+    for l in range(8):
+        lanes[l] = 0
+    for i in range(0, size - size % 8, 8):
+        for l in range(8):
+            lanes[l] += p[i + l] * 0
+    for i in range(size - size % 8, size):
+        lanes[0] += p[i] * 0
+    for l in range(8):
+        if lanes[l] != 0 or lanes[l] != lanes[l]:
+            return False
+    return True
+
+
+# -- entry points: one call per operation, each argument checked by the
+# caller (cyconv/_conv_direct.py) against the geometry
+
+def forward(
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
+    const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int isa, int n_threads,
+):
+    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _correlate(xp, weight, bias, out, offsets, padded_width, wide, isa, n_threads)
+
+
+def backward_input(
+    const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
+    const floating[:, :, :, ::1] weight_t,  # IN  (C, F, kh, kw): weight transposed
+    floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, ::1] wide,                  # scratch (n_threads, 4 * round_up(H * Wgp))
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int isa, int n_threads,
+):
+    """The correlation of the padded output gradient with the flipped,
+    transposed weights.  False, with nothing written, when the weight is
+    not finite: its products with the padding's zeros would be NaN."""
+    if not _all_finite(weight_t):
+        return False
+    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _correlate(gp, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets, padded_width, wide,
+               isa, n_threads)
+    return True
+
+
+def backward_weight(
+    const floating[:, :, :, :] grad_out_t,  # IN  (F, N, Hout, Wout): a transposed view
+    const floating[:, :, :, :] x_t,         # IN  (C, N, H, W): a transposed view
+    floating[:, :, ::1] gw,                 # scratch (F, N + 1, packed_stride), zeroed
+    floating[:, :, ::1] xp,                 # scratch (C, N + 1, packed_stride), zeroed
+    floating[:, :, :, ::1] partials,        # OUT (S, F, C, kh*kw)
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t samples_per_part,
+    floating[:, ::1] workspace,             # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
+    const floating[:, :, :, ::1] x,         # IN  (N, C, H, W): x_t's array, checked finite
+    int isa, int n_threads,
+):
+    """Partial weight gradients per run of samples.  False, with nothing
+    written, when x is not finite: the output gradient's zeros at the
+    garbage positions multiply x."""
+    if not _all_finite(x):
+        return False
+    _pad_planes(x_t, xp, top, left, padded_width, n_threads)
+    _pad_planes(grad_out_t, gw, 0, 0, padded_width, n_threads)
+    _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
+    return True
+
