@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _conv_direct
+from . import _conv_direct, _runtime
 from ._blas import single_threaded_blas
 from ._kernels import _conv, _conv_shifted
-from ._threads import get_num_threads
+from ._runtime import threads_for
 from ._validation import (
     BLAS_INT_MAX,
     as_float_arrays,
@@ -63,8 +63,8 @@ SHIFTED_MAX_SAMPLE = 1 << 26
 # to 1.6x slower on W2 and W3, which then fall out of the L2 cache.
 WIDE_ELEMENTS = 1 << 14
 
-# Below this much work a thread is not worth starting (about 20-50 us).
-MIN_MACS_PER_THREAD = 1 << 17
+# Below this much work a thread is not worth starting (see _runtime.py).
+MIN_MACS_PER_THREAD = _runtime.CONV_MIN_MACS_PER_THREAD
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 _LAYOUT_W = "(F, C // groups, kh, kw)"
@@ -106,7 +106,7 @@ class ConvGeometry:
         at most cyconv.get_num_threads().  Starting a thread team costs more
         than a tiny layer (a single small image) takes to compute."""
         macs = self.n * self.filters * self.out_height * self.out_width * self.group_taps
-        return max(1, min(get_num_threads(), macs // MIN_MACS_PER_THREAD))
+        return threads_for(macs, MIN_MACS_PER_THREAD)
 
     @property
     def group_taps(self):

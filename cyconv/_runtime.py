@@ -17,12 +17,20 @@ from ._kernels import _conv_direct
 from ._threads import get_num_threads
 
 # -- threads ---------------------------------------------------------------
+# Below this much work per thread, a thread is not worth starting (about
+# 20-50 us of work: starting a team costs more than a tiny layer takes).
+# Each in its caller's unit; the callers keep a module-level alias, read at
+# each call.
 
-# Below this much work a thread is not worth starting (about 20-50 us of
-# work: a team of threads costs more than a tiny layer takes).  Work is
-# counted in each caller's own unit: multiply-adds for convolutions, window
-# elements for pooling, elements for ReLU and correlate2d.
-MIN_MACS_PER_THREAD = 1 << 17
+# conv2d: multiply-adds.
+CONV_MIN_MACS_PER_THREAD = 1 << 17
+# Pooling: window elements (measured with 2x2 pooling: a second thread
+# already paid from about 8000 elements).
+POOL_MIN_WORK_PER_THREAD = 1 << 14
+# ReLU's gradient: elements.
+RELU_MIN_ELEMENTS_PER_THREAD = 1 << 16
+# correlate2d / convolve2d: output values times kernel values.
+CORRELATE_MIN_WORK_PER_THREAD = 1 << 17
 
 
 def threads_for(work, min_work_per_thread):
