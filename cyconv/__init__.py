@@ -25,6 +25,7 @@ keep_freed_memory()
 
 from . import datasets, functional, losses, optimizers
 from ._layer import Layer, Parameter
+from ._runtime import show_config
 from ._threads import get_num_threads, set_num_threads
 from .activations import ReLU, Sigmoid, Softmax, Tanh
 from .layers import AveragePooling, Convolution, Dense, Flatten, MaxPooling, Reshape
@@ -58,4 +59,5 @@ __all__ = [
     "losses",
     "optimizers",
     "set_num_threads",
+    "show_config",
 ]

@@ -14,6 +14,7 @@ A rule tuned on one kind alone is marked so.
 import contextlib
 
 from ._kernels import _conv_direct
+from ._kernels._threads import openmp_enabled
 from ._threads import get_num_threads
 
 # -- threads ---------------------------------------------------------------
@@ -122,13 +123,48 @@ def direct_wanted(geometry):
     return _state["isa"] in DIRECT_ISAS
 
 
-def config():
-    """What this machine runs, as text lines for cyconv.show_config()."""
-    return {
-        "direct convolution kernels": f"{DETECTED_ISA} (detected; variants: "
-                                      f"{', '.join(available_isas())})",
-        "direct convolution": ("stride 1, one group, kernels up to 7x7"
-                               if DETECTED_ISA in DIRECT_ISAS
-                               else "off (no vectorised variant for this processor)"),
-        "threads": str(get_num_threads()),
+def show_config(mode="stdout"):
+    """Say which kernels this machine runs.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}, default "stdout"
+        Print one line per item, or return them as a dict.
+
+    Returns
+    -------
+    dict or None
+        With ``mode="dicts"``: "direct convolution kernels" (the microkernel
+        variant this processor runs: "avx512", "avx2" or "portable"),
+        "direct convolution" (which layers take it), "threads" and
+        "openmp".
+
+    Raises
+    ------
+    ValueError
+        For another ``mode``.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> info = cyconv.show_config(mode="dicts")
+    >>> info["direct convolution kernels"] in ("avx512", "avx2", "portable")
+    True
+    """
+    if mode not in ("stdout", "dicts"):
+        raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
+    direct = (f"stride 1, one group, kernels up to {DIRECT_MAX_TAPS} taps; other layers "
+              f"take the BLAS products" if DETECTED_ISA in DIRECT_ISAS
+              else "off (no vectorised variant for this processor): BLAS products")
+    info = {
+        "direct convolution kernels": DETECTED_ISA,
+        "direct convolution kernel variants": ", ".join(available_isas()),
+        "direct convolution": direct,
+        "threads": get_num_threads(),
+        "openmp": openmp_enabled(),
     }
+    if mode == "dicts":
+        return info
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return None

@@ -175,3 +175,13 @@ def test_non_finite_values_propagate_in_the_forward_pass(variant):
     assert np.isnan(out[0, 0, 0, 0]) and np.isnan(out[0, 0, 1, 1])
     assert np.isinf(out[0, 0, 4, 4]) and np.isinf(out[0, 0, 3, 3])
     assert np.isfinite(out[0, 0, 0, 3]) and out[0, 0, 2, 2] == 9
+
+
+def test_show_config_names_the_kernels_this_machine_runs(capsys):
+    info = cyconv.show_config(mode="dicts")
+    assert info["direct convolution kernels"] == _runtime.DETECTED_ISA
+    assert info["threads"] == cyconv.get_num_threads()
+    assert cyconv.show_config() is None
+    assert f"direct convolution kernels: {_runtime.DETECTED_ISA}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="mode must be 'stdout' or 'dicts'"):
+        cyconv.show_config(mode="json")
