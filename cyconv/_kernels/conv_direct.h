@@ -20,6 +20,10 @@
 #define CD_ISA_AVX2 1
 #define CD_ISA_AVX512 2
 
+/* Taps per chain of fused multiply-adds in the forward kernel (see
+ * cd_forward_rows): 8 channels of 3x3, 3 of 5x5. */
+#define CD_CHUNK_TAPS 64
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define CD_X86 1
 #include <immintrin.h>
@@ -43,24 +47,28 @@
 #define CD_V float
 #define CD_LANES 16
 #define CD_FMA(a, b, c) fmaf(a, b, c)
+#define CD_ADD(a, b) ((a) + (b))
 #define CD_SUFFIX portable_f32
 #include "conv_direct_impl.h"
 #undef CD_T
 #undef CD_V
 #undef CD_LANES
 #undef CD_FMA
+#undef CD_ADD
 #undef CD_SUFFIX
 
 #define CD_T double
 #define CD_V double
 #define CD_LANES 8
 #define CD_FMA(a, b, c) fma(a, b, c)
+#define CD_ADD(a, b) ((a) + (b))
 #define CD_SUFFIX portable_f64
 #include "conv_direct_impl.h"
 #undef CD_T
 #undef CD_V
 #undef CD_LANES
 #undef CD_FMA
+#undef CD_ADD
 #undef CD_SUFFIX
 
 #undef CD_ATTR
@@ -92,6 +100,7 @@
 #define CD_STORE(p, v) _mm256_storeu_ps(p, v)
 #define CD_BCAST(p) _mm256_broadcast_ss(p)
 #define CD_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define CD_ADD(a, b) _mm256_add_ps(a, b)
 #define CD_SUFFIX avx2_f32
 #include "conv_direct_impl.h"
 #undef CD_T
@@ -103,6 +112,7 @@
 #undef CD_STORE
 #undef CD_BCAST
 #undef CD_FMA
+#undef CD_ADD
 #undef CD_SUFFIX
 
 #define CD_T double
@@ -114,6 +124,7 @@
 #define CD_STORE(p, v) _mm256_storeu_pd(p, v)
 #define CD_BCAST(p) _mm256_broadcast_sd(p)
 #define CD_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define CD_ADD(a, b) _mm256_add_pd(a, b)
 #define CD_SUFFIX avx2_f64
 #include "conv_direct_impl.h"
 #undef CD_T
@@ -125,6 +136,7 @@
 #undef CD_STORE
 #undef CD_BCAST
 #undef CD_FMA
+#undef CD_ADD
 #undef CD_SUFFIX
 #undef CD_ATTR
 #undef CD_NF
@@ -149,6 +161,7 @@
 #define CD_STORE(p, v) _mm512_storeu_ps(p, v)
 #define CD_BCAST(p) _mm512_set1_ps(*(p))
 #define CD_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define CD_ADD(a, b) _mm512_add_ps(a, b)
 #define CD_SUFFIX avx512_f32
 #include "conv_direct_impl.h"
 #undef CD_T
@@ -160,6 +173,7 @@
 #undef CD_STORE
 #undef CD_BCAST
 #undef CD_FMA
+#undef CD_ADD
 #undef CD_SUFFIX
 
 #define CD_T double
@@ -171,6 +185,7 @@
 #define CD_STORE(p, v) _mm512_storeu_pd(p, v)
 #define CD_BCAST(p) _mm512_set1_pd(*(p))
 #define CD_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define CD_ADD(a, b) _mm512_add_pd(a, b)
 #define CD_SUFFIX avx512_f64
 #include "conv_direct_impl.h"
 #undef CD_T
@@ -182,6 +197,7 @@
 #undef CD_STORE
 #undef CD_BCAST
 #undef CD_FMA
+#undef CD_ADD
 #undef CD_SUFFIX
 #undef CD_ATTR
 #undef CD_NF
