@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 FRAMEWORKS = ["cyconv", "torch", "numpy", "tutorial"]
+# Rows of whole training steps rather than layers.
+STEP_LABELS = ("LeNet", "CIFAR")
 
 
 def fmt_ms(value):
@@ -96,7 +98,7 @@ def headline(results):
               + [f"conv vs tutorial ({n1}t)", f"pool vs tutorial ({n1}t)"])
     body = []
     for label in _labels(rows):
-        if label.startswith("LeNet"):
+        if label.startswith(STEP_LABELS):
             continue
         any_row = next(r for r in rows if r["label"] == label)
         cells = [label, any_row["shape"]]
@@ -111,7 +113,7 @@ def headline(results):
     text = _table(header, body) if body else ""
     lenet = []
     for label in _labels(rows):
-        if not label.startswith("LeNet"):
+        if not label.startswith(STEP_LABELS):
             continue
         cells = [label]
         for n in threads:
