@@ -33,6 +33,7 @@ class _Plan:
     """Sizes and tap offsets of one geometry's three operations."""
 
     offsets: np.ndarray          # forward and weight gradient: tap -> offset
+    width: int                   # values per row of the padded input planes
     stride: int                  # values per padded input plane (forward)
     grad_offsets: np.ndarray     # input gradient: flipped taps
     grad_top: int                # where the output gradient sits in its planes
@@ -59,21 +60,28 @@ def _offsets(kernel, dilation, width, flipped=False):
 def _plan(g):
     (kh, kw), (dh, dw) = g.kernel, g.dilation
     span_h, span_w = dh * (kh - 1), dw * (kw - 1)
-    grad_height, grad_width = g.height + span_h, g.width + span_w
+    # Rows share their zero columns: a row's right padding is the next
+    # row's left padding (reads past a row's data land there), so a row
+    # holds the data and the wider of the two paddings only.  Fewer garbage
+    # positions: 8x8 with padding 1 computes 9 positions per output row,
+    # not 10.
+    width = g.width + max(g.pad_left, g.pad_right)
+    grad_height = g.height + span_h
+    grad_width = g.out_width + span_w - min(g.pad_left, g.pad_right)
     padded = g.n * max(g.channels, g.filters) * max(
-        g.padded_height * g.padded_width, grad_height * grad_width)
+        g.padded_height * width, grad_height * grad_width)
     if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
             and max(g.pad_top, g.pad_bottom) <= span_h
             and max(g.pad_left, g.pad_right) <= span_w
             and padded <= _runtime.DIRECT_MAX_PADDED):
         return None
-    packed = _conv_direct.packed_stride(g.padded_height, g.padded_width)
+    packed = _conv_direct.packed_stride(g.padded_height, width)
     per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
                    -(-_runtime.DIRECT_WEIGHT_RUN // packed))
     per_part = min(per_part, g.n)
     return _Plan(
-        offsets=_offsets(g.kernel, g.dilation, g.padded_width),
-        stride=_conv_direct.plane_stride(g.padded_height, g.padded_width, span_w),
+        offsets=_offsets(g.kernel, g.dilation, width), width=width,
+        stride=_conv_direct.plane_stride(g.padded_height, width, span_w),
         grad_offsets=_offsets(g.kernel, g.dilation, grad_width, flipped=True),
         grad_top=span_h - g.pad_top, grad_left=span_w - g.pad_left, grad_width=grad_width,
         grad_stride=_conv_direct.plane_stride(grad_height, grad_width, span_w),
@@ -91,8 +99,8 @@ def forward(x4, weight, bias, geometry, n_threads):
     out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
     _conv_direct.forward(
         x4, weight, bias, out, np.zeros((g.n, g.channels, plan.stride), x4.dtype),
-        _wide(n_threads, g.out_height, g.padded_width, x4.dtype), plan.offsets,
-        g.pad_top, g.pad_left, g.padded_width, _runtime.isa_code(), n_threads)
+        _wide(n_threads, g.out_height, plan.width, x4.dtype), plan.offsets,
+        g.pad_top, g.pad_left, plan.width, _runtime.isa_code(), n_threads)
     return out
 
 
@@ -120,7 +128,7 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
         g4.transpose(1, 0, 2, 3), x4.transpose(1, 0, 2, 3),
         np.zeros((g.filters, g.n + 1, plan.packed_stride), dtype),
         np.zeros((g.channels, g.n + 1, plan.packed_stride), dtype),
-        partials, plan.offsets, g.pad_top, g.pad_left, g.padded_width, plan.samples_per_part,
+        partials, plan.offsets, g.pad_top, g.pad_left, plan.width, plan.samples_per_part,
         np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP), dtype),
         x4, _runtime.isa_code(), n_threads)
     if not done:

@@ -6,9 +6,11 @@
 # variant per instruction set, chosen at run time); the loops, the layout
 # changes and the threading are here.
 #
-# * "Wide" positions.  A sample's input is copied into zero-padded planes of
-#   Hp x Wp values (plus a zeroed tail, so that the last tiles may read
-#   past the plane).  Output pixel (oh, ow) is then wide position
+# * "Wide" positions.  A sample's input is copied into zeroed planes of Hp
+#   rows of Wp values (plus a zeroed tail, so that the last tiles may read
+#   past the plane).  Rows share their zero columns: Wp = W + max(left,
+#   right padding), so that reads past a row's data land in the next row's
+#   left padding.  Output pixel (oh, ow) is then wide position
 #   p = oh * Wp + ow, and tap (i, j) reads input position p + i*dh*Wp + j*dw:
 #   every tap is one offset, and a run of consecutive positions is one
 #   vector load.  The Wp - Wout positions at the end of each row are garbage,
