@@ -361,6 +361,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 f"bias must have shape (F,) = ({weight.shape[0]},), got {bias.shape}"
             )
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    return conv2d_checked(x, weight, bias, geometry)
+
+
+def conv2d_checked(x, weight, bias, geometry):
+    """conv2d on arguments already checked: C-contiguous, aligned arrays of
+    one float dtype (bias possibly empty) and their geometry."""
     x4 = x if geometry.batched else x[np.newaxis]
     n_threads = geometry.threads()
     if _conv_direct.use(geometry):
@@ -441,6 +447,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             f"grad_output must have the shape of conv2d's output, "
             f"{geometry.output_shape}, got {grad_output.shape}"
         )
+    return conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input)
+
+
+def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input):
+    """conv2d_backward on arguments already checked, as conv2d_checked."""
     batched = geometry.batched
     x4 = x if batched else x[np.newaxis]
     g4 = grad_output if batched else grad_output[np.newaxis]
