@@ -71,21 +71,15 @@ def evaluate(results):
                                row and row["speedup_tutorial"], limit, at_most=False, unit="x"))
 
     labels, limit = THREAD_SCALING
-    for label in labels:
-        one, two = _find(rows, label, "conv fwd+bwd", 1), _find(rows, label, "conv fwd+bwd", 2)
+    step_label, step_limit = STEP_SCALING
+    for label, op, want in ([(label, "conv fwd+bwd", limit) for label in labels]
+                            + [(step_label, "train step", step_limit)]):
+        one, two = _find(rows, label, op, 1), _find(rows, label, op, 2)
         value = None
         if one and two and one["ms"].get("cyconv") and two["ms"].get("cyconv"):
             value = one["ms"]["cyconv"] / two["ms"]["cyconv"]
-        out.append(_target(f"{label} conv fwd+bwd, cyconv 1 -> 2 threads speed-up", None,
-                           value, limit, at_most=False, unit="x"))
-
-    label, limit = STEP_SCALING
-    one, two = _find(rows, label, "train step", 1), _find(rows, label, "train step", 2)
-    value = None
-    if one and two and one["ms"].get("cyconv") and two["ms"].get("cyconv"):
-        value = one["ms"]["cyconv"] / two["ms"]["cyconv"]
-    out.append(_target(f"{label} train step, cyconv 1 -> 2 threads speed-up", None,
-                       value, limit, at_most=False, unit="x"))
+        out.append(_target(f"{label} {op}, cyconv 1 -> 2 threads speed-up", None,
+                           value, want, at_most=False, unit="x"))
 
     startup = results.get("startup", {}).get("cyconv")
     out.append(_target("import cyconv + first conv2d, fresh process", None,

@@ -33,11 +33,6 @@
 
 /* ---- portable: scalars, fused multiply-adds through the C library ---- */
 #define CD_ATTR
-#define CD_ZERO() 0
-#define CD_LOAD(p) (*(p))
-#define CD_STORE(p, v) (*(p) = (v))
-#define CD_BCAST(p) (*(p))
-#define CD_VL 1
 #define CD_NF 4
 #define CD_NV 8
 #define CD_WF 1
@@ -47,36 +42,29 @@
 #define CD_V float
 #define CD_LANES 16
 #define CD_FMA(a, b, c) fmaf(a, b, c)
+#define CD_VL 1
+#define CD_ZERO() 0
+#define CD_LOAD(p) (*(p))
+#define CD_STORE(p, v) (*(p) = (v))
+#define CD_BCAST(p) (*(p))
 #define CD_ADD(a, b) ((a) + (b))
 #define CD_SUFFIX portable_f32
 #include "conv_direct_impl.h"
-#undef CD_T
-#undef CD_V
-#undef CD_LANES
-#undef CD_FMA
-#undef CD_ADD
-#undef CD_SUFFIX
 
 #define CD_T double
 #define CD_V double
 #define CD_LANES 8
 #define CD_FMA(a, b, c) fma(a, b, c)
+#define CD_VL 1
+#define CD_ZERO() 0
+#define CD_LOAD(p) (*(p))
+#define CD_STORE(p, v) (*(p) = (v))
+#define CD_BCAST(p) (*(p))
 #define CD_ADD(a, b) ((a) + (b))
 #define CD_SUFFIX portable_f64
 #include "conv_direct_impl.h"
-#undef CD_T
-#undef CD_V
-#undef CD_LANES
-#undef CD_FMA
-#undef CD_ADD
-#undef CD_SUFFIX
 
 #undef CD_ATTR
-#undef CD_ZERO
-#undef CD_LOAD
-#undef CD_STORE
-#undef CD_BCAST
-#undef CD_VL
 #undef CD_NF
 #undef CD_NV
 #undef CD_WF
@@ -103,17 +91,6 @@
 #define CD_ADD(a, b) _mm256_add_ps(a, b)
 #define CD_SUFFIX avx2_f32
 #include "conv_direct_impl.h"
-#undef CD_T
-#undef CD_V
-#undef CD_VL
-#undef CD_LANES
-#undef CD_ZERO
-#undef CD_LOAD
-#undef CD_STORE
-#undef CD_BCAST
-#undef CD_FMA
-#undef CD_ADD
-#undef CD_SUFFIX
 
 #define CD_T double
 #define CD_V __m256d
@@ -127,17 +104,6 @@
 #define CD_ADD(a, b) _mm256_add_pd(a, b)
 #define CD_SUFFIX avx2_f64
 #include "conv_direct_impl.h"
-#undef CD_T
-#undef CD_V
-#undef CD_VL
-#undef CD_LANES
-#undef CD_ZERO
-#undef CD_LOAD
-#undef CD_STORE
-#undef CD_BCAST
-#undef CD_FMA
-#undef CD_ADD
-#undef CD_SUFFIX
 #undef CD_ATTR
 #undef CD_NF
 #undef CD_NV
@@ -164,17 +130,6 @@
 #define CD_ADD(a, b) _mm512_add_ps(a, b)
 #define CD_SUFFIX avx512_f32
 #include "conv_direct_impl.h"
-#undef CD_T
-#undef CD_V
-#undef CD_VL
-#undef CD_LANES
-#undef CD_ZERO
-#undef CD_LOAD
-#undef CD_STORE
-#undef CD_BCAST
-#undef CD_FMA
-#undef CD_ADD
-#undef CD_SUFFIX
 
 #define CD_T double
 #define CD_V __m512d
@@ -188,17 +143,6 @@
 #define CD_ADD(a, b) _mm512_add_pd(a, b)
 #define CD_SUFFIX avx512_f64
 #include "conv_direct_impl.h"
-#undef CD_T
-#undef CD_V
-#undef CD_VL
-#undef CD_LANES
-#undef CD_ZERO
-#undef CD_LOAD
-#undef CD_STORE
-#undef CD_BCAST
-#undef CD_FMA
-#undef CD_ADD
-#undef CD_SUFFIX
 #undef CD_ATTR
 #undef CD_NF
 #undef CD_NV

@@ -8,9 +8,12 @@
  *               the same partial sums in the same order
  *   CD_NF, CD_NV   forward register tile: filters x vectors of positions
  *   CD_WF, CD_WT   weight-gradient register tile: filters x taps
- *   CD_ZERO(), CD_LOAD(p), CD_STORE(p, v), CD_BCAST(p), CD_FMA(a, b, c)
- *   CD_ATTR     function attributes (target ISA)
+ *   CD_ZERO(), CD_LOAD(p), CD_STORE(p, v), CD_BCAST(p), CD_FMA(a, b, c),
+ *   CD_ADD(a, b)   vector operations
  *   CD_SUFFIX   name suffix, e.g. avx2_f32
+ *   CD_ATTR     function attributes (target ISA)
+ * and this file undefines them all but the tiles and CD_ATTR, which the
+ * includer keeps for both element types.
  * Every sum is a chain of fused multiply-adds in one fixed order (channels,
  * then taps; samples, then positions, then lanes), on every variant: the
  * portable variant calls fmaf/fma, so results agree bitwise across variants.
@@ -188,3 +191,14 @@ static CD_ATTR void CD_NAME(cd_weight_rows)(
 #undef CD_NAME
 #undef CD_CAT
 #undef CD_CAT_
+#undef CD_T
+#undef CD_V
+#undef CD_VL
+#undef CD_LANES
+#undef CD_ZERO
+#undef CD_LOAD
+#undef CD_STORE
+#undef CD_BCAST
+#undef CD_FMA
+#undef CD_ADD
+#undef CD_SUFFIX
