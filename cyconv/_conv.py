@@ -369,7 +369,7 @@ def conv2d_checked(x, weight, bias, geometry):
     one float dtype (bias possibly empty) and their geometry."""
     x4 = x if geometry.batched else x[np.newaxis]
     n_threads = geometry.threads()
-    if _conv_direct.use(geometry):
+    if _conv_direct.use(geometry, "forward"):
         out = _conv_direct.forward(x4, weight, bias, geometry, n_threads)
         return out if geometry.batched else out[0]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
@@ -475,7 +475,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
     # order: thread-count independent.
     # The direct kernels multiply zeros by x at the garbage positions:
     # exact only against finite x (they check), like the shifted products.
-    if _conv_direct.use(geometry):
+    if _conv_direct.use(geometry, "weight"):
         grad_weight = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads)
         if grad_weight is not None:
             return grad_weight
@@ -520,7 +520,7 @@ def _grad_input(g4, weight, x_shape, geometry, n_threads):
     # Zero garbage in the shifted products and the direct kernels' zero
     # padding of g4 are exact only against a finite weight (the direct
     # kernels check).
-    if _conv_direct.use(geometry):
+    if _conv_direct.use(geometry, "input"):
         grad_input = _conv_direct.grad_input(g4, weight, geometry, n_threads)
         if grad_input is not None:
             return grad_input

@@ -23,9 +23,10 @@ def supports(geometry):
     return _plan(geometry) is not None
 
 
-def use(geometry):
-    """Whether this convolution takes the direct path."""
-    return _runtime.direct_wanted(geometry) and supports(geometry)
+def use(geometry, operation):
+    """Whether ``operation`` ("forward", "input", "weight") of this
+    convolution takes the direct path."""
+    return _runtime.direct_wanted(geometry, operation) and supports(geometry)
 
 
 @dataclass(frozen=True)

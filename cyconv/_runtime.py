@@ -47,9 +47,29 @@ def threads_for(work, min_work_per_thread):
 # "avx512", "avx2" or "portable" (detected at import; see conv_direct.h).
 DETECTED_ISA = _conv_direct.detected_isa()
 
-# The direct path is taken only where its microkernels are vectorised; the
-# portable variant exists for other processors' correctness and for tests.
-DIRECT_ISAS = ("avx512", "avx2")
+# Which operations take the direct path, per microkernel variant: where it
+# measured faster than (or as fast as) the BLAS products.  Zen 4, GCC 12,
+# scipy's OpenBLAS (which runs its AVX-512 kernels there), 1 thread, best of
+# interleaved runs, ms, direct / products, batch 64:
+#   AVX-512 variant   forward      weight grad   input grad
+#     W1a 1->8 3x3    0.14 / 0.20  0.22 / 0.22   0.20 / 0.17
+#     W1b 8->16 3x3   0.25 / 0.33  0.37 / 0.37   0.30 / 0.31
+#     1->6 5x5 p2     0.21 / 0.49  0.36 / 0.54   0.33 / 0.43
+#     6->16 5x5       0.44 / 0.69  0.71 / 0.81   0.64 / 0.78
+#   and on the CIFAR-like layers and W2/W3 about 0.7-1.0 overall.
+#   AVX2 variant (on the same Zen 4): forward 0.16, 0.26, 0.24, 0.45 ms
+#   (faster than the products), weight gradient 0.29, 0.57, 0.39, 1.04 and
+#   input gradient 0.23, 0.34, 0.41, 0.79 (slower or even).
+# Not measured on an AVX2-only processor (Zen 3), where the products run
+# OpenBLAS's AVX2 kernels: there the AVX2 variant takes the forward pass
+# only, the choice that measured no slower than the products on any layer.
+# The portable variant takes nothing: it exists for other processors'
+# correctness and for tests.
+DIRECT_OPERATIONS = {
+    "avx512": ("forward", "input", "weight"),
+    "avx2": ("forward",),
+}
+DIRECT_ISAS = tuple(DIRECT_OPERATIONS)
 
 # Largest kernel (taps) the direct path takes: 7x7.  Its weight gradient
 # keeps one register tile per tap chunk, and wider kernels were not measured.
@@ -109,18 +129,16 @@ def available_isas():
     return order[: order.index(DETECTED_ISA) + 1]
 
 
-def direct_wanted(geometry):
-    """Whether a convolution that the direct kernels can run (see
-    _conv_direct.supports) should: the measured rule.
-
-    Measured on both kinds (Zen 4 AVX-512 and Zen 3 AVX2, GCC 12), the
-    direct kernels beat the matrix products on every stride-1 layer of the
-    benchmark suite (see benchmarks/RESULTS.md).
-    """
+def direct_wanted(geometry, operation):
+    """Whether ``operation`` ("forward", "input" or "weight" gradient) of a
+    convolution that the direct kernels can run (see _conv_direct.supports)
+    should: the measured rule, DIRECT_OPERATIONS.  The same for every
+    stride-1 layer the direct kernels take: they won on all that were
+    measured, small and large."""
     mode = _state["direct"]
     if mode != "auto":
         return mode == "always"
-    return _state["isa"] in DIRECT_ISAS
+    return operation in DIRECT_OPERATIONS.get(_state["isa"], ())
 
 
 def show_config(mode="stdout"):
@@ -153,8 +171,11 @@ def show_config(mode="stdout"):
     """
     if mode not in ("stdout", "dicts"):
         raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
-    direct = (f"stride 1, one group, kernels up to {DIRECT_MAX_TAPS} taps; other layers "
-              f"take the BLAS products" if DETECTED_ISA in DIRECT_ISAS
+    operations = {"forward": "forward", "input": "input gradient",
+                  "weight": "weight gradient"}
+    direct = (", ".join(operations[op] for op in DIRECT_OPERATIONS[DETECTED_ISA])
+              + f" of stride-1, one-group layers with kernels up to {DIRECT_MAX_TAPS} taps; "
+              "the rest by BLAS products" if DETECTED_ISA in DIRECT_ISAS
               else "off (no vectorised variant for this processor): BLAS products")
     info = {
         "direct convolution kernels": DETECTED_ISA,

@@ -47,13 +47,18 @@ def test_which_layers_take_the_direct_path():
     assert not _conv_direct.supports(geometry((2, 4, 9, 9), (4, 2, 3, 3), groups=2))
     assert not _conv_direct.supports(geometry((2, 4, 16, 16), (4, 4, 9, 9)))
     assert not _conv_direct.supports(geometry((2, 4, 9, 9), (4, 4, 1, 1), padding=1))
-    with _runtime.direct_convolution("never"):
-        assert not _conv_direct.use(lenet)
-    with _runtime.direct_convolution("always", "portable"):
-        assert _conv_direct.use(lenet)
-    with _runtime.direct_convolution("auto", "portable"):
-        assert not _conv_direct.use(lenet)
-    assert _conv_direct.use(lenet) == (_runtime.DETECTED_ISA in _runtime.DIRECT_ISAS)
+    for operation in ("forward", "input", "weight"):
+        with _runtime.direct_convolution("never"):
+            assert not _conv_direct.use(lenet, operation)
+        with _runtime.direct_convolution("always", "portable"):
+            assert _conv_direct.use(lenet, operation)
+        with _runtime.direct_convolution("auto", "portable"):
+            assert not _conv_direct.use(lenet, operation)
+        if "avx2" in VARIANTS:
+            with _runtime.direct_convolution("auto", "avx2"):
+                assert _conv_direct.use(lenet, operation) == (operation == "forward")
+        wanted = _runtime.DIRECT_OPERATIONS.get(_runtime.DETECTED_ISA, ())
+        assert _conv_direct.use(lenet, operation) == (operation in wanted)
 
 
 def _einsum_conv(x, w, padding):
