@@ -424,6 +424,18 @@ def openmp_runtime():
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
 
+def vector_extensions():
+    """The processor's vector instruction sets that matter to the kernels
+    (from /proc/cpuinfo's flags), e.g. "avx512f avx2 fma"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "?"
+    return " ".join(name for name in ("avx512f", "avx512bw", "avx512vl", "avx2", "fma")
+                    if name in flags) or "none of avx512f, avx2, fma"
+
+
 def machine():
     cpu = platform.processor()
     try:
@@ -431,6 +443,7 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    show_config = getattr(cyconv, "show_config", None)
     import scipy
 
     try:
@@ -443,6 +456,9 @@ def machine():
         commit = "?"
     return {
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "vector": vector_extensions(),
+        "kernels": (show_config(mode="dicts")["direct convolution kernels"]
+                    if show_config else None),
         "openmp": openmp_runtime(),
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "torch": baselines_torch.torch.__version__ if baselines_torch.available else None,
