@@ -44,6 +44,12 @@ class _Plan:
     packed_stride: int           # weight gradient: values per plane of a run
     samples_per_part: int
     parts: int
+    chunk: int                   # samples per call: bounds the padded copies
+
+    def chunks(self, n):
+        """Slices of the batch, each at most ``chunk`` samples and starting
+        at a multiple of samples_per_part (so each holds whole parts)."""
+        return [slice(first, min(n, first + self.chunk)) for first in range(0, n, self.chunk)]
 
 
 def _offsets(kernel, dilation, width, flipped=False):
@@ -69,24 +75,30 @@ def _plan(g):
     width = g.width + max(g.pad_left, g.pad_right)
     grad_height = g.height + span_h
     grad_width = g.out_width + span_w - min(g.pad_left, g.pad_right)
-    padded = g.n * max(g.channels, g.filters) * max(
-        g.padded_height * width, grad_height * grad_width)
-    if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
-            and max(g.pad_top, g.pad_bottom) <= span_h
-            and max(g.pad_left, g.pad_right) <= span_w
-            and padded <= _runtime.DIRECT_MAX_PADDED):
-        return None
+    stride = _conv_direct.plane_stride(g.padded_height, width, span_w)
+    grad_stride = _conv_direct.plane_stride(grad_height, grad_width, span_w)
     packed = _conv_direct.packed_stride(g.padded_height, width)
     per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
                    -(-_runtime.DIRECT_WEIGHT_RUN // packed))
     per_part = min(per_part, g.n)
+    # Samples per call, in whole parts, so that no padded copy exceeds
+    # DIRECT_MAX_PADDED values (the weight gradient's copies hold one
+    # sample more).
+    per_sample = max(g.channels, g.filters) * max(stride, grad_stride)
+    chunk = (_runtime.DIRECT_MAX_PADDED // per_sample - 1) // per_part * per_part
+    if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
+            and max(g.pad_top, g.pad_bottom) <= span_h
+            and max(g.pad_left, g.pad_right) <= span_w
+            and chunk > 0):
+        return None
     return _Plan(
         offsets=_offsets(g.kernel, g.dilation, width), width=width,
-        stride=_conv_direct.plane_stride(g.padded_height, width, span_w),
+        stride=stride,
         grad_offsets=_offsets(g.kernel, g.dilation, grad_width, flipped=True),
         grad_top=span_h - g.pad_top, grad_left=span_w - g.pad_left, grad_width=grad_width,
-        grad_stride=_conv_direct.plane_stride(grad_height, grad_width, span_w),
+        grad_stride=grad_stride,
         packed_stride=packed, samples_per_part=per_part, parts=-(-g.n // per_part),
+        chunk=chunk,
     )
 
 
@@ -98,10 +110,13 @@ def _wide(n_threads, rows, width, dtype):
 def forward(x4, weight, bias, geometry, n_threads):
     g, plan = geometry, _plan(geometry)
     out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
-    _conv_direct.forward(
-        x4, weight, bias, out, np.zeros((g.n, g.channels, plan.stride), x4.dtype),
-        _wide(n_threads, g.out_height, plan.width, x4.dtype), plan.offsets,
-        g.pad_top, g.pad_left, plan.width, _runtime.isa_code(), n_threads)
+    wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
+    for part in plan.chunks(g.n):
+        _conv_direct.forward(
+            x4[part], weight, bias, out[part],
+            np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+            wide, plan.offsets, g.pad_top, g.pad_left, plan.width, _runtime.isa_code(),
+            n_threads)
     return out
 
 
@@ -109,12 +124,16 @@ def grad_input(g4, weight, geometry, n_threads):
     """The input gradient, or None where the weight is not finite."""
     g, plan = geometry, _plan(geometry)
     grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
-    done = _conv_direct.backward_input(
-        g4, np.ascontiguousarray(weight.transpose(1, 0, 2, 3)), grad_input,
-        np.zeros((g.n, g.filters, plan.grad_stride), weight.dtype),
-        _wide(n_threads, g.height, plan.grad_width, weight.dtype), plan.grad_offsets,
-        plan.grad_top, plan.grad_left, plan.grad_width, _runtime.isa_code(), n_threads)
-    return grad_input if done else None
+    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
+    wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
+    for part in plan.chunks(g.n):
+        if not _conv_direct.backward_input(
+                g4[part], transposed, grad_input[part],
+                np.zeros((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
+                _runtime.isa_code(), n_threads):
+            return None
+    return grad_input
 
 
 def grad_weight(g4, x4, weight, geometry, n_threads):
@@ -125,15 +144,19 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
     g, plan = geometry, _plan(geometry)
     dtype = x4.dtype
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
-    done = _conv_direct.backward_weight(
-        g4.transpose(1, 0, 2, 3), x4.transpose(1, 0, 2, 3),
-        np.zeros((g.filters, g.n + 1, plan.packed_stride), dtype),
-        np.zeros((g.channels, g.n + 1, plan.packed_stride), dtype),
-        partials, plan.offsets, g.pad_top, g.pad_left, plan.width, plan.samples_per_part,
-        np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP), dtype),
-        x4, _runtime.isa_code(), n_threads)
-    if not done:
-        return None
+    workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
+                         dtype)
+    for part in plan.chunks(g.n):
+        n = part.stop - part.start
+        first = part.start // plan.samples_per_part
+        if not _conv_direct.backward_weight(
+                g4[part].transpose(1, 0, 2, 3), x4[part].transpose(1, 0, 2, 3),
+                np.zeros((g.filters, n + 1, plan.packed_stride), dtype),
+                np.zeros((g.channels, n + 1, plan.packed_stride), dtype),
+                partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
+                g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
+                x4[part], _runtime.isa_code(), n_threads):
+            return None
     if plan.parts == 1:
         return partials.reshape(weight.shape)
     with np.errstate(invalid="ignore", over="ignore"):

@@ -75,10 +75,11 @@ DIRECT_ISAS = tuple(DIRECT_OPERATIONS)
 # keeps one register tile per tap chunk, and wider kernels were not measured.
 DIRECT_MAX_TAPS = 49
 
-# Largest padded copy of a batch (values) the direct path makes: 64 Mi
-# values (256 MiB in float32); larger inputs take the matrix products,
-# whose workspace is bounded.
-DIRECT_MAX_PADDED = 1 << 26
+# Largest padded copy (values) the direct path makes at once: 16 Mi values
+# (64 MiB in float32); larger batches run in chunks of whole samples, and a
+# layer whose weight-gradient run of samples alone exceeds it takes the
+# matrix products, whose workspace is bounded.
+DIRECT_MAX_PADDED = 1 << 24
 
 # The direct weight gradient sums runs of samples into partial gradients,
 # added in a fixed order afterwards (so the thread count never changes a

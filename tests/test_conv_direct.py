@@ -190,3 +190,35 @@ def test_show_config_names_the_kernels_this_machine_runs(capsys):
     assert f"direct convolution kernels: {_runtime.DETECTED_ISA}" in capsys.readouterr().out
     with pytest.raises(ValueError, match="mode must be 'stdout' or 'dicts'"):
         cyconv.show_config(mode="json")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_batches_run_in_chunks_with_the_same_result(dtype, monkeypatch):
+    """Padded copies are bounded by DIRECT_MAX_PADDED: a batch larger than
+    that runs in chunks of whole weight-gradient runs, bitwise as one call;
+    a layer whose single run exceeds it takes the matrix products."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 3, 9, 9)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    g = rng.standard_normal((37, 5, 9, 9)).astype(dtype)
+    geo = geometry(x.shape, w.shape, padding=1)
+    monkeypatch.setattr(_runtime, "DIRECT_WEIGHT_RUN", 1)  # runs of 5 samples, 8 parts
+
+    def run():
+        _conv_direct._plan.cache_clear()
+        with _runtime.direct_convolution("always"):
+            return (conv2d(x, w, padding=1),) + conv2d_backward(g, x, w, padding=1)
+
+    whole = run()
+    assert len(_conv_direct._plan(geo).chunks(37)) == 1
+    plan = _conv_direct._plan(geo)
+    per_sample = 5 * max(plan.stride, plan.grad_stride)
+    monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED", per_sample * (plan.samples_per_part + 1))
+    chunked = run()
+    assert len(_conv_direct._plan(geo).chunks(37)) == plan.parts > 1
+    for a, b in zip(whole, chunked):
+        assert a.tobytes() == b.tobytes()
+    monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED", per_sample)
+    _conv_direct._plan.cache_clear()
+    assert not _conv_direct.supports(geo)
+    _conv_direct._plan.cache_clear()
