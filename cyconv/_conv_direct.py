@@ -80,7 +80,7 @@ def _plan(g):
     packed = _conv_direct.packed_stride(g.padded_height, width)
     per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
                    -(-_runtime.DIRECT_WEIGHT_RUN // packed))
-    per_part = min(per_part, g.n)
+    per_part = max(1, min(per_part, g.n))  # at least 1: an empty batch has no runs
     # Samples per call, in whole parts, so that no padded copy exceeds
     # DIRECT_MAX_PADDED values (the weight gradient's copies hold one
     # sample more).

@@ -222,3 +222,17 @@ def test_large_batches_run_in_chunks_with_the_same_result(dtype, monkeypatch):
     _conv_direct._plan.cache_clear()
     assert not _conv_direct.supports(geo)
     _conv_direct._plan.cache_clear()
+
+
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
+    """conv2d may hand the direct kernels an empty batch (N = 0)."""
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    g = np.zeros((0, 4, 8, 8), np.float32)
+    geo = geometry(x.shape, w.shape, padding=1)
+    assert _conv_direct.supports(geo)
+    assert _conv_direct.forward(x, w, np.empty(0, np.float32), geo, 1).shape == (0, 4, 8, 8)
+    assert _conv_direct.grad_input(g, w, geo, 1).shape == (0, 3, 8, 8)
+    grad_weight = _conv_direct.grad_weight(g, x, w, geo, 1)
+    assert grad_weight.dtype == np.float32 and not grad_weight.any()
+    assert grad_weight.shape == w.shape
