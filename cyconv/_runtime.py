@@ -1,14 +1,17 @@
 """Tuned constants and the run-time choices made from them.
 
 Every constant that was tuned by timing says on which processor and with
-which compiler it was measured.  Two machine kinds were at hand:
+which compiler it was measured.  cyconv runs on two machine kinds in
+particular:
 
 * "Zen 4": a 2-core AMD EPYC virtual machine with AVX-512 (avx512f/bw/dq/vl),
-  GCC 12, scipy's OpenBLAS, shared with other jobs (noisy: medians of
+  GCC 12, scipy's OpenBLAS, shared with other jobs (noisy: best or median of
   interleaved runs);
 * "Zen 3": a 2-core AMD EPYC with AVX2 and FMA, no AVX-512.
 
-A rule tuned on one kind alone is marked so.
+The direct-convolution constants below were measured on Zen 4 only (its
+AVX2 variant included); the thread constants came from earlier tuning on
+two cores.  A rule not measured on one kind says so.
 """
 
 import contextlib
