@@ -25,6 +25,7 @@ from ._malloc import keep_freed_memory
 keep_freed_memory()
 
 from . import datasets, functional, nn
+from ._runtime import show_config
 from ._threads import get_num_threads, set_num_threads
 from .nn import (
     SGD,
@@ -119,5 +120,6 @@ __all__ = [
     "nn",
     "optimizers",
     "set_num_threads",
+    "show_config",
     "test",
 ]

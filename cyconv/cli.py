@@ -16,7 +16,9 @@ import time
 
 import numpy as np
 
-from . import __version__, _bench, _threads, datasets, get_num_threads, set_num_threads
+from . import (
+    __version__, _bench, _threads, datasets, get_num_threads, set_num_threads, show_config,
+)
 from ._images import is_image_file
 from .metrics import confusion_matrix
 from .nn import Convolution, Dense, Flatten, MaxPooling, Sequential, Softmax, lenet
@@ -305,6 +307,8 @@ def _command_bench(args, out):
     dtype = np.float64 if args.float64 else np.float32
     print(f"cyconv {__version__}, {np.dtype(dtype).name}, {get_num_threads()} thread(s); "
           f"medians over about {args.budget:g} s of calls each", file=out)
+    for key, value in show_config(mode="dicts").items():
+        print(f"{key}: {value}", file=out)
     print(f"{'layer':<38} {'operation':<26} {'ms':>9} {'GFLOP/s':>8}", file=out)
     for layer in _bench.LAYERS:
         for operation, call, flops in _bench.layer_calls(layer, dtype):
