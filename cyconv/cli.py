@@ -3,8 +3,9 @@
 ``cyconv train`` trains a LeNet-style network on the bundled MNIST-5k (or
 on the full MNIST with ``--data DIR``) and saves it; ``cyconv evaluate``
 reports its accuracy and confusion matrix; ``cyconv predict`` classifies
-new images; ``cyconv bench`` times the kernels on this machine.  Every
-failure is one line on stderr and a non-zero exit.
+new images; ``cyconv bench`` times the kernels on this machine; ``cyconv
+export`` writes a saved model as an ONNX graph.  Every failure is one line
+on stderr and a non-zero exit.
 """
 
 import argparse
@@ -320,6 +321,14 @@ def _command_bench(args, out):
     return 0
 
 
+def _command_export(args, out):
+    model = Sequential.load(args.model)
+    model.to_onnx(args.output)
+    print(f"wrote {args.output}: ONNX graph of {args.model}, input 'input' and output "
+          f"'output' (float32, any batch size)", file=out)
+    return 0
+
+
 def make_parser():
     """The argument parser of the ``cyconv`` command.
 
@@ -387,9 +396,19 @@ def make_parser():
     bench.add_argument("--float64", action="store_true", help="compute in float64")
     bench.set_defaults(run=_command_bench)
 
+    export = commands.add_parser(
+        "export", help="write a saved model as an ONNX graph",
+        description="Write a model saved by cyconv (any cyconv Sequential, not only the "
+                    "digit classifier) as an ONNX graph that onnxruntime and other ONNX "
+                    "runtimes run with the same predictions. Needs the onnx package: "
+                    'pip install "cyconv[onnx]".')
+    export.add_argument("model", metavar="MODEL", help="a model saved by cyconv (.npz)")
+    export.add_argument("output", metavar="ONNX", help="the ONNX file to write")
+    export.set_defaults(run=_command_export)
+
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    for sub in (train, evaluate, predict, bench):
+    for sub in (train, evaluate, predict, bench, export):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser
@@ -426,7 +445,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("cyconv: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, RuntimeError) as exc:
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"cyconv: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:

@@ -418,6 +418,28 @@ class Sequential:
                              f"{sorted(extra)}")
         return model
 
+    # -- other formats (optional extras, imported on use) ---------------------
+
+    def to_onnx(self, path, input_shape=None):
+        """Write the model as an ONNX graph for onnxruntime and other runtimes.
+
+        Needs ``pip install "cyconv[onnx]"``; see :mod:`cyconv.onnx` for the
+        operators each layer becomes.  The graph computes :meth:`predict`'s
+        outputs (eval mode), in float32, for any batch size.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from cyconv import Sequential, Dense
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+        >>> Sequential([Dense(3, 2, rng=0)]).to_onnx(path)
+        >>> os.path.getsize(path) > 0
+        True
+        """
+        from .onnx import export
+
+        export(self, path, input_shape=input_shape)
+
 
 def _sync_directory(directory):
     """Make the rename itself durable.  The file's bytes were synced before
