@@ -440,6 +440,36 @@ class Sequential:
 
         export(self, path, input_shape=input_shape)
 
+    def load_weights(self, path):
+        """Read weights saved from PyTorch (or :meth:`save_weights`) in a
+        ``.safetensors`` file, by ``state_dict`` name: ``"<index>.weight"``
+        and so on.  Needs ``pip install "cyconv[safetensors]"``; see
+        :mod:`cyconv.weights`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from cyconv import Sequential, Dense, ReLU
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+        >>> Sequential([Dense(3, 2, rng=0), ReLU()]).save_weights(path)
+        >>> model = Sequential([Dense(3, 2, rng=1), ReLU()])
+        >>> model.load_weights(path)
+        >>> np.array_equal(model.layers[0].weights, Dense(3, 2, rng=0).weights)
+        True
+        """
+        from .weights import load_weights
+
+        load_weights(self, path)
+
+    def save_weights(self, path):
+        """Write the weights to a ``.safetensors`` file that PyTorch's
+        ``load_state_dict`` takes for the same ``nn.Sequential`` (see
+        :meth:`load_weights`)."""
+        from .weights import save_weights
+
+        save_weights(self, path)
+
 
 def _sync_directory(directory):
     """Make the rename itself durable.  The file's bytes were synced before
