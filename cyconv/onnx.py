@@ -284,7 +284,7 @@ def _sample_shape(model, input_shape):
             f"the shape of the model's input is unknown: its first layer "
             f"({type(model.layers[0]).__name__}) does not declare one; pass "
             f"input_shape=(C, H, W) (one sample, no batch axis)")
-    from ._layer import as_shape
+    from .nn.layer import as_shape
 
     return as_shape(input_shape, "input_shape")
 
