@@ -23,6 +23,7 @@ BatchNormalization          BatchNormalization (running statistics)
 Dropout                     Identity
 GlobalAveragePooling        GlobalAveragePool, Flatten
 Residual                    its layers, then Add
+Sequential (nested)         its layers
 ==========================  =================================================
 
 The graph computes what :meth:`~cyconv.Sequential.predict` computes: the
@@ -228,6 +229,10 @@ def _batch_normalization(graph, layer, x, name):
                       epsilon=float(layer.get_config()["eps"]))
 
 
+def _sequential(graph, layer, x, name):
+    return _layers(graph, layer.layers, x, name)
+
+
 def _residual(graph, layer, x, name):
     body = _layers(graph, layer.layers, x, name)
     return graph.node("Add", [x, body], name)
@@ -249,6 +254,7 @@ _EXPORTERS = {
     "GlobalAveragePooling": _global_average_pooling,
     "BatchNormalization": _batch_normalization,
     "Residual": _residual,
+    "Sequential": _sequential,
 }
 
 
@@ -277,12 +283,14 @@ def _layers(graph, layers, x, parent):
 def _sample_shape(model, input_shape):
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
-    if input_shape is None:
-        input_shape = getattr(model.layers[0], "input_shape", None)
+    first = model
+    while input_shape is None and getattr(first, "layers", None):
+        first = first.layers[0]  # a container's first layer, and so on down
+        input_shape = getattr(first, "input_shape", None)
     if input_shape is None:
         raise ValueError(
             f"the shape of the model's input is unknown: its first layer "
-            f"({type(model.layers[0]).__name__}) does not declare one; pass "
+            f"({type(first).__name__}) does not declare one; pass "
             f"input_shape=(C, H, W) (one sample, no batch axis)")
     from .nn.layer import as_shape
 

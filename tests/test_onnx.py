@@ -175,6 +175,13 @@ def test_a_deeper_network_of_every_layer_kind():
     assert_exports(model, random_input((7, 3, 17, 15)))
 
 
+def test_a_nested_sequential():
+    inner = Sequential([Dense(5, 4, rng=0), Tanh(), Dense(4, 4, rng=1)])
+    model = randomize(Sequential([inner, ReLU(), Dense(4, 2, rng=2)]))
+    proto = assert_exports(model, random_input((6, 5)))
+    assert [node.name for node in proto.graph.node][:3] == ["layer0.0", "layer0.1", "layer0.2"]
+
+
 def test_float64_model_runs_as_float32():
     model = randomize(Sequential([
         Convolution((2, 8, 8), 3, 4, padding=1, dtype=np.float64, rng=0), ReLU(),

@@ -304,6 +304,23 @@ def test_cyconv_weights_load_into_pytorch_strictly(tmp_path):
     np.testing.assert_allclose(got, model.predict(x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_nested_sequential_maps_as_in_pytorch(tmp_path):
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    nn = torch.nn
+    torch.manual_seed(1)
+    network = nn.Sequential(nn.Sequential(nn.Linear(5, 4), nn.ReLU()), nn.Linear(4, 3)).eval()
+    path = tmp_path / "nested.safetensors"
+    safetensors_torch.save_file(network.state_dict(), str(path))
+    model = Sequential([Sequential([Dense(5, 4), ReLU()]), Dense(4, 3)])
+    assert list(state_dict(model)) == ["0.0.weight", "0.0.bias", "1.weight", "1.bias"]
+    model.load_weights(path)
+    x = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_torch_save_file_is_refused_unopened(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "model.pt"
