@@ -307,7 +307,7 @@ def _preorder(layers):
 @contextlib.contextmanager
 def _eval_mode(model):
     """The model in eval mode, then every layer back in the mode it was in."""
-    layers = list(_preorder(model.layers))
+    layers = [model, *_preorder(model.layers)]
     modes = [getattr(layer, "training", None) for layer in layers]
     if hasattr(model, "eval"):
         model.eval()

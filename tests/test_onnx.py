@@ -18,6 +18,7 @@ from cyconv import (
     MaxPooling,
     ReLU,
     Reshape,
+    Residual,
     Sequential,
     Sigmoid,
     Softmax,
@@ -180,6 +181,28 @@ def test_a_nested_sequential():
     model = randomize(Sequential([inner, ReLU(), Dense(4, 2, rng=2)]))
     proto = assert_exports(model, random_input((6, 5)))
     assert [node.name for node in proto.graph.node][:3] == ["layer0.0", "layer0.1", "layer0.2"]
+
+
+def test_residual_blocks_add_their_input():
+    model = randomize(Sequential([
+        Convolution(kernel_size=3, depth=4, padding=1, rng=0),
+        Residual([Convolution(kernel_size=3, depth=4, padding=1, rng=1), ReLU(),
+                  Residual([Convolution(kernel_size=1, depth=4, rng=2)])]),
+        Flatten(), Dense(output_size=3, rng=3),
+    ], input_shape=(2, 5, 6)), seed=2)
+    proto = assert_exports(model, random_input((4, 2, 5, 6)))
+    assert [node.op_type for node in proto.graph.node] == [
+        "Conv", "Conv", "Relu", "Conv", "Add", "Add", "Flatten", "Gemm"]
+
+
+def test_export_leaves_every_layer_in_its_mode():
+    model = Sequential([Dense(3, 3, rng=0), Residual([Dense(3, 3, rng=1)])])
+    to_model(model)
+    assert model.training and model.layers[1].layers[0].training
+    model.layers[1].eval()
+    to_model(model)
+    assert model.training and model.layers[0].training
+    assert not model.layers[1].training and not model.layers[1].layers[0].training
 
 
 def test_float64_model_runs_as_float32():

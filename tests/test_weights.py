@@ -16,6 +16,7 @@ from cyconv import (
     Flatten,
     MaxPooling,
     ReLU,
+    Residual,
     Sequential,
 )
 
@@ -319,6 +320,41 @@ def test_a_nested_sequential_maps_as_in_pytorch(tmp_path):
     with torch.no_grad():
         expected = network(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_residual_block_maps_as_a_sequential_subclass_in_pytorch(tmp_path):
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    nn = torch.nn
+
+    class TorchResidual(nn.Sequential):
+        def forward(self, x):
+            return x + super().forward(x)
+
+    torch.manual_seed(2)
+    network = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        TorchResidual(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 1)),
+        nn.Flatten(), nn.Linear(3 * 5 * 4, 2)).eval()
+    path = tmp_path / "residual.safetensors"
+    safetensors_torch.save_file(network.state_dict(), str(path))
+    model = Sequential([
+        Convolution(kernel_size=3, depth=3, padding=1),
+        Residual([Convolution(kernel_size=3, depth=3, padding=1), ReLU(),
+                  Convolution(kernel_size=1, depth=3)]),
+        Flatten(), Dense(output_size=2)], input_shape=(2, 5, 4))
+    model.load_weights(path)
+    x = np.random.default_rng(3).standard_normal((3, 2, 5, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-5)
+    # and back, strictly
+    model.layers[1].layers[2].weight.value *= -1
+    model.save_weights(path)
+    network.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_torch_save_file_is_refused_unopened(tmp_path):
