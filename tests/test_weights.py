@@ -1,9 +1,7 @@
 """Weights through safetensors files: cyconv to cyconv, PyTorch to cyconv and
 back, and every malformed or pickled file refused with a message."""
 
-import builtins
 import json
-import os
 import pickle
 import zipfile
 
@@ -249,15 +247,8 @@ def test_a_missing_file(tmp_path):
         Sequential([Dense(3, 2)]).load_weights(tmp_path / "none.safetensors")
 
 
-def test_without_safetensors_the_error_says_what_to_install(monkeypatch, tmp_path):
-    real_import = builtins.__import__
-
-    def no_safetensors(name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and name.split(".")[0] == "safetensors":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return real_import(name, globals, locals, fromlist, level)
-
-    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+def test_without_safetensors_the_error_says_what_to_install(hide_package, tmp_path):
+    hide_package("safetensors")
     for call in (Sequential([Dense(3, 2)]).save_weights,
                  Sequential([Dense(3, 2)]).load_weights):
         with pytest.raises(ImportError, match=r'pip install "cyconv\[safetensors\]"'):
@@ -265,6 +256,38 @@ def test_without_safetensors_the_error_says_what_to_install(monkeypatch, tmp_pat
 
 
 # -- PyTorch ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def torch():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("safetensors.torch")
+    return torch
+
+
+def assert_predicts_like(model, network, x, rtol=1e-5, atol=1e-5):
+    """cyconv's predict equals the PyTorch network's eval-mode output."""
+    import torch
+
+    with torch.no_grad():
+        expected = network.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, rtol=rtol, atol=atol)
+
+
+def load_from_torch(model, network, path):
+    """The network's state_dict through a safetensors file into model."""
+    from safetensors.torch import save_file
+
+    save_file(network.state_dict(), str(path))
+    model.load_weights(path)
+
+
+def load_into_torch(network, model, path):
+    """model's weights through a safetensors file into the network, strictly."""
+    from safetensors.torch import load_file
+
+    model.save_weights(path)
+    network.load_state_dict(load_file(str(path)), strict=True)
+
 
 def torch_network(torch):
     nn = torch.nn
@@ -274,57 +297,37 @@ def torch_network(torch):
     )
 
 
-def test_pytorch_weights_load_and_predict_the_same(tmp_path):
-    torch = pytest.importorskip("torch")
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+def test_pytorch_weights_load_and_predict_the_same(torch, tmp_path):
     torch.manual_seed(0)
-    network = torch_network(torch).eval()
-    path = tmp_path / "torch.safetensors"
-    safetensors_torch.save_file(network.state_dict(), str(path))
+    network = torch_network(torch)
     model = small_network(1)
-    model.load_weights(path)
+    load_from_torch(model, network, tmp_path / "torch.safetensors")
     x = np.random.default_rng(0).standard_normal((6, 3, 10, 9)).astype(np.float32)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    assert_predicts_like(model, network, x, atol=1e-6)
 
 
-def test_cyconv_weights_load_into_pytorch_strictly(tmp_path):
-    torch = pytest.importorskip("torch")
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+def test_cyconv_weights_load_into_pytorch_strictly(torch, tmp_path):
     model = randomize(small_network(0), seed=4)
     for parameter in model.parameters():
         parameter.value *= 0.5
-    path = tmp_path / "cyconv.safetensors"
-    model.save_weights(path)
     network = torch_network(torch)
-    network.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
+    load_into_torch(network, model, tmp_path / "cyconv.safetensors")
     x = np.random.default_rng(1).standard_normal((6, 3, 10, 9)).astype(np.float32)
-    with torch.no_grad():
-        got = network.eval()(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, model.predict(x), rtol=1e-5, atol=1e-5)
+    assert_predicts_like(model, network, x)
 
 
-def test_a_nested_sequential_maps_as_in_pytorch(tmp_path):
-    torch = pytest.importorskip("torch")
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+def test_a_nested_sequential_maps_as_in_pytorch(torch, tmp_path):
     nn = torch.nn
     torch.manual_seed(1)
-    network = nn.Sequential(nn.Sequential(nn.Linear(5, 4), nn.ReLU()), nn.Linear(4, 3)).eval()
-    path = tmp_path / "nested.safetensors"
-    safetensors_torch.save_file(network.state_dict(), str(path))
+    network = nn.Sequential(nn.Sequential(nn.Linear(5, 4), nn.ReLU()), nn.Linear(4, 3))
     model = Sequential([Sequential([Dense(5, 4), ReLU()]), Dense(4, 3)])
     assert list(state_dict(model)) == ["0.0.weight", "0.0.bias", "1.weight", "1.bias"]
-    model.load_weights(path)
+    load_from_torch(model, network, tmp_path / "nested.safetensors")
     x = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    assert_predicts_like(model, network, x, atol=1e-6)
 
 
-def test_a_residual_block_maps_as_a_sequential_subclass_in_pytorch(tmp_path):
-    torch = pytest.importorskip("torch")
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+def test_a_residual_block_maps_as_a_sequential_subclass_in_pytorch(torch, tmp_path):
     nn = torch.nn
 
     class TorchResidual(nn.Sequential):
@@ -335,32 +338,23 @@ def test_a_residual_block_maps_as_a_sequential_subclass_in_pytorch(tmp_path):
     network = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1),
         TorchResidual(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 1)),
-        nn.Flatten(), nn.Linear(3 * 5 * 4, 2)).eval()
-    path = tmp_path / "residual.safetensors"
-    safetensors_torch.save_file(network.state_dict(), str(path))
+        nn.Flatten(), nn.Linear(3 * 5 * 4, 2))
     model = Sequential([
         Convolution(kernel_size=3, depth=3, padding=1),
         Residual([Convolution(kernel_size=3, depth=3, padding=1), ReLU(),
                   Convolution(kernel_size=1, depth=3)]),
         Flatten(), Dense(output_size=2)], input_shape=(2, 5, 4))
-    model.load_weights(path)
+    path = tmp_path / "residual.safetensors"
+    load_from_torch(model, network, path)
     x = np.random.default_rng(3).standard_normal((3, 2, 5, 4)).astype(np.float32)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-5)
-    # and back, strictly
-    model.layers[1].layers[2].weight.value *= -1
-    model.save_weights(path)
-    network.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-5)
+    assert_predicts_like(model, network, x)
+    model.layers[1].layers[2].weight.value *= -1   # and back
+    load_into_torch(network, model, path)
+    assert_predicts_like(model, network, x)
 
 
-def test_a_torch_save_file_is_refused_unopened(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_a_torch_save_file_is_refused_unopened(torch, tmp_path):
     path = tmp_path / "model.pt"
     torch.save(torch_network(torch).state_dict(), path)
     with pytest.raises(ValueError, match=r"PyTorch checkpoint.*can run any code"):
         small_network(0).load_weights(path)
-    assert os.path.getsize(path) > 0
