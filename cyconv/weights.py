@@ -143,7 +143,8 @@ def save_weights(model, path):
     ['0.bias', '0.weight', '2.bias', '2.weight']
     """
     st = _import_safetensors()
-    tensors = {name: np.ascontiguousarray(array) for name, array in state_dict(model).items()}
+    # Not np.ascontiguousarray, which makes num_batches_tracked 1-D.
+    tensors = {name: np.asarray(array, order="C") for name, array in state_dict(model).items()}
     # "format": "pt" is what PyTorch tools (transformers, ...) look for.
     st.save_file(tensors, os.fspath(path), metadata={"format": "pt"})
 

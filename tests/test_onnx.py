@@ -11,10 +11,14 @@ from hypothesis import strategies as st
 
 from cyconv import (
     AveragePooling,
+    BatchNormalization,
     Convolution,
     Dense,
+    Dropout,
     Flatten,
+    GlobalAveragePooling,
     Layer,
+    LeakyReLU,
     MaxPooling,
     ReLU,
     Reshape,
@@ -224,6 +228,61 @@ def test_the_graph_has_a_free_batch_axis_and_passes_the_full_check():
     onnx.checker.check_model(proto, full_check=True)
     for batch in (1, 2, 33):
         assert run_onnx(proto, np.zeros((batch, 1, 5, 5))).shape == (batch, 18)
+
+
+# -- the layers of the training library's second wave ----------------------------
+
+def test_batch_normalization_uses_the_running_statistics():
+    for shape, layers in (((3, 5, 4), [BatchNormalization(eps=1e-3)]),
+                          ((6,), [BatchNormalization()])):
+        model = Sequential(layers, input_shape=shape)
+        rng = np.random.default_rng(0)
+        bn = model.layers[0]
+        bn.gamma.value[...] = rng.standard_normal(bn.gamma.value.shape)
+        bn.beta.value[...] = rng.standard_normal(bn.beta.value.shape)
+        bn.running_mean.value[...] = rng.standard_normal(bn.running_mean.value.shape)
+        bn.running_var.value[...] = rng.random(bn.running_var.value.shape) + 0.1
+        x = random_input((5,) + shape)
+        before = bn.running_mean.value.copy()
+        assert_exports(model, x)
+        np.testing.assert_array_equal(bn.running_mean.value, before)   # export changes nothing
+        assert model.training
+
+
+@pytest.mark.parametrize("negative_slope", [0.01, 0.2, 0.0])
+def test_leaky_relu(negative_slope):
+    x = 3 * random_input((4, 2, 3, 3))
+    assert_exports(Sequential([LeakyReLU(negative_slope)]), x, x.shape[1:])
+
+
+def test_dropout_is_the_identity():
+    model = randomize(Sequential([Dense(5, 4, rng=0), Dropout(0.5, rng=0)]))
+    proto = assert_exports(model, random_input((6, 5)))
+    assert [node.op_type for node in proto.graph.node] == ["Gemm", "Identity"]
+
+
+def test_global_average_pooling():
+    x = random_input((3, 4, 5, 7))
+    proto = assert_exports(Sequential([GlobalAveragePooling()]), x, x.shape[1:])
+    assert run_onnx(proto, x).shape == (3, 4)
+
+
+def test_a_trained_batch_norm_residual_network():
+    rng = np.random.default_rng(0)
+    model = Sequential([
+        Convolution(kernel_size=3, depth=8, padding=1, rng=rng), BatchNormalization(), ReLU(),
+        Residual([Convolution(kernel_size=3, depth=8, padding=1, rng=rng), BatchNormalization(),
+                  LeakyReLU(0.1), Dropout(0.2, rng=rng),
+                  Convolution(kernel_size=3, depth=8, padding=1, rng=rng), BatchNormalization()]),
+        ReLU(), MaxPooling(2), GlobalAveragePooling(), Dense(output_size=3, rng=rng),
+    ], input_shape=(2, 8, 8))
+    x = rng.standard_normal((96, 2, 8, 8)).astype(np.float32)
+    y = (x[:, 0].mean(axis=(1, 2)) > 0).astype(np.int64) + (x[:, 1, :4].mean(axis=(1, 2)) > 0)
+    history = model.fit(x, y, epochs=3, batch_size=16, seed=0, verbose=False)
+    assert history["loss"][-1] < history["loss"][0]
+    for layer in (model.layers[1], model.layers[3].layers[1]):
+        assert not np.allclose(layer.running_var.value, 1)   # trained statistics
+    assert_exports(model, x[:17])
 
 
 # -- files and the command line -------------------------------------------------

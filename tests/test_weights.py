@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cyconv import (
+    BatchNormalization,
     Convolution,
     Dense,
     Flatten,
@@ -358,3 +359,54 @@ def test_a_torch_save_file_is_refused_unopened(torch, tmp_path):
     torch.save(torch_network(torch).state_dict(), path)
     with pytest.raises(ValueError, match=r"PyTorch checkpoint.*can run any code"):
         small_network(0).load_weights(path)
+
+
+# -- batch normalisation ----------------------------------------------------------------
+
+def batch_norm_network(torch):
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 5 * 4, 6), nn.BatchNorm1d(6))
+
+
+def cyconv_batch_norm_network():
+    return Sequential([Convolution(kernel_size=3, depth=4, padding=1), BatchNormalization(),
+                       ReLU(), Flatten(), Dense(output_size=6), BatchNormalization()],
+                      input_shape=(2, 5, 4))
+
+
+def test_batch_norm_names(tmp_path):
+    names = list(state_dict(cyconv_batch_norm_network()))
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                     "1.running_var", "1.num_batches_tracked", "4.weight", "4.bias",
+                     "5.weight", "5.bias", "5.running_mean", "5.running_var",
+                     "5.num_batches_tracked"]
+    model = cyconv_batch_norm_network()
+    model.save_weights(tmp_path / "w.safetensors")
+    stored = safetensors_numpy.load_file(tmp_path / "w.safetensors")
+    assert stored["1.num_batches_tracked"].dtype == np.int64
+    assert stored["1.num_batches_tracked"].shape == ()
+
+
+def test_a_trained_pytorch_batch_norm_network_loads(torch, tmp_path):
+    torch.manual_seed(3)
+    network = batch_norm_network(torch).train()
+    with torch.no_grad():   # a few training-mode passes move the running statistics
+        for _ in range(5):
+            network(torch.randn(8, 2, 5, 4) * 3 + 1)
+    model = cyconv_batch_norm_network()
+    load_from_torch(model, network, tmp_path / "bn.safetensors")
+    np.testing.assert_array_equal(model.layers[1].running_var.value,
+                                  network[1].running_var.numpy())
+    x = np.random.default_rng(4).standard_normal((5, 2, 5, 4)).astype(np.float32)
+    assert_predicts_like(model, network, x, rtol=1e-4)
+
+
+def test_a_trained_cyconv_batch_norm_network_loads_into_pytorch_strictly(torch, tmp_path):
+    model = cyconv_batch_norm_network()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 2, 5, 4)).astype(np.float32)
+    model.fit(x, rng.integers(0, 6, 64), epochs=2, batch_size=16, seed=0, verbose=False)
+    network = batch_norm_network(torch)
+    load_into_torch(network, model, tmp_path / "bn.safetensors")
+    assert_predicts_like(model, network, x[:7], rtol=1e-4)
