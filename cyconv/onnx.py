@@ -42,6 +42,10 @@ import os
 
 import numpy as np
 
+from ._conv import _padding_amounts
+from ._pool import pool_geometry
+from .nn.layer import as_shape
+
 __all__ = ["export", "to_model"]
 
 OPSET = 17
@@ -64,8 +68,8 @@ def _import_onnx():
 
 
 class _Graph:
-    """The nodes and weights of the graph being built, and the shape of one
-    sample at the current point of the network."""
+    """The nodes and weights of the graph being built, with unique names,
+    and the shape of one sample at the input of every layer."""
 
     def __init__(self, onnx):
         self.onnx = onnx
@@ -102,8 +106,6 @@ def _pairs_to_pads(top, bottom, left, right):
 
 
 def _convolution(graph, layer, x, name):
-    from ._conv import _padding_amounts
-
     if layer.padding_mode == "zeros":
         pads = _pairs_to_pads(*_padding_amounts(
             layer.padding, layer.kernel_size, layer.stride, layer.dilation))
@@ -131,8 +133,6 @@ def _pool_geometry(graph, layer):
     keeps a last window that starts in the padding, which PyTorch's rule
     (and cyconv's) drops.  The extra is always smaller than the kernel less
     the padding, since the last window starts inside input or padding."""
-    from ._pool import pool_geometry
-
     shape = graph.input_shapes[id(layer)]
     geometry = pool_geometry((1,) + shape, layer.kernel_size, layer.stride, layer.padding,
                              layer.ceil_mode)
@@ -292,8 +292,6 @@ def _sample_shape(model, input_shape):
             f"the shape of the model's input is unknown: its first layer "
             f"({type(first).__name__}) does not declare one; pass "
             f"input_shape=(C, H, W) (one sample, no batch axis)")
-    from .nn.layer import as_shape
-
     return as_shape(input_shape, "input_shape")
 
 
