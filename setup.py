@@ -14,6 +14,13 @@ CYCONV_NATIVE=1
     used for anything that ships.
 CYCONV_NO_OPENMP=1
     Build without OpenMP even where the compiler supports it.
+CYCONV_BUILD_JOBS=N
+    Compile at most N extension modules at once (default: one per core).
+    ``build_ext -j N`` on the command line wins.
+
+The shipped wheel is built by ``tools/build_wheel.sh``, which passes
+``CFLAGS=-g0`` (appended after Python's own flags, so it wins over their
+``-g``): debug information would make the wheel several times larger.
 """
 
 import os
@@ -24,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools._distutils.ccompiler import new_compiler
 from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
@@ -33,6 +41,29 @@ HERE = Path(__file__).parent
 
 def _flag(name):
     return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def _build_jobs():
+    jobs = os.environ.get("CYCONV_BUILD_JOBS", "")
+    if not jobs:
+        return os.cpu_count() or 1
+    if not jobs.isdigit() or int(jobs) < 1:
+        sys.exit(f"CYCONV_BUILD_JOBS must be a positive integer, got {jobs!r}")
+    return int(jobs)
+
+
+class ParallelBuildExt(build_ext):
+    """build_ext compiling the kernels side by side.
+
+    Each kernel is one C file that takes seconds to compile; setuptools
+    compiles them one after another unless ``build_ext`` is given
+    ``--parallel``, which ``pip install`` has no way to pass.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = _build_jobs()
 
 
 def _openmp_flags():
@@ -102,7 +133,9 @@ def _extensions():
     ]
     # Generated C from a build with other directives would otherwise be
     # reused as up to date: regenerate whenever checks are asked for.
-    return cythonize(extensions, compiler_directives=directives, quiet=True, force=checks)
+    # Cython translates the .pyx files side by side too.
+    return cythonize(extensions, compiler_directives=directives, quiet=True, force=checks,
+                     nthreads=_build_jobs())
 
 
-setup(ext_modules=_extensions())
+setup(ext_modules=_extensions(), cmdclass={"build_ext": ParallelBuildExt})

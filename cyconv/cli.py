@@ -3,8 +3,9 @@
 ``cyconv train`` trains a LeNet-style network on the bundled MNIST-5k (or
 on the full MNIST with ``--data DIR``) and saves it; ``cyconv evaluate``
 reports its accuracy and confusion matrix; ``cyconv predict`` classifies
-new images; ``cyconv bench`` times the kernels on this machine.  Every
-failure is one line on stderr and a non-zero exit.
+new images; ``cyconv bench`` times the kernels on this machine; ``cyconv
+export`` writes a saved model as an ONNX graph.  Every failure is one line
+on stderr and a non-zero exit.
 """
 
 import argparse
@@ -333,6 +334,14 @@ def _command_selftest(args, out):
     return 0 if run(max_examples=args.examples, stream=out) else 1
 
 
+def _command_export(args, out):
+    model = Sequential.load(args.model)
+    model.to_onnx(args.output)
+    print(f"wrote {args.output}: ONNX graph of {args.model}, input 'input' and output "
+          f"'output' (float32, any batch size)", file=out)
+    return 0
+
+
 def make_parser():
     """The argument parser of the ``cyconv`` command.
 
@@ -422,9 +431,19 @@ def make_parser():
                           help="random cases per check and dtype (default 50)")
     selftest.set_defaults(run=_command_selftest)
 
+    export = commands.add_parser(
+        "export", help="write a saved model as an ONNX graph",
+        description="Write a model saved by cyconv (any cyconv Sequential, not only the "
+                    "digit classifier) as an ONNX graph that onnxruntime and other ONNX "
+                    "runtimes run with the same predictions. Needs the onnx package: "
+                    'pip install "cyconv[onnx]".')
+    export.add_argument("model", metavar="MODEL", help="a model saved by cyconv (.npz)")
+    export.add_argument("output", metavar="ONNX", help="the ONNX file to write")
+    export.set_defaults(run=_command_export)
+
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    for sub in (train, evaluate, predict, bench, selftest):
+    for sub in (train, evaluate, predict, bench, selftest, export):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser

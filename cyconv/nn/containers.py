@@ -480,6 +480,69 @@ class Sequential(Container):
 
         return load(cls, path, custom_layers)
 
+    # -- other formats (optional extras, imported on use) ---------------------
+
+    def to_onnx(self, path, input_shape=None):
+        """Write the model as an ONNX graph for onnxruntime and other runtimes.
+
+        Needs ``pip install "cyconv[onnx]"``; see :mod:`cyconv.onnx` for the
+        operators each layer becomes.  The graph computes :meth:`predict`'s
+        outputs (eval mode), in float32, for any batch size.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from cyconv import Sequential, Dense
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+        >>> Sequential([Dense(3, 2, rng=0)]).to_onnx(path)
+        >>> os.path.getsize(path) > 0
+        True
+        """
+        from ..onnx import export
+
+        export(self, path, input_shape=input_shape)
+
+    def load_weights(self, path):
+        """Read weights saved from PyTorch (or :meth:`save_weights`) in a
+        ``.safetensors`` file, by ``state_dict`` name: ``"<index>.weight"``
+        and so on.  Needs ``pip install "cyconv[safetensors]"``; see
+        :mod:`cyconv.weights`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from cyconv import Sequential, Dense, ReLU
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+        >>> Sequential([Dense(3, 2, rng=0), ReLU()]).save_weights(path)
+        >>> model = Sequential([Dense(3, 2, rng=1), ReLU()])
+        >>> model.load_weights(path)
+        >>> np.array_equal(model.layers[0].weights, Dense(3, 2, rng=0).weights)
+        True
+        """
+        from ..weights import load_weights
+
+        load_weights(self, path)
+
+    def save_weights(self, path):
+        """Write the weights to a ``.safetensors`` file that PyTorch's
+        ``load_state_dict`` takes for the same ``nn.Sequential`` (see
+        :meth:`load_weights`).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from cyconv import Sequential, Dense, ReLU
+        >>> from cyconv.weights import read_header
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+        >>> Sequential([Dense(3, 2, rng=0), ReLU(), Dense(2, 1, rng=0)]).save_weights(path)
+        >>> sorted(read_header(path))
+        ['0.bias', '0.weight', '2.bias', '2.weight']
+        """
+        from ..weights import save_weights
+
+        save_weights(self, path)
+
 
 class Residual(Container):
     """A residual block: ``input + body(input)``, the body being ``layers``
