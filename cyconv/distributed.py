@@ -185,6 +185,25 @@ class DataParallel:
         """This rank's :func:`batch_slice` of a global batch of ``count``."""
         return batch_slice(count, self.rank, self.size)
 
+    def forward_backward(self, model, loss, x, y):
+        """Gradients of the global batch ``(x, y)``, this rank computing its slice.
+
+        Returns ``(value, output, targets, count)``: the loss on this
+        rank's slice, the model's output for it, its targets and its size
+        (0.0, None, an empty slice of ``y`` and 0 for an empty slice).
+        Every parameter's ``grad`` is then the global batch's mean gradient
+        and the buffers the ranks' weighted average (see :meth:`average`).
+        """
+        part = self.part(len(x))
+        count = part.stop - part.start
+        value, out = 0.0, None
+        if count:
+            out = model.forward(x[part])
+            value, grad = loss.value_and_gradient(y[part], out)
+            model.backward(grad)
+        self.average(count, len(x))
+        return value, out, y[part], count
+
     def average(self, local_count, global_count):
         """Make gradients and buffers the global batch's, on every rank.
 
@@ -252,10 +271,13 @@ def evaluate(model, x, y, loss, batch_size=256, comm=None):
     >>> from cyconv.distributed import evaluate
     >>> scores = evaluate(model, x_val, y_val, "softmax_cross_entropy")  # doctest: +SKIP
     """
+    from ._validation import as_array
+
     comm = _communicator(comm)
-    if len(x) != len(y):
-        raise ValueError(f"x and y must hold the same number of samples, got "
-                         f"{len(x)} and {len(y)}")
+    x, y = as_array(x, "x"), as_array(y, "y")
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must hold the same number of samples, got shapes "
+                         f"{x.shape} and {y.shape}")
     part = batch_slice(len(x), comm.Get_rank(), comm.Get_size())
     count = part.stop - part.start
     local = [0.0, 0.0, 0.0, 0.0]  # loss sum, correct sum, samples, samples with an accuracy

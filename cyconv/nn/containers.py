@@ -107,7 +107,7 @@ class Sequential:
 
     def fit(self, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy",
             optimizer="adam", validation_data=None, shuffle=True, seed=None, verbose=True,
-            augment=None, learning_rate_schedule=None):
+            augment=None, learning_rate_schedule=None, distributed=False, comm=None):
         """Train the model on ``(x, y)`` by mini-batch gradient descent.
 
         Parameters
@@ -141,6 +141,19 @@ class Sequential:
         learning_rate_schedule : callable, optional
             ``learning_rate_schedule(epoch)`` (from 0) gives the optimizer's
             learning rate for that epoch.
+        distributed : bool, default False
+            Data-parallel training over MPI (needs ``cyconv[mpi]``; launch
+            with ``mpirun -n K python -m mpi4py script.py``): every rank
+            passes the whole ``(x, y)``; ``batch_size`` is the global batch,
+            of which each rank computes a slice; rank 0's weights, and its
+            seed when ``seed`` is None, are shared at the start; gradients
+            are averaged over the ranks before every step, and buffers
+            after it; losses, accuracies and validation scores are over the
+            whole data.  Only rank 0 prints.  Every rank ends with the same
+            weights, those a single process reaches on the same global
+            batches (to rounding).  See :mod:`cyconv.distributed`.
+        comm : mpi4py.MPI.Comm, optional
+            The ranks that train together (default ``MPI.COMM_WORLD``).
 
         Returns
         -------
@@ -150,7 +163,8 @@ class Sequential:
             Accuracies are None where the loss has no notion of class.
         """
         return training.fit(self, x, y, epochs, batch_size, loss, optimizer, validation_data,
-                            shuffle, seed, verbose, augment, learning_rate_schedule)
+                            shuffle, seed, verbose, augment, learning_rate_schedule,
+                            distributed=distributed, comm=comm)
 
     def predict(self, x, batch_size=256):
         """Return the last layer's output for ``x`` (a batch or one sample).
@@ -170,8 +184,13 @@ class Sequential:
         """
         return training.predict(self, x, batch_size)
 
-    def evaluate(self, x, y, loss="softmax_cross_entropy", batch_size=256):
+    def evaluate(self, x, y, loss="softmax_cross_entropy", batch_size=256, distributed=False,
+                 comm=None):
         """Return ``{"loss": float, "accuracy": float or None}`` on ``(x, y)``.
+
+        With ``distributed=True`` (under MPI, as for :meth:`fit`), every
+        rank passes the whole ``(x, y)``, scores its own slice of it, and
+        gets the scores over the whole.
 
         Examples
         --------
@@ -182,7 +201,7 @@ class Sequential:
         >>> model.evaluate(np.array([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]]), [0, 1, 1])["accuracy"]
         0.6666666666666666
         """
-        return training.evaluate(self, x, y, loss, batch_size)
+        return training.evaluate(self, x, y, loss, batch_size, distributed=distributed, comm=comm)
 
     # -- files --------------------------------------------------------------
 

@@ -31,7 +31,7 @@ def batches(count, batch_size, order=None):
 
 def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", optimizer="adam",
         validation_data=None, shuffle=True, seed=None, verbose=True, augment=None,
-        learning_rate_schedule=None):
+        learning_rate_schedule=None, distributed=False, comm=None):
     """Train ``model`` (a :class:`cyconv.Sequential`) on ``(x, y)``; see
     :meth:`cyconv.Sequential.fit`."""
     x = model._input_array(x)
@@ -53,13 +53,22 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
     for hook, name in ((augment, "augment"), (learning_rate_schedule, "learning_rate_schedule")):
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable, got {hook!r}")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2, False or True, got {verbose!r}")
+    parallel = None
+    if distributed:  # data parallel over MPI: one seed and rank 0's weights everywhere
+        from ..distributed import DataParallel
+
+        parallel = DataParallel(model, comm)
+        seed = parallel.agree(seed, samples=len(x), batch_size=batch_size, epochs=epochs,
+                              shuffle=bool(shuffle))
+        parallel.broadcast()
+        verbose = verbose if parallel.is_root else 0
     rng = np.random.default_rng(seed)
     parameters = model.parameters()
     history = {"loss": [], "accuracy": [], "seconds": []}
     if validation_data is not None:
         history.update(val_loss=[], val_accuracy=[])
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1, 2, False or True, got {verbose!r}")
     progress = progress_bar(epochs * -(-len(x) // batch_size), verbose == 1)
     try:
         for epoch in range(epochs):
@@ -72,21 +81,28 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
                 xb, yb = x[batch], y[batch]
                 if augment is not None:
                     xb = augment(xb, rng)
-                out = model.forward(xb)
-                value, grad = loss.value_and_gradient(yb, out)
-                model.backward(grad)
+                if parallel is None:
+                    out = model.forward(xb)
+                    value, grad = loss.value_and_gradient(yb, out)
+                    model.backward(grad)
+                else:  # this rank's slice; gradients and buffers averaged over ranks
+                    value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
                 optimizer.step(parameters)
                 total_loss += value * size
-                accuracy = loss.accuracy(yb, out)
+                accuracy = loss.accuracy(yb, out) if size else None
                 if accuracy is not None:
                     total_correct += accuracy * size
                     counted += size
                 progress.update(1)
                 progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if parallel is not None:  # every rank's share of the epoch
+                total_loss, total_correct, counted = parallel.sum(
+                    (total_loss, total_correct, counted))
             history["loss"].append(total_loss / len(x))
             history["accuracy"].append(total_correct / counted if counted else None)
             if validation_data is not None:
-                scores = model.evaluate(*validation_data, loss=loss, batch_size=256)
+                scores = model.evaluate(*validation_data, loss=loss, batch_size=256,
+                                        distributed=distributed, comm=comm)
                 history["val_loss"].append(scores["loss"])
                 history["val_accuracy"].append(scores["accuracy"])
             history["seconds"].append(time.perf_counter() - start)
@@ -110,9 +126,14 @@ def predict(model, x, batch_size=256):
                            for batch, _ in batches(len(x), batch_size)])
 
 
-def evaluate(model, x, y, loss="softmax_cross_entropy", batch_size=256):
+def evaluate(model, x, y, loss="softmax_cross_entropy", batch_size=256, distributed=False,
+             comm=None):
     """Loss and accuracy of ``model`` on ``(x, y)``; see :meth:`cyconv.Sequential.evaluate`."""
     loss = get_loss(loss)
+    if distributed:
+        from ..distributed import evaluate
+
+        return evaluate(model, x, y, loss, batch_size, comm)
     out = model.predict(x, batch_size)
     y = as_array(y, "y")
     if len(out) != len(y):
