@@ -121,6 +121,15 @@ for case, (make_optimizer, count, epochs) in CASES.items():
              *[p.value for p in model.parameters()])
     results[case] = {"history": history, "calls": dict(comm.calls),
                      "evaluate": model.evaluate(x, y, distributed=True, comm=comm)}
+# A communicator of one rank each: two independent one-rank fits.
+solo = MPI.COMM_WORLD.Split(color=comm.Get_rank())
+make_optimizer, count, epochs = CASES["adam"]
+model = network(0)
+x, y = data(count)
+model.fit(x, y, epochs=epochs, batch_size=16, optimizer=make_optimizer(),
+          validation_data=(x[:11], y[:11]), seed=5, verbose=0, augment=RandomShift(1),
+          distributed=True, comm=solo)
+np.savez(f"solo-rank{comm.Get_rank()}.npz", *[p.value for p in model.parameters()])
 # seed=None on every rank: rank 0's fresh seed is shared.
 model = network(comm.Get_rank())
 x, y = data(40)
@@ -174,6 +183,15 @@ def test_two_ranks_end_identical_and_equal_to_one_process(parity_run, case):
         count, epochs = namespace["CASES"][case][1:]
         steps = epochs * -(-count // 16)
         assert results["calls"]["Allreduce"] == steps + 2 * epochs
+
+
+def test_a_one_rank_communicator_trains_as_one_process_bit_for_bit(parity_run):
+    tmp_path, _ = parity_run
+    model, _, _ = reference("adam")
+    for rank in (0, 1):
+        for a, b in zip(weights(tmp_path / f"solo-rank{rank}.npz"),
+                        [p.value for p in model.parameters()], strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_unseeded_ranks_share_rank_zeros_seed(parity_run):
@@ -267,6 +285,14 @@ def test_without_mpi4py_the_error_says_what_to_install(monkeypatch):
         model.fit(np.zeros((4, 2)), [0, 1, 0, 1], distributed=True, verbose=0)
     with pytest.raises(ImportError, match=r'pip install "cyconv\[mpi\]"'):
         model.evaluate(np.zeros((4, 2)), [0, 1, 0, 1], distributed=True)
+
+
+def test_train_distributed_without_mpi4py_says_what_to_install(monkeypatch, capsys):
+    from cyconv.cli import main
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert main(["train", "--distributed", "--epochs", "1", "--limit", "64"]) == 1
+    assert 'pip install "cyconv[mpi]"' in capsys.readouterr().err
 
 
 @given(st.integers(0, 1000), st.integers(1, 64))
