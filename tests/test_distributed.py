@@ -255,7 +255,9 @@ def test_a_failing_rank_ends_the_job(tmp_path):
 def test_the_command_line_trains_on_two_ranks_and_rank_zero_saves(tmp_path, capsys):
     result = check(_cli_under_mpirun(tmp_path))
     assert sorted(os.listdir(tmp_path / "out")) == ["model.npz"]
-    assert result.stdout.count("held-out accuracy") == 1  # rank 0 alone prints
+    # Rank 0 alone prints: fit's epoch line and the command's report.
+    assert result.stdout.count("epoch 1/1") == 1
+    assert result.stdout.count("held-out accuracy") == 1
     # Each rank takes its share of the node's cores.
     assert f"2 ranks x {max(1, os.cpu_count() // 2)} thread(s)" in result.stdout
     from cyconv.cli import main

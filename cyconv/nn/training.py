@@ -53,8 +53,6 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
     for hook, name in ((augment, "augment"), (learning_rate_schedule, "learning_rate_schedule")):
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable, got {hook!r}")
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1, 2, False or True, got {verbose!r}")
     parallel = None
     if distributed:  # data parallel over MPI: one seed and rank 0's weights everywhere
         from ..distributed import DataParallel
@@ -63,12 +61,15 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
         seed = parallel.agree(seed, samples=len(x), batch_size=batch_size, epochs=epochs,
                               shuffle=bool(shuffle))
         parallel.broadcast()
-        verbose = verbose if parallel.is_root else 0
     rng = np.random.default_rng(seed)
     parameters = model.parameters()
     history = {"loss": [], "accuracy": [], "seconds": []}
     if validation_data is not None:
         history.update(val_loss=[], val_accuracy=[])
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2, False or True, got {verbose!r}")
+    if parallel is not None and not parallel.is_root:
+        verbose = 0  # rank 0 alone prints
     progress = progress_bar(epochs * -(-len(x) // batch_size), verbose == 1)
     try:
         for epoch in range(epochs):
