@@ -55,17 +55,6 @@ def _predict_chunk(chunk, model, batch_size):
     return model.predict(chunk, batch_size=batch_size)
 
 
-def _score_chunk(chunk, labels, model, loss, batch_size):
-    """One row: (loss sum, correct sum, samples, samples with an accuracy)."""
-    count = len(chunk)
-    if count == 0:
-        return np.zeros((1, 4))
-    scores = model.evaluate(chunk, labels, loss=loss, batch_size=batch_size)
-    accuracy = scores["accuracy"]
-    return np.array([[scores["loss"] * count, (accuracy or 0.0) * count, count,
-                      0 if accuracy is None else count]])
-
-
 def predict(model, images, batch_size=256):
     """``model.predict`` over a dask array of images, lazily.
 
@@ -139,7 +128,8 @@ def evaluate(model, images, labels, loss="softmax_cross_entropy", batch_size=256
     0.6666666666666666
     """
     dask = _dask()
-    from .losses import get_loss
+    from .distributed import score_sums, scores_from_sums
+    from .nn.losses import get_loss
 
     loss = get_loss(loss)
     images = _sample_chunks(images)
@@ -149,12 +139,8 @@ def evaluate(model, images, labels, loss="softmax_cross_entropy", batch_size=256
                          f"{labels.shape}")
     labels = labels.rechunk((images.chunks[0],) + tuple((n,) for n in labels.shape[1:]))
     shipped = dask.delayed(model, pure=True)
-    score = dask.delayed(_score_chunk, pure=True)
-    rows = [score(chunk, chunk_labels, shipped, loss, batch_size)
+    score = dask.delayed(score_sums, pure=True)
+    rows = [score(shipped, chunk, chunk_labels, loss, batch_size)
             for chunk, chunk_labels in zip(images.to_delayed().ravel(),
                                            labels.to_delayed().ravel())]
-    totals = np.sum(dask.compute(*rows), axis=0)[0]
-    if totals[2] == 0:
-        raise ValueError("images must hold at least one sample")
-    return {"loss": float(totals[0] / totals[2]),
-            "accuracy": float(totals[1] / totals[3]) if totals[3] else None}
+    return scores_from_sums(np.sum(dask.compute(*rows), axis=0), "images")

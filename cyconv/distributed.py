@@ -279,15 +279,25 @@ def evaluate(model, x, y, loss, batch_size=256, comm=None):
         raise ValueError(f"x and y must hold the same number of samples, got shapes "
                          f"{x.shape} and {y.shape}")
     part = batch_slice(len(x), comm.Get_rank(), comm.Get_size())
-    count = part.stop - part.start
-    local = [0.0, 0.0, 0.0, 0.0]  # loss sum, correct sum, samples, samples with an accuracy
-    if count:
-        scores = model.evaluate(x[part], y[part], loss=loss, batch_size=batch_size)
-        local[0], local[2] = scores["loss"] * count, count
+    local = score_sums(model, x[part], y[part], loss, batch_size)
+    return scores_from_sums(_sum_over_ranks(comm, local), "x")
+
+
+def score_sums(model, x, y, loss, batch_size):
+    """``model.evaluate`` on a part of a data set, as sums that add up over
+    parts: (loss sum, correct sum, samples, samples with an accuracy)."""
+    sums = np.zeros(4)
+    if len(x):
+        scores = model.evaluate(x, y, loss=loss, batch_size=batch_size)
+        sums[0], sums[2] = scores["loss"] * len(x), len(x)
         if scores["accuracy"] is not None:
-            local[1], local[3] = scores["accuracy"] * count, count
-    totals = _sum_over_ranks(comm, local)
-    if totals[2] == 0:
-        raise ValueError("x must hold at least one sample")
-    return {"loss": float(totals[0] / totals[2]),
-            "accuracy": float(totals[1] / totals[3]) if totals[3] else None}
+            sums[1], sums[3] = scores["accuracy"] * len(x), len(x)
+    return sums
+
+
+def scores_from_sums(sums, name):
+    """``evaluate``'s dict from :func:`score_sums` added over every part."""
+    if sums[2] == 0:
+        raise ValueError(f"{name} must hold at least one sample")
+    return {"loss": float(sums[0] / sums[2]),
+            "accuracy": float(sums[1] / sums[3]) if sums[3] else None}
