@@ -182,14 +182,11 @@ def _mpi_ranks(threads):
     Unless ``--threads`` or OMP_NUM_THREADS say otherwise, the ranks that
     share a node share its cores: each gets cores / ranks on the node.
     """
-    from .distributed import require_mpi
+    from .distributed import require_mpi, threads_per_rank
 
-    MPI = require_mpi()
-    world = MPI.COMM_WORLD
+    world = require_mpi().COMM_WORLD
     if threads is None and "OMP_NUM_THREADS" not in os.environ:
-        node = world.Split_type(MPI.COMM_TYPE_SHARED)
-        set_num_threads(max(1, (os.cpu_count() or 1) // node.Get_size()))
-        node.Free()
+        set_num_threads(threads_per_rank(world))
     return world.Get_rank(), world.Get_size()
 
 

@@ -36,10 +36,11 @@ an exception that ends one rank aborts the whole job, where a plain
 """
 
 import numbers
+import os
 
 import numpy as np
 
-__all__ = ["DataParallel", "batch_slice", "evaluate", "require_mpi"]
+__all__ = ["DataParallel", "batch_slice", "evaluate", "require_mpi", "threads_per_rank"]
 
 INSTALL_HINT = 'pip install "cyconv[mpi]"'
 
@@ -78,6 +79,28 @@ def batch_slice(count, rank, ranks):
     base, extra = divmod(count, ranks)
     start = rank * base + min(rank, extra)
     return slice(start, start + base + (rank < extra))
+
+
+def threads_per_rank(comm=None):
+    """The node's cores shared among the ranks on it: ``cores // ranks``.
+
+    Ranks of one node that each use every core slow one another down;
+    pass this to :func:`cyconv.set_num_threads` (``cyconv train
+    --distributed`` does, unless ``--threads`` or OMP_NUM_THREADS say
+    otherwise).  A collective call: every rank of ``comm`` makes it.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> from cyconv.distributed import threads_per_rank
+    >>> cyconv.set_num_threads(threads_per_rank())  # doctest: +SKIP
+    """
+    MPI = require_mpi()
+    node = _communicator(comm).Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return max(1, (os.cpu_count() or 1) // node.Get_size())
+    finally:
+        node.Free()
 
 
 def _communicator(comm):
