@@ -60,6 +60,13 @@ def network(seed, dtype=np.float32):
     ])
 
 
+def batchnorm_data():
+    # 45 images of 2 channels with scales and offsets of their own.
+    x = np.random.default_rng(7).standard_normal((45, 2, 8, 8))
+    return (x * np.array([2.0, 0.5])[:, None, None]
+            + np.array([1.0, -3.0])[:, None, None]).astype(np.float32)
+
+
 def data(count, dtype=np.float32):
     rng = np.random.default_rng(7)
     return (rng.standard_normal((count, 1, 8, 8)).astype(dtype),
@@ -199,6 +206,67 @@ def test_unseeded_ranks_share_rank_zeros_seed(parity_run):
     for a, b in zip(weights(tmp_path / "unseeded-rank0.npz"),
                     weights(tmp_path / "unseeded-rank1.npz"), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+BATCHNORM = COMMON + """
+from mpi4py import MPI
+from cyconv import BatchNormalization
+
+rank = MPI.COMM_WORLD.Get_rank()
+rng = np.random.default_rng(rank)
+x = batchnorm_data()
+y = np.arange(len(x)) % 3
+# BatchNormalization first: its running statistics depend on the data
+# alone, so the test can compute them.  In the middle: ranks must agree.
+first = Sequential([BatchNormalization(2, momentum=0.3), Flatten(), Dense(128, 3, rng=rng)])
+first.fit(x, y, epochs=2, batch_size=16, shuffle=False, optimizer=SGD(0.01), seed=0,
+          verbose=0, distributed=True)
+middle = Sequential([Convolution((2, 8, 8), 3, 4, rng=rng), BatchNormalization(4), ReLU(),
+                     Flatten(), Dense(144, 3, rng=rng)])
+middle.fit(x, y, epochs=2, batch_size=16, seed=3, verbose=0, distributed=True)
+np.savez(f"batchnorm-rank{rank}.npz", *[b.value for b in first.buffers()],
+         *[p.value for p in middle.parameters()], *[b.value for b in middle.buffers()])
+"""
+
+
+def running_statistics(x, momentum, slices):
+    """Running mean and variance over 2 epochs of batches of 16, in float64:
+    each of ``slices`` parts of a batch updates its own statistics
+    (unbiased variance) and they are averaged weighted by part size."""
+    mean, var = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    for _ in range(2):
+        for start in range(0, len(x), 16):
+            batch = x[start:start + 16]
+            parts = np.array_split(batch, slices)
+            share = [len(part) / len(batch) for part in parts]
+            mean = (1 - momentum) * mean + momentum * sum(
+                w * part.mean(axis=(0, 2, 3)) for w, part in zip(share, parts))
+            var = (1 - momentum) * var + momentum * sum(
+                w * part.var(axis=(0, 2, 3), ddof=1) for w, part in zip(share, parts))
+    return mean, var
+
+
+def test_batchnorm_statistics_are_the_ranks_average_weighted_by_slice(tmp_path):
+    import cyconv
+
+    if not hasattr(cyconv, "BatchNormalization"):
+        pytest.skip("no BatchNormalization in this cyconv")
+    check(mpirun(tmp_path, BATCHNORM))
+    rank0 = weights(tmp_path / "batchnorm-rank0.npz")
+    rank1 = weights(tmp_path / "batchnorm-rank1.npz")
+    for a, b in zip(rank0, rank1, strict=True):
+        np.testing.assert_array_equal(a, b)  # parameters and buffers, bitwise
+    namespace = {}
+    exec(COMMON, namespace)
+    x = namespace["batchnorm_data"]().astype(np.float64)
+    mean, var = running_statistics(x, 0.3, slices=2)
+    np.testing.assert_allclose(rank0[0], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rank0[1], var, rtol=1e-5)
+    # The mean is the one-process running mean; the variance leaves out the
+    # spread between the slices' means, so it is not the one-process one.
+    alone_mean, alone_var = running_statistics(x, 0.3, slices=1)
+    np.testing.assert_allclose(mean, alone_mean, rtol=1e-12)
+    assert not np.allclose(var, alone_var, rtol=1e-3)
 
 
 MISMATCH = COMMON + """
