@@ -116,12 +116,6 @@ def _sum_over_ranks(comm, values):
     return totals
 
 
-def _buffers(model):
-    """The model's buffers, where its layers have that protocol."""
-    method = getattr(model, "buffers", None)
-    return list(method()) if callable(method) else []
-
-
 class DataParallel:
     """One model's gradients and buffers, kept in step across MPI ranks.
 
@@ -158,7 +152,7 @@ class DataParallel:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.parameters = list(model.parameters())
-        self.buffers = _buffers(model)
+        self.buffers = list(model.buffers())
         for buffer in self.buffers:
             if buffer.value.dtype.kind != "f":
                 raise TypeError(f"buffer {buffer.name} is {buffer.value.dtype}: only floating "
