@@ -46,10 +46,13 @@ ASSUMED_NETWORK = {"name": "10 Gb/s Ethernet (assumed)", "latency": 30e-6,
 
 MODEL = """\
 - Step time at K ranks = compute(B / K) + allreduce(K).
-- compute(b) = c0 + c1 * b: the one-rank, one-thread step measured at
-  batches 32 and 64 (c0 is what a step costs whatever its batch: Python,
-  layer calls, the optimizer; c1 the cost per sample).  Each rank has a
-  core of its own, as the 2-rank x 1-thread runs here had.
+- compute(b) = c * b, with c the one-rank, one-thread step at batch 64
+  divided by 64: compute / K for a global batch split K ways.  Each rank
+  has a core of its own, as the 2-rank x 1-thread runs here had.  A step
+  also has a cost that does not shrink with the batch (Python, layer
+  calls, the optimizer: the intercept c0 of the batch-32 and batch-64
+  steps, below); leaving it out makes the model optimistic about compute
+  at small batches and so cautious about when communication dominates.
 - allreduce(K) = 2 (K - 1) * latency + 2 (K - 1) / K * bytes * seconds_per_byte:
   a ring allreduce, in which each rank sends and receives 2 (K - 1) / K of
   the gradient bytes in 2 (K - 1) messages.  latency and seconds_per_byte
@@ -59,7 +62,7 @@ MODEL = """\
   assumed figures.  One fused buffer per step (cyconv's), no overlap of
   communication with the backward pass, no stragglers.
 - Communication dominates when allreduce(K) > compute(b): below the batch
-  per rank b* = (allreduce(K) - c0) / c1 (none when allreduce(K) < c0).
+  per rank b* = allreduce(K) / c.
 """
 
 
@@ -216,26 +219,22 @@ def allreduce_seconds(bytes_, ranks, network):
 
 
 def compute_model(one_rank_64, one_rank_32):
-    per_sample = max((one_rank_64 - one_rank_32) / 32, 1e-9)
-    fixed = max(one_rank_32 - 32 * per_sample, 0.0)
-    return fixed, per_sample
-
-
-def dominant_batch(fixed, per_sample, communication):
-    """The batch per rank below which communication takes longer than compute."""
-    return None if communication <= fixed else (communication - fixed) / per_sample
+    """(c, c0, c1): the model's cost per sample, and the line through the
+    batch-32 and batch-64 steps, for the report."""
+    slope = (one_rank_64 - one_rank_32) / 32
+    return one_rank_64 / 64, one_rank_32 - 32 * slope, slope
 
 
 def model_rows(name, net, networks_):
-    fixed, per_sample = net["compute"]
+    per_sample = net["compute"][0]
     rows = []
     for ranks in RANKS:
-        compute = fixed + per_sample * MODEL_GLOBAL_BATCH / ranks
+        compute = per_sample * MODEL_GLOBAL_BATCH / ranks
         row = {"ranks": ranks, "compute": compute}
         for key, network in networks_.items():
             communication = allreduce_seconds(net["gradient_bytes"], ranks, network)
             row[key] = {"allreduce": communication, "step": compute + communication,
-                        "dominant_batch": dominant_batch(fixed, per_sample, communication)}
+                        "dominant_batch": communication / per_sample if ranks > 1 else None}
         rows.append(row)
     return rows
 
@@ -284,8 +283,6 @@ def _ms(seconds):
 
 
 def _batch(value):
-    if value is None:
-        return "never"
     return "< 1" if value < 1 else f"{value:,.0f}"
 
 
@@ -316,12 +313,13 @@ def report(results):
             f"{_ms(two_ranks['seconds'])} | {_ms(two_ranks['allreduce_seconds'])} | "
             f"{one['seconds'] / two_ranks['seconds']:.2f}x | "
             f"{two_threads['seconds'] / two_ranks['seconds']:.2f}x |")
-    lines += ["", "Per-step compute fitted from one rank x 1 thread at batches 32 and 64 "
-              "(compute(b) = c0 + c1 b):", ""]
+    lines += ["", "Compute per sample c (one rank x 1 thread, batch 64), and the line "
+              "c0 + c1 b through the batch-32 and batch-64 steps:", ""]
     for name, net in results["networks"].items():
-        fixed, per_sample = net["compute"]
-        lines.append(f"- {name}: c0 = {_ms(fixed)} ms, c1 = {1e6 * per_sample:.1f} us per "
-                     f"sample (batch 32: {_ms(net['measured']['1x1@32']['seconds'])} ms)")
+        per_sample, fixed, slope = net["compute"]
+        lines.append(f"- {name}: c = {1e6 * per_sample:.0f} us per sample; batch 32: "
+                     f"{_ms(net['measured']['1x1@32']['seconds'])} ms, so c0 = {_ms(fixed)} ms "
+                     f"and c1 = {1e6 * slope:.0f} us per sample")
     fit = results["allreduce_fit"]
     lines += ["", "## Measured: Allreduce on 2 ranks (loopback, float32, in place)", "",
               "| bytes | median (us) | bytes / second |", "|---|---|---|"]
