@@ -14,7 +14,7 @@ from .layer import (
     check_unused_learning_rate,
 )
 
-__all__ = ["MaxPooling", "AveragePooling"]
+__all__ = ["MaxPooling", "AveragePooling", "GlobalAveragePooling"]
 
 
 def _batched(x, sample_ndim, layer, layout):
@@ -167,3 +167,55 @@ class AveragePooling(_Pooling):
 
     def get_config(self):
         return dict(super().get_config(), count_include_pad=self.count_include_pad)
+
+
+class GlobalAveragePooling(Layer):
+    """The mean of each channel over its whole plane: ``(N, C, H, W)`` to
+    ``(N, C)``, or one sample ``(C, H, W)`` to ``(C,)``, as
+    ``torch.nn.AdaptiveAvgPool2d(1)`` followed by flattening.
+
+    Its gradient spreads each channel's gradient evenly, ``grad / (H * W)``,
+    over the plane.  Sums are accumulated in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import GlobalAveragePooling
+    >>> pool = GlobalAveragePooling()
+    >>> pool.forward(np.arange(8.0).reshape(1, 2, 2, 2))
+    array([[1.5, 5.5]])
+    >>> pool.backward(np.array([[4.0, 8.0]]))[0, 1]
+    array([[2., 2.],
+           [2., 2.]])
+    """
+
+    def build(self, input_shape):
+        if input_shape is None:
+            return None
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"GlobalAveragePooling expects samples of shape (C, H, W), "
+                             f"got {input_shape}")
+        return input_shape[:1]
+
+    def forward(self, input):
+        x = as_float_input(input)
+        x4, self._had_batch = _batched(x, 3, "GlobalAveragePooling", "(N, C, H, W) or (C, H, W)")
+        if x4.size == 0:
+            raise ValueError(f"GlobalAveragePooling expects no empty axis, got {x.shape}")
+        self.input = x
+        self._input4 = x4
+        out = functional.avg_pool2d(x4, x4.shape[2:])[:, :, 0, 0]
+        self.output = out if self._had_batch else out[0]
+        return self.output
+
+    def backward(self, output_gradient, learning_rate=None):
+        self._require_forward()
+        check_unused_learning_rate(learning_rate)
+        grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
+        check_gradient_shape(grad, self.output.shape, "GlobalAveragePooling")
+        if not self.needs_input_gradient:
+            return None
+        g4 = grad.reshape(self._input4.shape[:2] + (1, 1))
+        grad_input = functional.avg_pool2d_backward(g4, self._input4, self._input4.shape[2:])
+        return grad_input if self._had_batch else grad_input[0]
