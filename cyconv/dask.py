@@ -4,9 +4,13 @@
 along its first axis; ``evaluate`` scores each chunk and sums the scores.
 The model enters the task graph once, as one task of its own, so a
 ``dask.distributed`` cluster sends it to each worker once, however many
-chunks that worker computes.  Every sample's output is computed as
-``model.predict`` computes it alone, so the results are
-``model.predict``'s, bit for bit.
+chunks that worker computes.
+
+The results are ``model.predict(images, batch_size)``'s, bit for bit: a
+dense layer's matrix product is BLAS's, whose rounding may depend on how
+many samples one product holds, so the chunks are cut at whole batches
+(rechunked where they are not) and every batch is one that
+``model.predict`` would form.
 
 Needs the optional extra ``cyconv[dask]`` (``pip install "cyconv[dask]"``).
 The functions run on the workers are this module's, so the workers need

@@ -338,17 +338,28 @@ def test_the_command_line_trains_on_two_ranks_and_rank_zero_saves(tmp_path, caps
     assert f"accuracy: {reported}%" in capsys.readouterr().out
 
 
-def _cli_under_mpirun(tmp_path):
+def _cli_under_mpirun(tmp_path, output="out/model.npz", launcher=("-m", "mpi4py"),
+                      timeout=180):
     pytest.importorskip("mpi4py")
     if MPIRUN is None:
         pytest.skip("no mpirun beside the interpreter or on PATH")
     (tmp_path / "out").mkdir()
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     return subprocess.run(
-        [MPIRUN, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "cyconv", "train",
+        [MPIRUN, "-n", "2", sys.executable, *launcher, "-m", "cyconv", "train",
          "--distributed", "--epochs", "1", "--limit", "256", "--quiet", "-o",
-         str(tmp_path / "out" / "model.npz")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+         str(tmp_path / output)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_command_line_ends_every_rank_when_one_fails(tmp_path):
+    # Without `python -m mpi4py`: the command itself must end the job when
+    # rank 0 refuses the output path while rank 1 waits for it in fit.
+    start = time.perf_counter()
+    result = _cli_under_mpirun(tmp_path, "missing/model.npz", launcher=(), timeout=60)
+    assert result.returncode != 0
+    assert "cyconv: error: cannot save to" in result.stderr
+    assert time.perf_counter() - start < 20
 
 
 def test_without_mpi4py_the_error_says_what_to_install(monkeypatch):
