@@ -36,6 +36,18 @@ def mpirun(tmp_path, source, ranks=2, args=(), timeout=120):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture
+def aborting_job():
+    """For a job that MPI_Abort ends: MPICH then leaves its shared-memory
+    segments behind in /dev/shm; remove those that appeared meanwhile."""
+    shm = Path("/dev/shm")
+    before = set(shm.glob("mpich_shm_*")) if shm.is_dir() else set()
+    yield
+    if shm.is_dir():
+        for leftover in set(shm.glob("mpich_shm_*")) - before:
+            leftover.unlink(missing_ok=True)
+
+
 def check(result):
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -314,7 +326,7 @@ network(0).fit(x, y, epochs=50, batch_size=4, seed=1, verbose=0, augment=augment
 """
 
 
-def test_a_failing_rank_ends_the_job(tmp_path):
+def test_a_failing_rank_ends_the_job(tmp_path, aborting_job):
     start = time.perf_counter()
     result = mpirun(tmp_path, FAILING, timeout=60)
     elapsed = time.perf_counter() - start
@@ -352,7 +364,7 @@ def _cli_under_mpirun(tmp_path, output="out/model.npz", launcher=("-m", "mpi4py"
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_the_command_line_ends_every_rank_when_one_fails(tmp_path):
+def test_the_command_line_ends_every_rank_when_one_fails(tmp_path, aborting_job):
     # Without `python -m mpi4py`: the command itself must end the job when
     # rank 0 refuses the output path while rank 1 waits for it in fit.
     start = time.perf_counter()
