@@ -335,8 +335,10 @@ class Sequential(Container):
             are averaged over the ranks before every step, and buffers
             after it; losses, accuracies and validation scores are over the
             whole data.  Only rank 0 prints.  Every rank ends with the same
-            weights, those a single process reaches on the same global
-            batches (to rounding).  See :mod:`cyconv.distributed`.
+            weights and buffers; without BatchNormalization or Dropout
+            (whose batch statistics and masks are each rank's own), they
+            are those a single process reaches on the same global batches,
+            to rounding.  See :mod:`cyconv.distributed`.
         comm : mpi4py.MPI.Comm, optional
             The ranks that train together (default ``MPI.COMM_WORLD``).
 
