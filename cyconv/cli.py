@@ -9,6 +9,7 @@ on stderr and a non-zero exit.
 """
 
 import argparse
+import io
 import math
 import os
 import signal
@@ -178,11 +179,41 @@ def _plot_module(path):
     return plot
 
 
+def _mpi_ranks(threads):
+    """(rank, ranks) of this process in MPI's world.
+
+    Unless ``--threads`` or OMP_NUM_THREADS say otherwise, the ranks that
+    share a node share its cores: each gets cores / ranks on the node.
+    """
+    from .distributed import require_mpi, threads_per_rank
+
+    world = require_mpi().COMM_WORLD
+    if threads is None and "OMP_NUM_THREADS" not in os.environ:
+        set_num_threads(threads_per_rank(world))
+    return world.Get_rank(), world.Get_size()
+
+
+def _abort_mpi(status):
+    """End every rank of a distributed run one of whose ranks failed: the
+    others would wait for it in a collective for ever."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if (MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
+            and MPI.COMM_WORLD.Get_size() > 1):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(status)
+
+
 def _command_train(args, out):
     dtype = np.float64 if args.float64 else np.float32
     output = args.output
-    _check_writable(output)
-    plot = _plot_module(args.plot) if args.plot is not None else None
+    rank, ranks = _mpi_ranks(args.threads) if args.distributed else (0, 1)
+    if rank != 0:  # rank 0 alone prints and writes
+        out = io.StringIO()
+    # Fail now rather than after the training.
+    if rank == 0:
+        _check_writable(output)
+    plot = _plot_module(args.plot) if args.plot is not None and rank == 0 else None
     x_train, y_train, x_test, y_test, description = _load_data(args.data, dtype)
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
@@ -191,7 +222,9 @@ def _command_train(args, out):
     print(description, file=out)
     print(f"model: {_describe(model)}", file=out)
     print(f"training {args.epochs} epoch(s), batch {args.batch_size}, Adam from learning rate "
-          f"{args.learning_rate:g}, seed {args.seed}, {get_num_threads()} thread(s)", file=out)
+          f"{args.learning_rate:g}, seed {args.seed}, "
+          f"{f'{ranks} ranks x ' if args.distributed else ''}{get_num_threads()} thread(s)",
+          file=out)
     out.flush()
     start = time.perf_counter()
     history = model.fit(
@@ -200,11 +233,13 @@ def _command_train(args, out):
         validation_data=(x_test, y_test), seed=args.seed, verbose=2 if args.quiet else 1,
         augment=datasets.RandomShift(MAX_SHIFT),
         learning_rate_schedule=lambda epoch: args.learning_rate * LEARNING_RATE_DECAY ** epoch,
+        distributed=args.distributed,
     )
     elapsed = time.perf_counter() - start
     accuracy = history["val_accuracy"][-1]
     correct = int(round(accuracy * len(y_test)))
-    model.save(output)
+    if rank == 0:
+        model.save(output)
     print(f"held-out accuracy: {100 * accuracy:.2f}% ({correct:,}/{len(y_test):,}) "
           f"after {_format_seconds(elapsed)} of training", file=out)
     print(f"saved the model to {output}; try: cyconv evaluate {output}", file=out)
@@ -383,6 +418,10 @@ def make_parser():
     train.add_argument("--plot", metavar="PNG",
                        help="also draw the loss and accuracy curves to this file "
                             "(needs matplotlib: pip install 'cyconv[plot]')")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI ranks (needs cyconv[mpi]): run as "
+                            "mpirun -n K python -m mpi4py -m cyconv train --distributed; "
+                            "--batch-size is then the global batch, and rank 0 saves")
     train.set_defaults(run=_command_train)
 
     evaluate = commands.add_parser(
@@ -469,6 +508,7 @@ def main(argv=None):
     # A command's thread count is its own: main() called from Python (or a
     # test) leaves the caller's setting as it found it.
     saved_threads = _threads._num_threads
+    args = None
     try:
         args = make_parser().parse_args(argv)
         if args.threads is not None:  # every command takes --threads
@@ -484,6 +524,8 @@ def main(argv=None):
         return _closed_pipe()
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"cyconv: error: {_one_line(exc)}", file=sys.stderr)
+        if getattr(args, "distributed", False):
+            _abort_mpi(1)
         return 1
     finally:
         set_num_threads(saved_threads)

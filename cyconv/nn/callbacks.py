@@ -353,11 +353,15 @@ class ModelCheckpoint(Callback):
                                             else current > self.best))
             if not better:
                 return
-            if self.verbose:
+            if self.verbose and getattr(self.model, "writes_files", True):
                 print(f"epoch {epoch + 1}: {self.monitor} improved to {current:.5g}; "
                       f"saving the model to {path}", file=sys.stdout)
             self.best = current
-        elif self.verbose:
+        # In a distributed fit every rank keeps the same bests, and rank 0
+        # alone prints and writes.
+        if not getattr(self.model, "writes_files", True):
+            return
+        if self.verbose and not self.save_best_only:
             print(f"epoch {epoch + 1}: saving the model to {path}", file=sys.stdout)
         self.model.save(path, include_optimizer=self.include_optimizer)
 

@@ -303,7 +303,7 @@ class Sequential(Container):
     def fit(self, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy",
             optimizer="adam", validation_data=None, shuffle=True, seed=None, verbose=True,
             augment=None, learning_rate_schedule=None, validation_split=0.0, callbacks=None,
-            initial_epoch=0):
+            initial_epoch=0, distributed=False, comm=None):
         """Train the model on ``(x, y)`` by mini-batch gradient descent.
 
         Parameters
@@ -359,6 +359,21 @@ class Sequential(Container):
             (``model.shuffle_state``; ``seed`` is then not used), so that
             with the checkpoint's optimizer the epochs ``initial_epoch`` to
             ``epochs - 1`` are those an uninterrupted run would have made.
+        distributed : bool, default False
+            Data-parallel training over MPI (needs ``cyconv[mpi]``; launch
+            with ``mpirun -n K python -m mpi4py script.py``): every rank
+            passes the whole ``(x, y)``; ``batch_size`` is the global batch,
+            of which each rank computes a slice; rank 0's weights, and its
+            seed when ``seed`` is None, are shared at the start; gradients
+            are averaged over the ranks before every step, and buffers
+            after it; losses, accuracies and validation scores are over the
+            whole data.  Only rank 0 prints.  Every rank ends with the same
+            weights and buffers; without BatchNormalization or Dropout
+            (whose batch statistics and masks are each rank's own), they
+            are those a single process reaches on the same global batches,
+            to rounding.  See :mod:`cyconv.distributed`.
+        comm : mpi4py.MPI.Comm, optional
+            The ranks that train together (default ``MPI.COMM_WORLD``).
 
         Notes
         -----
@@ -383,7 +398,8 @@ class Sequential(Container):
         """
         return training.fit(self, x, y, epochs, batch_size, loss, optimizer, validation_data,
                             shuffle, seed, verbose, augment, learning_rate_schedule,
-                            validation_split, callbacks, initial_epoch)
+                            validation_split, callbacks, initial_epoch,
+                            distributed=distributed, comm=comm)
 
     def predict(self, x, batch_size=256):
         """Return the last layer's output for ``x`` (a batch or one sample).
@@ -403,11 +419,15 @@ class Sequential(Container):
         """
         return training.predict(self, x, batch_size)
 
-    def evaluate(self, x, y, loss=None, batch_size=256):
+    def evaluate(self, x, y, loss=None, batch_size=256, distributed=False, comm=None):
         """Return ``{"loss": float, "accuracy": float or None}`` on ``(x, y)``.
 
         ``loss`` defaults to the one the model was trained with (by
         :meth:`fit`, or saved with it), else softmax cross-entropy.
+
+        With ``distributed=True`` (under MPI, as for :meth:`fit`), every
+        rank passes the whole ``(x, y)``, scores its own slice of it, and
+        gets the scores over the whole.
 
         Examples
         --------
@@ -418,7 +438,7 @@ class Sequential(Container):
         >>> model.evaluate(np.array([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]]), [0, 1, 1])["accuracy"]
         0.6666666666666666
         """
-        return training.evaluate(self, x, y, loss, batch_size)
+        return training.evaluate(self, x, y, loss, batch_size, distributed=distributed, comm=comm)
 
     # -- files --------------------------------------------------------------
 

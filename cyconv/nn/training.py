@@ -76,7 +76,8 @@ def batches(count, batch_size, order=None):
 
 def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", optimizer="adam",
         validation_data=None, shuffle=True, seed=None, verbose=True, augment=None,
-        learning_rate_schedule=None, validation_split=0.0, callbacks=None, initial_epoch=0):
+        learning_rate_schedule=None, validation_split=0.0, callbacks=None, initial_epoch=0,
+        distributed=False, comm=None):
     """Train ``model`` (a :class:`cyconv.Sequential`) on ``(x, y)``; see
     :meth:`cyconv.Sequential.fit`."""
     x, y = _training_arrays(model, x, y)
@@ -93,11 +94,23 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
             raise TypeError(f"{name} must be callable, got {hook!r}")
     x, y, validation = _validation_arrays(model, x, y, validation_data, validation_split)
     callbacks = check_callbacks(callbacks)
-    seed = _shuffle_seed(seed)
-    rng = _shuffle_generator(model, seed, initial_epoch)
+    if seed is not None:
+        _shuffle_seed(seed)  # its type and sign, before any rank talks to another
     _check_targets(model, loss, x, y, "x", "y")
     if validation is not None:
         _check_targets(model, loss, *validation, "validation x", "validation y")
+    parallel = None
+    if distributed:  # data parallel over MPI: one seed and rank 0's weights everywhere
+        from ..distributed import DataParallel
+
+        parallel = DataParallel(model, comm)
+        seed = parallel.agree(seed, samples=len(x), batch_size=batch_size, epochs=epochs,
+                              shuffle=bool(shuffle), initial_epoch=initial_epoch)
+        parallel.broadcast()
+        if not parallel.is_root:
+            verbose = 0  # rank 0 alone prints
+    seed = _shuffle_seed(seed)
+    rng = _shuffle_generator(model, seed, initial_epoch)
 
     parameters = model.parameters()
     history = {"loss": [], "accuracy": [], "seconds": []}
@@ -110,6 +123,9 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
     # stopped.
     model.loss, model.optimizer, model.seed = loss, optimizer, seed
     model.stop_training = False
+    # Callbacks run on every rank (their logs are the same everywhere), but
+    # only rank 0 writes files.
+    model.writes_files = parallel is None or parallel.is_root
     for callback in callbacks:
         callback.set_model(model)
         callback.set_params({"epochs": epochs, "steps": steps})
@@ -120,7 +136,7 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
         for epoch in range(initial_epoch, epochs):
             logs = _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer,
                           parameters, rng, shuffle, augment, learning_rate_schedule,
-                          callbacks, progress)
+                          callbacks, progress, parallel)
             for key, value in logs.items():
                 if key in history:
                     history[key].append(value)
@@ -146,8 +162,10 @@ def _closing(progress):
 
 
 def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, parameters, rng,
-           shuffle, augment, learning_rate_schedule, callbacks, progress):
-    """One pass over ``(x, y)``; returns the epoch's logs."""
+           shuffle, augment, learning_rate_schedule, callbacks, progress, parallel=None):
+    """One pass over ``(x, y)``; returns the epoch's logs.  With ``parallel``
+    (a :class:`cyconv.distributed.DataParallel`), every rank walks the same
+    global batches and computes its slice of each."""
     start = time.perf_counter()
     if learning_rate_schedule is not None:
         optimizer.learning_rate = check_learning_rate(learning_rate_schedule(epoch))
@@ -160,13 +178,16 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
         xb, yb = x[batch], y[batch]
         if augment is not None:
             xb = augment(xb, rng)
-        out = model.forward(xb)
-        value, grad = loss.value_and_gradient(yb, out)
-        model.backward(grad)
+        if parallel is None:
+            out = model.forward(xb)
+            value, grad = loss.value_and_gradient(yb, out)
+            model.backward(grad)
+        else:  # this rank's slice; gradients and buffers averaged over ranks
+            value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
         optimizer.step(parameters)
         total_loss += value * size
         seen += size
-        accuracy = loss.accuracy(yb, out)
+        accuracy = loss.accuracy(yb, out) if size else None
         if accuracy is not None:
             total_correct += accuracy * size
             counted += size
@@ -176,11 +197,19 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
             callback.on_batch_end(step, {"loss": value, "size": size})
         if model.stop_training:
             break
+    if parallel is not None:  # every rank's share of the epoch
+        total_loss, total_correct, counted, seen = parallel.sum(
+            (total_loss, total_correct, counted, seen))
     logs = {"loss": total_loss / seen,
             "accuracy": total_correct / counted if counted else None}
     if validation is not None:
         x_val, y_val = validation
-        scores = _scores(model, _outputs(model, x_val), y_val, loss)
+        if parallel is None:
+            scores = _scores(model, _outputs(model, x_val), y_val, loss)
+        else:
+            from ..distributed import evaluate
+
+            scores = evaluate(model, x_val, y_val, loss, 256, parallel.comm)
         logs.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
     logs["seconds"] = time.perf_counter() - start
     logs["learning_rate"] = learning_rate
@@ -376,13 +405,17 @@ def _outputs(model, x, batch_size=256):
                                for batch, _ in batches(len(x), batch_size)])
 
 
-def evaluate(model, x, y, loss=None, batch_size=256):
+def evaluate(model, x, y, loss=None, batch_size=256, distributed=False, comm=None):
     """Loss and accuracy of ``model`` on ``(x, y)``; see :meth:`cyconv.Sequential.evaluate`."""
     if loss is None:
         # The loss the model was trained with, as Keras's compiled loss.
         loss = getattr(model, "loss", None) or "softmax_cross_entropy"
     loss = get_loss(loss)
     check_loss_fits_model(model, loss)
+    if distributed:
+        from ..distributed import evaluate
+
+        return evaluate(model, x, y, loss, batch_size, comm)
     return _scores(model, model.predict(x, batch_size), y, loss)
 
 
