@@ -86,3 +86,45 @@ def test_the_malloc_policy_yields_to_the_users_own():
     assert applied() == "True"
     assert applied(MALLOC_ARENA_MAX="2") == "False"
     assert applied(GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") == "False"
+
+
+_FORK = """
+import multiprocessing, numpy as np, cyconv
+from cyconv.functional import conv2d, max_pool2d
+cyconv.set_num_threads(2)
+x = np.random.default_rng(0).standard_normal((8, 8, 64, 64))
+w = np.random.default_rng(1).standard_normal((8, 8, 3, 3))
+expected = conv2d(x, w).sum(), max_pool2d(x, 2).sum()  # OpenMP's pool now exists
+
+def child(queue):
+    threads = cyconv.get_num_threads()
+    queue.put((threads, conv2d(x, w).sum(), max_pool2d(x, 2).sum()))
+
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+process = ctx.Process(target=child, args=(queue,))
+process.start()
+threads, *got = queue.get(timeout=60)
+process.join(60)
+assert got == list(expected), (got, expected)
+assert threads == 1, threads
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_kernels_after_the_parent_used_threads():
+    # libgomp's thread pool does not survive fork: without the at-fork
+    # handler the child's first parallel kernel waits forever.
+    result = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_forked_child_may_choose_its_thread_count_again(monkeypatch):
+    monkeypatch.setattr(cyconv._threads, "_forked", False)
+    cyconv._threads._after_fork_in_child()
+    assert cyconv.get_num_threads() == 1
+    cyconv.set_num_threads(2)
+    assert cyconv.get_num_threads() == (2 if cyconv._threads.openmp_enabled() else 1)
