@@ -30,6 +30,7 @@ from ._validation import (
     check_fits,
     check_ndim,
     check_nonempty,
+    check_nonempty_except_batch,
 )
 
 # A thread's unrolled-input buffer holds at most this many values (4 MiB in
@@ -250,8 +251,8 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
             f"for {channels} input channels and groups={groups}, got {tuple(w_shape)}"
         )
     top, bottom, left, right = _padding_amounts(padding, (kh, kw), stride, dilation)
-    if not isinstance(padding, str):
-        check_at_most((top, left), "padding")
+    # Also "same" padding, which grows with the dilation.
+    check_at_most((top, bottom, left, right), "padding")
     span_h = dilation[0] * (kh - 1) + 1
     span_w = dilation[1] * (kw - 1) + 1
     padded_h = height + top + bottom
@@ -294,7 +295,7 @@ def _checked_x_weight(x, weight, extra=()):
     x, weight = arrays[0], arrays[1]
     check_ndim(x, "x", (3, 4), _LAYOUT_X)
     check_ndim(weight, "weight", (4,), _LAYOUT_W)
-    check_nonempty(x, "x")
+    check_nonempty_except_batch(x, "x")
     check_nonempty(weight, "weight")
     return arrays
 
@@ -363,6 +364,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x4 = x if geometry.batched else x[np.newaxis]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     n_threads = geometry.threads()
+    if geometry.n == 0:
+        return out
     if geometry.shifted:
         rows = geometry.wide_rows()
         wide = np.empty((n_threads, geometry.filters // geometry.groups * rows
@@ -438,6 +441,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             f"{geometry.output_shape}, got {grad_output.shape}"
         )
     batched = geometry.batched
+    if geometry.n == 0:
+        return (np.zeros(x.shape, x.dtype) if compute_grad_input else None,
+                np.zeros(weight.shape, x.dtype), np.zeros(weight.shape[0], x.dtype))
     x4 = x if batched else x[np.newaxis]
     g4 = grad_output if batched else grad_output[np.newaxis]
     n_threads = geometry.threads()

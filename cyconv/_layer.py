@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from ._validation import as_array, float_dtype
+from ._validation import MAX_AXES, as_array, few_items, float_dtype
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -270,10 +270,9 @@ def as_shape(value, name, ndim=None):
     """A tuple of positive ints, of length ``ndim`` when given."""
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         value = (value,)
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple of ints, got {value!r}") from None
+    # numpy's limit on the number of axes bounds what is drawn from an
+    # iterator.
+    items = few_items(value, name, "a tuple of ints", MAX_AXES)
     for item in items:
         if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
             raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
