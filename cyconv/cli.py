@@ -177,15 +177,27 @@ def _format_seconds(seconds):
     return f"{seconds:.1f} s"
 
 
-def _command_train(args, out):
-    dtype = np.float64 if args.float64 else np.float32
-    output = args.output
-    # Fail now rather than after the training.
+def _check_output_path(output):
+    """Raise ValueError unless a model can be saved at ``output``."""
+    if not output:
+        raise ValueError("cannot save to '': the output path is empty")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ValueError(f"cannot save to {output}: no directory {directory}")
     if os.path.isdir(output):
         raise ValueError(f"cannot save to {output}: it is a directory")
+    if os.path.exists(output) and not os.path.isfile(output):
+        raise ValueError(f"cannot save to {output}: it is not a regular file")
+    # The model is written beside its final name and moved into place, so
+    # the directory must be writable.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot save to {output}: the directory {directory} is not writable")
+
+
+def _command_train(args, out):
+    dtype = np.float64 if args.float64 else np.float32
+    output = args.output
+    _check_output_path(output)  # now rather than after the training
     x_train, y_train, x_test, y_test, description = _load_data(args.data, dtype)
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
