@@ -1,9 +1,8 @@
 """correlate2d and convolve2d against scipy.signal, computed in float64, in
 every mode and boundary (aliases included), with either input the larger."""
 
-from dataclasses import dataclass
-
 import tracemalloc
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
