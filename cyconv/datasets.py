@@ -252,10 +252,13 @@ def write_idx(path, array, compress=None):
         raise TypeError(f"IDX cannot hold dtype {array.dtype}")
     if array.ndim == 0 or array.ndim > 255:
         raise ValueError(f"IDX needs 1 to 255 dimensions, got {array.ndim}")
+    if max(array.shape) >= 2**32:
+        raise ValueError(f"IDX sizes are 32-bit: every axis must be shorter than 2**32, "
+                         f"got shape {array.shape}")
     payload = (struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
                + array.astype(_IDX_TYPES[code], copy=False).tobytes())
     if compress is None:
-        compress = path.endswith(".gz")
+        compress = os.fsdecode(path).endswith(".gz")  # path may be bytes
     if compress:
         payload = gzip.compress(payload, mtime=0)
     with open(path, "wb") as stream:
@@ -354,7 +357,7 @@ def load_mnist(directory, split="train"):
     >>> images.shape, labels
     ((3, 28, 28), array([7, 2, 1], dtype=uint8))
     """
-    directory = os.fspath(directory)
+    directory = os.fsdecode(os.fspath(directory))  # bytes joined with str names fail
     if split not in _MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not os.path.isdir(directory):
@@ -503,8 +506,13 @@ class RandomShift:
         if m == 0:
             return images
         n, _, height, width = images.shape
-        padded = np.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
-        rows = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(height)
-        cols = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(width)
+        # A shift by the image's size or more leaves only zeros, as does
+        # that size: the padding need not be wider, whatever max_shift is.
+        mh, mw = min(m, height), min(m, width)
+        padded = np.pad(images, ((0, 0), (0, 0), (mh, mh), (mw, mw)))
+        shifts = rng.integers(0, 2 * m + 1, n) - m
+        rows = np.clip(shifts, -mh, mh)[:, None] + mh + np.arange(height)
+        shifts = rng.integers(0, 2 * m + 1, n) - m
+        cols = np.clip(shifts, -mw, mw)[:, None] + mw + np.arange(width)
         picked = np.take_along_axis(padded, rows[:, None, :, None], axis=2)
         return np.take_along_axis(picked, cols[:, None, None, :], axis=3)

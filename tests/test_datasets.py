@@ -370,3 +370,40 @@ def test_random_shift_is_reproducible_and_checks_arguments():
         RandomShift(1.5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         RandomShift(1)(images[0], np.random.default_rng(0))
+
+
+def test_random_shift_beyond_the_image_size_costs_no_more_than_the_image(tmp_path):
+    # A shift of 2**40 pixels moved nothing but asked np.pad for 2**41
+    # rows: now every shift past the image's size is that size (zeros).
+    images = np.arange(2 * 16.0).reshape(2, 1, 4, 4) + 1
+    shifted = RandomShift(2**40)(images, np.random.default_rng(0))
+    assert shifted.shape == images.shape
+    for before, after in zip(images, shifted):
+        moved = [after[0] == np.roll(np.roll(before[0], r, 0), c, 1)
+                 for r in range(-4, 5) for c in range(-4, 5)]
+        assert not after.any() or any(m.all() for m in moved)
+    # Within the image, the draws and results are what they always were.
+    small = RandomShift(2)(images, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    rows, cols = rng.integers(0, 5, 2) - 2, rng.integers(0, 5, 2) - 2
+    for image, out, r, c in zip(images, small, rows, cols):
+        padded = np.pad(image[0], 2)
+        np.testing.assert_array_equal(out[0], padded[2 + r:6 + r, 2 + c:6 + c])
+
+
+def test_paths_may_be_bytes(tmp_path):
+    folder = bytes(tmp_path)
+    write_idx(folder + b"/t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8))
+    write_idx(folder + b"/t10k-labels-idx1-ubyte.gz", np.array([3, 4], np.uint8))
+    assert (tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes()[:2] == b"\x1f\x8b"
+    images, labels = load_mnist(folder, "test")
+    assert images.shape == (2, 28, 28) and labels.tolist() == [3, 4]
+    with pytest.raises(TypeError, match="expected str, bytes or os.PathLike"):
+        read_idx(3)
+
+
+def test_write_idx_refuses_sizes_beyond_32_bits(tmp_path):
+    huge = np.broadcast_to(np.uint8(0), (2**32,))  # no memory behind it
+    with pytest.raises(ValueError, match=r"shorter than 2\*\*32"):
+        write_idx(tmp_path / "huge", huge)
+    assert not (tmp_path / "huge").exists()
