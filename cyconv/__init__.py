@@ -6,6 +6,7 @@ layers on top for training.
 """
 
 import os
+import sys
 
 # GNU OpenMP makes a thread that reaches the end of a parallel loop spin for
 # a long while before it sleeps.  cyconv's loops are short (often well under
@@ -23,14 +24,37 @@ from ._malloc import keep_freed_memory
 # Freed arrays are kept for the next training step (see _malloc.py).
 keep_freed_memory()
 
-from . import datasets, functional, losses, optimizers
-from ._layer import Layer, Parameter
+from . import datasets, functional, nn
 from ._threads import get_num_threads, set_num_threads
-from .activations import ReLU, Sigmoid, Softmax, Tanh
-from .layers import AveragePooling, Convolution, Dense, Flatten, MaxPooling, Reshape
-from .model import Sequential
-from .optimizers import SGD, Adam
+from .nn import (
+    SGD,
+    Adam,
+    AveragePooling,
+    Convolution,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPooling,
+    Parameter,
+    ReLU,
+    Reshape,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    losses,
+    optimizers,
+)
 from .signal import convolve2d, correlate2d
+
+# The training library moved into cyconv.nn; its old module names stay
+# importable (``from cyconv.layers import Dense``, ``import cyconv.model``)
+# as aliases rather than files, so that no two files define one class.
+for _old, _new in (("layers", nn), ("activations", nn), ("model", nn),
+                   ("losses", nn.losses), ("optimizers", nn.optimizers),
+                   ("_layer", nn.layer)):
+    sys.modules[f"{__name__}.{_old}"] = globals()[_old] = _new
+del _old, _new
 
 __version__ = "0.1.0"
 
@@ -56,6 +80,7 @@ __all__ = [
     "functional",
     "get_num_threads",
     "losses",
+    "nn",
     "optimizers",
     "set_num_threads",
 ]

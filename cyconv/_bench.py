@@ -93,8 +93,8 @@ def layer_calls(layer, dtype, seed=0):
 def training_step_call(build_network, batch, dtype, seed=0):
     """One SGD step of ``build_network(dtype, rng)`` on a random batch of
     28x28 digits: forward, softmax cross-entropy, backward, update."""
-    from .losses import SoftmaxCrossEntropy
-    from .optimizers import SGD
+    from .nn.losses import SoftmaxCrossEntropy
+    from .nn.optimizers import SGD
 
     rng = np.random.default_rng(seed)
     model = build_network(dtype, rng)

@@ -16,10 +16,8 @@ import time
 import numpy as np
 
 from . import __version__, _bench, _threads, datasets, get_num_threads, set_num_threads
-from .activations import ReLU, Softmax
-from .layers import Convolution, Dense, Flatten, MaxPooling
-from .model import Sequential
-from .optimizers import Adam
+from .nn import Convolution, Dense, Flatten, MaxPooling, ReLU, Sequential, Softmax
+from .nn.optimizers import Adam
 
 DEFAULT_OUTPUT = "cyconv-mnist.npz"
 HELD_OUT = 1000

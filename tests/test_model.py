@@ -25,7 +25,7 @@ from cyconv import (
     Tanh,
 )
 from cyconv.datasets import RandomShift
-from cyconv.model import FORMAT_VERSION
+from cyconv.nn.serialization import FORMAT_VERSION
 
 
 def bars_data(n=96, seed=0):

@@ -7,14 +7,14 @@ float64) and take any shape.
 
 import numpy as np
 
-from ._layer import (
+from .layer import (
     Layer,
     as_float_input,
     as_layer_input,
     check_gradient_shape,
     check_unused_learning_rate,
 )
-from ._relu import relu_gradient
+from .._relu import relu_gradient
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 

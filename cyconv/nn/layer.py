@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from ._validation import MAX_AXES, as_array, few_items, float_dtype
+from .._validation import MAX_AXES, as_array, few_items, float_dtype
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -215,6 +215,18 @@ def _guarded_backward(method):
 
     backward._cache_guarded = True
     return backward
+
+
+class WeightAndBias(Layer):
+    """A layer whose parameters are ``weight`` and an optional ``bias``."""
+
+    @property
+    def biases(self):
+        return None if self.bias is None else self.bias.value
+
+    def parameters(self):
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
 
 
 def check_learning_rate(learning_rate):

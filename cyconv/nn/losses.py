@@ -9,7 +9,7 @@ not depend on the batch size.
 
 import numpy as np
 
-from ._validation import as_array, float_dtype
+from .._validation import as_array, float_dtype
 
 __all__ = [
     "Loss",

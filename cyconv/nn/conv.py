@@ -1,0 +1,166 @@
+"""The convolution layer.
+
+A thin wrapper: hyper-parameters, parameters, what the backward pass needs
+from the forward one, and calls into :mod:`cyconv.functional`.  It takes a
+batch ``(N, C, H, W)`` or one sample ``(C, H, W)``.
+"""
+
+import numpy as np
+
+from .. import functional
+from .._conv import _padding_amounts, conv_geometry
+from .._validation import as_int, as_pair, check_choice, check_fits
+from .layer import (
+    Parameter,
+    WeightAndBias,
+    as_layer_input,
+    as_shape,
+    check_dtype,
+    check_gradient_shape,
+    he_normal,
+)
+
+__all__ = ["Convolution"]
+
+# PyTorch's names for the border of a convolution, and numpy's (pad2d's).
+_PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+class Convolution(WeightAndBias):
+    """2-D convolution (cross-correlation) layer, NCHW, one bias per filter.
+
+    Parameters
+    ----------
+    input_shape : tuple of 3 ints
+        ``(C, H, W)`` of one sample.
+    kernel_size : int or pair of ints
+        Height and width of the filters.
+    depth : int
+        Number of filters, the output's channels.
+    padding : int, pair of ints, "valid" or "same", default 0
+        Border added on each side of the rows and columns.
+    stride, dilation : int or pair of ints, default 1
+    groups : int, default 1
+        Channels and filters split into this many independent groups.
+    bias : bool, default True
+        Learn one bias per filter.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}, default "zeros"
+        What fills the border (PyTorch's names).
+    dtype : float32 or float64, default float32
+        Precision of the parameters and of the computation.
+    rng : None, int or numpy Generator, optional
+        Source of the He-initialised weights, ``N(0, 2 / fan_in)``.  None uses
+        numpy's global state (``np.random.seed``); pass one Generator to all
+        the layers of a model for a reproducible start.
+
+    Attributes
+    ----------
+    output_shape : tuple
+        ``(depth, Hout, Wout)`` of one sample.
+    kernels, biases : ndarray
+        The filters ``(depth, C // groups, kh, kw)`` and biases ``(depth,)``
+        (the tutorial's names).
+
+    Examples
+    --------
+    The tutorial's layer: 5 filters of 3 x 3 over a 28 x 28 grey image.
+
+    >>> import numpy as np
+    >>> from cyconv import Convolution
+    >>> layer = Convolution((1, 28, 28), 3, 5, rng=0)
+    >>> layer.output_shape
+    (5, 26, 26)
+    >>> image = np.random.default_rng(1).random((1, 28, 28))
+    >>> out = layer.forward(image)
+    >>> out.shape, out.dtype
+    ((5, 26, 26), dtype('float32'))
+    >>> grad = layer.backward(np.ones_like(out), learning_rate=0.01)
+    >>> grad.shape
+    (1, 28, 28)
+
+    A batch works the same way:
+
+    >>> layer.forward(np.zeros((8, 1, 28, 28))).shape
+    (8, 5, 26, 26)
+    """
+
+    def __init__(self, input_shape, kernel_size, depth, padding=0, stride=1, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", *, dtype=np.float32, rng=None):
+        super().__init__()
+        self.input_shape = as_shape(input_shape, "input_shape", 3)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.depth = as_int(depth, "depth", 1)
+        self.groups = as_int(groups, "groups", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.dilation = as_pair(dilation, "dilation", 1)
+        self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding", 0)
+        self.padding_mode = check_choice(padding_mode, "padding_mode", tuple(_PADDING_MODES))
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self.dtype = check_dtype(dtype)
+        channels = self.input_shape[0]
+        self.kernels_shape = (self.depth, max(1, channels // self.groups)) + self.kernel_size
+        # Checks groups, padding and that the kernel fits, with conv2d's messages.
+        geometry = conv_geometry(self.input_shape, self.kernels_shape, self.stride,
+                                 self.padding, self.dilation, self.groups)
+        self.output_shape = geometry.output_shape
+        self._border = None
+        if _PADDING_MODES[self.padding_mode] is not None:
+            top, bottom, left, right = _padding_amounts(
+                self.padding, self.kernel_size, self.stride, self.dilation)
+            if max(top, bottom) >= self.input_shape[1] or max(left, right) >= self.input_shape[2]:
+                raise ValueError(
+                    f"padding_mode={self.padding_mode!r} needs padding smaller than the "
+                    f"input ({self.input_shape[1]}, {self.input_shape[2]})")
+            self._border = (top, bottom, left, right)
+        fan_in = self.kernels_shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        check_fits(self.kernels_shape, "Convolution's kernels")
+        self.weight = Parameter("weight", he_normal(rng, self.kernels_shape, fan_in, self.dtype))
+        self.bias = Parameter("bias", np.zeros(self.depth, dtype=self.dtype)) if bias else None
+
+    @property
+    def kernels(self):
+        return self.weight.value
+
+    def get_config(self):
+        return dict(input_shape=list(self.input_shape), kernel_size=list(self.kernel_size),
+                    depth=self.depth,
+                    padding=self.padding if isinstance(self.padding, str) else list(self.padding),
+                    stride=list(self.stride), dilation=list(self.dilation), groups=self.groups,
+                    bias=self.bias is not None, padding_mode=self.padding_mode,
+                    dtype=self.dtype.name)
+
+    def _conv_arguments(self):
+        padding = 0 if self._border is not None else self.padding
+        return dict(stride=self.stride, padding=padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    def forward(self, input):
+        x = as_layer_input(input, self.dtype)
+        if x.shape[-3:] != self.input_shape or x.ndim not in (3, 4):
+            raise ValueError(
+                f"Convolution expects input of shape (N, {', '.join(map(str, self.input_shape))})"
+                f" or {self.input_shape}, got {x.shape}")
+        self.input = x
+        if self._border is not None:
+            x = functional.pad2d(x, self._border, mode=_PADDING_MODES[self.padding_mode])
+        self._padded_input = x
+        self.output = functional.conv2d(x, self.weight.value, self.biases,
+                                        **self._conv_arguments())
+        return self.output
+
+    def backward(self, output_gradient, learning_rate=None):
+        self._require_forward()
+        grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
+        check_gradient_shape(grad, self.output.shape, "Convolution")
+        grad_input, grad_weight, grad_bias = functional.conv2d_backward(
+            grad, self._padded_input, self.weight.value, **self._conv_arguments(),
+            compute_grad_input=self.needs_input_gradient)
+        if grad_input is not None and self._border is not None:
+            grad_input = functional.pad2d_backward(
+                grad_input, self._border, mode=_PADDING_MODES[self.padding_mode])
+        self.weight.grad = grad_weight
+        if self.bias is not None:
+            self.bias.grad = grad_bias
+        self._descend(learning_rate)
+        return grad_input

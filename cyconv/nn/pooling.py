@@ -1,0 +1,182 @@
+"""Max and average pooling layers over the last two axes of a batch
+``(N, C, H, W)`` or one sample ``(C, H, W)``."""
+
+import numpy as np
+
+from .. import functional
+from .._pool import check_divisor_override
+from .._validation import as_pair, check_at_most
+from .layer import (
+    Layer,
+    as_float_input,
+    as_layer_input,
+    check_gradient_shape,
+    check_unused_learning_rate,
+)
+
+__all__ = ["MaxPooling", "AveragePooling"]
+
+
+def _batched(x, sample_ndim, layer, layout):
+    """Return (x with a batch axis, whether it had one)."""
+    if x.ndim == sample_ndim + 1:
+        return x, True
+    if x.ndim == sample_ndim:
+        return x[np.newaxis], False
+    raise ValueError(f"{layer} expects input of shape {layout}, got {x.shape}")
+
+
+class _Pooling(Layer):
+    """Shared by the pooling layers: hyper-parameters and the batch axis;
+    subclasses supply ``_pool`` and ``_input_gradient`` on 4-D arrays."""
+
+    def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False):
+        super().__init__()
+        # The tutorial's MaxPooling(stride=s) pools s x s windows: the window
+        # follows the stride unless given.
+        if kernel_size is None:
+            kernel_size = 2 if stride is None else stride
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f"ceil_mode must be True or False, got {ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
+
+    def _pool_arguments(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    ceil_mode=self.ceil_mode)
+
+    def get_config(self):
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding), ceil_mode=self.ceil_mode)
+
+    def forward(self, input):
+        x = as_float_input(input)
+        x4, self._had_batch = _batched(x, 3, type(self).__name__, "(N, C, H, W) or (C, H, W)")
+        self.input = x
+        self._input4 = x4
+        out = self._pool(x4)
+        self.output = out if self._had_batch else out[0]
+        return self.output
+
+    def backward(self, output_gradient, learning_rate=None):
+        self._require_forward()
+        check_unused_learning_rate(learning_rate)
+        grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
+        check_gradient_shape(grad, self.output.shape, type(self).__name__)
+        if not self.needs_input_gradient:
+            return None
+        g4 = grad if self._had_batch else grad[np.newaxis]
+        grad_input = self._input_gradient(g4)
+        return grad_input if self._had_batch else grad_input[0]
+
+
+class MaxPooling(_Pooling):
+    """2-D max pooling over the last two axes.
+
+    Parameters
+    ----------
+    kernel_size : int or pair of ints, optional
+        Window size; defaults to ``stride``, or 2 when neither is given, so
+        that ``MaxPooling(stride=2)`` is the tutorial's layer.
+    stride : int or pair of ints, optional
+        Step between windows; defaults to ``kernel_size``.
+    padding : int or pair of ints, default 0
+        Implicit -inf border.
+    ceil_mode : bool, default False
+        Round the output size up rather than down.
+    dilation : int or pair of ints, default 1
+        Step between the elements of a window, as in
+        :func:`cyconv.functional.max_pool2d`.
+
+    Notes
+    -----
+    The gradient of a window goes to its first maximal element in row-major
+    order (see :func:`cyconv.functional.max_pool2d_backward`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import MaxPooling
+    >>> pool = MaxPooling(stride=2)
+    >>> x = np.arange(16.0).reshape(1, 4, 4)
+    >>> pool.forward(x)
+    array([[[ 5.,  7.],
+            [13., 15.]]])
+    >>> pool.backward(np.ones((1, 2, 2)))[0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 1.],
+           [0., 0., 0., 0.],
+           [0., 1., 0., 1.]])
+    """
+
+    def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False, dilation=1):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation = as_pair(dilation, "dilation", 1)
+        check_at_most(self.dilation, "dilation")
+
+    def _pool_arguments(self):
+        return dict(super()._pool_arguments(), dilation=self.dilation)
+
+    def get_config(self):
+        return dict(super().get_config(), dilation=list(self.dilation))
+
+    def _pool(self, x4):
+        # The positions of the maxima are kept so that backward need not
+        # search every window again.
+        out, self._indices = functional.max_pool2d(x4, **self._pool_arguments(),
+                                                   return_indices=True)
+        return out
+
+    def _input_gradient(self, g4):
+        return functional.max_pool2d_backward(g4, self._input4, **self._pool_arguments(),
+                                              indices=self._indices)
+
+
+class AveragePooling(_Pooling):
+    """2-D average pooling over the last two axes.
+
+    Parameters
+    ----------
+    kernel_size, stride, padding, ceil_mode
+        As for :class:`MaxPooling` (zero padding).
+    count_include_pad : bool, default True
+        Whether padded zeros count in a window's average.
+    divisor_override : int, optional
+        Divide every window's sum by this nonzero int instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import AveragePooling
+    >>> pool = AveragePooling(2)
+    >>> pool.forward(np.arange(16.0).reshape(1, 1, 4, 4))
+    array([[[[ 2.5,  4.5],
+             [10.5, 12.5]]]])
+    >>> pool.backward(np.ones((1, 1, 2, 2)))[0, 0, 0]
+    array([0.25, 0.25, 0.25, 0.25])
+    """
+
+    def _pool(self, x4):
+        return functional.avg_pool2d(x4, **self._pool_arguments())
+
+    def _input_gradient(self, g4):
+        return functional.avg_pool2d_backward(g4, self._input4, **self._pool_arguments())
+
+    def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise TypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
+        self.count_include_pad = bool(count_include_pad)
+        check_divisor_override(divisor_override)
+        self.divisor_override = None if divisor_override is None else int(divisor_override)
+
+    def _pool_arguments(self):
+        return dict(super()._pool_arguments(), count_include_pad=self.count_include_pad,
+                    divisor_override=self.divisor_override)
+
+    def get_config(self):
+        return dict(super().get_config(), count_include_pad=self.count_include_pad,
+                    divisor_override=self.divisor_override)
