@@ -354,6 +354,8 @@ def _checked_indices(indices, geometry, check_range=True):
 
 def _check_index_range(indices, geometry):
     plane = geometry.height * geometry.width
+    if indices.size == 0:  # an empty batch: nothing to check
+        return
     if indices.min() < 0 or indices.max() >= plane:
         raise ValueError(
             f"indices must lie in [0, H*W) = [0, {plane}), "

@@ -533,10 +533,9 @@ def judge_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, kind="ma
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         v.add(ValueError, "padding")
     elif x_ok:
-        fault = _pool_geometry_fault(x.shape[-2:], kernel, stride, padding, dilation,
-                                     bool(ceil_mode))
-        if fault:
-            v.add(ValueError, fault)
+        for word in _pool_geometry_faults(x.shape[-2:], kernel, stride, padding, dilation,
+                                          bool(ceil_mode)):
+            v.add(ValueError, word)
     if v.faults:
         return v.faults
     height, width = x.shape[-2:]
@@ -584,16 +583,18 @@ def a_divisor(value):
     return number
 
 
-def _pool_geometry_fault(sizes, kernel, stride, padding, dilation, ceil_mode):
-    """What PyTorch's rule refuses, in words cyconv's message has: no
-    window fits, or (dilated) a window reads nothing but padding."""
+def _pool_geometry_faults(sizes, kernel, stride, padding, dilation, ceil_mode):
+    """What PyTorch's rule refuses along each axis, in words cyconv's
+    message has: no window fits, or (dilated) a window reads nothing but
+    padding.  Either axis may be reported first."""
+    faults = []
     for size, k, s, p, d in zip(sizes, kernel, stride, padding, dilation):
         out = ref.pool_output_size(size, k, s, p, ceil_mode, d)
         if out < 1:
-            return "larger than the padded input"
-        if any(all(not 0 <= o * s - p + i * d < size for i in range(k)) for o in range(out)):
-            return "holds only padding"
-    return None
+            faults.append("larger than the padded input")
+        elif any(all(not 0 <= o * s - p + i * d < size for i in range(k)) for o in range(out)):
+            faults.append("holds only padding")
+    return faults
 
 
 def _indices_array(indices, out_shape, plane):
@@ -602,7 +603,7 @@ def _indices_array(indices, out_shape, plane):
         raise Fault(TypeError, "indices")
     if array.shape != out_shape:
         raise Fault(ValueError, "indices")
-    if array.min() < 0 or array.max() >= plane:
+    if array.size and (array.min() < 0 or array.max() >= plane):
         raise Fault(ValueError, "indices")
     return array
 

@@ -739,6 +739,7 @@ def test_an_empty_batch_gives_empty_results(x_shape):
     grad = np.ones(expected_shape, dtype=np.float32)
     for result in (max_pool2d_backward(grad, x, **kwargs),
                    max_pool2d_backward(grad, x, **kwargs, indices=indices),
+                   max_pool2d_backward(grad, x, **kwargs, indices=indices.astype(np.int16)),
                    max_pool2d_backward(grad, x, **kwargs, dilation=1),
                    avg_pool2d_backward(grad, x, **kwargs)):
         assert result.shape == x_shape and result.dtype == np.float32
