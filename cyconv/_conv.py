@@ -310,12 +310,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     ----------
     x : array_like, shape (N, C, H, W) or (C, H, W)
         Input images.  With one sample the result has no batch axis either.
+        N may be 0 (an empty result); no other axis may.
     weight : array_like, shape (F, C // groups, kh, kw)
         Filters.
     bias : array_like, shape (F,), optional
         Added to every output position of each filter.
     stride, dilation : int or pair of ints, default 1
-        Step between windows, and between the taps of a window.
+        Step between windows, and between the taps of a window.  A pair
+        argument also takes one int in a sequence, ``(2,)``, as PyTorch.
     padding : int, pair of ints, "valid" or "same", default 0
         Zeros added on each side of the rows and columns.  ``"same"``
         (stride 1 only) keeps the output as large as the input, putting the
