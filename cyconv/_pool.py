@@ -155,10 +155,13 @@ def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, dilatio
         padded = (height + 2 * padding[0], width + 2 * padding[1])
         spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         dilated = f" (dilated: {spans})" if dilation != (1, 1) else ""
+        ceil_would_fit = not ceil_mode and all(
+            _output_size(size, kernel[axis], stride[axis], padding[axis], dilation[axis], True)
+            >= 1 for axis, size in enumerate((height, width)))
         raise ValueError(
             f"kernel_size {kernel}{dilated} is larger than the padded input {padded}"
-            + ("" if ceil_mode else "; ceil_mode=True allows it where the last "
-               "window starts inside the input"))
+            + ("; ceil_mode=True would keep the one window that starts inside the input"
+               if ceil_would_fit else ""))
     for axis, size, out in ((0, height, out_height), (1, width, out_width)):
         _check_windows_reach_input(size, out, kernel[axis], stride[axis], padding[axis],
                                    dilation[axis], "HW"[axis])

@@ -724,8 +724,10 @@ def test_a_kernel_larger_than_the_input_gives_pytorchs_one_window():
                                   np.ones((1, 1, 1, 1)))
     np.testing.assert_allclose(
         avg_pool2d(np.ones((1, 1, 1)), 4, stride=2, padding=1, ceil_mode=True), [[[1 / 9]]])
-    with pytest.raises(ValueError, match="ceil_mode=True allows it"):
+    with pytest.raises(ValueError, match="ceil_mode=True would keep the one window"):
         max_pool2d(np.ones((1, 1, 1, 1)), 2)
+    with pytest.raises(ValueError, match=r"larger than the padded input \(1, 1\)$"):
+        max_pool2d(np.ones((1, 1, 1, 1)), 2, stride=1)
 
 
 @pytest.mark.parametrize("x_shape", [(0, 3, 7, 6), (0, 1, 1, 2)])
