@@ -7,6 +7,7 @@ every size and hyper-parameter that an index is computed from.
 
 import itertools
 import math
+import numbers
 import operator
 import sys
 
@@ -19,8 +20,8 @@ _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 # from overflowing Py_ssize_t.
 LARGEST = 2**40
 
-# numpy's limit on the number of axes of an array (32 before numpy 2).
-MAX_AXES = 64
+# numpy's own limit on the number of axes of an array.
+MAX_NDIM = 64
 
 # The matrix products go through BLAS, whose sizes and strides are C ints.
 BLAS_INT_MAX = 2**31 - 1
@@ -199,3 +200,58 @@ def as_flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+def check_learning_rate(learning_rate):
+    """Return ``learning_rate`` as a finite float >= 0."""
+    return as_real(learning_rate, "learning_rate")
+
+
+def check_dtype(dtype):
+    """Return ``dtype`` as a numpy dtype, float32 or float64 only."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if resolved not in _NATIVE:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return resolved
+
+
+
+def as_shape(value, name, ndim=None):
+    """A tuple of positive ints, of length ``ndim`` when given."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        value = (value,)
+    try:
+        # At most one entry more than any shape may have: an endless
+        # iterator is refused rather than read until memory runs out.
+        items = tuple(itertools.islice(iter(value), MAX_NDIM + 1))
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {value!r}") from None
+    if len(items) > MAX_NDIM:
+        raise ValueError(f"{name} must have at most {MAX_NDIM} entries, got {value!r}")
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+        if item < 1:
+            raise ValueError(f"{name} must hold positive sizes, got {value!r}")
+    if ndim is not None and len(items) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries, got {value!r}")
+    if not items:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(int(item) for item in items)
+
+
+def as_real(value, name, minimum=0.0, upper=None):
+    """Return ``value`` as a finite float >= ``minimum`` (and < ``upper``
+    when given); bools and non-numbers are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < minimum or (upper is not None and value >= upper):
+        if upper is not None:
+            bound = f"in [{minimum:g}, {upper:g})"
+        else:
+            bound = f"finite and >= {minimum:g}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value

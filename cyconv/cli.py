@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from . import __version__, _bench, _threads, datasets, get_num_threads, set_num_threads
-from .nn import Convolution, Dense, Flatten, MaxPooling, ReLU, Sequential, Softmax
+from .nn import Convolution, Dense, Flatten, MaxPooling, Sequential, Softmax, lenet
 from .nn.optimizers import Adam
 
 DEFAULT_OUTPUT = "cyconv-mnist.npz"
@@ -81,36 +81,15 @@ def _seed(text):
 
 
 def build_lenet(dtype=np.float32, rng=None):
-    """The default network: two convolution + ReLU + max-pool stages, then
-    a small dense classifier giving 10 logits.
-
-    Parameters
-    ----------
-    dtype : float32 or float64
-    rng : None, int or numpy Generator
-        Source of the initial weights.
+    """The default network, :func:`cyconv.nn.lenet` for MNIST's digits.
 
     Examples
     --------
-    >>> import numpy as np
     >>> from cyconv.cli import build_lenet
-    >>> model = build_lenet(rng=0)
-    >>> model.predict(np.zeros((2, 1, 28, 28))).shape
-    (2, 10)
+    >>> build_lenet(rng=0).output_shape
+    (10,)
     """
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    return Sequential([
-        Convolution(IMAGE_SHAPE, 3, 16, dtype=dtype, rng=rng),    # 16 x 26 x 26
-        ReLU(),
-        MaxPooling(2),                                            # 16 x 13 x 13
-        Convolution((16, 13, 13), 3, 32, dtype=dtype, rng=rng),  # 32 x 11 x 11
-        ReLU(),
-        MaxPooling(2),                                            # 32 x 5 x 5
-        Flatten(),
-        Dense(32 * 5 * 5, 128, dtype=dtype, rng=rng),
-        ReLU(),
-        Dense(128, CLASSES, dtype=dtype, rng=rng),
-    ])
+    return lenet(IMAGE_SHAPE, CLASSES, dtype=dtype, rng=rng)
 
 
 def _describe(model):

@@ -10,6 +10,7 @@ the documented result.
 import contextlib
 import gzip
 import io
+import itertools
 import os
 import tempfile
 
@@ -36,6 +37,15 @@ def _conv_reference(layer, x):
                       sides=(1, 1, 1, 1), dilation=(1, 1), groups=1)
 
 
+def _dense_reference(layer, x):
+    return x.astype(np.float32) @ layer.weights.T.astype(np.float64) + layer.biases
+
+
+def _with_input_gradient(model):
+    model.needs_input_gradient = True
+    return model
+
+
 # name -> (make a fresh layer, a valid batch, float64 reference of forward,
 #          dtype of the output for float64 input, tolerance)
 LAYERS = {
@@ -49,8 +59,7 @@ LAYERS = {
                        lambda layer, x: ref.avg_pool2d(x, (3, 3), (2, 2), (1, 1), False, True),
                        np.float64, 1e-12),
     "Dense": (lambda: cyconv.Dense(5, 3, rng=0), _values(4, 5, seed=23),
-              lambda layer, x: x.astype(np.float32) @ layer.weights.T.astype(np.float64)
-              + layer.biases, np.float32, 2e-5),
+              lambda layer, x: _dense_reference(layer, x), np.float32, 2e-5),
     "Reshape": (lambda: cyconv.Reshape((2, 3), (6,)), _values(4, 2, 3, seed=24),
                 lambda layer, x: x.reshape(len(x), 6), np.float64, 0),
     "Flatten": (lambda: cyconv.Flatten(), _values(4, 2, 3, seed=25),
@@ -63,6 +72,18 @@ LAYERS = {
              np.float64, 1e-15),
     "Softmax": (cyconv.Softmax, _values(4, 5, seed=29), lambda layer, x: _softmax(x),
                 np.float64, 1e-15),
+    # Containers are layers too; a model's first layer skips its input
+    # gradient unless asked, and these cases want one.
+    "Sequential": (lambda: _with_input_gradient(cyconv.Sequential(
+                       [cyconv.Dense(5, 3, rng=0), cyconv.ReLU()])),
+                   _values(4, 5, seed=31),
+                   lambda model, x: np.maximum(_dense_reference(model.layers[0], x), 0),
+                   np.float32, 2e-5),
+    "Residual": (lambda: cyconv.Residual([cyconv.Dense(5, 5, rng=0), cyconv.Tanh()]),
+                 _values(4, 5, seed=32),
+                 lambda block, x: x.astype(np.float32) + np.tanh(
+                     _dense_reference(block.layers[0], x)),
+                 np.float32, 2e-5),
 }
 
 # Layers that take any shape (the activations) accept what others refuse.
@@ -192,8 +213,23 @@ def constructor_cases(Raises, Gives):
                                          Raises(ValueError, "input_shape must hold positive")),
         "Convolution-input_shape-float": (lambda: conv((1, 6.0, 6), 3, 4),
                                           Raises(TypeError, "input_shape must be a tuple of ints")),
-        "Convolution-input_shape-None": (lambda: conv(None, 3, 4),
-                                         Raises(TypeError, "input_shape must be a tuple")),
+        "Convolution-input_shape-str": (lambda: conv("abc", 3, 4),
+                                        Raises(TypeError, "input_shape must be a tuple")),
+        "Convolution-input_shape-endless": (lambda: conv(itertools.count(1), 3, 4),
+                                            Raises(ValueError, "input_shape must have at most")),
+        "Convolution-kernel_size-missing": (lambda: conv(depth=4),
+                                            Raises(TypeError, "needs kernel_size and depth")),
+        "Convolution-depth-missing": (lambda: conv((1, 4, 4), 3),
+                                      Raises(TypeError, "needs kernel_size and depth")),
+        "Convolution-unbuilt-forward": (
+            lambda: conv(kernel_size=3, depth=2).forward(np.ones((1, 1, 4, 4))),
+            Raises(RuntimeError, "not built yet")),
+        "Convolution-build-two-axes": (lambda: conv(kernel_size=3, depth=2).build((4, 4)),
+                                       Raises(ValueError, r"samples of shape \(C, H, W\)")),
+        "Convolution-build-another-shape": (lambda: conv((1, 4, 4), 3, 2).build((2, 4, 4)),
+                                            Raises(ValueError, r"\(1, 4, 4\), got \(2, 4, 4\)")),
+        "Convolution-rng-str-lazy": (lambda: conv(kernel_size=3, depth=2, rng="seed"),
+                                     Raises(TypeError, "rng must be None, an int seed")),
         "Convolution-kernel-larger-than-input": (lambda: conv((1, 4, 4), 5, 2),
                                                  Raises(ValueError, "larger than the padded")),
         "Convolution-kernel_size-zero": (lambda: conv((1, 4, 4), 0, 2),
@@ -226,6 +262,12 @@ def constructor_cases(Raises, Gives):
                                          Raises(ValueError, "too large for an array")),
         "Convolution-depth-beyond-blas": (lambda: conv((1, 5, 5), 3, 2**40),
                                           Raises(ValueError, r"fewer than 2\*\*31 filters")),
+        "Dense-output_size-missing": (lambda: cyconv.Dense(3),
+                                      Raises(TypeError, "needs output_size")),
+        "Dense-unbuilt-forward": (lambda: cyconv.Dense(output_size=2).forward(np.ones((1, 3))),
+                                  Raises(RuntimeError, "not built yet")),
+        "Dense-build-image": (lambda: cyconv.Dense(output_size=2).build((1, 4, 4)),
+                              Raises(ValueError, "put a Flatten before it")),
         "Dense-input_size-zero": (lambda: cyconv.Dense(0, 3),
                                   Raises(ValueError, "input_size must be >= 1")),
         "Dense-output_size-negative": (lambda: cyconv.Dense(3, -1),
@@ -262,9 +304,30 @@ def constructor_cases(Raises, Gives):
                          Raises(ValueError, "must hold positive sizes")),
         "Flatten-input_shape-negative": (lambda: cyconv.Flatten((-1, 3)),
                                          Raises(ValueError, "must hold positive sizes")),
+        "Layer-train-mode-str": (lambda: cyconv.ReLU().train("eval"),
+                                 Raises(TypeError, "mode must be True or False")),
+        "Layer-apply_learning_rate-nan": (lambda: cyconv.Dense(2, 2).apply_learning_rate(np.nan),
+                                          Raises(ValueError, "learning_rate must be finite")),
+        "Residual-no-layers": (lambda: cyconv.Residual([]),
+                               Raises(ValueError, "Residual needs at least one layer")),
+        "Residual-not-a-list": (lambda: cyconv.Residual(cyconv.ReLU()),
+                                Raises(TypeError, "Residual takes a list of layers")),
+        "Residual-endless-layers": (lambda: cyconv.Residual(iter(cyconv.ReLU, None)),
+                                    Raises(ValueError, "at most 100000 layers")),
+        "Residual-shape-changes": (lambda: cyconv.Residual([cyconv.Convolution((1, 4, 4), 3, 1)]),
+                                   Raises(ValueError, "same shape out as in")),
+        "Residual-too-deep": (lambda: _nested(cyconv.Residual, 70),
+                              Raises(ValueError, "at most 64 levels")),
     }
     for label, (call, expectation) in cases.items():
         yield label, call, expectation
+
+
+def _nested(container, depth):
+    layer = cyconv.ReLU()
+    for _ in range(depth):
+        layer = container([layer])
+    return layer
 
 
 def _model():
@@ -300,6 +363,17 @@ def _load_file(content):
             stream.write(content(folder) if callable(content) else content)
         return cyconv.Sequential.load(path)
     return action
+
+
+def _fifo(folder):
+    path = os.path.join(folder, "fifo")
+    os.mkfifo(path)
+    return path
+
+
+def _twice():
+    relu = cyconv.ReLU()
+    return cyconv.Sequential([relu, cyconv.Tanh(), relu])
 
 
 def _saved_bytes(folder):
@@ -353,6 +427,40 @@ def model_cases(Raises, Gives):
                               Raises(ValueError, "same number of samples")),
         "save-to-a-directory": (lambda: _in_temporary_directory(_save_to(lambda f: f)),
                                 Raises(IsADirectoryError, "Is a directory")),
+        "save-to-a-fifo": (
+            lambda: _in_temporary_directory(_save_to(_fifo)),
+            Raises(ValueError, "not a regular file")),
+        "save-to-a-device": (lambda: _model().save(os.devnull),
+                             Raises(ValueError, "not a regular file")),
+        "save-to-an-empty-path": (lambda: _model().save(""),
+                                  Raises(ValueError, "empty path")),
+        "save-a-layer-named-like-a-builtin": (
+            lambda: _in_temporary_directory(lambda f: cyconv.Sequential(
+                [type("Dense", (cyconv.Layer,), {})()]).save(os.path.join(f, "m.npz"))),
+            Raises(TypeError, "has the name of one of cyconv's layers")),
+        "load-a-fifo": (lambda: _in_temporary_directory(
+            lambda f: cyconv.Sequential.load(_fifo(f))),
+            Raises(ValueError, "not a regular file")),
+        "load-custom_layers-a-list": (
+            lambda: cyconv.Sequential.load("m.npz", custom_layers=[cyconv.ReLU]),
+            Raises(TypeError, "custom_layers must be a dict")),
+        "load-custom_layers-a-string": (
+            lambda: cyconv.Sequential.load("m.npz", custom_layers={"Evil": "os.system"}),
+            Raises(TypeError, r"custom_layers\['Evil'\] must be a subclass of cyconv.Layer")),
+        "new-input_shape-zero": (lambda: cyconv.Sequential([cyconv.ReLU()], input_shape=(0,)),
+                                 Raises(ValueError, "input_shape must hold positive sizes")),
+        "new-input_shape-does-not-fit": (
+            lambda: cyconv.Sequential([cyconv.Dense(3, 2)], input_shape=(4,)),
+            Raises(ValueError, r"layer 0 \(Dense\) of Sequential")),
+        "new-a-duck-typed-layer": (
+            lambda: cyconv.Sequential([type("Duck", (), {"forward": id, "backward": id})()]),
+            Raises(TypeError, "is not a cyconv.Layer")),
+        "new-too-deep": (lambda: _nested(cyconv.Sequential, 65),
+                         Raises(ValueError, "at most 64 levels")),
+        "new-a-layer-twice": (lambda: _twice(),
+                              Raises(ValueError, "can appear only once")),
+        "summary-counts": (lambda: _model().summary().splitlines()[-1].split(),
+                           Gives(lambda: ["Total", str(3 * 4 + 4 + 4 * 2 + 2)])),
         "save-to-a-missing-directory": (
             lambda: _in_temporary_directory(_save_to(lambda f: os.path.join(f, "no", "m.npz"))),
             Raises(FileNotFoundError, "No such file or directory")),

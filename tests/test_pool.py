@@ -843,3 +843,10 @@ def test_empty_batches_match_torch():
                          (avg_pool2d(x.detach().numpy(), 3, 2, 1, True, False, 2),
                           F.avg_pool2d(x, 3, 2, 1, True, False, 2))):
         assert ours.shape == tuple(theirs.shape)
+
+
+def test_pooling_layers_infer_their_output_shape_with_dilation():
+    # Shape inference (Sequential with a known input shape) follows the
+    # dilated output size rule: 9 - 2*(3 - 1) = 5.
+    assert cyconv.MaxPooling(3, stride=1, dilation=2).build((2, 9, 9)) == (2, 5, 5)
+    assert cyconv.AveragePooling(3, stride=1, divisor_override=2).build((2, 9, 9)) == (2, 7, 7)

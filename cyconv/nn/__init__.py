@@ -13,10 +13,11 @@ Examples
 
 from . import losses, optimizers
 from .activations import ReLU, Sigmoid, Softmax, Tanh
-from .containers import Sequential
+from .containers import Container, Residual, Sequential
 from .conv import Convolution
 from .dense import Dense
-from .layer import Layer, Parameter
+from .layer import Buffer, Layer, Parameter
+from .models import lenet
 from .optimizers import SGD, Adam
 from .pooling import AveragePooling, MaxPooling
 from .reshape import Flatten, Reshape
@@ -24,6 +25,8 @@ from .reshape import Flatten, Reshape
 __all__ = [
     "Adam",
     "AveragePooling",
+    "Buffer",
+    "Container",
     "Convolution",
     "Dense",
     "Flatten",
@@ -32,11 +35,13 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Reshape",
+    "Residual",
     "SGD",
     "Sequential",
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "lenet",
     "losses",
     "optimizers",
 ]

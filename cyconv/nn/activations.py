@@ -7,19 +7,19 @@ float64) and take any shape.
 
 import numpy as np
 
+from .._relu import relu_gradient
 from .layer import (
-    Layer,
+    ShapePreserving,
     as_float_input,
     as_layer_input,
     check_gradient_shape,
     check_unused_learning_rate,
 )
-from .._relu import relu_gradient
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 
 
-class _Activation(Layer):
+class _Activation(ShapePreserving):
     """An element-wise function whose derivative follows from its input and
     output, so that backward needs only what forward cached."""
 

@@ -1,18 +1,222 @@
-"""Sequential: a stack of layers trained with a loss and an optimizer, saved
-to and loaded from a versioned ``.npz`` file.
+"""Containers: :class:`Sequential` (a stack of layers with a training
+loop, saved to and loaded from a versioned ``.npz`` file) and
+:class:`Residual` (``input + body(input)``).  Both are layers, so they nest.
 
 The training loop lives in :mod:`cyconv.nn.training`, the file format in
 :mod:`cyconv.nn.serialization`; this module is the network itself."""
 
+import itertools
+import math
+
 import numpy as np
 
-from .._validation import as_array, float_dtype
-from . import serialization, training
+from .._validation import as_array, as_shape, float_dtype
+from . import training
+from .layer import Layer, as_float_input
 
-__all__ = ["Sequential"]
+__all__ = ["Container", "Sequential", "Residual"]
+
+# Containers nested deeper than this are refused: every walk over a model
+# is a loop, but a file or a program that nests thousands of levels is a
+# mistake or an attack, and its error should say so.
+MAX_NESTING = 64
+# More layers than this in one container is no network anyone trains.
+MAX_LAYERS = 100_000
 
 
-class Sequential:
+def _checked_layers(layers, owner):
+    try:
+        layers = list(itertools.islice(iter(layers), MAX_LAYERS + 1))
+    except TypeError:
+        raise TypeError(f"{owner} takes a list of layers, got {layers!r}") from None
+    if not layers:
+        raise ValueError(f"{owner} needs at least one layer")
+    if len(layers) > MAX_LAYERS:
+        raise ValueError(f"{owner} takes at most {MAX_LAYERS} layers")
+    for index, layer in enumerate(layers):
+        if not (callable(getattr(layer, "forward", None))
+                and callable(getattr(layer, "backward", None))):
+            raise TypeError(f"layer {index} ({layer!r}) has no forward and backward methods")
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer {index} ({type(layer).__name__}) is not a cyconv.Layer: "
+                            f"subclass cyconv.Layer")
+    seen = {}
+    for index, layer in enumerate(layers):
+        for member in _walk(layer):
+            if id(member) in seen:
+                raise ValueError(
+                    f"layer {index} of {owner} holds {type(member).__name__} object that is "
+                    f"already in the model (layer {seen[id(member)]}): a layer keeps one "
+                    f"forward cache, so it can appear only once")
+            seen[id(member)] = index
+    return layers
+
+
+def _walk(layer):
+    """The layer and every layer inside it, without recursion."""
+    pending = [layer]
+    while pending:
+        current = pending.pop()
+        yield current
+        pending.extend(current.children())
+
+
+def _unguarded(method):
+    # A container keeps no forward cache of its own (its layers do, each
+    # under its own lock), so it needs no guard: concurrent predictions on
+    # one model still run in parallel through layers without weights.
+    method._cache_guarded = True
+    return method
+
+
+class Container(Layer):
+    """A layer made of layers, applied one after another.
+
+    Parameters and buffers are those of its layers, in order; ``train`` and
+    ``eval`` reach them all; ``needs_input_gradient`` is its first layer's.
+    Subclasses (:class:`Sequential`, :class:`Residual`) are saved with their
+    layers' configurations nested in theirs.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    input_shape : tuple of ints, optional
+        The shape of one input sample; by default the first layer's
+        ``input_shape`` when it has one.  When known, the container builds
+        its layers at once (see :meth:`build`).
+    """
+
+    def __init__(self, layers, input_shape=None):
+        self.layers = _checked_layers(layers, type(self).__name__)
+        self._nesting = 1 + max(getattr(layer, "_nesting", 0) for layer in self.layers)
+        if self._nesting > MAX_NESTING:
+            raise ValueError(f"containers nest {self._nesting} deep; at most {MAX_NESTING} "
+                             f"levels are allowed")
+        super().__init__()
+        if input_shape is None:
+            input_shape = getattr(self.layers[0], "input_shape", None)
+        self.input_shape = None if input_shape is None else as_shape(input_shape, "input_shape")
+        self.output_shapes = [None] * len(self.layers)
+        self.build(self.input_shape)
+
+    def __repr__(self):
+        inner = ",\n".join(f"    {layer!r}" for layer in self.layers)
+        return f"{type(self).__name__}([\n{inner},\n])"
+
+    # -- the protocol -------------------------------------------------------
+
+    def children(self):
+        return list(self.layers)
+
+    def parameters(self):
+        """Every layer's trainable parameters, in order."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def buffers(self):
+        """Every layer's buffers, in order."""
+        return [b for layer in self.layers for b in layer.buffers()]
+
+    @property
+    def needs_input_gradient(self):
+        return self.layers[0].needs_input_gradient
+
+    @needs_input_gradient.setter
+    def needs_input_gradient(self, value):
+        self.layers[0].needs_input_gradient = value
+        for layer in self.layers[1:]:
+            layer.needs_input_gradient = True
+
+    @property
+    def built(self):
+        return all(layer.built for layer in self.layers)
+
+    def build(self, input_shape):
+        """Build every layer in turn from the shape of one input sample
+        (None if unknown) and return the shape of one output sample.
+
+        Layers created without their input sizes get them here; a layer
+        that cannot take the shape its predecessor gives raises ValueError
+        naming both.
+        """
+        if input_shape is not None:
+            input_shape = tuple(input_shape)
+            if self.input_shape is not None and input_shape != self.input_shape:
+                raise ValueError(f"{type(self).__name__} expects samples of shape "
+                                 f"{self.input_shape}, got {input_shape}")
+            self.input_shape = input_shape
+        shape = self.input_shape
+        for index, layer in enumerate(self.layers):
+            try:
+                shape = layer.build(shape)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"layer {index} ({type(layer).__name__}) of "
+                                f"{type(self).__name__}: {exc}") from None
+            shape = None if shape is None else tuple(shape)
+            self.output_shapes[index] = shape
+        self.output_shape = shape
+        return shape
+
+    def get_config(self):
+        """``{"layers": [{"type": name, "config": {...}}, ...]}``: each layer's
+        type name and configuration, nested for containers."""
+        return {"layers": [{"type": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    # -- the network ------------------------------------------------------
+
+    @property
+    def dtype(self):
+        """The dtype of the parameters (None when there are none)."""
+        parameters = self.parameters()
+        return parameters[0].value.dtype if parameters else None
+
+    def _input_array(self, x, name="x"):
+        """``x`` in the dtype the model computes in: its parameters', or
+        without parameters, the package's dtype policy."""
+        array = as_array(x, name)
+        policy = float_dtype(array, name)
+        return np.asarray(array, dtype=self.dtype or policy)
+
+    def _is_single_sample(self, x):
+        return self.input_shape is not None and x.ndim == len(self.input_shape)
+
+    def _require_built_layers(self):
+        for index, layer in enumerate(self.layers):
+            if not layer.built:
+                raise RuntimeError(
+                    f"layer {index} ({type(layer).__name__}) of {type(self).__name__} was "
+                    f"created without its input size and cannot be built: give the model "
+                    f"its input shape, Sequential(layers, input_shape=(C, H, W)), or the "
+                    f"layer its own")
+
+    @_unguarded
+    def forward(self, input):
+        """Run every layer's ``forward``; a single sample gets a single output."""
+        self._require_built_layers()
+        x = self._input_array(input, "input")
+        single = self._is_single_sample(x)
+        self._single = single
+        out = x[np.newaxis] if single else x
+        for layer in self.layers:
+            out = layer.forward(out)
+        return out[0] if single else out
+
+    @_unguarded
+    def backward(self, output_gradient, learning_rate=None):
+        """Run every layer's ``backward`` in reverse (see :meth:`Layer.backward`).
+
+        Returns the gradient with respect to the input, or None when
+        ``needs_input_gradient`` is False (a top-level model's first layer).
+        """
+        single = getattr(self, "_single", False)
+        grad = as_float_input(output_gradient, "output_gradient")
+        grad = grad[np.newaxis] if single else grad
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad, learning_rate)
+        return grad[0] if single and grad is not None else grad
+
+
+class Sequential(Container):
     """Layers applied one after another, with a training loop.
 
     Parameters
@@ -21,6 +225,12 @@ class Sequential:
         The first layer's ``needs_input_gradient`` is set to False: no one
         needs the gradient with respect to the model's input, and skipping
         it saves a convolution's most expensive backward product.
+    input_shape : tuple of ints, optional
+        The shape of one input sample, e.g. ``(C, H, W)``; by default the
+        first layer's ``input_shape``.  When it is known, layers created
+        without their input sizes (``Convolution(kernel_size=3, depth=8)``,
+        ``Dense(output_size=10)``) get them from their predecessors, and
+        layers whose sizes do not fit are refused at once.
 
     Examples
     --------
@@ -43,65 +253,40 @@ class Sequential:
     1.0
     >>> model.predict(x[:3]).shape
     (3, 2)
+
+    The same network with its sizes inferred:
+
+    >>> model = Sequential([Convolution(kernel_size=3, depth=4, padding=1), ReLU(),
+    ...                     Flatten(), Dense(output_size=2)], input_shape=(1, 4, 4))
+    >>> print(model.summary())
+    Layer          Output shape  Parameters
+    ---------------------------------------
+    0 Convolution  (4, 4, 4)             40
+    1 ReLU         (4, 4, 4)              0
+    2 Flatten      (64,)                  0
+    3 Dense        (2,)                 130
+    ---------------------------------------
+    Total                               170
     """
 
-    def __init__(self, layers):
-        layers = list(layers)
-        if not layers:
-            raise ValueError("Sequential needs at least one layer")
-        for index, layer in enumerate(layers):
-            if not (callable(getattr(layer, "forward", None))
-                    and callable(getattr(layer, "backward", None))):
-                raise TypeError(f"layer {index} ({layer!r}) has no forward and backward methods")
-        self.layers = layers
-        layers[0].needs_input_gradient = False
+    def __init__(self, layers, input_shape=None):
+        super().__init__(layers, input_shape)
+        self.needs_input_gradient = False
+        self.train()  # a new model trains, as in PyTorch
 
-    def __repr__(self):
-        inner = ",\n".join(f"    {layer!r}" for layer in self.layers)
-        return f"Sequential([\n{inner},\n])"
+    def get_config(self):
+        return dict(super().get_config(), input_shape=(
+            None if self.input_shape is None else list(self.input_shape)))
 
-    # -- the network ------------------------------------------------------
+    def summary(self):
+        """Return a table of the layers (nested ones indented): each one's
+        output shape, its trainable parameter count, and the total; a
+        column of buffer values appears when the model has buffers.
 
-    def parameters(self):
-        """Every layer's trainable parameters, in order."""
-        return [p for layer in self.layers
-                for p in (layer.parameters() if hasattr(layer, "parameters") else [])]
-
-    @property
-    def dtype(self):
-        """The dtype of the parameters (None when there are none)."""
-        parameters = self.parameters()
-        return parameters[0].value.dtype if parameters else None
-
-    def _input_array(self, x, name="x"):
-        """``x`` in the dtype the model computes in: its parameters', or
-        without parameters, the package's dtype policy."""
-        array = as_array(x, name)
-        policy = float_dtype(array, name)
-        return np.asarray(array, dtype=self.dtype or policy)
-
-    def _is_single_sample(self, x):
-        sample_shape = getattr(self.layers[0], "input_shape", None)
-        return sample_shape is not None and x.ndim == len(sample_shape)
-
-    def forward(self, input):
-        """Run every layer's ``forward``; a single sample gets a single output."""
-        x = self._input_array(input, "input")
-        single = self._is_single_sample(x)
-        out = x[np.newaxis] if single else x
-        for layer in self.layers:
-            out = layer.forward(out)
-        return out[0] if single else out
-
-    def backward(self, output_gradient, learning_rate=None):
-        """Run every layer's ``backward`` in reverse (see :meth:`Layer.backward`).
-
-        Returns None: the first layer does not compute its input gradient.
+        Output shapes are known once the model's input shape is (``?``
+        otherwise).
         """
-        grad = output_gradient
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad, learning_rate)
-        return grad
+        return _summary(self)
 
     # -- training and inference --------------------------------------------
 
@@ -190,8 +375,9 @@ class Sequential:
         """Write the architecture and weights to ``path`` (an ``.npz`` file).
 
         The file is written beside its destination and renamed over it, so
-        an interrupted save never leaves a half-written model behind.  Only
-        cyconv's built-in layers can be saved.
+        an interrupted save never leaves a half-written model behind.  A
+        layer of your own is saved by its class name and ``get_config()``
+        (see :meth:`load`); its parameters and buffers are saved with it.
 
         Examples
         --------
@@ -205,11 +391,21 @@ class Sequential:
         >>> np.array_equal(again.layers[0].weights, model.layers[0].weights)
         True
         """
-        serialization.save(self, path)
+        from .serialization import save
+
+        save(self, path)
 
     @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save`.
+    def load(cls, path, custom_layers=None):
+        """Read a model written by :meth:`save`, in training mode.
+
+        Parameters
+        ----------
+        path : str or path-like
+        custom_layers : dict, optional
+            ``{"Name": cls}`` for each of your own layer classes the model
+            holds, rebuilt as ``cls(**config)``.  A file names its layers'
+            types; only cyconv's layers and these are ever built.
 
         Raises
         ------
@@ -217,7 +413,109 @@ class Sequential:
             If ``path`` does not exist.
         ValueError
             If the file is corrupt or truncated, not a cyconv model, of
-            another format version, or its weights do not fit its
-            architecture.
+            another format version, names a layer type that is neither
+            cyconv's nor in ``custom_layers``, or its arrays do not fit its
+            architecture (missing, extra, or of the wrong shape or dtype).
         """
-        return serialization.load(cls, path)
+        from .serialization import load
+
+        return load(cls, path, custom_layers)
+
+
+class Residual(Container):
+    """A residual block: ``input + body(input)``, the body being ``layers``
+    applied in turn (its output must have its input's shape).
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The body, available as the ``layers`` attribute.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import Convolution, ReLU, Residual, Sequential
+    >>> block = Residual([Convolution(kernel_size=3, depth=2, padding=1, rng=0), ReLU()])
+    >>> model = Sequential([block], input_shape=(2, 5, 5))
+    >>> x = np.ones((1, 2, 5, 5), dtype=np.float32)
+    >>> bool(np.all(model.predict(x) >= x))   # x + ReLU(...) >= x
+    True
+    >>> Sequential([Residual([Convolution(kernel_size=3, depth=2)])], input_shape=(2, 5, 5))
+    Traceback (most recent call last):
+    ...
+    ValueError: layer 0 (Residual) of Sequential: Residual's body maps samples of shape (2, 5, 5) to (2, 3, 3); a residual block needs the same shape out as in
+    """
+
+    def build(self, input_shape):
+        output_shape = super().build(input_shape)
+        if self.input_shape is not None and output_shape is not None \
+                and output_shape != self.input_shape:
+            raise ValueError(f"Residual's body maps samples of shape {self.input_shape} to "
+                             f"{output_shape}; a residual block needs the same shape out as in")
+        self.output_shape = self.input_shape
+        return self.input_shape
+
+    @_unguarded
+    def forward(self, input):
+        self._require_built_layers()
+        x = self._input_array(input, "input")
+        body = super().forward(x)
+        if body.shape != x.shape:
+            raise ValueError(f"Residual's body maps an input of shape {x.shape} to {body.shape};"
+                             f" a residual block needs the same shape out as in")
+        return body + x.astype(body.dtype, copy=False)
+
+    @_unguarded
+    def backward(self, output_gradient, learning_rate=None):
+        grad = as_float_input(output_gradient, "output_gradient")
+        body = super().backward(grad, learning_rate)
+        if body is None:
+            return None
+        return body + grad.astype(body.dtype, copy=False)
+
+
+def _count(arrays):
+    return sum(math.prod(a.value.shape) for a in arrays)
+
+
+def _summary_rows(model):
+    """(indented name, output shape, parameter count, buffer count) for each
+    layer, each container followed by its own layers; a loop, not recursion."""
+    rows = []
+    stack = [(iter(enumerate(model.layers)), model, "", 0)]
+    while stack:
+        layers, container, prefix, depth = stack[-1]
+        item = next(layers, None)
+        if item is None:
+            stack.pop()
+            continue
+        index, layer = item
+        shape = container.output_shapes[index]
+        rows.append(("  " * depth + f"{prefix}{index} {type(layer).__name__}",
+                     "?" if shape is None else str(shape),
+                     _count(layer.parameters()), _count(layer.buffers())))
+        if isinstance(layer, Container):
+            stack.append((iter(enumerate(layer.layers)), layer, f"{prefix}{index}.", depth + 1))
+    return rows
+
+
+def _summary(model):
+    rows = _summary_rows(model)
+    buffers = _count(model.buffers())
+    header = ("Layer", "Output shape", "Parameters") + (("Buffers",) if buffers else ())
+    total = ("Total", "", _count(model.parameters())) + ((buffers,) if buffers else ())
+    table = [header] + [row[:len(header)] for row in rows] + [total]
+    cells = [[f"{value:,}" if isinstance(value, int) else value for value in row]
+             for row in table]
+    # Two spaces between columns: names and shapes to the left, counts right.
+    widths = [max(len(row[column]) for row in cells) + (2 if column else 0)
+              for column in range(len(header))]
+
+    def line(row):
+        return "".join(cell.ljust(width) if column == 0 else
+                       ("  " + cell).ljust(width) if column == 1 else cell.rjust(width)
+                       for column, (cell, width) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "-" * sum(widths)
+    return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:-1]]
+                     + [rule, line(cells[-1])])

@@ -9,15 +9,15 @@ import numpy as np
 
 from .. import functional
 from .._conv import _padding_amounts, conv_geometry
-from .._validation import as_int, as_pair, check_choice, check_fits
+from .._validation import as_flag, as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
 from .layer import (
     Parameter,
     WeightAndBias,
     as_layer_input,
-    as_shape,
-    check_dtype,
     check_gradient_shape,
     he_normal,
+    initial_array,
+    random_source,
 )
 
 __all__ = ["Convolution"]
@@ -31,12 +31,14 @@ class Convolution(WeightAndBias):
 
     Parameters
     ----------
-    input_shape : tuple of 3 ints
-        ``(C, H, W)`` of one sample.
+    input_shape : tuple of 3 ints, optional
+        ``(C, H, W)`` of one sample.  Left out (``Convolution(kernel_size=3,
+        depth=8)``), it is inferred when a container with a known input
+        shape builds the layer; until then the layer has no parameters.
     kernel_size : int or pair of ints
-        Height and width of the filters.
+        Height and width of the filters (required).
     depth : int
-        Number of filters, the output's channels.
+        Number of filters, the output's channels (required).
     padding : int, pair of ints, "valid" or "same", default 0
         Border added on each side of the rows and columns.
     stride, dilation : int or pair of ints, default 1
@@ -82,12 +84,22 @@ class Convolution(WeightAndBias):
 
     >>> layer.forward(np.zeros((8, 1, 28, 28))).shape
     (8, 5, 26, 26)
+
+    Without ``input_shape``, the layer takes its sizes from the model:
+
+    >>> from cyconv import Sequential
+    >>> model = Sequential([Convolution(kernel_size=3, depth=4, rng=0)], input_shape=(2, 8, 8))
+    >>> model.layers[0].weight.value.shape
+    (4, 2, 3, 3)
     """
 
-    def __init__(self, input_shape, kernel_size, depth, padding=0, stride=1, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", *, dtype=np.float32, rng=None):
+    def __init__(self, input_shape=None, kernel_size=None, depth=None, padding=0, stride=1,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", *, dtype=np.float32,
+                 rng=None):
         super().__init__()
-        self.input_shape = as_shape(input_shape, "input_shape", 3)
+        if kernel_size is None or depth is None:
+            raise TypeError("Convolution needs kernel_size and depth "
+                            "(Convolution(input_shape, kernel_size, depth, ...))")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.depth = as_int(depth, "depth", 1)
         self.groups = as_int(groups, "groups", 1)
@@ -95,39 +107,64 @@ class Convolution(WeightAndBias):
         self.dilation = as_pair(dilation, "dilation", 1)
         self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding", 0)
         self.padding_mode = check_choice(padding_mode, "padding_mode", tuple(_PADDING_MODES))
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
         self.dtype = check_dtype(dtype)
-        channels = self.input_shape[0]
-        self.kernels_shape = (self.depth, max(1, channels // self.groups)) + self.kernel_size
+        random_source(rng)  # refuses a bad rng now rather than when built
+        self._rng = rng
+        self._has_bias = as_flag(bias, "bias")
+        self.input_shape = self.output_shape = self.kernels_shape = None
+        self.weight = self.bias = None
+        self.built = False
+        if input_shape is not None:
+            self.build(as_shape(input_shape, "input_shape", 3))
+
+    def build(self, input_shape):
+        if input_shape is None:
+            return self.output_shape
+        input_shape = tuple(input_shape)
+        if self.built:
+            if input_shape != self.input_shape:
+                raise ValueError(f"Convolution expects samples of shape {self.input_shape}, "
+                                 f"got {input_shape}")
+            return self.output_shape
+        if len(input_shape) != 3:
+            raise ValueError(f"Convolution expects samples of shape (C, H, W), got {input_shape}")
+        channels = input_shape[0]
+        kernels_shape = (self.depth, max(1, channels // self.groups)) + self.kernel_size
         # Checks groups, padding and that the kernel fits, with conv2d's messages.
-        geometry = conv_geometry(self.input_shape, self.kernels_shape, self.stride,
+        geometry = conv_geometry(input_shape, kernels_shape, self.stride,
                                  self.padding, self.dilation, self.groups)
-        self.output_shape = geometry.output_shape
-        self._border = None
+        border = None
         if _PADDING_MODES[self.padding_mode] is not None:
             top, bottom, left, right = _padding_amounts(
                 self.padding, self.kernel_size, self.stride, self.dilation)
-            if max(top, bottom) >= self.input_shape[1] or max(left, right) >= self.input_shape[2]:
+            if max(top, bottom) >= input_shape[1] or max(left, right) >= input_shape[2]:
                 raise ValueError(
                     f"padding_mode={self.padding_mode!r} needs padding smaller than the "
-                    f"input ({self.input_shape[1]}, {self.input_shape[2]})")
-            self._border = (top, bottom, left, right)
-        fan_in = self.kernels_shape[1] * self.kernel_size[0] * self.kernel_size[1]
-        check_fits(self.kernels_shape, "Convolution's kernels")
-        self.weight = Parameter("weight", he_normal(rng, self.kernels_shape, fan_in, self.dtype))
-        self.bias = Parameter("bias", np.zeros(self.depth, dtype=self.dtype)) if bias else None
+                    f"input ({input_shape[1]}, {input_shape[2]})")
+            border = (top, bottom, left, right)
+        fan_in = kernels_shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        check_fits(kernels_shape, "Convolution's kernels")
+        self.input_shape, self.kernels_shape = input_shape, kernels_shape
+        self.output_shape = geometry.output_shape
+        self._border = border
+        self.weight = Parameter("weight", he_normal(self._rng, kernels_shape, fan_in, self.dtype))
+        self.bias = (Parameter("bias", initial_array(self.depth, self.dtype))
+                     if self._has_bias else None)
+        self._rng = None  # drawn from: not kept alive, never drawn from twice
+        self.built = True
+        return self.output_shape
 
     @property
     def kernels(self):
         return self.weight.value
 
     def get_config(self):
-        return dict(input_shape=list(self.input_shape), kernel_size=list(self.kernel_size),
+        return dict(input_shape=None if self.input_shape is None else list(self.input_shape),
+                    kernel_size=list(self.kernel_size),
                     depth=self.depth,
                     padding=self.padding if isinstance(self.padding, str) else list(self.padding),
                     stride=list(self.stride), dilation=list(self.dilation), groups=self.groups,
-                    bias=self.bias is not None, padding_mode=self.padding_mode,
+                    bias=self._has_bias, padding_mode=self.padding_mode,
                     dtype=self.dtype.name)
 
     def _conv_arguments(self):
@@ -136,6 +173,7 @@ class Convolution(WeightAndBias):
                     groups=self.groups)
 
     def forward(self, input):
+        self._require_built()
         x = as_layer_input(input, self.dtype)
         if x.shape[-3:] != self.input_shape or x.ndim not in (3, 4):
             raise ValueError(
@@ -162,5 +200,5 @@ class Convolution(WeightAndBias):
         self.weight.grad = grad_weight
         if self.bias is not None:
             self.bias.grad = grad_bias
-        self._descend(learning_rate)
+        self.apply_learning_rate(learning_rate)
         return grad_input

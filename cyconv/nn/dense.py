@@ -3,14 +3,15 @@
 import numpy as np
 
 from .._matmul import matmul
-from .._validation import as_int, check_fits
+from .._validation import as_flag, as_int, check_dtype, check_fits
 from .layer import (
     Parameter,
     WeightAndBias,
     as_layer_input,
-    check_dtype,
     check_gradient_shape,
     he_normal,
+    initial_array,
+    random_source,
 )
 
 __all__ = ["Dense"]
@@ -21,7 +22,10 @@ class Dense(WeightAndBias):
 
     Parameters
     ----------
-    input_size, output_size : int
+    input_size : int, optional
+        Left out (``Dense(output_size=10)``), it is inferred when a
+        container with a known input shape builds the layer.
+    output_size : int
     bias : bool, default True
     dtype : float32 or float64, default float32
     rng : None, int or numpy Generator, optional
@@ -53,21 +57,55 @@ class Dense(WeightAndBias):
            [1., 2., 3.]])
     >>> layer.forward(np.ones((3, 1))).shape   # a column vector, as in the tutorial
     (2, 1)
+    >>> from cyconv import Sequential, Flatten
+    >>> model = Sequential([Flatten(), Dense(output_size=4, rng=0)], input_shape=(2, 3, 3))
+    >>> model.layers[1].weight.value.shape
+    (4, 18)
     """
 
-    def __init__(self, input_size, output_size, bias=True, *, dtype=np.float32, rng=None):
+    def __init__(self, input_size=None, output_size=None, bias=True, *, dtype=np.float32,
+                 rng=None):
         super().__init__()
-        self.input_size = as_int(input_size, "input_size", 1)
+        if output_size is None:
+            raise TypeError("Dense needs output_size (Dense(input_size, output_size, ...))")
         self.output_size = as_int(output_size, "output_size", 1)
-        self.input_shape = (self.input_size,)
-        self.output_shape = (self.output_size,)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self._has_bias = as_flag(bias, "bias")
         self.dtype = check_dtype(dtype)
-        check_fits((self.output_size, self.input_size), "Dense's weights")
+        random_source(rng)  # refuses a bad rng now rather than when built
+        self._rng = rng
+        self.input_size = self.input_shape = self.output_shape = None
+        self.weight = self.bias = None
+        self.built = False
+        if input_size is not None:
+            self._allocate(as_int(input_size, "input_size", 1))
+
+    def _allocate(self, input_size):
+        check_fits((self.output_size, input_size), "Dense's weights")
+        self.input_size = input_size
+        self.input_shape = (input_size,)
+        self.output_shape = (self.output_size,)
         self.weight = Parameter("weight", he_normal(
-            rng, (self.output_size, self.input_size), self.input_size, self.dtype))
-        self.bias = Parameter("bias", np.zeros(self.output_size, dtype=self.dtype)) if bias else None
+            self._rng, (self.output_size, input_size), input_size, self.dtype))
+        self.bias = (Parameter("bias", initial_array(self.output_size, self.dtype))
+                     if self._has_bias else None)
+        self._rng = None  # drawn from: not kept alive, never drawn from twice
+        self.built = True
+
+    def build(self, input_shape):
+        """Samples of ``(input_size,)``, or the tutorial's columns ``(input_size, 1)``."""
+        if input_shape is None:
+            return self.output_shape
+        input_shape = tuple(input_shape)
+        column = len(input_shape) == 2 and input_shape[1] == 1
+        if len(input_shape) != 1 and not column:
+            raise ValueError(f"Dense expects samples of shape (input_size,) or "
+                             f"(input_size, 1), got {input_shape}; put a Flatten before it")
+        if not self.built:
+            self._allocate(input_shape[0])
+        elif input_shape[0] != self.input_size:
+            raise ValueError(f"Dense expects samples of shape ({self.input_size},), "
+                             f"got {input_shape}")
+        return (self.output_size, 1) if column else self.output_shape
 
     @property
     def weights(self):
@@ -75,9 +113,10 @@ class Dense(WeightAndBias):
 
     def get_config(self):
         return dict(input_size=self.input_size, output_size=self.output_size,
-                    bias=self.bias is not None, dtype=self.dtype.name)
+                    bias=self._has_bias, dtype=self.dtype.name)
 
     def forward(self, input):
+        self._require_built()
         x = as_layer_input(input, self.dtype)
         n = self.input_size
         if x.ndim == 2 and x.shape[1] == n:
@@ -115,5 +154,5 @@ class Dense(WeightAndBias):
         self.weight.grad = matmul(g2.T, self._input2)
         if self.bias is not None:
             self.bias.grad = g2.sum(axis=0)
-        self._descend(learning_rate)
+        self.apply_learning_rate(learning_rate)
         return grad_input

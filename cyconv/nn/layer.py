@@ -1,15 +1,61 @@
 """What every layer shares: the :class:`Layer` protocol, :class:`Parameter`,
-and the argument checks the layer classes have in common."""
+:class:`Buffer`, and the argument checks the layer classes have in common.
 
+The protocol, for whoever adds the next layer
+---------------------------------------------
+A layer subclasses :class:`Layer` and implements ``forward`` and
+``backward`` (see :class:`Layer`).  Beyond those two:
+
+``parameters()`` / ``buffers()``
+    Its trainable :class:`Parameter` objects and its other saved state
+    (:class:`Buffer`, e.g. a normalisation's running statistics), each a
+    list in a fixed order, each name unique within the layer.  A model
+    file stores both under these names, and loading *replaces* each
+    ``.value`` with the file's array, so a layer must read its arrays
+    through its Parameter/Buffer objects, never through a copy kept aside.
+    Allocate initial values with :func:`initial_array` / :func:`he_normal`:
+    while a model is loaded they return read-only placeholders that take no
+    memory, so a file is checked before anything big is allocated.
+
+``training``, ``train(mode)``, ``eval()``
+    The mode; layers that behave differently in training (dropout, batch
+    statistics) read ``self.training`` in ``forward``.  ``train`` reaches
+    :meth:`Layer.children` too, so containers need nothing more.
+
+``get_config()``
+    JSON values that rebuild the layer as ``cls(**config)``: what makes it
+    savable, a user's own layers included (loaded with
+    ``Sequential.load(path, custom_layers={"Name": cls})``).
+
+``build(input_shape)`` (shape inference)
+    Called by a container, in order, with the shape of one input sample
+    (no batch axis), or None when it is unknown; returns the shape of one
+    output sample, or None when it cannot tell.  A layer whose sizes may be
+    left out (``Convolution(kernel_size=3, depth=8)``, ``Dense(output_size=10)``,
+    ``BatchNormalization()``) sets ``self.built = False`` in ``__init__``,
+    keeps what it needs to initialise later (its ``rng``), and in
+    ``build`` infers the sizes, allocates its parameters and sets
+    ``self.built = True``; ``forward`` starts with ``self._require_built()``.
+    Given None it stays unbuilt and returns None.  Called again, ``build``
+    checks the shape against the one it was built for (ValueError if they
+    differ).  Layers that keep the shape return ``input_shape``
+    (:class:`ShapePreserving`); the default returns None (unknown), so the
+    layers after a user's layer without ``build`` cannot infer their sizes.
+"""
+
+import contextlib
 import functools
 import numbers
 import threading
 
 import numpy as np
 
-from .._validation import MAX_AXES, as_array, few_items, float_dtype
+from .._validation import as_array, as_flag, check_learning_rate, float_dtype
+# The argument checks layers share live in _validation; these two are
+# also reachable from here, beside the layer helpers.
+from .._validation import as_shape, check_dtype  # noqa: F401
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+__all__ = ["Layer", "Parameter", "Buffer", "ShapePreserving", "initial_array", "he_normal"]
 
 
 class Parameter:
@@ -50,6 +96,35 @@ class Parameter:
         return f"Parameter({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype})"
 
 
+class Buffer:
+    """State of a layer that is saved with it but not trained: no gradient,
+    no optimizer step (BatchNormalization's running statistics).
+
+    Parameters
+    ----------
+    name : str
+        What the array is within its layer (``"running_mean"``).
+    value : ndarray
+        The array itself; the layer updates it in place.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.nn import Buffer
+    >>> Buffer("running_var", np.ones(4))
+    Buffer('running_var', shape=(4,), dtype=float64)
+    """
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name, value):
+        self.name = name
+        self.value = value
+
+    def __repr__(self):
+        return f"Buffer({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype})"
+
+
 class Layer:
     """Base class of every layer: ``forward``, ``backward`` and ``parameters``.
 
@@ -65,6 +140,12 @@ class Layer:
 
     Attributes
     ----------
+    training : bool
+        True in training mode (the mode a layer starts in), False in
+        evaluation mode; see :meth:`train` and :meth:`eval`.
+    built : bool
+        False while a layer created without its input size (shape
+        inference) waits for :meth:`build`.
     needs_input_gradient : bool
         When False, ``backward`` skips the input gradient and returns None.
         :class:`cyconv.Sequential` sets it on its first layer, whose input
@@ -74,6 +155,9 @@ class Layer:
 
     Notes
     -----
+    The module :mod:`cyconv.nn.layer` describes the whole protocol
+    (buffers, modes, configuration, shape inference) for new layers.
+
     Threads.  A layer keeps what its last ``forward`` saw for ``backward``,
     so it has one such cache, not one per thread.  Calls on one layer are
     therefore taken one at a time (a lock per layer, which subclasses get
@@ -86,29 +170,43 @@ class Layer:
 
     Examples
     --------
-    A layer of your own needs only ``forward`` and ``backward``:
+    A layer of your own needs only ``forward`` and ``backward``; with
+    ``get_config`` it is saved with the model too:
 
     >>> import numpy as np
     >>> from cyconv import Layer
-    >>> class Double(Layer):
+    >>> class Scale(Layer):
+    ...     def __init__(self, factor=2.0):
+    ...         super().__init__()
+    ...         self.factor = factor
     ...     def forward(self, input):
     ...         self.input = np.asarray(input, dtype=float)
-    ...         return 2 * self.input
+    ...         return self.factor * self.input
     ...     def backward(self, output_gradient, learning_rate=None):
-    ...         return 2 * np.asarray(output_gradient)
-    >>> Double().forward([1.0, 2.0])
+    ...         return self.factor * np.asarray(output_gradient)
+    ...     def get_config(self):
+    ...         return {"factor": self.factor}
+    >>> Scale().forward([1.0, 2.0])
     array([2., 4.])
+    >>> Scale(3.0).eval().training
+    False
     """
+
+    # Class-level defaults, for subclasses whose __init__ forgets super's.
+    training = True
+    built = True
 
     def __init__(self):
         self.input = None
         self.output = None
         self.needs_input_gradient = True
+        self.training = True
 
     def __getstate__(self):
         # Copies and pickles get a lock of their own, and no owner thread.
         state = self.__dict__.copy()
-        for name in ("_cache_lock", "_cache_thread", "_cache_depth"):
+        for name in ("_cache_lock", "_cache_thread", "_cache_depth", "_modes_lock",
+                     "_modes_frames"):
             state.pop(name, None)
         return state
 
@@ -133,7 +231,8 @@ class Layer:
         output_gradient : array_like
             Gradient of the loss with respect to the last output; same shape.
         learning_rate : float, optional
-            If given, also update the parameters by plain gradient descent.
+            If given, also update the parameters by plain gradient descent
+            (:meth:`apply_learning_rate`).
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
@@ -141,9 +240,69 @@ class Layer:
         """Return the layer's trainable :class:`Parameter` objects (a list)."""
         return []
 
+    def buffers(self):
+        """Return the layer's saved, untrained state: :class:`Buffer` objects (a list)."""
+        return []
+
+    def children(self):
+        """Return the layers this one contains (containers); [] for others."""
+        return []
+
+    def train(self, mode=True):
+        """Put the layer (and its children) in training mode, or evaluation
+        mode with ``mode=False``; return the layer."""
+        mode = as_flag(mode, "mode")
+        # A list, not recursion: a deep nest of containers must not
+        # exhaust Python's stack.
+        pending = [self]
+        while pending:
+            layer = pending.pop()
+            layer.training = mode
+            pending.extend(layer.children())
+        return self
+
+    def eval(self):
+        """Put the layer (and its children) in evaluation mode; return the layer."""
+        return self.train(False)
+
+    def build(self, input_shape):
+        """Finish the layer for samples of ``input_shape``; return the shape
+        of one output sample, or None when it cannot tell.
+
+        ``input_shape`` has no batch axis and is None when unknown.  See the
+        module's notes on shape inference; this default knows nothing.
+        """
+        return None
+
     def get_config(self):
         """Return the constructor arguments as a JSON-serialisable dict."""
         return {}
+
+    def apply_learning_rate(self, learning_rate):
+        """Take the tutorial's plain SGD step, ``value -= learning_rate * grad``,
+        on every parameter that has a gradient; do nothing for None.
+
+        ``backward(output_gradient, learning_rate)`` ends with this call, so
+        a layer of your own honours a learning rate as cyconv's do.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cyconv import Dense
+        >>> layer = Dense(2, 1, dtype=np.float64, rng=0)
+        >>> layer.weight.value[...] = 1.0
+        >>> layer.weight.grad = np.array([[0.5, -0.5]])
+        >>> layer.bias.grad = np.array([1.0])
+        >>> layer.apply_learning_rate(0.1)
+        >>> layer.weight.value, layer.bias.value
+        (array([[0.95, 1.05]]), array([-0.1]))
+        """
+        if learning_rate is None:
+            return
+        rate = check_learning_rate(learning_rate)
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                parameter.value -= rate * parameter.grad
 
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -155,13 +314,15 @@ class Layer:
         if self.input is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
 
-    def _descend(self, learning_rate):
-        """Plain SGD step, the tutorial's ``param -= learning_rate * grad``."""
-        if learning_rate is None:
-            return
-        rate = check_learning_rate(learning_rate)
-        for parameter in self.parameters():
-            parameter.value -= rate * parameter.grad
+    def _require_built(self):
+        if not self.built:
+            raise RuntimeError(
+                f"{type(self).__name__} was created without its input size and is not "
+                f"built yet: put it in a Sequential whose input shape is known "
+                f"(Sequential(layers, input_shape=...)) or call its build(input_shape)")
+
+    # The name the layers used before apply_learning_rate was public.
+    _descend = apply_learning_rate
 
 
 # The thread of the last forward that completed, per layer; this marks one
@@ -217,6 +378,14 @@ def _guarded_backward(method):
     return backward
 
 
+class ShapePreserving(Layer):
+    """A layer whose output sample has its input sample's shape
+    (activations, dropout, normalisation): ``build`` returns the shape."""
+
+    def build(self, input_shape):
+        return input_shape
+
+
 class WeightAndBias(Layer):
     """A layer whose parameters are ``weight`` and an optional ``bias``."""
 
@@ -225,17 +394,8 @@ class WeightAndBias(Layer):
         return None if self.bias is None else self.bias.value
 
     def parameters(self):
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
+        return [p for p in (self.weight, self.bias) if p is not None]
 
-
-
-def check_learning_rate(learning_rate):
-    if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, numbers.Real):
-        raise TypeError(f"learning_rate must be a real number, got {learning_rate!r}")
-    rate = float(learning_rate)
-    if not np.isfinite(rate) or rate < 0:
-        raise ValueError(f"learning_rate must be finite and >= 0, got {learning_rate!r}")
-    return rate
 
 
 def check_unused_learning_rate(learning_rate):
@@ -243,17 +403,6 @@ def check_unused_learning_rate(learning_rate):
     it is given must still be one: a typo should fail in every layer alike."""
     if learning_rate is not None:
         check_learning_rate(learning_rate)
-
-
-def check_dtype(dtype):
-    """Return ``dtype`` as a numpy dtype, float32 or float64 only."""
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if resolved not in _FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
-    return resolved
 
 
 def as_layer_input(value, dtype, name="input"):
@@ -278,25 +427,6 @@ def check_gradient_shape(gradient, expected, layer):
         )
 
 
-def as_shape(value, name, ndim=None):
-    """A tuple of positive ints, of length ``ndim`` when given."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        value = (value,)
-    # numpy's limit on the number of axes bounds what is drawn from an
-    # iterator.
-    items = few_items(value, name, "a tuple of ints", MAX_AXES)
-    for item in items:
-        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
-            raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
-        if item < 1:
-            raise ValueError(f"{name} must hold positive sizes, got {value!r}")
-    if ndim is not None and len(items) != ndim:
-        raise ValueError(f"{name} must have {ndim} entries, got {value!r}")
-    if not items:
-        raise ValueError(f"{name} must not be empty")
-    return tuple(int(item) for item in items)
-
-
 def random_source(rng):
     """What ``rng`` draws initial weights from.
 
@@ -312,10 +442,61 @@ def random_source(rng):
     raise TypeError(f"rng must be None, an int seed or a numpy Generator, got {rng!r}")
 
 
+# Set while a model file is being loaded (see placeholder_arrays).
+_LOADING = threading.local()
+
+
+@contextlib.contextmanager
+def placeholder_arrays():
+    """Within this block, layers get read-only placeholders that take no
+    memory instead of initial parameter and buffer values.
+
+    The model loader builds its layers in here: the file's arrays replace
+    the placeholders once their shapes have been checked against the
+    layers', so a file declaring a huge layer is refused before anything
+    of that size is allocated, and no random weights are drawn only to be
+    overwritten.
+    """
+    previous = getattr(_LOADING, "active", False)
+    _LOADING.active = True
+    try:
+        yield
+    finally:
+        _LOADING.active = previous
+
+
+def _placeholder(shape, dtype):
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+def initial_array(shape, dtype, fill=0.0):
+    """A new parameter or buffer value: ``shape`` filled with ``fill``.
+
+    Examples
+    --------
+    >>> from cyconv.nn.layer import initial_array
+    >>> initial_array((2,), "float32", 1.0)
+    array([1., 1.], dtype=float32)
+    """
+    if getattr(_LOADING, "active", False):
+        return _placeholder(shape, dtype)
+    return np.full(shape, fill, dtype=dtype)
+
+
 def he_normal(rng, shape, fan_in, dtype):
     """He initialisation, suited to ReLU: N(0, 2 / fan_in).
 
     Drawn in float64 and rounded, so float32 and float64 models built from
-    one seed start from the same weights.
+    one seed start from the same weights.  While a model is loaded, nothing
+    is drawn (see :func:`placeholder_arrays`).
+
+    Examples
+    --------
+    >>> from cyconv.nn.layer import he_normal
+    >>> he_normal(0, (2, 3), 3, "float64").shape
+    (2, 3)
     """
-    return (random_source(rng).standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+    source = random_source(rng)
+    if getattr(_LOADING, "active", False):
+        return _placeholder(shape, dtype)
+    return (source.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)

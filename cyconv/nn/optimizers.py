@@ -6,21 +6,11 @@ object, so one optimizer serves one model for the whole of its training.
 Updates are in place and keep each parameter's dtype.
 """
 
-import numbers
-
 import numpy as np
 
+from .._validation import as_real
+
 __all__ = ["Optimizer", "SGD", "Adam", "get_optimizer"]
-
-
-def _non_negative(value, name, upper=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (upper is not None and value >= upper):
-        bound = f"in [0, {upper})" if upper is not None else "finite and >= 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -35,8 +25,8 @@ class Optimizer:
     """
 
     def __init__(self, learning_rate, weight_decay=0.0):
-        self.learning_rate = _non_negative(learning_rate, "learning_rate")
-        self.weight_decay = _non_negative(weight_decay, "weight_decay")
+        self.learning_rate = as_real(learning_rate, "learning_rate")
+        self.weight_decay = as_real(weight_decay, "weight_decay")
         self.state = {}
 
     def step(self, parameters):
@@ -89,7 +79,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(learning_rate, weight_decay)
-        self.momentum = _non_negative(momentum, "momentum", upper=1)
+        self.momentum = as_real(momentum, "momentum", upper=1)
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
@@ -131,9 +121,9 @@ class Adam(Optimizer):
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
                  weight_decay=0.0):
         super().__init__(learning_rate, weight_decay)
-        self.beta1 = _non_negative(beta1, "beta1", upper=1)
-        self.beta2 = _non_negative(beta2, "beta2", upper=1)
-        self.epsilon = _non_negative(epsilon, "epsilon")
+        self.beta1 = as_real(beta1, "beta1", upper=1)
+        self.beta2 = as_real(beta2, "beta2", upper=1)
+        self.epsilon = as_real(epsilon, "epsilon")
 
     def _update(self, parameter, grad):
         state = self.state.get(parameter)

@@ -4,8 +4,8 @@
 import numpy as np
 
 from .. import functional
-from .._pool import check_divisor_override
-from .._validation import as_pair, check_at_most
+from .._pool import check_divisor_override, pool_geometry
+from .._validation import as_flag, as_pair, check_at_most
 from .layer import (
     Layer,
     as_float_input,
@@ -39,9 +39,18 @@ class _Pooling(Layer):
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
         self.padding = as_pair(padding, "padding", 0)
-        if not isinstance(ceil_mode, (bool, np.bool_)):
-            raise TypeError(f"ceil_mode must be True or False, got {ceil_mode!r}")
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = as_flag(ceil_mode, "ceil_mode")
+
+    def build(self, input_shape):
+        if input_shape is None:
+            return None
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"{type(self).__name__} expects samples of shape (C, H, W), "
+                             f"got {input_shape}")
+        geometry = pool_geometry(input_shape, self.kernel_size, self.stride, self.padding,
+                                 self.ceil_mode, getattr(self, "dilation", 1))
+        return (input_shape[0], geometry.out_height, geometry.out_width)
 
     def _pool_arguments(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
@@ -167,9 +176,7 @@ class AveragePooling(_Pooling):
     def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None):
         super().__init__(kernel_size, stride, padding, ceil_mode)
-        if not isinstance(count_include_pad, (bool, np.bool_)):
-            raise TypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = as_flag(count_include_pad, "count_include_pad")
         check_divisor_override(divisor_override)
         self.divisor_override = None if divisor_override is None else int(divisor_override)
 

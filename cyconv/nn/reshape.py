@@ -2,7 +2,8 @@
 
 import math
 
-from .layer import Layer, as_float_input, as_shape, check_gradient_shape, check_unused_learning_rate
+from .._validation import as_shape
+from .layer import Layer, as_float_input, check_gradient_shape, check_unused_learning_rate
 
 __all__ = ["Reshape", "Flatten"]
 
@@ -46,6 +47,12 @@ class Reshape(_Rearrangement):
     def get_config(self):
         return dict(input_shape=list(self.input_shape), output_shape=list(self.output_shape))
 
+    def build(self, input_shape):
+        if input_shape is not None and tuple(input_shape) != self.input_shape:
+            raise ValueError(f"Reshape expects samples of shape {self.input_shape}, "
+                             f"got {tuple(input_shape)}")
+        return self.output_shape
+
     def forward(self, input):
         x = as_float_input(input)
         if x.shape == self.input_shape:
@@ -84,6 +91,15 @@ class Flatten(_Rearrangement):
 
     def get_config(self):
         return dict(input_shape=None if self.input_shape is None else list(self.input_shape))
+
+    def build(self, input_shape):
+        if input_shape is None:
+            return None if self.input_shape is None else (math.prod(self.input_shape),)
+        input_shape = tuple(input_shape)
+        if self.input_shape is not None and input_shape != self.input_shape:
+            raise ValueError(f"Flatten expects samples of shape {self.input_shape}, "
+                             f"got {input_shape}")
+        return (math.prod(input_shape),)
 
     def forward(self, input):
         x = as_float_input(input)

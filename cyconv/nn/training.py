@@ -1,26 +1,60 @@
 """The training loop behind :meth:`cyconv.Sequential.fit`, ``evaluate`` and
 ``predict``: mini-batches, the progress bar and the per-epoch lines."""
 
-import numbers
+import contextlib
 import sys
+import threading
 import time
 
 import numpy as np
 
-from .._validation import as_array
+from .._validation import as_array, as_int
 from .layer import check_learning_rate
 from .losses import get_loss
 from .optimizers import get_optimizer
 
-__all__ = ["fit", "predict", "evaluate"]
+__all__ = ["fit", "predict", "evaluate", "modes"]
 
 
-def positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return int(value)
+@contextlib.contextmanager
+def modes(model, training):
+    """Run a block with ``model`` in training (True) or evaluation mode,
+    then give every one of its layers back the mode it had.
+
+    Threads that predict with one model at once share one evaluation
+    block: the modes come back when the last of them leaves it.  (Training
+    while another thread predicts with the same model is not supported:
+    give each training thread its own model.)
+    """
+    lock = model.__dict__.get("_modes_lock") or model.__dict__.setdefault(
+        "_modes_lock", threading.Lock())
+    with lock:
+        frames = model.__dict__.setdefault("_modes_frames", [])
+        if frames and frames[-1]["training"] == training:
+            frame = frames[-1]
+            frame["users"] += 1
+        else:
+            frame = {"training": training, "users": 1, "saved": _modes_of(model)}
+            frames.append(frame)
+            model.train(training)
+    try:
+        yield
+    finally:
+        with lock:
+            frame["users"] -= 1
+            if frame["users"] == 0:
+                for layer, mode in frame["saved"]:
+                    layer.training = mode
+                frames.remove(frame)
+
+
+def _modes_of(model):
+    pending, modes = [model], []
+    while pending:
+        layer = pending.pop()
+        modes.append((layer, layer.training))
+        pending.extend(layer.children())
+    return modes
 
 
 def batches(count, batch_size, order=None):
@@ -43,8 +77,8 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
                          f"{len(x)} and {len(y)}")
     if len(x) == 0:
         raise ValueError("x must hold at least one sample")
-    epochs = positive_int(epochs, "epochs")
-    batch_size = positive_int(batch_size, "batch_size")
+    epochs = as_int(epochs, "epochs", 1)
+    batch_size = as_int(batch_size, "batch_size", 1)
     loss = get_loss(loss)
     optimizer = get_optimizer(optimizer)
     if validation_data is not None:
@@ -61,53 +95,56 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1, 2, False or True, got {verbose!r}")
     progress = progress_bar(epochs * -(-len(x) // batch_size), verbose == 1)
-    try:
-        for epoch in range(epochs):
-            start = time.perf_counter()
-            if learning_rate_schedule is not None:
-                optimizer.learning_rate = check_learning_rate(learning_rate_schedule(epoch))
-            order = rng.permutation(len(x)) if shuffle else None
-            total_loss, total_correct, counted = 0.0, 0.0, 0
-            for batch, size in batches(len(x), batch_size, order):
-                xb, yb = x[batch], y[batch]
-                if augment is not None:
-                    xb = augment(xb, rng)
-                out = model.forward(xb)
-                value, grad = loss.value_and_gradient(yb, out)
-                model.backward(grad)
-                optimizer.step(parameters)
-                total_loss += value * size
-                accuracy = loss.accuracy(yb, out)
-                if accuracy is not None:
-                    total_correct += accuracy * size
-                    counted += size
-                progress.update(1)
-                progress.set_postfix(loss=f"{value:.4f}", refresh=False)
-            history["loss"].append(total_loss / len(x))
-            history["accuracy"].append(total_correct / counted if counted else None)
-            if validation_data is not None:
-                scores = model.evaluate(*validation_data, loss=loss, batch_size=256)
-                history["val_loss"].append(scores["loss"])
-                history["val_accuracy"].append(scores["accuracy"])
-            history["seconds"].append(time.perf_counter() - start)
-            if verbose:
-                progress.write(_epoch_line(epoch, epochs, history), file=sys.stdout)
-    finally:
-        progress.close()
+    with modes(model, True):
+        try:
+            for epoch in range(epochs):
+                start = time.perf_counter()
+                if learning_rate_schedule is not None:
+                    optimizer.learning_rate = check_learning_rate(learning_rate_schedule(epoch))
+                order = rng.permutation(len(x)) if shuffle else None
+                total_loss, total_correct, counted = 0.0, 0.0, 0
+                for batch, size in batches(len(x), batch_size, order):
+                    xb, yb = x[batch], y[batch]
+                    if augment is not None:
+                        xb = augment(xb, rng)
+                    out = model.forward(xb)
+                    value, grad = loss.value_and_gradient(yb, out)
+                    model.backward(grad)
+                    optimizer.step(parameters)
+                    total_loss += value * size
+                    accuracy = loss.accuracy(yb, out)
+                    if accuracy is not None:
+                        total_correct += accuracy * size
+                        counted += size
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+                history["loss"].append(total_loss / len(x))
+                history["accuracy"].append(total_correct / counted if counted else None)
+                if validation_data is not None:
+                    scores = model.evaluate(*validation_data, loss=loss, batch_size=256)
+                    history["val_loss"].append(scores["loss"])
+                    history["val_accuracy"].append(scores["accuracy"])
+                history["seconds"].append(time.perf_counter() - start)
+                if verbose:
+                    progress.write(_epoch_line(epoch, epochs, history), file=sys.stdout)
+        finally:
+            progress.close()
     return history
 
 
 
 def predict(model, x, batch_size=256):
-    """``model``'s output for ``x``; see :meth:`cyconv.Sequential.predict`."""
+    """``model``'s output for ``x``, in evaluation mode; see
+    :meth:`cyconv.Sequential.predict`."""
     x = model._input_array(x)
-    if model._is_single_sample(x):
-        return model.forward(x)
-    batch_size = positive_int(batch_size, "batch_size")
-    if len(x) == 0:
-        raise ValueError("x must hold at least one sample")
-    return np.concatenate([model.forward(x[batch])
-                           for batch, _ in batches(len(x), batch_size)])
+    with modes(model, False):
+        if model._is_single_sample(x):
+            return model.forward(x)
+        batch_size = as_int(batch_size, "batch_size", 1)
+        if len(x) == 0:
+            raise ValueError("x must hold at least one sample")
+        return np.concatenate([model.forward(x[batch])
+                               for batch, _ in batches(len(x), batch_size)])
 
 
 def evaluate(model, x, y, loss="softmax_cross_entropy", batch_size=256):
