@@ -663,9 +663,12 @@ def test_dilated_max_pool2d_matches_loops(config, dtype, ties, data):
     np.testing.assert_array_equal(indices, expected_indices)
     (grad,) = random_arrays(data.draw, [out.shape], dtype)
     expected_grad = ref.max_pool2d_backward_indices(grad, expected_indices, x_shape)
+    # Overlapping windows add gradients in the input's precision: the error
+    # bound is relative to the sum of the magnitudes added, not to the sum.
+    magnitude = ref.max_pool2d_backward_indices(np.abs(grad), expected_indices, x_shape)
     for given_indices in (None, indices):
         grad_input = max_pool2d_backward(grad, x, **kwargs, indices=given_indices)
-        np.testing.assert_allclose(grad_input, expected_grad, rtol=RTOL[dtype], atol=0)
+        assert np.all(np.abs(grad_input - expected_grad) <= RTOL[dtype] * magnitude)
 
 
 @given(pool2d_configs(max_extra_size=4), st.sampled_from(DTYPES), st.booleans(),
