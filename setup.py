@@ -66,6 +66,15 @@ def _openmp_flags():
     return [], []
 
 
+def _extra_args(module):
+    """Flags of one module.  The direct convolution's variants must
+    compute the same operations in the same order, bitwise: no contraction
+    of a * b + c into fused multiply-adds beyond the ones written out."""
+    if module == "_conv_direct" and sys.platform != "win32":
+        return ["-ffp-contract=off"]
+    return []
+
+
 def _extensions():
     checks = _flag("CYCONV_BOUNDSCHECK")
     directives = {
@@ -86,7 +95,7 @@ def _extensions():
             [str(path.relative_to(HERE))],
             include_dirs=[np.get_include(), str(HERE / "cyconv" / "_kernels")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            extra_compile_args=compile_args + omp_compile,
+            extra_compile_args=compile_args + omp_compile + _extra_args(path.stem),
             extra_link_args=omp_link,
         )
         for path in sources

@@ -50,12 +50,16 @@ def pool_backward(g, x, indices):
 
 
 class LeNet:
+    names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
+
+    @staticmethod
+    def layers():
+        return [nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(400, 10)]
+
     def __init__(self, params, learning_rate):
-        self.model = nn.Sequential(
-            nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(400, 10),
-        )
+        self.model = nn.Sequential(*self.layers())
         if params["conv1.w"].dtype.name == "float64":
             self.model.double()
         with torch.no_grad():
@@ -64,10 +68,8 @@ class LeNet:
         self.loss = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=learning_rate)
 
-    @staticmethod
-    def _layout(params):
-        names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
-        return [(name, params[name]) for name in names]
+    def _layout(self, params):
+        return [(name, params[name]) for name in self.names]
 
     def prepare(self, images, labels):
         return torch.from_numpy(images), torch.from_numpy(labels).long()
@@ -80,5 +82,19 @@ class LeNet:
         return loss.detach()
 
     def parameters(self):
-        names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
-        return {name: p.detach().numpy().copy() for name, p in zip(names, self.model.parameters())}
+        return {name: p.detach().numpy().copy()
+                for name, p in zip(self.names, self.model.parameters())}
+
+
+class CifarNet(LeNet):
+    """The CIFAR-like network of workloads.CifarWorkload."""
+
+    names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "conv3.w", "conv3.b",
+             "dense.w", "dense.b"]
+
+    @staticmethod
+    def layers():
+        return [nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(2048, 10)]

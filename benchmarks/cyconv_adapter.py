@@ -85,16 +85,22 @@ class LayersLeNet:
     how = ("cyconv.Sequential([Convolution, ReLU, MaxPooling, Convolution, ReLU, MaxPooling, "
            "Flatten, Dense]); losses.SoftmaxCrossEntropy; SGD.step")
 
-    def __init__(self, params, learning_rate):
-        dtype = params["conv1.w"].dtype
-        kw = {"dtype": dtype} if _accepts(cyconv.Dense, "dtype") else {}
-        self.model = cyconv.Sequential([
+    names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
+
+    @staticmethod
+    def layers(kw):
+        return [
             cyconv.Convolution((1, 28, 28), 3, 8, **kw), cyconv.ReLU(), cyconv.MaxPooling(2),
             cyconv.Convolution((8, 13, 13), 3, 16, **kw), cyconv.ReLU(), cyconv.MaxPooling(2),
             cyconv.Flatten(), cyconv.Dense(400, 10, **kw),
-        ])
+        ]
+
+    def __init__(self, params, learning_rate):
+        dtype = params["conv1.w"].dtype
+        kw = {"dtype": dtype} if _accepts(cyconv.Dense, "dtype") else {}
+        self.model = cyconv.Sequential(self.layers(kw))
         self.params = self.model.parameters()
-        names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
+        names = self.names
         if [tuple(p.value.shape) for p in self.params] != [params[n].shape for n in names]:
             raise TypeError("cyconv's LeNet parameters are not laid out as PyTorch's")
         for parameter, name in zip(self.params, names):
@@ -112,6 +118,27 @@ class LayersLeNet:
 
     def parameters(self):
         return {name: p.value for name, p in zip(self.names, self.params)}
+
+
+class LayersCifar(LayersLeNet):
+    """The CIFAR-like network of workloads.CifarWorkload, built the same way."""
+
+    how = ("cyconv.Sequential([3 x (Convolution 3x3 padding 1, ReLU, MaxPooling), Flatten, "
+           "Dense]); losses.SoftmaxCrossEntropy; SGD.step")
+    names = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "conv3.w", "conv3.b",
+             "dense.w", "dense.b"]
+
+    @staticmethod
+    def layers(kw):
+        return [
+            cyconv.Convolution((3, 32, 32), 3, 32, padding=1, **kw), cyconv.ReLU(),
+            cyconv.MaxPooling(2),
+            cyconv.Convolution((32, 16, 16), 3, 64, padding=1, **kw), cyconv.ReLU(),
+            cyconv.MaxPooling(2),
+            cyconv.Convolution((64, 8, 8), 3, 128, padding=1, **kw), cyconv.ReLU(),
+            cyconv.MaxPooling(2),
+            cyconv.Flatten(), cyconv.Dense(2048, 10, **kw),
+        ]
 
 
 @functools.lru_cache(maxsize=None)

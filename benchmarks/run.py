@@ -39,7 +39,7 @@ import cyconv_adapter  # noqa: E402
 import report  # noqa: E402
 import targets  # noqa: E402
 import timing  # noqa: E402
-from workloads import CONV_WORKLOADS, LENET_WORKLOADS, PARAMETER_NAMES  # noqa: E402
+from workloads import CIFAR_WORKLOADS, CONV_WORKLOADS, LENET_WORKLOADS  # noqa: E402
 
 CONV_OPS = ["conv fwd", "conv bwd", "conv fwd+bwd", "pool fwd+bwd"]
 
@@ -256,8 +256,16 @@ def _row_text(row):
 # --------------------------------------------------------------------------
 # LeNet training step
 
-def _lenet_players(settings):
+def _lenet_players(settings, workload):
+    """LeNet: cyconv, numpy and PyTorch; the CIFAR-like network: cyconv's
+    layers and PyTorch (no numpy baseline)."""
     players = {}
+    if workload.key == "CIFAR":
+        if cyconv_adapter.lenet_class() is cyconv_adapter.LayersLeNet:
+            players["cyconv"] = cyconv_adapter.LayersCifar
+        if settings.use_torch:
+            players["torch"] = baselines_torch.CifarNet
+        return players
     cy_class = cyconv_adapter.lenet_class()
     if cy_class is not None:
         players["cyconv"] = cy_class
@@ -277,14 +285,17 @@ def _step(cls, params, lr, images, labels):
 
 
 def _params_numpy(model):
-    return {name: np.asarray(model.parameters()[name]) for name in PARAMETER_NAMES}
+    return {name: np.asarray(value) for name, value in model.parameters().items()}
 
 
 def run_lenet_workload(workload, settings, log):
     params = workload.parameters()
     images, labels = workload.batch_data()
     lr = workload.learning_rate
-    players = _lenet_players(settings)
+    players = _lenet_players(settings, workload)
+    if "cyconv" not in players or len(players) < 2:
+        log(f"{workload.label}: skipped (needs cyconv's layers and a reference)")
+        return [], {"reference": None, "match": {}, "bitwise": {}, "error": {}}
     reference_name = "torch" if "torch" in players else "numpy"
 
     timing.set_threads(settings.threads[0])
@@ -310,6 +321,8 @@ def run_lenet_workload(workload, settings, log):
         check["bitwise"]["step"] = (all(checks.identical(per_thread[n], per_thread[settings.threads[0]])
                                         for n in settings.threads) if len(settings.threads) > 1 else None)
         timing.set_threads(settings.threads[0])
+    if workload.tutorial_samples is None:
+        return _time_steps(workload, settings, steps, check, None, log), check
     # The tutorial trains one sample at a time: its step on one sample must
     # equal a batch-of-one step of the reference.
     tutorial = baselines_tutorial.LeNet(params, lr)
@@ -326,14 +339,19 @@ def run_lenet_workload(workload, settings, log):
                             warm_up=settings.tutorial_warm_up and (
                                 lambda: tutorial.train_step(images[:1], labels[:1])))
     tutorial_ms = t.median * 1e3 * workload.batch / k
+    return _time_steps(workload, settings, steps, check, tutorial_ms, log), check
 
+
+def _time_steps(workload, settings, steps, check, tutorial_ms, log):
+    reference_name = check["reference"]
     rows = []
     for n in settings.threads:
         timing.set_threads(n)
         measured, load = settings.compare(steps, n)
         ms = {name: t.median * 1e3 for name, t in measured.items()}
-        ms["tutorial"] = tutorial_ms
-        row = _row(workload, "train step", n, ms, check, k, load,
+        if tutorial_ms is not None:
+            ms["tutorial"] = tutorial_ms
+        row = _row(workload, "train step", n, ms, check, workload.tutorial_samples, load,
                    spread={name: (t.low * 1e3, t.high * 1e3, t.count) for name, t in measured.items()})
         row["flops"] = workload.flops()
         row["gflops"] = {name: row["flops"] / (v * 1e-3) / 1e9 for name, v in ms.items()}
@@ -341,7 +359,7 @@ def run_lenet_workload(workload, settings, log):
         row["bitwise_threads"] = check["bitwise"].get("step")
         rows.append(row)
         log(_row_text(row))
-    return rows, check
+    return rows
 
 
 # --------------------------------------------------------------------------
@@ -406,6 +424,18 @@ def openmp_runtime():
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
 
+def vector_extensions():
+    """The processor's vector instruction sets that matter to the kernels
+    (from /proc/cpuinfo's flags), e.g. "avx512f avx2 fma"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "?"
+    return " ".join(name for name in ("avx512f", "avx512bw", "avx512vl", "avx2", "fma")
+                    if name in flags) or "none of avx512f, avx2, fma"
+
+
 def machine():
     cpu = platform.processor()
     try:
@@ -413,6 +443,7 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    show_config = getattr(cyconv, "show_config", None)
     import scipy
 
     try:
@@ -425,6 +456,9 @@ def machine():
         commit = "?"
     return {
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "vector": vector_extensions(),
+        "kernels": (show_config(mode="dicts")["direct convolution kernels"]
+                    if show_config else None),
         "openmp": openmp_runtime(),
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "torch": baselines_torch.torch.__version__ if baselines_torch.available else None,
@@ -465,7 +499,7 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed calls per measurement (default 1.5, quick 0.3)")
     parser.add_argument("--only", default=None,
-                        help="comma-separated parts to run: W1a,W1b,W2,W3,W4,LeNet,startup,memory,peak "
+                        help="comma-separated parts to run: W1a,W1b,W2,W3,W4,C1,C2,C3,LeNet,CIFAR,startup,memory,peak "
                              "(the gemm peak also runs with any conv workload)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--no-wait", action="store_true",
@@ -504,7 +538,7 @@ def main(argv=None):
             rows, check = run_conv_workload(workload, settings, log)
             results["rows"] += rows
             results["checks"][workload.label] = check
-    for workload in LENET_WORKLOADS:
+    for workload in LENET_WORKLOADS + CIFAR_WORKLOADS:
         if selected(workload.key):
             rows, check = run_lenet_workload(workload, settings, log)
             results["rows"] += rows

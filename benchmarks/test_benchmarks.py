@@ -16,10 +16,11 @@ import baselines_numpy  # noqa: E402
 import baselines_torch  # noqa: E402
 import baselines_tutorial  # noqa: E402
 import checks  # noqa: E402
+import cyconv_adapter  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
 import targets  # noqa: E402
-from workloads import ConvWorkload, LeNetWorkload  # noqa: E402
+from workloads import CifarWorkload, ConvWorkload, LeNetWorkload  # noqa: E402
 
 from cyconv import functional as F  # noqa: E402
 
@@ -80,6 +81,20 @@ def test_torch_baseline_matches_numpy():
     grads = baselines_torch.conv_backward(t["g"], t["x"], t["w"], s, p)
     assert checks.close([baselines_torch.to_numpy(g) for g in grads],
                         baselines_numpy.conv_backward(d["g"], d["x"], d["w"], s, p), workload.dtype)
+
+
+@pytest.mark.skipif(not baselines_torch.available, reason="PyTorch is not installed")
+def test_cifar_step_of_cyconv_matches_torch():
+    workload = CifarWorkload(3)
+    params = workload.parameters()
+    images, labels = workload.batch_data()
+    cy = cyconv_adapter.LayersCifar(params, workload.learning_rate)
+    th = baselines_torch.CifarNet(params, workload.learning_rate)
+    loss_cy = float(cy.train_step(images, labels))
+    loss_th = float(th.train_step(*th.prepare(images, labels)))
+    assert abs(loss_cy - loss_th) <= 1e-5 * abs(loss_th)
+    assert checks.close(cy.parameters(), th.parameters(), "float32")
+    assert workload.flops() > 0
 
 
 def test_checks_tell_different_arrays_apart():

@@ -104,6 +104,10 @@ CONV_WORKLOADS = [
     ConvWorkload("W3", 8, 64, 56, 56, 64, 3, padding=1, tutorial_samples=1),
     ConvWorkload("W3", 8, 64, 56, 56, 64, 3, padding=1, dtype="float64", tutorial_samples=1),
     ConvWorkload("W4", 32, 16, 32, 32, 32, 5, stride=2, padding=2, tutorial_samples=2),
+    # The layers of the CIFAR-like network below.
+    ConvWorkload("C1", 64, 3, 32, 32, 32, 3, padding=1, tutorial_samples=1),
+    ConvWorkload("C2", 64, 32, 16, 16, 64, 3, padding=1, tutorial_samples=1),
+    ConvWorkload("C3", 64, 64, 8, 8, 128, 3, padding=1, tutorial_samples=1),
 ]
 
 
@@ -161,3 +165,64 @@ class LeNetWorkload:
 LENET_WORKLOADS = [LeNetWorkload(64), LeNetWorkload(1, tutorial_samples=1)]
 
 PARAMETER_NAMES = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
+
+
+@dataclass(frozen=True)
+class CifarWorkload:
+    """A CIFAR-like network on 3x32x32 images: three blocks of conv 3x3
+    (padding 1; 32, 64, 128 filters), ReLU and 2x2 max pool, then dense
+    2048->10, softmax cross-entropy, one plain SGD step.  No tutorial
+    baseline: its per-sample loops would take minutes per step."""
+
+    batch: int = 64
+    dtype: str = "float32"
+    learning_rate: float = 0.01
+    tutorial_samples = None
+    channels = (3, 32, 64, 128)
+
+    @property
+    def key(self):
+        return "CIFAR"
+
+    @property
+    def label(self):
+        return f"CIFAR b{self.batch}"
+
+    @property
+    def shape_text(self):
+        return f"x({self.batch},3,32,32)"
+
+    def flops(self, op="step"):
+        """Forward, plus twice the forward for the backward pass, except the
+        images' gradient."""
+        total, size = 0.0, 32
+        for i, (c, f) in enumerate(zip(self.channels, self.channels[1:])):
+            conv = 2.0 * f * size * size * c * 9
+            total += conv * (2 if i == 0 else 3)
+            size //= 2
+        return self.batch * (total + 3 * 2.0 * 2048 * 10)
+
+    def parameters(self, seed=1):
+        """He-initialised parameters, in PyTorch's layouts."""
+        rng = np.random.default_rng(seed)
+        dtype = np.dtype(self.dtype)
+        out = {}
+        for i, (c, f) in enumerate(zip(self.channels, self.channels[1:]), 1):
+            out[f"conv{i}.w"] = (rng.standard_normal((f, c, 3, 3))
+                                 * np.sqrt(2.0 / (9 * c))).astype(dtype)
+            out[f"conv{i}.b"] = np.zeros(f, dtype)
+        out["dense.w"] = (rng.standard_normal((10, 2048)) * np.sqrt(2.0 / 2048)).astype(dtype)
+        out["dense.b"] = np.zeros(10, dtype)
+        return out
+
+    def batch_data(self, seed=2):
+        rng = np.random.default_rng(seed)
+        images = rng.random((self.batch, 3, 32, 32)).astype(self.dtype)
+        labels = rng.integers(0, 10, self.batch)
+        return images, labels
+
+
+CIFAR_WORKLOADS = [CifarWorkload(64)]
+
+CIFAR_PARAMETER_NAMES = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "conv3.w", "conv3.b",
+                         "dense.w", "dense.b"]

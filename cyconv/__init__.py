@@ -25,19 +25,26 @@ from ._malloc import keep_freed_memory
 keep_freed_memory()
 
 from . import datasets, functional, nn
+from ._runtime import show_config
 from ._threads import get_num_threads, set_num_threads
 from .nn import (
     SGD,
     Adam,
+    AdamW,
     AveragePooling,
+    BatchNormalization,
     Buffer,
     Convolution,
     Dense,
+    Dropout,
     Flatten,
+    GlobalAveragePooling,
     Layer,
+    LeakyReLU,
     MaxPooling,
     Parameter,
     ReLU,
+    RMSprop,
     Reshape,
     Residual,
     Sequential,
@@ -60,16 +67,42 @@ del _old, _new
 
 __version__ = "0.1.0"
 
+
+def test(max_examples=50, verbose=True):
+    """Check the installed compiled kernels against independent references,
+    as ``numpy.test()`` does: a short hypothesis run of every public kernel
+    in float32 and float64 (under a minute), printing what it checked.
+    Needs hypothesis (``pip install 'cyconv[test]'``); ``cyconv selftest``
+    does the same from the command line.
+
+    Returns True when every check passes.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.test(max_examples=2, verbose=False)
+    True
+    """
+    from ._selftest import run
+
+    return run(max_examples=max_examples, verbose=verbose)
+
 __all__ = [
     "Adam",
+    "AdamW",
     "AveragePooling",
+    "BatchNormalization",
     "Buffer",
     "Convolution",
     "Dense",
+    "Dropout",
     "Flatten",
+    "GlobalAveragePooling",
     "Layer",
+    "LeakyReLU",
     "MaxPooling",
     "Parameter",
+    "RMSprop",
     "ReLU",
     "Reshape",
     "Residual",
@@ -87,4 +120,6 @@ __all__ = [
     "nn",
     "optimizers",
     "set_num_threads",
+    "show_config",
+    "test",
 ]

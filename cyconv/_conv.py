@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _conv_direct, _runtime
 from ._blas import single_threaded_blas
 from ._kernels import _conv, _conv_shifted
-from ._threads import get_num_threads
+from ._runtime import threads_for
 from ._validation import (
     BLAS_INT_MAX,
     as_float_arrays,
@@ -63,8 +64,8 @@ SHIFTED_MAX_SAMPLE = 1 << 26
 # to 1.6x slower on W2 and W3, which then fall out of the L2 cache.
 WIDE_ELEMENTS = 1 << 14
 
-# Below this much work a thread is not worth starting (about 20-50 us).
-MIN_MACS_PER_THREAD = 1 << 17
+# Below this much work a thread is not worth starting (see _runtime.py).
+MIN_MACS_PER_THREAD = _runtime.CONV_MIN_MACS_PER_THREAD
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 _LAYOUT_W = "(F, C // groups, kh, kw)"
@@ -106,7 +107,7 @@ class ConvGeometry:
         at most cyconv.get_num_threads().  Starting a thread team costs more
         than a tiny layer (a single small image) takes to compute."""
         macs = self.n * self.filters * self.out_height * self.out_width * self.group_taps
-        return max(1, min(get_num_threads(), macs // MIN_MACS_PER_THREAD))
+        return threads_for(macs, MIN_MACS_PER_THREAD)
 
     @property
     def group_taps(self):
@@ -363,11 +364,20 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 f"bias must have shape (F,) = ({weight.shape[0]},), got {bias.shape}"
             )
     geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    return conv2d_checked(x, weight, bias, geometry)
+
+
+def conv2d_checked(x, weight, bias, geometry):
+    """conv2d on arguments already checked: C-contiguous, aligned arrays of
+    one float dtype (bias possibly empty) and their geometry."""
     x4 = x if geometry.batched else x[np.newaxis]
-    out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     n_threads = geometry.threads()
-    if geometry.n == 0:
-        return out
+    if geometry.n == 0:  # an empty batch, as PyTorch allows
+        return np.empty(geometry.output_shape, dtype=x.dtype)
+    if _conv_direct.use(geometry, "forward"):
+        out = _conv_direct.forward(x4, weight, bias, geometry, n_threads)
+        return out if geometry.batched else out[0]
+    out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     if geometry.shifted:
         rows = geometry.wide_rows()
         wide = np.empty((n_threads, geometry.filters // geometry.groups * rows
@@ -442,6 +452,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             f"grad_output must have the shape of conv2d's output, "
             f"{geometry.output_shape}, got {grad_output.shape}"
         )
+    return conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input)
+
+
+def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input):
+    """conv2d_backward on arguments already checked, as conv2d_checked."""
     batched = geometry.batched
     if geometry.n == 0:
         return (np.zeros(x.shape, x.dtype) if compute_grad_input else None,
@@ -466,6 +481,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 def _grad_weight(g4, x4, weight, geometry, n_threads):
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
+    # The direct kernels multiply zeros by x at the garbage positions:
+    # exact only against finite x (they check), like the shifted products.
+    if _conv_direct.use(geometry, "weight"):
+        grad_weight = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads)
+        if grad_weight is not None:
+            return grad_weight
     per_part = geometry.samples_per_part
     parts = -(-geometry.n // per_part)
     # Zero garbage in the shifted products is exact only against finite x.
@@ -504,7 +525,13 @@ def _sum_partials(partials):
 
 
 def _grad_input(g4, weight, x_shape, geometry, n_threads):
-    # Zero garbage in the shifted products is exact only against a finite weight.
+    # Zero garbage in the shifted products and the direct kernels' zero
+    # padding of g4 are exact only against a finite weight (the direct
+    # kernels check).
+    if _conv_direct.use(geometry, "input"):
+        grad_input = _conv_direct.grad_input(g4, weight, geometry, n_threads)
+        if grad_input is not None:
+            return grad_input
     if geometry.shifted and _all_finite(weight):
         grad_input = np.empty(x_shape, dtype=weight.dtype)
         rows = geometry.wide_rows()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _runtime
 from ._kernels import _pool
-from ._threads import get_num_threads
 from ._validation import (
     as_array,
     as_float_arrays,
@@ -23,9 +23,8 @@ from ._validation import (
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
 
 # Below this many window elements per thread, a thread costs more to start
-# than it saves (measured with 2x2 pooling: a second thread already paid
-# from about 8000 elements).
-MIN_WORK_PER_THREAD = 1 << 14
+# than it saves (see _runtime.py).
+MIN_WORK_PER_THREAD = _runtime.POOL_MIN_WORK_PER_THREAD
 
 # How many pool_geometry results are remembered.
 _GEOMETRIES_KEPT = 64
@@ -82,7 +81,7 @@ class PoolGeometry:
         """Threads worth starting for one pass over every window: one per
         MIN_WORK_PER_THREAD window elements, at most cyconv.get_num_threads().
         Each plane is one thread's, so the count never changes a result."""
-        return max(1, min(get_num_threads(), self.work // MIN_WORK_PER_THREAD))
+        return _runtime.threads_for(self.work, MIN_WORK_PER_THREAD)
 
 
 def _output_size(size, kernel, stride, padding, dilation, ceil_mode):

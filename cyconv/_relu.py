@@ -3,10 +3,10 @@
 import numpy as np
 
 from ._kernels import _relu
-from ._threads import get_num_threads
+from . import _runtime
 
 # Below this many elements a second thread costs more than it saves.
-MIN_ELEMENTS_PER_THREAD = 1 << 16
+MIN_ELEMENTS_PER_THREAD = _runtime.RELU_MIN_ELEMENTS_PER_THREAD
 
 
 def relu_gradient(grad, x):
@@ -14,6 +14,6 @@ def relu_gradient(grad, x):
     grad = np.ascontiguousarray(grad)
     x = np.ascontiguousarray(x)
     out = np.empty_like(grad)
-    threads = max(1, min(get_num_threads(), grad.size // MIN_ELEMENTS_PER_THREAD))
+    threads = _runtime.threads_for(grad.size, MIN_ELEMENTS_PER_THREAD)
     _relu.relu_backward(grad.reshape(-1), x.reshape(-1), out.reshape(-1), threads)
     return out

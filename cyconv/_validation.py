@@ -242,16 +242,22 @@ def as_shape(value, name, ndim=None):
     return tuple(int(item) for item in items)
 
 
-def as_real(value, name, minimum=0.0, upper=None):
-    """Return ``value`` as a finite float >= ``minimum`` (and < ``upper``
-    when given); bools and non-numbers are refused."""
+def as_real(value, name, minimum=0.0, upper=None, *, maximum=None):
+    """Return ``value`` as a finite float >= ``minimum`` (no lower bound
+    when None), < ``upper`` when given and <= ``maximum`` when given;
+    bools and non-numbers are refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
-    if not np.isfinite(value) or value < minimum or (upper is not None and value >= upper):
+    if (not np.isfinite(value) or (minimum is not None and value < minimum)
+            or (upper is not None and value >= upper)
+            or (maximum is not None and value > maximum)):
+        low = "finite" if minimum is None else f"finite and >= {minimum:g}"
         if upper is not None:
             bound = f"in [{minimum:g}, {upper:g})"
+        elif maximum is not None:
+            bound = f"in [{minimum:g}, {maximum:g}]"
         else:
-            bound = f"finite and >= {minimum:g}"
+            bound = low
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     return value

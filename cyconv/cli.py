@@ -10,12 +10,17 @@ failure is one line on stderr and a non-zero exit.
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 
-from . import __version__, _bench, _threads, datasets, get_num_threads, set_num_threads
+from . import (
+    __version__, _bench, _threads, datasets, get_num_threads, set_num_threads, show_config,
+)
+from ._images import is_image_file
+from .metrics import confusion_matrix
 from .nn import Convolution, Dense, Flatten, MaxPooling, Sequential, Softmax, lenet
 from .nn.optimizers import Adam
 
@@ -154,27 +159,38 @@ def _format_seconds(seconds):
     return f"{seconds:.1f} s"
 
 
-def _check_output_path(output):
-    """Raise ValueError unless a model can be saved at ``output``."""
+def _check_writable(output, what="save to"):
+    """Raise ValueError unless ``output`` can be written: before the work
+    rather than after it."""
     if not output:
-        raise ValueError("cannot save to '': the output path is empty")
+        raise ValueError(f"cannot {what} '': the output path is empty")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
-        raise ValueError(f"cannot save to {output}: no directory {directory}")
+        raise ValueError(f"cannot {what} {output}: no directory {directory}")
     if os.path.isdir(output):
-        raise ValueError(f"cannot save to {output}: it is a directory")
+        raise ValueError(f"cannot {what} {output}: it is a directory")
     if os.path.exists(output) and not os.path.isfile(output):
-        raise ValueError(f"cannot save to {output}: it is not a regular file")
-    # The model is written beside its final name and moved into place, so
+        raise ValueError(f"cannot {what} {output}: it is not a regular file")
+    # Files are written beside their final name and moved into place, so
     # the directory must be writable.
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot save to {output}: the directory {directory} is not writable")
+        raise ValueError(f"cannot {what} {output}: the directory {directory} is not writable")
+
+
+def _plot_module(path):
+    """cyconv.plot, once ``path`` and matplotlib are known to be usable."""
+    _check_writable(path, "write the plot to")
+    from . import plot
+
+    plot._figure(1, 1)  # raises ImportError, with what to install, now
+    return plot
 
 
 def _command_train(args, out):
     dtype = np.float64 if args.float64 else np.float32
     output = args.output
-    _check_output_path(output)  # now rather than after the training
+    _check_writable(output)
+    plot = _plot_module(args.plot) if args.plot is not None else None
     x_train, y_train, x_test, y_test, description = _load_data(args.data, dtype)
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
@@ -200,22 +216,10 @@ def _command_train(args, out):
     print(f"held-out accuracy: {100 * accuracy:.2f}% ({correct:,}/{len(y_test):,}) "
           f"after {_format_seconds(elapsed)} of training", file=out)
     print(f"saved the model to {output}; try: cyconv evaluate {output}", file=out)
+    if plot is not None:
+        plot.plot_history(history, args.plot)
+        print(f"wrote the training curves to {args.plot}", file=out)
     return 0
-
-
-def confusion_matrix(labels, predictions, classes=CLASSES):
-    """Counts of (true class, predicted class) pairs.
-
-    Examples
-    --------
-    >>> from cyconv.cli import confusion_matrix
-    >>> confusion_matrix([0, 1, 1], [0, 1, 0], classes=2)
-    array([[1, 0],
-           [1, 1]])
-    """
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
-    return matrix
 
 
 def format_confusion_matrix(matrix):
@@ -239,6 +243,7 @@ def format_confusion_matrix(matrix):
 
 
 def _command_evaluate(args, out):
+    plot = _plot_module(args.plot) if args.plot is not None else None
     model = Sequential.load(args.model)
     _check_classifier(model, args.model)
     x, y = _held_out(args.data, model.dtype)
@@ -251,8 +256,12 @@ def _command_evaluate(args, out):
           file=out)
     print(f"accuracy: {100 * correct / len(y):.2f}% ({correct:,}/{len(y):,}) "
           f"in {_format_seconds(elapsed)}", file=out)
+    matrix = confusion_matrix(y, predictions, num_classes=CLASSES)
     print("confusion matrix (rows: true digit, columns: predicted digit):", file=out)
-    print(format_confusion_matrix(confusion_matrix(y, predictions)), file=out)
+    print(format_confusion_matrix(matrix), file=out)
+    if plot is not None:
+        plot.plot_confusion_matrix(matrix, args.plot)
+        print(f"wrote the confusion matrix to {args.plot}", file=out)
     return 0
 
 
@@ -276,15 +285,30 @@ def _read_images(path):
     return x
 
 
+def _read_inputs(path):
+    """(names, images) of one file: an image file is one input named by its
+    path; an IDX or .npy array gives ``path[i]`` for each of its images."""
+    if is_image_file(path):
+        return [path], datasets.read_image(path, IMAGE_SHAPE[1:])[np.newaxis]
+    images = _read_images(path)
+    return [f"{path}[{index}]" for index in range(len(images))], images
+
+
 def _command_predict(args, out):
     model = Sequential.load(args.model)
     _check_classifier(model, args.model)
-    x = _read_images(args.images).astype(model.dtype, copy=False)
-    probabilities = Softmax().forward(model.predict(x))
-    print("image  digit  probability", file=out)
-    for index, row in enumerate(probabilities):
+    # Every file is read (and checked) before the first line is printed.
+    names, batches = [], []
+    for path in args.images:
+        file_names, images = _read_inputs(path)
+        names += file_names
+        batches.append(images.astype(model.dtype, copy=False))
+    probabilities = Softmax().forward(model.predict(np.concatenate(batches)))
+    width = max(5, max(map(len, names)))
+    print(f"{'image':<{width}}  digit  probability", file=out)
+    for name, row in zip(names, probabilities):
         digit = int(np.argmax(row))
-        print(f"{index:>5}  {digit:>5}  {row[digit]:>11.4f}", file=out)
+        print(f"{name:<{width}}  {digit:>5}  {row[digit]:>11.4f}", file=out)
     return 0
 
 
@@ -292,6 +316,8 @@ def _command_bench(args, out):
     dtype = np.float64 if args.float64 else np.float32
     print(f"cyconv {__version__}, {np.dtype(dtype).name}, {get_num_threads()} thread(s); "
           f"medians over about {args.budget:g} s of calls each", file=out)
+    for key, value in show_config(mode="dicts").items():
+        print(f"{key}: {value}", file=out)
     print(f"{'layer':<38} {'operation':<26} {'ms':>9} {'GFLOP/s':>8}", file=out)
     for layer in _bench.LAYERS:
         for operation, call, flops in _bench.layer_calls(layer, dtype):
@@ -304,9 +330,16 @@ def _command_bench(args, out):
                                     args.budget)
     print(f"training step of `cyconv train`'s network, batch {batch}: {1e3 * seconds:.3f} ms "
           f"({batch / seconds:,.0f} images/s)", file=out)
-    print("(comparisons with PyTorch, numpy and the tutorial's loops: benchmarks/run.py "
-          "in the source tree)", file=out)
+    print("(comparisons with PyTorch, numpy and the tutorial's loops: benchmarks/run.py, "
+          "in cyconv's source tree (a git checkout); it is not installed with the package)",
+          file=out)
     return 0
+
+
+def _command_selftest(args, out):
+    from ._selftest import run
+
+    return 0 if run(max_examples=args.examples, stream=out) else 1
 
 
 def make_parser():
@@ -347,6 +380,9 @@ def make_parser():
     train.add_argument("--limit", type=_positive_int, metavar="N",
                        help="train on only the first N training digits, for a quick try")
     train.add_argument("--float64", action="store_true", help="compute in float64")
+    train.add_argument("--plot", metavar="PNG",
+                       help="also draw the loss and accuracy curves to this file "
+                            "(needs matplotlib: pip install 'cyconv[plot]')")
     train.set_defaults(run=_command_train)
 
     evaluate = commands.add_parser(
@@ -355,15 +391,24 @@ def make_parser():
                     "digits of MNIST-5k, or on the MNIST test set with --data.")
     evaluate.add_argument("model", metavar="MODEL", help="a model saved by cyconv train")
     evaluate.add_argument("--data", metavar="DIR", help="use the MNIST test set in DIR")
+    evaluate.add_argument("--plot", metavar="PNG",
+                          help="also draw the confusion matrix to this file "
+                               "(needs matplotlib: pip install 'cyconv[plot]')")
     evaluate.set_defaults(run=_command_evaluate)
 
     predict = commands.add_parser(
         "predict", help="classify images with a saved model",
-        description="Print the predicted digit of each image in IMAGES, an IDX file (plain "
-                    "or .gz) or a .npy array of shape (N, 28, 28) or (28, 28); integer "
-                    "pixels are 0-255 grey levels, floats are taken as already in [0, 1].")
+        description="Print the predicted digit of each image in the files given, one line "
+                    "per image: picture files (PNG, JPEG, BMP, GIF, TIFF, WebP; needs "
+                    "Pillow: pip install 'cyconv[images]'), IDX files (plain or .gz) or "
+                    ".npy arrays of shape (N, 28, 28) or (28, 28).  A picture is turned "
+                    "grey, resized to 28x28 and, when its border is lighter than "
+                    "mid-grey (a dark pen on white paper), inverted to MNIST's light "
+                    "digit on black.  Integer pixels are 0-255 grey levels, floats are "
+                    "taken as already in [0, 1].")
     predict.add_argument("model", metavar="MODEL", help="a model saved by cyconv train")
-    predict.add_argument("images", metavar="IMAGES", help="an IDX or .npy file of images")
+    predict.add_argument("images", metavar="FILE", nargs="+",
+                         help="a picture, or an IDX or .npy file of images")
     predict.set_defaults(run=_command_predict)
 
     bench = commands.add_parser(
@@ -376,9 +421,19 @@ def make_parser():
     bench.add_argument("--float64", action="store_true", help="compute in float64")
     bench.set_defaults(run=_command_bench)
 
+    selftest = commands.add_parser(
+        "selftest", help="check the installed kernels against independent references",
+        description="Run every public kernel, float32 and float64, on random cases "
+                    "(hypothesis) against scipy.signal, np.pad and numpy's sliding windows, "
+                    "and print what was checked; exit status 1 if anything differs.  Needs "
+                    "hypothesis: pip install 'cyconv[test]'.")
+    selftest.add_argument("--examples", type=_positive_int, default=50, metavar="N",
+                          help="random cases per check and dtype (default 50)")
+    selftest.set_defaults(run=_command_selftest)
+
     train.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar, only a line per epoch")
-    for sub in (train, evaluate, predict, bench):
+    for sub in (train, evaluate, predict, bench, selftest):
         sub.add_argument("--threads", type=_positive_int, metavar="N",
                          help="threads for the kernels (default: OMP_NUM_THREADS or every core)")
     return parser
@@ -415,13 +470,39 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("cyconv: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, RuntimeError) as exc:
+    except BrokenPipeError:
+        return _closed_pipe()
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"cyconv: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
         set_num_threads(saved_threads)
 
 
+# What a shell reports for a program ended by SIGPIPE, as `cat` is when
+# `cat big | head -1` closes the pipe.
+SIGPIPE_STATUS = 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _closed_pipe():
+    """The reader of our output went away (``cyconv predict ... | head -1``):
+    stop quietly.  As Python's documentation of SIGPIPE recommends, stdout
+    is pointed at devnull so that the interpreter's last flush at exit
+    cannot raise (and print "Broken pipe") again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (a test's capture): nothing to flush
+    return SIGPIPE_STATUS
+
+
 def entry_point():
     """The console script: exit with :func:`main`'s status."""
-    sys.exit(main())
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = _closed_pipe()
+    sys.exit(status)

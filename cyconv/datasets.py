@@ -15,8 +15,11 @@ from importlib import resources
 
 import numpy as np
 
+from ._images import read_image
+
 __all__ = [
     "read_idx",
+    "read_image",
     "write_idx",
     "load_mnist_5k",
     "load_mnist",

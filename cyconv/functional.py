@@ -7,6 +7,7 @@ calls a compiled kernel that trusts all of it.
 """
 
 from ._conv import conv2d, conv2d_backward
+from ._norm import batch_norm, batch_norm_backward
 from ._pad import pad2d, pad2d_backward
 from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -19,4 +20,6 @@ __all__ = [
     "avg_pool2d_backward",
     "pad2d",
     "pad2d_backward",
+    "batch_norm",
+    "batch_norm_backward",
 ]

@@ -13,8 +13,8 @@ import reprlib
 
 import numpy as np
 
+from . import _runtime
 from ._kernels import _correlate
-from ._threads import get_num_threads
 from ._validation import (
     as_array,
     as_float_arrays,
@@ -39,9 +39,10 @@ _BOUNDARIES = {
     "symm": "symm",
     "symmetric": "symm",
 }
-# Below this many multiply-adds (about a 128 x 128 image and a 3 x 3 kernel,
-# measured on two cores) starting a parallel region costs more than it saves.
-_PARALLEL_MIN_WORK = 1 << 17
+# Below this many multiply-adds per thread (about a 128 x 128 image and a
+# 3 x 3 kernel, measured on two cores) starting a parallel region costs more
+# than it saves (see _runtime.py).
+_PARALLEL_MIN_WORK = _runtime.CORRELATE_MIN_WORK_PER_THREAD
 
 
 def _checked_inputs(in1, in2):
@@ -142,7 +143,7 @@ def _correlate_valid(ext, kernel, out):
     # The kernel indexes along a row by pointer.
     assert ext.strides[1] == out.strides[1] == out.itemsize
     work = out.size * kernel.size
-    n_threads = 1 if work < _PARALLEL_MIN_WORK else get_num_threads()
+    n_threads = _runtime.threads_for(work, _PARALLEL_MIN_WORK)
     _correlate.correlate2d_valid(ext, kernel, out, n_threads)
 
 

@@ -1,20 +1,33 @@
 """Helpers for property-testing convolution and pooling code and layers,
-cyconv's own or yours: hypothesis strategies for valid configurations,
-random arrays, and :func:`check_layer_gradients`, a finite-difference check
-of any layer's backward pass.
+cyconv's own or yours: hypothesis strategies for valid configurations and
+random arrays, all usable directly with ``@given``, and
+:func:`check_layer_gradients`, a finite-difference check of any layer's
+backward pass.
 
 Needs ``hypothesis`` (``pip install cyconv[test]``).
 
 Examples
 --------
->>> from hypothesis import given
->>> from cyconv.testing import conv2d_configs
+>>> from hypothesis import given, settings
+>>> from cyconv.testing import conv2d_configs, conv2d_cases
 >>> @given(conv2d_configs())
 ... def test_output_shape(config):
 ...     assert config.output_shape[0] == config.x_shape[0]
 >>> test_output_shape()
+
+Whole cases, arrays included:
+
+>>> import numpy as np
+>>> from cyconv.functional import conv2d
+>>> @settings(max_examples=10)
+... @given(conv2d_cases(dtype=np.float32))
+... def test_conv2d_shape(case):
+...     config, x, weight, bias = case
+...     assert conv2d(x, weight, bias, **config.kwargs).shape == config.output_shape
+>>> test_conv2d_shape()
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +146,52 @@ def pool2d_configs(draw, max_batch=3, max_channels=3, max_kernel=4, max_stride=4
                         padding=padding, ceil_mode=draw(st.booleans()))
 
 
+def arrays(shape, dtype=np.float64, ties=False):
+    """Strategy for one standard-normal array of ``shape`` (drawn from a
+    seed, see :func:`random_arrays`), usable directly with ``@given``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hypothesis import given, settings
+    >>> from cyconv.testing import arrays
+    >>> @settings(max_examples=5)
+    ... @given(arrays((2, 3), dtype=np.float32, ties=True))
+    ... def test_shape(a):
+    ...     assert a.shape == (2, 3) and a.dtype == np.float32
+    >>> test_shape()
+    """
+    return st.integers(0, 2**32 - 1).map(
+        lambda seed: _seeded_arrays(seed, [shape], dtype, ties)[0])
+
+
+@st.composite
+def conv2d_cases(draw, dtype=np.float64, ties=False, **config_options):
+    """Strategy for ``(config, x, weight, bias)``: a :class:`Conv2dConfig`
+    (``config_options`` go to :func:`conv2d_configs`) and arrays that fit
+    it, usable directly with ``@given``."""
+    config = draw(conv2d_configs(**config_options))
+    x, weight, bias = random_arrays(draw, [config.x_shape, config.weight_shape,
+                                           config.weight_shape[:1]], dtype, ties)
+    return config, x, weight, bias
+
+
+@st.composite
+def pool2d_cases(draw, dtype=np.float64, ties=False, **config_options):
+    """Strategy for ``(config, x)``: a :class:`Pool2dConfig` (``config_options``
+    go to :func:`pool2d_configs`) and an input that fits it."""
+    config = draw(pool2d_configs(**config_options))
+    (x,) = random_arrays(draw, [config.x_shape], dtype, ties)
+    return config, x
+
+
+def _seeded_arrays(seed, shapes, dtype, ties):
+    rng = np.random.default_rng(seed)
+    if ties:
+        return [rng.integers(-2, 3, size=shape).astype(dtype) for shape in shapes]
+    return [rng.standard_normal(shape).astype(dtype) for shape in shapes]
+
+
 def random_arrays(draw, shapes, dtype=np.float64, ties=False):
     """Draw a seed and return standard-normal arrays of ``shapes``.
 
@@ -140,10 +199,23 @@ def random_arrays(draw, shapes, dtype=np.float64, ties=False):
     values (tied maxima) are common.  Drawing a seed rather than every element
     keeps large examples cheap; hypothesis still replays failures exactly.
     """
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if ties:
-        return [rng.integers(-2, 3, size=shape).astype(dtype) for shape in shapes]
-    return [rng.standard_normal(shape).astype(dtype) for shape in shapes]
+    return _seeded_arrays(draw(st.integers(0, 2**32 - 1)), shapes, dtype, ties)
+
+
+def relative_step(array, relative=1e-3):
+    """A finite-difference step on the scale of ``array``: ``relative``
+    times its largest magnitude (times 1 for an array of zeros), so that
+    inputs in the thousands or the thousandths get a step that suits them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv.testing import relative_step
+    >>> relative_step(np.array([2000.0, -10.0])), relative_step(np.zeros(3))
+    (2.0, 0.001)
+    """
+    scale = float(np.max(np.abs(array), initial=0.0))
+    return relative * (scale if scale > 0 and np.isfinite(scale) else 1.0)
 
 
 def central_difference(loss, array, step=1e-3):
@@ -170,7 +242,8 @@ def central_difference(loss, array, step=1e-3):
     return grad
 
 
-def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
+def check_layer_gradients(layer, x, *, seed=0, step=None, rtol=1e-6, atol=1e-8,
+                          relative=1e-3, freeze_randomness=True, training=None):
     """Check a layer's ``backward`` against finite differences of ``forward``.
 
     The scalar ``L = sum(forward(x) * G)``, for a fixed random ``G`` shaped
@@ -188,6 +261,10 @@ def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
     Also checks that ``backward`` without a learning rate leaves the
     parameters unchanged, and that the input gradient has the input's shape.
 
+    A failure says whether the mismatch looks like the finite differences'
+    own error (it shrinks or grows when the step is halved, and a step to
+    try is suggested) or like a wrong ``backward`` (it does not).
+
     Parameters
     ----------
     layer : Layer
@@ -197,9 +274,22 @@ def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
         not differentiable (ReLU at 0, tied maxima in max pooling).
     seed : int, default 0
         Seed of ``G``.
-    step : float, default 1e-3
+    step : float, optional
+        A fixed finite-difference step for every array.  By default each
+        array gets one on its own scale, :func:`relative_step`.
     rtol, atol : float
         Tolerances of :func:`numpy.testing.assert_allclose`.
+    relative : float, default 1e-3
+        The relative step when ``step`` is not given.
+    freeze_randomness : bool, default True
+        Hold a random layer (Dropout) to one draw: the state of every numpy
+        random generator the layer holds (its own attributes, its
+        children's, and numpy's global state) is put back before each
+        forward pass, so that all of them, and backward, see the same mask.
+    training : bool, optional
+        Run the check in training (True) or eval (False) mode, through the
+        layer's ``train(mode)``, restoring its mode afterwards.  Eval mode
+        is the other way to hold Dropout still (as identity).
 
     Returns
     -------
@@ -234,6 +324,75 @@ def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
     ...     check_layer_gradients(Dense(4, 3, dtype=np.float64, rng=seed), x)
     >>> test_dense_gradients()
     """
+    with _mode(layer, training), _frozen(layer, freeze_randomness) as replay:
+        return _check_layer_gradients(layer, x, seed, step, rtol, atol, relative, replay)
+
+
+@contextlib.contextmanager
+def _mode(layer, training):
+    if training is None:
+        yield
+        return
+    if not callable(getattr(layer, "train", None)):
+        raise TypeError(f"training={training!r} needs a layer with train(mode), as "
+                        f"cyconv's Layer has")
+    before = getattr(layer, "training", True)
+    layer.train(bool(training))
+    try:
+        yield
+    finally:
+        layer.train(before)
+
+
+def _generators(layer, seen=None):
+    """Every numpy random generator held by ``layer`` or its children."""
+    seen = set() if seen is None else seen
+    if id(layer) in seen:
+        return []
+    seen.add(id(layer))
+    found = []
+    for value in getattr(layer, "__dict__", {}).values():
+        if isinstance(value, (np.random.Generator, np.random.RandomState)):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if hasattr(item, "forward"):
+                    found += _generators(item, seen)
+        elif hasattr(value, "forward") and hasattr(value, "__dict__"):
+            found += _generators(value, seen)
+    return found
+
+
+def _generator_state(generator):
+    if isinstance(generator, np.random.Generator):
+        return generator.bit_generator.state
+    return generator.get_state()
+
+
+def _set_generator_state(generator, state):
+    if isinstance(generator, np.random.Generator):
+        generator.bit_generator.state = state
+    else:
+        generator.set_state(state)
+
+
+@contextlib.contextmanager
+def _frozen(layer, freeze):
+    """Yield ``replay()``, which puts back the random state of the start."""
+    if not freeze:
+        yield lambda: None
+        return
+    generators = _generators(layer) + [np.random.mtrand._rand]
+    states = [_generator_state(g) for g in generators]
+
+    def replay():
+        for generator, state in zip(generators, states):
+            _set_generator_state(generator, state)
+
+    yield replay
+
+
+def _check_layer_gradients(layer, x, seed, step, rtol, atol, relative, replay):
     x = np.array(x, dtype=np.float64)
     parameters = list(layer.parameters()) if hasattr(layer, "parameters") else []
     for parameter in parameters:
@@ -241,15 +400,18 @@ def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
             raise TypeError(
                 f"check_layer_gradients needs float64 parameters; "
                 f"{getattr(parameter, 'name', 'a parameter')} is {parameter.value.dtype}")
+    replay()
     weights = np.random.default_rng(seed).standard_normal(np.shape(layer.forward(x)))
 
     def loss():
+        replay()
         return float(np.sum(np.asarray(layer.forward(x), dtype=np.float64) * weights))
 
     saved_flag = getattr(layer, "needs_input_gradient", True)
     before = [np.array(p.value, copy=True) for p in parameters]
     try:
         layer.needs_input_gradient = True
+        replay()
         layer.forward(x)
         grad_input = layer.backward(weights.copy())
     finally:
@@ -264,19 +426,43 @@ def check_layer_gradients(layer, x, *, seed=0, step=1e-3, rtol=1e-6, atol=1e-8):
         names = [f"{i}:{name}" for i, name in enumerate(names)]
     for name, parameter in zip(names, parameters):
         analytic[name] = np.array(parameter.grad, copy=True) if parameter.grad is not None else None
-    numeric = {"input": central_difference(loss, x, step)}
-    for name, parameter in zip(names, parameters):
-        numeric[name] = central_difference(loss, parameter.value, step)
+    values = {"input": x, **{name: p.value for name, p in zip(names, parameters)}}
     errors = {}
-    for name, expected in numeric.items():
+    for name, array in values.items():
         actual = analytic[name]
         if actual is None:
             raise AssertionError(f"backward gave no gradient for {name}")
         actual = np.asarray(actual, dtype=np.float64)
+        h = relative_step(array, relative) if step is None else step
+        expected = central_difference(loss, array, h)
         if actual.shape != expected.shape:
             raise AssertionError(f"the gradient for {name} has shape {actual.shape}, "
                                  f"expected {expected.shape}")
-        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
-                                   err_msg=f"gradient with respect to {name}")
+        try:
+            np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
+                                       err_msg=f"gradient with respect to {name}")
+        except AssertionError as failure:
+            advice = _step_advice(loss, array, actual, expected, h)
+            raise AssertionError(f"{failure}\n{advice}") from None
         errors[name] = float(np.max(np.abs(actual - expected), initial=0.0))
     return errors
+
+
+def _step_advice(loss, array, actual, expected, step):
+    """Whether a mismatch is the finite differences' own error: halve the
+    step and see.  Truncation error (O(step**4) here) falls ~16-fold,
+    rounding error (O(1/step)) doubles; a wrong backward stays put."""
+    error = float(np.max(np.abs(actual - expected)))
+    halved = float(np.max(np.abs(actual - central_difference(loss, array, step / 2))))
+    if halved < error / 4:
+        return (f"With step {step:.3g} the largest difference is {error:.3g}; with step "
+                f"{step / 2:.3g} it is {halved:.3g}: this looks like the finite "
+                f"differences' truncation error (the function curves a lot on the scale "
+                f"of the step), not a wrong backward. Try step={step / 8:.3g}.")
+    if halved > 1.5 * error:
+        return (f"With step {step:.3g} the largest difference is {error:.3g}; with step "
+                f"{step / 2:.3g} it is {halved:.3g}: this looks like rounding error in "
+                f"the finite differences. Try step={step * 8:.3g}, or compute in float64.")
+    return (f"The largest difference is {error:.3g} with step {step:.3g} and {halved:.3g} "
+            f"with step {step / 2:.3g}: it does not depend on the step, so backward "
+            f"itself looks wrong.")

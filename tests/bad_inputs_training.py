@@ -84,10 +84,21 @@ LAYERS = {
                  lambda block, x: x.astype(np.float32) + np.tanh(
                      _dense_reference(block.layers[0], x)),
                  np.float32, 2e-5),
+    "LeakyReLU": (lambda: cyconv.LeakyReLU(0.2), _values(4, 5, seed=31),
+                  lambda layer, x: np.maximum(x, 0) + 0.2 * np.minimum(x, 0), np.float64, 1e-15),
+    "Dropout": (lambda: cyconv.Dropout(0.5, rng=0), _values(4, 5, seed=32),
+                lambda layer, x: x * (np.random.default_rng(0).random(x.shape) >= 0.5) * 2.0,
+                np.float64, 0),
+    "BatchNormalization": (lambda: cyconv.BatchNormalization(2), _values(3, 2, 6, 5, seed=34),
+                           lambda layer, x: ref.batch_norm(
+                               x.astype(np.float32), np.ones(2), np.zeros(2), None, None, True,
+                               0.1, 1e-5)[0], np.float32, 2e-5),
+    "GlobalAveragePooling": (cyconv.GlobalAveragePooling, _values(3, 2, 6, 5, seed=33),
+                             lambda layer, x: x.mean(axis=(2, 3)), np.float64, 1e-14),
 }
 
 # Layers that take any shape (the activations) accept what others refuse.
-ANY_SHAPE = {"ReLU", "Sigmoid", "Tanh", "Softmax"}
+ANY_SHAPE = {"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout"}
 
 
 def _forward(make, value):
@@ -318,6 +329,60 @@ def constructor_cases(Raises, Gives):
                                    Raises(ValueError, "same shape out as in")),
         "Residual-too-deep": (lambda: _nested(cyconv.Residual, 70),
                               Raises(ValueError, "at most 64 levels")),
+        "LeakyReLU-negative_slope-str": (lambda: cyconv.LeakyReLU("0.1"),
+                                         Raises(TypeError, "negative_slope must be a real")),
+        "LeakyReLU-negative_slope-nan": (lambda: cyconv.LeakyReLU(np.nan),
+                                         Raises(ValueError, "negative_slope must be finite")),
+        "Dropout-rate-above-one": (lambda: cyconv.Dropout(1.5),
+                                   Raises(ValueError, r"rate must be in \[0, 1\]")),
+        "Dropout-rate-negative": (lambda: cyconv.Dropout(-0.5),
+                                  Raises(ValueError, r"rate must be in \[0, 1\]")),
+        "Dropout-rate-None": (lambda: cyconv.Dropout(None),
+                              Raises(TypeError, "rate must be a real number")),
+        "Dropout-rng-float": (lambda: cyconv.Dropout(0.5, rng=1.5),
+                              Raises(TypeError, "rng must be None, an int seed")),
+        "Dropout-rng-positional": (lambda: cyconv.Dropout(0.5, 0),
+                                   Raises(TypeError, "positional")),
+        "BatchNormalization-num_features-zero": (
+            lambda: cyconv.BatchNormalization(0), Raises(ValueError, "num_features must be >= 1")),
+        "BatchNormalization-num_features-float": (
+            lambda: cyconv.BatchNormalization(2.0),
+            Raises(TypeError, "num_features must be an int")),
+        "BatchNormalization-momentum-above-one": (
+            lambda: cyconv.BatchNormalization(2, momentum=1.5),
+            Raises(ValueError, r"momentum must be in \[0, 1\]")),
+        "BatchNormalization-momentum-str": (
+            lambda: cyconv.BatchNormalization(2, momentum="0.1"),
+            Raises(TypeError, "momentum must be a real number")),
+        "BatchNormalization-eps-negative": (
+            lambda: cyconv.BatchNormalization(2, eps=-1.0),
+            Raises(ValueError, "eps must be finite and >= 0")),
+        "BatchNormalization-eps-nan": (lambda: cyconv.BatchNormalization(2, eps=np.nan),
+                                       Raises(ValueError, "eps must be finite")),
+        "BatchNormalization-dtype-int": (
+            lambda: cyconv.BatchNormalization(2, dtype=np.int64),
+            Raises(TypeError, "dtype must be float32 or float64")),
+        "BatchNormalization-wrong-channels": (
+            lambda: cyconv.BatchNormalization(2).forward(np.ones((3, 4, 5, 5))),
+            Raises(ValueError, r"BatchNormalization\(2\) expects 2 channels on axis 1")),
+        "BatchNormalization-one-value-per-channel": (
+            lambda: cyconv.BatchNormalization(2).forward(np.ones((1, 2))),
+            Raises(ValueError, "more than 1 value per channel")),
+        "BatchNormalization-unbuilt-forward": (
+            lambda: cyconv.BatchNormalization().forward(np.ones((3, 2))),
+            Raises(RuntimeError, "not built yet")),
+        "BatchNormalization-build-wrong-channels": (
+            lambda: cyconv.BatchNormalization(2).build((3, 4, 4)),
+            Raises(ValueError, "expects samples with 2 channels")),
+        "BatchNormalization-build-image-rows": (
+            lambda: cyconv.BatchNormalization().build((4, 4)),
+            Raises(ValueError, r"expects samples of shape \(C, H, W\) or \(C,\)")),
+        "GlobalAveragePooling-build-flat": (
+            lambda: cyconv.GlobalAveragePooling().build((4,)),
+            Raises(ValueError, r"expects samples of shape \(C, H, W\)")),
+        "GlobalAveragePooling-empty-plane": (
+            lambda: cyconv.GlobalAveragePooling().forward(np.ones((2, 3, 0, 4))),
+            Raises(ValueError, "empty axis")),
     }
     for label, (call, expectation) in cases.items():
         yield label, call, expectation
@@ -405,8 +470,8 @@ def model_cases(Raises, Gives):
         "fit-batch_size-zero": (lambda: _fit(batch_size=0),
                                 Raises(ValueError, "batch_size must be >= 1")),
         "fit-loss-unknown": (lambda: _fit(loss="hinge"), Raises(ValueError, "hinge")),
-        "fit-optimizer-unknown": (lambda: _fit(optimizer="rmsprop"),
-                                  Raises(ValueError, "rmsprop")),
+        "fit-optimizer-unknown": (lambda: _fit(optimizer="adagrad"),
+                                  Raises(ValueError, "adagrad")),
         "fit-verbose-3": (lambda: _fit(verbose=3), Raises(ValueError, "verbose must be")),
         "fit-validation-not-a-pair": (lambda: _fit(validation_data=X3),
                                       Raises(ValueError, "validation_data must be a pair")),

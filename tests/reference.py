@@ -219,6 +219,61 @@ def pad2d_backward(grad, sides, mode):
     return out.reshape(grad.shape[:-2] + (height, width))
 
 
+def channel_view(vector, ndim):
+    return np.asarray(vector, np.float64).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def reduced_axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """PyTorch's batch norm over axis 1.  Returns (out, new_running_mean,
+    new_running_var), all float64; the running statistics are not changed
+    in place."""
+    x = np.asarray(x, np.float64)
+    if training:
+        mean = x.mean(axis=reduced_axes(x))
+        var = x.var(axis=reduced_axes(x))
+        count = x.size // x.shape[1]
+        unbiased = x.var(axis=reduced_axes(x), ddof=1)
+        if running_mean is not None:
+            running_mean = (1 - momentum) * running_mean + momentum * mean
+            running_var = (1 - momentum) * running_var + momentum * unbiased
+        assert count > 1
+    else:
+        mean, var = running_mean, running_var
+    xhat = (x - channel_view(mean, x.ndim)) / np.sqrt(channel_view(var, x.ndim) + eps)
+    out = xhat * channel_view(gamma, x.ndim) + channel_view(beta, x.ndim)
+    return out, running_mean, running_var
+
+
+def batch_norm_backward(grad, x, gamma, running_mean, running_var, training, eps):
+    """The textbook gradient, each term written out in float64, with gamma
+    factored out as PyTorch's kernel has it (so that an infinite gamma
+    gives an infinite gradient, not inf - inf)."""
+    x = np.asarray(x, np.float64)
+    grad = np.asarray(grad, np.float64)
+    axes = reduced_axes(x)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    else:
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - channel_view(mean, x.ndim)) * channel_view(invstd, x.ndim)
+    grad_beta = grad.sum(axis=axes)
+    grad_gamma = (grad * xhat).sum(axis=axes)
+    scale = channel_view(np.asarray(gamma, np.float64) * invstd, x.ndim)
+    if not training:
+        return scale * grad, grad_gamma, grad_beta
+    count = x.size // x.shape[1]
+    grad_input = scale / count * (
+        count * grad
+        - channel_view(grad_beta, x.ndim)
+        - xhat * channel_view(grad_gamma, x.ndim))
+    return grad_input, grad_gamma, grad_beta
+
+
 # Rounding tolerance per dtype, relative to the sum of the magnitudes of the
 # terms of each output (see assert_close).
 RTOL = {np.float32: 3e-5, np.float64: 1e-12}

@@ -302,6 +302,59 @@ def _pad_specs():
     }
 
 
+def _norm_specs():
+    x = _values(2, 3, 4, 5, seed=11)
+    gamma, beta = _values(3, seed=12), _values(3, seed=13)
+    running_mean = _values(3, seed=14)
+    running_var = np.abs(_values(3, seed=15)) + 0.5
+    grad = _values(2, 3, 4, 5, seed=16)
+    x_arg = Arg(x, (1, 3, 5), r"x must have 2 or 4 dimensions", _empty_error("x"))
+
+    def channels_arg(value, name):
+        shape = rf"{name} must have shape \(C,\) = \(3,\)"
+        return Arg(value, (2, 3), shape, _always(Raises(ValueError, shape)))
+
+    grad_shape = r"grad_output must have the shape of x"
+    grad_arg = Arg(grad, (1, 2, 3, 5), grad_shape, _always(Raises(ValueError, grad_shape)))
+    # Eval mode reads the running statistics, so any array-like will do;
+    # training mode writes them in place (cases in _norm_structure_cases).
+    running = {"running_mean": channels_arg(running_mean, "running_mean"),
+               "running_var": channels_arg(running_var, "running_var")}
+    return {
+        "batch_norm": Spec(
+            F.batch_norm,
+            {"x": x_arg, "gamma": channels_arg(gamma, "gamma"),
+             "beta": channels_arg(beta, "beta"), **running},
+            dict(training=False, momentum=0.1, eps=1e-5),
+            lambda x, gamma, beta, running_mean, running_var: ref.batch_norm(
+                x, gamma, beta, running_mean, running_var, False, 0.1, 1e-5)[0],
+        ),
+        "batch_norm(training)": Spec(
+            F.batch_norm,
+            {"x": x_arg, "gamma": channels_arg(gamma, "gamma"),
+             "beta": channels_arg(beta, "beta")},
+            dict(training=True, momentum=0.1, eps=1e-5),
+            lambda x, gamma, beta: ref.batch_norm(x, gamma, beta, None, None, True, 0.1,
+                                                  1e-5)[0],
+        ),
+        "batch_norm_backward": Spec(
+            F.batch_norm_backward,
+            {"grad_output": grad_arg, "x": x_arg, "gamma": channels_arg(gamma, "gamma")},
+            dict(training=True, eps=1e-5),
+            lambda grad_output, x, gamma: ref.batch_norm_backward(
+                grad_output, x, gamma, None, None, True, 1e-5),
+        ),
+        "batch_norm_backward(eval)": Spec(
+            F.batch_norm_backward,
+            {"grad_output": grad_arg, "x": x_arg, "gamma": channels_arg(gamma, "gamma"),
+             **running},
+            dict(training=False, eps=1e-5),
+            lambda grad_output, x, gamma, running_mean, running_var: ref.batch_norm_backward(
+                grad_output, x, gamma, running_mean, running_var, False, 1e-5),
+        ),
+    }
+
+
 def _signal_specs():
     in1, in2 = _values(5, 6, seed=9), _values(2, 3, seed=10)
     specs = {}
@@ -319,7 +372,8 @@ def _signal_specs():
     return specs
 
 
-SPECS = {**_signal_specs(), **_conv_specs(), **_pool_specs(), **_pad_specs()}
+SPECS = {**_signal_specs(), **_conv_specs(), **_pool_specs(), **_pad_specs(),
+         **_norm_specs()}
 PUBLIC = set(F.__all__) | {"correlate2d", "convolve2d"}
 
 
@@ -452,7 +506,9 @@ def _array_cases(name, spec):
         yield (f"{label}-string",
                lambda c=call, a=arg_name: c(**{a: "abc"}),
                Raises(TypeError, dtype_error))
-        if arg_name not in ("bias", "indices"):  # None means "no bias" / "no indices"
+        # None means "no bias", "no indices", gamma ones, beta zeros, or no
+        # running statistics.
+        if arg_name not in ("bias", "indices", "gamma", "beta", "running_mean", "running_var"):
             yield (f"{label}-None", lambda c=call, a=arg_name: c(**{a: None}),
                    Raises(TypeError, dtype_error))
 
@@ -612,6 +668,10 @@ FLAGS = {
     "avg_pool2d_backward": {"ceil_mode": True, "count_include_pad": True},
     "avg_pool2d(divisor_override)": {"ceil_mode": True, "count_include_pad": True},
     "avg_pool2d_backward(divisor_override)": {"ceil_mode": True, "count_include_pad": True},
+    "batch_norm": {"training": False},
+    "batch_norm(training)": {"training": True},
+    "batch_norm_backward": {"training": True},
+    "batch_norm_backward(eval)": {"training": False},
 }
 
 
@@ -830,6 +890,93 @@ def _pad_structure_cases():
                lambda p=padding, m=mode: F.pad2d_backward(grad, p, m), expectation)
 
 
+def _norm_structure_cases():
+    x = _values(4, 3, seed=17)
+
+    def buffers(dtype=np.float64):
+        return np.zeros(3, dtype), np.ones(3, dtype)
+
+    def updated(x, running_mean, running_var, **kwargs):
+        F.batch_norm(x, None, None, running_mean, running_var, **kwargs)
+        return running_mean, running_var
+
+    def read_only(array):
+        array.flags.writeable = False
+        return array
+
+    momentum = r"momentum must be in \[0, 1\]"
+    cases = {
+        "one-value-per-channel": (lambda: F.batch_norm(np.ones((1, 3))),
+                                  Raises(ValueError, "more than 1 value per channel")),
+        "one-pixel-one-sample": (lambda: F.batch_norm(np.ones((1, 3, 1, 1))),
+                                 Raises(ValueError, "more than 1 value per channel")),
+        "backward-one-value-per-channel": (
+            lambda: F.batch_norm_backward(np.ones((1, 3)), np.ones((1, 3))),
+            Raises(ValueError, "more than 1 value per channel")),
+        "one-value-per-channel-eval": (
+            lambda: F.batch_norm(np.full((1, 3), 2.0), None, None, *buffers(), training=False,
+                                 eps=0.0),
+            Gives(lambda: np.full((1, 3), 2.0))),
+        "running-statistics-updated-in-place": (
+            lambda: updated(x, *buffers(), momentum=0.5),
+            Gives(lambda: (0.5 * x.mean(axis=0), 0.5 + 0.5 * x.var(axis=0, ddof=1)),
+                  rtol=1e-14)),
+        "float32-running-statistics-keep-their-dtype": (
+            lambda: updated(x, *buffers(np.float32), momentum=0.5),
+            Gives(lambda: tuple(a.astype(np.float32) for a in (
+                0.5 * x.mean(axis=0), 0.5 + 0.5 * x.var(axis=0, ddof=1))), rtol=1e-6)),
+        "running-mean-alone": (lambda: F.batch_norm(x, None, None, np.zeros(3)),
+                               Raises(ValueError, "must be given together")),
+        "running-var-alone": (lambda: F.batch_norm(x, None, None, None, np.ones(3)),
+                              Raises(ValueError, "must be given together")),
+        "eval-without-running-statistics": (lambda: F.batch_norm(x, training=False),
+                                            Raises(ValueError, "both must be given")),
+        "backward-eval-without-running-statistics": (
+            lambda: F.batch_norm_backward(x, x, training=False),
+            Raises(ValueError, "both must be given")),
+        "training-running-mean-list": (
+            lambda: F.batch_norm(x, None, None, [0.0] * 3, np.ones(3)),
+            Raises(TypeError, "running_mean must be a float32 or float64 numpy array")),
+        "training-running-var-int": (
+            lambda: F.batch_norm(x, None, None, np.zeros(3), np.ones(3, int)),
+            Raises(TypeError, "running_var must be a float32 or float64 numpy array")),
+        "training-running-var-read-only": (
+            lambda: F.batch_norm(x, None, None, np.zeros(3), read_only(np.ones(3))),
+            Raises(ValueError, "running_var must be writeable")),
+        "training-running-mean-wrong-shape": (
+            lambda: F.batch_norm(x, None, None, np.zeros(4), np.ones(4)),
+            Raises(ValueError, r"running_mean must have shape \(C,\) = \(3,\)")),
+        "momentum-above-one": (lambda: F.batch_norm(x, momentum=1.5), Raises(ValueError, momentum)),
+        "momentum-negative": (lambda: F.batch_norm(x, momentum=-0.1),
+                              Raises(ValueError, momentum)),
+        "momentum-nan": (lambda: F.batch_norm(x, momentum=np.nan), Raises(ValueError, momentum)),
+        "momentum-str": (lambda: F.batch_norm(x, momentum="0.1"),
+                         Raises(TypeError, "momentum must be a real number")),
+        "momentum-bool": (lambda: F.batch_norm(x, momentum=True),
+                          Raises(TypeError, "momentum must be a real number")),
+        "momentum-None": (lambda: F.batch_norm(x, momentum=None),
+                          Raises(TypeError, "momentum must be a real number")),
+        "momentum-numpy-float": (lambda: F.batch_norm(x, momentum=np.float32(0.5)),
+                                 Gives(lambda: F.batch_norm(x, momentum=0.5))),
+        "eps-negative": (lambda: F.batch_norm(x, eps=-1e-5),
+                         Raises(ValueError, "eps must be finite and >= 0")),
+        "eps-inf": (lambda: F.batch_norm(x, eps=np.inf), Raises(ValueError, "eps must be finite")),
+        "eps-complex": (lambda: F.batch_norm(x, eps=1j),
+                        Raises(TypeError, "eps must be a real number")),
+        "backward-eps-nan": (lambda: F.batch_norm_backward(x, x, eps=np.nan),
+                             Raises(ValueError, "eps must be finite")),
+        "zero-variance-without-eps": (
+            lambda: bool(np.isnan(F.batch_norm(np.ones((4, 3)), eps=0.0)).all()),
+            Gives(lambda: True)),
+        "negative-running-variance": (
+            lambda: bool(np.isnan(F.batch_norm(x, None, None, np.zeros(3), -np.ones(3),
+                                               training=False)).all()),
+            Gives(lambda: True)),
+    }
+    for label, (call, expectation) in cases.items():
+        yield f"batch_norm-{label}", call, expectation
+
+
 def _signal_structure_cases():
     a, b = np.ones((4, 5)), np.ones((5, 4))
     for name, function, twin in (("correlate2d", cyconv.correlate2d, ref.correlate2d),
@@ -892,6 +1039,7 @@ def _all_cases():
     cases += _pool_structure_cases()
     cases += _pad_structure_cases()
     cases += _signal_structure_cases()
+    cases += _norm_structure_cases()
     cases += _thread_cases()
     for generator in (training.layer_cases, training.constructor_cases, training.model_cases,
                       training.dataset_cases, training.cli_cases):

@@ -11,25 +11,33 @@ from hypothesis import strategies as st
 from scipy import signal
 
 import cyconv
-from cyconv import _conv
+from cyconv import _conv, _runtime
 from cyconv.functional import conv2d, conv2d_backward
 from cyconv.testing import central_difference, conv2d_configs, random_arrays
 from reference import RTOL, assert_close
 
 
-# Two formulations, each whole and chunked.  "im2col" unrolls the input;
-# "shifted" multiplies shifted views of a padded copy, for stride 1 only, so
-# its examples are drawn with stride 1.  "-chunked" shrinks the workspaces,
-# so that output rows are processed one chunk at a time, weight-gradient
-# blocks hold one channel each and samples are summed in several parts.
+# Three formulations.  "im2col" unrolls the input; "shifted" multiplies
+# shifted views of a padded copy, for stride 1 only, so its examples are
+# drawn with stride 1; each whole and "-chunked": shrunk workspaces, so that
+# output rows are processed one chunk at a time, weight-gradient blocks hold
+# one channel each and samples are summed in several parts.  "direct-<isa>"
+# runs the direct kernels' variant for that instruction set (each one this
+# processor runs), drawn with stride 1 and one group.
+DIRECT_ALGORITHMS = ["direct-" + isa for isa in _runtime.available_isas()]
 ALGORITHMS = pytest.mark.parametrize(
-    "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"])
+    "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"] + DIRECT_ALGORITHMS)
 
 
 @contextlib.contextmanager
 def forced(algorithm):
+    if algorithm.startswith("direct"):
+        with _runtime.direct_convolution("always", algorithm.split("-")[1]):
+            yield
+        return
     shifted = algorithm.startswith("shifted")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_runtime.direct_convolution("never"))
         stack.enter_context(mock.patch.object(
             _conv, "SHIFTED_MIN_CHANNELS", 1 if shifted else 2**62))
         stack.enter_context(mock.patch.object(
@@ -42,9 +50,12 @@ def forced(algorithm):
 
 
 def configs_for(algorithm, **limits):
-    """conv2d_configs, with stride 1 for the shifted formulation."""
-    if algorithm.startswith("shifted"):
+    """conv2d_configs, with stride 1 for the shifted formulation, and one
+    group too for the direct one."""
+    if algorithm.startswith(("shifted", "direct")):
         limits["max_stride"] = 1
+    if algorithm.startswith("direct"):
+        limits["max_groups"] = 1
     return conv2d_configs(**limits)
 
 
@@ -306,7 +317,7 @@ def test_nan_and_inf_propagate():
     assert np.isfinite(out[0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("algorithm", ["im2col", "shifted"])
+@pytest.mark.parametrize("algorithm", ["im2col", "shifted"] + DIRECT_ALGORITHMS)
 @pytest.mark.parametrize("where", ["x", "weight", "both"])
 def test_nan_and_inf_reach_exactly_the_gradients_they_touch(algorithm, where):
     """The shifted formulation multiplies zeros into its garbage columns,

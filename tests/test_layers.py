@@ -25,7 +25,8 @@ from cyconv import (
     Softmax,
     Tanh,
 )
-from cyconv import _relu
+from cyconv import _conv, _relu
+from cyconv.functional import conv2d, conv2d_backward
 from cyconv.testing import check_layer_gradients, conv2d_configs, pool2d_configs
 
 F64 = dict(dtype=np.float64)
@@ -367,19 +368,22 @@ def test_backward_with_and_without_learning_rate():
 
 
 def test_first_layer_of_a_sequential_skips_its_input_gradient(monkeypatch):
+    # Spied where every backward call ends, checked or not (the layers skip
+    # conv2d_backward's checks for shapes they have already checked).
     calls = []
-    original = cyconv.functional.conv2d_backward
+    original = _conv.conv2d_backward_checked
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("compute_grad_input", True))
-        return original(*args, **kwargs)
+    def spy(grad_output, x, weight, geometry, compute_grad_input):
+        calls.append(compute_grad_input)
+        return original(grad_output, x, weight, geometry, compute_grad_input)
 
-    monkeypatch.setattr(cyconv.functional, "conv2d_backward", spy)
+    monkeypatch.setattr(_conv, "conv2d_backward_checked", spy)
     model = Sequential([Convolution((1, 6, 6), 3, 2, rng=0), ReLU(),
                         Convolution((2, 4, 4), 3, 2, rng=0), Flatten(), Dense(8, 2, rng=0)])
-    out = model.forward(np.ones((2, 1, 6, 6)))
-    assert model.backward(np.ones_like(out)) is None
-    assert calls == [True, False]   # backward runs last layer first
+    for _ in range(2):  # the second step takes the layers' already-checked path
+        out = model.forward(np.ones((2, 1, 6, 6)))
+        assert model.backward(np.ones_like(out)) is None
+    assert calls == [True, False] * 2   # backward runs last layer first
     assert model.layers[0].weight.grad is not None
 
 
@@ -521,3 +525,31 @@ def test_relu_gradient_is_numpys_bit_for_bit(dtype, threads, data):
         expected = np.ascontiguousarray(grad * (x > 0))
     assert actual.dtype == dtype and actual.shape == shape
     np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8))
+
+
+def test_convolution_rechecks_whatever_changed_since_its_last_call():
+    """The layer skips conv2d's checks only for the shapes, dtypes and
+    layouts it checked last time: anything else is checked again, with the
+    same results and errors as the functional call."""
+    layer = Convolution((2, 6, 6), 3, 3, padding=1, rng=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
+    first = layer.forward(x)
+    np.testing.assert_array_equal(first, conv2d(x, layer.weight.value, layer.bias.value, padding=1))
+    np.testing.assert_array_equal(layer.forward(x), first)
+    np.testing.assert_array_equal(layer.forward(x[:1]), first[:1])  # a new batch size
+    layer.weight.value = np.asfortranarray(layer.weight.value)  # a new layout
+    np.testing.assert_array_equal(layer.forward(x), first)
+    layer.weight.value = layer.weight.value.astype(np.float64)  # a new dtype, as before
+    assert layer.forward(x).dtype == conv2d(x, layer.weight.value, layer.bias.value).dtype
+    layer.weight.value = np.ones((3, 5, 3, 3), np.float32)  # a wrong shape: conv2d's error
+    with pytest.raises(ValueError, match="weight must have shape"):
+        layer.forward(x)
+    layer.weight.value = np.ones((3, 2, 3, 3), np.float32)
+    out = layer.forward(x)
+    grad_input = layer.backward(np.ones_like(out))
+    expected = conv2d_backward(np.ones_like(out), x, layer.weight.value, padding=1)
+    np.testing.assert_array_equal(grad_input, expected[0])
+    np.testing.assert_array_equal(layer.weight.grad, expected[1])
+    with pytest.raises(ValueError, match="output_gradient"):
+        layer.backward(np.ones((4, 3, 5, 5), np.float32))

@@ -266,3 +266,16 @@ def test_object_arrays_and_other_compressions_are_refused(tmp_path):
     _write_zip(path, dict(members, **{"layer0.weight": stream.getvalue()}))
     with pytest.raises(ValueError, match="never unpickled"):
         Sequential.load(path)
+
+
+def test_a_zip_directory_larger_than_a_models_is_refused_before_it_is_parsed(tmp_path):
+    """zipfile builds an object per directory entry before anything else
+    can look at them; the directory's size in the end record comes first."""
+    path = tmp_path / "many.npz"
+    small_model().save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        for index in range(4500):
+            archive.writestr(f"{index:01000d}.npy", b"")
+    result, peak = _peak_while(lambda: Sequential.load(path))
+    assert isinstance(result, ValueError) and "zip directory declares" in str(result), result
+    assert peak < 2 * MiB, f"{peak / MiB:.1f} MiB traced"

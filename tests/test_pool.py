@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import cyconv
 import reference as ref
-from cyconv import _pool
+from cyconv import _pool, _runtime
 from cyconv.functional import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -383,7 +383,7 @@ def test_tiled_results_bitwise_identical_at_any_thread_count(dtype, x_shape, ker
 
 
 def test_threads_only_for_enough_work():
-    with mock.patch.object(_pool, "get_num_threads", lambda: 8):
+    with mock.patch.object(_runtime, "get_num_threads", lambda: 8):
         small = _pool.pool_geometry((1, 1, 8, 8), 2, None, 0, False)
         assert small.threads() == 1
         big = _pool.pool_geometry((64, 16, 64, 64), 2, None, 0, False)

@@ -461,3 +461,18 @@ def test_get_config_of_containers_nests_json():
     assert config["layers"][2]["type"] == "Residual"
     assert config["layers"][2]["config"]["layers"][2]["config"]["layers"][0] == {
         "type": "Shift", "config": {"features": 4, "bonus": 1.0}}
+
+
+def test_a_single_sample_goes_forward_and_backward_through_a_model():
+    model = Sequential([Convolution((1, 4, 4), 3, 2, rng=0, **F64), Flatten(),
+                        Dense(8, 3, rng=1, **F64)])
+    model.needs_input_gradient = True
+    x = np.random.default_rng(0).standard_normal((1, 4, 4))
+    assert model.forward(x).shape == (3,)
+    grad = model.backward(np.ones(3))
+    assert grad.shape == (1, 4, 4)
+    batched = Sequential([Convolution((1, 4, 4), 3, 2, rng=0, **F64), Flatten(),
+                          Dense(8, 3, rng=1, **F64)])
+    batched.needs_input_gradient = True
+    batched.forward(x[np.newaxis])
+    np.testing.assert_array_equal(grad, batched.backward(np.ones((1, 3)))[0])

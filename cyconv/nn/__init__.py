@@ -12,27 +12,35 @@ Examples
 """
 
 from . import losses, optimizers
-from .activations import ReLU, Sigmoid, Softmax, Tanh
+from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Container, Residual, Sequential
 from .conv import Convolution
 from .dense import Dense
+from .dropout import Dropout
 from .layer import Buffer, Layer, Parameter
-from .models import lenet
-from .optimizers import SGD, Adam
-from .pooling import AveragePooling, MaxPooling
+from .models import lenet, small_resnet
+from .normalization import BatchNormalization
+from .optimizers import SGD, Adam, AdamW, RMSprop
+from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
 from .reshape import Flatten, Reshape
 
 __all__ = [
     "Adam",
+    "AdamW",
     "AveragePooling",
+    "BatchNormalization",
     "Buffer",
     "Container",
     "Convolution",
     "Dense",
+    "Dropout",
     "Flatten",
+    "GlobalAveragePooling",
     "Layer",
+    "LeakyReLU",
     "MaxPooling",
     "Parameter",
+    "RMSprop",
     "ReLU",
     "Reshape",
     "Residual",
@@ -44,4 +52,5 @@ __all__ = [
     "lenet",
     "losses",
     "optimizers",
+    "small_resnet",
 ]

@@ -1,4 +1,4 @@
-"""Activation layers: ReLU, Sigmoid, Tanh and Softmax.
+"""Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh and Softmax.
 
 Element-wise numpy expressions (ReLU's gradient a compiled kernel); they
 keep their input's float dtype (float32 or float64; integers compute in
@@ -8,6 +8,7 @@ float64) and take any shape.
 import numpy as np
 
 from .._relu import relu_gradient
+from .._validation import as_real
 from .layer import (
     ShapePreserving,
     as_float_input,
@@ -16,7 +17,7 @@ from .layer import (
     check_unused_learning_rate,
 )
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax"]
 
 
 class _Activation(ShapePreserving):
@@ -57,6 +58,40 @@ class ReLU(_Activation):
 
     def _input_gradient(self, grad):
         return relu_gradient(grad, self.input)
+
+
+class LeakyReLU(_Activation):
+    """Leaky rectified linear unit: ``x`` where ``x > 0``, else
+    ``negative_slope * x``, as ``torch.nn.LeakyReLU``.
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+        The slope for ``x <= 0``; also the gradient taken at 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import LeakyReLU
+    >>> layer = LeakyReLU(0.1)
+    >>> layer.forward(np.array([-2.0, 0.0, 3.0]))
+    array([-0.2,  0. ,  3. ])
+    >>> layer.backward(np.array([1.0, 1.0, 1.0]))
+    array([0.1, 0.1, 1. ])
+    """
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = as_real(negative_slope, "negative_slope", None)
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+    def _function(self, x):
+        return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+
+    def _input_gradient(self, grad):
+        return np.where(self.input > 0, grad, grad * grad.dtype.type(self.negative_slope))
 
 
 class Sigmoid(_Activation):

@@ -149,6 +149,8 @@ class Container(Layer):
             try:
                 shape = layer.build(shape)
             except (ValueError, TypeError) as exc:
+                if type(exc) not in (ValueError, TypeError):
+                    raise  # a subclass may not take a plain message
                 raise type(exc)(f"layer {index} ({type(layer).__name__}) of "
                                 f"{type(self).__name__}: {exc}") from None
             shape = None if shape is None else tuple(shape)
@@ -194,6 +196,7 @@ class Container(Layer):
         """Run every layer's ``forward``; a single sample gets a single output."""
         self._require_built_layers()
         x = self._input_array(input, "input")
+        training.check_input_shape(self, x, "input")
         single = self._is_single_sample(x)
         self._single = single
         out = x[np.newaxis] if single else x
@@ -273,6 +276,13 @@ class Sequential(Container):
         super().__init__(layers, input_shape)
         self.needs_input_gradient = False
         self.train()  # a new model trains, as in PyTorch
+        # What fit remembers (see fit's Notes); saved with the model.
+        self.loss = None
+        self.optimizer = None
+        self.seed = None
+        self.epoch = 0
+        self.shuffle_state = None
+        self.stop_training = False
 
     def get_config(self):
         return dict(super().get_config(), input_shape=(
@@ -292,30 +302,35 @@ class Sequential(Container):
 
     def fit(self, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy",
             optimizer="adam", validation_data=None, shuffle=True, seed=None, verbose=True,
-            augment=None, learning_rate_schedule=None):
+            augment=None, learning_rate_schedule=None, validation_split=0.0, callbacks=None,
+            initial_epoch=0):
         """Train the model on ``(x, y)`` by mini-batch gradient descent.
 
         Parameters
         ----------
         x : array_like, shape (N, ...)
-            Inputs, cast to the model's dtype.
+            Inputs, cast to the model's dtype.  Images go channels first,
+            ``(N, C, H, W)``, scaled to [0, 1] (raw 0-255 pixels get a
+            warning: see :func:`cyconv.datasets.prepare_images`).
         y : array_like, shape (N, ...)
             Targets, as the loss wants them (integer labels for
             ``"softmax_cross_entropy"``).
         epochs, batch_size : int
         loss : str or cyconv.losses.Loss, default "softmax_cross_entropy"
-            ``"softmax_cross_entropy"`` (the last layer gives logits),
-            ``"binary_cross_entropy"`` or ``"mse"``.
+            ``"softmax_cross_entropy"`` (the last layer gives logits: a
+            final Softmax layer is refused, since this loss applies softmax
+            itself), ``"binary_cross_entropy"`` or ``"mse"``.
         optimizer : str or cyconv.optimizers.Optimizer, default "adam"
             ``"adam"``, ``"sgd"`` (default settings) or an instance.
         validation_data : tuple (x_val, y_val), optional
-            Evaluated after every epoch.
+            Evaluated after every epoch (in eval mode).
         shuffle : bool, default True
             Visit the samples in a new random order every epoch.
         seed : int, optional
-            Seed of the shuffling.  With a seed (and layers built from a
-            seeded ``rng``) training is reproducible bit for bit, whatever
-            :func:`cyconv.set_num_threads` says.
+            Seed of the shuffling and augmentation.  With a seed (and layers built from a seeded ``rng``) training
+            is reproducible bit for bit, whatever
+            :func:`cyconv.set_num_threads` says.  Without one, a fresh seed
+            is drawn and kept as ``model.seed``.
         verbose : {1, 2, 0} or bool, default True
             1 or True: a progress bar (stderr) and one line per epoch
             (stdout); 2: only the lines; 0 or False: silence.
@@ -326,6 +341,38 @@ class Sequential(Container):
         learning_rate_schedule : callable, optional
             ``learning_rate_schedule(epoch)`` (from 0) gives the optimizer's
             learning rate for that epoch.
+        validation_split : float in [0, 1), default 0
+            Keep this fraction of the samples, the last ones (before any
+            shuffling, as Keras does), aside for validation instead of
+            ``validation_data``.
+        callbacks : list of cyconv.nn.callbacks.Callback, optional
+            Called as training goes (:class:`~cyconv.nn.callbacks.EarlyStopping`,
+            :class:`~cyconv.nn.callbacks.ModelCheckpoint`, learning-rate
+            schedules); one may stop training with
+            ``model.stop_training = True``.
+        initial_epoch : int, default 0
+            The epoch to start at when resuming (``epochs`` still counts
+            from the start, as in Keras).  When it is the epoch the model
+            has reached (``model.epoch``, after fit or from a checkpoint
+            saved with ``include_optimizer``), the random stream of
+            shuffling and augmentation continues where it stopped
+            (``model.shuffle_state``; ``seed`` is then not used), so that
+            with the checkpoint's optimizer the epochs ``initial_epoch`` to
+            ``epochs - 1`` are those an uninterrupted run would have made.
+
+        Notes
+        -----
+        Everything is checked before the first weight changes, the
+        validation data and every target included.  The model remembers
+        ``loss`` (the default of :meth:`evaluate`), ``optimizer``, ``seed``,
+        ``epoch`` (epochs completed) and ``shuffle_state``; ``save(path,
+        include_optimizer=True)`` keeps them all, so that training resumes
+        exactly::
+
+            model.save("checkpoint.npz", include_optimizer=True)
+            model = Sequential.load("checkpoint.npz")
+            model.fit(x, y, epochs=4, optimizer=model.optimizer,
+                      initial_epoch=model.epoch)
 
         Returns
         -------
@@ -335,7 +382,8 @@ class Sequential(Container):
             Accuracies are None where the loss has no notion of class.
         """
         return training.fit(self, x, y, epochs, batch_size, loss, optimizer, validation_data,
-                            shuffle, seed, verbose, augment, learning_rate_schedule)
+                            shuffle, seed, verbose, augment, learning_rate_schedule,
+                            validation_split, callbacks, initial_epoch)
 
     def predict(self, x, batch_size=256):
         """Return the last layer's output for ``x`` (a batch or one sample).
@@ -355,8 +403,11 @@ class Sequential(Container):
         """
         return training.predict(self, x, batch_size)
 
-    def evaluate(self, x, y, loss="softmax_cross_entropy", batch_size=256):
+    def evaluate(self, x, y, loss=None, batch_size=256):
         """Return ``{"loss": float, "accuracy": float or None}`` on ``(x, y)``.
+
+        ``loss`` defaults to the one the model was trained with (by
+        :meth:`fit`, or saved with it), else softmax cross-entropy.
 
         Examples
         --------
@@ -371,13 +422,21 @@ class Sequential(Container):
 
     # -- files --------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path, include_optimizer=False):
         """Write the architecture and weights to ``path`` (an ``.npz`` file).
 
         The file is written beside its destination and renamed over it, so
         an interrupted save never leaves a half-written model behind.  A
         layer of your own is saved by its class name and ``get_config()``
         (see :meth:`load`); its parameters and buffers are saved with it.
+        The loss the model was trained with is saved too.
+
+        With ``include_optimizer`` (after :meth:`fit`), the file also keeps
+        the optimizer (its settings and state: moments, step counts), the
+        shuffling seed and random stream, and the epochs completed, which
+        :meth:`load` gives back as ``model.optimizer``, ``model.seed`` and
+        ``model.epoch``, so that training can resume exactly (see
+        :meth:`fit`'s Notes).
 
         Examples
         --------
@@ -393,7 +452,7 @@ class Sequential(Container):
         """
         from .serialization import save
 
-        save(self, path)
+        save(self, path, include_optimizer)
 
     @classmethod
     def load(cls, path, custom_layers=None):

@@ -7,18 +7,11 @@ batch ``(N, C, H, W)`` or one sample ``(C, H, W)``.
 
 import numpy as np
 
-from .. import functional
+from .. import _conv, functional
 from .._conv import _padding_amounts, conv_geometry
-from .._validation import as_flag, as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
-from .layer import (
-    Parameter,
-    WeightAndBias,
-    as_layer_input,
-    check_gradient_shape,
-    he_normal,
-    initial_array,
-    random_source,
-)
+from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
+from ._hints import input_shape_hint
+from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
 
@@ -108,12 +101,8 @@ class Convolution(WeightAndBias):
         self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding", 0)
         self.padding_mode = check_choice(padding_mode, "padding_mode", tuple(_PADDING_MODES))
         self.dtype = check_dtype(dtype)
-        random_source(rng)  # refuses a bad rng now rather than when built
-        self._rng = rng
-        self._has_bias = as_flag(bias, "bias")
+        self._defer_parameters(bias, rng)
         self.input_shape = self.output_shape = self.kernels_shape = None
-        self.weight = self.bias = None
-        self.built = False
         if input_shape is not None:
             self.build(as_shape(input_shape, "input_shape", 3))
 
@@ -131,8 +120,14 @@ class Convolution(WeightAndBias):
         channels = input_shape[0]
         kernels_shape = (self.depth, max(1, channels // self.groups)) + self.kernel_size
         # Checks groups, padding and that the kernel fits, with conv2d's messages.
-        geometry = conv_geometry(input_shape, kernels_shape, self.stride,
-                                 self.padding, self.dilation, self.groups)
+        try:
+            geometry = conv_geometry(input_shape, kernels_shape, self.stride,
+                                     self.padding, self.dilation, self.groups)
+        except ValueError as exc:
+            hint = input_shape_hint(input_shape)
+            if not hint:
+                raise
+            raise ValueError(f"{exc}.{hint}") from None
         border = None
         if _PADDING_MODES[self.padding_mode] is not None:
             top, bottom, left, right = _padding_amounts(
@@ -147,11 +142,7 @@ class Convolution(WeightAndBias):
         self.input_shape, self.kernels_shape = input_shape, kernels_shape
         self.output_shape = geometry.output_shape
         self._border = border
-        self.weight = Parameter("weight", he_normal(self._rng, kernels_shape, fan_in, self.dtype))
-        self.bias = (Parameter("bias", initial_array(self.depth, self.dtype))
-                     if self._has_bias else None)
-        self._rng = None  # drawn from: not kept alive, never drawn from twice
-        self.built = True
+        self._allocate_parameters(kernels_shape, fan_in)
         return self.output_shape
 
     @property
@@ -183,17 +174,62 @@ class Convolution(WeightAndBias):
         if self._border is not None:
             x = functional.pad2d(x, self._border, mode=_PADDING_MODES[self.padding_mode])
         self._padded_input = x
-        self.output = functional.conv2d(x, self.weight.value, self.biases,
-                                        **self._conv_arguments())
+        weight, bias = self.weight.value, self.biases
+        geometry = self._checked_geometry(x, weight, bias)
+        if geometry is None:
+            self.output = functional.conv2d(x, weight, bias, **self._conv_arguments())
+            self._remember(x, weight, bias)
+        else:
+            empty = bias is None
+            self.output = _conv.conv2d_checked(
+                x, weight, np.empty(0, x.dtype) if empty else bias, geometry)
         return self.output
+
+    # A training loop calls a layer with the same shapes every step; conv2d's
+    # checks then give the same answer every time.  The layer keeps the
+    # geometry of its last call, and the kinds of arrays it was checked for,
+    # and skips the checks while they still hold: a new shape, dtype or
+    # memory layout (a parameter replaced, say) takes the checked path again,
+    # with its errors.
+
+    @staticmethod
+    def _kind(array):
+        if type(array) is not np.ndarray:
+            return None
+        flags = array.flags
+        return array.shape, array.dtype, flags.c_contiguous and flags.aligned
+
+    def _key(self, x, weight, bias):
+        return (self._kind(x), self._kind(weight),
+                None if bias is None else self._kind(bias), self._conv_arguments())
+
+    def _remember(self, x, weight, bias):
+        key = self._key(x, weight, bias)
+        kinds = [kind for kind, array in zip(key, (x, weight, bias)) if array is not None]
+        ready = all(kind is not None and kind[1] == self.dtype and kind[2] for kind in kinds)
+        self._checked = (key, conv_geometry(x.shape, weight.shape, **key[3])) if ready else None
+
+    def _checked_geometry(self, x, weight, bias):
+        checked = getattr(self, "_checked", None)
+        if checked is not None and checked[0] == self._key(x, weight, bias):
+            return checked[1]
+        return None
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
         grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Convolution")
-        grad_input, grad_weight, grad_bias = functional.conv2d_backward(
-            grad, self._padded_input, self.weight.value, **self._conv_arguments(),
-            compute_grad_input=self.needs_input_gradient)
+        x, weight = self._padded_input, self.weight.value
+        geometry = self._checked_geometry(x, weight, self.biases)
+        flags = grad.flags
+        if (geometry is not None and grad.dtype == x.dtype and flags.c_contiguous
+                and flags.aligned and self.needs_input_gradient in (True, False)):
+            grad_input, grad_weight, grad_bias = _conv.conv2d_backward_checked(
+                grad, x, weight, geometry, self.needs_input_gradient)
+        else:
+            grad_input, grad_weight, grad_bias = functional.conv2d_backward(
+                grad, x, weight, **self._conv_arguments(),
+                compute_grad_input=self.needs_input_gradient)
         if grad_input is not None and self._border is not None:
             grad_input = functional.pad2d_backward(
                 grad_input, self._border, mode=_PADDING_MODES[self.padding_mode])

@@ -3,16 +3,8 @@
 import numpy as np
 
 from .._matmul import matmul
-from .._validation import as_flag, as_int, check_dtype, check_fits
-from .layer import (
-    Parameter,
-    WeightAndBias,
-    as_layer_input,
-    check_gradient_shape,
-    he_normal,
-    initial_array,
-    random_source,
-)
+from .._validation import as_int, check_dtype, check_fits
+from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 
 __all__ = ["Dense"]
 
@@ -35,7 +27,8 @@ class Dense(WeightAndBias):
     -----
     Takes a batch ``(N, input_size)``, one sample ``(input_size,)``, or the
     tutorial's column vector ``(input_size, 1)`` (for ``input_size > 1``),
-    and returns the output in the same layout.
+    or a batch of them ``(N, input_size, 1)``, and returns the output in the
+    same layout.
 
     Attributes
     ----------
@@ -69,13 +62,9 @@ class Dense(WeightAndBias):
         if output_size is None:
             raise TypeError("Dense needs output_size (Dense(input_size, output_size, ...))")
         self.output_size = as_int(output_size, "output_size", 1)
-        self._has_bias = as_flag(bias, "bias")
         self.dtype = check_dtype(dtype)
-        random_source(rng)  # refuses a bad rng now rather than when built
-        self._rng = rng
+        self._defer_parameters(bias, rng)
         self.input_size = self.input_shape = self.output_shape = None
-        self.weight = self.bias = None
-        self.built = False
         if input_size is not None:
             self._allocate(as_int(input_size, "input_size", 1))
 
@@ -84,12 +73,7 @@ class Dense(WeightAndBias):
         self.input_size = input_size
         self.input_shape = (input_size,)
         self.output_shape = (self.output_size,)
-        self.weight = Parameter("weight", he_normal(
-            self._rng, (self.output_size, input_size), input_size, self.dtype))
-        self.bias = (Parameter("bias", initial_array(self.output_size, self.dtype))
-                     if self._has_bias else None)
-        self._rng = None  # drawn from: not kept alive, never drawn from twice
-        self.built = True
+        self._allocate_parameters((self.output_size, input_size), input_size)
 
     def build(self, input_shape):
         """Samples of ``(input_size,)``, or the tutorial's columns ``(input_size, 1)``."""
@@ -125,9 +109,13 @@ class Dense(WeightAndBias):
             x2, self._layout = x[np.newaxis], "vector"
         elif x.shape == (n, 1):
             x2, self._layout = x.T, "column"
+        elif x.ndim == 3 and x.shape[1:] == (n, 1):
+            # A batch of the tutorial's column vectors, as Reshape((C, H, W),
+            # (n, 1)) gives inside a Sequential.
+            x2, self._layout = x[:, :, 0], "columns"
         else:
-            raise ValueError(f"Dense expects input of shape (N, {n}), ({n},) or ({n}, 1), "
-                             f"got {x.shape}")
+            raise ValueError(f"Dense expects input of shape (N, {n}), ({n},) or ({n}, 1) "
+                             f"(or a batch of columns (N, {n}, 1)), got {x.shape}")
         self.input = x
         self._input2 = x2
         out = matmul(x2, self.weight.value.T)
@@ -141,13 +129,16 @@ class Dense(WeightAndBias):
             return array2[0]
         if self._layout == "column":
             return array2.T
+        if self._layout == "columns":
+            return array2[:, :, np.newaxis]
         return array2
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
         grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Dense")
-        g2 = {"batch": grad, "vector": grad.reshape(1, -1), "column": grad.T}[self._layout]
+        g2 = {"batch": grad, "vector": grad.reshape(1, -1), "column": grad.T,
+              "columns": grad[..., 0]}[self._layout]
         grad_input = None
         if self.needs_input_gradient:
             grad_input = self._restore(matmul(g2, self.weight.value))

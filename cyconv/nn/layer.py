@@ -15,7 +15,9 @@ A layer subclasses :class:`Layer` and implements ``forward`` and
     through its Parameter/Buffer objects, never through a copy kept aside.
     Allocate initial values with :func:`initial_array` / :func:`he_normal`:
     while a model is loaded they return read-only placeholders that take no
-    memory, so a file is checked before anything big is allocated.
+    memory, so a file is checked before anything big is allocated.  Use
+    them for parameter and buffer values only: any other array allocated
+    with them would stay a read-only placeholder after loading.
 
 ``training``, ``train(mode)``, ``eval()``
     The mode; layers that behave differently in training (dropout, batch
@@ -387,7 +389,23 @@ class ShapePreserving(Layer):
 
 
 class WeightAndBias(Layer):
-    """A layer whose parameters are ``weight`` and an optional ``bias``."""
+    """A layer whose parameters are ``weight`` (He-initialised) and an
+    optional ``bias`` (zeros), allocated when the layer is built: at once
+    when its sizes are given, or when a container infers them."""
+
+    def _defer_parameters(self, bias, rng):
+        self._has_bias = as_flag(bias, "bias")
+        random_source(rng)  # refuses a bad rng now rather than when built
+        self._rng = rng
+        self.weight = self.bias = None
+        self.built = False
+
+    def _allocate_parameters(self, weight_shape, fan_in):
+        self.weight = Parameter("weight", he_normal(self._rng, weight_shape, fan_in, self.dtype))
+        self.bias = (Parameter("bias", initial_array(weight_shape[0], self.dtype))
+                     if self._has_bias else None)
+        self._rng = None  # drawn from: not kept alive, never drawn from twice
+        self.built = True
 
     @property
     def biases(self):
@@ -395,8 +413,6 @@ class WeightAndBias(Layer):
 
     def parameters(self):
         return [p for p in (self.weight, self.bias) if p is not None]
-
-
 
 def check_unused_learning_rate(learning_rate):
     """A layer without parameters has nothing to update, but a learning rate

@@ -76,6 +76,9 @@ def _argmax_accuracy(y_true, y_pred):
     """Accuracy of (N, K) scores against labels (N,) or one-hot rows (N, K)."""
     y_pred = np.asarray(y_pred)
     y_true = np.asarray(y_true)
+    if y_pred.ndim == 3 and y_pred.shape[2] == 1:
+        # The tutorial's column vectors (N, K, 1), scored as rows (N, K).
+        y_pred = y_pred[:, :, 0]
     if y_pred.ndim != 2 or y_pred.shape[1] < 2:
         return None
     labels = y_true if y_true.ndim == 1 else np.argmax(y_true.reshape(len(y_true), -1), axis=1)
@@ -146,7 +149,7 @@ class BinaryCrossEntropy(Loss):
     def accuracy(self, y_true, y_pred):
         y_true = np.asarray(y_true)
         y_pred = np.asarray(y_pred)
-        if y_pred.ndim == 2 and y_pred.shape[1] > 1:
+        if y_pred.ndim in (2, 3) and y_pred.shape[1] > 1 and y_pred.shape[2:] in ((), (1,)):
             return _argmax_accuracy(y_true, y_pred)
         return float(np.mean((y_pred > 0.5) == (y_true > 0.5)))
 

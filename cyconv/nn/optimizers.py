@@ -10,7 +10,7 @@ import numpy as np
 
 from .._validation import as_real
 
-__all__ = ["Optimizer", "SGD", "Adam", "get_optimizer"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer"]
 
 
 class Optimizer:
@@ -37,10 +37,14 @@ class Optimizer:
             if parameter.grad.shape != parameter.value.shape:
                 raise ValueError(f"gradient of {parameter.name} has shape "
                                  f"{parameter.grad.shape}, its value {parameter.value.shape}")
-            grad = parameter.grad
-            if self.weight_decay:
-                grad = grad + self.weight_decay * parameter.value
-            self._update(parameter, grad)
+            self._update(parameter, self._decayed_gradient(parameter))
+
+    def _decayed_gradient(self, parameter):
+        """The gradient with the L2 penalty's added, as most optimizers take
+        weight decay (AdamW decouples it instead)."""
+        if self.weight_decay:
+            return parameter.grad + self.weight_decay * parameter.value
+        return parameter.grad
 
     def _update(self, parameter, grad):
         raise NotImplementedError
@@ -141,7 +145,116 @@ class Adam(Optimizer):
         parameter.value -= self.learning_rate * m_hat / (np.sqrt(v_hat) + self.epsilon)
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as
+    ``torch.optim.AdamW``.
+
+    Each step first shrinks the parameter,
+    ``value *= 1 - learning_rate * weight_decay``, and then takes Adam's
+    step on the gradient alone, so that the decay is not rescaled by the
+    moment estimates as an L2 penalty in :class:`Adam` would be.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001
+    beta1, beta2 : float in [0, 1), default 0.9 and 0.999
+    epsilon : float, default 1e-8
+    weight_decay : float, default 0.01
+        PyTorch's default.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import AdamW, Parameter
+    >>> p = Parameter("w", np.array([1.0, 1.0]))
+    >>> p.grad = np.array([100.0, -1.0])
+    >>> AdamW(learning_rate=0.1, weight_decay=0.5).step([p])
+    >>> p.value   # shrunk by 5%, then Adam's step of 0.1 per element
+    array([0.85, 1.05])
+    """
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 weight_decay=0.01):
+        super().__init__(learning_rate, beta1, beta2, epsilon, weight_decay)
+
+    def _decayed_gradient(self, parameter):
+        if self.weight_decay:
+            parameter.value *= 1 - self.learning_rate * self.weight_decay
+        return parameter.grad
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, 2012) with PyTorch's update rule
+    (``torch.optim.RMSprop``).
+
+    ``square_avg = alpha * square_avg + (1 - alpha) * grad**2``; with
+    ``centered``, also ``grad_avg = alpha * grad_avg + (1 - alpha) * grad``
+    and ``square_avg - grad_avg**2`` in its place below;
+    ``step = grad / (sqrt(square_avg) + epsilon)``; with momentum,
+    ``buffer = momentum * buffer + step`` is the step; then
+    ``value -= learning_rate * step``.  Every average starts at zero.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.01
+    alpha : float in [0, 1), default 0.99
+        Smoothing constant of the averages.
+    epsilon : float, default 1e-8
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+    momentum : float in [0, 1), default 0
+    centered : bool, default False
+        Divide by an estimate of the gradient's variance rather than of its
+        second moment.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import RMSprop, Parameter
+    >>> p = Parameter("w", np.array([1.0, 1.0]))
+    >>> p.grad = np.array([100.0, -1.0])
+    >>> RMSprop(learning_rate=0.01, alpha=0.75).step([p])
+    >>> p.value   # the first step is learning_rate / sqrt(1 - alpha) per element
+    array([0.98, 1.02])
+    """
+
+    def __init__(self, learning_rate=0.01, alpha=0.99, epsilon=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False):
+        super().__init__(learning_rate, weight_decay)
+        self.alpha = as_real(alpha, "alpha", upper=1)
+        self.epsilon = as_real(epsilon, "epsilon")
+        self.momentum = as_real(momentum, "momentum", upper=1)
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be True or False, got {centered!r}")
+        self.centered = bool(centered)
+
+    def _update(self, parameter, grad):
+        state = self.state.get(parameter)
+        if state is None:
+            state = self.state[parameter] = {
+                name: np.zeros_like(parameter.value) for name in ("square_avg", "grad_avg",
+                                                                   "buffer")}
+        square_avg = state["square_avg"]
+        square_avg *= self.alpha
+        square_avg += (1 - self.alpha) * (grad * grad)
+        if self.centered:
+            grad_avg = state["grad_avg"]
+            grad_avg *= self.alpha
+            grad_avg += (1 - self.alpha) * grad
+            denominator = np.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            denominator = np.sqrt(square_avg)
+        denominator += self.epsilon
+        step = grad / denominator
+        if self.momentum:
+            buffer = state["buffer"]
+            buffer *= self.momentum
+            buffer += step
+            step = buffer
+        parameter.value -= self.learning_rate * step
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get_optimizer(optimizer):
@@ -152,9 +265,13 @@ def get_optimizer(optimizer):
     >>> from cyconv.optimizers import get_optimizer
     >>> get_optimizer("adam").learning_rate
     0.001
+    >>> get_optimizer("rmsprop")
+    RMSprop(learning_rate=0.01, weight_decay=0.0, alpha=0.99, epsilon=1e-08, momentum=0.0, centered=False)
     """
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in _BY_NAME:
         return _BY_NAME[optimizer.lower()]()
-    raise ValueError(f"optimizer must be a cyconv Optimizer, 'sgd' or 'adam', got {optimizer!r}")
+    names = ", ".join(repr(name) for name in _BY_NAME)
+    raise ValueError(f"optimizer must be a cyconv Optimizer or one of {names}, "
+                     f"got {optimizer!r}")

@@ -14,7 +14,7 @@ from .layer import (
     check_unused_learning_rate,
 )
 
-__all__ = ["MaxPooling", "AveragePooling"]
+__all__ = ["MaxPooling", "AveragePooling", "GlobalAveragePooling"]
 
 
 def _batched(x, sample_ndim, layer, layout):
@@ -41,13 +41,20 @@ class _Pooling(Layer):
         self.padding = as_pair(padding, "padding", 0)
         self.ceil_mode = as_flag(ceil_mode, "ceil_mode")
 
-    def build(self, input_shape):
+    def _sample_shape(self, input_shape):
+        """``input_shape`` as a tuple (C, H, W), or None when unknown."""
         if input_shape is None:
             return None
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"{type(self).__name__} expects samples of shape (C, H, W), "
                              f"got {input_shape}")
+        return input_shape
+
+    def build(self, input_shape):
+        input_shape = self._sample_shape(input_shape)
+        if input_shape is None:
+            return None
         geometry = pool_geometry(input_shape, self.kernel_size, self.stride, self.padding,
                                  self.ceil_mode, getattr(self, "dilation", 1))
         return (input_shape[0], geometry.out_height, geometry.out_width)
@@ -187,3 +194,43 @@ class AveragePooling(_Pooling):
     def get_config(self):
         return dict(super().get_config(), count_include_pad=self.count_include_pad,
                     divisor_override=self.divisor_override)
+
+
+class GlobalAveragePooling(_Pooling):
+    """The mean of each channel over its whole plane: ``(N, C, H, W)`` to
+    ``(N, C)``, or one sample ``(C, H, W)`` to ``(C,)``, as
+    ``torch.nn.AdaptiveAvgPool2d(1)`` followed by flattening.
+
+    Its gradient spreads each channel's gradient evenly, ``grad / (H * W)``,
+    over the plane.  Sums are accumulated in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cyconv import GlobalAveragePooling
+    >>> pool = GlobalAveragePooling()
+    >>> pool.forward(np.arange(8.0).reshape(1, 2, 2, 2))
+    array([[1.5, 5.5]])
+    >>> pool.backward(np.array([[4.0, 8.0]]))[0, 1]
+    array([[2., 2.],
+           [2., 2.]])
+    """
+
+    def __init__(self):
+        Layer.__init__(self)  # no window: the whole plane is one
+
+    def get_config(self):
+        return {}
+
+    def build(self, input_shape):
+        input_shape = self._sample_shape(input_shape)
+        return None if input_shape is None else input_shape[:1]
+
+    def _pool(self, x4):
+        if x4.size == 0:
+            raise ValueError(f"GlobalAveragePooling expects no empty axis, got {x4.shape}")
+        return functional.avg_pool2d(x4, x4.shape[2:])[:, :, 0, 0]
+
+    def _input_gradient(self, g4):
+        planes = g4.reshape(g4.shape + (1, 1))
+        return functional.avg_pool2d_backward(planes, self._input4, self._input4.shape[2:])

@@ -29,12 +29,15 @@ import math
 import os
 import secrets
 import stat
+import struct
 import zipfile
 
 import numpy as np
 
 from .._validation import check_dtype
+from . import optimizers
 from .layer import Layer, placeholder_arrays
+from .losses import get_loss
 
 __all__ = ["save", "load", "check_target", "named_arrays", "builtin_layers",
            "FORMAT_NAME", "FORMAT_VERSION"]
@@ -60,6 +63,10 @@ _DEFLATE_SLACK = 4096
 # fresh statistics) of a compressed file readable.
 _MAX_INFLATION_RATIO = 64
 _INFLATION_ALLOWANCE = 16 * 2**20
+# zipfile turns every entry of the central directory into an object of a
+# few hundred bytes before anything can be checked: a directory larger than
+# this (some 40,000 arrays) is refused from the end record first.
+_MAX_DIRECTORY_BYTES = 4 * 2**20
 # Containers nest at most this deep (as cyconv.nn.containers.MAX_NESTING).
 _MAX_NESTING = 64
 
@@ -238,7 +245,7 @@ def _temporary_name(path):
     return os.path.join(directory, name)
 
 
-def save(model, path):
+def save(model, path, include_optimizer=False):
     """Write ``model`` (a :class:`cyconv.Sequential`) to ``path``; see
     :meth:`cyconv.Sequential.save`."""
     header = {
@@ -249,6 +256,9 @@ def save(model, path):
     if model.input_shape is not None:
         header["input_shape"] = np.array(model.input_shape, dtype=np.int64)
     arrays = {key: np.asarray(array.value) for key, array in named_arrays(model)}
+    training_header, training_arrays = training_entries(model, include_optimizer)
+    header.update(training_header)
+    arrays.update(training_arrays)
     path = os.fspath(path)
     mode = check_target(path)
     # A new name beside the destination, so that os.replace is a rename
@@ -308,16 +318,15 @@ def load(cls, path, custom_layers=None):
     :meth:`cyconv.Sequential.load`."""
     types = _layer_types(custom_layers)
     path = os.fspath(path)
-    status = os.stat(path)  # FileNotFoundError and PermissionError as they are
-    if stat.S_ISDIR(status.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-    if not stat.S_ISREG(status.st_mode):
-        # Never opened: a FIFO would block until someone writes to it.
-        raise ValueError(f"{path} is not a cyconv model file: not a regular file")
+    stream = _open_regular(path)
     try:
-        with open(path, "rb") as stream, zipfile.ZipFile(stream) as archive:
-            members = _members(archive, status.st_size)
-            return _read_model(cls, archive, members, types, path)
+        with stream:
+            _refuse_other_formats(stream, path)
+            file_size = os.fstat(stream.fileno()).st_size
+            _check_directory_size(stream, file_size)
+            with zipfile.ZipFile(stream) as archive:
+                members = _members(archive, file_size)
+                return _read_model(cls, archive, members, types, path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except _Corrupt as exc:
@@ -328,6 +337,48 @@ def load(cls, path, custom_layers=None):
     except Exception as exc:  # zipfile, zlib, struct: all damage to the file
         raise ValueError(f"{path} is not a readable cyconv model file "
                          f"(corrupt or truncated?): {type(exc).__name__}: {exc}") from None
+
+
+def _open_regular(path):
+    """``path`` opened for reading, if it is a regular file.
+
+    Checked before opening (opening a device can have effects of its own)
+    and again on the open file, which is opened without blocking: a FIFO
+    put in its place in between would otherwise wait for a writer."""
+    _check_regular(os.stat(path), path)  # FileNotFoundError, PermissionError as they are
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        _check_regular(os.fstat(descriptor), path)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _check_regular(status, path):
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(f"{path} is not a cyconv model file: not a regular file")
+
+
+def _check_directory_size(stream, file_size):
+    """Refuse a zip whose central directory is larger than a model's, from
+    its end record (the last 22 bytes, before a comment of up to 64 KiB),
+    before zipfile parses the directory.  A damaged end record is left to
+    zipfile to report."""
+    tail_size = min(file_size, 22 + 0xFFFF)
+    stream.seek(file_size - tail_size)
+    tail = stream.read(tail_size)
+    position = tail.rfind(b"PK\x05\x06")
+    if position < 0 or len(tail) - position < 22:
+        return
+    (directory_size,) = struct.unpack_from("<I", tail, position + 12)
+    # 0xFFFFFFFF defers to a ZIP64 record: a directory of 4 GiB or more.
+    if directory_size > _MAX_DIRECTORY_BYTES:
+        raise _Corrupt(f"its zip directory declares {directory_size} bytes, more than the "
+                       f"{_MAX_DIRECTORY_BYTES} of any model's")
+    stream.seek(0)
 
 
 def _members(archive, file_size):
@@ -450,13 +501,15 @@ def _read_model(cls, archive, members, types, path):
             raise ValueError(
                 f"{path} does not fit its architecture: {key} is {dtype} {shape}, the "
                 f"layer needs {array.value.dtype} {array.value.shape}")
-    extra = set(members) - {key for key, _ in expected} - set(_HEADER_ENTRIES)
+    extra = (set(members) - {key for key, _ in expected} - set(_HEADER_ENTRIES)
+             - training_member_names(members))
     if extra:
         raise ValueError(f"{path} does not fit its architecture: unexpected arrays "
                          f"{sorted(extra)}")
     # Every declared size is now known to be what the layers need: inflate.
     for key, array in expected:
         array.value = np.ascontiguousarray(_read_array(archive, members[key]))
+    restore_training(model, archive, members, path)
     return model.train()
 
 
@@ -484,3 +537,194 @@ def _build_layer(entry, types, depth):
         config = dict(config, layers=[_build_layer(child, types, depth + 1)
                                       for child in children])
     return layer_type(**config)
+
+
+# The first bytes of files people mistake for a model, and what they are.
+_OTHER_FORMATS = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras .h5 model?)"),
+    (b"\x93NUMPY", "a .npy array, not a model"),
+    (b"\x80", "a pickle (a PyTorch .pt file?); cyconv never unpickles"),
+    (b"{", "JSON"),
+    (b"[", "JSON"),
+)
+
+
+def _refuse_other_formats(stream, path):
+    """A clear word for a file that is not an .npz archive at all, rather
+    than numpy's advice about allow_pickle.  Reads the first bytes of
+    ``stream`` and puts it back at its start."""
+    start = stream.read(64)
+    stream.seek(0)
+    if start.startswith(b"PK"):
+        return
+    what = next((name for magic, name in _OTHER_FORMATS if start.lstrip().startswith(magic)),
+                "not an .npz archive")
+    raise ValueError(f"{path} is not a readable cyconv model file: it looks like {what}. "
+                     f"cyconv models are the .npz files that Sequential.save and "
+                     f"`cyconv train` write")
+
+
+def training_entries(model, include_optimizer):
+    """The file entries of what fit remembers: the loss always (when
+    known); with ``include_optimizer`` also the optimizer's type, settings
+    and state (arrays named ``optimizer.<parameter index>[.<name>]``), the
+    shuffling seed and random stream, and the epochs completed.  Returns
+    (header, arrays)."""
+    state = {}
+    loss = getattr(model, "loss", None)
+    if loss is not None and getattr(loss, "name", None):
+        state["loss"] = loss.name
+    arrays = {}
+    if include_optimizer:
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError("include_optimizer=True needs a model trained by fit: this one "
+                             "has no optimizer yet")
+        settings = {k: v for k, v in vars(optimizer).items() if k != "state"}
+        state.update(optimizer={"type": type(optimizer).__name__, "config": settings},
+                     seed=model.seed, epoch=model.epoch,
+                     shuffle_state=getattr(model, "shuffle_state", None),
+                     generators={key: getattr(layer, name).bit_generator.state
+                                 for key, layer, name in _layer_generators(model)})
+        index = {id(p): i for i, p in enumerate(model.parameters())}
+        for parameter, entry in optimizer.state.items():
+            i = index.get(id(parameter))
+            if i is None:
+                continue  # a parameter of another model
+            if isinstance(entry, dict):
+                for name, value in entry.items():
+                    arrays[f"optimizer.{i}.{name}"] = np.asarray(value)
+            else:
+                arrays[f"optimizer.{i}"] = np.asarray(entry)
+    header = {"training": np.array(json.dumps(state))} if state else {}
+    return header, arrays
+
+
+def _optimizer_types():
+    return {cls.__name__: cls for cls in vars(optimizers).values()
+            if isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)
+            and cls is not optimizers.Optimizer}
+
+
+# A training state is a little JSON: the optimizer's settings, a seed and a
+# random generator's state.
+_MAX_TRAINING_BYTES = 2**20
+
+
+def training_member_names(members):
+    """The members :func:`training_entries` writes."""
+    return {name for name in members if name == "training" or name.startswith("optimizer.")}
+
+
+def restore_training(model, archive, members, path):
+    """Set on ``model`` what :func:`training_entries` saved."""
+    if "training" not in members:
+        if any(name.startswith("optimizer.") for name in members):
+            raise ValueError(f"{path} has an optimizer's state but no training entry")
+        return
+    try:
+        value = _small_entry(archive, members, "training", "U", _MAX_TRAINING_BYTES)
+        if value is None or value.shape != () or value.dtype.kind != "U":
+            raise ValueError("bad 'training' entry")
+        state = json.loads(str(value))
+        if not isinstance(state, dict):
+            raise ValueError("not a dict")
+        if "loss" in state:
+            model.loss = get_loss(state["loss"])
+        if "optimizer" in state:
+            _restore_optimizer(model, state, archive, members)
+        elif any(name.startswith("optimizer.") for name in members):
+            raise ValueError("an optimizer's state without the optimizer")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path} has an invalid training state: {exc}") from None
+
+
+def _restore_optimizer(model, state, archive, members):
+    description = state["optimizer"]
+    optimizer_type = _optimizer_types().get(description["type"])
+    if optimizer_type is None:
+        raise ValueError(f"unknown optimizer {description['type']!r}")
+    settings = dict(description["config"])
+    accepted = inspect.signature(optimizer_type).parameters
+    optimizer = optimizer_type(**{k: v for k, v in settings.items() if k in accepted})
+    for name, value in settings.items():
+        if name not in accepted:
+            setattr(optimizer, name, value)  # set as training went (initial_learning_rate)
+    parameters = model.parameters()
+    for key in sorted(name for name in members if name.startswith("optimizer.")):
+        index, _, name = key[len("optimizer."):].partition(".")
+        if not index.isdigit() or int(index) >= len(parameters):
+            raise ValueError(f"{key} names no parameter of the model")
+        parameter = parameters[int(index)]
+        # The declared shape is checked before anything is inflated.
+        shape, _, dtype = _array_header(archive, members[key])
+        if shape and (shape != parameter.value.shape or dtype != parameter.value.dtype):
+            raise ValueError(f"{key} is {dtype} {shape}, its parameter "
+                             f"{parameter.value.dtype} {parameter.value.shape}")
+        value = _read_array(archive, members[key])
+        restored = value.item() if value.ndim == 0 else np.array(value)
+        if name:
+            optimizer.state.setdefault(parameter, {})[name] = restored
+        else:
+            optimizer.state[parameter] = restored
+    seed, epoch = state["seed"], state["epoch"]
+    if not isinstance(seed, int) or seed < 0 or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"bad seed {seed!r} or epoch {epoch!r}")
+    shuffle_state = state.get("shuffle_state")
+    if shuffle_state is not None:
+        # Checked by numpy itself: the state of a PCG64 generator.
+        np.random.default_rng().bit_generator.state = shuffle_state
+    _restore_generators(model, state.get("generators", {}))
+    model.optimizer, model.seed, model.epoch = optimizer, seed, epoch
+    model.shuffle_state = shuffle_state
+
+
+def _layer_generators(model):
+    """``[(key, layer, attribute)]`` for every numpy Generator a layer holds
+    (Dropout's masks come from one), so that a checkpoint resumes them."""
+    from .containers import Container
+
+    found = []
+    stack = [("", iter(enumerate(model.layers)))]
+    while stack:
+        prefix, layers = stack[-1]
+        item = next(layers, None)
+        if item is None:
+            stack.pop()
+            continue
+        index, layer = item
+        key = f"{prefix}layer{index}"
+        if isinstance(layer, Container):
+            stack.append((key + ".", iter(enumerate(layer.layers))))
+        for name, value in sorted(vars(layer).items()):
+            if isinstance(value, np.random.Generator):
+                found.append((f"{key}.{name}", layer, name))
+    return found
+
+
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+def _restore_generators(model, saved):
+    """Give each layer a generator in the state it was saved in (a loaded
+    Dropout was built without its rng, so it gets one back here)."""
+    if not isinstance(saved, dict):
+        raise ValueError("bad generators entry")
+    layers = {}
+    stack = [("", model)]
+    while stack:
+        prefix, container = stack.pop()
+        for index, layer in enumerate(getattr(container, "layers", [])):
+            key = f"{prefix}layer{index}"
+            layers[key] = layer
+            stack.append((key + ".", layer))
+    for key, state in saved.items():
+        where, _, name = key.rpartition(".")
+        if where not in layers or not name.isidentifier() or not isinstance(state, dict):
+            raise ValueError(f"a random generator for {key!r}, which the model does not have")
+        kind = state.get("bit_generator")
+        if kind not in _BIT_GENERATORS:
+            raise ValueError(f"unknown bit generator {kind!r}")
+        generator = np.random.Generator(getattr(np.random, kind)())
+        generator.bit_generator.state = state   # checked by numpy itself
+        setattr(layers[where], name, generator)

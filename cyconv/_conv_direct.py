@@ -1,0 +1,163 @@
+"""The direct convolution path (_kernels/_conv_direct.pyx): which
+geometries it takes, and the buffers its kernels need.
+
+The caller (_conv.py) has validated the arguments; every size the kernels
+index with is derived here from the checked geometry, once per geometry
+(a training loop asks for the same few every step).
+"""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _runtime
+from ._kernels import _conv_direct
+
+
+def supports(geometry):
+    """Whether the direct kernels can run this convolution: stride 1, one
+    group, at most DIRECT_MAX_TAPS taps, a bounded padded copy, and (for the
+    input gradient, which pads the output gradient by the kernel's span
+    minus the padding) padding no larger than the dilated kernel's span."""
+    return _plan(geometry) is not None
+
+
+def use(geometry, operation):
+    """Whether ``operation`` ("forward", "input", "weight") of this
+    convolution takes the direct path."""
+    return _runtime.direct_wanted(geometry, operation) and supports(geometry)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Sizes and tap offsets of one geometry's three operations."""
+
+    offsets: np.ndarray          # forward and weight gradient: tap -> offset
+    width: int                   # values per row of the padded input planes
+    stride: int                  # values per padded input plane (forward)
+    grad_offsets: np.ndarray     # input gradient: flipped taps
+    grad_top: int                # where the output gradient sits in its planes
+    grad_left: int
+    grad_width: int
+    grad_stride: int
+    packed_stride: int           # weight gradient: values per plane of a run
+    samples_per_part: int
+    parts: int
+    chunk: int                   # samples per call: bounds the padded copies
+
+    def chunks(self, n):
+        """Slices of the batch, each at most ``chunk`` samples and starting
+        at a multiple of samples_per_part (so each holds whole parts)."""
+        return [slice(first, min(n, first + self.chunk)) for first in range(0, n, self.chunk)]
+
+
+def _offsets(kernel, dilation, width, flipped=False):
+    (kh, kw), (dh, dw) = kernel, dilation
+    i = np.arange(kh)[:, None]
+    j = np.arange(kw)[None, :]
+    if flipped:
+        i, j = kh - 1 - i, kw - 1 - j
+    offsets = np.ascontiguousarray((i * dh * width + j * dw).ravel(), dtype=np.intp)
+    offsets.flags.writeable = False
+    return offsets
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(g):
+    (kh, kw), (dh, dw) = g.kernel, g.dilation
+    span_h, span_w = dh * (kh - 1), dw * (kw - 1)
+    # Rows share their zero columns: a row's right padding is the next
+    # row's left padding (reads past a row's data land there), so a row
+    # holds the data and the wider of the two paddings only.  Fewer garbage
+    # positions: 8x8 with padding 1 computes 9 positions per output row,
+    # not 10.
+    width = g.width + max(g.pad_left, g.pad_right)
+    grad_height = g.height + span_h
+    grad_width = g.out_width + span_w - min(g.pad_left, g.pad_right)
+    stride = _conv_direct.plane_stride(g.padded_height, width, span_w)
+    grad_stride = _conv_direct.plane_stride(grad_height, grad_width, span_w)
+    packed = _conv_direct.packed_stride(g.padded_height, width)
+    per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
+                   -(-_runtime.DIRECT_WEIGHT_RUN // packed))
+    per_part = max(1, min(per_part, g.n))  # at least 1: an empty batch has no runs
+    # Samples per call, in whole parts, so that no padded copy exceeds
+    # DIRECT_MAX_PADDED values (the weight gradient's copies hold one
+    # sample more).
+    per_sample = max(g.channels, g.filters) * max(stride, grad_stride)
+    chunk = (_runtime.DIRECT_MAX_PADDED // per_sample - 1) // per_part * per_part
+    if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
+            and max(g.pad_top, g.pad_bottom) <= span_h
+            and max(g.pad_left, g.pad_right) <= span_w
+            and chunk > 0):
+        return None
+    return _Plan(
+        offsets=_offsets(g.kernel, g.dilation, width), width=width,
+        stride=stride,
+        grad_offsets=_offsets(g.kernel, g.dilation, grad_width, flipped=True),
+        grad_top=span_h - g.pad_top, grad_left=span_w - g.pad_left, grad_width=grad_width,
+        grad_stride=grad_stride,
+        packed_stride=packed, samples_per_part=per_part, parts=-(-g.n // per_part),
+        chunk=chunk,
+    )
+
+
+def _wide(n_threads, rows, width, dtype):
+    """Each thread's wide output of one block of filters."""
+    return np.empty((n_threads, 4 * _conv_direct.round_up(rows * width)), dtype)
+
+
+def forward(x4, weight, bias, geometry, n_threads):
+    g, plan = geometry, _plan(geometry)
+    out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
+    wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
+    for part in plan.chunks(g.n):
+        _conv_direct.forward(
+            x4[part], weight, bias, out[part],
+            np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+            wide, plan.offsets, g.pad_top, g.pad_left, plan.width, _runtime.isa_code(),
+            n_threads)
+    return out
+
+
+def grad_input(g4, weight, geometry, n_threads):
+    """The input gradient, or None where the weight is not finite."""
+    g, plan = geometry, _plan(geometry)
+    grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
+    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
+    wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
+    for part in plan.chunks(g.n):
+        if not _conv_direct.backward_input(
+                g4[part], transposed, grad_input[part],
+                np.zeros((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
+                _runtime.isa_code(), n_threads):
+            return None
+    return grad_input
+
+
+def grad_weight(g4, x4, weight, geometry, n_threads):
+    """The weight gradient, or None where x is not finite: sums over runs of
+    samples of g4 at x4's wide positions times x4's padded planes at each
+    tap's offset, both channel-major with a plane of zeros after the last
+    sample."""
+    g, plan = geometry, _plan(geometry)
+    dtype = x4.dtype
+    partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
+    workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
+                         dtype)
+    for part in plan.chunks(g.n):
+        n = part.stop - part.start
+        first = part.start // plan.samples_per_part
+        if not _conv_direct.backward_weight(
+                g4[part].transpose(1, 0, 2, 3), x4[part].transpose(1, 0, 2, 3),
+                np.zeros((g.filters, n + 1, plan.packed_stride), dtype),
+                np.zeros((g.channels, n + 1, plan.packed_stride), dtype),
+                partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
+                g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
+                x4[part], _runtime.isa_code(), n_threads):
+            return None
+    if plan.parts == 1:
+        return partials.reshape(weight.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return partials.sum(axis=0).reshape(weight.shape)

@@ -1,0 +1,308 @@
+# Design
+# ------
+# Direct 2-D cross-correlation, stride 1, for the small layers of small
+# CNNs, where per-sample matrix products spend more time arranging data than
+# multiplying.  The register-tile microkernels are in conv_direct.h (one
+# variant per instruction set, chosen at run time); the loops, the layout
+# changes and the threading are here.
+#
+# * "Wide" positions.  A sample's input is copied into zeroed planes of Hp
+#   rows of Wp values (plus a zeroed tail, so that the last tiles may read
+#   past the plane).  Rows share their zero columns: Wp = W + max(left,
+#   right padding), so that reads past a row's data land in the next row's
+#   left padding.  Output pixel (oh, ow) is then wide position
+#   p = oh * Wp + ow, and tap (i, j) reads input position p + i*dh*Wp + j*dw:
+#   every tap is one offset, and a run of consecutive positions is one
+#   vector load.  The Wp - Wout positions at the end of each row are garbage,
+#   computed and dropped (or, for the weight gradient, multiplied by zeros).
+# * Forward and input gradient are the same kernel: the input gradient of a
+#   stride-1 correlation is the correlation of the zero-padded output
+#   gradient with the flipped, transposed weights (flipped here by
+#   reversing the tap offsets).
+# * Determinism.  Each output value of the forward pass and of the input
+#   gradient is one chain of fused multiply-adds over channels then taps,
+#   computed by one task.  Each weight-gradient value is a sum over 16 (float)
+#   or 8 (double) virtual lanes, each lane a chain over samples then
+#   positions, the lanes then added in order; its tasks are (run of samples,
+#   filter block, channel) triples writing their own partial gradient, which
+#   the caller sums in order.  Nothing depends on the thread count or on the
+#   instruction set: results are bitwise identical across both.
+# * Indexing.  The caller checks the geometry (stride 1, one group, padding
+#   of the input gradient no larger than the dilated kernel's span) and
+#   allocates every buffer with the sizes plane_stride() and wide_length()
+#   give; nothing here is bounds-checked.
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+cdef extern from "conv_direct.h" nogil:
+    int CD_ISA_PORTABLE, CD_ISA_AVX2, CD_ISA_AVX512
+    int cd_detect_isa()
+    int cd_forward_filters(int isa)
+    int cd_weight_filters(int isa)
+    void cd_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
+                             const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wfs,
+                             int nf, float* out, Py_ssize_t ofs, Py_ssize_t L)
+    void cd_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
+                             const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wfs,
+                             int nf, double* out, Py_ssize_t ofs, Py_ssize_t L)
+    void cd_weight_rows_f32(int isa, const float* g, Py_ssize_t gfs, int nf,
+                            const float* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
+                            float* lanes)
+    void cd_weight_rows_f64(int isa, const double* g, Py_ssize_t gfs, int nf,
+                            const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
+                            double* lanes)
+
+cdef enum:
+    # Values a vector may read or write past a plane's last position: the
+    # widest vector (16 floats) rounds positions up by less than this.
+    ROUND = 16
+    # Virtual lanes of the weight gradient, as in conv_direct.h: 64 bytes.
+    LANES_F32 = 16
+    LANES_F64 = 8
+    # Filters of the widest weight-gradient tile.
+    MAX_WEIGHT_FILTERS = 4
+
+# A thread's lane accumulators in weight_gradient: this many values per tap.
+LANE_VALUES_PER_TAP = MAX_WEIGHT_FILTERS * LANES_F32
+
+ISA_NAMES = {CD_ISA_PORTABLE: "portable", CD_ISA_AVX2: "avx2", CD_ISA_AVX512: "avx512"}
+
+
+def detected_isa():
+    """Name of the best variant this processor runs: 'avx512', 'avx2' or 'portable'."""
+    return ISA_NAMES[cd_detect_isa()]
+
+
+def isa_code(name):
+    for code, known in ISA_NAMES.items():
+        if known == name:
+            return code
+    raise ValueError(f"unknown instruction set {name!r}")
+
+
+def round_up(Py_ssize_t n):
+    """Positions rounded up to a whole number of the widest vectors and lanes."""
+    return (n + ROUND - 1) // ROUND * ROUND
+
+
+def plane_stride(Py_ssize_t padded_height, Py_ssize_t padded_width, Py_ssize_t reach):
+    """Values per padded plane: the plane, then zeros for the last tiles'
+    reads (``reach``, the widest tap offset within a row, plus rounding),
+    rounded up to whole vectors so that runs of planes are whole vectors too."""
+    return (padded_height * padded_width + reach + 2 * ROUND + ROUND - 1) // ROUND * ROUND
+
+
+def packed_stride(Py_ssize_t padded_height, Py_ssize_t padded_width):
+    """Values per plane of the weight gradient's sample-major runs: the
+    plane in whole vectors.  Reads past it land in the next plane, where the
+    output gradient's zeros cancel them."""
+    return (padded_height * padded_width + ROUND - 1) // ROUND * ROUND
+
+
+cdef void _pad_planes(
+    const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
+    floating[:, :, ::1] xp,           # OUT (N, C, stride), zeroed by the caller
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int n_threads,
+) noexcept:
+    """Copy x[n, c] into the zeroed planes with its top-left corner at
+    (top, left); the caller sized the planes to hold it.  x may be a view
+    with its first two axes swapped."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
+    cdef Py_ssize_t task, n, c, r, q
+    cdef floating* dst
+    cdef const floating* src
+    for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_threads > 1):
+        n = task // C
+        c = task % C
+        for r in range(rows):
+            dst = &xp[n, c, (top + r) * padded_width + left]
+            src = &x[n, c, r, 0]
+            for q in range(cols):
+                dst[q] = src[q]
+
+
+cdef void _correlate(
+    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t padded_width,
+    floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
+    int isa, int n_threads,
+) noexcept:
+    """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
+    xp[n, c, oh * Wp + ow + offsets[t]].  Tasks are (sample, block of
+    filters) pairs."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t C = weight.shape[1], nt = weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t L = Ho * padded_width, Lr = (L + ROUND - 1) // ROUND * ROUND
+    cdef Py_ssize_t block = cd_forward_filters(isa)
+    cdef Py_ssize_t blocks = (F + block - 1) // block
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t task, n, f0, nf, k, oh, ow
+    cdef floating* buf
+    cdef const floating* row
+    cdef floating* dst
+    cdef floating b
+    for task in prange(N * blocks, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_threads > 1):
+        n = task // blocks
+        f0 = (task % blocks) * block
+        nf = min(block, F - f0)
+        buf = &wide[threadid(), 0]
+        if floating is float:
+            cd_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+                                &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
+        else:
+            cd_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+                                &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
+        for k in range(nf):
+            b = bias[f0 + k] if has_bias else 0
+            for oh in range(Ho):
+                row = buf + k * Lr + oh * padded_width
+                dst = &out[n, f0 + k, oh, 0]
+                if has_bias:
+                    for ow in range(Wo):
+                        dst[ow] = row[ow] + b
+                else:
+                    for ow in range(Wo):
+                        dst[ow] = row[ow]
+
+
+cdef void _weight_gradient(
+    const floating[:, :, ::1] gw,          # IN  (F, N + 1, stride) wide output gradient
+    const floating[:, :, ::1] xp,          # IN  (C, N + 1, stride) padded planes
+    floating[:, :, :, ::1] partials,       # OUT (S, F, C, kh*kw)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t samples_per_part,
+    floating[:, ::1] workspace,            # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
+    int isa, int n_threads,
+) noexcept:
+    """partials[s, f, c, t] = sum over the samples n of part s and wide
+    positions p of gw[f, n, p] * xp[c, n, p + offsets[t]].  Tasks are (part,
+    filter block, channel) triples; each runs over its samples' planes as
+    one sequence (sample-major planes, so that the register tile stays
+    loaded across samples).  gw is zero beyond each plane's wide positions,
+    so a tap reading into the next plane (the last one a plane of zeros)
+    adds nothing, as long as xp is finite."""
+    cdef Py_ssize_t F = gw.shape[0], N = gw.shape[1] - 1, stride = gw.shape[2]
+    cdef Py_ssize_t C = xp.shape[0], nt = offsets.shape[0], parts = partials.shape[0]
+    cdef Py_ssize_t block = cd_weight_filters(isa)
+    cdef Py_ssize_t blocks = (F + block - 1) // block
+    cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
+    cdef Py_ssize_t task, part, rest, f0, nf, c, n, i, k, t, l, last
+    cdef floating* acc
+    cdef floating total
+    for task in prange(parts * blocks * C, nogil=True, schedule="static",
+                       num_threads=n_threads, use_threads_if=n_threads > 1):
+        part = task // (blocks * C)
+        rest = task % (blocks * C)
+        f0 = (rest // C) * block
+        c = rest % C
+        nf = min(block, F - f0)
+        acc = &workspace[threadid(), 0]
+        for i in range(nf * nt * lanes):
+            acc[i] = 0
+        n = part * samples_per_part
+        last = min(N, n + samples_per_part)
+        if floating is float:
+            cd_weight_rows_f32(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
+                               &offsets[0], <int> nt, (last - n) * stride, acc)
+        else:
+            cd_weight_rows_f64(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
+                               &offsets[0], <int> nt, (last - n) * stride, acc)
+        for k in range(nf):
+            for t in range(nt):
+                total = acc[(k * nt + t) * lanes]
+                for l in range(1, lanes):
+                    total = total + acc[(k * nt + t) * lanes + l]
+                partials[part, f0 + k, c, t] = total
+
+
+cdef bint _all_finite(const floating[:, :, :, ::1] a) noexcept nogil:
+    """Whether every value is finite: v * 0 is 0 for finite v and NaN
+    otherwise, summed in 8 independent lanes (a loop the compiler
+    vectorises without reassociating)."""
+    cdef const floating* p = &a[0, 0, 0, 0]
+    cdef Py_ssize_t size = a.shape[0] * a.shape[1] * a.shape[2] * a.shape[3]
+    cdef floating lanes[8]
+    cdef Py_ssize_t i, l
+    for l in range(8):
+        lanes[l] = 0
+    for i in range(0, size - size % 8, 8):
+        for l in range(8):
+            lanes[l] += p[i + l] * 0
+    for i in range(size - size % 8, size):
+        lanes[0] += p[i] * 0
+    for l in range(8):
+        if lanes[l] != 0 or lanes[l] != lanes[l]:
+            return False
+    return True
+
+
+# -- entry points: one call per operation, each argument checked by the
+# caller (cyconv/_conv_direct.py) against the geometry
+
+def forward(
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
+    const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int isa, int n_threads,
+):
+    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _correlate(xp, weight, bias, out, offsets, padded_width, wide, isa, n_threads)
+
+
+def backward_input(
+    const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
+    const floating[:, :, :, ::1] weight_t,  # IN  (C, F, kh, kw): weight transposed
+    floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, ::1] wide,                  # scratch (n_threads, 4 * round_up(H * Wgp))
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int isa, int n_threads,
+):
+    """The correlation of the padded output gradient with the flipped,
+    transposed weights.  False, with nothing written, when the weight is
+    not finite: its products with the padding's zeros would be NaN."""
+    if not _all_finite(weight_t):
+        return False
+    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _correlate(gp, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets, padded_width, wide,
+               isa, n_threads)
+    return True
+
+
+def backward_weight(
+    const floating[:, :, :, :] grad_out_t,  # IN  (F, N, Hout, Wout): a transposed view
+    const floating[:, :, :, :] x_t,         # IN  (C, N, H, W): a transposed view
+    floating[:, :, ::1] gw,                 # scratch (F, N + 1, packed_stride), zeroed
+    floating[:, :, ::1] xp,                 # scratch (C, N + 1, packed_stride), zeroed
+    floating[:, :, :, ::1] partials,        # OUT (S, F, C, kh*kw)
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t samples_per_part,
+    floating[:, ::1] workspace,             # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
+    const floating[:, :, :, ::1] x,         # IN  (N, C, H, W): x_t's array, checked finite
+    int isa, int n_threads,
+):
+    """Partial weight gradients per run of samples.  False, with nothing
+    written, when x is not finite: the output gradient's zeros at the
+    garbage positions multiply x."""
+    if not _all_finite(x):
+        return False
+    _pad_planes(x_t, xp, top, left, padded_width, n_threads)
+    _pad_planes(grad_out_t, gw, 0, 0, padded_width, n_threads)
+    _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
+    return True
+

@@ -1,0 +1,238 @@
+"""The direct convolution path: which layers take it, its results on the
+layer shapes of small CNNs against float64 references, and bitwise
+agreement across thread counts and instruction-set variants.  (Its
+agreement with the tutorial's scipy loops, the adjoint identity, finite
+differences and non-finite values are in test_conv.py, run for every
+variant this processor runs.)"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cyconv
+from cyconv import _conv_direct, _runtime
+from cyconv._conv import conv_geometry
+from cyconv.functional import conv2d, conv2d_backward
+from cyconv.testing import conv2d_configs, random_arrays
+from reference import RTOL
+
+VARIANTS = _runtime.available_isas()
+
+
+def geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    return conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+
+
+def test_the_detected_variant_is_one_this_processor_runs():
+    assert _runtime.DETECTED_ISA in ("portable", "avx2", "avx512")
+    assert VARIANTS[0] == "portable" and VARIANTS[-1] == _runtime.DETECTED_ISA
+    with pytest.raises(ValueError, match="mode must be"):
+        with _runtime.direct_convolution("sometimes"):
+            pass
+    with pytest.raises(ValueError, match="this processor runs"):
+        with _runtime.direct_convolution("always", "sse9"):
+            pass
+
+
+def test_which_layers_take_the_direct_path():
+    """Stride 1, one group, at most 7x7 taps, padding within the dilated
+    kernel's span; and, by the rule, only with a vectorised variant."""
+    lenet = geometry((64, 8, 13, 13), (16, 8, 3, 3))
+    assert _conv_direct.supports(lenet)
+    assert _conv_direct.supports(geometry((64, 3, 32, 32), (32, 3, 5, 5), padding=2))
+    assert _conv_direct.supports(geometry((2, 4, 9, 9), (4, 4, 3, 3), padding="same",
+                                          dilation=2))
+    assert not _conv_direct.supports(geometry((64, 3, 32, 32), (32, 3, 3, 3), stride=2))
+    assert not _conv_direct.supports(geometry((2, 4, 9, 9), (4, 2, 3, 3), groups=2))
+    assert not _conv_direct.supports(geometry((2, 4, 16, 16), (4, 4, 9, 9)))
+    assert not _conv_direct.supports(geometry((2, 4, 9, 9), (4, 4, 1, 1), padding=1))
+    for operation in ("forward", "input", "weight"):
+        with _runtime.direct_convolution("never"):
+            assert not _conv_direct.use(lenet, operation)
+        with _runtime.direct_convolution("always", "portable"):
+            assert _conv_direct.use(lenet, operation)
+        with _runtime.direct_convolution("auto", "portable"):
+            assert not _conv_direct.use(lenet, operation)
+        if "avx2" in VARIANTS:
+            with _runtime.direct_convolution("auto", "avx2"):
+                assert _conv_direct.use(lenet, operation) == (operation == "forward")
+        wanted = _runtime.DIRECT_OPERATIONS.get(_runtime.DETECTED_ISA, ())
+        assert _conv_direct.use(lenet, operation) == (operation in wanted)
+
+
+def _einsum_conv(x, w, padding):
+    """float64 reference by taps: np.pad and one einsum per tap."""
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2))
+    w = w.astype(np.float64)
+    _, _, kh, kw = w.shape
+    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    out = 0
+    for i in range(kh):
+        for j in range(kw):
+            out = out + np.einsum("nchw,fc->nfhw", x[:, :, i:i + ho, j:j + wo], w[:, :, i, j])
+    return out
+
+
+# The layers of the LeNet and CIFAR-like networks of the benchmarks, with a
+# smaller batch, and 5x5 variants of them.
+SMALL_CNN_LAYERS = [
+    ((4, 1, 28, 28), (8, 1, 3, 3), 0),
+    ((4, 8, 13, 13), (16, 8, 3, 3), 0),
+    ((4, 3, 32, 32), (32, 3, 3, 3), 1),
+    ((4, 32, 16, 16), (64, 32, 3, 3), 1),
+    ((3, 64, 8, 8), (128, 64, 3, 3), 1),
+    ((4, 1, 28, 28), (6, 1, 5, 5), 2),
+    ((4, 6, 14, 14), (16, 6, 5, 5), 0),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, padding", SMALL_CNN_LAYERS)
+def test_small_cnn_layers_against_float64_references(variant, dtype, x_shape, w_shape,
+                                                      padding):
+    """Forward against a float64 reference; both gradients by the adjoint
+    identity <conv(x), g> = <x, grad_input> = <w, grad_weight>, element by
+    element for the weight gradient (each entry is a correlation of x and g)."""
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    expected = _einsum_conv(x, w, padding) + b[:, None, None].astype(np.float64)
+    g = rng.standard_normal(expected.shape).astype(dtype)
+    assert _conv_direct.supports(geometry(x_shape, w_shape, padding=padding))
+    with _runtime.direct_convolution("always", variant):
+        out = conv2d(x, w, b, padding=padding)
+        gx, gw, gb = conv2d_backward(g, x, w, padding=padding)
+    magnitude = _einsum_conv(np.abs(x), np.abs(w), padding) + np.abs(b)[:, None, None]
+    assert out.dtype == gx.dtype == gw.dtype == dtype
+    assert np.all(np.abs(out - expected) <= RTOL[dtype] * (magnitude + 1))
+    g64 = g.astype(np.float64)
+    total = np.vdot(expected - b[:, None, None], g64)
+    scale = np.vdot(magnitude, np.abs(g64)) + 1
+    assert abs(np.vdot(x.astype(np.float64), gx) - total) <= RTOL[dtype] * 10 * scale
+    # grad_weight[f, c, i, j] = <x[:, c] shifted by (i, j), g[:, f]>
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2))
+    ho, wo = g.shape[2:]
+    for i, j in [(0, 0), (w_shape[2] - 1, w_shape[3] - 1)]:
+        window = xp[:, :, i:i + ho, j:j + wo]
+        want = np.einsum("nchw,nfhw->fc", window, g64)
+        bound = RTOL[dtype] * 10 * (np.einsum("nchw,nfhw->fc", np.abs(window), np.abs(g64)) + 1)
+        assert np.all(np.abs(gw[:, :, i, j] - want) <= bound)
+    np.testing.assert_allclose(gb, g64.sum(axis=(0, 2, 3)), rtol=RTOL[dtype] * 10)
+
+
+@settings(max_examples=30)
+@given(st.sampled_from([np.float32, np.float64]), st.data())
+def test_bitwise_identical_across_threads_and_variants(dtype, data):
+    """Each value is one fixed chain of fused multiply-adds whatever the
+    thread count (1, 2, 3) and whichever variant runs it."""
+    config = data.draw(conv2d_configs(max_batch=20, max_group_channels=5, max_groups=1,
+                                      max_kernel=5, max_stride=1, max_extra_size=12))
+    x, w, b = random_arrays(data.draw, [config.x_shape, config.weight_shape,
+                                        (config.weight_shape[0],)], dtype)
+    g = random_arrays(data.draw, [config.output_shape], dtype)[0]
+    results = []
+    try:
+        for variant in VARIANTS:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                with _runtime.direct_convolution("always", variant):
+                    results.append((conv2d(x, w, b, **config.kwargs),)
+                                   + conv2d_backward(g, x, w, **config.kwargs))
+    finally:
+        cyconv.set_num_threads(None)
+    first = results[0]
+    for other in results[1:]:
+        for a, b_ in zip(first, other):
+            assert a.tobytes() == b_.tobytes()
+
+
+def test_threads_really_split_the_direct_kernels():
+    """A layer big enough for several threads, with partial weight
+    gradients over several runs of samples: still bitwise identical."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((24, 8, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((24, 16, 20, 20)).astype(np.float32)
+    geo = geometry(x.shape, w.shape, padding=1)
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            cyconv.set_num_threads(threads)
+            assert geo.threads() == cyconv.get_num_threads()  # 1 in a build without OpenMP
+            results.append(conv2d_backward(g, x, w, padding=1))
+    finally:
+        cyconv.set_num_threads(None)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_non_finite_values_propagate_in_the_forward_pass(variant):
+    x = np.ones((1, 1, 5, 5))
+    x[0, 0, 0, 0] = np.nan
+    x[0, 0, 4, 4] = np.inf
+    with _runtime.direct_convolution("always", variant):
+        out = conv2d(x, np.ones((1, 1, 3, 3)), padding=1)
+    assert np.isnan(out[0, 0, 0, 0]) and np.isnan(out[0, 0, 1, 1])
+    assert np.isinf(out[0, 0, 4, 4]) and np.isinf(out[0, 0, 3, 3])
+    assert np.isfinite(out[0, 0, 0, 3]) and out[0, 0, 2, 2] == 9
+
+
+def test_show_config_names_the_kernels_this_machine_runs(capsys):
+    info = cyconv.show_config(mode="dicts")
+    assert info["direct convolution kernels"] == _runtime.DETECTED_ISA
+    assert info["threads"] == cyconv.get_num_threads()
+    assert cyconv.show_config() is None
+    assert f"direct convolution kernels: {_runtime.DETECTED_ISA}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="mode must be 'stdout' or 'dicts'"):
+        cyconv.show_config(mode="json")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_batches_run_in_chunks_with_the_same_result(dtype, monkeypatch):
+    """Padded copies are bounded by DIRECT_MAX_PADDED: a batch larger than
+    that runs in chunks of whole weight-gradient runs, bitwise as one call;
+    a layer whose single run exceeds it takes the matrix products."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 3, 9, 9)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    g = rng.standard_normal((37, 5, 9, 9)).astype(dtype)
+    geo = geometry(x.shape, w.shape, padding=1)
+    monkeypatch.setattr(_runtime, "DIRECT_WEIGHT_RUN", 1)  # runs of 5 samples, 8 parts
+
+    def run():
+        _conv_direct._plan.cache_clear()
+        with _runtime.direct_convolution("always"):
+            return (conv2d(x, w, padding=1),) + conv2d_backward(g, x, w, padding=1)
+
+    whole = run()
+    assert len(_conv_direct._plan(geo).chunks(37)) == 1
+    plan = _conv_direct._plan(geo)
+    per_sample = 5 * max(plan.stride, plan.grad_stride)
+    monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED", per_sample * (plan.samples_per_part + 1))
+    chunked = run()
+    assert len(_conv_direct._plan(geo).chunks(37)) == plan.parts > 1
+    for a, b in zip(whole, chunked):
+        assert a.tobytes() == b.tobytes()
+    monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED", per_sample)
+    _conv_direct._plan.cache_clear()
+    assert not _conv_direct.supports(geo)
+    _conv_direct._plan.cache_clear()
+
+
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
+    """conv2d may hand the direct kernels an empty batch (N = 0)."""
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    g = np.zeros((0, 4, 8, 8), np.float32)
+    geo = geometry(x.shape, w.shape, padding=1)
+    assert _conv_direct.supports(geo)
+    assert _conv_direct.forward(x, w, np.empty(0, np.float32), geo, 1).shape == (0, 4, 8, 8)
+    assert _conv_direct.grad_input(g, w, geo, 1).shape == (0, 3, 8, 8)
+    grad_weight = _conv_direct.grad_weight(g, x, w, geo, 1)
+    assert grad_weight.dtype == np.float32 and not grad_weight.any()
+    assert grad_weight.shape == w.shape
