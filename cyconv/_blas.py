@@ -51,6 +51,19 @@ _inside = 0  # threads within single_threaded_blas blocks
 _saved = 1  # the setting the first of them found
 
 
+def _after_fork_in_child():
+    # Only the forking thread lives on in a child: a lock another thread
+    # held at the fork would never be released, and the threads counted
+    # inside are gone.  (OpenBLAS re-creates its own pool at fork.)
+    global _lock, _inside
+    _lock = threading.Lock()
+    _inside = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Within this block, scipy's OpenBLAS runs each call in its caller's thread."""

@@ -31,6 +31,7 @@ from ._validation import (
     check_fits,
     check_ndim,
     check_nonempty,
+    check_nonempty_except_batch,
 )
 
 # A thread's unrolled-input buffer holds at most this many values (4 MiB in
@@ -251,8 +252,8 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
             f"for {channels} input channels and groups={groups}, got {tuple(w_shape)}"
         )
     top, bottom, left, right = _padding_amounts(padding, (kh, kw), stride, dilation)
-    if not isinstance(padding, str):
-        check_at_most((top, left), "padding")
+    # Also "same" padding, which grows with the dilation.
+    check_at_most((top, bottom, left, right), "padding")
     span_h = dilation[0] * (kh - 1) + 1
     span_w = dilation[1] * (kw - 1) + 1
     padded_h = height + top + bottom
@@ -295,7 +296,7 @@ def _checked_x_weight(x, weight, extra=()):
     x, weight = arrays[0], arrays[1]
     check_ndim(x, "x", (3, 4), _LAYOUT_X)
     check_ndim(weight, "weight", (4,), _LAYOUT_W)
-    check_nonempty(x, "x")
+    check_nonempty_except_batch(x, "x")
     check_nonempty(weight, "weight")
     return arrays
 
@@ -310,12 +311,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     ----------
     x : array_like, shape (N, C, H, W) or (C, H, W)
         Input images.  With one sample the result has no batch axis either.
+        N may be 0 (an empty result); no other axis may.
     weight : array_like, shape (F, C // groups, kh, kw)
         Filters.
     bias : array_like, shape (F,), optional
         Added to every output position of each filter.
     stride, dilation : int or pair of ints, default 1
-        Step between windows, and between the taps of a window.
+        Step between windows, and between the taps of a window.  A pair
+        argument also takes one int in a sequence, ``(2,)``, as PyTorch.
     padding : int, pair of ints, "valid" or "same", default 0
         Zeros added on each side of the rows and columns.  ``"same"``
         (stride 1 only) keeps the output as large as the input, putting the
@@ -369,6 +372,8 @@ def conv2d_checked(x, weight, bias, geometry):
     one float dtype (bias possibly empty) and their geometry."""
     x4 = x if geometry.batched else x[np.newaxis]
     n_threads = geometry.threads()
+    if geometry.n == 0:  # an empty batch, as PyTorch allows
+        return np.empty(geometry.output_shape, dtype=x.dtype)
     if _conv_direct.use(geometry, "forward"):
         out = _conv_direct.forward(x4, weight, bias, geometry, n_threads)
         return out if geometry.batched else out[0]
@@ -453,6 +458,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input):
     """conv2d_backward on arguments already checked, as conv2d_checked."""
     batched = geometry.batched
+    if geometry.n == 0:
+        return (np.zeros(x.shape, x.dtype) if compute_grad_input else None,
+                np.zeros(weight.shape, x.dtype), np.zeros(weight.shape[0], x.dtype))
     x4 = x if batched else x[np.newaxis]
     g4 = grad_output if batched else grad_output[np.newaxis]
     n_threads = geometry.threads()

@@ -7,7 +7,7 @@ import numpy as np
 
 from ._kernels import _pad
 from ._threads import get_num_threads
-from ._validation import as_float_arrays, as_int, check_choice, check_fits, is_int
+from ._validation import as_float_arrays, as_int, check_choice, check_fits, few_items, is_int
 
 MODES = ("constant", "reflect", "symmetric", "edge", "wrap")
 
@@ -18,12 +18,9 @@ def _padding_amounts(padding):
         amount = as_int(padding, "padding", 0)
         return amount, amount, amount, amount
     expected = "an int, a pair (ph, pw) or four ints (top, bottom, left, right)"
-    if isinstance(padding, (str, bytes, bool, np.bool_)):
+    if isinstance(padding, (bool, np.bool_)):
         raise TypeError(f"padding must be {expected}, got {padding!r}")
-    try:
-        items = tuple(padding)
-    except TypeError:
-        raise TypeError(f"padding must be {expected}, got {padding!r}") from None
+    items = few_items(padding, "padding", expected, 4)
     if len(items) not in (2, 4):
         raise ValueError(f"padding must be {expected}, got {padding!r}")
     amounts = tuple(as_int(item, "padding", 0) for item in items)

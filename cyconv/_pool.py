@@ -13,10 +13,11 @@ from ._validation import (
     as_float_arrays,
     as_flag,
     as_kernel_array,
+    as_int,
     as_pair,
     check_at_most,
     check_ndim,
-    check_nonempty,
+    check_nonempty_except_batch,
 )
 
 _LAYOUT_X = "(N, C, H, W) or (C, H, W)"
@@ -39,6 +40,7 @@ class PoolGeometry:
     kernel: tuple
     stride: tuple
     padding: tuple
+    dilation: tuple
     out_height: int
     out_width: int
     work: int  # window elements visited by one pass over every window
@@ -48,18 +50,32 @@ class PoolGeometry:
         return self.channels_shape + (self.out_height, self.out_width)
 
     @property
+    def empty(self):
+        """Whether there is nothing to compute: a batch of 0 samples."""
+        return 0 in self.channels_shape
+
+    @property
     def kernel_args(self):
         """(kh, kw, sh, sw, ph, pw) in the order the kernels take them."""
         return self.kernel + self.stride + self.padding
 
     @property
+    def max_kernel_args(self):
+        """(kh, kw, sh, sw, ph, pw, dh, dw) for the max pooling kernels."""
+        return self.kernel_args + self.dilation
+
+    @property
     def tiled(self):
         """Whether the windows tile the input (kernel == stride, no padding)
-        for the kernel ``max_pool2d_tiles_forward``.  That keeps offsets
+        for the kernel ``max_pool2d_tiles_forward``, with a whole window
+        in each direction.  That keeps offsets
         within a window, up to W + 1, in integers as wide as a float32,
         hence the bound on the width."""
         return (self.kernel == self.stride and self.padding == (0, 0)
-                and self.width < 2**31 - 1)
+                and self.dilation == (1, 1) and self.width < 2**31 - 1
+                # At least one whole window per row and column (ceil_mode
+                # allows a kernel larger than the input).
+                and self.kernel[0] <= self.height and self.kernel[1] <= self.width)
 
     def threads(self):
         """Threads worth starting for one pass over every window: one per
@@ -68,9 +84,10 @@ class PoolGeometry:
         return _runtime.threads_for(self.work, MIN_WORK_PER_THREAD)
 
 
-def _output_size(size, kernel, stride, padding, ceil_mode):
-    """PyTorch's pooling output size along one axis."""
-    span = size + 2 * padding - kernel
+def _output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """PyTorch's pooling output size along one axis (its
+    ``pooling_output_shape``); below 1 where no window fits."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
     # Under ceil_mode the last window must start inside the input or its
     # left/top padding: one that would start in the right/bottom padding
@@ -80,19 +97,20 @@ def _output_size(size, kernel, stride, padding, ceil_mode):
     return out
 
 
-def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
+def pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, dilation=1):
     """Check a pooling's arguments and return its :class:`PoolGeometry`.
 
     Training calls this with the same arguments over and over, so results
     are remembered, but only for arguments of exactly the types int, bool,
     None and pairs of ints: True and 2.0, equal to 1 and 2 but refused,
     never find a result remembered for those."""
-    key = (x_shape, _exact(kernel_size), _exact(stride), _exact(padding), _exact(ceil_mode))
+    arguments = (kernel_size, stride, padding, ceil_mode, dilation)
+    key = (x_shape,) + tuple(_exact(value) for value in arguments)
     if None in key:
-        return _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode)
+        return _new_pool_geometry(x_shape, *arguments)
     geometry = _GEOMETRIES.get(key)
     if geometry is None:
-        geometry = _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode)
+        geometry = _new_pool_geometry(x_shape, *arguments)
         if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
             _GEOMETRIES.clear()
         _GEOMETRIES[key] = geometry
@@ -112,12 +130,16 @@ def _exact(value):
     return None
 
 
-def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
+def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, dilation):
     kernel = as_pair(kernel_size, "kernel_size", 1)
-    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    # PyTorch's functional API takes an empty stride for the default too.
+    default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+    stride = kernel if default_stride else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
+    dilation = as_pair(dilation, "dilation", 1)
     ceil_mode = as_flag(ceil_mode, "ceil_mode")
-    for name, pair in (("kernel_size", kernel), ("stride", stride), ("padding", padding)):
+    for name, pair in (("kernel_size", kernel), ("stride", stride), ("padding", padding),
+                       ("dilation", dilation)):
         check_at_most(pair, name)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
@@ -125,11 +147,23 @@ def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
             f"allows padding up to {(kernel[0] // 2, kernel[1] // 2)}, got {padding}"
         )
     height, width = x_shape[-2:]
-    padded = (height + 2 * padding[0], width + 2 * padding[1])
-    if kernel[0] > padded[0] or kernel[1] > padded[1]:
-        raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
-    out_height = _output_size(height, kernel[0], stride[0], padding[0], ceil_mode)
-    out_width = _output_size(width, kernel[1], stride[1], padding[1], ceil_mode)
+    out_height, out_width = (
+        _output_size(size, kernel[axis], stride[axis], padding[axis], dilation[axis], ceil_mode)
+        for axis, size in enumerate((height, width)))
+    if out_height < 1 or out_width < 1:
+        padded = (height + 2 * padding[0], width + 2 * padding[1])
+        spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        dilated = f" (dilated: {spans})" if dilation != (1, 1) else ""
+        ceil_would_fit = not ceil_mode and all(
+            _output_size(size, kernel[axis], stride[axis], padding[axis], dilation[axis], True)
+            >= 1 for axis, size in enumerate((height, width)))
+        raise ValueError(
+            f"kernel_size {kernel}{dilated} is larger than the padded input {padded}"
+            + ("; ceil_mode=True would keep the one window that starts inside the input"
+               if ceil_would_fit else ""))
+    for axis, size, out in ((0, height, out_height), (1, width, out_width)):
+        _check_windows_reach_input(size, out, kernel[axis], stride[axis], padding[axis],
+                                   dilation[axis], "HW"[axis])
     planes = 1
     for size in x_shape[:-2]:
         planes *= size
@@ -137,16 +171,39 @@ def _new_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode):
         batched=len(x_shape) == 4,
         channels_shape=tuple(x_shape[:-2]),
         height=height, width=width,
-        kernel=kernel, stride=stride, padding=padding,
+        kernel=kernel, stride=stride, padding=padding, dilation=dilation,
         out_height=out_height, out_width=out_width,
         work=planes * out_height * out_width * kernel[0] * kernel[1],
     )
 
 
+def _check_windows_reach_input(size, out, kernel, stride, padding, dilation, axis):
+    """Raise ValueError if a window along one axis reads only padding.
+
+    Undilated windows always reach the input (padding is at most half the
+    kernel, and the last window starts inside the input).  Dilated ones
+    can step over it: the first element at or past 0 of a window starting
+    at ``start < 0`` is ``start % dilation``, and the window reaches that
+    far since padding <= kernel // 2.  PyTorch returns -inf for such a
+    window, with an index outside it that its gradient then follows."""
+    if dilation <= size:
+        return  # start % dilation < size
+    # Here the dilated span exceeds the input, so only a few windows fit.
+    for o in range(min(out, -(-padding // stride))):
+        start = o * stride - padding
+        if start % dilation >= size:
+            raise ValueError(
+                f"with dilation {dilation} the window starting at {start} along {axis} "
+                f"(size {size}, padding {padding}) holds only padding")
+
+
 def _checked_x(x, extra=()):
+    """The arrays as the kernels take them; x may have an empty batch axis,
+    as in PyTorch, but no other empty axis."""
     arrays = as_float_arrays((x, "x"), *extra)
-    check_ndim(arrays[0], "x", (3, 4), _LAYOUT_X)
-    check_nonempty(arrays[0], "x")
+    x = arrays[0]
+    check_ndim(x, "x", (3, 4), _LAYOUT_X)
+    check_nonempty_except_batch(x, "x")
     return arrays
 
 
@@ -164,28 +221,33 @@ def _planes(array):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
-               return_indices=False):
+               dilation=1, return_indices=False):
     """2-D max pooling over a batch of multi-channel images.
 
-    The semantics of ``torch.nn.functional.max_pool2d`` on NCHW arrays
-    (dilation 1).
+    The semantics of ``torch.nn.functional.max_pool2d`` on NCHW arrays.
 
     Parameters
     ----------
     x : array_like, shape (N, C, H, W) or (C, H, W)
         Input images.  With one sample the result has no batch axis either.
+        N may be 0 (an empty result); no other axis may.
     kernel_size : int or pair of ints
-        Window height and width.
+        Window height and width.  Every int-or-pair argument also takes one
+        int in a sequence, ``(2,)``, as PyTorch does.
     stride : int or pair of ints, optional
-        Step between windows; defaults to ``kernel_size``.  Smaller than the
-        kernel, windows overlap.
+        Step between windows; defaults to ``kernel_size`` (also when given
+        as ``()``).  Smaller than the kernel, windows overlap.
     padding : int or pair of ints, default 0
         Rows and columns of -inf added on each side; at most half the kernel
         size on each axis, as in PyTorch.
     ceil_mode : bool, default False
         Round the number of windows up rather than down, so that a last
         partial window at the bottom or right is kept, as long as it starts
-        inside the input or its top/left padding.
+        inside the input or its top/left padding.  This also allows a
+        kernel larger than the padded input where such a window exists.
+    dilation : int or pair of ints, default 1, keyword-only
+        Step between the elements of a window: a window reads rows
+        ``h0, h0 + dh, ..., h0 + (kh - 1)*dh``.
     return_indices : bool, default False, keyword-only
         Also return where each maximum was found, for
         :func:`max_pool2d_backward`'s ``indices`` argument.
@@ -193,9 +255,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     Returns
     -------
     out : ndarray, shape (N, C, Hout, Wout) or (C, Hout, Wout)
-        ``Hout = (H + 2*ph - kh) // sh + 1`` (with ``ceil_mode``, rounded up
-        and then reduced by one if the last window would start in the bottom
-        padding), likewise ``Wout``.  float32 for float32 input, else float64.
+        ``Hout = (H + 2*ph - dh*(kh - 1) - 1) // sh + 1`` (with
+        ``ceil_mode``, rounded up and then reduced by one if the last window
+        would start in the bottom padding), likewise ``Wout``.  float32 for
+        float32 input, else float64.
     indices : ndarray of int64, same shape as ``out``
         Only with ``return_indices``: the flat index ``h * W + w`` within its
         (H, W) plane of the element each output was taken from, as PyTorch
@@ -207,9 +270,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
         For complex, float16, object or other non-real input, or
         non-integer sizes.
     ValueError
-        For a wrong number of axes, an empty axis, sizes or strides below 1,
-        padding above half the kernel, a kernel larger than the padded
-        input, or a size, stride or padding above 2**40.
+        For a wrong number of axes, an empty axis other than the batch,
+        sizes, strides or dilations below 1, padding above half the kernel,
+        a (dilated) kernel larger than the padded input where no window
+        fits, a size, stride, padding or dilation above 2**40, or a dilated
+        window that would hold nothing but padding.
 
     Notes
     -----
@@ -218,8 +283,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     taken from its first NaN (PyTorch's loop takes the last one; the value
     is the same, only ``indices`` and the gradient's position differ).
 
-    Unlike PyTorch, ``ceil_mode`` does not allow a kernel larger than the
-    padded input: that raises ValueError whatever the mode.
+    A dilated window can step over the whole input and read only padding;
+    PyTorch then returns -inf, with an index outside the window that its
+    gradient follows.  cyconv refuses such arguments instead.
 
     Examples
     --------
@@ -239,10 +305,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
     >>> max_pool2d(x, 3, stride=2, ceil_mode=True)[0, 0]
     array([[6., 6.],
            [7., 2.]])
+    >>> max_pool2d(x, 2, stride=1, dilation=2)[0, 0]
+    array([[1., 5.],
+           [7., 4.]])
     """
     return_indices = as_flag(return_indices, "return_indices")
     (x,) = _checked_x(x)
-    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode, dilation)
     out, indices = _max_pool(x, geometry, return_indices)
     return (out, indices) if return_indices else out
 
@@ -253,12 +322,14 @@ def _max_pool(x, geometry, return_indices):
     # An empty (0, 0, 0) array tells the kernels not to record indices.
     indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
     indices_arg = _planes(indices) if return_indices else indices
-    if geometry.tiled:
+    if geometry.empty:
+        pass
+    elif geometry.tiled:
         _pool.max_pool2d_tiles_forward(_planes(x), _planes(out), indices_arg,
                                        *geometry.kernel, geometry.threads())
     else:
         _pool.max_pool2d_forward(_planes(x), _planes(out), indices_arg,
-                                 *geometry.kernel_args, geometry.threads())
+                                 *geometry.max_kernel_args, geometry.threads())
     return out, (indices if return_indices else None)
 
 
@@ -285,6 +356,8 @@ def _checked_indices(indices, geometry, check_range=True):
 
 def _check_index_range(indices, geometry):
     plane = geometry.height * geometry.width
+    if indices.size == 0:  # an empty batch: nothing to check
+        return
     if indices.min() < 0 or indices.max() >= plane:
         raise ValueError(
             f"indices must lie in [0, H*W) = [0, {plane}), "
@@ -293,7 +366,7 @@ def _check_index_range(indices, geometry):
 
 
 def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, *, indices=None):
+                        ceil_mode=False, *, dilation=1, indices=None):
     """Gradient of :func:`max_pool2d` with respect to its input.
 
     Each output's gradient goes to the element its window's maximum was
@@ -304,7 +377,7 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     ----------
     grad_output : array_like, shape (N, C, Hout, Wout) or (C, Hout, Wout)
         Gradient of the loss with respect to ``max_pool2d``'s output.
-    x, kernel_size, stride, padding, ceil_mode
+    x, kernel_size, stride, padding, ceil_mode, dilation
         As given to :func:`max_pool2d`.
     indices : array_like of int, optional, keyword-only
         The ``indices`` that ``max_pool2d(..., return_indices=True)``
@@ -341,11 +414,15 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
             [ 0.,  0.,  0.]]])
     """
     x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
-    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode, dilation)
     _checked_grad_output(grad_output, geometry)
     n_threads = geometry.threads()
     if indices is not None:
         indices = _checked_indices(indices, geometry, check_range=False)
+    if geometry.empty:
+        return np.zeros(x.shape, dtype=x.dtype)
+    if indices is not None:
+        pass
     elif geometry.tiled:
         # The tiled forward pass finds the maxima faster than the search
         # below, and the scatter is cheap.
@@ -354,7 +431,7 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
         grad_input = np.zeros(x.shape, dtype=x.dtype)
         _pool.max_pool2d_backward(
             _planes(grad_output), _planes(x), _planes(grad_input),
-            *geometry.kernel_args, n_threads,
+            *geometry.max_kernel_args, n_threads,
         )
         return grad_input
     # The kernel writes every element (zero where no index points).
@@ -368,7 +445,7 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True):
+               count_include_pad=True, divisor_override=None):
     """2-D average pooling over a batch of multi-channel images.
 
     The semantics of ``torch.nn.functional.avg_pool2d`` on NCHW arrays.
@@ -381,6 +458,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
         As for :func:`max_pool2d`, except that the padding holds zeros.
     count_include_pad : bool, default True
         Whether padding elements count in a window's divisor.
+    divisor_override : int, optional
+        Divide every window's sum by this nonzero int instead.
 
     Returns
     -------
@@ -391,7 +470,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     Raises
     ------
     TypeError, ValueError
-        As :func:`max_pool2d`.
+        As :func:`max_pool2d`; TypeError for a ``divisor_override`` that is
+        not an int, ValueError for 0 or one beyond int64.
 
     Notes
     -----
@@ -403,7 +483,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
       padding counts only what it covers, padding included;
     * without, the number of input elements in the window.
 
-    These are PyTorch's rules.  Sums are accumulated in float64.
+    or by ``divisor_override`` when given.  These are PyTorch's rules.  Sums
+    are accumulated in float64.
 
     Examples
     --------
@@ -419,19 +500,34 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     >>> avg_pool2d(x, 2, padding=1, count_include_pad=False)
     array([[[0. , 1.5],
             [4.5, 6. ]]])
+    >>> avg_pool2d(x, 2, divisor_override=2)
+    array([[[4.]]])
     """
     count_include_pad = as_flag(count_include_pad, "count_include_pad")
+    divisor = check_divisor_override(divisor_override)
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     out = np.empty(geometry.output_shape, dtype=x.dtype)
-    _pool.avg_pool2d_forward(
-        _planes(x), _planes(out), *geometry.kernel_args, count_include_pad, geometry.threads(),
-    )
+    if not geometry.empty:
+        _pool.avg_pool2d_forward(_planes(x), _planes(out), *geometry.kernel_args,
+                                 count_include_pad, divisor, geometry.threads())
     return out
 
 
+def check_divisor_override(value):
+    """``divisor_override`` as the kernels take it: a float, 0 for None."""
+    if value is None:
+        return 0.0
+    divisor = as_int(value, "divisor_override", -(2**63))
+    if divisor == 0:
+        raise ValueError("divisor_override must not be 0")
+    if divisor >= 2**63:
+        raise ValueError(f"divisor_override must be below 2**63, as in PyTorch, got {divisor}")
+    return float(divisor)
+
+
 def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Each output's gradient, divided by that window's divisor, is added to
@@ -441,7 +537,7 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     ----------
     grad_output : array_like, shape (N, C, Hout, Wout) or (C, Hout, Wout)
         Gradient of the loss with respect to ``avg_pool2d``'s output.
-    x, kernel_size, stride, padding, ceil_mode, count_include_pad
+    x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         As given to :func:`avg_pool2d`; ``x`` serves only for its shape and
         dtype.
 
@@ -468,12 +564,13 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
             [1., 2., 1.]]])
     """
     count_include_pad = as_flag(count_include_pad, "count_include_pad")
+    divisor = check_divisor_override(divisor_override)
     x, grad_output = _checked_x(x, [(grad_output, "grad_output")])
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     _checked_grad_output(grad_output, geometry)
     grad_input = np.zeros(x.shape, dtype=x.dtype)
-    _pool.avg_pool2d_backward(
-        _planes(grad_output), _planes(grad_input), *geometry.kernel_args,
-        count_include_pad, geometry.threads(),
-    )
+    if not geometry.empty:
+        _pool.avg_pool2d_backward(_planes(grad_output), _planes(grad_input),
+                                  *geometry.kernel_args, count_include_pad, divisor,
+                                  geometry.threads())
     return grad_input

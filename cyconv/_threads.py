@@ -1,6 +1,7 @@
 """The number of threads the kernels use."""
 
 import numbers
+import os
 
 from ._kernels._threads import default_num_threads, openmp_enabled
 
@@ -10,6 +11,24 @@ from ._kernels._threads import default_num_threads, openmp_enabled
 MAX_THREADS = 1024
 
 _num_threads = None
+
+# Whether this process was forked from one whose kernels may have started
+# OpenMP threads, and has not chosen a thread count since.
+_forked = False
+
+
+def _after_fork_in_child():
+    # libgomp is not fork-safe: a child forked after a parallel region ran
+    # on 2+ threads inherits a thread pool whose threads do not exist, and
+    # its first parallel region of 2+ threads waits for them forever.  A
+    # team of one thread never touches the pool, so the child runs its
+    # kernels on one thread until it sets a count itself.
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
@@ -34,6 +53,15 @@ def set_num_threads(n):
     Results are bitwise identical whatever the thread count: each output
     element is computed by one thread in a fixed order.
 
+    A process forked from one that used cyconv (``multiprocessing``'s
+    ``"fork"`` start method, the default on Linux before Python 3.14, or
+    ``os.fork``) runs the kernels on one thread: OpenMP's thread pool does
+    not survive a fork, and a child using it would hang.  Calling
+    ``set_num_threads`` in the child (with None for the default) lifts
+    this; do so only in a child forked before any kernel ran on 2 or more
+    threads, or one that replaced its OpenMP runtime, as a child does that
+    was started with ``"spawn"`` or ``"forkserver"`` (those never need it).
+
     Examples
     --------
     >>> import cyconv
@@ -42,7 +70,7 @@ def set_num_threads(n):
     1
     >>> cyconv.set_num_threads(None)
     """
-    global _num_threads
+    global _num_threads, _forked
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             raise TypeError(f"num_threads must be a positive int or None, got {n!r}")
@@ -52,12 +80,14 @@ def set_num_threads(n):
             raise ValueError(f"num_threads must be at most {MAX_THREADS}, got {n!r}")
         n = int(n)
     _num_threads = n
+    _forked = False
 
 
 def get_num_threads():
     """Return the number of threads cyconv's kernels use.
 
-    Always 1 where cyconv was built without OpenMP.
+    Always 1 where cyconv was built without OpenMP, and in a forked child
+    until it calls :func:`set_num_threads` (see there).
 
     Examples
     --------
@@ -65,7 +95,7 @@ def get_num_threads():
     >>> cyconv.get_num_threads() >= 1
     True
     """
-    if not openmp_enabled():
+    if not openmp_enabled() or _forked:
         return 1
     if _num_threads is None:
         return max(1, min(default_num_threads(), MAX_THREADS))

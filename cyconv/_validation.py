@@ -95,6 +95,16 @@ def check_nonempty(array, name):
         raise ValueError(f"{name} must not have an empty axis, got shape {array.shape}")
 
 
+def check_nonempty_except_batch(array, name):
+    """Raise ValueError for an empty axis, other than the batch axis of a
+    4-D (N, C, H, W) array: PyTorch returns empty results for a batch of 0
+    samples (the last shard of a data set split across workers may be
+    empty)."""
+    if 0 in (array.shape[1:] if array.ndim == 4 else array.shape):
+        raise ValueError(f"{name} must not have an empty axis other than the batch axis, "
+                         f"got shape {array.shape}")
+
+
 def as_int(value, name, minimum):
     """Return ``value`` as a Python int >= ``minimum``.
 
@@ -124,20 +134,40 @@ def is_int(value):
     return True
 
 
+def few_items(value, name, expected, most):
+    """The items of ``value``, a sequence or other iterable of at most
+    ``most`` items, as a tuple.
+
+    At most ``most + 1`` items are drawn, so that an endless iterator
+    (``itertools.count()``, a generator) is refused at once instead of
+    filling memory.  Strings and bytes, iterable but never a list of
+    numbers, are refused too."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        iterator = iter(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+    items = tuple(itertools.islice(iterator, most + 1))
+    if len(items) > most:
+        raise ValueError(f"{name} must be {expected}, got more than {most} items "
+                         f"({type(value).__name__})")
+    return items
+
+
 def as_pair(value, name, minimum):
-    """Return ``value`` (an int or a pair of ints) as a ``(rows, cols)`` tuple."""
+    """Return ``value`` as a ``(rows, cols)`` tuple: an int, a pair of ints,
+    or one int in a sequence (``(2,)``), as PyTorch accepts them."""
     if is_int(value):
         number = as_int(value, name, minimum)
         return number, number
-    if isinstance(value, (str, bytes)):
-        # Iterable, but never a pair of ints: "2" is a typo for 2, not ("2",).
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if len(items) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    expected = "an int or a pair of ints"
+    items = few_items(value, name, expected, 2)
+    if not items:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if len(items) == 1:
+        number = as_int(items[0], name, minimum)
+        return number, number
     return as_int(items[0], name, minimum), as_int(items[1], name, minimum)
 
 

@@ -162,12 +162,21 @@ def _format_seconds(seconds):
 
 
 def _check_writable(output, what="save to"):
-    """Fail before the work rather than after it."""
+    """Raise ValueError unless ``output`` can be written: before the work
+    rather than after it."""
+    if not output:
+        raise ValueError(f"cannot {what} '': the output path is empty")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ValueError(f"cannot {what} {output}: no directory {directory}")
     if os.path.isdir(output):
         raise ValueError(f"cannot {what} {output}: it is a directory")
+    if os.path.exists(output) and not os.path.isfile(output):
+        raise ValueError(f"cannot {what} {output}: it is not a regular file")
+    # Files are written beside their final name and moved into place, so
+    # the directory must be writable.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot {what} {output}: the directory {directory} is not writable")
 
 
 def _plot_module(path):

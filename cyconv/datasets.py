@@ -8,6 +8,7 @@ class, so that a network can be trained with nothing to download.
 import gzip
 import math
 import os
+import stat
 import struct
 import zlib
 from importlib import resources
@@ -39,43 +40,125 @@ _IDX_TYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class _Reader:
-    """A file's bytes, read on demand: gzip data (judged by content) are
-    decompressed only as far as asked, so that a small file that inflates
-    to gigabytes costs no more than the header says the data need."""
+# What read_idx accepts by default: 8 GiB of data, 170 times the full MNIST.
+MAX_IDX_BYTES = 2**33
 
-    def __init__(self, path):
+# Deflate's largest expansion: one 258-byte match per 2 bits, about 1032 to
+# 1, and every gzip member costs at least 18 bytes of header and trailer.
+# A header declaring more data than the compressed file could hold is
+# refused before anything is inflated.
+_DEFLATE_MAX_RATIO = 1032
+
+# How much of the file is read, and inflated, at a time.
+_CHUNK = 1 << 18
+
+
+class _Reader:
+    """A file's bytes, read on demand from an open binary stream.
+
+    Plain files are read as asked.  gzip data (judged by content) are
+    inflated only as far as asked, member after member (pigz and bgzip
+    write several), so that a small file that inflates to gigabytes costs
+    no more than the header says the data need."""
+
+    def __init__(self, stream, path):
+        self.stream = stream
         self.path = path
-        with open(path, "rb") as stream:
-            self.raw = stream.read()
-        self.inflate = None
-        if self.raw.startswith(_GZIP_MAGIC):
-            self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        self.offset = 0  # into raw, when it is not compressed
+        info = os.fstat(stream.fileno())
+        # The size of a regular file; None for a pipe or a device.
+        self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        self.compressed = stream.peek(2)[:2] == _GZIP_MAGIC
+        self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if self.compressed else None
+        self.pending = b""  # compressed bytes read but not yet inflated
+
+    def check_size(self, header, shape, data):
+        """Raise ValueError, before any data are read, if ``data`` bytes
+        (of the header's ``shape``) after a ``header``-byte header cannot be
+        what the file holds."""
+        if self.size is None:
+            return
+        if not self.compressed:
+            if self.size < header + data:
+                raise ValueError(f"{self.path}: truncated: the header's shape {shape} needs "
+                                 f"{data} bytes of data, the file has {self.size - header}")
+            if self.size > header + data:
+                raise ValueError(f"{self.path}: more bytes than the header's shape {shape} "
+                                 f"allows ({data} bytes of data, the file has "
+                                 f"{self.size - header})")
+        elif data + header > _DEFLATE_MAX_RATIO * self.size:
+            raise ValueError(f"{self.path}: the header's shape {shape} needs {data} bytes of "
+                             f"data, more than a {self.size}-byte gzip file can inflate to")
 
     def read(self, size):
-        """Up to ``size`` more bytes (fewer only at the end)."""
-        if self.inflate is None:
-            data = self.raw[self.offset:self.offset + size]
-            self.offset += len(data)
-            return data
-        try:
-            data = self.inflate.decompress(self.raw, size)
-            self.raw = self.inflate.unconsumed_tail
-        except zlib.error as exc:
-            raise ValueError(f"{self.path}: corrupt or truncated gzip data ({exc})") from None
-        if len(data) < size and not self.inflate.eof:
-            raise ValueError(f"{self.path}: corrupt or truncated gzip data "
-                             f"(the compressed stream ends early)")
-        return data
+        """Up to ``size`` more bytes (fewer only at the end of the data)."""
+        buffer = bytearray(size)
+        return bytes(buffer[:self.read_into(memoryview(buffer))])
+
+    def read_into(self, buffer):
+        """Fill the writable byte ``buffer`` with the next bytes; return how
+        many there were (fewer than its length only at the end of the data)."""
+        size, got = len(buffer), 0
+        while got < size:
+            if not self.compressed:
+                count = self.stream.readinto(buffer[got:])
+                if not count:
+                    break
+                got += count
+                continue
+            if self.inflate.eof and not self._next_member():
+                break
+            if not self.pending:
+                self.pending = self.stream.read(_CHUNK)
+                if not self.pending:
+                    raise ValueError(f"{self.path}: corrupt or truncated gzip data "
+                                     f"(the compressed stream ends early)")
+            try:
+                data = self.inflate.decompress(self.pending, min(size - got, _CHUNK))
+            except zlib.error as exc:
+                raise ValueError(f"{self.path}: corrupt or truncated gzip data ({exc})") from None
+            # At the end of a member, what follows it is in unused_data
+            # (and, when the output was full too, in unconsumed_tail again).
+            self.pending = b"" if self.inflate.eof else self.inflate.unconsumed_tail
+            buffer[got:got + len(data)] = data
+            got += len(data)
+        return got
+
+    def _next_member(self):
+        """Start inflating the next gzip member; False at the end of the
+        file.  Zero bytes after the last member (padding some tools add)
+        are ignored, as the gzip module does; anything else is refused."""
+        self.pending = self.inflate.unused_data + self.pending
+        while len(self.pending) < 2:
+            more = self.stream.read(_CHUNK)
+            if not more:
+                break
+            self.pending += more
+        if not self.pending:
+            return False
+        if self.pending.startswith(_GZIP_MAGIC):
+            self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            return True
+        while not self.pending.strip(b"\0"):
+            self.pending = self.stream.read(_CHUNK)
+            if not self.pending:
+                return False
+        raise ValueError(f"{self.path}: unexpected bytes after the gzip data")
 
 
-def read_idx(path):
+def read_idx(path, max_bytes=MAX_IDX_BYTES):
     """Read an IDX file (the MNIST format), plain or gzip-compressed.
+
+    The header is checked before any data are read: its declared size
+    against ``max_bytes`` and the file's size (or, for gzip, the most the
+    file could inflate to), so that a corrupt or hostile header costs no
+    memory.  gzip data are inflated only up to the declared size; files
+    of several gzip members (as pigz and bgzip write) are read whole.
 
     Parameters
     ----------
     path : str or path-like
+    max_bytes : int, default 2**33
+        The most data (after the header, once inflated) to accept.
 
     Returns
     -------
@@ -88,8 +171,9 @@ def read_idx(path):
     FileNotFoundError
         If there is no such file.
     ValueError
-        If the magic number is not an IDX one, or the data are shorter or
-        longer than the header's dimensions say (truncated or corrupt).
+        If the magic number is not an IDX one, the header declares more
+        than ``max_bytes`` of data, or the data are shorter or longer than
+        the header's dimensions say (truncated or corrupt).
 
     Examples
     --------
@@ -102,7 +186,13 @@ def read_idx(path):
     array([3, 1, 4], dtype=uint8)
     """
     path = os.fspath(path)
-    reader = _Reader(path)
+    if isinstance(max_bytes, (bool, np.bool_)) or not isinstance(max_bytes, (int, np.integer)):
+        raise TypeError(f"max_bytes must be an int, got {max_bytes!r}")
+    with open(path, "rb") as stream:
+        return _read_idx(_Reader(stream, path), path, int(max_bytes))
+
+
+def _read_idx(reader, path, max_bytes):
     data = reader.read(4)
     if len(data) < 4:
         raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes)")
@@ -118,15 +208,22 @@ def read_idx(path):
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _IDX_TYPES[code]
     expected = math.prod(shape) * dtype.itemsize
-    # One byte more than the header allows is enough to refuse the file.
-    body = reader.read(expected + 1)
-    if len(body) < expected:
+    if expected > max_bytes:
+        raise ValueError(f"{path}: the header's shape {shape} declares {expected} bytes of "
+                         f"data, more than max_bytes={max_bytes}")
+    reader.check_size(header, shape, expected)
+    # Read straight into the array: the data are held once.
+    array = np.empty(shape, dtype=dtype)
+    got = reader.read_into(memoryview(array.reshape(-1).view(np.uint8)))
+    if got < expected:
         raise ValueError(f"{path}: truncated: the header's shape {shape} needs {expected} "
-                         f"bytes of data, the file has {len(body)}")
-    if len(body) > expected:
+                         f"bytes of data, the file has {got}")
+    # One byte more than the header allows is enough to refuse the file.
+    if reader.read(1):
         raise ValueError(f"{path}: more bytes than the header's shape {shape} allows")
-    array = np.frombuffer(body, dtype=dtype, count=math.prod(shape))
-    return array.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    if not dtype.isnative:
+        array.byteswap(inplace=True)  # to this machine's order, in place
+    return array.view(dtype.newbyteorder("="))
 
 
 def write_idx(path, array, compress=None):
@@ -158,10 +255,13 @@ def write_idx(path, array, compress=None):
         raise TypeError(f"IDX cannot hold dtype {array.dtype}")
     if array.ndim == 0 or array.ndim > 255:
         raise ValueError(f"IDX needs 1 to 255 dimensions, got {array.ndim}")
+    if max(array.shape) >= 2**32:
+        raise ValueError(f"IDX sizes are 32-bit: every axis must be shorter than 2**32, "
+                         f"got shape {array.shape}")
     payload = (struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
                + array.astype(_IDX_TYPES[code], copy=False).tobytes())
     if compress is None:
-        compress = path.endswith(".gz")
+        compress = os.fsdecode(path).endswith(".gz")  # path may be bytes
     if compress:
         payload = gzip.compress(payload, mtime=0)
     with open(path, "wb") as stream:
@@ -175,6 +275,10 @@ def _check_digits(images, labels, where):
         raise ValueError(f"{where}: labels must have shape (N,), got {labels.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if labels.dtype.kind not in "iu":
+        # 2.7 or NaN is no digit, and converting it to one would guess.
+        raise ValueError(f"{where}: labels must be integers (digits 0 to 9), "
+                         f"got an IDX file of {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise ValueError(f"{where}: labels must be digits 0 to 9, got values from "
                          f"{labels.min()} to {labels.max()}")
@@ -256,7 +360,7 @@ def load_mnist(directory, split="train"):
     >>> images.shape, labels
     ((3, 28, 28), array([7, 2, 1], dtype=uint8))
     """
-    directory = os.fspath(directory)
+    directory = os.fsdecode(os.fspath(directory))  # bytes joined with str names fail
     if split not in _MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not os.path.isdir(directory):
@@ -405,8 +509,13 @@ class RandomShift:
         if m == 0:
             return images
         n, _, height, width = images.shape
-        padded = np.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
-        rows = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(height)
-        cols = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(width)
+        # A shift by the image's size or more leaves only zeros, as does
+        # that size: the padding need not be wider, whatever max_shift is.
+        mh, mw = min(m, height), min(m, width)
+        padded = np.pad(images, ((0, 0), (0, 0), (mh, mh), (mw, mw)))
+        shifts = rng.integers(0, 2 * m + 1, n) - m
+        rows = np.clip(shifts, -mh, mh)[:, None] + mh + np.arange(height)
+        shifts = rng.integers(0, 2 * m + 1, n) - m
+        cols = np.clip(shifts, -mw, mw)[:, None] + mw + np.arange(width)
         picked = np.take_along_axis(padded, rows[:, None, :, None], axis=2)
         return np.take_along_axis(picked, cols[:, None, None, :], axis=3)

@@ -114,20 +114,78 @@ def _extension_indices(positions, size, boundary):
     return np.where(folded < size, folded, 2 * size - 1 - folded)
 
 
-def _extended(in1, rows, cols, boundary, fill):
-    """``in1`` extended by ``rows = (before, after)`` and ``cols`` samples,
-    C-contiguous.  Every kernel index comes from this array's shape."""
-    (top, bottom), (left, right) = rows, cols
-    if not (top or bottom or left or right):
-        return in1
+def _extension(in1, rows, cols, top, left, boundary, fill):
+    """The part of ``in1``'s extension (``in1`` moved ``top`` rows down and
+    ``left`` columns right, the rest filled by the boundary rule) with rows
+    ``rows = (first, stop)`` and columns ``cols``, C-contiguous."""
     h, w = in1.shape
+    row_positions = np.arange(*rows) - top
+    col_positions = np.arange(*cols) - left
     if boundary == "fill":
-        ext = np.full((top + h + bottom, left + w + right), fill, dtype=in1.dtype)
-        ext[top:top + h, left:left + w] = in1
-        return ext
-    row_index = _extension_indices(np.arange(-top, h + bottom), h, boundary)
-    col_index = _extension_indices(np.arange(-left, w + right), w, boundary)
+        part = np.full((len(row_positions), len(col_positions)), fill, dtype=in1.dtype)
+        # The rows and columns of the part that lie inside in1.
+        r0, r1 = np.clip([rows[0] - top, rows[1] - top], 0, h)
+        c0, c1 = np.clip([cols[0] - left, cols[1] - left], 0, w)
+        if r1 > r0 and c1 > c0:
+            part[r0 + top - rows[0]:r1 + top - rows[0],
+                 c0 + left - cols[0]:c1 + left - cols[0]] = in1[r0:r1, c0:c1]
+        return part
+    row_index = _extension_indices(row_positions, h, boundary)
+    col_index = _extension_indices(col_positions, w, boundary)
     return np.ascontiguousarray(in1[np.ix_(row_index, col_index)])
+
+
+def _correlate_valid(ext, kernel, out):
+    """The kernel's "valid" correlation of ``ext`` into ``out``, both with
+    contiguous rows, on as many threads as the work is worth."""
+    if out.size == 0:
+        return
+    # The kernel indexes along a row by pointer.
+    assert ext.strides[1] == out.strides[1] == out.itemsize
+    work = out.size * kernel.size
+    n_threads = _runtime.threads_for(work, _PARALLEL_MIN_WORK)
+    _correlate.correlate2d_valid(ext, kernel, out, n_threads)
+
+
+def _correlate_extended(in1, kernel, out, top, left, boundary, fill):
+    """Fill ``out`` with the "valid" correlation of ``in1``'s extension
+    (``top`` rows and ``left`` columns before it, as many as ``out`` needs
+    after) with ``kernel``.
+
+    The extension is never built whole, which would cost another array of
+    the output's size: the interior, where the kernel lies inside ``in1``,
+    is computed from ``in1`` itself, and only the border strips from the
+    parts of the extension they read."""
+    (h, w), (kh, kw), (out_h, out_w) = in1.shape, kernel.shape, out.shape
+    # Output rows m0:m1 and columns n0:n1 read nothing but in1.
+    m0, m1 = top, min(top + h - kh + 1, out_h)
+    n0, n1 = left, min(left + w - kw + 1, out_w)
+    if m1 <= m0 or n1 <= n0:
+        # The kernel never fits inside in1: every output reads the border.
+        _correlate_valid(_extension(in1, (0, out_h + kh - 1), (0, out_w + kw - 1),
+                                    top, left, boundary, fill), kernel, out)
+        return
+    _correlate_valid(in1[:m1 - m0 + kh - 1, :n1 - n0 + kw - 1], kernel, out[m0:m1, n0:n1])
+    # Top and bottom strips over the whole width, left and right between.
+    for rows, cols in (((0, m0), (0, out_w)), ((m1, out_h), (0, out_w)),
+                       ((m0, m1), (0, n0)), ((m0, m1), (n1, out_w))):
+        if rows[1] > rows[0] and cols[1] > cols[0]:
+            part = _extension(in1, (rows[0], rows[1] + kh - 1), (cols[0], cols[1] + kw - 1),
+                              top, left, boundary, fill)
+            _correlate_valid(part, kernel, out[rows[0]:rows[1], cols[0]:cols[1]])
+
+
+def _reverse_in_place(out):
+    """Reverse a C-contiguous 2-D array in both axes without a copy of it:
+    its flat view reversed, a slice at a time."""
+    flat = out.reshape(-1)
+    n = flat.size
+    step = 1 << 16
+    for i in range(0, n // 2, step):
+        j = min(i + step, n // 2)
+        saved = flat[i:j].copy()
+        flat[i:j] = flat[n - j:n - i][::-1]
+        flat[n - j:n - i] = saved[::-1]
 
 
 def _correlate_or_convolve(in1, in2, mode, boundary, fillvalue, convolve):
@@ -142,19 +200,16 @@ def _correlate_or_convolve(in1, in2, mode, boundary, fillvalue, convolve):
         in1, in2 = in2, in1
     kernel = np.ascontiguousarray(in2[::-1, ::-1]) if convolve else in2
 
-    out_h, top, bottom = _axis_plan(in1.shape[0], kernel.shape[0], mode, convolve)
-    out_w, left, right = _axis_plan(in1.shape[1], kernel.shape[1], mode, convolve)
-    ext = _extended(in1, (top, bottom), (left, right), boundary, fill)
+    out_h, top, _ = _axis_plan(in1.shape[0], kernel.shape[0], mode, convolve)
+    out_w, left, _ = _axis_plan(in1.shape[1], kernel.shape[1], mode, convolve)
     out = np.empty((out_h, out_w), dtype=in1.dtype)
-    work = out.size * kernel.size
-    n_threads = _runtime.threads_for(work, _PARALLEL_MIN_WORK)
-    _correlate.correlate2d_valid(ext, kernel, out, n_threads)
+    _correlate_extended(in1, kernel, out, top, left, boundary, fill)
     if swapped and not convolve:
         # Correlation is not symmetric in its inputs: scipy correlates the
         # swapped pair and reverses the result, which equals the
         # correlation of in1 with in2 over the positions where one covers
         # the other.
-        out = np.ascontiguousarray(out[::-1, ::-1])
+        _reverse_in_place(out)
     return out
 
 

@@ -8,6 +8,7 @@ the documented result.
 """
 
 import contextlib
+import gzip
 import io
 import itertools
 import os
@@ -569,7 +570,39 @@ def dataset_cases(Raises, Gives):
         "read_idx-huge-declared-shape": (
             lambda: in_folder(lambda f: datasets.read_idx(
                 _write(f, "h", b"\x00\x00\x08\x02\xff\xff\xff\xff\xff\xff\xff\xff" + b"\x00" * 8))),
-            Raises(ValueError, "truncated")),
+            Raises(ValueError, r"declares 18446744065119617025 bytes of data, more than max_bytes")),
+        "read_idx-declared-shape-beyond-the-file": (
+            lambda: in_folder(lambda f: datasets.read_idx(
+                _write(f, "b", b"\x00\x00\x08\x01\x40\x00\x00\x00" + b"\x00" * 8))),
+            Raises(ValueError, r"truncated: the header's shape \(1073741824,\) needs")),
+        "read_idx-gzip-declaring-beyond-2**63-bytes": (
+            lambda: in_folder(lambda f: datasets.read_idx(_write(f, "z", gzip.compress(
+                b"\x00\x00\x0e\x03" + b"\xff" * 12 + b"\x00" * 8)))),
+            Raises(ValueError, "more than max_bytes")),
+        "read_idx-gzip-declaring-more-than-it-inflates-to": (
+            lambda: in_folder(lambda f: datasets.read_idx(_write(f, "y", gzip.compress(
+                b"\x00\x00\x08\x01\x10\x00\x00\x00" + b"\x00" * 8)))),
+            Raises(ValueError, r"more than a \d+-byte gzip file can inflate to")),
+        "read_idx-dev-zero": (lambda: datasets.read_idx("/dev/zero"),
+                              Raises(ValueError, r"not an IDX file \(magic number 0x00000000\)")),
+        "read_idx-max_bytes-float": (
+            lambda: datasets.read_idx("/dev/zero", max_bytes=1e9),
+            Raises(TypeError, "max_bytes must be an int")),
+        "write_idx-axis-beyond-32-bits": (lambda: in_folder(
+            lambda f: datasets.write_idx(os.path.join(f, "x"),
+                                         np.broadcast_to(np.uint8(0), (2**32,)))),
+            Raises(ValueError, r"shorter than 2\*\*32")),
+        "load_mnist-float-labels": (lambda: in_folder(lambda f: (
+            datasets.write_idx(os.path.join(f, "t10k-images-idx3-ubyte"),
+                               np.zeros((2, 28, 28), np.uint8)),
+            datasets.write_idx(os.path.join(f, "t10k-labels-idx1-ubyte"),
+                               np.array([2.7, np.nan])),
+            datasets.load_mnist(f, "test"))),
+            Raises(ValueError, r"labels must be integers \(digits 0 to 9\)")),
+        "RandomShift-beyond-the-image": (
+            lambda: datasets.RandomShift(2**40)(np.ones((2, 1, 3, 3)),
+                                                np.random.default_rng(0)).shape,
+            Gives(lambda: (2, 1, 3, 3))),
         "read_idx-corrupt-gzip": (
             lambda: in_folder(lambda f: datasets.read_idx(_write(f, "g", b"\x1f\x8b" + b"\x00" * 9))),
             Raises(ValueError, "corrupt or truncated gzip")),

@@ -89,51 +89,53 @@ def conv2d_backward(grad_output, x, weight, stride, sides, dilation, groups):
     return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
 
 
-def pool_output_size(size, kernel, stride, padding, ceil_mode):
-    """PyTorch's rule, written out independently of cyconv's."""
-    span = size + 2 * padding - kernel
+def pool_output_size(size, kernel, stride, padding, ceil_mode, dilation=1):
+    """PyTorch's rule (pooling_output_shape), written out independently of
+    cyconv's: below 1 where no window fits."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
     count = (span + stride - 1) // stride + 1 if ceil_mode else span // stride + 1
     if ceil_mode and (count - 1) * stride >= size + padding:
         count -= 1
     return count
 
 
-def _windows(height, width, kernel, stride, padding, ceil_mode):
+def _windows(height, width, kernel, stride, padding, ceil_mode, dilation=(1, 1)):
     """Yield ((oh, ow), rows, cols, padded count): the input rows and
     columns a window covers, and how many cells it covers within the padded
     input (padding included, overhang past it excluded)."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    out_h = pool_output_size(height, kh, sh, ph, ceil_mode)
-    out_w = pool_output_size(width, kw, sw, pw, ceil_mode)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    out_h = pool_output_size(height, kh, sh, ph, ceil_mode, dh)
+    out_w = pool_output_size(width, kw, sw, pw, ceil_mode, dw)
     for oh in range(out_h):
-        all_rows = range(oh * sh - ph, oh * sh - ph + kh)
+        all_rows = range(oh * sh - ph, oh * sh - ph + (kh - 1) * dh + 1, dh)
         rows = [h for h in all_rows if 0 <= h < height]
         padded_rows = [h for h in all_rows if -ph <= h < height + ph]
         for ow in range(out_w):
-            all_cols = range(ow * sw - pw, ow * sw - pw + kw)
+            all_cols = range(ow * sw - pw, ow * sw - pw + (kw - 1) * dw + 1, dw)
             cols = [w for w in all_cols if 0 <= w < width]
             padded_cols = [w for w in all_cols if -pw <= w < width + pw]
             yield (oh, ow), rows, cols, len(padded_rows) * len(padded_cols)
 
 
-def _pool_out_shape(shape, kernel, stride, padding, ceil_mode):
+def _pool_out_shape(shape, kernel, stride, padding, ceil_mode, dilation=(1, 1)):
     return tuple(shape[:-2]) + tuple(
-        pool_output_size(shape[-2 + a], kernel[a], stride[a], padding[a], ceil_mode)
+        pool_output_size(shape[-2 + a], kernel[a], stride[a], padding[a], ceil_mode,
+                         dilation[a])
         for a in range(2))
 
 
-def max_pool2d(x, kernel, stride, padding, ceil_mode):
+def max_pool2d(x, kernel, stride, padding, ceil_mode, dilation=(1, 1)):
     """(out, indices): each window's first largest input element in
     row-major order, NaN larger than everything (np.argmax's rule)."""
     x = np.asarray(x, np.float64)
-    shape = _pool_out_shape(x.shape, kernel, stride, padding, ceil_mode)
+    shape = _pool_out_shape(x.shape, kernel, stride, padding, ceil_mode, dilation)
     out = np.empty(shape)
     indices = np.empty(shape, dtype=np.int64)
     width = x.shape[-1]
     for lead in np.ndindex(*x.shape[:-2]):
         plane = x[lead]
         for (oh, ow), rows, cols, _ in _windows(*x.shape[-2:], kernel, stride, padding,
-                                                ceil_mode):
+                                                ceil_mode, dilation):
             window = plane[np.ix_(rows, cols)]
             r, c = np.unravel_index(np.argmax(window), window.shape)
             out[lead + (oh, ow)] = window[r, c]
@@ -141,8 +143,8 @@ def max_pool2d(x, kernel, stride, padding, ceil_mode):
     return out, indices
 
 
-def max_pool2d_backward(grad_output, x, kernel, stride, padding, ceil_mode):
-    _, indices = max_pool2d(x, kernel, stride, padding, ceil_mode)
+def max_pool2d_backward(grad_output, x, kernel, stride, padding, ceil_mode, dilation=(1, 1)):
+    _, indices = max_pool2d(x, kernel, stride, padding, ceil_mode, dilation)
     return max_pool2d_backward_indices(grad_output, indices, np.shape(x))
 
 
@@ -154,26 +156,33 @@ def max_pool2d_backward_indices(grad_output, indices, x_shape):
     return grad.reshape(x_shape)
 
 
-def avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad):
+def _pool_divisor(rows, cols, padded, count_include_pad, divisor_override):
+    if divisor_override is not None:
+        return divisor_override
+    return padded if count_include_pad else len(rows) * len(cols)
+
+
+def avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad,
+               divisor_override=None):
     x = np.asarray(x, np.float64)
     out = np.empty(_pool_out_shape(x.shape, kernel, stride, padding, ceil_mode))
     for lead in np.ndindex(*x.shape[:-2]):
         plane = x[lead]
         for (oh, ow), rows, cols, padded in _windows(*x.shape[-2:], kernel, stride, padding,
                                                      ceil_mode):
-            divisor = padded if count_include_pad else len(rows) * len(cols)
+            divisor = _pool_divisor(rows, cols, padded, count_include_pad, divisor_override)
             out[lead + (oh, ow)] = plane[np.ix_(rows, cols)].sum() / divisor
     return out
 
 
 def avg_pool2d_backward(grad_output, x_shape, kernel, stride, padding, ceil_mode,
-                        count_include_pad):
+                        count_include_pad, divisor_override=None):
     grad_output = np.asarray(grad_output, np.float64)
     grad = np.zeros(x_shape)
     for lead in np.ndindex(*x_shape[:-2]):
         for (oh, ow), rows, cols, padded in _windows(*x_shape[-2:], kernel, stride, padding,
                                                      ceil_mode):
-            divisor = padded if count_include_pad else len(rows) * len(cols)
+            divisor = _pool_divisor(rows, cols, padded, count_include_pad, divisor_override)
             grad[lead][np.ix_(rows, cols)] += grad_output[lead + (oh, ow)] / divisor
     return grad
 

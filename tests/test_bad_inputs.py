@@ -13,6 +13,7 @@ gets a fresh worker.  CYCONV_TEST_IN_PROCESS=1 runs the cases in the test
 process instead, for a debugger.
 """
 
+import itertools
 import multiprocessing
 import os
 import re
@@ -69,6 +70,22 @@ class Gives:
 
     def check(self, call):
         _assert_same(call(), self.expected(), self.rtol, self.dtype)
+
+
+@dataclass(frozen=True)
+class SameAs:
+    """What ``other()`` gives, be it a result (bitwise) or an error (same
+    type and message)."""
+
+    other: Callable
+
+    def check(self, call):
+        try:
+            expected = self.other()
+        except Exception as exc:
+            Raises(type(exc), re.escape(str(exc))).check(call)
+            return
+        _assert_same(call(), expected, None, None)
 
 
 def _summary(result):
@@ -149,6 +166,13 @@ def _always(expectation):
     return lambda axis: expectation
 
 
+def _empty_batch_gives(name, result=None):
+    """An empty batch axis gives ``result`` (None: the reference's empty
+    result, as in PyTorch); any other empty axis is refused."""
+    refused = Raises(ValueError, rf"{name} must not have an empty axis other than the batch")
+    return lambda axis: result if axis == 0 else refused
+
+
 X4_SHAPE = "x must have 3 or 4 dimensions"
 
 
@@ -159,7 +183,7 @@ def _conv_specs():
     out = F.conv2d(x, w, b, **params)
     grad = _values(*out.shape, seed=4)
     grad_shape = "grad_output must have the shape of conv2d's output"
-    x_arg = Arg(x, (0, 1, 2, 5), X4_SHAPE, _empty_error("x"))
+    x_arg = Arg(x, (0, 1, 2, 5), X4_SHAPE, _empty_batch_gives("x"))
     w_arg = Arg(w, (0, 1, 2, 3, 5), "weight must have 4 dimensions", _empty_error("weight"))
     return {
         "conv2d": Spec(
@@ -174,7 +198,8 @@ def _conv_specs():
             F.conv2d_backward,
             {"grad_output": Arg(grad, (0, 1, 2, 3, 5), grad_shape,
                                 _always(Raises(ValueError, grad_shape))),
-             "x": Arg(x, (0, 1, 2, 5), X4_SHAPE, _empty_error("x")),
+             "x": Arg(x, (0, 1, 2, 5), X4_SHAPE,
+                      _empty_batch_gives("x", Raises(ValueError, grad_shape))),
              "weight": w_arg},
             params,
             lambda grad_output, x, weight: ref.conv2d_backward(grad_output, x, weight, **normal),
@@ -186,25 +211,33 @@ def _pool_specs():
     x = _values(2, 3, 7, 6, seed=5)
     params = dict(kernel_size=(3, 2), stride=(2, 2), padding=(1, 0), ceil_mode=True)
     normal = dict(kernel=(3, 2), stride=(2, 2), padding=(1, 0), ceil_mode=True)
-    out, indices = F.max_pool2d(x, return_indices=True, **params)
+    # Max pooling with a dilation of 2 along the columns: same output shape.
+    max_params = dict(params, dilation=(1, 2))
+    max_normal = dict(normal, dilation=(1, 2))
+    out, indices = F.max_pool2d(x, return_indices=True, **max_params)
+    assert out.shape == F.avg_pool2d(x, **params).shape
     grad = _values(*out.shape, seed=6)
     grad_shape = "grad_output must have the shape of the pooling's output"
-    x_arg = Arg(x, (0, 1, 2, 5), X4_SHAPE, _empty_error("x"))
+    x_arg = Arg(x, (0, 1, 2, 5), X4_SHAPE, _empty_batch_gives("x"))
+    x_backward = Arg(x, (0, 1, 2, 5), X4_SHAPE,
+                     _empty_batch_gives("x", Raises(ValueError, grad_shape)))
     grad_arg = Arg(grad, (0, 1, 2, 3, 5), grad_shape, _always(Raises(ValueError, grad_shape)))
-    shape_only = Arg(x, (0, 1, 2, 5), X4_SHAPE, _empty_error("x"), values_matter=False)
+    shape_only = Arg(x, (0, 1, 2, 5), X4_SHAPE,
+                     _empty_batch_gives("x", Raises(ValueError, grad_shape)),
+                     values_matter=False)
     indices_shape = "indices must have the shape of the pooling's output"
     return {
         "max_pool2d": Spec(
-            F.max_pool2d, {"x": x_arg}, params,
-            lambda x: ref.max_pool2d(x, **normal)[0],
+            F.max_pool2d, {"x": x_arg}, max_params,
+            lambda x: ref.max_pool2d(x, **max_normal)[0],
         ),
         "max_pool2d(return_indices)": Spec(
-            F.max_pool2d, {"x": x_arg}, dict(params, return_indices=True),
-            lambda x: ref.max_pool2d(x, **normal),
+            F.max_pool2d, {"x": x_arg}, dict(max_params, return_indices=True),
+            lambda x: ref.max_pool2d(x, **max_normal),
         ),
         "max_pool2d_backward": Spec(
-            F.max_pool2d_backward, {"grad_output": grad_arg, "x": x_arg}, params,
-            lambda grad_output, x: ref.max_pool2d_backward(grad_output, x, **normal),
+            F.max_pool2d_backward, {"grad_output": grad_arg, "x": x_backward}, max_params,
+            lambda grad_output, x: ref.max_pool2d_backward(grad_output, x, **max_normal),
         ),
         "max_pool2d_backward(indices)": Spec(
             F.max_pool2d_backward,
@@ -212,7 +245,7 @@ def _pool_specs():
              "indices": Arg(indices, (0, 1, 2, 3, 5), indices_shape,
                             _always(Raises(ValueError, indices_shape)),
                             dtype_error="indices must hold integers")},
-            params,
+            max_params,
             lambda grad_output, x, indices: ref.max_pool2d_backward_indices(
                 grad_output, indices, x.shape),
         ),
@@ -220,10 +253,20 @@ def _pool_specs():
             F.avg_pool2d, {"x": x_arg}, dict(params, count_include_pad=False),
             lambda x: ref.avg_pool2d(x, count_include_pad=False, **normal),
         ),
+        "avg_pool2d(divisor_override)": Spec(
+            F.avg_pool2d, {"x": x_arg}, dict(params, divisor_override=-3),
+            lambda x: ref.avg_pool2d(x, count_include_pad=True, divisor_override=-3, **normal),
+        ),
         "avg_pool2d_backward": Spec(
             F.avg_pool2d_backward, {"grad_output": grad_arg, "x": shape_only}, params,
             lambda grad_output, x: ref.avg_pool2d_backward(
                 grad_output, x.shape, count_include_pad=True, **normal),
+        ),
+        "avg_pool2d_backward(divisor_override)": Spec(
+            F.avg_pool2d_backward, {"grad_output": grad_arg, "x": shape_only},
+            dict(params, divisor_override=5),
+            lambda grad_output, x: ref.avg_pool2d_backward(
+                grad_output, x.shape, count_include_pad=True, divisor_override=5, **normal),
         ),
     }
 
@@ -525,11 +568,24 @@ def _int_pair_values(param, minimum):
     yield "pair-of-floats", (1.0, 1.0), not_int
     yield "nested-pair", ((1, 1), 1), not_int
     yield "triple", (1, 1, 1), not_pair
-    yield "single", (1,), not_pair
+    # One int in a sequence is that int, as in PyTorch (None: the same
+    # result as the int itself).
+    yield "single", (minimum + 1,), None
+    yield "single-list", [minimum + 1], None
+    yield "endless-iterator", itertools.count(minimum + 1), Raises(
+        ValueError, rf"{param} must be an int or a pair of ints, got more than 2 items")
+    yield "endless-generator", (i for i in itertools.count(minimum + 1)), Raises(
+        ValueError, rf"{param} must be an int or a pair of ints, got more than 2 items")
     yield "empty-tuple", (), not_pair
     yield "huge", 2**63, huge
     yield "huge-in-pair", (1, 2**64), huge
     yield "just-over-limit", 2**40 + 1, huge
+
+
+def _same_as_int(call, param, value):
+    """What a call with one int in a sequence must give: the int's result
+    (or its error: for a gradient, another stride means another shape)."""
+    return SameAs(lambda: call(**{param: value[0]}))
 
 
 def _param_cases(name, spec):
@@ -537,15 +593,20 @@ def _param_cases(name, spec):
     params = spec.params
     if "stride" in params:
         for label, value, expectation in _int_pair_values("stride", 1):
+            expectation = expectation or _same_as_int(call, "stride", value)
+            if label == "empty-tuple" and "pool" in name:  # PyTorch's default stride
+                expectation = SameAs(lambda c=call: c(stride=None))
             yield f"{name}-stride-{label}", lambda c=call, v=value: c(stride=v), expectation
     if "dilation" in params:
         for label, value, expectation in _int_pair_values("dilation", 1):
             if label == "just-over-limit":
                 continue  # a kernel taller than 1 then no longer fits: tested below
+            expectation = expectation or _same_as_int(call, "dilation", value)
             yield (f"{name}-dilation-{label}", lambda c=call, v=value: c(dilation=v),
                    expectation)
     if "kernel_size" in params:
         for label, value, expectation in _int_pair_values("kernel_size", 1):
+            expectation = expectation or _same_as_int(call, "kernel_size", value)
             yield (f"{name}-kernel_size-{label}", lambda c=call, v=value: c(kernel_size=v),
                    expectation)
         yield (f"{name}-kernel_size-None", lambda c=call: c(kernel_size=None),
@@ -561,6 +622,31 @@ def _param_cases(name, spec):
                 ("None", None, Raises(TypeError, "groups must be an int")),
                 ("pair", (2, 2), Raises(TypeError, "groups must be an int"))):
             yield f"{name}-groups-{label}", lambda c=call, v=value: c(groups=v), expectation
+    if "padding" in params:
+        for label, value in (("endless-iterator", itertools.count(1)),
+                             ("endless-generator", (i for i in itertools.repeat(0)))):
+            yield (f"{name}-padding-{label}", lambda c=call, v=value: c(padding=v),
+                   Raises(ValueError, r"padding must be an int.* got more than \d items"))
+        if not isinstance(params["padding"], str):
+            value = params["padding"]
+            pair = value if isinstance(value, tuple) and len(value) == 2 else None
+            if pair and pair[0] == pair[1]:
+                yield (f"{name}-padding-single", lambda c=call, v=pair[0]: c(padding=(v,)),
+                       Gives(lambda c=call: c()))
+    if "divisor_override" in params:
+        for label, value, expectation in (
+                ("zero", 0, Raises(ValueError, "divisor_override must not be 0")),
+                ("beyond-int64", 2**63, Raises(ValueError, r"below 2\*\*63")),
+                ("float", 2.0, Raises(TypeError, "divisor_override must be an int")),
+                ("bool", True, Raises(TypeError, "divisor_override must be an int")),
+                ("str", "2", Raises(TypeError, "divisor_override must be an int")),
+                ("pair", (2, 2), Raises(TypeError, "divisor_override must be an int")),
+                ("endless-iterator", itertools.count(1),
+                 Raises(TypeError, "divisor_override must be an int")),
+                ("numpy-int", np.int8(params["divisor_override"]), Gives(lambda c=call: c())),
+                ("None", None, Gives(lambda c=call: c(divisor_override=None)))):
+            yield (f"{name}-divisor_override-{label}",
+                   lambda c=call, v=value: c(divisor_override=v), expectation)
     for flag, default in FLAGS.get(name, {}).items():
         for label, value in (("str", "yes"), ("int", 1), ("None", None),
                              ("array", np.array([True, False]))):
@@ -580,6 +666,8 @@ FLAGS = {
     "max_pool2d_backward(indices)": {"ceil_mode": True},
     "avg_pool2d": {"ceil_mode": True, "count_include_pad": False},
     "avg_pool2d_backward": {"ceil_mode": True, "count_include_pad": True},
+    "avg_pool2d(divisor_override)": {"ceil_mode": True, "count_include_pad": True},
+    "avg_pool2d_backward(divisor_override)": {"ceil_mode": True, "count_include_pad": True},
     "batch_norm": {"training": False},
     "batch_norm(training)": {"training": True},
     "batch_norm_backward": {"training": True},

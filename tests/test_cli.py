@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -169,9 +170,17 @@ def files(tmp_path_factory, trained_model):
     bad_data.mkdir()
     (bad_data / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08")
     (bad_data / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08")
+    fifo = folder / "fifo"
+    os.mkfifo(fifo)
+    labelled = {}
+    for name, labels in (("float_labels", [2.7, 1.0]), ("nan_labels", [np.nan, 1.0])):
+        labelled[name] = folder / name
+        labelled[name].mkdir()
+        write_idx(labelled[name] / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
+        write_idx(labelled[name] / "t10k-labels-idx1-ubyte", np.array(labels))
     return dict(model=trained_model, corrupt=corrupt, dense=dense, three=three_out,
                 small=small, text=text, complex=complex_images, truncated=truncated,
-                bad_data=bad_data, folder=folder)
+                bad_data=bad_data, folder=folder, fifo=fifo, **labelled)
 
 
 ERRORS = [
@@ -199,6 +208,12 @@ ERRORS = [
     (["train", "--data", "{bad_data}", "--quiet"], 1, "not an IDX file"),
     (["train", "-o", "{folder}/absent/m.npz"], 1, "no directory"),
     (["train", "-o", "{folder}"], 1, "it is a directory"),
+    (["train", "-o", ""], 1, "cannot save to '': the output path is empty"),
+    (["train", "-o", "{fifo}"], 1, "it is not a regular file"),
+    (["train", "-o", "{model}/m.npz"], 1, "no directory"),
+    (["evaluate", "{model}", "--data", "{float_labels}"], 1,
+     "labels must be integers (digits 0 to 9), got an IDX file of float64"),
+    (["evaluate", "{model}", "--data", "{nan_labels}"], 1, "labels must be integers"),
     (["bench", "--budget", "0"], 2, "argument --budget"),
     (["bench", "--budget", "soon"], 2, "argument --budget"),
     (["bench", "--threads", "0"], 2, "argument --threads"),
@@ -213,6 +228,15 @@ def test_errors_are_one_clear_line(files, capsys, argv, status, words):
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert words.format(**files) in err
     assert "Traceback" not in err + out
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write anywhere")
+def test_train_refuses_an_unwritable_directory_before_training(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, out, err = run(capsys, "train", "-o", locked / "m.npz")
+    assert code == 1 and "is not writable" in err and "training" not in out
 
 
 def test_bench_times_every_layer_and_a_training_step(capsys):

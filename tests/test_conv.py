@@ -257,7 +257,8 @@ BAD_CONV_ARGUMENTS = [
     ((1, 4, 5, 5), (4, 2, 3, 3), {"groups": 3}, ValueError, "must divide"),
     ((1, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, ValueError, "must divide"),
     ((1, 4, 5, 5), (4, 4, 3, 3), {"groups": 0}, ValueError, "groups must be >= 1"),
-    ((0, 1, 5, 5), (1, 1, 3, 3), {}, ValueError, "empty axis"),
+    ((1, 0, 5, 5), (1, 0, 3, 3), {}, ValueError, "empty axis"),
+    ((0, 5, 5), (1, 0, 3, 3), {}, ValueError, "empty axis"),
     ((1, 1, 5, 5), (1, 1, 3, 3), {"stride": 2**63}, ValueError, r"stride must be at most 2\*\*40"),
     ((1, 1, 5, 5), (1, 1, 1, 1), {"dilation": (1, 2**64)}, ValueError,
      r"dilation must be at most 2\*\*40"),
@@ -365,3 +366,38 @@ def test_the_formulation_follows_the_measured_rule():
     side = int((_conv.SHIFTED_MAX_SAMPLE // 16) ** 0.5)
     assert geometry((1, 16, side - 2, side - 2), (4, 16, 3, 3)).shifted
     assert not geometry((1, 16, side, side), (4, 16, 3, 3)).shifted
+
+
+@pytest.mark.parametrize("padding", [0, (1,), "same"])
+def test_an_empty_batch_gives_empty_results(padding):
+    # PyTorch returns empty results for a batch of 0 samples (an empty shard
+    # of a data set); the weight and bias gradients are then zero.
+    x = np.ones((0, 4, 6, 5), dtype=np.float32)
+    w = np.ones((6, 2, 3, 3), dtype=np.float32)
+    out = conv2d(x, w, np.ones(6, np.float32), padding=padding, groups=2)
+    expected_shape = (0, 6, 6, 5) if padding != 0 else (0, 6, 4, 3)
+    assert out.shape == expected_shape and out.dtype == np.float32
+    grad_input, grad_weight, grad_bias = conv2d_backward(np.ones(expected_shape), x, w,
+                                                         padding=padding, groups=2)
+    assert grad_input.shape == x.shape
+    np.testing.assert_array_equal(grad_weight, np.zeros(w.shape))
+    np.testing.assert_array_equal(grad_bias, np.zeros(6))
+    assert conv2d_backward(np.ones(expected_shape), x, w, padding=padding, groups=2,
+                           compute_grad_input=False)[0] is None
+    with pytest.raises(ValueError, match="grad_output must have the shape"):
+        conv2d_backward(np.ones((1,) + expected_shape[1:]), x, w, padding=padding, groups=2)
+    with pytest.raises(ValueError, match="groups=4 must divide"):
+        conv2d(x, w, groups=4)
+
+
+def test_an_empty_batch_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = torch.zeros((0, 2, 5, 5), dtype=torch.float64, requires_grad=True)
+    w = torch.ones((3, 2, 3, 3), dtype=torch.float64, requires_grad=True)
+    out = torch.nn.functional.conv2d(x, w, padding=(1,), dilation=(2,))
+    ours = conv2d(x.detach().numpy(), w.detach().numpy(), padding=(1,), dilation=(2,))
+    assert ours.shape == tuple(out.shape)
+    out.sum().backward()
+    _, grad_weight, _ = conv2d_backward(ours, x.detach().numpy(), w.detach().numpy(),
+                                        padding=(1,), dilation=(2,))
+    np.testing.assert_array_equal(grad_weight, w.grad.numpy())

@@ -99,6 +99,115 @@ def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
     assert peak < 4 << 20, f"{peak} bytes allocated to read a 10-byte IDX file"
 
 
+def test_a_header_declaring_more_than_the_file_holds_is_refused_before_reading(tmp_path):
+    # 2**32-1 x 2**32-1 x 255 float64s (beyond 2**63 bytes), then a few
+    # bytes: refused from the header alone, plain or gzipped, whatever
+    # max_bytes allows; within max_bytes, from the file's size.
+    huge = struct.pack(">HBB3I", 0, 0x0E, 3, 2**32 - 1, 2**32 - 1, 255) + bytes(16)
+    big = struct.pack(">HBB1I", 0, 0x08, 1, 2**30) + bytes(16)
+    for name, content, words in (
+            ("huge", huge, r"declares \d+ bytes of data, more than max_bytes=8589934592"),
+            ("huge.gz", gzip.compress(huge), r"more than max_bytes"),
+            ("big", big, r"truncated: the header's shape \(1073741824,\) needs 1073741824 "
+                         r"bytes of data, the file has 16"),
+            ("big.gz", gzip.compress(big), r"more than a \d+-byte gzip file can inflate to")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=words):
+                read_idx(path, max_bytes=2**63 if name.startswith("big") else 2**33)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, (name, peak)
+    with pytest.raises(ValueError, match="more than max_bytes=10"):
+        read_idx(_written(tmp_path / "small", np.zeros(11, np.uint8)), max_bytes=10)
+    np.testing.assert_array_equal(
+        read_idx(_written(tmp_path / "small", np.zeros(10, np.uint8)), max_bytes=10),
+        np.zeros(10, np.uint8))
+    for bad in (None, 1.5, True):
+        with pytest.raises(TypeError, match="max_bytes must be an int"):
+            read_idx(tmp_path / "small", max_bytes=bad)
+
+
+def _written(path, array):
+    write_idx(path, array)
+    return path
+
+
+def test_devices_and_pipes_are_read_only_as_far_as_the_header_allows(tmp_path):
+    # /dev/zero never ends: its first four bytes are no IDX magic number.
+    with pytest.raises(ValueError, match=r"not an IDX file \(magic number 0x00000000\)"):
+        read_idx("/dev/zero")
+    # A pipe has no size to check against: its data are read as declared.
+    import os
+    import threading
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+
+    def feed():
+        with open(fifo, "wb") as stream:
+            stream.write(_idx_of(array))
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        np.testing.assert_array_equal(read_idx(fifo), array)
+    finally:
+        writer.join(10)
+
+
+def _idx_of(array):
+    return (struct.pack(f">HBB{array.ndim}I", 0, 0x0B, array.ndim, *array.shape)
+            + array.astype(">i2").tobytes())
+
+
+@pytest.mark.parametrize("dtype", IDX_DTYPES)
+def test_multi_member_gzip_files_are_read_whole(tmp_path, dtype):
+    # pigz and bgzip write concatenated gzip members; gzip -d reads them as
+    # one stream, and so must read_idx.  Members split anywhere: inside the
+    # header, inside an element, with an empty member between.
+    array = (np.arange(5 * 7 * 3) - 9).reshape(5, 7, 3).astype(dtype)
+    path = tmp_path / "whole-idx"
+    write_idx(path, array, compress=False)
+    raw = path.read_bytes()
+    for cuts in ([3], [5, 5, 40], [len(raw) // 2, len(raw) - 1], list(range(1, len(raw), 17))):
+        pieces = [raw[a:b] for a, b in zip([0] + cuts, cuts + [len(raw)])]
+        joined = tmp_path / "members.gz"
+        joined.write_bytes(b"".join(gzip.compress(piece) for piece in pieces))
+        np.testing.assert_array_equal(read_idx(joined), array)
+        assert gzip.decompress(joined.read_bytes()) == raw  # the format is what gzip reads
+    # Zero padding after the last member is ignored, as gzip does; other
+    # trailing bytes are refused, as is a member past the declared data.
+    (tmp_path / "padded.gz").write_bytes(gzip.compress(raw) + bytes(100))
+    np.testing.assert_array_equal(read_idx(tmp_path / "padded.gz"), array)
+    (tmp_path / "garbage.gz").write_bytes(gzip.compress(raw) + b"garbage")
+    with pytest.raises(ValueError, match="unexpected bytes after the gzip data"):
+        read_idx(tmp_path / "garbage.gz")
+    (tmp_path / "longer.gz").write_bytes(gzip.compress(raw) + gzip.compress(b"x"))
+    with pytest.raises(ValueError, match="more bytes than the header"):
+        read_idx(tmp_path / "longer.gz")
+
+
+def test_reading_holds_the_data_once(tmp_path):
+    array = np.arange(4 << 20, dtype=np.int32)  # 16 MiB, byte-swapped on reading
+    plain = _written(tmp_path / "plain-idx", array)
+    packed = tmp_path / "packed-idx.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=1))
+    for path in (plain, packed):
+        tracemalloc.start()
+        try:
+            result = read_idx(path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(result, array)
+        assert result.flags.writeable and result.dtype == np.int32
+        assert peak < array.nbytes + (2 << 20), (path.name, peak)
+
+
 def test_missing_idx_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "nothing")
@@ -165,6 +274,12 @@ def test_load_mnist_both_splits_and_name_variants(tmp_path):
      "digits 0 to 9"),
     (lambda d: write_mnist(d, "train", 2, labels=np.zeros((2, 1), np.uint8)), ValueError,
      r"labels must have shape \(N,\)"),
+    (lambda d: write_mnist(d, "train", 2, labels=np.array([2.7, 1.0], np.float32)), ValueError,
+     r"labels must be integers \(digits 0 to 9\), got an IDX file of float32"),
+    (lambda d: write_mnist(d, "train", 2, labels=np.array([np.nan, 1.0])), ValueError,
+     r"labels must be integers"),
+    (lambda d: write_mnist(d, "train", 2, labels=np.array([1, -1], np.int8)), ValueError,
+     "digits 0 to 9"),
 ])
 def test_load_mnist_errors(tmp_path, setup, error, words):
     setup(tmp_path)
@@ -255,3 +370,40 @@ def test_random_shift_is_reproducible_and_checks_arguments():
         RandomShift(1.5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         RandomShift(1)(images[0], np.random.default_rng(0))
+
+
+def test_random_shift_beyond_the_image_size_costs_no_more_than_the_image(tmp_path):
+    # A shift of 2**40 pixels moved nothing but asked np.pad for 2**41
+    # rows: now every shift past the image's size is that size (zeros).
+    images = np.arange(2 * 16.0).reshape(2, 1, 4, 4) + 1
+    shifted = RandomShift(2**40)(images, np.random.default_rng(0))
+    assert shifted.shape == images.shape
+    for before, after in zip(images, shifted):
+        moved = [after[0] == np.roll(np.roll(before[0], r, 0), c, 1)
+                 for r in range(-4, 5) for c in range(-4, 5)]
+        assert not after.any() or any(m.all() for m in moved)
+    # Within the image, the draws and results are what they always were.
+    small = RandomShift(2)(images, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    rows, cols = rng.integers(0, 5, 2) - 2, rng.integers(0, 5, 2) - 2
+    for image, out, r, c in zip(images, small, rows, cols):
+        padded = np.pad(image[0], 2)
+        np.testing.assert_array_equal(out[0], padded[2 + r:6 + r, 2 + c:6 + c])
+
+
+def test_paths_may_be_bytes(tmp_path):
+    folder = bytes(tmp_path)
+    write_idx(folder + b"/t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8))
+    write_idx(folder + b"/t10k-labels-idx1-ubyte.gz", np.array([3, 4], np.uint8))
+    assert (tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes()[:2] == b"\x1f\x8b"
+    images, labels = load_mnist(folder, "test")
+    assert images.shape == (2, 28, 28) and labels.tolist() == [3, 4]
+    with pytest.raises(TypeError, match="expected str, bytes or os.PathLike"):
+        read_idx(3)
+
+
+def test_write_idx_refuses_sizes_beyond_32_bits(tmp_path):
+    huge = np.broadcast_to(np.uint8(0), (2**32,))  # no memory behind it
+    with pytest.raises(ValueError, match=r"shorter than 2\*\*32"):
+        write_idx(tmp_path / "huge", huge)
+    assert not (tmp_path / "huge").exists()

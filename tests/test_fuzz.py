@@ -18,6 +18,7 @@ runs a long session.
 """
 
 import contextlib
+import itertools
 import numbers
 import operator
 import os
@@ -117,24 +118,31 @@ def an_int(value, name, minimum, largest=None):
     return number
 
 
-def items_of(value, name):
-    """The items of a sequence argument; a string is not one."""
+def items_of(value, name, most):
+    """The items of a sequence argument, at most ``most`` (one more is a
+    fault); a string is not one.  An endless iterator (the only kind the
+    strategies draw) loses the items looked at, but stays endless."""
     if isinstance(value, (str, bytes)):
         raise Fault(TypeError, name)
     try:
-        return list(value)
+        items = list(itertools.islice(iter(value), most + 1))
     except TypeError:
         raise Fault(TypeError, name) from None
+    if len(items) > most:
+        raise Fault(ValueError, name)
+    return items
 
 
 def a_pair(value, name, minimum, largest=LARGEST):
+    """An int, a pair of ints or one int in a sequence, as in PyTorch."""
     if integer(value) is not None:
         number = an_int(value, name, minimum, largest)
         return number, number
-    items = items_of(value, name)
-    if len(items) != 2:
+    items = items_of(value, name, 2)
+    if not items:
         raise Fault(ValueError, name)
-    return tuple(an_int(item, name, minimum, largest) for item in items)
+    pair = tuple(an_int(item, name, minimum, largest) for item in items)
+    return pair * 2 if len(pair) == 1 else pair
 
 
 def a_flag(value, name):
@@ -161,6 +169,14 @@ BAD_INTS = st.one_of(
                      np.uint64(3), np.array(2), np.array([1, 2])]),
     st.lists(st.integers(-1, 4), min_size=0, max_size=3).map(tuple),
     st.tuples(st.integers(1, 3), st.floats(0, 3)),
+    # Endless iterables: refused after three items, never listed whole.
+    st.builds(itertools.count, st.integers(1, 3)),
+    st.builds(itertools.repeat, st.integers(1, 3)),
+)
+BAD_DIVISORS = st.one_of(
+    st.none(), st.integers(-4, 4),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1.5, 2.0, True, "2",
+                     np.int8(3), (2,)]),
 )
 BAD_FLAGS = st.sampled_from([0, 1, None, "yes", np.array([True]), 1.0])
 
@@ -364,7 +380,8 @@ def judge_conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             padding = None
     else:
         padding = v.expect(a_pair, padding, "padding", 0)
-    x_ok = x is not None and x.ndim in (3, 4) and x.size > 0
+    # Only the batch axis of (N, C, H, W) may be empty, as in PyTorch.
+    x_ok = x is not None and x.ndim in (3, 4) and 0 not in x.shape[x.ndim - 3:]
     if x is not None and not x_ok:
         v.add(ValueError, "x")
     w_ok = weight is not None and weight.ndim == 4 and weight.size > 0
@@ -390,6 +407,9 @@ def judge_conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             v.add(ValueError, "same")
         th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
         sides = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        if max(sides) > LARGEST:  # bounded as explicit padding is
+            v.add(ValueError, "padding")
+            return v.faults
     elif padding == "valid":
         sides = (0, 0, 0, 0)
     else:
@@ -484,7 +504,7 @@ def test_fuzz_conv2d_backward(kwargs):
 
 def judge_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, kind="max",
                grad_output=None, indices=None, return_indices=False,
-               count_include_pad=True, backward=False):
+               count_include_pad=True, dilation=1, divisor_override=None, backward=False):
     v = Verdict()
     x = v.expect(real_array, x, "x")
     arrays = [x]
@@ -492,33 +512,37 @@ def judge_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, kind="ma
         grad_output = v.expect(real_array, grad_output, "grad_output")
         arrays.append(grad_output)
     kernel = v.expect(a_pair, kernel_size, "kernel_size", 1)
-    if stride is None:
-        stride = kernel
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
+        stride = kernel  # PyTorch's default, also spelt ()
     else:
         stride = v.expect(a_pair, stride, "stride", 1)
     padding = v.expect(a_pair, padding, "padding", 0)
+    dilation = v.expect(a_pair, dilation, "dilation", 1)
     v.expect(a_flag, ceil_mode, "ceil_mode")
     if kind == "max" and not backward:
         v.expect(a_flag, return_indices, "return_indices")
     if kind == "avg":
         v.expect(a_flag, count_include_pad, "count_include_pad")
-    x_ok = x is not None and x.ndim in (3, 4) and x.size > 0
+        divisor = v.expect(a_divisor, divisor_override)
+    # Only the batch axis of (N, C, H, W) may be empty, as in PyTorch.
+    x_ok = x is not None and x.ndim in (3, 4) and 0 not in x.shape[x.ndim - 3:]
     if x is not None and not x_ok:
         v.add(ValueError, "x")
-    if None in (kernel, stride, padding):
+    if None in (kernel, stride, padding, dilation):
         return v.faults
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         v.add(ValueError, "padding")
-    elif x_ok and (kernel[0] > x.shape[-2] + 2 * padding[0]
-                   or kernel[1] > x.shape[-1] + 2 * padding[1]):
-        v.add(ValueError, "larger than the padded input")
+    elif x_ok:
+        for word in _pool_geometry_faults(x.shape[-2:], kernel, stride, padding, dilation,
+                                          bool(ceil_mode)):
+            v.add(ValueError, word)
     if v.faults:
         return v.faults
     height, width = x.shape[-2:]
     hyper = dict(kernel=kernel, stride=stride, padding=padding, ceil_mode=bool(ceil_mode))
     out_shape = x.shape[:-2] + tuple(
-        ref.pool_output_size(size, k, s, p, bool(ceil_mode))
-        for size, k, s, p in zip((height, width), kernel, stride, padding))
+        ref.pool_output_size(size, k, s, p, bool(ceil_mode), d)
+        for size, k, s, p, d in zip((height, width), kernel, stride, padding, dilation))
     if backward and grad_output.shape != out_shape:
         return [Fault(ValueError, "grad_output")]
     if indices is not None:
@@ -528,20 +552,49 @@ def judge_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, kind="ma
     dtype = computed_dtype(arrays)
     xf = x.astype(np.float64)
     if kind == "max" and not backward:
-        out, where = ref.max_pool2d(xf, **hyper)
+        out, where = ref.max_pool2d(xf, **hyper, dilation=dilation)
         if return_indices:
             return (out, where), (np.abs(out), None), dtype
         return out, np.abs(out), dtype
     if kind == "max":
         if indices is None:
-            _, indices = ref.max_pool2d(xf, **hyper)
+            _, indices = ref.max_pool2d(xf, **hyper, dilation=dilation)
         return (ref.max_pool2d_backward_indices(grad_output, indices, x.shape),
                 ref.max_pool2d_backward_indices(_abs(grad_output), indices, x.shape), dtype)
-    pad_rule = dict(count_include_pad=count_include_pad, **hyper)
+    pad_rule = dict(count_include_pad=count_include_pad, divisor_override=divisor, **hyper)
+    # The magnitude (what rounding errors scale with) of a sum divided by a
+    # negative divisor_override is that of the sum divided by its size.
+    positive = dict(pad_rule, divisor_override=None if divisor is None else abs(divisor))
     if not backward:
-        return ref.avg_pool2d(xf, **pad_rule), ref.avg_pool2d(_abs(xf), **pad_rule), dtype
+        return ref.avg_pool2d(xf, **pad_rule), ref.avg_pool2d(_abs(xf), **positive), dtype
     return (ref.avg_pool2d_backward(grad_output, x.shape, **pad_rule),
-            ref.avg_pool2d_backward(_abs(grad_output), x.shape, **pad_rule), dtype)
+            ref.avg_pool2d_backward(_abs(grad_output), x.shape, **positive), dtype)
+
+
+def a_divisor(value):
+    """divisor_override: None, or a nonzero int of int64's range."""
+    if value is None:
+        return None
+    number = integer(value)
+    if number is None:
+        raise Fault(TypeError, "divisor_override")
+    if number == 0 or not -(2**63) <= number < 2**63:
+        raise Fault(ValueError, "divisor_override")
+    return number
+
+
+def _pool_geometry_faults(sizes, kernel, stride, padding, dilation, ceil_mode):
+    """What PyTorch's rule refuses along each axis, in words cyconv's
+    message has: no window fits, or (dilated) a window reads nothing but
+    padding.  Either axis may be reported first."""
+    faults = []
+    for size, k, s, p, d in zip(sizes, kernel, stride, padding, dilation):
+        out = ref.pool_output_size(size, k, s, p, ceil_mode, d)
+        if out < 1:
+            faults.append("larger than the padded input")
+        elif any(all(not 0 <= o * s - p + i * d < size for i in range(k)) for o in range(out)):
+            faults.append("holds only padding")
+    return faults
 
 
 def _indices_array(indices, out_shape, plane):
@@ -550,7 +603,7 @@ def _indices_array(indices, out_shape, plane):
         raise Fault(TypeError, "indices")
     if array.shape != out_shape:
         raise Fault(ValueError, "indices")
-    if array.min() < 0 or array.max() >= plane:
+    if array.size and (array.min() < 0 or array.max() >= plane):
         raise Fault(ValueError, "indices")
     return array
 
@@ -572,7 +625,24 @@ def pool_calls(draw, kind, backward=False):
     if kind == "avg":
         params["count_include_pad"] = draw(st.booleans())
         extra["count_include_pad"] = BAD_FLAGS
-    out_shape = config.output_shape if len(x_shape) == 4 else config.output_shape[1:]
+        if draw(st.booleans()):
+            params["divisor_override"] = draw(st.integers(-3, 5).filter(bool))
+            extra["divisor_override"] = BAD_DIVISORS
+    out_shape = config.output_shape
+    if kind == "max" and draw(st.booleans()):
+        # Dilation changes the output shape, by the reference's rule; where
+        # no window fits, any grad_output shape is as wrong as another.
+        dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        params["dilation"] = dilation
+        sizes = tuple(max(1, ref.pool_output_size(size, k, s, p, config.ceil_mode, d))
+                      for size, k, s, p, d in zip(config.x_shape[-2:], config.kernel_size,
+                                                  config.stride, config.padding, dilation))
+        out_shape = config.x_shape[:-2] + sizes
+    if len(x_shape) == 3:
+        out_shape = out_shape[1:]
+    if draw(st.integers(0, 7)) == 0:  # an empty batch, as PyTorch allows
+        shapes["x"] = (0,) + tuple(shapes["x"][1:]) if len(x_shape) == 4 else shapes["x"]
+        out_shape = (0,) + tuple(out_shape[1:]) if len(x_shape) == 4 else out_shape
     with_indices = kind == "max" and backward and draw(st.booleans())
     if backward:
         shapes["grad_output"] = out_shape
@@ -642,7 +712,7 @@ def pad_sides(padding):
     if integer(padding) is not None:
         amount = an_int(padding, "padding", 0)
         return amount, amount, amount, amount
-    items = items_of(padding, "padding")
+    items = items_of(padding, "padding", 4)
     if len(items) not in (2, 4):
         raise Fault(ValueError, "padding")
     amounts = [an_int(item, "padding", 0) for item in items]

@@ -1,6 +1,7 @@
 """max_pool2d, avg_pool2d and their gradients against straightforward loops
 over every window, and the adjoint identity for average pooling."""
 
+import itertools
 from dataclasses import replace
 from unittest import mock
 
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyconv
+import reference as ref
 from cyconv import _pool, _runtime
 from cyconv.functional import (
     avg_pool2d,
@@ -447,7 +449,8 @@ BAD_POOL_ARGUMENTS = [
     # (x shape, kwargs, error, words the message must contain)
     ((5, 5), {"kernel_size": 2}, ValueError, "x must have 3 or 4 dimensions"),
     ((1, 1, 1, 5, 5), {"kernel_size": 2}, ValueError, "x must have 3 or 4 dimensions"),
-    ((0, 1, 5, 5), {"kernel_size": 2}, ValueError, "empty axis"),
+    ((1, 0, 5, 5), {"kernel_size": 2}, ValueError, "empty axis"),
+    ((0, 5, 5), {"kernel_size": 2}, ValueError, "empty axis"),
     ((1, 0, 5), {"kernel_size": 2}, ValueError, "empty axis"),
     ((1, 1, 5, 5), {"kernel_size": 0}, ValueError, "kernel_size must be >= 1"),
     ((1, 1, 5, 5), {"kernel_size": (2, -1)}, ValueError, "kernel_size must be >= 1"),
@@ -467,8 +470,12 @@ BAD_POOL_ARGUMENTS = [
     ((1, 1, 2, 2), {"kernel_size": 3}, ValueError, "larger than the padded input"),
     ((1, 1, 5, 2), {"kernel_size": (2, 5), "padding": (0, 1)}, ValueError,
      "larger than the padded input"),
-    ((1, 1, 1, 1), {"kernel_size": 2, "ceil_mode": True}, ValueError,
+    ((1, 1, 1, 1), {"kernel_size": 2, "stride": 1, "ceil_mode": True}, ValueError,
      "larger than the padded input"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "stride": itertools.count()}, ValueError,
+     r"stride must be an int or a pair of ints, got more than 2 items \(count\)"),
+    ((1, 1, 5, 5), {"kernel_size": (i for i in itertools.count(1))}, ValueError,
+     r"kernel_size must be an int or a pair of ints, got more than 2 items \(generator\)"),
     ((1, 1, 5, 5), {"kernel_size": 2, "ceil_mode": "yes"}, TypeError,
      "ceil_mode must be True or False"),
     ((1, 1, 5, 5), {"kernel_size": 2**50, "padding": 2**49}, ValueError, r"at most 2\*\*40"),
@@ -486,6 +493,60 @@ def test_bad_arguments_raise_clear_errors(function, x_shape, kwargs, error, word
         forward(x, **kwargs)
     with pytest.raises(error, match=words):
         backward(np.ones((1, 1, 1, 1)), x, **kwargs)
+
+
+BAD_MAX_POOL_ARGUMENTS = [
+    ((1, 1, 3, 3), {"kernel_size": 2, "padding": 1, "dilation": 5}, ValueError,
+     r"kernel_size \(2, 2\) \(dilated: \(6, 6\)\) is larger than the padded input"),
+    ((1, 1, 3, 3), {"kernel_size": 2, "padding": 1, "dilation": 4}, ValueError,
+     r"with dilation 4 the window starting at -1 along H \(size 3, padding 1\)"),
+    ((1, 1, 1, 1), {"kernel_size": 2, "padding": 1, "dilation": 2}, ValueError,
+     r"with dilation 2 the window starting at -1 along H \(size 1, padding 1\) holds only "
+     "padding"),
+    ((1, 1, 1, 9), {"kernel_size": (1, 2), "padding": (0, 1), "dilation": (1, 2)}, None, None),
+    ((1, 1, 9, 1), {"kernel_size": 2, "padding": 1, "dilation": 2}, ValueError,
+     r"window starting at -1 along W \(size 1, padding 1\) holds only padding"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "dilation": 0}, ValueError, "dilation must be >= 1"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "dilation": (1, -1)}, ValueError,
+     "dilation must be >= 1"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "dilation": 1.0}, TypeError, "dilation must be an int"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "dilation": 2**41}, ValueError, r"at most 2\*\*40"),
+    ((1, 1, 5, 5), {"kernel_size": 2, "dilation": itertools.repeat(1)}, ValueError,
+     r"dilation must be an int or a pair of ints, got more than 2 items"),
+]
+
+
+@pytest.mark.parametrize("x_shape, kwargs, error, words", BAD_MAX_POOL_ARGUMENTS)
+def test_bad_dilations_raise_clear_errors(x_shape, kwargs, error, words):
+    x = np.ones(x_shape)
+    if error is None:  # a valid neighbour of the refused cases
+        out = max_pool2d(x, **kwargs)
+        assert max_pool2d_backward(np.ones(out.shape), x, **kwargs).shape == x.shape
+        return
+    with pytest.raises(error, match=words):
+        max_pool2d(x, **kwargs)
+    with pytest.raises(error, match=words):
+        max_pool2d_backward(np.ones((1, 1, 1, 1)), x, **kwargs)
+
+
+@pytest.mark.parametrize("value, error, words", [
+    (0, ValueError, "divisor_override must not be 0"),
+    (2**63, ValueError, "below 2\\*\\*63"),
+    (-(2**63) - 1, ValueError, "divisor_override must be >= "),
+    (1.5, TypeError, "divisor_override must be an int"),
+    (2.0, TypeError, "divisor_override must be an int"),
+    (True, TypeError, "divisor_override must be an int"),
+    ("2", TypeError, "divisor_override must be an int"),
+    ((2,), TypeError, "divisor_override must be an int"),
+])
+def test_bad_divisor_overrides_raise_clear_errors(value, error, words):
+    x = np.ones((1, 1, 4, 4))
+    with pytest.raises(error, match=words):
+        avg_pool2d(x, 2, divisor_override=value)
+    with pytest.raises(error, match=words):
+        avg_pool2d_backward(np.ones((1, 1, 2, 2)), x, 2, divisor_override=value)
+    with pytest.raises(error, match=words):
+        cyconv.AveragePooling(2, divisor_override=value)
 
 
 @pytest.mark.parametrize("dtype", [np.complex128, np.float16, object, "U3"])
@@ -538,3 +599,257 @@ def test_bad_grad_output_and_indices():
         max_pool2d(x, 2, return_indices=1)
     with pytest.raises(TypeError, match="count_include_pad must be True or False"):
         avg_pool2d(x, 2, count_include_pad=None)
+
+
+# -- PyTorch's other call forms: dilation, divisor_override, kernels larger
+# than the padded input under ceil_mode, empty batches -----------------------
+
+@st.composite
+def dilated_configs(draw):
+    """Any max pooling PyTorch accepts, dilation 1 to 4 included: sizes
+    from 1 (so that kernels larger than the padded input and windows
+    stepping over the input come up) and both rounding modes.  Returns
+    (x_shape, kwargs); some are refused, as the test works out."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    kwargs = dict(
+        kernel_size=kernel,
+        stride=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+        padding=(draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2))),
+        dilation=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+        ceil_mode=draw(st.booleans()),
+    )
+    x_shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)),
+               draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    return x_shape, kwargs
+
+
+def _reference_refuses(x_shape, kwargs):
+    """What PyTorch's rule and the loops say: None where the pooling is
+    valid, else the start of cyconv's message."""
+    axes = zip(x_shape[-2:], kwargs["kernel_size"], kwargs["stride"], kwargs["padding"],
+               kwargs.get("dilation", (1, 1)))
+    windows = []
+    for size, k, s, p, d in axes:
+        out = ref.pool_output_size(size, k, s, p, kwargs["ceil_mode"], d)
+        if out < 1:
+            return "kernel_size"
+        windows.append([[o * s - p + i * d for i in range(k)] for o in range(out)])
+    for axis_windows, size in zip(windows, x_shape[-2:]):
+        if any(all(not 0 <= h < size for h in window) for window in axis_windows):
+            return "with dilation"
+    return None
+
+
+def _ref_kwargs(kwargs):
+    return dict(kernel=kwargs["kernel_size"], stride=kwargs["stride"],
+                padding=kwargs["padding"], ceil_mode=kwargs["ceil_mode"])
+
+
+@given(dilated_configs(), st.sampled_from(DTYPES), st.booleans(), st.data())
+def test_dilated_max_pool2d_matches_loops(config, dtype, ties, data):
+    x_shape, kwargs = config
+    refused = _reference_refuses(x_shape, kwargs)
+    (x,) = random_arrays(data.draw, [x_shape], dtype, ties)
+    x = with_specials(data.draw, x)
+    if refused:
+        with pytest.raises(ValueError, match=refused):
+            max_pool2d(x, **kwargs)
+        return
+    expected, expected_indices = ref.max_pool2d(x, **_ref_kwargs(kwargs),
+                                                dilation=kwargs["dilation"])
+    out, indices = max_pool2d(x, **kwargs, return_indices=True)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, expected.astype(dtype))
+    np.testing.assert_array_equal(indices, expected_indices)
+    (grad,) = random_arrays(data.draw, [out.shape], dtype)
+    expected_grad = ref.max_pool2d_backward_indices(grad, expected_indices, x_shape)
+    # Overlapping windows add gradients in the input's precision: the error
+    # bound is relative to the sum of the magnitudes added, not to the sum.
+    magnitude = ref.max_pool2d_backward_indices(np.abs(grad), expected_indices, x_shape)
+    for given_indices in (None, indices):
+        grad_input = max_pool2d_backward(grad, x, **kwargs, indices=given_indices)
+        assert np.all(np.abs(grad_input - expected_grad) <= RTOL[dtype] * magnitude)
+
+
+@given(pool2d_configs(max_extra_size=4), st.sampled_from(DTYPES), st.booleans(),
+       st.integers(-5, 9).filter(bool), st.data())
+def test_avg_pool2d_divisor_override_matches_loops(config, dtype, count_include_pad,
+                                                   divisor, data):
+    x, grad = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
+    kwargs = dict(config.kwargs, count_include_pad=count_include_pad, divisor_override=divisor)
+    expected = ref.avg_pool2d(x, *ref_args(config), count_include_pad, divisor)
+    np.testing.assert_allclose(avg_pool2d(x, **kwargs), expected, rtol=RTOL[dtype],
+                               atol=RTOL[dtype])
+    expected_grad = ref.avg_pool2d_backward(grad, config.x_shape, *ref_args(config),
+                                            count_include_pad, divisor)
+    np.testing.assert_allclose(avg_pool2d_backward(grad, x, **kwargs), expected_grad,
+                               rtol=RTOL[dtype], atol=RTOL[dtype])
+    layer = cyconv.AveragePooling(**kwargs)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+def ref_args(config):
+    return config.kernel_size, config.stride, config.padding, config.ceil_mode
+
+
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(0, 3), st.integers(1, 4),
+       st.booleans(), st.sampled_from(DTYPES), st.data())
+def test_kernels_larger_than_the_padded_input_follow_pytorchs_rule(size, kernel, padding,
+                                                                    stride, ceil_mode, dtype,
+                                                                    data):
+    # Plain configurations never draw a kernel larger than the padded
+    # input; PyTorch allows one under ceil_mode where a window still starts
+    # inside the input or its left padding.
+    padding = min(padding, kernel // 2)
+    kwargs = dict(kernel_size=(kernel, 1), stride=(stride, 1), padding=(padding, 0),
+                  ceil_mode=ceil_mode)
+    x_shape = (1, 2, size, 3)
+    (x,) = random_arrays(data.draw, [x_shape], dtype)
+    if _reference_refuses(x_shape, kwargs):
+        for call in (lambda: max_pool2d(x, **kwargs), lambda: avg_pool2d(x, **kwargs)):
+            with pytest.raises(ValueError, match="larger than the padded input"):
+                call()
+        return
+    expected, _ = ref.max_pool2d(x, **_ref_kwargs(kwargs))
+    np.testing.assert_array_equal(max_pool2d(x, **kwargs), expected.astype(dtype))
+    for count_include_pad in (True, False):
+        np.testing.assert_allclose(
+            avg_pool2d(x, **kwargs, count_include_pad=count_include_pad),
+            ref.avg_pool2d(x, **_ref_kwargs(kwargs), count_include_pad=count_include_pad),
+            rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+def test_a_kernel_larger_than_the_input_gives_pytorchs_one_window():
+    # PyTorch: max_pool2d(ones(1, 1, 1, 1), 2, ceil_mode=True) is 1x1, and
+    # avg_pool2d(ones(1, 1, 1), 4, 2, 1, ceil_mode=True) divides by the 3x3
+    # part of the window inside the padded input.
+    np.testing.assert_array_equal(max_pool2d(np.ones((1, 1, 1, 1)), 2, ceil_mode=True),
+                                  np.ones((1, 1, 1, 1)))
+    np.testing.assert_allclose(
+        avg_pool2d(np.ones((1, 1, 1)), 4, stride=2, padding=1, ceil_mode=True), [[[1 / 9]]])
+    with pytest.raises(ValueError, match="ceil_mode=True would keep the one window"):
+        max_pool2d(np.ones((1, 1, 1, 1)), 2)
+    with pytest.raises(ValueError, match=r"larger than the padded input \(1, 1\)$"):
+        max_pool2d(np.ones((1, 1, 1, 1)), 2, stride=1)
+
+
+@pytest.mark.parametrize("x_shape", [(0, 3, 7, 6), (0, 1, 1, 2)])
+def test_an_empty_batch_gives_empty_results(x_shape):
+    x = np.ones(x_shape, dtype=np.float32)
+    kwargs = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), ceil_mode=True)
+    expected_shape = (0,) + ref._pool_out_shape(x_shape, (3, 2), (2, 1), (1, 0), True)[1:]
+    out, indices = max_pool2d(x, **kwargs, return_indices=True)
+    assert out.shape == indices.shape == expected_shape and out.dtype == np.float32
+    assert avg_pool2d(x, **kwargs, divisor_override=3).shape == expected_shape
+    grad = np.ones(expected_shape, dtype=np.float32)
+    for result in (max_pool2d_backward(grad, x, **kwargs),
+                   max_pool2d_backward(grad, x, **kwargs, indices=indices),
+                   max_pool2d_backward(grad, x, **kwargs, indices=indices.astype(np.int16)),
+                   max_pool2d_backward(grad, x, **kwargs, dilation=1),
+                   avg_pool2d_backward(grad, x, **kwargs)):
+        assert result.shape == x_shape and result.dtype == np.float32
+    for layer in (cyconv.MaxPooling(**kwargs), cyconv.AveragePooling(**kwargs)):
+        assert layer.forward(x).shape == expected_shape
+        assert layer.backward(grad).shape == x_shape
+    # The hyper-parameters are still checked.
+    with pytest.raises(ValueError, match="at most half the kernel"):
+        max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="grad_output must have the shape"):
+        avg_pool2d_backward(np.ones((1,) + expected_shape[1:]), x, **kwargs)
+
+
+def test_one_int_in_a_sequence_is_that_int():
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    np.testing.assert_array_equal(
+        max_pool2d(x, (3,), stride=[2], padding=(1,), dilation=(2,)),
+        max_pool2d(x, 3, stride=2, padding=1, dilation=2))
+    np.testing.assert_array_equal(avg_pool2d(x, (3,), stride=()), avg_pool2d(x, 3))
+    np.testing.assert_array_equal(cyconv.MaxPooling((3,), padding=(1,)).forward(x),
+                                  max_pool2d(x, 3, padding=1))
+
+
+def test_pooling_layers_take_and_save_the_new_keywords():
+    x = np.random.default_rng(1).standard_normal((2, 3, 9, 8))
+    layer = cyconv.MaxPooling(3, stride=1, padding=1, dilation=(2, 1))
+    np.testing.assert_array_equal(layer.forward(x),
+                                  ref.max_pool2d(x, (3, 3), (1, 1), (1, 1), False, (2, 1))[0])
+    rebuilt = cyconv.MaxPooling(**layer.get_config())
+    assert rebuilt.dilation == (2, 1)
+    np.testing.assert_array_equal(rebuilt.forward(x), layer.forward(x))
+    average = cyconv.AveragePooling(2, divisor_override=3)
+    assert cyconv.AveragePooling(**average.get_config()).divisor_override == 3
+
+
+# -- against PyTorch itself, where installed -------------------------------------
+
+@given(dilated_configs(), st.sampled_from(DTYPES), st.data())
+def test_dilated_max_pool2d_matches_torch(config, dtype, data):
+    torch = pytest.importorskip("torch")
+    x_shape, kwargs = config
+    if _reference_refuses(x_shape, kwargs):
+        return  # PyTorch raises too, or returns -inf with an index outside the window
+    (x,) = random_arrays(data.draw, [x_shape], dtype)
+    tx = torch.from_numpy(x).requires_grad_()
+    t_out, t_indices = torch.nn.functional.max_pool2d(tx, **kwargs, return_indices=True)
+    out, indices = max_pool2d(x, **kwargs, return_indices=True)
+    np.testing.assert_array_equal(out, t_out.detach().numpy())
+    np.testing.assert_array_equal(indices, t_indices.numpy())  # no ties in normal draws
+    (grad,) = random_arrays(data.draw, [out.shape], dtype)
+    t_out.backward(torch.from_numpy(grad))
+    np.testing.assert_allclose(max_pool2d_backward(grad, x, **kwargs), tx.grad.numpy(),
+                               rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+@given(pool2d_configs(max_extra_size=4), st.sampled_from(DTYPES), st.booleans(),
+       st.integers(-5, 9).filter(bool), st.data())
+def test_avg_pool2d_divisor_override_matches_torch(config, dtype, count_include_pad, divisor,
+                                                   data):
+    torch = pytest.importorskip("torch")
+    x, grad = random_arrays(data.draw, [config.x_shape, config.output_shape], dtype)
+    kwargs = dict(config.kwargs, count_include_pad=count_include_pad, divisor_override=divisor)
+    tx = torch.from_numpy(x).requires_grad_()
+    t_out = torch.nn.functional.avg_pool2d(tx, **kwargs)
+    t_out.backward(torch.from_numpy(grad))
+    tolerance = dict(rtol=10 * RTOL[dtype], atol=10 * RTOL[dtype])
+    np.testing.assert_allclose(avg_pool2d(x, **kwargs), t_out.detach().numpy(), **tolerance)
+    np.testing.assert_allclose(avg_pool2d_backward(grad, x, **kwargs), tx.grad.numpy(),
+                               **tolerance)
+
+
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(0, 3), st.integers(1, 4),
+       st.booleans())
+def test_output_sizes_match_torch_for_kernels_larger_than_the_input(size, kernel, padding,
+                                                                     stride, ceil_mode):
+    torch = pytest.importorskip("torch")
+    padding = min(padding, kernel // 2)
+    x = np.arange(float(size * 2)).reshape(1, 1, size, 2)
+    kwargs = dict(kernel_size=(kernel, 1), stride=(stride, 1), padding=(padding, 0),
+                  ceil_mode=ceil_mode)
+    try:
+        expected = torch.nn.functional.avg_pool2d(torch.from_numpy(x), **kwargs).numpy()
+    except RuntimeError:
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            avg_pool2d(x, **kwargs)
+        return
+    np.testing.assert_allclose(avg_pool2d(x, **kwargs), expected, rtol=1e-12)
+    np.testing.assert_array_equal(
+        max_pool2d(x, **kwargs),
+        torch.nn.functional.max_pool2d(torch.from_numpy(x), **kwargs).numpy())
+
+
+def test_empty_batches_match_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = torch.zeros((0, 2, 5, 5), dtype=torch.float64, requires_grad=True)
+    for ours, theirs in ((max_pool2d(x.detach().numpy(), 3, 2, 1, dilation=2),
+                          F.max_pool2d(x, 3, 2, 1, dilation=2)),
+                         (avg_pool2d(x.detach().numpy(), 3, 2, 1, True, False, 2),
+                          F.avg_pool2d(x, 3, 2, 1, True, False, 2))):
+        assert ours.shape == tuple(theirs.shape)
+
+
+def test_pooling_layers_infer_their_output_shape_with_dilation():
+    # Shape inference (Sequential with a known input shape) follows the
+    # dilated output size rule: 9 - 2*(3 - 1) = 5.
+    assert cyconv.MaxPooling(3, stride=1, dilation=2).build((2, 9, 9)) == (2, 5, 5)
+    assert cyconv.AveragePooling(3, stride=1, divisor_override=2).build((2, 9, 9)) == (2, 7, 7)

@@ -1,6 +1,7 @@
 """correlate2d and convolve2d against scipy.signal, computed in float64, in
 every mode and boundary (aliases included), with either input the larger."""
 
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -274,3 +275,33 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_raise_clear_errors(ours, in1, in2, kwargs, error, words):
     with pytest.raises(error, match=words):
         ours(in1, in2, **kwargs)
+
+
+@pytest.mark.parametrize("ours, scipys", PAIRS)
+def test_large_swapped_valid_mode_is_reversed_exactly(ours, scipys):
+    # The reversal runs in slices of 65,536 elements: an odd count of
+    # 158,403 takes three, with a middle element that stays in place.
+    rng = np.random.default_rng(4)
+    in1, in2 = rng.standard_normal((3, 2)), rng.standard_normal((399, 398))
+    np.testing.assert_allclose(ours(in1, in2, mode="valid"), scipys(in1, in2, mode="valid"),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+def test_peak_memory_is_the_output_and_thin_border_strips(mode, boundary):
+    """The extended input is never built whole (it cost another array of
+    the output's size): beyond the output, only the strips along its
+    border that read the boundary are allocated."""
+    rng = np.random.default_rng(5)
+    in1, in2 = rng.standard_normal((1000, 1000)), rng.standard_normal((7, 5))
+    tracemalloc.start()
+    try:
+        out = cyconv.correlate2d(in1, in2, mode=mode, boundary=boundary)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    strips = 2 * (6 + 6) * (out.shape[1] + 4) * 8 + 2 * out.shape[0] * (4 + 4) * 8
+    assert peak <= out.nbytes + strips + (64 << 10), (peak, out.nbytes)
+    np.testing.assert_allclose(out, signal.correlate2d(in1, in2, mode=mode, boundary=boundary),
+                               rtol=1e-12, atol=1e-12)

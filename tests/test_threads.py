@@ -86,3 +86,83 @@ def test_the_malloc_policy_yields_to_the_users_own():
     assert applied() == "True"
     assert applied(MALLOC_ARENA_MAX="2") == "False"
     assert applied(GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") == "False"
+
+
+_FORK = """
+import multiprocessing, signal, numpy as np, cyconv
+from cyconv.functional import conv2d, max_pool2d
+cyconv.set_num_threads(2)
+x = np.random.default_rng(0).standard_normal((8, 8, 64, 64))
+w = np.random.default_rng(1).standard_normal((8, 8, 3, 3))
+expected = conv2d(x, w).sum(), max_pool2d(x, 2).sum()  # OpenMP's pool now exists
+
+def child(queue):
+    signal.alarm(60)  # a hung child must not outlive the test
+    threads = cyconv.get_num_threads()
+    queue.put((threads, conv2d(x, w).sum(), max_pool2d(x, 2).sum()))
+
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+process = ctx.Process(target=child, args=(queue,))
+process.start()
+threads, *got = queue.get(timeout=60)
+process.join(60)
+assert got == list(expected), (got, expected)
+assert threads == 1, threads
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_kernels_after_the_parent_used_threads():
+    # libgomp's thread pool does not survive fork: without the at-fork
+    # handler the child's first parallel kernel waits forever.
+    result = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_forked_child_may_choose_its_thread_count_again(monkeypatch):
+    monkeypatch.setattr(cyconv._threads, "_forked", False)
+    cyconv._threads._after_fork_in_child()
+    assert cyconv.get_num_threads() == 1
+    cyconv.set_num_threads(2)
+    assert cyconv.get_num_threads() == (2 if cyconv._threads.openmp_enabled() else 1)
+
+
+_FORK_WHILE_LOCKED = """
+import os, signal, sys, threading, numpy as np, cyconv
+from cyconv import _blas
+from cyconv.functional import conv2d
+if _blas._OPENBLAS is None:
+    print("ok")
+    sys.exit(0)
+x, w = np.ones((2, 3, 16, 16)), np.ones((4, 3, 3, 3))
+held, release = threading.Event(), threading.Event()
+
+def hold():  # another thread inside the BLAS bookkeeping at the fork
+    with _blas._lock:
+        held.set()
+        release.wait()
+
+thread = threading.Thread(target=hold)
+thread.start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)  # a hung child must not outlive the test
+    os._exit(0 if conv2d(x, w).sum() == 27 * 4 * 2 * 14 * 14 else 1)
+release.set()
+thread.join()
+_, status = os.waitpid(pid, 0)
+print("ok" if os.waitstatus_to_exitcode(status) == 0 else "failed")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_held_the_blas_lock_runs_kernels():
+    result = subprocess.run([sys.executable, "-c", _FORK_WHILE_LOCKED], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -5,7 +5,8 @@
 # its borders (fill, wrap or symmetric) with a small 2-D kernel.
 #
 # * Every mode and boundary is reduced to this by the caller: it builds the
-#   extended input (or passes the input itself in "valid" mode), flips the
+#   extended input, in blocks, (or passes the input itself where the kernel
+#   lies inside it, which is all of "valid" mode), flips the
 #   kernel for a convolution, and sizes ``out`` so that the extended input
 #   has exactly ``Hout + kh - 1`` rows and ``Wout + kw - 1`` columns.  Every
 #   index below is then ``oh + i < ext.shape[0]`` and
@@ -23,7 +24,7 @@ from cython.parallel cimport prange
 
 
 cdef void _correlate_row(
-    const floating[:, ::1] ext,     # IN  (Hout + kh - 1, Wout + kw - 1)
+    const floating[:, :] ext,       # IN  (Hout + kh - 1, Wout + kw - 1), contiguous rows
     const floating[:, ::1] kernel,  # IN  (kh, kw)
     floating* orow,                 # OUT row oh of the output, Wout long
     Py_ssize_t oh,
@@ -44,11 +45,16 @@ cdef void _correlate_row(
 
 
 def correlate2d_valid(
-    const floating[:, ::1] ext,     # IN  (Hout + kh - 1, Wout + kw - 1) extended input
+    const floating[:, :] ext,       # IN  (Hout + kh - 1, Wout + kw - 1) extended input
     const floating[:, ::1] kernel,  # IN  (kh, kw)
-    floating[:, ::1] out,           # OUT (Hout, Wout)
+    floating[:, :] out,             # OUT (Hout, Wout)
     int n_threads,
 ):
+    # ext and out may be blocks of larger arrays (the caller computes the
+    # interior of the output straight from the input, and the border strips
+    # from small extensions), so their rows may be further apart than their
+    # width; but each row must be contiguous, which the caller guarantees:
+    # the loops below index within a row by pointer.
     cdef Py_ssize_t oh
     cdef Py_ssize_t Wout = out.shape[1]
     for oh in prange(out.shape[0], nogil=True, schedule="static", num_threads=n_threads):

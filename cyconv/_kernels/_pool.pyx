@@ -8,13 +8,14 @@
 #
 # * Padding is never materialised.  Output (oh, ow) looks at padded rows
 #   oh*sh .. oh*sh + kh - 1, that is input rows h0 = oh*sh - ph .. h0 + kh - 1,
-#   clipped here to [0, H) (and likewise for columns).  For max pooling the
+#   clipped here to [0, H) (and likewise for columns).  Dilated max pooling
+#   reads every dh-th of rows h0 .. h0 + (kh - 1)*dh instead (_window_span).  For max pooling the
 #   padding is -inf, so it can never be chosen and is simply skipped; for
 #   average pooling it only enters the divisor.
 # * The caller guarantees (PyTorch's rules: padding <= kernel // 2, kernel no
 #   larger than the padded input, and under ceil_mode no window starting in
-#   the right or bottom padding) that every window, once clipped to the
-#   input, holds at least one element.  The max kernels read the first of
+#   the right or bottom padding; with dilation, a check of its own) that
+#   every window, once clipped to the input, holds at least one element.  The max kernels read the first of
 #   them without checking, and no divisor is zero.
 # * The maximum of a window is its first largest element in row-major order,
 #   with NaN larger than everything, so the first NaN wins.  Its flat index
@@ -60,23 +61,43 @@ ctypedef fused bits_t:
     int64_t  # the bits of a float64
 
 
+cdef inline void _window_span(
+    Py_ssize_t start,   # the window's first position, input coordinates (may be < 0)
+    Py_ssize_t k, Py_ssize_t d,  # kernel size and dilation along the axis
+    Py_ssize_t size,    # the input's size along the axis
+    Py_ssize_t* first,  # OUT the window's first position inside the input
+    Py_ssize_t* count,  # OUT how many of its k positions lie inside the input
+) noexcept nogil:
+    # The window reads start, start + d, ..., start + (k - 1) * d; those in
+    # the padding are skipped.  The caller guarantees count >= 1.
+    cdef Py_ssize_t stop = min(start + (k - 1) * d + 1, size)
+    if start < 0:
+        start = start + (-start + d - 1) // d * d
+    first[0] = start
+    count[0] = (stop - start + d - 1) // d if stop > start else 0
+
+
 cdef inline floating _window_max(
     const floating* plane,  # IN  (H, W) plane, row stride W
     Py_ssize_t W,
-    Py_ssize_t h0, Py_ssize_t h1,
-    Py_ssize_t w0, Py_ssize_t w1,
+    Py_ssize_t h0, Py_ssize_t nh, Py_ssize_t dh,  # first row, rows, row step
+    Py_ssize_t w0, Py_ssize_t nw, Py_ssize_t dw,  # first column, columns, column step
     bint* nan_seen,         # OUT whether the window holds a NaN
 ) noexcept nogil:
     # Written without data-dependent branches (a ternary the compiler turns
     # into maxss, bitwise or): on real data which element wins is
     # unpredictable, and mispredicted branches cost more than the loads.
+    # Callers pass a literal dw of 1 for undilated windows, so that the
+    # inlined loop runs over contiguous columns.
     cdef floating best_value = plane[h0 * W + w0]
     cdef floating value
     cdef bint nan = False
-    cdef Py_ssize_t h, w
-    for h in range(h0, h1):
-        for w in range(w0, w1):
-            value = plane[h * W + w]
+    cdef Py_ssize_t i, j
+    cdef const floating* row
+    for i in range(nh):
+        row = plane + (h0 + i * dh) * W + w0
+        for j in range(nw):
+            value = row[j * dw]
             best_value = value if value > best_value else best_value
             nan = nan | (value != value)
     nan_seen[0] = nan
@@ -86,8 +107,8 @@ cdef inline floating _window_max(
 cdef inline Py_ssize_t _window_first(
     const floating* plane,  # IN  (H, W) plane, row stride W
     Py_ssize_t W,
-    Py_ssize_t h0, Py_ssize_t h1,
-    Py_ssize_t w0, Py_ssize_t w1,
+    Py_ssize_t h0, Py_ssize_t nh, Py_ssize_t dh,
+    Py_ssize_t w0, Py_ssize_t nw, Py_ssize_t dw,
     floating target,
     bint nan,
 ) noexcept nogil:
@@ -95,29 +116,55 @@ cdef inline Py_ssize_t _window_first(
     # NaN if nan.  Scanning backwards and keeping the last match found leaves
     # the first in row-major order, again without a data-dependent branch.
     cdef Py_ssize_t best = h0 * W + w0
+    cdef Py_ssize_t index
     cdef floating value
-    cdef Py_ssize_t h, w
+    cdef Py_ssize_t i, j
     if nan:
-        for h in range(h1 - 1, h0 - 1, -1):
-            for w in range(w1 - 1, w0 - 1, -1):
-                value = plane[h * W + w]
-                best = h * W + w if value != value else best
+        for i in range(nh - 1, -1, -1):
+            for j in range(nw - 1, -1, -1):
+                index = (h0 + i * dh) * W + w0 + j * dw
+                value = plane[index]
+                best = index if value != value else best
     else:
-        for h in range(h1 - 1, h0 - 1, -1):
-            for w in range(w1 - 1, w0 - 1, -1):
-                best = h * W + w if plane[h * W + w] == target else best
+        for i in range(nh - 1, -1, -1):
+            for j in range(nw - 1, -1, -1):
+                index = (h0 + i * dh) * W + w0 + j * dw
+                best = index if plane[index] == target else best
     return best
 
 
 cdef inline Py_ssize_t _window_argmax(
     const floating* plane,  # IN  (H, W) plane, row stride W
     Py_ssize_t W,
-    Py_ssize_t h0, Py_ssize_t h1,
-    Py_ssize_t w0, Py_ssize_t w1,
+    Py_ssize_t h0, Py_ssize_t nh, Py_ssize_t dh,
+    Py_ssize_t w0, Py_ssize_t nw, Py_ssize_t dw,
 ) noexcept nogil:
     cdef bint nan
-    cdef floating best_value = _window_max(plane, W, h0, h1, w0, w1, &nan)
-    return _window_first(plane, W, h0, h1, w0, w1, best_value, nan)
+    cdef floating best_value = _window_max(plane, W, h0, nh, dh, w0, nw, dw, &nan)
+    return _window_first(plane, W, h0, nh, dh, w0, nw, dw, best_value, nan)
+
+
+cdef inline void _max_pool_window(
+    const floating* x, Py_ssize_t W,
+    Py_ssize_t h0, Py_ssize_t nh, Py_ssize_t dh,
+    Py_ssize_t w0, Py_ssize_t nw, Py_ssize_t dw,
+    floating* out,     # OUT one output element
+    int64_t* index,    # OUT its argmax, or NULL when not wanted
+) noexcept nogil:
+    cdef Py_ssize_t best
+    cdef floating best_value
+    cdef bint nan
+    if index != NULL:
+        best = _window_argmax(x, W, h0, nh, dh, w0, nw, dw)
+        out[0] = x[best]
+        index[0] = best
+    else:
+        best_value = _window_max(x, W, h0, nh, dh, w0, nw, dw, &nan)
+        # A NaN is copied from where it was found, payload and all.
+        out[0] = (
+            x[_window_first(x, W, h0, nh, dh, w0, nw, dw, best_value, True)] if nan
+            else best_value
+        )
 
 
 cdef void _max_pool_plane(
@@ -129,29 +176,19 @@ cdef void _max_pool_plane(
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
+    Py_ssize_t dh, Py_ssize_t dw,
 ) noexcept nogil:
-    cdef Py_ssize_t oh, ow, h0, h1, w0, w1, best
-    cdef floating best_value
-    cdef bint nan
+    cdef Py_ssize_t oh, ow, h0, nh, w0, nw
     for oh in range(Hout):
-        h0 = oh * sh - ph
-        h1 = min(h0 + kh, H)
-        h0 = max(h0, 0)
+        _window_span(oh * sh - ph, kh, dh, H, &h0, &nh)
         for ow in range(Wout):
-            w0 = ow * sw - pw
-            w1 = min(w0 + kw, W)
-            w0 = max(w0, 0)
-            if indices != NULL:
-                best = _window_argmax(x, W, h0, h1, w0, w1)
-                out[oh * Wout + ow] = x[best]
-                indices[oh * Wout + ow] = best
+            _window_span(ow * sw - pw, kw, dw, W, &w0, &nw)
+            if dw == 1:
+                _max_pool_window(x, W, h0, nh, dh, w0, nw, 1, &out[oh * Wout + ow],
+                                 &indices[oh * Wout + ow] if indices != NULL else NULL)
             else:
-                best_value = _window_max(x, W, h0, h1, w0, w1, &nan)
-                # A NaN is copied from where it was found, payload and all.
-                out[oh * Wout + ow] = (
-                    x[_window_first(x, W, h0, h1, w0, w1, best_value, True)] if nan
-                    else best_value
-                )
+                _max_pool_window(x, W, h0, nh, dh, w0, nw, dw, &out[oh * Wout + ow],
+                                 &indices[oh * Wout + ow] if indices != NULL else NULL)
 
 
 def max_pool2d_forward(
@@ -161,6 +198,7 @@ def max_pool2d_forward(
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
+    Py_ssize_t dh, Py_ssize_t dw,
     int n_threads,
 ):
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -173,7 +211,7 @@ def max_pool2d_forward(
         _max_pool_plane(
             &x[p, 0, 0], H, W, &out[p, 0, 0],
             first_index + p * Hout * Wout if first_index != NULL else NULL,
-            Hout, Wout, kh, kw, sh, sw, ph, pw,
+            Hout, Wout, kh, kw, sh, sw, ph, pw, dh, dw,
         )
 
 
@@ -186,17 +224,17 @@ cdef void _max_pool_backward_plane(
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
+    Py_ssize_t dh, Py_ssize_t dw,
 ) noexcept nogil:
-    cdef Py_ssize_t oh, ow, h0, h1, w0, w1, best
+    cdef Py_ssize_t oh, ow, h0, nh, w0, nw, best
     for oh in range(Hout):
-        h0 = oh * sh - ph
-        h1 = min(h0 + kh, H)
-        h0 = max(h0, 0)
+        _window_span(oh * sh - ph, kh, dh, H, &h0, &nh)
         for ow in range(Wout):
-            w0 = ow * sw - pw
-            w1 = min(w0 + kw, W)
-            w0 = max(w0, 0)
-            best = _window_argmax(x, W, h0, h1, w0, w1)
+            _window_span(ow * sw - pw, kw, dw, W, &w0, &nw)
+            if dw == 1:
+                best = _window_argmax(x, W, h0, nh, dh, w0, nw, 1)
+            else:
+                best = _window_argmax(x, W, h0, nh, dh, w0, nw, dw)
             grad_in[best] += grad_out[oh * Wout + ow]
 
 
@@ -207,6 +245,7 @@ def max_pool2d_backward(
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
+    Py_ssize_t dh, Py_ssize_t dw,
     int n_threads,
 ):
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -215,7 +254,7 @@ def max_pool2d_backward(
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
         _max_pool_backward_plane(
             &grad_out[p, 0, 0], &x[p, 0, 0], &grad_in[p, 0, 0],
-            H, W, Hout, Wout, kh, kw, sh, sw, ph, pw,
+            H, W, Hout, Wout, kh, kw, sh, sw, ph, pw, dh, dw,
         )
 
 
@@ -547,11 +586,14 @@ cdef inline double _divisor(
     Py_ssize_t kh, Py_ssize_t kw,
     Py_ssize_t ph, Py_ssize_t pw,
     bint count_include_pad,
+    double divisor_override,  # used instead when not 0
 ) noexcept nogil:
     # PyTorch's rule: with count_include_pad the window is clipped to the
     # padded input (a ceil_mode window hanging past the bottom or right
     # padding loses the overhang); without, only input elements count.
     cdef Py_ssize_t h1, w1
+    if divisor_override != 0:
+        return divisor_override
     if count_include_pad:
         h1 = min(h0 + kh, H + ph)
         w1 = min(w0 + kw, W + pw)
@@ -572,6 +614,7 @@ cdef void _avg_pool_plane(
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
     bint count_include_pad,
+    double divisor_override,
 ) noexcept nogil:
     cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
     cdef double total, divisor
@@ -581,7 +624,8 @@ cdef void _avg_pool_plane(
         for ow in range(Wout):
             w0 = ow * sw - pw
             w1 = min(w0 + kw, W)
-            divisor = _divisor(h0, w0, H, W, kh, kw, ph, pw, count_include_pad)
+            divisor = _divisor(h0, w0, H, W, kh, kw, ph, pw, count_include_pad,
+                               divisor_override)
             total = 0
             for h in range(max(h0, 0), h1):
                 for w in range(max(w0, 0), w1):
@@ -596,6 +640,7 @@ def avg_pool2d_forward(
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
     bint count_include_pad,
+    double divisor_override,      # used instead of the window's size when not 0
     int n_threads,
 ):
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -603,7 +648,7 @@ def avg_pool2d_forward(
     cdef Py_ssize_t p
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
         _avg_pool_plane(&x[p, 0, 0], H, W, &out[p, 0, 0], Hout, Wout,
-                        kh, kw, sh, sw, ph, pw, count_include_pad)
+                        kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override)
 
 
 cdef void _avg_pool_backward_plane(
@@ -615,6 +660,7 @@ cdef void _avg_pool_backward_plane(
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
     bint count_include_pad,
+    double divisor_override,
 ) noexcept nogil:
     cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1
     cdef floating share
@@ -626,7 +672,7 @@ cdef void _avg_pool_backward_plane(
             w1 = min(w0 + kw, W)
             share = <floating>(
                 grad_out[oh * Wout + ow]
-                / _divisor(h0, w0, H, W, kh, kw, ph, pw, count_include_pad)
+                / _divisor(h0, w0, H, W, kh, kw, ph, pw, count_include_pad, divisor_override)
             )
             for h in range(max(h0, 0), h1):
                 for w in range(max(w0, 0), w1):
@@ -640,6 +686,7 @@ def avg_pool2d_backward(
     Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t ph, Py_ssize_t pw,
     bint count_include_pad,
+    double divisor_override,             # used instead of the window's size when not 0
     int n_threads,
 ):
     cdef Py_ssize_t P = grad_in.shape[0], H = grad_in.shape[1], W = grad_in.shape[2]
@@ -647,4 +694,4 @@ def avg_pool2d_backward(
     cdef Py_ssize_t p
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
         _avg_pool_backward_plane(&grad_out[p, 0, 0], &grad_in[p, 0, 0], H, W, Hout, Wout,
-                                 kh, kw, sh, sw, ph, pw, count_include_pad)
+                                 kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override)

@@ -4,8 +4,8 @@
 import numpy as np
 
 from .. import functional
-from .._pool import pool_geometry
-from .._validation import as_flag, as_pair
+from .._pool import check_divisor_override, pool_geometry
+from .._validation import as_flag, as_pair, check_at_most
 from .layer import (
     Layer,
     as_float_input,
@@ -56,7 +56,7 @@ class _Pooling(Layer):
         if input_shape is None:
             return None
         geometry = pool_geometry(input_shape, self.kernel_size, self.stride, self.padding,
-                                 self.ceil_mode)
+                                 self.ceil_mode, getattr(self, "dilation", 1))
         return (input_shape[0], geometry.out_height, geometry.out_width)
 
     def _pool_arguments(self):
@@ -102,6 +102,9 @@ class MaxPooling(_Pooling):
         Implicit -inf border.
     ceil_mode : bool, default False
         Round the output size up rather than down.
+    dilation : int or pair of ints, default 1
+        Step between the elements of a window, as in
+        :func:`cyconv.functional.max_pool2d`.
 
     Notes
     -----
@@ -124,6 +127,17 @@ class MaxPooling(_Pooling):
            [0., 1., 0., 1.]])
     """
 
+    def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False, dilation=1):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation = as_pair(dilation, "dilation", 1)
+        check_at_most(self.dilation, "dilation")
+
+    def _pool_arguments(self):
+        return dict(super()._pool_arguments(), dilation=self.dilation)
+
+    def get_config(self):
+        return dict(super().get_config(), dilation=list(self.dilation))
+
     def _pool(self, x4):
         # The positions of the maxima are kept so that backward need not
         # search every window again.
@@ -145,6 +159,8 @@ class AveragePooling(_Pooling):
         As for :class:`MaxPooling` (zero padding).
     count_include_pad : bool, default True
         Whether padded zeros count in a window's average.
+    divisor_override : int, optional
+        Divide every window's sum by this nonzero int instead.
 
     Examples
     --------
@@ -165,15 +181,19 @@ class AveragePooling(_Pooling):
         return functional.avg_pool2d_backward(g4, self._input4, **self._pool_arguments())
 
     def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True):
+                 count_include_pad=True, divisor_override=None):
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = as_flag(count_include_pad, "count_include_pad")
+        check_divisor_override(divisor_override)
+        self.divisor_override = None if divisor_override is None else int(divisor_override)
 
     def _pool_arguments(self):
-        return dict(super()._pool_arguments(), count_include_pad=self.count_include_pad)
+        return dict(super()._pool_arguments(), count_include_pad=self.count_include_pad,
+                    divisor_override=self.divisor_override)
 
     def get_config(self):
-        return dict(super().get_config(), count_include_pad=self.count_include_pad)
+        return dict(super().get_config(), count_include_pad=self.count_include_pad,
+                    divisor_override=self.divisor_override)
 
 
 class GlobalAveragePooling(_Pooling):
