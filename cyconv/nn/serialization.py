@@ -114,6 +114,27 @@ def _layer_types(custom_layers):
 
 # -- what a model holds --------------------------------------------------------
 
+def keyed_layers(model):
+    """Yield ``(key, layer)`` for every layer of ``model``, nested ones
+    included, depth first, each container before its own layers; the keys
+    are those of the model file (``"layer2"``, ``"layer2.layer0"``)."""
+    from .containers import Container
+
+    # A stack of (prefix, remaining layers); nesting is bounded at build.
+    stack = [("", iter(enumerate(model.layers)))]
+    while stack:
+        prefix, layers = stack[-1]
+        item = next(layers, None)
+        if item is None:
+            stack.pop()
+            continue
+        index, layer = item
+        key = f"{prefix}layer{index}"
+        yield key, layer
+        if isinstance(layer, Container):
+            stack.append((key + ".", iter(enumerate(layer.layers))))
+
+
 def named_arrays(model):
     """``[(key, Parameter or Buffer), ...]``: every array a model file
     stores, under its key in the file, in order.
@@ -128,18 +149,8 @@ def named_arrays(model):
     from .containers import Container
 
     named = []
-    # A stack of (prefix, remaining layers); nesting is bounded at build.
-    stack = [("", iter(enumerate(model.layers)))]
-    while stack:
-        prefix, layers = stack[-1]
-        item = next(layers, None)
-        if item is None:
-            stack.pop()
-            continue
-        index, layer = item
-        key = f"{prefix}layer{index}"
+    for key, layer in keyed_layers(model):
         if isinstance(layer, Container):
-            stack.append((key + ".", iter(enumerate(layer.layers))))
             continue
         names = set()
         for array in list(layer.parameters()) + list(layer.buffers()):
@@ -682,20 +693,8 @@ def _restore_optimizer(model, state, archive, members):
 def _layer_generators(model):
     """``[(key, layer, attribute)]`` for every numpy Generator a layer holds
     (Dropout's masks come from one), so that a checkpoint resumes them."""
-    from .containers import Container
-
     found = []
-    stack = [("", iter(enumerate(model.layers)))]
-    while stack:
-        prefix, layers = stack[-1]
-        item = next(layers, None)
-        if item is None:
-            stack.pop()
-            continue
-        index, layer = item
-        key = f"{prefix}layer{index}"
-        if isinstance(layer, Container):
-            stack.append((key + ".", iter(enumerate(layer.layers))))
+    for key, layer in keyed_layers(model):
         for name, value in sorted(vars(layer).items()):
             if isinstance(value, np.random.Generator):
                 found.append((f"{key}.{name}", layer, name))
