@@ -1,6 +1,7 @@
 """ONNX export: onnxruntime, an independent implementation of every operator,
 computes what ``predict`` computes, for each layer kind and whole networks."""
 
+import os
 import subprocess
 import sys
 
@@ -349,6 +350,7 @@ def test_without_onnx_the_error_says_what_to_install(hide_package, tmp_path):
 
 def test_importing_cyconv_does_not_import_onnx():
     code = "import sys, cyconv; print('onnx' in sys.modules)"
+    # Run outside the source tree, so that the installed cyconv is imported.
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=os.path.dirname(__file__))
     assert result.stdout.strip() == "False"

@@ -102,7 +102,7 @@ def test_a_closed_pipe_ends_quietly(model_path, tmp_path):
     write_idx(many, images)   # 5,000 lines, far more than a pipe holds
     process = subprocess.Popen(
         [sys.executable, "-m", "cyconv", "predict", str(model_path), str(many)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     first = process.stdout.readline()
     process.stdout.close()   # what `head -1` does after its line
     status = process.wait(timeout=300)

@@ -118,7 +118,7 @@ def test_a_forked_child_runs_kernels_after_the_parent_used_threads():
     # libgomp's thread pool does not survive fork: without the at-fork
     # handler the child's first parallel kernel waits forever.
     result = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, cwd=os.path.dirname(__file__))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -163,6 +163,6 @@ print("ok" if os.waitstatus_to_exitcode(status) == 0 else "failed")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_another_thread_held_the_blas_lock_runs_kernels():
     result = subprocess.run([sys.executable, "-c", _FORK_WHILE_LOCKED], capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, cwd=os.path.dirname(__file__))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
