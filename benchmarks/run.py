@@ -23,8 +23,8 @@ import numpy as np
 
 # cyconv before PyTorch: both link a GNU OpenMP runtime of the same soname,
 # so one process holds one runtime for both, set up by whoever loads it
-# first.  cyconv first gives both cyconv's default (a short GOMP_SPINCOUNT);
-# the report states the setting in effect.
+# first; neither changes its settings, and the report states those in
+# effect (GOMP_SPINCOUNT from the environment, if any).
 import cyconv  # noqa: F401  isort: skip
 import cyconv.functional  # noqa: F401  isort: skip
 

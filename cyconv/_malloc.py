@@ -10,8 +10,11 @@ took 3.7 to 5.5 ms, against 3.0 ms with the policy below, which takes
 arrays under 32 MiB from the heap and keeps up to 64 MiB of freed heap for
 the next step.  A process may hold that much more memory than it uses.
 
-Applied once, on import, on Linux with glibc only; a user's own
-``MALLOC_*`` or ``GLIBC_TUNABLES`` environment wins.
+Applied by the ``cyconv`` command, which owns its process, never by
+``import cyconv`` (a library leaves its host process's allocator alone);
+a program of your own may call :func:`keep_freed_memory` once at start.
+Linux with glibc only; a user's own ``MALLOC_*`` or ``GLIBC_TUNABLES``
+environment wins.
 """
 
 import ctypes

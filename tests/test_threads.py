@@ -61,6 +61,23 @@ def test_huge_default_thread_count_from_the_environment_is_capped():
     assert shape.strip() == "(64, 3, 4, 4)"
 
 
+_IMPORT_ONLY = """
+import os, sys
+before = dict(os.environ)
+import cyconv, cyconv.functional, cyconv.nn
+# The allocator policy lives in cyconv._malloc alone: not even loaded.
+print(dict(os.environ) == before, "cyconv._malloc" in sys.modules)
+"""
+
+
+def test_importing_cyconv_leaves_the_environment_and_the_allocator_alone():
+    clean = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    result = subprocess.run([sys.executable, "-c", _IMPORT_ONLY], env=clean,
+                            capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(__file__))
+    assert result.stdout.split() == ["True", "False"], result.stdout
+
+
 _POLICY = "import cyconv._malloc as m; print(m.keep_freed_memory())"
 
 
