@@ -107,7 +107,7 @@ def predict(model, images, batch_size=256):
     ])
 
 
-def evaluate(model, images, labels, loss="softmax_cross_entropy", batch_size=256):
+def evaluate(model, images, labels, loss=None, batch_size=256):
     """Loss and accuracy of ``model`` over dask arrays of images and labels.
 
     Each chunk is scored where it lies; only four numbers per chunk come
@@ -133,9 +133,9 @@ def evaluate(model, images, labels, loss="softmax_cross_entropy", batch_size=256
     """
     dask = _dask()
     from .distributed import score_sums, scores_from_sums
-    from .nn.losses import get_loss
+    from .nn.training import evaluation_loss
 
-    loss = get_loss(loss)
+    loss = evaluation_loss(model, loss)  # by default the one the model was trained with
     images = _sample_chunks(images)
     labels = labels if isinstance(labels, dask.array.Array) else dask.array.asarray(labels)
     if labels.ndim == 0 or len(labels) != len(images):

@@ -407,16 +407,23 @@ def _outputs(model, x, batch_size=256):
 
 def evaluate(model, x, y, loss=None, batch_size=256, distributed=False, comm=None):
     """Loss and accuracy of ``model`` on ``(x, y)``; see :meth:`cyconv.Sequential.evaluate`."""
-    if loss is None:
-        # The loss the model was trained with, as Keras's compiled loss.
-        loss = getattr(model, "loss", None) or "softmax_cross_entropy"
-    loss = get_loss(loss)
-    check_loss_fits_model(model, loss)
+    loss = evaluation_loss(model, loss)
     if distributed:
         from ..distributed import evaluate
 
         return evaluate(model, x, y, loss, batch_size, comm)
     return _scores(model, model.predict(x, batch_size), y, loss)
+
+
+def evaluation_loss(model, loss=None):
+    """The :class:`~cyconv.losses.Loss` to score ``model`` with: ``loss``,
+    or when None the one the model was trained with (as Keras's compiled
+    loss), else softmax cross-entropy; checked against the model."""
+    if loss is None:
+        loss = getattr(model, "loss", None) or "softmax_cross_entropy"
+    loss = get_loss(loss)
+    check_loss_fits_model(model, loss)
+    return loss
 
 
 def _scores(model, out, y, loss):
