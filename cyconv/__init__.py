@@ -8,9 +8,11 @@ layers on top for training.
 import sys
 
 # Importing cyconv leaves the process as it was: no environment variable
-# and no allocator setting changes.  (The command line, which owns its
-# process, keeps freed memory for reuse: see cli.main and _malloc.py.)
+# and no allocator setting changes.  (Arrays allocated inside cyconv's own
+# calls reuse freed memory through a numpy handler of their own, current
+# only during those calls: see _memory.py.)
 from . import datasets, functional, nn
+from ._memory import release_memory
 from ._runtime import show_config
 from ._threads import get_num_threads, set_num_threads
 from .nn import (
@@ -105,6 +107,7 @@ __all__ = [
     "losses",
     "nn",
     "optimizers",
+    "release_memory",
     "set_num_threads",
     "show_config",
     "test",

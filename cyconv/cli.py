@@ -22,7 +22,6 @@ from . import (
     __version__, _bench, _threads, datasets, get_num_threads, set_num_threads, show_config,
 )
 from ._images import is_image_file
-from ._malloc import keep_freed_memory
 from .metrics import confusion_matrix
 from .nn import Convolution, Dense, Flatten, MaxPooling, Sequential, Softmax, lenet
 from .nn.optimizers import Adam
@@ -561,13 +560,7 @@ def _closed_pipe():
 
 
 def entry_point():
-    """The console script: exit with :func:`main`'s status.
-
-    The command owns its process, so it keeps freed memory for the next
-    training step (:func:`cyconv._malloc.keep_freed_memory`); importing
-    cyconv as a library changes no such setting.
-    """
-    keep_freed_memory()
+    """The console script: exit with :func:`main`'s status."""
     status = main()
     try:
         sys.stdout.flush()

@@ -52,6 +52,7 @@ import threading
 
 import numpy as np
 
+from .. import _memory
 from .._validation import as_array, as_flag, check_learning_rate, float_dtype
 # The argument checks layers share live in _validation; these two are
 # also reachable from here, beside the layer helpers.
@@ -348,9 +349,11 @@ def _guarded_forward(method):
             depth = state.get("_cache_depth", 0)
             state["_cache_depth"] = depth + 1
             state["_cache_thread"] = _INCOMPLETE
+            previous = _memory.enter()
             try:
                 result = method(self, *args, **kwargs)
             finally:
+                _memory.leave(previous)
                 state["_cache_depth"] = depth
             if depth == 0:
                 state["_cache_thread"] = threading.get_ident()
@@ -374,7 +377,11 @@ def _guarded_backward(method):
                     f"{type(self).__name__}.backward in another thread than the forward "
                     f"it would differentiate: a layer keeps one forward cache, so give "
                     f"each training thread its own layers (see Layer's notes on threads)")
-            return method(self, *args, **kwargs)
+            previous = _memory.enter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _memory.leave(previous)
 
     backward._cache_guarded = True
     return backward

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from .. import _memory
 from .._validation import as_array, as_int
 from ._hints import shape_hint
 from .activations import Softmax
@@ -174,29 +175,32 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
     learning_rate = optimizer.learning_rate
     order = rng.permutation(len(x)) if shuffle else None
     total_loss, total_correct, counted, seen = 0.0, 0.0, 0, 0
-    for step, (batch, size) in enumerate(batches(len(x), batch_size, order)):
-        xb, yb = x[batch], y[batch]
-        if augment is not None:
-            xb = augment(xb, rng)
-        if parallel is None:
-            out = model.forward(xb)
-            value, grad = loss.value_and_gradient(yb, out)
-            model.backward(grad)
-        else:  # this rank's slice; gradients and buffers averaged over ranks
-            value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
-        optimizer.step(parameters)
-        total_loss += value * size
-        seen += size
-        accuracy = loss.accuracy(yb, out) if size else None
-        if accuracy is not None:
-            total_correct += accuracy * size
-            counted += size
-        progress.update(1)
-        progress.set_postfix(loss=f"{value:.4f}", refresh=False)
-        for callback in callbacks:
-            callback.on_batch_end(step, {"loss": value, "size": size})
-        if model.stop_training:
-            break
+    # The same arrays every step: their memory is kept for the next (see
+    # cyconv/_memory.py); the optimizer's and the loss's arrays too.
+    with _memory.reusing():
+        for step, (batch, size) in enumerate(batches(len(x), batch_size, order)):
+            xb, yb = x[batch], y[batch]
+            if augment is not None:
+                xb = augment(xb, rng)
+            if parallel is None:
+                out = model.forward(xb)
+                value, grad = loss.value_and_gradient(yb, out)
+                model.backward(grad)
+            else:  # this rank's slice; gradients and buffers averaged over ranks
+                value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
+            optimizer.step(parameters)
+            total_loss += value * size
+            seen += size
+            accuracy = loss.accuracy(yb, out) if size else None
+            if accuracy is not None:
+                total_correct += accuracy * size
+                counted += size
+            progress.update(1)
+            progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+            for callback in callbacks:
+                callback.on_batch_end(step, {"loss": value, "size": size})
+            if model.stop_training:
+                break
     if parallel is not None:  # every rank's share of the epoch
         total_loss, total_correct, counted, seen = parallel.sum(
             (total_loss, total_correct, counted, seen))
