@@ -53,6 +53,16 @@ class ReLU(_Activation):
     array([0., 0., 5.])
     """
 
+    def forward(self, input, *, _applied=False):
+        # _applied: the layer before already stored max(x, 0) (a Convolution
+        # run with it as one, see Container.forward): take its output as
+        # both input and output.  Backward is unchanged: max(x, 0) > 0
+        # exactly where x > 0.
+        if _applied:
+            self.input = self.output = input
+            return input
+        return super().forward(input)
+
     def _function(self, x):
         return np.maximum(x, 0)
 

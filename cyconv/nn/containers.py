@@ -12,6 +12,8 @@ import numpy as np
 
 from .._validation import as_array, as_shape, float_dtype
 from . import training
+from .activations import ReLU
+from .conv import Convolution
 from .layer import Layer, as_float_input
 
 __all__ = ["Container", "Sequential", "Residual"]
@@ -69,6 +71,11 @@ def _unguarded(method):
     return method
 
 
+def _conv_then_relu(first, second):
+    # Exact types: a subclass may compute something else.
+    return type(first) is Convolution and type(second) is ReLU
+
+
 class Container(Layer):
     """A layer made of layers, applied one after another.
 
@@ -76,6 +83,14 @@ class Container(Layer):
     ``eval`` reach them all; ``needs_input_gradient`` is its first layer's.
     Subclasses (:class:`Sequential`, :class:`Residual`) are saved with their
     layers' configurations nested in theirs.
+
+    Where one layer's output feeds the next, some pairs run as one, with
+    the same results to the last bit and less memory traffic: a
+    :class:`Convolution` followed by a :class:`ReLU` applies the ReLU as it
+    stores its output (the convolution's ``output`` attribute then holds
+    the ReLU's output, as does the ReLU's); a :class:`MaxPooling` after a
+    ReLU applies the ReLU's gradient in its own backward pass.  Set
+    ``fuse = False`` on a container to run every layer on its own.
 
     Parameters
     ----------
@@ -85,6 +100,9 @@ class Container(Layer):
         ``input_shape`` when it has one.  When known, the container builds
         its layers at once (see :meth:`build`).
     """
+
+    # Whether adjacent layers may run as one (see the class notes).
+    fuse = True
 
     def __init__(self, layers, input_shape=None):
         self.layers = _checked_layers(layers, type(self).__name__)
@@ -200,8 +218,16 @@ class Container(Layer):
         single = self._is_single_sample(x)
         self._single = single
         out = x[np.newaxis] if single else x
-        for layer in self.layers:
-            out = layer.forward(out)
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            if self.fuse and i + 1 < len(layers) and _conv_then_relu(layers[i], layers[i + 1]):
+                # One pass over the convolution's output rather than two.
+                out = layers[i + 1].forward(layers[i].forward(out, _relu=True), _applied=True)
+                i += 2
+            else:
+                out = layers[i].forward(out)
+                i += 1
         return out[0] if single else out
 
     @_unguarded

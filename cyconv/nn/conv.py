@@ -163,7 +163,10 @@ class Convolution(WeightAndBias):
         return dict(stride=self.stride, padding=padding, dilation=self.dilation,
                     groups=self.groups)
 
-    def forward(self, input):
+    def forward(self, input, *, _relu=False):
+        # _relu: max(output, 0) applied as the output is stored, for a model
+        # that runs this layer and a ReLU after it as one (see
+        # Container.forward); ``output`` then holds the ReLU's output.
         self._require_built()
         x = as_layer_input(input, self.dtype)
         if x.shape[-3:] != self.input_shape or x.ndim not in (3, 4):
@@ -177,13 +180,16 @@ class Convolution(WeightAndBias):
         weight, bias = self.weight.value, self.biases
         geometry = self._checked_geometry(x, weight, bias)
         if geometry is None:
-            self.output = functional.conv2d(x, weight, bias, **self._conv_arguments())
+            out = functional.conv2d(x, weight, bias, **self._conv_arguments())
             self._remember(x, weight, bias)
         else:
             empty = bias is None
-            self.output = _conv.conv2d_checked(
+            out = _conv.conv2d_checked(
                 x, weight, np.empty(0, x.dtype) if empty else bias, geometry)
-        return self.output
+        if _relu:
+            np.maximum(out, 0, out=out)
+        self.output = out
+        return out
 
     # A training loop calls a layer with the same shapes every step; conv2d's
     # checks then give the same answer every time.  The layer keeps the

@@ -1,0 +1,105 @@
+"""Layers a container runs as one (Container.fuse) give the results of the
+same layers run one by one, to the last bit: forward, backward, parameter
+gradients, at 1, 2 and 3 threads."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import cyconv
+from cyconv import (AveragePooling, Convolution, Dense, Flatten, MaxPooling, ReLU, Residual,
+                    Sequential, Tanh)
+
+CASES = {
+    # (input shape, layers)
+    "lenet": ((1, 12, 12), lambda dt: [
+        Convolution(kernel_size=3, depth=4, dtype=dt, rng=1), ReLU(), MaxPooling(2),
+        Convolution(kernel_size=3, depth=5, dtype=dt, rng=2), ReLU(), MaxPooling(2),
+        Flatten(), Dense(output_size=3, dtype=dt, rng=3)]),
+    "padded, strided, odd pooling": ((3, 11, 9), lambda dt: [
+        Convolution(kernel_size=3, depth=6, padding=1, dtype=dt, rng=1), ReLU(),
+        MaxPooling(3, stride=2, padding=1, ceil_mode=True),
+        Convolution(kernel_size=2, depth=4, stride=2, dtype=dt, rng=2), ReLU(),
+        MaxPooling(2), Flatten(), Dense(output_size=2, dtype=dt, rng=3)]),
+    "no pooling, dilation, no bias": ((2, 10, 10), lambda dt: [
+        Convolution(kernel_size=3, depth=4, dilation=2, bias=False, dtype=dt, rng=1), ReLU(),
+        Convolution(kernel_size=3, depth=3, padding="same", padding_mode="reflect",
+                    dtype=dt, rng=2), ReLU(),
+        AveragePooling(2), Flatten(), Dense(output_size=2, dtype=dt, rng=3)]),
+    "residual": ((4, 6, 6), lambda dt: [
+        Residual([Convolution(kernel_size=3, depth=4, padding=1, dtype=dt, rng=1), ReLU(),
+                  Convolution(kernel_size=3, depth=4, padding=1, dtype=dt, rng=2)]),
+        ReLU(), MaxPooling(2), Convolution(kernel_size=1, depth=2, dtype=dt, rng=3), Tanh(),
+        Flatten(), Dense(output_size=2, dtype=dt, rng=4)]),
+}
+
+
+def _models(case, dtype):
+    shape, layers = CASES[case]
+    fused = Sequential(layers(dtype), input_shape=shape)
+    plain = copy.deepcopy(fused)
+    for model in (plain,) + tuple(m for m in _containers(plain)):
+        model.fuse = False
+    assert fused.fuse
+    return shape, fused, plain
+
+
+def _containers(model):
+    return [layer for layer in model.layers if isinstance(layer, Residual)]
+
+
+def _step(model, x, grad):
+    out = model.forward(x)
+    model.backward(grad)
+    return out, [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_layers_give_the_unfused_results_bitwise(case, dtype, threads):
+    shape, fused, plain = _models(case, dtype)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7,) + shape).astype(dtype)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]  # propagate the same way
+    x[1, 0] = 0.0                               # ReLU's kink at exactly 0
+    previous = cyconv.get_num_threads()
+    cyconv.set_num_threads(threads)
+    try:
+        out = fused.forward(x)
+        grad = rng.standard_normal(out.shape).astype(dtype)
+        got, got_grads = _step(fused, x, grad)
+        want, want_grads = _step(plain, x, grad)
+    finally:
+        cyconv.set_num_threads(previous)
+    np.testing.assert_array_equal(got, want)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_fused_relu_keeps_what_backward_needs_and_the_layers_outputs_say_so():
+    _, fused, _ = _models("lenet", np.float32)
+    conv, relu = fused.layers[0], fused.layers[1]
+    x = np.random.default_rng(0).standard_normal((3, 1, 12, 12)).astype(np.float32)
+    fused.forward(x)
+    # Each layer alone: ReLU's output is max(conv(x), 0), and both layers say so.
+    pre = Sequential([copy.deepcopy(conv)]).forward(x)
+    np.testing.assert_array_equal(relu.output, np.maximum(pre, 0))
+    assert conv.output is relu.output
+    g = np.ones_like(relu.output)
+    np.testing.assert_array_equal(relu.backward(g), (pre > 0).astype(np.float32))
+
+
+def test_fusion_only_takes_the_exact_layer_types():
+    class Shifted(ReLU):
+        def forward(self, input):
+            self.input = np.asarray(input)
+            self.output = np.maximum(self.input, 0) + 1
+            return self.output
+
+    model = Sequential([Convolution(kernel_size=1, depth=1, rng=0), Shifted()],
+                       input_shape=(1, 2, 2))
+    x = -np.ones((1, 1, 2, 2), np.float32)
+    conv_out = model.layers[0].forward(x)
+    np.testing.assert_array_equal(model.forward(x), np.maximum(conv_out, 0) + 1)
