@@ -11,6 +11,9 @@ from ._kernels._threads import default_num_threads, openmp_enabled
 MAX_THREADS = 1024
 
 _num_threads = None
+# A count chosen by timing, in force while nobody chose one (see
+# _autothreads.py); None outside Sequential.fit.
+_tuned = None
 
 # Whether this process was forked from one whose kernels may have started
 # OpenMP threads, and has not chosen a thread count since.
@@ -98,5 +101,19 @@ def get_num_threads():
     if not openmp_enabled() or _forked:
         return 1
     if _num_threads is None:
-        return max(1, min(default_num_threads(), MAX_THREADS))
+        return _tuned or default_count()
     return _num_threads
+
+
+def default_count():
+    """The count nobody chose: ``OMP_NUM_THREADS`` or every core, at most
+    MAX_THREADS."""
+    return max(1, min(default_num_threads(), MAX_THREADS))
+
+
+def chosen():
+    """Whether the thread count was chosen (set_num_threads,
+    ``OMP_NUM_THREADS``) or forced (no OpenMP, a forked child), rather
+    than left to cyconv."""
+    return (_num_threads is not None or "OMP_NUM_THREADS" in os.environ
+            or not openmp_enabled() or _forked)

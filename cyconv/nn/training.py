@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from .. import _memory
+from .._autothreads import ThreadChooser
 from .._validation import as_array, as_int
 from ._hints import shape_hint
 from .activations import Softmax
@@ -131,13 +132,13 @@ def fit(model, x, y, epochs=1, batch_size=32, loss="softmax_cross_entropy", opti
         callback.set_model(model)
         callback.set_params({"epochs": epochs, "steps": steps})
     progress = progress_bar((epochs - initial_epoch) * steps, verbose == 1)
-    with modes(model, True), _closing(progress):
+    with modes(model, True), _closing(progress), ThreadChooser() as threads:
         for callback in callbacks:
             callback.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
             logs = _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer,
                           parameters, rng, shuffle, augment, learning_rate_schedule,
-                          callbacks, progress, parallel)
+                          callbacks, progress, threads, parallel)
             for key, value in logs.items():
                 if key in history:
                     history[key].append(value)
@@ -163,7 +164,8 @@ def _closing(progress):
 
 
 def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, parameters, rng,
-           shuffle, augment, learning_rate_schedule, callbacks, progress, parallel=None):
+           shuffle, augment, learning_rate_schedule, callbacks, progress, threads,
+           parallel=None):
     """One pass over ``(x, y)``; returns the epoch's logs.  With ``parallel``
     (a :class:`cyconv.distributed.DataParallel`), every rank walks the same
     global batches and computes its slice of each."""
@@ -182,13 +184,8 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
             xb, yb = x[batch], y[batch]
             if augment is not None:
                 xb = augment(xb, rng)
-            if parallel is None:
-                out = model.forward(xb)
-                value, grad = loss.value_and_gradient(yb, out)
-                model.backward(grad)
-            else:  # this rank's slice; gradients and buffers averaged over ranks
-                value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
-            optimizer.step(parameters)
+            value, out, yb, size = threads.run(
+                lambda: _step(model, loss, optimizer, parameters, xb, yb, size, parallel), size)
             total_loss += value * size
             seen += size
             accuracy = loss.accuracy(yb, out) if size else None
@@ -218,6 +215,18 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
     logs["seconds"] = time.perf_counter() - start
     logs["learning_rate"] = learning_rate
     return logs
+
+
+def _step(model, loss, optimizer, parameters, xb, yb, size, parallel):
+    """One training step: ``(loss value, output, targets, samples)``."""
+    if parallel is None:
+        out = model.forward(xb)
+        value, grad = loss.value_and_gradient(yb, out)
+        model.backward(grad)
+    else:  # this rank's slice; gradients and buffers averaged over ranks
+        value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
+    optimizer.step(parameters)
+    return value, out, yb, size
 
 
 def _shuffle_generator(model, seed, initial_epoch):
