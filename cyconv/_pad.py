@@ -10,6 +10,11 @@ from ._threads import get_num_threads
 from ._validation import as_float_arrays, as_int, check_choice, check_fits, few_items, is_int
 
 MODES = ("constant", "reflect", "symmetric", "edge", "wrap")
+# Convolution's padding_mode names (PyTorch's) and the pad2d mode each is;
+# "zeros" is the convolution's own zero padding, no pad2d call.  ONNX's Pad
+# operator names its modes as pad2d does.
+CONV_PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge",
+                      "circular": "wrap"}
 
 
 def _padding_amounts(padding):

@@ -43,6 +43,7 @@ import os
 import numpy as np
 
 from ._conv import _padding_amounts
+from ._pad import CONV_PADDING_MODES
 from ._pool import pool_geometry
 from .nn.layer import as_shape
 
@@ -51,9 +52,6 @@ __all__ = ["export", "to_model"]
 OPSET = 17
 # Pad's mode "wrap" (circular padding) is new in opset 19.
 OPSET_WRAP = 19
-
-# cyconv's padding_mode names (PyTorch's) and Pad's.
-_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 INSTALL_HINT = 'pip install "cyconv[onnx]"'
 
@@ -116,7 +114,7 @@ def _convolution(graph, layer, x, name):
         amounts = graph.constant(f"{name}.pads", [0, 0, top, left, 0, 0, bottom, right],
                                  np.int64)
         x = graph.node("Pad", [x, amounts], f"{name}.padded",
-                       mode=_PAD_MODES[layer.padding_mode])
+                       mode=CONV_PADDING_MODES[layer.padding_mode])
         pads = [0, 0, 0, 0]
     inputs = [x, graph.constant(f"{name}.weight", layer.weight.value)]
     if layer.bias is not None:

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _conv, functional
 from .._conv import _padding_amounts, conv_geometry
+from .._pad import CONV_PADDING_MODES
 from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
 from ._hints import input_shape_hint
 from .layer import WeightAndBias, as_layer_input, check_gradient_shape
@@ -16,7 +17,6 @@ from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 __all__ = ["Convolution"]
 
 # PyTorch's names for the border of a convolution, and numpy's (pad2d's).
-_PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 class Convolution(WeightAndBias):
@@ -99,7 +99,7 @@ class Convolution(WeightAndBias):
         self.stride = as_pair(stride, "stride", 1)
         self.dilation = as_pair(dilation, "dilation", 1)
         self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding", 0)
-        self.padding_mode = check_choice(padding_mode, "padding_mode", tuple(_PADDING_MODES))
+        self.padding_mode = check_choice(padding_mode, "padding_mode", tuple(CONV_PADDING_MODES))
         self.dtype = check_dtype(dtype)
         self._defer_parameters(bias, rng)
         self.input_shape = self.output_shape = self.kernels_shape = None
@@ -129,7 +129,7 @@ class Convolution(WeightAndBias):
                 raise
             raise ValueError(f"{exc}.{hint}") from None
         border = None
-        if _PADDING_MODES[self.padding_mode] is not None:
+        if CONV_PADDING_MODES[self.padding_mode] is not None:
             top, bottom, left, right = _padding_amounts(
                 self.padding, self.kernel_size, self.stride, self.dilation)
             if max(top, bottom) >= input_shape[1] or max(left, right) >= input_shape[2]:
@@ -175,7 +175,7 @@ class Convolution(WeightAndBias):
                 f" or {self.input_shape}, got {x.shape}")
         self.input = x
         if self._border is not None:
-            x = functional.pad2d(x, self._border, mode=_PADDING_MODES[self.padding_mode])
+            x = functional.pad2d(x, self._border, mode=CONV_PADDING_MODES[self.padding_mode])
         self._padded_input = x
         weight, bias = self.weight.value, self.biases
         geometry = self._checked_geometry(x, weight, bias)
@@ -238,7 +238,7 @@ class Convolution(WeightAndBias):
                 compute_grad_input=self.needs_input_gradient)
         if grad_input is not None and self._border is not None:
             grad_input = functional.pad2d_backward(
-                grad_input, self._border, mode=_PADDING_MODES[self.padding_mode])
+                grad_input, self._border, mode=CONV_PADDING_MODES[self.padding_mode])
         self.weight.grad = grad_weight
         if self.bias is not None:
             self.bias.grad = grad_bias
