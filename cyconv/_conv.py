@@ -367,15 +367,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return conv2d_checked(x, weight, bias, geometry)
 
 
-def conv2d_checked(x, weight, bias, geometry):
+def conv2d_checked(x, weight, bias, geometry, relu=False):
     """conv2d on arguments already checked: C-contiguous, aligned arrays of
-    one float dtype (bias possibly empty) and their geometry."""
+    one float dtype (bias possibly empty) and their geometry.  With
+    ``relu``, max(conv2d + bias, 0) exactly as np.maximum(out, 0) after it
+    (NaN stays NaN): in the direct kernels' store, else one in-place pass."""
     x4 = x if geometry.batched else x[np.newaxis]
     n_threads = geometry.threads()
     if geometry.n == 0:  # an empty batch, as PyTorch allows
         return np.empty(geometry.output_shape, dtype=x.dtype)
     if _conv_direct.use(geometry, "forward"):
-        out = _conv_direct.forward(x4, weight, bias, geometry, n_threads)
+        out = _conv_direct.forward(x4, weight, bias, geometry, n_threads, relu)
         return out if geometry.batched else out[0]
     out = np.empty((geometry.n,) + geometry.output_shape[-3:], dtype=x.dtype)
     if geometry.shifted:
@@ -394,6 +396,8 @@ def conv2d_checked(x, weight, bias, geometry):
         with single_threaded_blas():
             _conv.conv2d_forward(x4, weight, bias, out, workspace, rows,
                                  *geometry.hyper, n_threads)
+    if relu:
+        np.maximum(out, 0, out=out)
     return out if geometry.batched else out[0]
 
 

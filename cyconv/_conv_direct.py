@@ -107,7 +107,8 @@ def _wide(n_threads, rows, width, dtype):
     return np.empty((n_threads, 4 * _conv_direct.round_up(rows * width)), dtype)
 
 
-def forward(x4, weight, bias, geometry, n_threads):
+def forward(x4, weight, bias, geometry, n_threads, relu=False):
+    """conv2d's output, and with ``relu`` max(output, 0) as np.maximum."""
     g, plan = geometry, _plan(geometry)
     out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
@@ -115,8 +116,8 @@ def forward(x4, weight, bias, geometry, n_threads):
         _conv_direct.forward(
             x4[part], weight, bias, out[part],
             np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-            wide, plan.offsets, g.pad_top, g.pad_left, plan.width, _runtime.isa_code(),
-            n_threads)
+            wide, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
+            _runtime.isa_code(), n_threads)
     return out
 
 

@@ -444,6 +444,50 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     return grad_input
 
 
+@dataclass(frozen=True)
+class SavedMaxima:
+    """What :class:`cyconv.MaxPooling`'s forward pass keeps for its backward
+    pass: where each window's maximum was, and the maxima themselves."""
+
+    geometry: PoolGeometry
+    indices: np.ndarray  # int64 (P..., Hout, Wout), flat indices into each plane
+    pooled: np.ndarray   # the forward's output, x at those indices bit for bit
+
+
+def max_pool2d_saving(x, kernel_size, stride=None, padding=0, ceil_mode=False, dilation=1):
+    """:func:`max_pool2d` for the layer: ``(out, saved)``, ``saved`` a
+    :class:`SavedMaxima` for :func:`max_pool2d_backward_saved`."""
+    (x,) = _checked_x(x)
+    geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode, dilation)
+    out, indices = _max_pool(x, geometry, True)
+    return out, SavedMaxima(geometry, indices, out)
+
+
+def max_pool2d_backward_saved(grad_output, saved, through_relu=False):
+    """The input gradient from what :func:`max_pool2d_saving` kept.
+
+    ``grad_output`` has the output's shape and dtype (the layer checked
+    them).  With ``through_relu``, ReLU's gradient on the pool's input is
+    applied too, in the same pass: the result is bitwise
+    ``relu_gradient(max_pool2d_backward(grad_output, ...), x)``, whatever
+    ``x`` holds (only the elements some window chose are looked at, through
+    the saved maxima)."""
+    geometry = saved.geometry
+    grad_output = as_kernel_array(grad_output, saved.pooled.dtype)
+    shape = geometry.channels_shape + (geometry.height, geometry.width)
+    if geometry.empty:
+        return np.zeros(shape, dtype=grad_output.dtype)
+    # Every element is written (zero where no index points).
+    grad_input = np.empty(shape, dtype=grad_output.dtype)
+    arrays = _planes(grad_output), _planes(saved.indices)
+    if through_relu:
+        _pool.max_pool2d_backward_indices_relu(*arrays, _planes(saved.pooled),
+                                               _planes(grad_input), geometry.threads())
+    else:
+        _pool.max_pool2d_backward_indices(*arrays, _planes(grad_input), geometry.threads())
+    return grad_input
+
+
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """2-D average pooling over a batch of multi-channel images.

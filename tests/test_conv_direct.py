@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyconv
-from cyconv import _conv_direct, _runtime
+from cyconv import _conv, _conv_direct, _runtime
 from cyconv._conv import conv_geometry
 from cyconv.functional import conv2d, conv2d_backward
 from cyconv.testing import conv2d_configs, random_arrays
@@ -236,3 +236,46 @@ def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
     grad_weight = _conv_direct.grad_weight(g, x, w, geo, 1)
     assert grad_weight.dtype == np.float32 and not grad_weight.any()
     assert grad_weight.shape == w.shape
+
+
+def _relu_cases():
+    """(x, w, b, padding) cases: the direct path's shapes, a layer the
+    matrix products take (stride 2), NaN, infinities and a -0.0 bias."""
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((5, 6, 11, 11)).astype(dtype)
+        w = rng.standard_normal((7, 6, 3, 3)).astype(dtype)
+        b = rng.standard_normal(7).astype(dtype)
+        yield x, w, b, dict(padding=1)
+        yield x, w, np.empty(0, dtype), dict(padding=1)
+        nan = x.copy()
+        nan[0, 0, 3, 3] = np.nan
+        nan[1, 2, 5, 5] = -np.nan
+        nan[2, 1, 0, 0] = np.inf
+        nan[3, 1, 7, 7] = -np.inf
+        yield nan, w, b, dict(padding=1)
+        # -0.0 bias on an all-zero input: outputs of -0.0, which np.maximum
+        # turns into +0.0
+        yield np.zeros_like(x), w, np.full(7, -0.0, dtype), dict(padding=0)
+        yield x, w, b, dict(padding=1, stride=2)
+        yield nan, w, b, dict(padding=2, dilation=2)
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "never"])
+def test_fused_relu_is_max_after_the_convolution_bitwise(variant):
+    """conv2d_checked(..., relu=True) equals np.maximum(conv2d(...), 0) bit
+    for bit, NaN kept, whichever path, variant and thread count runs it."""
+    mode = ("never", None) if variant == "never" else ("always", variant)
+    try:
+        for x, w, b, kwargs in _relu_cases():
+            geo = geometry(x.shape, w.shape, **kwargs)
+            with _runtime.direct_convolution(*mode):
+                expected = np.maximum(conv2d(x, w, b if b.size else None, **kwargs), 0)
+                for threads in (1, 2, 3):
+                    cyconv.set_num_threads(threads)
+                    got = _conv.conv2d_checked(x, w, b, geo, relu=True)
+                    assert got.dtype == x.dtype
+                    assert got.tobytes() == expected.tobytes()
+            assert np.isnan(expected).any() == bool(np.isnan(x).any())
+    finally:
+        cyconv.set_num_threads(None)

@@ -124,6 +124,12 @@ cdef void _pad_planes(
                 dst[q] = src[q]
 
 
+cdef inline floating _relu(floating v) noexcept nogil:
+    """np.maximum(v, 0) bit for bit: NaN stays the same NaN, -0.0 and
+    every other value not above 0 become +0.0."""
+    return v if v > 0 or v != v else 0
+
+
 cdef void _correlate(
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
@@ -132,11 +138,11 @@ cdef void _correlate(
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t padded_width,
     floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
-    int isa, int n_threads,
+    bint relu, int isa, int n_threads,
 ) noexcept:
     """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
-    xp[n, c, oh * Wp + ow + offsets[t]].  Tasks are (sample, block of
-    filters) pairs."""
+    xp[n, c, oh * Wp + ow + offsets[t]], then max(out, 0) with relu.
+    Tasks are (sample, block of filters) pairs."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t C = weight.shape[1], nt = weight.shape[2] * weight.shape[3]
     cdef Py_ssize_t L = Ho * padded_width, Lr = (L + ROUND - 1) // ROUND * ROUND
@@ -147,7 +153,7 @@ cdef void _correlate(
     cdef floating* buf
     cdef const floating* row
     cdef floating* dst
-    cdef floating b
+    cdef floating b, v
     for task in prange(N * blocks, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // blocks
@@ -165,7 +171,11 @@ cdef void _correlate(
             for oh in range(Ho):
                 row = buf + k * Lr + oh * padded_width
                 dst = &out[n, f0 + k, oh, 0]
-                if has_bias:
+                if relu:
+                    for ow in range(Wo):
+                        v = row[ow] + b if has_bias else row[ow]
+                        dst[ow] = _relu(v)
+                elif has_bias:
                     for ow in range(Wo):
                         dst[ow] = row[ow] + b
                 else:
@@ -256,10 +266,12 @@ def forward(
     floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
-    int isa, int n_threads,
+    bint relu, int isa, int n_threads,
 ):
+    """The correlation, plus bias, then max(., 0) with relu (in the
+    store, no second pass over the output)."""
     _pad_planes(x, xp, top, left, padded_width, n_threads)
-    _correlate(xp, weight, bias, out, offsets, padded_width, wide, isa, n_threads)
+    _correlate(xp, weight, bias, out, offsets, padded_width, wide, relu, isa, n_threads)
 
 
 def backward_input(
@@ -279,7 +291,7 @@ def backward_input(
         return False
     _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
     _correlate(gp, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets, padded_width, wide,
-               isa, n_threads)
+               False, isa, n_threads)
     return True
 
 

@@ -292,6 +292,42 @@ def max_pool2d_backward_indices(
     return outside
 
 
+def max_pool2d_backward_indices_relu(
+    const floating[:, :, ::1] grad_out,  # IN  (P, Hout, Wout)
+    const int64_t[:, :, ::1] indices,    # IN  (P, Hout, Wout), each in [0, H*W)
+    const floating[:, :, ::1] pooled,    # IN  (P, Hout, Wout) the forward's output
+    floating[:, :, ::1] grad_in,         # OUT (P, H, W), every element written
+    int n_threads,
+):
+    # max_pool2d_backward_indices followed by ReLU's gradient on the pool's
+    # input, relu_gradient(grad_in, x), in one pass over grad_in: x is only
+    # read where an index points, and there x[index] is pooled[o], bit for
+    # bit.  Same operations as the two passes, in the same order: the
+    # scatter's sums (from +0.0), then one multiply by exactly 1 or 0, so
+    # -0.0, NaN and infinite gradients come out as they do there.  An
+    # element several windows chose is multiplied once per window: by the
+    # same factor each time, and s * f * f == s * f for f = 1 or 0.
+    # Elements no index points to stay +0.0, as +0.0 * f does.  The caller
+    # has checked the indices' range.
+    cdef Py_ssize_t P = grad_in.shape[0], plane = grad_in.shape[1] * grad_in.shape[2]
+    cdef Py_ssize_t size_out = grad_out.shape[1] * grad_out.shape[2]
+    cdef Py_ssize_t p, o
+    cdef const floating* g
+    cdef const floating* y
+    cdef const int64_t* plane_indices
+    cdef floating* gin
+    for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
+        g = &grad_out[p, 0, 0]
+        y = &pooled[p, 0, 0]
+        plane_indices = &indices[p, 0, 0]
+        gin = &grad_in[p, 0, 0]
+        memset(gin, 0, plane * sizeof(floating))
+        for o in range(size_out):
+            gin[plane_indices[o]] += g[o]
+        for o in range(size_out):
+            gin[plane_indices[o]] = gin[plane_indices[o]] * (1 if y[o] > 0 else 0)
+
+
 cdef inline bits_t _number_key(bits_t bits) noexcept nogil:
     # _order_key of a float that is not NaN.  IEEE floats are sign and
     # magnitude, and magnitudes order like the floats they encode, so the

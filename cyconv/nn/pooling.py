@@ -4,7 +4,12 @@
 import numpy as np
 
 from .. import functional
-from .._pool import check_divisor_override, pool_geometry
+from .._pool import (
+    check_divisor_override,
+    max_pool2d_backward_saved,
+    max_pool2d_saving,
+    pool_geometry,
+)
 from .._validation import as_flag, as_pair, check_at_most
 from .layer import (
     Layer,
@@ -77,6 +82,11 @@ class _Pooling(Layer):
         return self.output
 
     def backward(self, output_gradient, learning_rate=None):
+        return self._backward(output_gradient, learning_rate, self._input_gradient)
+
+    def _backward(self, output_gradient, learning_rate, input_gradient):
+        """backward's checks and batch axis around ``input_gradient``, a
+        function of the 4-D output gradient."""
         self._require_forward()
         check_unused_learning_rate(learning_rate)
         grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
@@ -84,7 +94,7 @@ class _Pooling(Layer):
         if not self.needs_input_gradient:
             return None
         g4 = grad if self._had_batch else grad[np.newaxis]
-        grad_input = self._input_gradient(g4)
+        grad_input = input_gradient(g4)
         return grad_input if self._had_batch else grad_input[0]
 
 
@@ -131,6 +141,7 @@ class MaxPooling(_Pooling):
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.dilation = as_pair(dilation, "dilation", 1)
         check_at_most(self.dilation, "dilation")
+        self._saved = None  # what forward keeps for backward
 
     def _pool_arguments(self):
         return dict(super()._pool_arguments(), dilation=self.dilation)
@@ -141,13 +152,46 @@ class MaxPooling(_Pooling):
     def _pool(self, x4):
         # The positions of the maxima are kept so that backward need not
         # search every window again.
-        out, self._indices = functional.max_pool2d(x4, **self._pool_arguments(),
-                                                   return_indices=True)
+        out, self._saved = max_pool2d_saving(x4, **self._pool_arguments())
         return out
 
     def _input_gradient(self, g4):
-        return functional.max_pool2d_backward(g4, self._input4, **self._pool_arguments(),
-                                              indices=self._indices)
+        return max_pool2d_backward_saved(g4, self._saved)
+
+    def _input_gradient_through_relu(self, output_gradient):
+        """The gradient ``relu.backward(self.backward(output_gradient))``
+        for a :class:`~cyconv.ReLU` layer ``relu`` whose output was this
+        layer's input, bit for bit, in one pass over the input gradient.
+
+        For a model's ReLU -> MaxPooling pair (or a convolution that applied
+        ReLU itself): the chain's gradient without the ReLU layer's pass.
+        Checks as :meth:`backward` does (no learning rate).  ReLU's gradient
+        is taken as that of the elements this layer's input holds,
+        ``grad * (input > 0)``: 0 at 0 and at NaN, multiplied by exactly 1
+        or 0 so that -0.0 and NaN gradients come out as ReLU's backward
+        gives them.  As ReLU's input and output are positive at the same
+        places, that is ReLU's own rule.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cyconv import MaxPooling, ReLU
+        >>> relu, pool = ReLU(), MaxPooling(2)
+        >>> x = np.array([[[-1., -2., 3., 0.],
+        ...                [-3., -4., 0., 0.]]])
+        >>> y = pool.forward(relu.forward(x))
+        >>> g = np.array([[[5., 7.]]])
+        >>> pool._input_gradient_through_relu(g)
+        array([[[0., 0., 7., 0.],
+                [0., 0., 0., 0.]]])
+        >>> relu.backward(pool.backward(g))
+        array([[[0., 0., 7., 0.],
+                [0., 0., 0., 0.]]])
+        """
+        return self._backward(output_gradient, None, self._input_gradient_through_relu4)
+
+    def _input_gradient_through_relu4(self, g4):
+        return max_pool2d_backward_saved(g4, self._saved, through_relu=True)
 
 
 class AveragePooling(_Pooling):

@@ -1,0 +1,196 @@
+"""MaxPooling's gradient through a ReLU in one pass
+(``MaxPooling._input_gradient_through_relu``) against the two layers' own
+backward passes, bit for bit, and the layer's backward against loops over
+every window."""
+
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cyconv
+from cyconv import MaxPooling, ReLU, _pool
+
+DTYPES = [np.float32, np.float64]
+BITS = {np.float32: np.uint32, np.float64: np.uint64}
+
+
+@st.composite
+def max_pool_configs(draw):
+    """(x_shape, layer kwargs): any geometry (overlapping, gaps, padding,
+    dilation, ceil_mode), or half the time 2x2 tiles (kernel == stride 2)
+    on planes with 1 to 40 windows a row, odd sizes and ceil_mode included."""
+    if draw(st.booleans()):
+        rows, cols = draw(st.integers(1, 6)), draw(st.integers(1, 40))
+        x_shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+                   2 * rows + draw(st.integers(0, 1)), 2 * cols + draw(st.integers(0, 1)))
+        return x_shape, dict(kernel_size=2, ceil_mode=draw(st.booleans()))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kwargs = dict(
+        kernel_size=kernel,
+        stride=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+        padding=(draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2))),
+        dilation=dilation, ceil_mode=draw(st.booleans()),
+    )
+    sizes = [draw(st.integers(d * (k - 1) + 1, d * (k - 1) + 9))
+             for k, d in zip(kernel, dilation)]
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), *sizes), kwargs
+
+
+def output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """PyTorch's rule, as its documentation gives it."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pair(value):
+    return tuple(value) if isinstance(value, tuple) else (value, value)
+
+
+def reference_backward(x, g, kwargs):
+    """Max pooling's input gradient by loops: each window's first largest
+    element in row-major order (np.argmax: the first NaN if any) collects
+    the window's gradient, summed in x's dtype in row-major output order."""
+    kh, kw = pair(kwargs["kernel_size"])
+    sh, sw = pair(kwargs.get("stride", (kh, kw)))
+    ph, pw = pair(kwargs.get("padding", 0))
+    dh, dw = pair(kwargs.get("dilation", 1))
+    height, width = x.shape[-2:]
+    grad = np.zeros(x.shape, dtype=x.dtype)
+    for plane in np.ndindex(*x.shape[:-2]):
+        for oh in range(g.shape[-2]):
+            rows = [oh * sh - ph + i * dh for i in range(kh)]
+            for ow in range(g.shape[-1]):
+                cols = [ow * sw - pw + j * dw for j in range(kw)]
+                cells = [(h, w) for h in rows if 0 <= h < height
+                         for w in cols if 0 <= w < width]
+                h, w = cells[int(np.argmax([x[plane + cell] for cell in cells]))]
+                with np.errstate(invalid="ignore"):  # inf + -inf
+                    grad[plane + (h, w)] += g[plane + (oh, ow)]
+    return grad
+
+
+def with_specials(rng, array, values):
+    """Put each of ``values`` at about a tenth of the places."""
+    for value in values:
+        array[rng.random(array.shape) < 0.1] = value
+    return array
+
+
+def assert_bitwise_equal(actual, expected):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    bits = BITS[actual.dtype.type]
+    np.testing.assert_array_equal(actual.view(bits), expected.view(bits))
+
+
+def assert_equal_to_loops(actual, expected):
+    """Equal values, zeros of equal sign, NaN where NaN: a NaN that an
+    operation makes (inf - inf) has a sign and payload that depend on who
+    computes it, numpy's scalars or the processor."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    np.testing.assert_array_equal(actual, expected)
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(np.signbit(actual[numbers]), np.signbit(expected[numbers]))
+
+
+def draw_case(data, config, dtype, batched):
+    x_shape, kwargs = config
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    if data.draw(st.booleans()):  # ties: few distinct values, zeros among them
+        x = rng.integers(-3, 4, x_shape).astype(dtype)
+    else:
+        x = rng.standard_normal(x_shape).astype(dtype)
+    if data.draw(st.booleans()):
+        with_specials(rng, x, [np.nan, -np.nan, np.inf, -0.0])
+    if not batched:
+        x = x[0]
+    return x, kwargs, rng
+
+
+def special_gradient(rng, shape, dtype, specials):
+    g = rng.standard_normal(shape).astype(dtype)
+    if specials:
+        with_specials(rng, g, [np.nan, np.inf, -np.inf, -0.0, 0.0])
+    return g
+
+
+@given(max_pool_configs(), st.sampled_from(DTYPES), st.booleans(), st.booleans(), st.data())
+def test_gradient_through_relu_is_relu_backward_of_pool_backward(config, dtype, batched,
+                                                                 specials, data):
+    x, kwargs, rng = draw_case(data, config, dtype, batched)
+    relu, pool = ReLU(), MaxPooling(**kwargs)
+    out = pool.forward(relu.forward(x))
+    g = special_gradient(rng, out.shape, dtype, specials)
+    fused = pool._input_gradient_through_relu(g)
+    assert_bitwise_equal(fused, relu.backward(pool.backward(g)))
+    # The same without the layers: loops, then ReLU's rule written out.
+    y = np.maximum(x, 0)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as it should be
+        expected = reference_backward(y, g, kwargs) * (y > 0).astype(dtype)
+    assert_equal_to_loops(fused, expected)
+
+
+@given(max_pool_configs(), st.sampled_from(DTYPES), st.booleans(), st.booleans(), st.data())
+def test_layer_backward_matches_loops_also_after_the_fused_gradient(config, dtype, batched,
+                                                                    specials, data):
+    x, kwargs, rng = draw_case(data, config, dtype, batched)
+    pool = MaxPooling(**kwargs)
+    out = pool.forward(x)
+    g = special_gradient(rng, out.shape, dtype, specials)
+    expected = reference_backward(x, g, kwargs)
+    before = pool.backward(g)
+    assert_equal_to_loops(before, expected)
+    pool._input_gradient_through_relu(g)
+    assert_bitwise_equal(pool.backward(g), before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, kwargs", [
+    ((5, 3, 26, 26), dict(kernel_size=2)),
+    ((5, 3, 11, 11), dict(kernel_size=2, ceil_mode=True)),
+    ((3, 4, 13, 11), dict(kernel_size=3, stride=(1, 2), padding=1, ceil_mode=True)),
+])
+def test_gradient_through_relu_bitwise_identical_at_any_thread_count(dtype, x_shape, kwargs):
+    rng = np.random.default_rng(4)
+    x = with_specials(rng, rng.integers(-3, 4, x_shape).astype(dtype), [np.nan])
+    results = []
+    try:
+        # Inputs this small would otherwise get one thread whatever the count.
+        with mock.patch.object(_pool, "MIN_WORK_PER_THREAD", 1):
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                relu, pool = ReLU(), MaxPooling(**kwargs)
+                out = pool.forward(relu.forward(x))
+                g = special_gradient(np.random.default_rng(5), out.shape, dtype, True)
+                results.append((out, pool.backward(g), pool._input_gradient_through_relu(g)))
+    finally:
+        cyconv.set_num_threads(None)
+    for result in results[1:]:
+        for actual, expected in zip(result, results[0]):
+            assert_bitwise_equal(actual, expected)
+
+
+def test_gradient_through_relu_checks_like_backward():
+    pool = MaxPooling(2)
+    with pytest.raises(RuntimeError):
+        pool._input_gradient_through_relu(np.ones((1, 1, 1)))
+    pool.forward(np.ones((1, 4, 4)))
+    with pytest.raises(ValueError, match="output_gradient"):
+        pool._input_gradient_through_relu(np.ones((1, 1, 2)))
+    with pytest.raises(TypeError):
+        pool._input_gradient_through_relu(np.ones((1, 2, 2), dtype=complex))
+    pool.needs_input_gradient = False
+    assert pool._input_gradient_through_relu(np.ones((1, 2, 2))) is None
+
+
+def test_empty_batch_gives_empty_gradient():
+    relu, pool = ReLU(), MaxPooling(2)
+    out = pool.forward(relu.forward(np.ones((0, 2, 4, 4), dtype=np.float32)))
+    grad = pool._input_gradient_through_relu(np.ones(out.shape, dtype=np.float32))
+    assert grad.shape == (0, 2, 4, 4) and grad.dtype == np.float32
