@@ -103,3 +103,20 @@ def test_fusion_only_takes_the_exact_layer_types():
     x = -np.ones((1, 1, 2, 2), np.float32)
     conv_out = model.layers[0].forward(x)
     np.testing.assert_array_equal(model.forward(x), np.maximum(conv_out, 0) + 1)
+
+
+def test_the_pairs_really_run_as_one(monkeypatch):
+    calls = []
+    for name in ("_function", "_input_gradient"):
+        original = getattr(ReLU, name)
+
+        def spy(self, value, _original=original, _name=name):
+            calls.append(_name)
+            return _original(self, value)
+        monkeypatch.setattr(ReLU, name, spy)
+    _, fused, plain = _models("lenet", np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    fused.backward(np.ones_like(fused.forward(x)))
+    assert calls == []
+    plain.backward(np.ones_like(plain.forward(x)))
+    assert calls == ["_function"] * 2 + ["_input_gradient"] * 2

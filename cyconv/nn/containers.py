@@ -14,7 +14,8 @@ from .._validation import as_array, as_shape, float_dtype
 from . import training
 from .activations import ReLU
 from .conv import Convolution
-from .layer import Layer, as_float_input
+from .layer import Layer, as_float_input, call_guarded
+from .pooling import MaxPooling
 
 __all__ = ["Container", "Sequential", "Residual"]
 
@@ -74,6 +75,14 @@ def _unguarded(method):
 def _conv_then_relu(first, second):
     # Exact types: a subclass may compute something else.
     return type(first) is Convolution and type(second) is ReLU
+
+
+def _relu_then_max_pool(relu, pool):
+    # Only where the pooling's last input is the ReLU's last output (a
+    # layer called on its own in between would break the chain), and the
+    # ReLU's gradient is wanted at all.
+    return (type(relu) is ReLU and type(pool) is MaxPooling and relu.needs_input_gradient
+            and pool.needs_input_gradient and pool.input is relu.output)
 
 
 class Container(Layer):
@@ -240,8 +249,16 @@ class Container(Layer):
         single = getattr(self, "_single", False)
         grad = as_float_input(output_gradient, "output_gradient")
         grad = grad[np.newaxis] if single else grad
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad, learning_rate)
+        layers = self.layers
+        i = len(layers) - 1
+        while i >= 0:
+            if self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i]):
+                # ReLU's gradient applied as the pooling scatters its own.
+                grad = call_guarded(layers[i], MaxPooling._input_gradient_through_relu, grad)
+                i -= 2
+            else:
+                grad = layers[i].backward(grad, learning_rate)
+                i -= 1
         return grad[0] if single and grad is not None else grad
 
 

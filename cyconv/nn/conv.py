@@ -182,12 +182,12 @@ class Convolution(WeightAndBias):
         if geometry is None:
             out = functional.conv2d(x, weight, bias, **self._conv_arguments())
             self._remember(x, weight, bias)
+            if _relu:
+                np.maximum(out, 0, out=out)
         else:
             empty = bias is None
             out = _conv.conv2d_checked(
-                x, weight, np.empty(0, x.dtype) if empty else bias, geometry)
-        if _relu:
-            np.maximum(out, 0, out=out)
+                x, weight, np.empty(0, x.dtype) if empty else bias, geometry, relu=_relu)
         self.output = out
         return out
 

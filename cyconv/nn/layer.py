@@ -366,25 +366,32 @@ def _guarded_forward(method):
 def _guarded_backward(method):
     @functools.wraps(method)
     def backward(self, *args, **kwargs):
-        with _cache_lock(self):
-            owner = self.__dict__.get("_cache_thread")
-            if owner == _INCOMPLETE:
-                raise RuntimeError(
-                    f"{type(self).__name__}.backward after a forward that raised: what it "
-                    f"cached may be partly rewritten; run forward again first")
-            if owner is not None and owner != threading.get_ident():
-                raise RuntimeError(
-                    f"{type(self).__name__}.backward in another thread than the forward "
-                    f"it would differentiate: a layer keeps one forward cache, so give "
-                    f"each training thread its own layers (see Layer's notes on threads)")
-            previous = _memory.enter()
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                _memory.leave(previous)
+        return call_guarded(self, method, *args, **kwargs)
 
     backward._cache_guarded = True
     return backward
+
+
+def call_guarded(layer, method, *args, **kwargs):
+    """Call ``method(layer, ...)``, a pass that reads what the last
+    ``forward`` cached, under the guard ``backward`` runs under (see
+    :class:`Layer`'s notes on threads)."""
+    with _cache_lock(layer):
+        owner = layer.__dict__.get("_cache_thread")
+        if owner == _INCOMPLETE:
+            raise RuntimeError(
+                f"{type(layer).__name__}.backward after a forward that raised: what it "
+                f"cached may be partly rewritten; run forward again first")
+        if owner is not None and owner != threading.get_ident():
+            raise RuntimeError(
+                f"{type(layer).__name__}.backward in another thread than the forward "
+                f"it would differentiate: a layer keeps one forward cache, so give "
+                f"each training thread its own layers (see Layer's notes on threads)")
+        previous = _memory.enter()
+        try:
+            return method(layer, *args, **kwargs)
+        finally:
+            _memory.leave(previous)
 
 
 class ShapePreserving(Layer):
