@@ -120,6 +120,23 @@ class LayersLeNet:
         return {name: p.value for name, p in zip(self.names, self.params)}
 
 
+class LayerByLayerLeNet(LayersLeNet):
+    """The LeNet step as the tutorial's loop runs it: each layer's forward,
+    then each layer's backward(grad, learning_rate), no Sequential."""
+
+    how = ("the layers of LayersLeNet called one by one: forward, then "
+           "backward(grad, learning_rate)")
+
+    def train_step(self, images, labels):
+        out = images
+        for layer in self.model.layers:
+            out = layer.forward(out)
+        value, grad = self.loss.value_and_gradient(labels, out)
+        for layer in reversed(self.model.layers):
+            grad = layer.backward(grad, self.optimizer.learning_rate)
+        return value
+
+
 class LayersCifar(LayersLeNet):
     """The CIFAR-like network of workloads.CifarWorkload, built the same way."""
 

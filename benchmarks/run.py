@@ -267,6 +267,10 @@ def _lenet_players(settings, workload):
             players["torch"] = baselines_torch.CifarNet
         return players
     cy_class = cyconv_adapter.lenet_class()
+    if workload.layer_by_layer:
+        if cy_class is not cyconv_adapter.LayersLeNet:
+            return {}
+        cy_class = cyconv_adapter.LayerByLayerLeNet
     if cy_class is not None:
         players["cyconv"] = cy_class
     players["numpy"] = baselines_numpy.LeNet

@@ -120,6 +120,10 @@ class LeNetWorkload:
     tutorial_samples: int = 4
     dtype: str = "float32"
     learning_rate: float = 0.01
+    # cyconv's layers called one by one, as the tutorial's loop calls them
+    # (forward, then backward(grad, learning_rate)), rather than through
+    # Sequential, which runs some pairs of layers as one.
+    layer_by_layer: bool = False
 
     @property
     def key(self):
@@ -127,7 +131,7 @@ class LeNetWorkload:
 
     @property
     def label(self):
-        return f"LeNet b{self.batch}"
+        return f"LeNet b{self.batch}" + (" layer by layer" if self.layer_by_layer else "")
 
     @property
     def shape_text(self):
@@ -162,7 +166,8 @@ class LeNetWorkload:
         return images, labels
 
 
-LENET_WORKLOADS = [LeNetWorkload(64), LeNetWorkload(1, tutorial_samples=1)]
+LENET_WORKLOADS = [LeNetWorkload(64), LeNetWorkload(64, tutorial_samples=None, layer_by_layer=True),
+                   LeNetWorkload(1, tutorial_samples=1)]
 
 PARAMETER_NAMES = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "dense.w", "dense.b"]
 
