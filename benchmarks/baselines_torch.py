@@ -98,3 +98,19 @@ class CifarNet(LeNet):
                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Flatten(), nn.Linear(2048, 10)]
+
+
+class CifarBNNet(LeNet):
+    """The CIFAR-like network with batch normalisation (training mode)."""
+
+    names = [f"{kind}{i}.{name}" for i in (1, 2, 3)
+             for kind, name in (("conv", "w"), ("bn", "gamma"), ("bn", "beta"))
+             ] + ["dense.w", "dense.b"]
+
+    @staticmethod
+    def layers():
+        out = []
+        for c, f in ((3, 32), (32, 64), (64, 128)):
+            out += [nn.Conv2d(c, f, 3, padding=1, bias=False), nn.BatchNorm2d(f), nn.ReLU(),
+                    nn.MaxPool2d(2)]
+        return out + [nn.Flatten(), nn.Linear(2048, 10)]

@@ -158,6 +158,25 @@ class LayersCifar(LayersLeNet):
         ]
 
 
+class LayersCifarBN(LayersLeNet):
+    """The CIFAR-like network with batch normalisation, as
+    baselines_torch.CifarBNNet builds it."""
+
+    how = ("cyconv.Sequential([3 x (Convolution 3x3 padding 1 no bias, BatchNormalization, "
+           "ReLU, MaxPooling), Flatten, Dense]); losses.SoftmaxCrossEntropy; SGD.step")
+    names = [f"{kind}{i}.{name}" for i in (1, 2, 3)
+             for kind, name in (("conv", "w"), ("bn", "gamma"), ("bn", "beta"))
+             ] + ["dense.w", "dense.b"]
+
+    @staticmethod
+    def layers(kw):
+        out = []
+        for c, f, size in ((3, 32, 32), (32, 64, 16), (64, 128, 8)):
+            out += [cyconv.Convolution((c, size, size), 3, f, padding=1, bias=False, **kw),
+                    cyconv.BatchNormalization(**kw), cyconv.ReLU(), cyconv.MaxPooling(2)]
+        return out + [cyconv.Flatten(), cyconv.Dense(2048, 10, **kw)]
+
+
 @functools.lru_cache(maxsize=None)
 def _layers_work():
     """Whether this cyconv's layers build the LeNet and take a step."""

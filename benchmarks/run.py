@@ -261,10 +261,11 @@ def _lenet_players(settings, workload):
     layers and PyTorch (no numpy baseline)."""
     players = {}
     if workload.key == "CIFAR":
+        bn = workload.batchnorm
         if cyconv_adapter.lenet_class() is cyconv_adapter.LayersLeNet:
-            players["cyconv"] = cyconv_adapter.LayersCifar
+            players["cyconv"] = cyconv_adapter.LayersCifarBN if bn else cyconv_adapter.LayersCifar
         if settings.use_torch:
-            players["torch"] = baselines_torch.CifarNet
+            players["torch"] = baselines_torch.CifarBNNet if bn else baselines_torch.CifarNet
         return players
     cy_class = cyconv_adapter.lenet_class()
     if workload.layer_by_layer:

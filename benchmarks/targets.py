@@ -18,7 +18,7 @@ LAYER_RATIO_LIMITS = [
       "C1 f32", "C2 f32", "C3 f32"], "pool fwd+bwd", 0.25),
 ]
 LENET_RATIO_LIMITS = [("LeNet b64", 0.35), ("LeNet b64 layer by layer", 0.5), ("LeNet b1", 0.3),
-                      ("CIFAR b64", 0.7)]
+                      ("CIFAR b64", 0.7), ("CIFAR-BN b64", 0.7)]
 TUTORIAL_SPEEDUP = {"layer": 200, "LeNet": 300}
 THREAD_SCALING = (["W2 f32", "W3 f32"], 1.7)
 STEP_SCALING = ("CIFAR b64", 1.5)

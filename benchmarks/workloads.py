@@ -182,6 +182,9 @@ class CifarWorkload:
     batch: int = 64
     dtype: str = "float32"
     learning_rate: float = 0.01
+    # Each convolution (then without bias) followed by batch normalisation
+    # in training mode, before its ReLU.
+    batchnorm: bool = False
     tutorial_samples = None
     channels = (3, 32, 64, 128)
 
@@ -191,7 +194,7 @@ class CifarWorkload:
 
     @property
     def label(self):
-        return f"CIFAR b{self.batch}"
+        return f"CIFAR{'-BN' if self.batchnorm else ''} b{self.batch}"
 
     @property
     def shape_text(self):
@@ -215,7 +218,11 @@ class CifarWorkload:
         for i, (c, f) in enumerate(zip(self.channels, self.channels[1:]), 1):
             out[f"conv{i}.w"] = (rng.standard_normal((f, c, 3, 3))
                                  * np.sqrt(2.0 / (9 * c))).astype(dtype)
-            out[f"conv{i}.b"] = np.zeros(f, dtype)
+            if self.batchnorm:
+                out[f"bn{i}.gamma"] = rng.uniform(0.5, 1.5, f).astype(dtype)
+                out[f"bn{i}.beta"] = rng.uniform(-0.1, 0.1, f).astype(dtype)
+            else:
+                out[f"conv{i}.b"] = np.zeros(f, dtype)
         out["dense.w"] = (rng.standard_normal((10, 2048)) * np.sqrt(2.0 / 2048)).astype(dtype)
         out["dense.b"] = np.zeros(10, dtype)
         return out
@@ -227,7 +234,7 @@ class CifarWorkload:
         return images, labels
 
 
-CIFAR_WORKLOADS = [CifarWorkload(64)]
+CIFAR_WORKLOADS = [CifarWorkload(64), CifarWorkload(64, batchnorm=True)]
 
 CIFAR_PARAMETER_NAMES = ["conv1.w", "conv1.b", "conv2.w", "conv2.b", "conv3.w", "conv3.b",
                          "dense.w", "dense.b"]
