@@ -18,8 +18,13 @@ long-lived process that needs the memory back).
 """
 
 import contextlib
+import os
 
-from ._kernels._memory import enter, leave, release, set_limit, stats  # noqa: F401
+from ._kernels._memory import (after_fork_in_child, enter, leave, release, set_limit,  # noqa: F401
+                               stats)
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 def release_memory():

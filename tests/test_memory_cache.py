@@ -140,3 +140,37 @@ def test_threads_allocating_at_once_get_their_own_blocks():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_resized_array_is_cached_under_its_new_size():
+    with _memory.reusing():
+        a = np.arange(BIG, dtype=np.float64)
+        a.resize(2 * BIG, refcheck=False)  # realloc through the handler
+        assert np.array_equal(a[:BIG], np.arange(BIG)) and not a[BIG:].any()
+        address = a.ctypes.data
+        del a
+        hits = _memory.stats()["hits"]
+        b = np.empty(2 * BIG)
+        assert b.ctypes.data == address and _memory.stats()["hits"] == hits + 1
+        c = np.empty(BIG)  # the old size finds nothing
+        assert _memory.stats()["hits"] == hits + 1
+        del b, c
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_allocates_through_the_cache():
+    import multiprocessing
+
+    with _memory.reusing():
+        kept = np.ones(BIG)
+    del kept  # cached in the parent, copied into the child
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        assert pool.apply(_allocate_in_child) == float(BIG)
+
+
+def _allocate_in_child():
+    with _memory.reusing():
+        a = np.ones(BIG)
+        del a
+        return float(np.ones(BIG).sum())

@@ -17,6 +17,7 @@ cdef extern from "memory_cache.h":
     size_t MC_MIN_BYTES
     int mc_init(object default_handler, size_t limit) except -1
     size_t mc_release() noexcept nogil
+    int mc_after_fork_in_child() except -1
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
@@ -30,6 +31,11 @@ MIN_BYTES = MC_MIN_BYTES
 mc_init(<object>PyDataMem_DefaultHandler, DEFAULT_LIMIT)
 
 HANDLER = PyCapsule_New(&mc_handler, "mem_handler", NULL)
+
+
+def after_fork_in_child():
+    """Give a forked child a lock of its own (see memory_cache.h)."""
+    mc_after_fork_in_child()
 
 
 def enter():

@@ -47,10 +47,22 @@ static PyThread_type_lock mc_lock = NULL;
 /* numpy's default handler, which serves everything the cache does not. */
 static PyDataMemAllocator* mc_default = NULL;
 
-static void* mc_default_malloc(size_t size)
-{ return mc_default->malloc(mc_default->ctx, size); }
-static void mc_default_free(void* ptr, size_t size)
-{ mc_default->free(mc_default->ctx, ptr, size); }
+/* Every block carries its size in a header of its own, so that the cache
+ * never depends on the size numpy passes to free: a block is reused only
+ * for a request of exactly the size it was allocated with.  64 bytes keep
+ * the alignment malloc gives. */
+#define MC_HEADER 64
+
+static void* mc_wrap(void* base, size_t size)
+{
+    if (base == NULL) return NULL;
+    *(size_t*)base = size;
+    return (char*)base + MC_HEADER;
+}
+static void* mc_base(void* p) { return (char*)p - MC_HEADER; }
+static size_t mc_size(void* p) { return *(size_t*)mc_base(p); }
+static void mc_default_free(void* p)
+{ mc_default->free(mc_default->ctx, mc_base(p), mc_size(p) + MC_HEADER); }
 
 /* A cached block of exactly `size` bytes, or NULL. */
 static void* mc_take(size_t size)
@@ -78,34 +90,40 @@ static void* mc_take(size_t size)
 static void* mc_malloc(void* ctx, size_t size)
 {
     (void)ctx;
+    if (size > (size_t)-1 - MC_HEADER) return NULL;
     void* p = mc_take(size);
-    return p ? p : mc_default_malloc(size);
+    return p ? p : mc_wrap(mc_default->malloc(mc_default->ctx, size + MC_HEADER), size);
 }
 
 static void* mc_calloc(void* ctx, size_t nelem, size_t elsize)
 {
     (void)ctx;
-    if (elsize && nelem > (size_t)-1 / elsize) return NULL;
-    void* p = mc_take(nelem * elsize);
+    if (elsize && nelem > ((size_t)-1 - MC_HEADER) / elsize) return NULL;
+    size_t size = nelem * elsize;
+    void* p = mc_take(size);
     if (p) {
-        memset(p, 0, nelem * elsize);
+        memset(p, 0, size);
         return p;
     }
-    return mc_default->calloc(mc_default->ctx, nelem, elsize);
+    return mc_wrap(mc_default->calloc(mc_default->ctx, 1, size + MC_HEADER), size);
 }
 
 static void* mc_realloc(void* ctx, void* ptr, size_t new_size)
 {
-    (void)ctx;
-    return mc_default->realloc(mc_default->ctx, ptr, new_size);
+    if (ptr == NULL) return mc_malloc(ctx, new_size);
+    if (new_size > (size_t)-1 - MC_HEADER) return NULL;
+    return mc_wrap(mc_default->realloc(mc_default->ctx, mc_base(ptr), new_size + MC_HEADER),
+                   new_size);
 }
 
-static void mc_free(void* ctx, void* ptr, size_t size)
+static void mc_free(void* ctx, void* ptr, size_t numpy_size)
 {
     (void)ctx;
+    (void)numpy_size;   /* the header's size is the one trusted */
     if (ptr == NULL) return;
+    size_t size = mc_size(ptr);
     if (size < MC_MIN_BYTES || size > mc_limit) {
-        mc_default_free(ptr, size);
+        mc_default_free(ptr);
         return;
     }
     /* Evicted blocks are freed after the lock is released. */
@@ -132,8 +150,8 @@ static void mc_free(void* ctx, void* ptr, size_t size)
         mc_slots[oldest].ptr = NULL;
     }
     PyThread_release_lock(mc_lock);
-    for (int i = 0; i < n_evicted; i++) mc_default_free(evicted[i].ptr, evicted[i].size);
-    if (ptr) mc_default_free(ptr, size);
+    for (int i = 0; i < n_evicted; i++) mc_default_free(evicted[i].ptr);
+    if (ptr) mc_default_free(ptr);
 }
 
 /* Free every cached block; returns how many bytes were released. */
@@ -148,7 +166,7 @@ static size_t mc_release(void)
     mc_held = 0;
     PyThread_release_lock(mc_lock);
     for (int i = 0; i < MC_SLOTS; i++)
-        if (taken[i].ptr) mc_default_free(taken[i].ptr, taken[i].size);
+        if (taken[i].ptr) mc_default_free(taken[i].ptr);
     return released;
 }
 
@@ -157,6 +175,14 @@ static PyDataMem_Handler mc_handler = {
     1,
     {NULL, mc_malloc, mc_calloc, mc_realloc, mc_free},
 };
+
+/* A child forked while another thread held the lock would wait for it
+ * forever: it gets a new one (the cached blocks are its own copies). */
+static int mc_after_fork_in_child(void)
+{
+    mc_lock = PyThread_allocate_lock();
+    return mc_lock == NULL ? -1 : 0;
+}
 
 /* Set up the lock and find numpy's default handler; 0 on success. */
 static int mc_init(PyObject* default_handler, size_t limit)
