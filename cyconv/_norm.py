@@ -120,9 +120,11 @@ def _inverse_std(var, eps):
         return 1.0 / np.sqrt(var + eps)
 
 
-def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                       relu=False):
     """:func:`batch_norm` that also returns the float64 ``(mean, invstd)``
-    it normalised with, for :func:`batch_norm_backward_saved`."""
+    it normalised with, for :func:`batch_norm_backward_saved`; with
+    ``relu``, the output is ``np.maximum(out, 0)``, applied as it is stored."""
     training = as_flag(training, "training")
     momentum = as_real(momentum, "momentum", maximum=1.0)
     eps = as_real(eps, "eps")
@@ -140,7 +142,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     invstd = _inverse_std(var, eps)
     out = np.empty_like(x)
     _batchnorm.batch_norm_apply(_as_channels(x), mean, invstd, arrays["gamma"], arrays["beta"],
-                                _as_channels(out), _threads(x))
+                                _as_channels(out), bool(relu), _threads(x))
     return out, mean, invstd
 
 

@@ -124,11 +124,13 @@ def batch_norm_apply(
     const floating[::1] gamma,    # IN  (C,)
     const floating[::1] beta,     # IN  (C,)
     floating[:, :, ::1] out,      # OUT (N, C, L)
+    bint relu,                    # IN  store max(out, 0), as np.maximum would
     int n_threads,
 ):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef Py_ssize_t t, c, n, l, first, last
     cdef double channel_mean, scale, shift
+    cdef floating value
     # Sample by sample, as batch_norm_stats.
     for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
@@ -139,8 +141,15 @@ def batch_norm_apply(
                 channel_mean = mean[c]
                 scale = invstd[c] * gamma[c]
                 shift = beta[c]
-                for l in range(L):
-                    out[n, c, l] = <floating>((x[n, c, l] - channel_mean) * scale + shift)
+                if relu:
+                    for l in range(L):
+                        value = <floating>((x[n, c, l] - channel_mean) * scale + shift)
+                        # After the rounding, as np.maximum(out, 0) sees it:
+                        # -0.0 and NaN stay.
+                        out[n, c, l] = 0 if value < 0 else value
+                else:
+                    for l in range(L):
+                        out[n, c, l] = <floating>((x[n, c, l] - channel_mean) * scale + shift)
 
 
 def batch_norm_backward(

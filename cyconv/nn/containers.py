@@ -14,6 +14,7 @@ from .._validation import as_array, as_shape, float_dtype
 from . import training
 from .activations import ReLU
 from .conv import Convolution
+from .normalization import BatchNormalization
 from .layer import Layer, as_float_input, call_guarded
 from .pooling import MaxPooling
 
@@ -72,9 +73,10 @@ def _unguarded(method):
     return method
 
 
-def _conv_then_relu(first, second):
-    # Exact types: a subclass may compute something else.
-    return type(first) is Convolution and type(second) is ReLU
+def _stores_relu(first, second):
+    # Layers whose forward takes _relu=True; exact types: a subclass may
+    # compute something else.
+    return type(first) in (Convolution, BatchNormalization) and type(second) is ReLU
 
 
 def _relu_then_max_pool(relu, pool):
@@ -95,9 +97,10 @@ class Container(Layer):
 
     Where one layer's output feeds the next, some pairs run as one, with
     the same results to the last bit and less memory traffic: a
-    :class:`Convolution` followed by a :class:`ReLU` applies the ReLU as it
-    stores its output (the convolution's ``output`` attribute then holds
-    the ReLU's output, as does the ReLU's); a :class:`MaxPooling` after a
+    :class:`Convolution` or :class:`BatchNormalization` followed by a
+    :class:`ReLU` applies the ReLU as it stores its output (its ``output``
+    attribute then holds the ReLU's output, as does the ReLU's); a
+    :class:`MaxPooling` after a
     ReLU applies the ReLU's gradient in its own backward pass.  Set
     ``fuse = False`` on a container to run every layer on its own.
 
@@ -230,7 +233,7 @@ class Container(Layer):
         layers = self.layers
         i = 0
         while i < len(layers):
-            if self.fuse and i + 1 < len(layers) and _conv_then_relu(layers[i], layers[i + 1]):
+            if self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1]):
                 # One pass over the convolution's output rather than two.
                 out = layers[i + 1].forward(layers[i].forward(out, _relu=True), _applied=True)
                 i += 2

@@ -118,7 +118,9 @@ class BatchNormalization(Layer):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps,
                     dtype=self.dtype.name)
 
-    def forward(self, input):
+    def forward(self, input, *, _relu=False):
+        # _relu: a model runs this layer and a ReLU after it as one (see
+        # Container.forward); ``output`` then holds the ReLU's output.
         self._require_built()
         x = as_layer_input(input, self.dtype)
         if x.ndim not in (1, 2, 3, 4):
@@ -133,7 +135,7 @@ class BatchNormalization(Layer):
         self._training_pass = self.training
         out, self._mean, self._invstd = _norm.batch_norm_forward(
             batch, self.gamma.value, self.beta.value, self.running_mean.value,
-            self.running_var.value, self._training_pass, self.momentum, self.eps)
+            self.running_var.value, self._training_pass, self.momentum, self.eps, relu=_relu)
         self.input = x
         self._batch = batch
         self.output = out if self._had_batch else out[0]
