@@ -29,6 +29,15 @@ MIN_WORK_PER_THREAD = _runtime.POOL_MIN_WORK_PER_THREAD
 # How many pool_geometry results are remembered.
 _GEOMETRIES_KEPT = 64
 
+# The variant of the 2x2 kernels (_kernels/pool_tiles.h) that 2x2 stride-2
+# max pooling runs, or None where the processor has no AVX-512: there the
+# kernels with int64 indices measured faster than the portable variant,
+# which the tests still check (by setting this).
+PAIRS_ISA = _pool.PAIRS_ISAS["avx512"] if _pool.pairs_isa() == "avx512" else None
+
+# Bytes the 2x2 backward kernel may read past the last code.
+_CODES_SLACK = 15
+
 @dataclass(frozen=True)
 class PoolGeometry:
     """Every size the kernels index with, checked once."""
@@ -76,6 +85,12 @@ class PoolGeometry:
                 # At least one whole window per row and column (ceil_mode
                 # allows a kernel larger than the input).
                 and self.kernel[0] <= self.height and self.kernel[1] <= self.width)
+
+    @property
+    def pairs(self):
+        """Whether the 2x2 stride-2 kernels serve: tiled 2x2 windows, and a
+        processor they are fast on (PAIRS_ISA)."""
+        return self.tiled and self.kernel == (2, 2) and PAIRS_ISA is not None
 
     def threads(self):
         """Threads worth starting for one pass over every window: one per
@@ -324,6 +339,8 @@ def _max_pool(x, geometry, return_indices):
     indices_arg = _planes(indices) if return_indices else indices
     if geometry.empty:
         pass
+    elif geometry.pairs and not return_indices:
+        _max_pool_pairs(x, out, geometry)
     elif geometry.tiled:
         _pool.max_pool2d_tiles_forward(_planes(x), _planes(out), indices_arg,
                                        *geometry.kernel, geometry.threads())
@@ -331,6 +348,29 @@ def _max_pool(x, geometry, return_indices):
         _pool.max_pool2d_forward(_planes(x), _planes(out), indices_arg,
                                  *geometry.max_kernel_args, geometry.threads())
     return out, (indices if return_indices else None)
+
+
+def _max_pool_pairs(x, out, geometry):
+    """Run the 2x2 forward kernel into ``out``; return the codes, each
+    followed in memory by the slack the backward kernel reads."""
+    size = out.size
+    codes = np.empty(size + _CODES_SLACK, dtype=np.uint8)[:size].reshape(out.shape)
+    _pool.max_pool2d_pairs_forward(_planes(x), _planes(out), _planes(codes), PAIRS_ISA,
+                                   geometry.threads())
+    return codes
+
+
+def _max_pool_pairs_backward(grad_output, codes, pooled, geometry, isa):
+    """The 2x2 backward kernel: the input gradient from the forward's codes,
+    through ReLU's gradient too when ``pooled`` (the forward's output) is
+    given."""
+    grad_input = np.empty(geometry.channels_shape + (geometry.height, geometry.width),
+                          dtype=grad_output.dtype)
+    pooled = (_planes(pooled) if pooled is not None
+              else np.empty((0, 0, 0), dtype=grad_output.dtype))
+    _pool.max_pool2d_pairs_backward(_planes(grad_output), _planes(codes), pooled,
+                                    _planes(grad_input), isa, geometry.threads())
+    return grad_input
 
 
 def _checked_indices(indices, geometry, check_range=True):
@@ -423,6 +463,10 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
         return np.zeros(x.shape, dtype=x.dtype)
     if indices is not None:
         pass
+    elif geometry.pairs:
+        out = np.empty(geometry.output_shape, dtype=x.dtype)
+        codes = _max_pool_pairs(x, out, geometry)
+        return _max_pool_pairs_backward(grad_output, codes, None, geometry, PAIRS_ISA)
     elif geometry.tiled:
         # The tiled forward pass finds the maxima faster than the search
         # below, and the scatter is cheap.
@@ -450,8 +494,13 @@ class SavedMaxima:
     pass: where each window's maximum was, and the maxima themselves."""
 
     geometry: PoolGeometry
-    indices: np.ndarray  # int64 (P..., Hout, Wout), flat indices into each plane
-    pooled: np.ndarray   # the forward's output, x at those indices bit for bit
+    pooled: np.ndarray   # the forward's output, x at the maxima bit for bit
+    # Either int64 flat indices into each plane, or for 2x2 tiles one byte
+    # a window, 2*i + j for the winner's row i and column j in it (a
+    # sixteenth of the memory traffic), from the variant ``isa``.
+    indices: np.ndarray = None
+    codes: np.ndarray = None
+    isa: int = None
 
 
 def max_pool2d_saving(x, kernel_size, stride=None, padding=0, ceil_mode=False, dilation=1):
@@ -459,8 +508,12 @@ def max_pool2d_saving(x, kernel_size, stride=None, padding=0, ceil_mode=False, d
     :class:`SavedMaxima` for :func:`max_pool2d_backward_saved`."""
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode, dilation)
+    if geometry.pairs and not geometry.empty:
+        out = np.empty(geometry.output_shape, dtype=x.dtype)
+        codes = _max_pool_pairs(x, out, geometry)
+        return out, SavedMaxima(geometry, out, codes=codes, isa=PAIRS_ISA)
     out, indices = _max_pool(x, geometry, True)
-    return out, SavedMaxima(geometry, indices, out)
+    return out, SavedMaxima(geometry, out, indices=indices)
 
 
 def max_pool2d_backward_saved(grad_output, saved, through_relu=False):
@@ -477,6 +530,10 @@ def max_pool2d_backward_saved(grad_output, saved, through_relu=False):
     shape = geometry.channels_shape + (geometry.height, geometry.width)
     if geometry.empty:
         return np.zeros(shape, dtype=grad_output.dtype)
+    if saved.codes is not None:
+        return _max_pool_pairs_backward(grad_output, saved.codes,
+                                        saved.pooled if through_relu else None,
+                                        geometry, saved.isa)
     # Every element is written (zero where no index points).
     grad_input = np.empty(shape, dtype=grad_output.dtype)
     arrays = _planes(grad_output), _planes(saved.indices)

@@ -1,17 +1,18 @@
 """MaxPooling's gradient through a ReLU in one pass
 (``MaxPooling._input_gradient_through_relu``) against the two layers' own
-backward passes, bit for bit, and the layer's backward against loops over
-every window."""
+backward passes, bit for bit; the layer and the functional 2x2 paths
+against loops over every window, with each variant of the kernels."""
 
 from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cyconv
 from cyconv import MaxPooling, ReLU, _pool
+from cyconv._kernels import _pool as _kernels_pool
 
 DTYPES = [np.float32, np.float64]
 BITS = {np.float32: np.uint32, np.float64: np.uint64}
@@ -40,6 +41,26 @@ def max_pool_configs(draw):
     return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), *sizes), kwargs
 
 
+VARIANTS = ["avx512", "portable", "indices"]
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request):
+    """Run a test with each way MaxPooling has of finding 2x2 maxima: the
+    2x2 kernels' AVX-512 variant (skipped without AVX-512), their portable
+    one, and the kernels with int64 indices (for processors without AVX-512)."""
+    if request.param == "avx512" and _kernels_pool.pairs_isa() != "avx512":
+        pytest.skip("the processor has no AVX-512")
+    isa = None if request.param == "indices" else _kernels_pool.PAIRS_ISAS[request.param]
+    with mock.patch.object(_pool, "PAIRS_ISA", isa):
+        yield request.param
+
+
+# The fixture only sets which kernels run, the same for every example.
+with_variants = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                HealthCheck.too_slow])
+
+
 def output_size(size, kernel, stride, padding, dilation, ceil_mode):
     """PyTorch's rule, as its documentation gives it."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
@@ -53,26 +74,48 @@ def pair(value):
     return tuple(value) if isinstance(value, tuple) else (value, value)
 
 
-def reference_backward(x, g, kwargs):
-    """Max pooling's input gradient by loops: each window's first largest
-    element in row-major order (np.argmax: the first NaN if any) collects
-    the window's gradient, summed in x's dtype in row-major output order."""
+def winners(x, out_shape, kwargs):
+    """Yield (plane, (oh, ow), (h, w)) for every window: its first largest
+    element in row-major order (np.argmax: the first NaN if any)."""
     kh, kw = pair(kwargs["kernel_size"])
     sh, sw = pair(kwargs.get("stride", (kh, kw)))
     ph, pw = pair(kwargs.get("padding", 0))
     dh, dw = pair(kwargs.get("dilation", 1))
     height, width = x.shape[-2:]
-    grad = np.zeros(x.shape, dtype=x.dtype)
     for plane in np.ndindex(*x.shape[:-2]):
-        for oh in range(g.shape[-2]):
+        for oh in range(out_shape[-2]):
             rows = [oh * sh - ph + i * dh for i in range(kh)]
-            for ow in range(g.shape[-1]):
+            for ow in range(out_shape[-1]):
                 cols = [ow * sw - pw + j * dw for j in range(kw)]
                 cells = [(h, w) for h in rows if 0 <= h < height
                          for w in cols if 0 <= w < width]
-                h, w = cells[int(np.argmax([x[plane + cell] for cell in cells]))]
-                with np.errstate(invalid="ignore"):  # inf + -inf
-                    grad[plane + (h, w)] += g[plane + (oh, ow)]
+                yield plane, (oh, ow), cells[int(np.argmax([x[plane + c] for c in cells]))]
+
+
+def reference_output_shape(x, kwargs):
+    kh, kw = pair(kwargs["kernel_size"])
+    stride = pair(kwargs.get("stride", (kh, kw)))
+    padding, dilation = pair(kwargs.get("padding", 0)), pair(kwargs.get("dilation", 1))
+    return x.shape[:-2] + tuple(
+        output_size(size, k, s, p, d, kwargs.get("ceil_mode", False))
+        for size, k, s, p, d in zip(x.shape[-2:], (kh, kw), stride, padding, dilation))
+
+
+def reference_forward(x, kwargs):
+    """Max pooling by loops: each window's winner, bit for bit."""
+    out = np.empty(reference_output_shape(x, kwargs), dtype=x.dtype)
+    for plane, position, cell in winners(x, out.shape, kwargs):
+        out[plane + position] = x[plane + cell]
+    return out
+
+
+def reference_backward(x, g, kwargs):
+    """Max pooling's input gradient by loops: each window's winner collects
+    the window's gradient, summed in x's dtype in row-major output order."""
+    grad = np.zeros(x.shape, dtype=x.dtype)
+    for plane, position, cell in winners(x, g.shape, kwargs):
+        with np.errstate(invalid="ignore"):  # inf + -inf
+            grad[plane + cell] += g[plane + position]
     return grad
 
 
@@ -120,9 +163,10 @@ def special_gradient(rng, shape, dtype, specials):
     return g
 
 
+@with_variants
 @given(max_pool_configs(), st.sampled_from(DTYPES), st.booleans(), st.booleans(), st.data())
-def test_gradient_through_relu_is_relu_backward_of_pool_backward(config, dtype, batched,
-                                                                 specials, data):
+def test_gradient_through_relu_is_relu_backward_of_pool_backward(variant, config, dtype,
+                                                                 batched, specials, data):
     x, kwargs, rng = draw_case(data, config, dtype, batched)
     relu, pool = ReLU(), MaxPooling(**kwargs)
     out = pool.forward(relu.forward(x))
@@ -136,12 +180,14 @@ def test_gradient_through_relu_is_relu_backward_of_pool_backward(config, dtype, 
     assert_equal_to_loops(fused, expected)
 
 
+@with_variants
 @given(max_pool_configs(), st.sampled_from(DTYPES), st.booleans(), st.booleans(), st.data())
-def test_layer_backward_matches_loops_also_after_the_fused_gradient(config, dtype, batched,
-                                                                    specials, data):
+def test_layer_matches_loops_also_after_the_fused_gradient(variant, config, dtype, batched,
+                                                           specials, data):
     x, kwargs, rng = draw_case(data, config, dtype, batched)
     pool = MaxPooling(**kwargs)
     out = pool.forward(x)
+    assert_bitwise_equal(out, reference_forward(x, kwargs))
     g = special_gradient(rng, out.shape, dtype, specials)
     expected = reference_backward(x, g, kwargs)
     before = pool.backward(g)
@@ -156,7 +202,8 @@ def test_layer_backward_matches_loops_also_after_the_fused_gradient(config, dtyp
     ((5, 3, 11, 11), dict(kernel_size=2, ceil_mode=True)),
     ((3, 4, 13, 11), dict(kernel_size=3, stride=(1, 2), padding=1, ceil_mode=True)),
 ])
-def test_gradient_through_relu_bitwise_identical_at_any_thread_count(dtype, x_shape, kwargs):
+def test_gradient_through_relu_bitwise_identical_at_any_thread_count(variant, dtype, x_shape,
+                                                                    kwargs):
     rng = np.random.default_rng(4)
     x = with_specials(rng, rng.integers(-3, 4, x_shape).astype(dtype), [np.nan])
     results = []
@@ -194,3 +241,41 @@ def test_empty_batch_gives_empty_gradient():
     out = pool.forward(relu.forward(np.ones((0, 2, 4, 4), dtype=np.float32)))
     grad = pool._input_gradient_through_relu(np.ones(out.shape, dtype=np.float32))
     assert grad.shape == (0, 2, 4, 4) and grad.dtype == np.float32
+
+
+@with_variants
+@given(max_pool_configs(), st.sampled_from(DTYPES), st.data())
+def test_functional_max_pool_without_indices_matches_loops(variant, config, dtype, data):
+    x, kwargs, rng = draw_case(data, config, dtype, True)
+    expected = reference_forward(x, kwargs)
+    assert_bitwise_equal(cyconv.functional.max_pool2d(x, **kwargs), expected)
+    out, indices = cyconv.functional.max_pool2d(x, **kwargs, return_indices=True)
+    assert_bitwise_equal(out, expected)
+    assert indices.dtype == np.int64
+    g = special_gradient(rng, expected.shape, dtype, data.draw(st.booleans()))
+    grad = reference_backward(x, g, kwargs)
+    assert_equal_to_loops(cyconv.functional.max_pool2d_backward(g, x, **kwargs), grad)
+    assert_equal_to_loops(
+        cyconv.functional.max_pool2d_backward(g, x, **kwargs, indices=indices), grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape", [
+    (3, 5, 8, 8), (3, 5, 16, 16), (2, 3, 4, 4),  # rows of windows packed 2 or 4 a step
+    (3, 5, 9, 8), (3, 5, 16, 17), (2, 3, 32, 64), (1, 1, 2, 2), (2, 2, 3, 3),
+])
+def test_2x2_planes_of_every_kind_match_loops(variant, dtype, x_shape):
+    rng = np.random.default_rng(7)
+    for ceil_mode in (False, True):
+        kwargs = dict(kernel_size=2, ceil_mode=ceil_mode)
+        x = with_specials(rng, rng.integers(-3, 4, x_shape).astype(dtype), [np.nan, -0.0])
+        relu, pool = ReLU(), MaxPooling(**kwargs)
+        out = pool.forward(relu.forward(x))
+        y = np.maximum(x, 0)
+        assert_bitwise_equal(out, reference_forward(y, kwargs))
+        g = special_gradient(rng, out.shape, dtype, True)
+        grad = reference_backward(y, g, kwargs)
+        assert_equal_to_loops(pool.backward(g), grad)
+        with np.errstate(invalid="ignore"):
+            expected = grad * (y > 0).astype(dtype)
+        assert_equal_to_loops(pool._input_gradient_through_relu(g), expected)

@@ -50,11 +50,43 @@
 #
 # The backward pass with indices, max_pool2d_backward_indices, serves every
 # geometry: it zeroes each plane just before scattering into it.
+# max_pool2d_backward_indices_relu applies ReLU's gradient in the same pass.
+#
+# 2x2 windows, stride 2: pool_tiles.h
+# -----------------------------------
+# Where the processor has AVX-512, MaxPooling(2) and max_pool2d without
+# indices run max_pool2d_pairs_forward / _backward instead (see the header):
+# one byte per window says which of its 4 elements won, and backward writes
+# each element of the input gradient once from those codes, with ReLU's
+# gradient folded in on request.
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
+
+cdef extern from "pool_tiles.h" nogil:
+    int PT_ISA_PORTABLE, PT_ISA_AVX512
+    int pt_detect_isa()
+    void pt_forward_f32(int isa, const float* x, Py_ssize_t H, Py_ssize_t W, float* out,
+                        uint8_t* codes, Py_ssize_t Hout, Py_ssize_t Wout)
+    void pt_forward_f64(int isa, const double* x, Py_ssize_t H, Py_ssize_t W, double* out,
+                        uint8_t* codes, Py_ssize_t Hout, Py_ssize_t Wout)
+    void pt_backward_f32(int isa, const float* g, const uint8_t* codes, const float* pooled,
+                         float* grad_in, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hout,
+                         Py_ssize_t Wout)
+    void pt_backward_f64(int isa, const double* g, const uint8_t* codes, const double* pooled,
+                         double* grad_in, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hout,
+                         Py_ssize_t Wout)
+
+# The 2x2 kernels' variants (pool_tiles.h), by name.
+PAIRS_ISAS = {"portable": PT_ISA_PORTABLE, "avx512": PT_ISA_AVX512}
+
+
+def pairs_isa():
+    """Name of the best 2x2 variant this processor runs: 'avx512' or 'portable'."""
+    return "avx512" if pt_detect_isa() == PT_ISA_AVX512 else "portable"
 
 ctypedef fused bits_t:
     int32_t  # the bits of a float32
@@ -614,6 +646,51 @@ def max_pool2d_tiles_forward(
         else:
             _max_pool_tiles_plane(<const int64_t*>&x[p, 0, 0], H, W, <int64_t*>&out[p, 0, 0],
                                   plane_indices, Hout, Wout, kh, kw, starts)
+
+
+def max_pool2d_pairs_forward(
+    const floating[:, :, ::1] x,   # IN  (P, H, W)
+    floating[:, :, ::1] out,       # OUT (P, Hout, Wout)
+    uint8_t[:, :, ::1] codes,      # OUT (P, Hout, Wout) the winner in its window, 2*i + j
+    int isa,                       # a value of PAIRS_ISAS this processor runs
+    int n_threads,
+):
+    # 2x2 windows, stride 2, no padding (pool_tiles.h).
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2]
+    cdef Py_ssize_t p
+    for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        if floating is float:
+            pt_forward_f32(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
+        else:
+            pt_forward_f64(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
+
+
+def max_pool2d_pairs_backward(
+    const floating[:, :, ::1] grad_out,  # IN  (P, Hout, Wout)
+    const uint8_t[:, :, ::1] codes,      # IN  (P, Hout, Wout) from max_pool2d_pairs_forward,
+                                         #     followed in memory by 15 readable bytes
+    const floating[:, :, ::1] pooled,    # IN  (P, Hout, Wout) its output, for ReLU's
+                                         #     gradient too, or (0, 0, 0) for the plain one
+    floating[:, :, ::1] grad_in,         # OUT (P, H, W), every element written
+    int isa,
+    int n_threads,
+):
+    cdef Py_ssize_t P = grad_in.shape[0], H = grad_in.shape[1], W = grad_in.shape[2]
+    cdef Py_ssize_t Hout = grad_out.shape[1], Wout = grad_out.shape[2]
+    cdef Py_ssize_t p
+    cdef bint relu = pooled.shape[0] > 0
+    for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        if floating is float:
+            pt_backward_f32(isa, &grad_out[p, 0, 0], &codes[p, 0, 0],
+                            &pooled[p, 0, 0] if relu else NULL, &grad_in[p, 0, 0],
+                            H, W, Hout, Wout)
+        else:
+            pt_backward_f64(isa, &grad_out[p, 0, 0], &codes[p, 0, 0],
+                            &pooled[p, 0, 0] if relu else NULL, &grad_in[p, 0, 0],
+                            H, W, Hout, Wout)
 
 
 cdef inline double _divisor(
