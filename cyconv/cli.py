@@ -188,6 +188,13 @@ def _plot_module(path):
     return plot
 
 
+def _thread_words():
+    n = get_num_threads()
+    if _threads.chosen() or n == 1:
+        return f"{n} thread(s)"
+    return f"up to {n} threads (the fastest count, timed as it trains)"
+
+
 def _mpi_ranks(threads):
     """(rank, ranks) of this process in MPI's world.
 
@@ -232,8 +239,7 @@ def _command_train(args, out):
     print(f"model: {_describe(model)}", file=out)
     print(f"training {args.epochs} epoch(s), batch {args.batch_size}, Adam from learning rate "
           f"{args.learning_rate:g}, seed {args.seed}, "
-          f"{f'{ranks} ranks x ' if args.distributed else ''}{get_num_threads()} thread(s)",
-          file=out)
+          f"{f'{ranks} ranks x ' if args.distributed else ''}{_thread_words()}", file=out)
     out.flush()
     start = time.perf_counter()
     history = model.fit(
