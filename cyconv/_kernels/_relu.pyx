@@ -1,6 +1,15 @@
 # Design
 # ------
-# The gradient of ReLU, ``grad * (x > 0)``, in one pass.  numpy needs two
+# ReLU, ``np.maximum(x, 0)``, and its gradient, ``grad * (x > 0)``, in one
+# pass each, bit for bit what numpy gives (tested).
+#
+# * Forward: x where x > 0, x itself where NaN (payload and sign), else
+#   +0.0 (also for -0.0, as numpy's maximum gives it).  numpy's maximum
+#   runs at a third of the memory bandwidth here, as it tests every pair
+#   for NaN; this is one compare and two selects an element.  ``out`` may
+#   be ``x`` itself.
+#
+# The gradient in one pass.  numpy needs two
 # (the mask, then a multiply that converts the mask element by element
 # through a buffered cast) and a temporary as large as ``x`` for the mask:
 # in a LeNet training step that was the largest single cost after the
@@ -27,3 +36,17 @@ def relu_backward(
     for i in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         out[i] = grad[i] * (1 if x[i] > 0 else 0)
+
+
+def relu_forward(
+    const floating[::1] x,      # IN  (n,)
+    floating[::1] out,          # OUT (n,) may be x's memory
+    int n_threads,
+):
+    cdef Py_ssize_t i
+    cdef floating value
+    for i in prange(x.shape[0], nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        value = x[i]
+        # "not <= 0" is "> 0 or NaN": one compare, which vectorises.
+        out[i] = value if not (value <= 0) else 0
