@@ -3,9 +3,9 @@
  * runs is chosen when the module loads), where the platform resolves such
  * clones (x86-64 Linux with glibc); elsewhere the baseline only.  The
  * loops are the same C, selections and a multiply by exactly 1 or 0, so
- * every clone gives the same bits.  The baseline (SSE2) ran ReLU at 1.4
- * elements a cycle on a 26x26x8x64 batch that fits in cache, half of
- * what AVX2 loads and stores allow.
+ * every clone gives the same bits.  On a (64, 8, 26, 26) float32 batch,
+ * which fits in cache, the baseline (SSE2) loop took 0.052 ms, the AVX-512
+ * clone 0.041 ms (Zen 4; PyTorch 0.035 ms).
  */
 #ifndef CYCONV_RELU_LOOPS_H
 #define CYCONV_RELU_LOOPS_H
