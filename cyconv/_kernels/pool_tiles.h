@@ -116,20 +116,6 @@ static inline void pt_backward_last_column_##SUFFIX(                        \
     up[2 * W - 1] = (T)0;                                                   \
     if (cols < Wout)                                                        \
         up[(codes[cols] / 2) * W + W - 1] = pt_share_##SUFFIX(g[cols], pooled, cols); \
-}                                                                           \
-                                                                            \
-static inline void pt_backward_row_portable_##SUFFIX(                       \
-    const T* g, const uint8_t* codes, const T* pooled, T* up, T* lo,        \
-    ptrdiff_t c0, ptrdiff_t c1)                                             \
-{                                                                           \
-    for (ptrdiff_t c = c0; c < c1; c++) {                                   \
-        T share = pt_share_##SUFFIX(g[c], pooled, c);                       \
-        int code = codes[c];                                                \
-        up[2 * c] = code == 0 ? share : (T)0;                               \
-        up[2 * c + 1] = code == 1 ? share : (T)0;                           \
-        lo[2 * c] = code == 2 ? share : (T)0;                               \
-        lo[2 * c + 1] = code == 3 ? share : (T)0;                           \
-    }                                                                       \
 }
 
 PT_SCALAR(float, f32)
@@ -494,14 +480,11 @@ static void pt_backward_rows_avx2_##SUFFIX(                                  \
         const T* row_g = g + r * Wout;                                        \
         const uint8_t* row_codes = codes + r * Wout;                          \
         const T* row_pooled = pooled == NULL ? NULL : pooled + r * Wout;      \
-        if (cols >= V) {                                                      \
-            for (ptrdiff_t c = 0; c + V <= cols; c += V)                      \
-                pt2_backward_at_##SUFFIX(row_g, row_codes, row_pooled, up, lo, c); \
-            if (cols % V != 0)                                                \
-                pt2_backward_at_##SUFFIX(row_g, row_codes, row_pooled, up, lo, cols - V); \
-        } else { /* not met: narrow rows are scattered (PT_SCATTER_BELOW) */ \
-            pt_backward_row_portable_##SUFFIX(row_g, row_codes, row_pooled, up, lo, 0, cols); \
-        }                                                                     \
+        /* cols >= V: narrower rows are scattered (pt_backward_##SUFFIX) */ \
+        for (ptrdiff_t c = 0; c + V <= cols; c += V)                          \
+            pt2_backward_at_##SUFFIX(row_g, row_codes, row_pooled, up, lo, c); \
+        if (cols % V != 0)                                                    \
+            pt2_backward_at_##SUFFIX(row_g, row_codes, row_pooled, up, lo, cols - V); \
         pt_backward_last_column_##SUFFIX(row_g, row_codes, row_pooled, up, W, Wout, cols); \
     }                                                                         \
 }                                                                             \
@@ -566,10 +549,8 @@ PT_AVX2(double, f64, 4, __m256d, pd)
 
 /* ---- whole planes ---- */
 
-/* Backward planes with fewer whole windows a row than this, and not
- * packed, zero the plane and scatter (measured: rows of 5 windows, 11x11
- * planes, 30% faster that way; rows of 13, 26x26, 25% slower). */
-#define PT_SCATTER_BELOW 12
+/* Windows in an AVX2 vector. */
+#define PT_AVX2_LANES(T) ((ptrdiff_t)(32 / sizeof(T)))
 
 #define PT_PLANES(T, SUFFIX, V)                                               \
 /* Each window's share to its winner in a zeroed plane.  Inlined into its  \
@@ -645,8 +626,11 @@ static void pt_backward_##SUFFIX(int isa, const T* g, const uint8_t* codes, \
     ptrdiff_t rows = H / 2 < Hout ? H / 2 : Hout;                           \
     ptrdiff_t cols = W / 2 < Wout ? W / 2 : Wout;                           \
     ptrdiff_t packed = pt_packed_pairs_##SUFFIX(isa, W, Wout, rows);        \
-    if (packed == 0 && cols < PT_SCATTER_BELOW) {                           \
-        /* Short rows: see PT_SCATTER_BELOW. */                             \
+    if (packed == 0 && (isa == PT_ISA_PORTABLE || cols < PT_AVX2_LANES(T))) { \
+        /* Rows narrower than an AVX2 vector (11x11 float32 planes: 30%    \
+         * faster than vector rows with masked ends), and the portable     \
+         * variant (7 times faster than its scalar rows, whose selects     \
+         * became branches): zero the plane, then write the winners. */  \
         memset(grad_in, 0, (size_t)(H * W) * sizeof(T));                    \
         if (pooled == NULL)                                                 \
             pt_scatter_##SUFFIX(g, codes, NULL, grad_in, W, Hout, Wout);    \
@@ -657,18 +641,18 @@ static void pt_backward_##SUFFIX(int isa, const T* g, const uint8_t* codes, \
     if (packed > 0)                                                         \
         PT_VECTOR(isa, pt_backward_packed, SUFFIX,                          \
                   (g, codes, pooled, grad_in, W, packed), (void)0);         \
-    /* Row by row, AVX2's loop measured 10-20% faster than AVX-512's (26x26 \
-     * and 32x32 planes, Zen 4), so it serves both. */                     \
-    PT_AVX2_UP(isa, pt_backward_rows, SUFFIX,                               \
-        (g, codes, pooled, grad_in, W, Wout, packed, rows, cols),           \
-        for (ptrdiff_t r = packed; r < rows; r++) {                         \
-            T* up = grad_in + 2 * r * W;                                    \
-            const T* row_pooled = pooled == NULL ? NULL : pooled + r * Wout; \
-            pt_backward_row_portable_##SUFFIX(g + r * Wout, codes + r * Wout, \
-                                              row_pooled, up, up + W, 0, cols); \
-            pt_backward_last_column_##SUFFIX(g + r * Wout, codes + r * Wout, \
-                                             row_pooled, up, W, Wout, cols); \
-        });                                                                 \
+    if (cols < PT_AVX2_LANES(T)) {                                          \
+        /* Row pairs a packed plane leaves (W = 2 Wout, fewer than a step). */ \
+        ptrdiff_t at = packed * Wout;                                       \
+        memset(grad_in + 2 * packed * W, 0, (size_t)(2 * (rows - packed) * W) * sizeof(T)); \
+        pt_scatter_##SUFFIX(g + at, codes + at, pooled == NULL ? NULL : pooled + at, \
+                            grad_in + 2 * packed * W, W, rows - packed, Wout); \
+    } else {                                                                \
+        /* Row by row, AVX2's loop measured 10-20% faster than AVX-512's   \
+         * (26x26 and 32x32 planes, Zen 4), so it serves both. */          \
+        PT_AVX2_UP(isa, pt_backward_rows, SUFFIX,                           \
+            (g, codes, pooled, grad_in, W, Wout, packed, rows, cols), (void)0); \
+    }                                                                       \
     /* A last row no window covers, or cut-short windows. */                \
     if (2 * rows < H) {                                                     \
         T* last = grad_in + (H - 1) * W;                                    \
