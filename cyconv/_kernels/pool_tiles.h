@@ -1,11 +1,12 @@
 /* 2x2 max pooling with stride 2 (no padding, no dilation), forward and
  * backward over one (H, W) plane, one variant per instruction set, chosen
  * at run time (the package is built without -march=native):
- *   PT_ISA_AVX512    AVX-512F: 16 floats / 8 doubles a vector, masked
- *                    loads and stores for the end of a row
+ *   PT_ISA_AVX512    AVX-512F: 16 floats / 8 doubles a vector (backward
+ *                    row by row runs AVX2's loop, measured faster)
  *   PT_ISA_AVX2      AVX2: 8 floats / 4 doubles
- *   PT_ISA_PORTABLE  plain C: any processor, and the reference the vector
- *                    variants are tested against (bitwise)
+ *   PT_ISA_PORTABLE  plain C, any processor; slower than the kernels with
+ *                    int64 indices, which _pool.py runs where neither
+ *                    vector variant does, so it only runs when asked for
  * Intrinsics live in a header because each variant needs GCC's target
  * attribute, which Cython cannot emit; the threading over planes is in
  * _pool.pyx.
@@ -27,9 +28,10 @@
  * narrow planes, zeroes the plane and then writes the winners): the
  * window's gradient plus +0.0 where the code points (the sum a zeroed
  * plane gets from the scatter of the other kernels: -0.0 becomes +0.0),
- * +0.0 elsewhere.  With ReLU's gradient folded in, the winner's value is then
- * multiplied by exactly 1 or 0, 1 where the pooled value (the winner's
- * input) is > 0, as relu_gradient does, so NaN and -0.0 come out alike.
+ * +0.0 elsewhere.  With ReLU's gradient folded in, the winner's value is
+ * then multiplied by exactly 1 or 0, 1 where the pooled value (the
+ * winner's input) is > 0, as relu_gradient does, so NaN and -0.0 come out
+ * alike.
  */
 #ifndef CYCONV_POOL_TILES_H
 #define CYCONV_POOL_TILES_H
