@@ -42,21 +42,10 @@ cdef inline Py_ssize_t _share(Py_ssize_t n, int parts, int part) noexcept nogil:
 def relu_backward(
     const floating[::1] grad,   # IN  (n,)
     const floating[::1] x,      # IN  (n,) the forward pass's input
-    floating[::1] out,          # OUT (n,)
+    floating[::1] out,          # OUT (n,) may be grad's memory
     int n_threads,
 ):
-    cdef Py_ssize_t n = x.shape[0], start, stop
-    cdef int t
-    if n == 0:
-        return
-    for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        start = _share(n, n_threads, t)
-        stop = _share(n, n_threads, t + 1)
-        if floating is float:
-            rl_backward_f32(&grad[start], &x[start], &out[start], stop - start)
-        else:
-            rl_backward_f64(&grad[start], &x[start], &out[start], stop - start)
+    _in_shares(grad, x, out, n_threads, True)
 
 
 def relu_forward(
@@ -64,6 +53,17 @@ def relu_forward(
     floating[::1] out,          # OUT (n,) may be x's memory
     int n_threads,
 ):
+    _in_shares(x, x, out, n_threads, False)
+
+
+cdef void _in_shares(
+    const floating[::1] grad,   # IN  (n,) read by the backward pass only
+    const floating[::1] x,      # IN  (n,)
+    floating[::1] out,          # OUT (n,)
+    int n_threads,
+    bint backward,
+) noexcept:
+    # Thread t of n_threads runs the loop on share t of the elements.
     cdef Py_ssize_t n = x.shape[0], start, stop
     cdef int t
     if n == 0:
@@ -73,6 +73,12 @@ def relu_forward(
         start = _share(n, n_threads, t)
         stop = _share(n, n_threads, t + 1)
         if floating is float:
-            rl_forward_f32(&x[start], &out[start], stop - start)
+            if backward:
+                rl_backward_f32(&grad[start], &x[start], &out[start], stop - start)
+            else:
+                rl_forward_f32(&x[start], &out[start], stop - start)
         else:
-            rl_forward_f64(&x[start], &out[start], stop - start)
+            if backward:
+                rl_backward_f64(&grad[start], &x[start], &out[start], stop - start)
+            else:
+                rl_forward_f64(&x[start], &out[start], stop - start)

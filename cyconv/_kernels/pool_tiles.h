@@ -134,7 +134,7 @@ PT_SCALAR(double, f64)
  * when W = 2 Wout: two loads, or four and 128-bit lane shuffles. */
 
 #if PT_X86
-#define PT_AVX512(T, SUFFIX, V, VEC, MASK, PS, EPI, X4)                        \
+#define PT_AVX512(T, SUFFIX, V, VEC, MASK, PS, EPI)                            \
 __attribute__((target("avx512f"), always_inline))                            \
 static inline void pt_forward_step_##SUFFIX(VEC u0, VEC u1, VEC l0, VEC l1,   \
                                             VEC* out, __m512i* code)          \
@@ -178,12 +178,12 @@ static inline void pt_backward_step_##SUFFIX(VEC share, const uint8_t* codes, \
                                                                               \
 /* The windows' shares: gradient + 0, times ReLU's 1 or 0 where pooled. */   \
 __attribute__((target("avx512f"), always_inline))                            \
-static inline VEC pt_shares_##SUFFIX(VEC g, const T* pooled, MASK m)          \
+static inline VEC pt_shares_##SUFFIX(VEC g, const T* pooled)                  \
 {                                                                             \
     const VEC zero = _mm512_setzero_##PS();                                   \
     VEC share = _mm512_add_##PS(zero, g);                                     \
     if (pooled == NULL) return share;                                         \
-    MASK positive = _mm512_cmp_##PS##_mask(_mm512_maskz_loadu_##PS(m, pooled), \
+    MASK positive = _mm512_cmp_##PS##_mask(_mm512_loadu_##PS(pooled),          \
                                            zero, _CMP_GT_OQ);                 \
     return _mm512_mul_##PS(share, _mm512_mask_blend_##PS(                     \
         positive, zero, _mm512_set1_##PS((T)1)));                             \
@@ -211,64 +211,6 @@ static inline void pt_forward_row_avx512_##SUFFIX(const T* up, const T* lo, T* o
         } else {                                                              \
             _mm512_mask_storeu_##PS(out + c, m, o);                           \
             PT_STORE_CODES_##SUFFIX(codes + c, m, code);                      \
-        }                                                                     \
-    }                                                                         \
-}                                                                             \
-                                                                              \
-/* pairs row pairs of a plane with W = 2 Wout = V (2 rows a step) or V/2   \
- * (4 rows), pairs a multiple of the step's. */                            \
-__attribute__((target("avx512f")))                                           \
-static void pt_forward_packed_avx512_##SUFFIX(const T* x, ptrdiff_t W,        \
-                                              T* out, uint8_t* codes,         \
-                                              ptrdiff_t pairs)                \
-{                                                                             \
-    ptrdiff_t step = W == V ? 2 : 4;                                          \
-    for (ptrdiff_t r = 0; r < pairs; r += step, x += 2 * step * W,            \
-         out += V, codes += V) {                                              \
-        VEC o, u0, u1, l0, l1;                                                \
-        __m512i code;                                                         \
-        if (W == V) { /* rows: up0 lo0 up1 lo1 */                            \
-            u0 = _mm512_loadu_##PS(x);                                        \
-            l0 = _mm512_loadu_##PS(x + V);                                    \
-            u1 = _mm512_loadu_##PS(x + 2 * V);                                \
-            l1 = _mm512_loadu_##PS(x + 3 * V);                                \
-        } else { /* each vector one pair: up_q (lanes 0, 1) lo_q (2, 3) */  \
-            VEC z0 = _mm512_loadu_##PS(x), z1 = _mm512_loadu_##PS(x + V);     \
-            VEC z2 = _mm512_loadu_##PS(x + 2 * V), z3 = _mm512_loadu_##PS(x + 3 * V); \
-            u0 = X4(z0, z1, 0x44);                                            \
-            u1 = X4(z2, z3, 0x44);                                            \
-            l0 = X4(z0, z1, 0xEE);                                            \
-            l1 = X4(z2, z3, 0xEE);                                            \
-        }                                                                     \
-        pt_forward_step_##SUFFIX(u0, u1, l0, l1, &o, &code);                  \
-        _mm512_storeu_##PS(out, o);                                           \
-        PT_STORE_ALL_CODES_##SUFFIX(codes, code);                             \
-    }                                                                         \
-}                                                                             \
-                                                                              \
-__attribute__((target("avx512f")))                                           \
-static void pt_backward_packed_avx512_##SUFFIX(const T* g, const uint8_t* codes, \
-                                               const T* pooled, T* gin,       \
-                                               ptrdiff_t W, ptrdiff_t pairs)  \
-{                                                                             \
-    ptrdiff_t step = W == V ? 2 : 4;                                          \
-    for (ptrdiff_t r = 0; r < pairs; r += step, gin += 2 * step * W) {        \
-        ptrdiff_t k = r * (W / 2);                                            \
-        VEC share = pt_shares_##SUFFIX(_mm512_loadu_##PS(g + k),               \
-                                       pooled == NULL ? NULL : pooled + k,    \
-                                       (MASK)-1);                             \
-        VEC u0, u1, l0, l1;                                                   \
-        pt_backward_step_##SUFFIX(share, codes + k, &u0, &u1, &l0, &l1);      \
-        if (W == V) {                                                         \
-            _mm512_storeu_##PS(gin, u0);                                      \
-            _mm512_storeu_##PS(gin + V, l0);                                  \
-            _mm512_storeu_##PS(gin + 2 * V, u1);                              \
-            _mm512_storeu_##PS(gin + 3 * V, l1);                              \
-        } else {                                                              \
-            _mm512_storeu_##PS(gin, X4(u0, l0, 0x44));                        \
-            _mm512_storeu_##PS(gin + V, X4(u0, l0, 0xEE));                    \
-            _mm512_storeu_##PS(gin + 2 * V, X4(u1, l1, 0x44));                \
-            _mm512_storeu_##PS(gin + 3 * V, X4(u1, l1, 0xEE));                \
         }                                                                     \
     }                                                                         \
 }                                                                             \
@@ -311,8 +253,8 @@ static void pt_forward_rows_avx512_##SUFFIX(const T* x, ptrdiff_t W, T* out,  \
 #define PT_CMPEQ_f64(v, k) _mm512_cmpeq_epi64_mask(v, _mm512_set1_epi64(k))
 #define PT_STORE_CODES_f64(p, m, v) _mm512_mask_cvtepi64_storeu_epi8(p, m, v)
 
-PT_AVX512(float, f32, 16, __m512, __mmask16, ps, PT_F32, _mm512_shuffle_f32x4)
-PT_AVX512(double, f64, 8, __m512d, __mmask8, pd, PT_F64, _mm512_shuffle_f64x2)
+PT_AVX512(float, f32, 16, __m512, __mmask16, ps, PT_F32)
+PT_AVX512(double, f64, 8, __m512d, __mmask8, pd, PT_F64)
 
 /* ---- AVX2: the same steps on 8 floats / 4 doubles ----
  *
@@ -489,64 +431,86 @@ static void pt_backward_rows_avx2_##SUFFIX(                                  \
             pt2_backward_at_##SUFFIX(row_g, row_codes, row_pooled, up, lo, cols - V); \
         pt_backward_last_column_##SUFFIX(row_g, row_codes, row_pooled, up, W, Wout, cols); \
     }                                                                         \
-}                                                                             \
-                                                                              \
-__attribute__((target("avx2")))                                              \
-static void pt_forward_packed_avx2_##SUFFIX(const T* x, ptrdiff_t W, T* out,  \
-                                            uint8_t* codes, ptrdiff_t pairs)  \
-{                                                                             \
-    ptrdiff_t step = W == V ? 2 : 4;                                          \
-    for (ptrdiff_t r = 0; r < pairs; r += step, x += 2 * step * W,            \
-         out += V, codes += V) {                                              \
-        VEC o, u0, u1, l0, l1;                                                \
-        uint64_t code;                                                        \
-        if (W == V) {                                                         \
-            u0 = _mm256_loadu_##PS(x);                                        \
-            l0 = _mm256_loadu_##PS(x + V);                                    \
-            u1 = _mm256_loadu_##PS(x + 2 * V);                                \
-            l1 = _mm256_loadu_##PS(x + 3 * V);                                \
-        } else {                                                              \
-            VEC z0 = _mm256_loadu_##PS(x), z1 = _mm256_loadu_##PS(x + V);     \
-            VEC z2 = _mm256_loadu_##PS(x + 2 * V), z3 = _mm256_loadu_##PS(x + 3 * V); \
-            u0 = _mm256_permute2f128_##PS(z0, z1, 0x20);                      \
-            u1 = _mm256_permute2f128_##PS(z2, z3, 0x20);                      \
-            l0 = _mm256_permute2f128_##PS(z0, z1, 0x31);                      \
-            l1 = _mm256_permute2f128_##PS(z2, z3, 0x31);                      \
-        }                                                                     \
-        pt2_forward_step_##SUFFIX(u0, u1, l0, l1, &o, &code);                 \
-        _mm256_storeu_##PS(out, o);                                           \
-        memcpy(codes, &code, V);                                              \
-    }                                                                         \
-}                                                                             \
-                                                                              \
-__attribute__((target("avx2")))                                              \
-static void pt_backward_packed_avx2_##SUFFIX(const T* g, const uint8_t* codes, \
-                                             const T* pooled, T* gin,         \
-                                             ptrdiff_t W, ptrdiff_t pairs)    \
-{                                                                             \
-    ptrdiff_t step = W == V ? 2 : 4;                                          \
-    for (ptrdiff_t r = 0; r < pairs; r += step, gin += 2 * step * W) {        \
-        ptrdiff_t k = r * (W / 2);                                            \
-        VEC share = pt2_shares_##SUFFIX(_mm256_loadu_##PS(g + k),             \
-                                        pooled == NULL ? NULL : pooled + k);  \
-        VEC u0, u1, l0, l1;                                                   \
-        pt2_backward_step_##SUFFIX(share, codes + k, &u0, &u1, &l0, &l1);     \
-        if (W == V) {                                                         \
-            _mm256_storeu_##PS(gin, u0);                                      \
-            _mm256_storeu_##PS(gin + V, l0);                                  \
-            _mm256_storeu_##PS(gin + 2 * V, u1);                              \
-            _mm256_storeu_##PS(gin + 3 * V, l1);                              \
-        } else {                                                              \
-            _mm256_storeu_##PS(gin, _mm256_permute2f128_##PS(u0, l0, 0x20));  \
-            _mm256_storeu_##PS(gin + V, _mm256_permute2f128_##PS(u0, l0, 0x31)); \
-            _mm256_storeu_##PS(gin + 2 * V, _mm256_permute2f128_##PS(u1, l1, 0x20)); \
-            _mm256_storeu_##PS(gin + 3 * V, _mm256_permute2f128_##PS(u1, l1, 0x31)); \
-        }                                                                     \
-    }                                                                         \
 }
 
 PT_AVX2(float, f32, 8, __m256, ps)
 PT_AVX2(double, f64, 4, __m256d, pd)
+
+/* ---- planes of 2 or 4 row pairs a step, either variant ----
+ *
+ * pairs row pairs of a plane with W = 2 Wout = the vector's lanes (2 rows
+ * a step: the vectors are the rows) or half of them (4 rows: each vector
+ * one row pair, upper half then lower, regrouped by 128-bit halves with
+ * LO (first halves of a and b) and HI (second halves)); pairs a multiple
+ * of the step. */
+#define PT_PACKED(ISA, TARGET, T, SUFFIX, V, VEC, CODE_T, PFX, PS, STEP)        \
+__attribute__((target(TARGET)))                                              \
+static void pt_forward_packed_##ISA##_##SUFFIX(const T* x, ptrdiff_t W,       \
+                                               T* out, uint8_t* codes,        \
+                                               ptrdiff_t pairs)               \
+{                                                                             \
+    ptrdiff_t step = W == V ? 2 : 4;                                          \
+    for (ptrdiff_t r = 0; r < pairs; r += step, x += 2 * step * W,            \
+         out += V, codes += V) {                                              \
+        VEC z0 = PFX##_loadu_##PS(x), z1 = PFX##_loadu_##PS(x + V);           \
+        VEC z2 = PFX##_loadu_##PS(x + 2 * V), z3 = PFX##_loadu_##PS(x + 3 * V); \
+        VEC o;                                                                \
+        CODE_T code;                                                          \
+        if (W == V) /* rows: up0 lo0 up1 lo1 */                              \
+            STEP##_forward_step_##SUFFIX(z0, z2, z1, z3, &o, &code);          \
+        else                                                                  \
+            STEP##_forward_step_##SUFFIX(STEP##_LO_##SUFFIX(z0, z1),          \
+                                         STEP##_LO_##SUFFIX(z2, z3),          \
+                                         STEP##_HI_##SUFFIX(z0, z1),          \
+                                         STEP##_HI_##SUFFIX(z2, z3), &o, &code); \
+        PFX##_storeu_##PS(out, o);                                            \
+        STEP##_STORE_CODES_##SUFFIX(codes, code);                             \
+    }                                                                         \
+}                                                                             \
+                                                                              \
+__attribute__((target(TARGET)))                                              \
+static void pt_backward_packed_##ISA##_##SUFFIX(const T* g, const uint8_t* codes, \
+                                                const T* pooled, T* gin,      \
+                                                ptrdiff_t W, ptrdiff_t pairs) \
+{                                                                             \
+    ptrdiff_t step = W == V ? 2 : 4;                                          \
+    for (ptrdiff_t r = 0; r < pairs; r += step, gin += 2 * step * W) {        \
+        ptrdiff_t k = r * (W / 2);                                            \
+        VEC share = STEP##_shares_##SUFFIX(PFX##_loadu_##PS(g + k),           \
+                                           pooled == NULL ? NULL : pooled + k); \
+        VEC u0, u1, l0, l1;                                                   \
+        STEP##_backward_step_##SUFFIX(share, codes + k, &u0, &u1, &l0, &l1);  \
+        if (W == V) {                                                         \
+            PFX##_storeu_##PS(gin, u0);                                       \
+            PFX##_storeu_##PS(gin + V, l0);                                   \
+            PFX##_storeu_##PS(gin + 2 * V, u1);                               \
+            PFX##_storeu_##PS(gin + 3 * V, l1);                               \
+        } else {                                                              \
+            PFX##_storeu_##PS(gin, STEP##_LO_##SUFFIX(u0, l0));               \
+            PFX##_storeu_##PS(gin + V, STEP##_HI_##SUFFIX(u0, l0));           \
+            PFX##_storeu_##PS(gin + 2 * V, STEP##_LO_##SUFFIX(u1, l1));       \
+            PFX##_storeu_##PS(gin + 3 * V, STEP##_HI_##SUFFIX(u1, l1));       \
+        }                                                                     \
+    }                                                                         \
+}
+
+#define pt_LO_f32(a, b) _mm512_shuffle_f32x4(a, b, 0x44)
+#define pt_HI_f32(a, b) _mm512_shuffle_f32x4(a, b, 0xEE)
+#define pt_LO_f64(a, b) _mm512_shuffle_f64x2(a, b, 0x44)
+#define pt_HI_f64(a, b) _mm512_shuffle_f64x2(a, b, 0xEE)
+#define pt_STORE_CODES_f32(p, v) PT_STORE_ALL_CODES_f32(p, v)
+#define pt_STORE_CODES_f64(p, v) PT_STORE_ALL_CODES_f64(p, v)
+#define pt2_LO_f32(a, b) _mm256_permute2f128_ps(a, b, 0x20)
+#define pt2_HI_f32(a, b) _mm256_permute2f128_ps(a, b, 0x31)
+#define pt2_LO_f64(a, b) _mm256_permute2f128_pd(a, b, 0x20)
+#define pt2_HI_f64(a, b) _mm256_permute2f128_pd(a, b, 0x31)
+#define pt2_STORE_CODES_f32(p, v) memcpy(p, &(v), 8)
+#define pt2_STORE_CODES_f64(p, v) memcpy(p, &(v), 4)
+
+PT_PACKED(avx512, "avx512f", float, f32, 16, __m512, __m512i, _mm512, ps, pt)
+PT_PACKED(avx512, "avx512f", double, f64, 8, __m512d, __m512i, _mm512, pd, pt)
+PT_PACKED(avx2, "avx2", float, f32, 8, __m256, uint64_t, _mm256, ps, pt2)
+PT_PACKED(avx2, "avx2", double, f64, 4, __m256d, uint64_t, _mm256, pd, pt2)
 #endif /* PT_X86 */
 
 /* ---- whole planes ---- */
