@@ -30,10 +30,10 @@ MIN_WORK_PER_THREAD = _runtime.POOL_MIN_WORK_PER_THREAD
 _GEOMETRIES_KEPT = 64
 
 # The variant of the 2x2 kernels (_kernels/pool_tiles.h) that 2x2 stride-2
-# max pooling runs, or None where the processor has no AVX-512: there the
-# kernels with int64 indices measured faster than the portable variant,
-# which the tests still check (by setting this).
-PAIRS_ISA = _pool.PAIRS_ISAS["avx512"] if _pool.pairs_isa() == "avx512" else None
+# max pooling runs, or None where the processor has neither AVX-512 nor
+# AVX2: there the kernels with int64 indices measured faster than the
+# portable variant, which the tests still check (by setting this).
+PAIRS_ISA = _pool.PAIRS_ISAS[_pool.pairs_isa()] if _pool.pairs_isa() != "portable" else None
 
 # Bytes the 2x2 backward kernel may read past the last code.
 _CODES_SLACK = 15

@@ -1,4 +1,4 @@
-"""ReLU's gradient through its compiled kernel, ``_kernels/_relu.pyx``."""
+"""ReLU and its gradient through their compiled kernels, ``_kernels/_relu.pyx``."""
 
 import numpy as np
 
@@ -9,11 +9,34 @@ from . import _runtime
 MIN_ELEMENTS_PER_THREAD = _runtime.RELU_MIN_ELEMENTS_PER_THREAD
 
 
-def relu_gradient(grad, x):
-    """``grad * (x > 0)``, bit for bit, for two float arrays of one shape and dtype."""
+def relu(x, out=None):
+    """``np.maximum(x, 0)``, bit for bit (NaN kept, -0.0 becomes +0.0), for a
+    float32 or float64 array, into ``out`` when given: a C-contiguous array
+    of x's shape and dtype, which may be ``x`` itself."""
+    x = np.ascontiguousarray(x)
+    out = _output(out, x)
+    threads = _runtime.threads_for(x.size, MIN_ELEMENTS_PER_THREAD)
+    _relu.relu_forward(x.reshape(-1), out.reshape(-1), threads)
+    return out
+
+
+def relu_gradient(grad, x, out=None):
+    """``grad * (x > 0)``, bit for bit, for two float arrays of one shape and
+    dtype, into ``out`` when given (as for :func:`relu`; it may be ``grad``)."""
     grad = np.ascontiguousarray(grad)
     x = np.ascontiguousarray(x)
-    out = np.empty_like(grad)
+    out = _output(out, grad)
     threads = _runtime.threads_for(grad.size, MIN_ELEMENTS_PER_THREAD)
     _relu.relu_backward(grad.reshape(-1), x.reshape(-1), out.reshape(-1), threads)
+    return out
+
+
+def _output(out, like):
+    """``out``, checked against ``like``, or a new array like it."""
+    if out is None:
+        return np.empty_like(like)
+    if (not isinstance(out, np.ndarray) or out.shape != like.shape or out.dtype != like.dtype
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous array of shape {like.shape} "
+                         f"and dtype {like.dtype}")
     return out

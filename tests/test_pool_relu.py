@@ -41,16 +41,19 @@ def max_pool_configs(draw):
     return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), *sizes), kwargs
 
 
-VARIANTS = ["avx512", "portable", "indices"]
+VARIANTS = ["avx512", "avx2", "portable", "indices"]
+# What each variant needs of the processor: the best it runs.
+RUNS = {"avx512": ["avx512"], "avx2": ["avx512", "avx2"]}
 
 
 @pytest.fixture(params=VARIANTS)
 def variant(request):
     """Run a test with each way MaxPooling has of finding 2x2 maxima: the
-    2x2 kernels' AVX-512 variant (skipped without AVX-512), their portable
-    one, and the kernels with int64 indices (for processors without AVX-512)."""
-    if request.param == "avx512" and _kernels_pool.pairs_isa() != "avx512":
-        pytest.skip("the processor has no AVX-512")
+    2x2 kernels' AVX-512 and AVX2 variants (each skipped where the processor
+    lacks it), their portable one, and the kernels with int64 indices (for
+    processors with neither)."""
+    if _kernels_pool.pairs_isa() not in RUNS.get(request.param, [_kernels_pool.pairs_isa()]):
+        pytest.skip(f"the processor has no {request.param}")
     isa = None if request.param == "indices" else _kernels_pool.PAIRS_ISAS[request.param]
     with mock.patch.object(_pool, "PAIRS_ISA", isa):
         yield request.param

@@ -54,8 +54,9 @@
 #
 # 2x2 windows, stride 2: pool_tiles.h
 # -----------------------------------
-# Where the processor has AVX-512, MaxPooling(2) and max_pool2d without
-# indices run max_pool2d_pairs_forward / _backward instead (see the header):
+# Where the processor has AVX-512 or AVX2, MaxPooling(2) and max_pool2d
+# without indices run max_pool2d_pairs_forward / _backward instead (see the
+# header):
 # one byte per window says which of its 4 elements won, and backward writes
 # each element of the input gradient once from those codes, with ReLU's
 # gradient folded in on request.
@@ -67,7 +68,7 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 cdef extern from "pool_tiles.h" nogil:
-    int PT_ISA_PORTABLE, PT_ISA_AVX512
+    int PT_ISA_PORTABLE, PT_ISA_AVX2, PT_ISA_AVX512
     int pt_detect_isa()
     void pt_forward_f32(int isa, const float* x, Py_ssize_t H, Py_ssize_t W, float* out,
                         uint8_t* codes, Py_ssize_t Hout, Py_ssize_t Wout)
@@ -81,12 +82,14 @@ cdef extern from "pool_tiles.h" nogil:
                          Py_ssize_t Wout)
 
 # The 2x2 kernels' variants (pool_tiles.h), by name.
-PAIRS_ISAS = {"portable": PT_ISA_PORTABLE, "avx512": PT_ISA_AVX512}
+PAIRS_ISAS = {"portable": PT_ISA_PORTABLE, "avx2": PT_ISA_AVX2, "avx512": PT_ISA_AVX512}
 
 
 def pairs_isa():
-    """Name of the best 2x2 variant this processor runs: 'avx512' or 'portable'."""
-    return "avx512" if pt_detect_isa() == PT_ISA_AVX512 else "portable"
+    """Name of the best 2x2 variant this processor runs: 'avx512', 'avx2' or
+    'portable'."""
+    isa = pt_detect_isa()
+    return next(name for name, value in PAIRS_ISAS.items() if value == isa)
 
 ctypedef fused bits_t:
     int32_t  # the bits of a float32

@@ -170,7 +170,9 @@ class MaxPooling(_Pooling):
         ``grad * (input > 0)``: 0 at 0 and at NaN, multiplied by exactly 1
         or 0 so that -0.0 and NaN gradients come out as ReLU's backward
         gives them.  As ReLU's input and output are positive at the same
-        places, that is ReLU's own rule.
+        places, that is ReLU's own rule.  The input's values are read
+        through this layer's output, so that must not have been changed in
+        place since the forward pass.
 
         Examples
         --------
