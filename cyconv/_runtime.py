@@ -93,7 +93,13 @@ DIRECT_WEIGHT_PARTS = 8
 # 8 samples (900 positions) cost a third of the time (Zen 4).
 DIRECT_WEIGHT_RUN = 4096
 
-_state = {"isa": DETECTED_ISA, "direct": "auto"}
+# The filter-blocked weight gradient sums each value in runs of whole
+# output rows of about this many pixels, each run one chain of fused
+# multiply-adds, the runs then added in order: a bounded chain, as the
+# wide kernels' lanes.
+BLOCKED_WEIGHT_RUN = 256
+
+_state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
 
 
 def isa():
@@ -107,7 +113,7 @@ def isa_code():
 
 
 @contextlib.contextmanager
-def direct_convolution(mode="auto", isa=None):
+def direct_convolution(mode="auto", isa=None, family=None):
     """Inside the block, convolutions take the direct path always ("always",
     where the geometry allows it), never ("never") or by the measured rule
     ("auto"), with microkernel variant ``isa`` (default: the detected one;
@@ -117,8 +123,11 @@ def direct_convolution(mode="auto", isa=None):
         raise ValueError(f"mode must be 'auto', 'always' or 'never', got {mode!r}")
     if isa is not None and isa not in available_isas():
         raise ValueError(f"this processor runs {available_isas()}, not {isa!r}")
+    if family not in (None, "wide", "blocked"):
+        raise ValueError(f"family must be None, 'wide' or 'blocked', got {family!r}")
     saved = dict(_state)
     _state["direct"] = mode
+    _state["family"] = family
     if isa is not None:
         _state["isa"] = isa
     try:
@@ -143,6 +152,17 @@ def direct_wanted(geometry, operation):
     if mode != "auto":
         return mode == "always"
     return operation in DIRECT_OPERATIONS.get(_state["isa"], ())
+
+
+def direct_family(geometry, operation):
+    """Which family of direct kernels runs ``operation`` of a convolution
+    that takes the direct path: "blocked" (vectorised over blocks of
+    filters, conv_blocked.h) or "wide" (over output positions,
+    conv_direct.h).  Both give bitwise the same forward pass and input
+    gradient."""
+    if _state["family"] is not None:
+        return _state["family"]
+    return "blocked"
 
 
 def show_config(mode="stdout"):

@@ -53,6 +53,22 @@ cdef extern from "conv_direct.h" nogil:
                             const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
                             double* lanes)
 
+cdef extern from "conv_blocked.h" nogil:
+    int CD_CHUNK_TAPS
+    int cb_blocks(int isa)
+    void cb_forward_row_f32(int isa, const float* x, Py_ssize_t xcs, int C,
+                            const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
+                            int nb, float* out, Py_ssize_t ldo, int width, int chunk)
+    void cb_forward_row_f64(int isa, const double* x, Py_ssize_t xcs, int C,
+                            const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
+                            int nb, double* out, Py_ssize_t ldo, int width, int chunk)
+    void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t ldg, int nb, const float* x,
+                            const Py_ssize_t* offs, int nt, int rows, int width,
+                            Py_ssize_t wp, int run_rows, float* acc, Py_ssize_t accbs)
+    void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t ldg, int nb, const double* x,
+                            const Py_ssize_t* offs, int nt, int rows, int width,
+                            Py_ssize_t wp, int run_rows, double* acc, Py_ssize_t accbs)
+
 cdef enum:
     # Values a vector may read or write past a plane's last position: the
     # widest vector (16 floats) rounds positions up by less than this.
@@ -67,6 +83,11 @@ cdef enum:
 LANE_VALUES_PER_TAP = MAX_WEIGHT_FILTERS * LANES_F32
 
 ISA_NAMES = {CD_ISA_PORTABLE: "portable", CD_ISA_AVX2: "avx2", CD_ISA_AVX512: "avx512"}
+
+
+def tile_blocks(isa):
+    """Filter blocks per tile of the filter-blocked kernels on variant ``isa``."""
+    return cb_blocks(isa)
 
 
 def detected_isa():
@@ -318,3 +339,180 @@ def backward_weight(
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
+
+
+# -- the filter-blocked family (conv_blocked.h): vectorised over blocks of
+# 16 float / 8 double filters, position-major tiles transposed to NCHW in
+# the store
+
+cdef void _correlate_blocked(
+    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks, zero-padded
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t padded_width,
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    bint relu, int isa, int n_threads,
+) noexcept:
+    """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
+    xp[n, c, oh * Wp + ow + offsets[t]], then max(out, 0) with relu; the
+    same sums as _correlate, in the same order.  Tasks are (sample, tile of
+    filter blocks) pairs; each computes its rows into a position-major
+    scratch tile, then writes them transposed."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
+    cdef Py_ssize_t B = packed.shape[3], per_tile = cb_blocks(isa)
+    cdef Py_ssize_t groups = (FB + per_tile - 1) // per_tile, ldo = per_tile * B
+    cdef Py_ssize_t positions = Ho * Wo
+    cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t task, n, b0, nb, oh, f, q
+    cdef floating* buf
+    cdef const floating* col
+    cdef floating* dst
+    cdef floating b, v
+    for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_threads > 1):
+        n = task // groups
+        b0 = (task % groups) * per_tile
+        nb = min(per_tile, FB - b0)
+        buf = &tiles[threadid(), 0]
+        for oh in range(Ho):
+            if floating is float:
+                cb_forward_row_f32(isa, &xp[n, 0, oh * padded_width], xp.shape[2], <int> C,
+                                   &offsets[0], <int> nt, &packed[b0, 0, 0, 0], C * nt * B,
+                                   <int> nb, buf + oh * Wo * ldo, ldo, <int> Wo, chunk)
+            else:
+                cb_forward_row_f64(isa, &xp[n, 0, oh * padded_width], xp.shape[2], <int> C,
+                                   &offsets[0], <int> nt, &packed[b0, 0, 0, 0], C * nt * B,
+                                   <int> nb, buf + oh * Wo * ldo, ldo, <int> Wo, chunk)
+        for f in range(b0 * B, min(F, (b0 + nb) * B)):
+            col = buf + f - b0 * B
+            dst = &out[n, f, 0, 0]
+            b = bias[f] if has_bias else 0
+            if relu:
+                for q in range(positions):
+                    v = col[q * ldo] + b if has_bias else col[q * ldo]
+                    dst[q] = _relu(v)
+            elif has_bias:
+                for q in range(positions):
+                    dst[q] = col[q * ldo] + b
+            else:
+                for q in range(positions):
+                    dst[q] = col[q * ldo]
+
+
+def forward_blocked(
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
+    const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    bint relu, int isa, int n_threads,
+):
+    """forward, by the filter-blocked kernels: bitwise the same result."""
+    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _correlate_blocked(xp, packed, bias, out, offsets, padded_width, tiles, relu, isa,
+                       n_threads)
+
+
+def backward_input_blocked(
+    const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
+    const floating[:, :, :, ::1] packed_t,  # IN  (CB, F, kh*kw, B) transposed weight blocks
+    floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks * B)
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int isa, int n_threads,
+):
+    """backward_input, by the filter-blocked kernels; False, with nothing
+    written, when the weight is not finite."""
+    if not _all_finite(packed_t):
+        return False
+    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
+                       padded_width, tiles, False, isa, n_threads)
+    return True
+
+
+cdef void _position_major(
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
+    floating[:, :, ::1] gt,                # OUT (N, Hout * Wout, FB * B)
+    int n_threads,
+) noexcept:
+    """gt[n, q, f] = g[n, f, q], zeros for the padding filters f >= F."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
+    cdef Py_ssize_t ld = gt.shape[2], n, f, q, q0, q1
+    cdef const floating* src
+    cdef floating* dst
+    for n in prange(N, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        # In runs of 64 positions, so that the rows written stay in L1.
+        for q0 in range(0, positions, 64):
+            q1 = min(positions, q0 + 64)
+            for f in range(F):
+                src = &g[n, f, 0, 0]
+                dst = &gt[n, 0, f]
+                for q in range(q0, q1):
+                    dst[q * ld] = src[q]
+            for q in range(q0, q1):
+                for f in range(F, ld):
+                    gt[n, q, f] = 0
+
+
+cdef void _weight_blocked(
+    const floating[:, :, ::1] gt,          # IN  (N, Hout * Wout, FB * B) position-major
+    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t out_height, Py_ssize_t out_width, Py_ssize_t padded_width,
+    Py_ssize_t run_rows, int isa, int n_threads,
+) noexcept:
+    """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
+    gt[n, oh * Wout + ow, b * B + l] * xp[n, c, oh * Wp + ow + offsets[t]],
+    in runs of run_rows output rows, each run one chain added in order.
+    Tasks are (tile of filter blocks, channel) pairs over every sample."""
+    cdef Py_ssize_t N = gt.shape[0], ld = gt.shape[2]
+    cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
+    cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
+    cdef Py_ssize_t task, b0, nb, c, n
+    for task in prange(groups * C, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_threads > 1):
+        b0 = (task // C) * per_tile
+        c = task % C
+        nb = min(per_tile, FB - b0)
+        for n in range(N):
+            if floating is float:
+                cb_weight_rows_f32(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
+                                   &offsets[0], <int> nt, <int> out_height, <int> out_width,
+                                   padded_width, <int> run_rows, &acc[b0, c, 0, 0],
+                                   C * nt * B)
+            else:
+                cb_weight_rows_f64(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
+                                   &offsets[0], <int> nt, <int> out_height, <int> out_width,
+                                   padded_width, <int> run_rows, &acc[b0, c, 0, 0],
+                                   C * nt * B)
+
+
+def backward_weight_blocked(
+    const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
+    const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
+    floating[:, :, ::1] gt,                 # scratch (N, Hout * Wout, FB * B)
+    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride), zeroed
+    floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t run_rows, int isa, int n_threads,
+):
+    """Add this run of samples' weight gradient to acc, by the
+    filter-blocked kernels.  Only output pixels are visited (no garbage
+    positions), so any x is exact."""
+    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _position_major(grad_out, gt, n_threads)
+    _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
+                    padded_width, run_rows, isa, n_threads)

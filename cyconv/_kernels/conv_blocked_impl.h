@@ -1,0 +1,276 @@
+/* One instantiation of the filter-blocked direct convolution microkernels,
+ * included by conv_blocked.h once per (instruction set, element type).  The
+ * includer defines:
+ *   CB_T        element type (float or double)
+ *   CB_V        vector type; CB_VL its lanes
+ *   CB_B        filters per block: 64 bytes of CB_T (16 floats, 8 doubles)
+ *               on every instruction set, so that every variant computes
+ *               the same sums (a block is 1 zmm, 2 ymm or 16 scalars)
+ *   CB_PMAX1, CB_PMAX2  forward tile: most positions with 1 or 2 blocks
+ *   CB_TMAX1, CB_TMAX2  weight-gradient tile: most taps with 1 or 2 blocks
+ *   CB_ZERO(), CB_LOAD(p), CB_STORE(p, v), CB_BCAST(p), CB_FMA(a, b, c),
+ *   CB_ADD(a, b)   vector operations
+ *   CB_SUFFIX   name suffix, e.g. avx512_f32
+ *   CB_ATTR     function attributes (target ISA)
+ * and this file undefines the element-type ones.
+ * Each forward value is one chain of fused multiply-adds over a chunk's
+ * channels, then taps, the chunk sums added in order (as cd_forward_rows
+ * does: the same operations, so the two families agree bitwise); each
+ * weight-gradient value a chain over one run of output rows, the run sums
+ * added in order of samples and runs.  No order depends on the tile, the
+ * instruction set or the thread count.
+ */
+
+#define CB_CAT_(a, b) a##_##b
+#define CB_CAT(a, b) CB_CAT_(a, b)
+#define CB_NAME(name) CB_CAT(name, CB_SUFFIX)
+#define CB_VPB (CB_B / CB_VL)
+
+/* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
+ * * x[c * xcs + q + offs[t]], for q < P positions and b < NB blocks: stored
+ * if first, else added to out. */
+static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
+    const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, const int P,
+    const int NB)
+{
+    CB_V acc[2][24][CB_VPB];
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+        for (int q = 0; q < P; q++)
+#pragma GCC unroll 16
+            for (int s = 0; s < CB_VPB; s++) acc[b][q][s] = CB_ZERO();
+    for (int c = 0; c < C; c++) {
+        const CB_T* xc = x + c * xcs;
+        const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
+        for (int t = 0; t < nt; t++) {
+            const CB_T* xq = xc + offs[t];
+            CB_V wv[2][CB_VPB];
+#pragma GCC unroll 2
+            for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                for (int s = 0; s < CB_VPB; s++)
+                    wv[b][s] = CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL);
+#pragma GCC unroll 24
+            for (int q = 0; q < P; q++) {
+                CB_V xb = CB_BCAST(xq + q);
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                    for (int s = 0; s < CB_VPB; s++)
+                        acc[b][q][s] = CB_FMA(wv[b][s], xb, acc[b][q][s]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+        for (int q = 0; q < P; q++)
+#pragma GCC unroll 16
+            for (int s = 0; s < CB_VPB; s++) {
+                CB_T* o = out + q * ldo + b * CB_B + s * CB_VL;
+                CB_STORE(o, first ? acc[b][q][s] : CB_ADD(CB_LOAD(o), acc[b][q][s]));
+            }
+}
+
+#define CB_FWD_ARGS const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first
+#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first
+#define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_); break;
+
+static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
+{
+    switch (P) {
+    CB_FWD_CASE(1, 1)
+#if CB_PMAX1 > 1
+    CB_FWD_CASE(2, 1) CB_FWD_CASE(3, 1) CB_FWD_CASE(4, 1) CB_FWD_CASE(5, 1)
+    CB_FWD_CASE(6, 1)
+#endif
+#if CB_PMAX1 > 6
+    CB_FWD_CASE(7, 1) CB_FWD_CASE(8, 1) CB_FWD_CASE(9, 1) CB_FWD_CASE(10, 1)
+    CB_FWD_CASE(11, 1) CB_FWD_CASE(12, 1) CB_FWD_CASE(13, 1) CB_FWD_CASE(14, 1)
+    CB_FWD_CASE(15, 1) CB_FWD_CASE(16, 1) CB_FWD_CASE(17, 1) CB_FWD_CASE(18, 1)
+    CB_FWD_CASE(19, 1) CB_FWD_CASE(20, 1) CB_FWD_CASE(21, 1) CB_FWD_CASE(22, 1)
+    CB_FWD_CASE(23, 1) CB_FWD_CASE(24, 1)
+#endif
+    default: break;
+    }
+}
+
+static CB_ATTR void CB_NAME(cb_fwd_nb2)(CB_FWD_ARGS, int P)
+{
+#if CB_PMAX2 > 0
+    switch (P) {
+    CB_FWD_CASE(1, 2) CB_FWD_CASE(2, 2) CB_FWD_CASE(3, 2) CB_FWD_CASE(4, 2)
+    CB_FWD_CASE(5, 2) CB_FWD_CASE(6, 2) CB_FWD_CASE(7, 2) CB_FWD_CASE(8, 2)
+    CB_FWD_CASE(9, 2) CB_FWD_CASE(10, 2) CB_FWD_CASE(11, 2) CB_FWD_CASE(12, 2)
+    default: break;
+    }
+#else
+    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
+    (void)ldo; (void)first; (void)P;
+#endif
+}
+#undef CB_FWD_CASE
+#undef CB_FWD_PASS
+#undef CB_FWD_ARGS
+
+/* One output row of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0):
+ * out[q * ldo + k] for q < width, in tiles of nearly equal width, each
+ * summed over channels in chunks of ``chunk``. */
+static CB_ATTR void CB_NAME(cb_forward_row)(
+    const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
+    const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int width, int chunk)
+{
+    int pmax = nb == 1 ? CB_PMAX1 : CB_PMAX2;
+    int tiles = (width + pmax - 1) / pmax;
+    int q0 = 0;
+    for (int i = 0; i < tiles; i++) {
+        int p = (width - q0 + tiles - i - 1) / (tiles - i);
+        for (int c0 = 0; c0 < C; c0 += chunk) {
+            int cn = C - c0 < chunk ? C - c0 : chunk;
+            const CB_T* xc = x + q0 + c0 * xcs;
+            const CB_T* wc = w + (ptrdiff_t)c0 * nt * CB_B;
+            if (nb == 1)
+                CB_NAME(cb_fwd_nb1)(xc, xcs, cn, offs, nt, wc, wbs, out + q0 * ldo, ldo,
+                                    c0 == 0, p);
+            else
+                CB_NAME(cb_fwd_nb2)(xc, xcs, cn, offs, nt, wc, wbs, out + q0 * ldo, ldo,
+                                    c0 == 0, p);
+        }
+        q0 += p;
+    }
+}
+
+/* Weight gradient of NB blocks x NT taps against one channel of one
+ * sample: acc[b * accbs + t * CB_B + l] += sum over each run of run_rows
+ * output rows of g[(r * width + col) * ldg + b * CB_B + l] *
+ * x[r * wp + col + offs[t]], one chain per run. */
+static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
+    const CB_T* g, ptrdiff_t ldg, const CB_T* x, const ptrdiff_t* offs, int rows,
+    int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs, const int NB,
+    const int NT)
+{
+    ptrdiff_t o[24];
+#pragma GCC unroll 24
+    for (int t = 0; t < NT; t++) o[t] = offs[t];
+    for (int r0 = 0; r0 < rows; r0 += run_rows) {
+        int r1 = rows - r0 < run_rows ? rows : r0 + run_rows;
+        CB_V a[2][24][CB_VPB];
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+            for (int t = 0; t < NT; t++)
+#pragma GCC unroll 16
+                for (int s = 0; s < CB_VPB; s++) a[b][t][s] = CB_ZERO();
+        for (int r = r0; r < r1; r++) {
+            const CB_T* gr = g + (ptrdiff_t)r * width * ldg;
+            const CB_T* xr = x + r * wp;
+            for (int col = 0; col < width; col++) {
+                CB_V gv[2][CB_VPB];
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                    for (int s = 0; s < CB_VPB; s++)
+                        gv[b][s] = CB_LOAD(gr + col * ldg + b * CB_B + s * CB_VL);
+#pragma GCC unroll 24
+                for (int t = 0; t < NT; t++) {
+                    CB_V xb = CB_BCAST(xr + col + o[t]);
+#pragma GCC unroll 2
+                    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                        for (int s = 0; s < CB_VPB; s++)
+                            a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]);
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+            for (int t = 0; t < NT; t++)
+#pragma GCC unroll 16
+                for (int s = 0; s < CB_VPB; s++) {
+                    CB_T* p = acc + b * accbs + t * CB_B + s * CB_VL;
+                    CB_STORE(p, CB_ADD(CB_LOAD(p), a[b][t][s]));
+                }
+    }
+}
+
+#define CB_WGT_ARGS const CB_T* g, ptrdiff_t ldg, const CB_T* x, const ptrdiff_t* offs, \
+    int rows, int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs
+#define CB_WGT_PASS g, ldg, x, offs, rows, width, wp, run_rows, acc, accbs
+#define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
+
+static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
+{
+    switch (NT) {
+    CB_WGT_CASE(1, 1) CB_WGT_CASE(2, 1) CB_WGT_CASE(3, 1) CB_WGT_CASE(4, 1)
+    CB_WGT_CASE(5, 1) CB_WGT_CASE(6, 1)
+#if CB_TMAX1 > 6
+    CB_WGT_CASE(7, 1) CB_WGT_CASE(8, 1) CB_WGT_CASE(9, 1) CB_WGT_CASE(10, 1)
+    CB_WGT_CASE(11, 1) CB_WGT_CASE(12, 1)
+#endif
+#if CB_TMAX1 > 12
+    CB_WGT_CASE(13, 1) CB_WGT_CASE(14, 1) CB_WGT_CASE(15, 1) CB_WGT_CASE(16, 1)
+    CB_WGT_CASE(17, 1) CB_WGT_CASE(18, 1) CB_WGT_CASE(19, 1) CB_WGT_CASE(20, 1)
+    CB_WGT_CASE(21, 1) CB_WGT_CASE(22, 1) CB_WGT_CASE(23, 1) CB_WGT_CASE(24, 1)
+#endif
+    default: break;
+    }
+}
+
+static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
+{
+#if CB_TMAX2 > 0
+    switch (NT) {
+    CB_WGT_CASE(1, 2) CB_WGT_CASE(2, 2) CB_WGT_CASE(3, 2) CB_WGT_CASE(4, 2)
+    CB_WGT_CASE(5, 2) CB_WGT_CASE(6, 2) CB_WGT_CASE(7, 2) CB_WGT_CASE(8, 2)
+    CB_WGT_CASE(9, 2) CB_WGT_CASE(10, 2) CB_WGT_CASE(11, 2) CB_WGT_CASE(12, 2)
+    default: break;
+    }
+#else
+    (void)g; (void)ldg; (void)x; (void)offs; (void)rows; (void)width; (void)wp;
+    (void)run_rows; (void)acc; (void)accbs; (void)NT;
+#endif
+}
+#undef CB_WGT_CASE
+#undef CB_WGT_PASS
+#undef CB_WGT_ARGS
+
+/* Every tap of nb blocks (nb <= 2, and 1 where CB_TMAX2 is 0) against one
+ * channel of one sample, in groups of nearly equal numbers of taps. */
+static CB_ATTR void CB_NAME(cb_weight_rows)(
+    const CB_T* g, ptrdiff_t ldg, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
+    int rows, int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs)
+{
+    int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
+    int groups = (nt + tmax - 1) / tmax;
+    int t0 = 0;
+    for (int i = 0; i < groups; i++) {
+        int n = (nt - t0 + groups - i - 1) / (groups - i);
+        if (nb == 1)
+            CB_NAME(cb_wgt_nb1)(g, ldg, x, offs + t0, rows, width, wp, run_rows,
+                                acc + t0 * CB_B, accbs, n);
+        else
+            CB_NAME(cb_wgt_nb2)(g, ldg, x, offs + t0, rows, width, wp, run_rows,
+                                acc + t0 * CB_B, accbs, n);
+        t0 += n;
+    }
+}
+
+#undef CB_VPB
+#undef CB_NAME
+#undef CB_CAT
+#undef CB_CAT_
+#undef CB_T
+#undef CB_V
+#undef CB_VL
+#undef CB_B
+#undef CB_ZERO
+#undef CB_LOAD
+#undef CB_STORE
+#undef CB_BCAST
+#undef CB_FMA
+#undef CB_ADD
+#undef CB_SUFFIX
