@@ -56,18 +56,25 @@ cdef extern from "conv_direct.h" nogil:
 cdef extern from "conv_blocked.h" nogil:
     int CD_CHUNK_TAPS
     int cb_blocks(int isa)
-    void cb_forward_row_f32(int isa, const float* x, Py_ssize_t xcs, int C,
-                            const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
-                            int nb, float* out, Py_ssize_t ldo, int width, int chunk)
-    void cb_forward_row_f64(int isa, const double* x, Py_ssize_t xcs, int C,
-                            const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
-                            int nb, double* out, Py_ssize_t ldo, int width, int chunk)
+    void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
+                             const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
+                             int nb, float* out, Py_ssize_t ldo, int rows, int width,
+                             Py_ssize_t wp, int chunk)
+    void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
+                             const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
+                             int nb, double* out, Py_ssize_t ldo, int rows, int width,
+                             Py_ssize_t wp, int chunk)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t ldg, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, int run_rows, float* acc, Py_ssize_t accbs)
     void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t ldg, int nb, const double* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, int run_rows, double* acc, Py_ssize_t accbs)
+
+    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int F, float* gt,
+                               Py_ssize_t ld)
+    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int F, double* gt,
+                               Py_ssize_t ld)
 
 cdef enum:
     # Values a vector may read or write past a plane's last position: the
@@ -367,7 +374,7 @@ cdef void _correlate_blocked(
     cdef Py_ssize_t positions = Ho * Wo
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t task, n, b0, nb, oh, f, q
+    cdef Py_ssize_t task, n, b0, nb, f, q
     cdef floating* buf
     cdef const floating* col
     cdef floating* dst
@@ -378,15 +385,14 @@ cdef void _correlate_blocked(
         b0 = (task % groups) * per_tile
         nb = min(per_tile, FB - b0)
         buf = &tiles[threadid(), 0]
-        for oh in range(Ho):
-            if floating is float:
-                cb_forward_row_f32(isa, &xp[n, 0, oh * padded_width], xp.shape[2], <int> C,
-                                   &offsets[0], <int> nt, &packed[b0, 0, 0, 0], C * nt * B,
-                                   <int> nb, buf + oh * Wo * ldo, ldo, <int> Wo, chunk)
-            else:
-                cb_forward_row_f64(isa, &xp[n, 0, oh * padded_width], xp.shape[2], <int> C,
-                                   &offsets[0], <int> nt, &packed[b0, 0, 0, 0], C * nt * B,
-                                   <int> nb, buf + oh * Wo * ldo, ldo, <int> Wo, chunk)
+        if floating is float:
+            cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+                                &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
+                                <int> Ho, <int> Wo, padded_width, chunk)
+        else:
+            cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+                                &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
+                                <int> Ho, <int> Wo, padded_width, chunk)
         for f in range(b0 * B, min(F, (b0 + nb) * B)):
             col = buf + f - b0 * B
             dst = &out[n, f, 0, 0]
@@ -443,26 +449,19 @@ def backward_input_blocked(
 cdef void _position_major(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
     floating[:, :, ::1] gt,                # OUT (N, Hout * Wout, FB * B)
-    int n_threads,
+    int isa, int n_threads,
 ) noexcept:
     """gt[n, q, f] = g[n, f, q], zeros for the padding filters f >= F."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
-    cdef Py_ssize_t ld = gt.shape[2], n, f, q, q0, q1
-    cdef const floating* src
-    cdef floating* dst
+    cdef Py_ssize_t n
     for n in prange(N, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
-        # In runs of 64 positions, so that the rows written stay in L1.
-        for q0 in range(0, positions, 64):
-            q1 = min(positions, q0 + 64)
-            for f in range(F):
-                src = &g[n, f, 0, 0]
-                dst = &gt[n, 0, f]
-                for q in range(q0, q1):
-                    dst[q * ld] = src[q]
-            for q in range(q0, q1):
-                for f in range(F, ld):
-                    gt[n, q, f] = 0
+        if floating is float:
+            cb_position_major_f32(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
+                                  gt.shape[2])
+        else:
+            cb_position_major_f64(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
+                                  gt.shape[2])
 
 
 cdef void _weight_blocked(
@@ -476,27 +475,34 @@ cdef void _weight_blocked(
     """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
     gt[n, oh * Wout + ow, b * B + l] * xp[n, c, oh * Wp + ow + offsets[t]],
     in runs of run_rows output rows, each run one chain added in order.
-    Tasks are (tile of filter blocks, channel) pairs over every sample."""
+    Tasks are (tile of filter blocks, run of channels) pairs over every
+    sample."""
     cdef Py_ssize_t N = gt.shape[0], ld = gt.shape[2]
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
-    cdef Py_ssize_t task, b0, nb, c, n
-    for task in prange(groups * C, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        b0 = (task // C) * per_tile
-        c = task % C
+    # Channels per task: a sample's output gradient, read from L2, serves
+    # several channels; about 16 tasks or more, so that threads share even
+    # small layers.  (The sums do not depend on it.)
+    cdef Py_ssize_t per_task = max(1, min(8, C * groups // 16))
+    cdef Py_ssize_t channel_blocks = (C + per_task - 1) // per_task
+    cdef Py_ssize_t task, b0, nb, c, c0, n
+    for task in prange(groups * channel_blocks, nogil=True, schedule="static",
+                       num_threads=n_threads, use_threads_if=n_threads > 1):
+        b0 = (task // channel_blocks) * per_tile
+        c0 = (task % channel_blocks) * per_task
         nb = min(per_tile, FB - b0)
         for n in range(N):
-            if floating is float:
-                cb_weight_rows_f32(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
-                                   &offsets[0], <int> nt, <int> out_height, <int> out_width,
-                                   padded_width, <int> run_rows, &acc[b0, c, 0, 0],
-                                   C * nt * B)
-            else:
-                cb_weight_rows_f64(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
-                                   &offsets[0], <int> nt, <int> out_height, <int> out_width,
-                                   padded_width, <int> run_rows, &acc[b0, c, 0, 0],
-                                   C * nt * B)
+            for c in range(c0, min(C, c0 + per_task)):
+                if floating is float:
+                    cb_weight_rows_f32(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> out_height,
+                                       <int> out_width, padded_width, <int> run_rows,
+                                       &acc[b0, c, 0, 0], C * nt * B)
+                else:
+                    cb_weight_rows_f64(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> out_height,
+                                       <int> out_width, padded_width, <int> run_rows,
+                                       &acc[b0, c, 0, 0], C * nt * B)
 
 
 def backward_weight_blocked(
@@ -513,6 +519,6 @@ def backward_weight_blocked(
     filter-blocked kernels.  Only output pixels are visited (no garbage
     positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, n_threads)
-    _position_major(grad_out, gt, n_threads)
+    _position_major(grad_out, gt, isa, n_threads)
     _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
                     padded_width, run_rows, isa, n_threads)

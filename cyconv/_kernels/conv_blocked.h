@@ -135,16 +135,16 @@
  * register file holds two. */
 static int cb_blocks(int isa) { return isa == CD_ISA_AVX512 ? 2 : 1; }
 
-static void cb_forward_row_f32(int isa, const float* x, ptrdiff_t xcs, int C,
+static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,
-    ptrdiff_t ldo, int width, int chunk)
-{ CD_DISPATCH(cb_forward_row, f32, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, width, chunk)); }
-static void cb_forward_row_f64(int isa, const double* x, ptrdiff_t xcs, int C,
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, int chunk)
+{ CD_DISPATCH(cb_forward_rows, f32, isa,
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, chunk)); }
+static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const double* w, ptrdiff_t wbs, int nb, double* out,
-    ptrdiff_t ldo, int width, int chunk)
-{ CD_DISPATCH(cb_forward_row, f64, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, width, chunk)); }
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, int chunk)
+{ CD_DISPATCH(cb_forward_rows, f64, isa,
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, chunk)); }
 static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t ldg, int nb,
     const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     int run_rows, float* acc, ptrdiff_t accbs)
@@ -155,5 +155,12 @@ static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t ldg, int nb,
     int run_rows, double* acc, ptrdiff_t accbs)
 { CD_DISPATCH(cb_weight_rows, f64, isa,
               (g, ldg, nb, x, offs, nt, rows, width, wp, run_rows, acc, accbs)); }
+
+static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int F, float* gt,
+                                  ptrdiff_t ld)
+{ CD_DISPATCH(cb_position_major, f32, isa, (g, P, F, gt, ld)); }
+static void cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int F, double* gt,
+                                  ptrdiff_t ld)
+{ CD_DISPATCH(cb_position_major, f64, isa, (g, P, F, gt, ld)); }
 
 #endif /* CYCONV_CONV_BLOCKED_H */

@@ -116,30 +116,35 @@ static CB_ATTR void CB_NAME(cb_fwd_nb2)(CB_FWD_ARGS, int P)
 #undef CB_FWD_PASS
 #undef CB_FWD_ARGS
 
-/* One output row of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0):
- * out[q * ldo + k] for q < width, in tiles of nearly equal width, each
- * summed over channels in chunks of ``chunk``. */
-static CB_ATTR void CB_NAME(cb_forward_row)(
+/* Output rows of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0):
+ * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
+ * r * wp on; each row in tiles of nearly equal width.  Channels in chunks
+ * of ``chunk``, the outer loop: a chunk's weights stay in L1 across rows. */
+static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
-    const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int width, int chunk)
+    const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
+    ptrdiff_t wp, int chunk)
 {
     int pmax = nb == 1 ? CB_PMAX1 : CB_PMAX2;
     int tiles = (width + pmax - 1) / pmax;
-    int q0 = 0;
-    for (int i = 0; i < tiles; i++) {
-        int p = (width - q0 + tiles - i - 1) / (tiles - i);
-        for (int c0 = 0; c0 < C; c0 += chunk) {
-            int cn = C - c0 < chunk ? C - c0 : chunk;
-            const CB_T* xc = x + q0 + c0 * xcs;
-            const CB_T* wc = w + (ptrdiff_t)c0 * nt * CB_B;
-            if (nb == 1)
-                CB_NAME(cb_fwd_nb1)(xc, xcs, cn, offs, nt, wc, wbs, out + q0 * ldo, ldo,
-                                    c0 == 0, p);
-            else
-                CB_NAME(cb_fwd_nb2)(xc, xcs, cn, offs, nt, wc, wbs, out + q0 * ldo, ldo,
-                                    c0 == 0, p);
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int cn = C - c0 < chunk ? C - c0 : chunk;
+        const CB_T* wc = w + (ptrdiff_t)c0 * nt * CB_B;
+        for (int r = 0; r < rows; r++) {
+            const CB_T* xr = x + c0 * xcs + r * wp;
+            CB_T* outr = out + (ptrdiff_t)r * width * ldo;
+            int q0 = 0;
+            for (int i = 0; i < tiles; i++) {
+                int p = (width - q0 + tiles - i - 1) / (tiles - i);
+                if (nb == 1)
+                    CB_NAME(cb_fwd_nb1)(xr + q0, xcs, cn, offs, nt, wc, wbs, outr + q0 * ldo,
+                                        ldo, c0 == 0, p);
+                else
+                    CB_NAME(cb_fwd_nb2)(xr + q0, xcs, cn, offs, nt, wc, wbs, outr + q0 * ldo,
+                                        ldo, c0 == 0, p);
+                q0 += p;
+            }
         }
-        q0 += p;
     }
 }
 
@@ -256,6 +261,30 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
             CB_NAME(cb_wgt_nb2)(g, ldg, x, offs + t0, rows, width, wp, run_rows,
                                 acc + t0 * CB_B, accbs, n);
         t0 += n;
+    }
+}
+
+/* gt[q * ld + f] = g[f * P + q] for q < P, f < F, and 0 for F <= f < ld
+ * (ld a multiple of CB_B): one sample's output gradient made position-major,
+ * in tiles of CB_B x CB_B so that both sides move whole cache lines. */
+static CB_ATTR void CB_NAME(cb_position_major)(const CB_T* g, ptrdiff_t P, int F, CB_T* gt,
+                                               ptrdiff_t ld)
+{
+    CB_T tile[CB_B][CB_B];
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += CB_B) {
+        int qn = P - q0 < CB_B ? (int)(P - q0) : CB_B;
+        for (ptrdiff_t f0 = 0; f0 < ld; f0 += CB_B) {
+            for (int f = 0; f < CB_B; f++) {
+                if (f0 + f < F) {
+                    const CB_T* src = g + (f0 + f) * P + q0;
+                    for (int q = 0; q < qn; q++) tile[q][f] = src[q];
+                } else {
+                    for (int q = 0; q < qn; q++) tile[q][f] = 0;
+                }
+            }
+            for (int q = 0; q < qn; q++)
+                for (int f = 0; f < CB_B; f++) gt[(q0 + q) * ld + f0 + f] = tile[q][f];
+        }
     }
 }
 
