@@ -55,10 +55,42 @@ def test_which_layers_take_the_direct_path():
         with _runtime.direct_convolution("auto", "portable"):
             assert not _conv_direct.use(lenet, operation)
         if "avx2" in VARIANTS:
+            # 8 input channels: the input gradient is not worth a block of 16
             with _runtime.direct_convolution("auto", "avx2"):
-                assert _conv_direct.use(lenet, operation) == (operation == "forward")
-        wanted = _runtime.DIRECT_OPERATIONS.get(_runtime.DETECTED_ISA, ())
-        assert _conv_direct.use(lenet, operation) == (operation in wanted)
+                assert _conv_direct.use(lenet, operation) == (operation != "input")
+        if "avx512" in VARIANTS:
+            with _runtime.direct_convolution("auto", "avx512"):
+                assert _conv_direct.use(lenet, operation)
+
+
+def test_which_kernel_family_the_rule_picks():
+    """Filter-blocked kernels for at least 16 output channels on planes of at
+    most 256 pixels, and for weight gradients of at least 64 channel taps
+    (on any plane with AVX-512, small planes with AVX2); else the wide
+    kernels, or the products where the variant's rule leaves them out."""
+    c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3), padding=1)
+    c1 = geometry((64, 3, 32, 32), (32, 3, 3, 3), padding=1)
+    w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    w1b = geometry((64, 8, 13, 13), (16, 8, 3, 3))
+    expected = {
+        "avx512": {c3: ("blocked",) * 3, c1: ("wide",) * 3,
+                   w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked")},
+        "avx2": {c3: ("blocked",) * 3, c1: ("wide", None, None), w3: ("wide", None, None),
+                 w1b: ("blocked", None, "blocked")},
+        "portable": {c3: (None,) * 3},
+    }
+    for variant in VARIANTS:
+        with _runtime.direct_convolution("auto", variant):
+            for geo, choices in expected[variant].items():
+                assert tuple(_runtime.direct_choice(geo, op)
+                             for op in ("forward", "input", "weight")) == choices
+                for op, choice in zip(("forward", "input", "weight"), choices):
+                    assert _conv_direct.use(geo, op) == (choice is not None)
+                    if choice is not None:
+                        assert _runtime.direct_family(geo, op) == choice
+    with pytest.raises(ValueError, match="family must be"):
+        with _runtime.direct_convolution("always", None, "narrow"):
+            pass
 
 
 def _einsum_conv(x, w, padding):
