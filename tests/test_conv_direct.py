@@ -275,9 +275,10 @@ def _relu_cases():
     matrix products take (stride 2), NaN, infinities and a -0.0 bias."""
     rng = np.random.default_rng(11)
     for dtype in (np.float32, np.float64):
+        # 19 filters: a whole block of 16 float filters and a partial one
         x = rng.standard_normal((5, 6, 11, 11)).astype(dtype)
-        w = rng.standard_normal((7, 6, 3, 3)).astype(dtype)
-        b = rng.standard_normal(7).astype(dtype)
+        w = rng.standard_normal((19, 6, 3, 3)).astype(dtype)
+        b = rng.standard_normal(19).astype(dtype)
         yield x, w, b, dict(padding=1)
         yield x, w, np.empty(0, dtype), dict(padding=1)
         nan = x.copy()
@@ -288,16 +289,19 @@ def _relu_cases():
         yield nan, w, b, dict(padding=1)
         # -0.0 bias on an all-zero input: outputs of -0.0, which np.maximum
         # turns into +0.0
-        yield np.zeros_like(x), w, np.full(7, -0.0, dtype), dict(padding=0)
+        yield np.zeros_like(x), w, np.full(19, -0.0, dtype), dict(padding=0)
         yield x, w, b, dict(padding=1, stride=2)
         yield nan, w, b, dict(padding=2, dilation=2)
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "never"])
-def test_fused_relu_is_max_after_the_convolution_bitwise(variant):
+@pytest.mark.parametrize("variant, family", [(variant, family) for variant in VARIANTS
+                                             for family in ("wide", "blocked")]
+                         + [("never", None)])
+def test_fused_relu_is_max_after_the_convolution_bitwise(variant, family):
     """conv2d_checked(..., relu=True) equals np.maximum(conv2d(...), 0) bit
-    for bit, NaN kept, whichever path, variant and thread count runs it."""
-    mode = ("never", None) if variant == "never" else ("always", variant)
+    for bit, NaN kept, whichever path, kernels, variant and thread count
+    runs it."""
+    mode = ("never", None) if variant == "never" else ("always", variant, family)
     try:
         for x, w, b, kwargs in _relu_cases():
             geo = geometry(x.shape, w.shape, **kwargs)

@@ -71,6 +71,10 @@ cdef extern from "conv_blocked.h" nogil:
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, int run_rows, double* acc, Py_ssize_t accbs)
 
+    void cb_store_planes_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
+                             float* out, const float* bias, int relu)
+    void cb_store_planes_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
+                             double* out, const double* bias, int relu)
     void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int F, float* gt,
                                Py_ssize_t ld)
     void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int F, double* gt,
@@ -374,11 +378,8 @@ cdef void _correlate_blocked(
     cdef Py_ssize_t positions = Ho * Wo
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t task, n, b0, nb, f, q
+    cdef Py_ssize_t task, n, b0, nb, nf
     cdef floating* buf
-    cdef const floating* col
-    cdef floating* dst
-    cdef floating b, v
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // groups
@@ -393,20 +394,13 @@ cdef void _correlate_blocked(
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, padded_width, chunk)
-        for f in range(b0 * B, min(F, (b0 + nb) * B)):
-            col = buf + f - b0 * B
-            dst = &out[n, f, 0, 0]
-            b = bias[f] if has_bias else 0
-            if relu:
-                for q in range(positions):
-                    v = col[q * ldo] + b if has_bias else col[q * ldo]
-                    dst[q] = _relu(v)
-            elif has_bias:
-                for q in range(positions):
-                    dst[q] = col[q * ldo] + b
-            else:
-                for q in range(positions):
-                    dst[q] = col[q * ldo]
+        nf = min(F, (b0 + nb) * B) - b0 * B
+        if floating is float:
+            cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
+                                &bias[b0 * B] if has_bias else NULL, relu)
+        else:
+            cb_store_planes_f64(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
+                                &bias[b0 * B] if has_bias else NULL, relu)
 
 
 def forward_blocked(

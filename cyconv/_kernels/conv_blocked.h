@@ -156,11 +156,168 @@ static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t ldg, int nb,
 { CD_DISPATCH(cb_weight_rows, f64, isa,
               (g, ldg, nb, x, offs, nt, rows, width, wp, run_rows, acc, accbs)); }
 
+/* ---- moving tiles between layouts: exact (copies, and the bias and ReLU
+ * the same single operations in every variant), so the AVX-512 transposes
+ * serve the other variants' results too ---- */
+
+/* out[k * P + q] = buf[q * ldo + k] (+ bias[k]) (then max(., 0) as
+ * np.maximum: NaN kept, -0.0 to +0.0) for k < nf, q < P; bias may be NULL. */
+#define CB_STORE_PLANES(T, SUFFIX) \
+static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t P, \
+                                              int nf, T* out, const T* bias, int relu) \
+{ \
+    for (int k = 0; k < nf; k++) \
+        for (ptrdiff_t q = 0; q < P; q++) { \
+            T v = buf[q * ldo + k]; \
+            if (bias) v = v + bias[k]; \
+            if (relu) v = v > 0 || v != v ? v : 0; \
+            out[k * P + q] = v; \
+        } \
+}
+/* gt[q * ld + f] = g[f * P + q] for q < P, f < F, and 0 for F <= f < ld:
+ * one sample's output gradient made position-major. */
+#define CB_POSITION_MAJOR(T, SUFFIX) \
+static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int F, T* gt, \
+                                                ptrdiff_t ld) \
+{ \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += 64) { \
+        ptrdiff_t q1 = P - q0 < 64 ? P : q0 + 64; \
+        for (int f = 0; f < ld; f++) \
+            for (ptrdiff_t q = q0; q < q1; q++) gt[q * ld + f] = f < F ? g[f * P + q] : 0; \
+    } \
+}
+CB_STORE_PLANES(float, f32)
+CB_STORE_PLANES(double, f64)
+CB_POSITION_MAJOR(float, f32)
+CB_POSITION_MAJOR(double, f64)
+#undef CB_STORE_PLANES
+#undef CB_POSITION_MAJOR
+
+#if CD_X86
+#define CB_AVX512 __attribute__((target("avx512f")))
+
+/* r[i][j] -> r[j][i] */
+static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
+    }
+}
+
+static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose8(__m512d r[8])
+{
+    __m512d t[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        r[4 * i] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0x88);
+        r[4 * i + 1] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0x88);
+        r[4 * i + 2] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0xdd);
+        r[4 * i + 3] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f64x2(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f64x2(r[i], r[4 + i], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) r[i] = t[i];
+}
+
+/* The same as the portable versions, a B x B tile at a time; tails masked. */
+#define CB_MOVES_AVX512(T, V, B, SUFFIX, TRANSPOSE, MASK, LOAD, MASKZ_LOAD, MASK_STORE, \
+                        STORE, ADD, SET1, ZERO, KEEP) \
+static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ldo, \
+    ptrdiff_t P, int nf, T* out, const T* bias, int relu) \
+{ \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
+        int qn = P - q0 < B ? (int)(P - q0) : B; \
+        MASK qm = (MASK)((1u << qn) - 1); \
+        for (int k0 = 0; k0 < nf; k0 += B) { \
+            int kn = nf - k0 < B ? nf - k0 : B; \
+            V r[B]; \
+            for (int q = 0; q < B; q++) \
+                r[q] = q < qn ? LOAD(buf + (q0 + q) * ldo + k0) : ZERO(); \
+            TRANSPOSE(r); \
+            for (int k = 0; k < kn; k++) { \
+                V v = r[k]; \
+                if (bias) v = ADD(v, SET1(bias[k0 + k])); \
+                if (relu) v = KEEP(v); \
+                MASK_STORE(out + (ptrdiff_t)(k0 + k) * P + q0, qm, v); \
+            } \
+        } \
+    } \
+} \
+static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, int F, \
+    T* gt, ptrdiff_t ld) \
+{ \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
+        int qn = P - q0 < B ? (int)(P - q0) : B; \
+        MASK qm = (MASK)((1u << qn) - 1); \
+        for (ptrdiff_t f0 = 0; f0 < ld; f0 += B) { \
+            V r[B]; \
+            for (int f = 0; f < B; f++) \
+                r[f] = f0 + f < F ? MASKZ_LOAD(qm, g + (f0 + f) * P + q0) : ZERO(); \
+            TRANSPOSE(r); \
+            for (int q = 0; q < qn; q++) STORE(gt + (q0 + q) * ld + f0, r[q]); \
+        } \
+    } \
+}
+/* np.maximum(v, 0): v where v > 0 or v is NaN (unordered), else +0.0 */
+#define CB_KEEP_PS(v) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), \
+                                                               _CMP_NLE_UQ), v)
+#define CB_KEEP_PD(v) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), \
+                                                               _CMP_NLE_UQ), v)
+CB_MOVES_AVX512(float, __m512, 16, f32, cb_transpose16, __mmask16, _mm512_loadu_ps,
+                _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_storeu_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS)
+CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_pd,
+                _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_storeu_pd, _mm512_add_pd,
+                _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD)
+#undef CB_MOVES_AVX512
+#undef CB_KEEP_PS
+#undef CB_KEEP_PD
+#undef CB_AVX512
+#define CB_MOVES(name, type, isa, args) do { \
+    if ((isa) == CD_ISA_AVX512) name##_avx512_##type args; \
+    else name##_portable_##type args; } while (0)
+#else
+#define CB_MOVES(name, type, isa, args) name##_portable_##type args
+#endif
+
+static void cb_store_planes_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
+                                float* out, const float* bias, int relu)
+{ CB_MOVES(cb_store_planes, f32, isa, (buf, ldo, P, nf, out, bias, relu)); }
+static void cb_store_planes_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
+                                double* out, const double* bias, int relu)
+{ CB_MOVES(cb_store_planes, f64, isa, (buf, ldo, P, nf, out, bias, relu)); }
 static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int F, float* gt,
                                   ptrdiff_t ld)
-{ CD_DISPATCH(cb_position_major, f32, isa, (g, P, F, gt, ld)); }
+{ CB_MOVES(cb_position_major, f32, isa, (g, P, F, gt, ld)); }
 static void cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int F, double* gt,
                                   ptrdiff_t ld)
-{ CD_DISPATCH(cb_position_major, f64, isa, (g, P, F, gt, ld)); }
+{ CB_MOVES(cb_position_major, f64, isa, (g, P, F, gt, ld)); }
 
 #endif /* CYCONV_CONV_BLOCKED_H */

@@ -264,30 +264,6 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
     }
 }
 
-/* gt[q * ld + f] = g[f * P + q] for q < P, f < F, and 0 for F <= f < ld
- * (ld a multiple of CB_B): one sample's output gradient made position-major,
- * in tiles of CB_B x CB_B so that both sides move whole cache lines. */
-static CB_ATTR void CB_NAME(cb_position_major)(const CB_T* g, ptrdiff_t P, int F, CB_T* gt,
-                                               ptrdiff_t ld)
-{
-    CB_T tile[CB_B][CB_B];
-    for (ptrdiff_t q0 = 0; q0 < P; q0 += CB_B) {
-        int qn = P - q0 < CB_B ? (int)(P - q0) : CB_B;
-        for (ptrdiff_t f0 = 0; f0 < ld; f0 += CB_B) {
-            for (int f = 0; f < CB_B; f++) {
-                if (f0 + f < F) {
-                    const CB_T* src = g + (f0 + f) * P + q0;
-                    for (int q = 0; q < qn; q++) tile[q][f] = src[q];
-                } else {
-                    for (int q = 0; q < qn; q++) tile[q][f] = 0;
-                }
-            }
-            for (int q = 0; q < qn; q++)
-                for (int f = 0; f < CB_B; f++) gt[(q0 + q) * ld + f0 + f] = tile[q][f];
-        }
-    }
-}
-
 #undef CB_VPB
 #undef CB_NAME
 #undef CB_CAT
