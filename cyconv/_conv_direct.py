@@ -231,7 +231,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
     for part in plan.chunks(g.n):
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
-            g4[part], x4[part], np.empty((n, positions, blocks * block), dtype),
+            g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
             np.zeros((n, c, plan.stride), dtype), acc, plan.offsets,
             g.pad_top, g.pad_left, plan.width, run_rows, _runtime.isa_code(), n_threads)
     # (FB, C, taps, B) back to (F, C, kh, kw)

@@ -64,10 +64,10 @@ cdef extern from "conv_blocked.h" nogil:
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
                              Py_ssize_t wp, int chunk)
-    void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t ldg, int nb, const float* x,
+    void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, int run_rows, float* acc, Py_ssize_t accbs)
-    void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t ldg, int nb, const double* x,
+    void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t gbs, int nb, const double* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, int run_rows, double* acc, Py_ssize_t accbs)
 
@@ -442,24 +442,25 @@ def backward_input_blocked(
 
 cdef void _position_major(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
-    floating[:, :, ::1] gt,                # OUT (N, Hout * Wout, FB * B)
+    floating[:, :, ::1] gt,                # OUT (N, FB, Hout * Wout * B)
     int isa, int n_threads,
 ) noexcept:
-    """gt[n, q, f] = g[n, f, q], zeros for the padding filters f >= F."""
+    """gt[n, f // B, q * B + f % B] = g[n, f, q], zeros for the padding
+    filters f >= F: blocks of filters, each position-major."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
     cdef Py_ssize_t n
     for n in prange(N, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         if floating is float:
             cb_position_major_f32(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
-                                  gt.shape[2])
+                                  gt.shape[1] * LANES_F32)
         else:
             cb_position_major_f64(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
-                                  gt.shape[2])
+                                  gt.shape[1] * LANES_F64)
 
 
 cdef void _weight_blocked(
-    const floating[:, :, ::1] gt,          # IN  (N, Hout * Wout, FB * B) position-major
+    const floating[:, :, ::1] gt,          # IN  (N, FB, Hout * Wout * B) blocks, position-major
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
@@ -467,11 +468,11 @@ cdef void _weight_blocked(
     Py_ssize_t run_rows, int isa, int n_threads,
 ) noexcept:
     """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
-    gt[n, oh * Wout + ow, b * B + l] * xp[n, c, oh * Wp + ow + offsets[t]],
+    gt[n, b, (oh * Wout + ow) * B + l] * xp[n, c, oh * Wp + ow + offsets[t]],
     in runs of run_rows output rows, each run one chain added in order.
     Tasks are (tile of filter blocks, run of channels) pairs over every
     sample."""
-    cdef Py_ssize_t N = gt.shape[0], ld = gt.shape[2]
+    cdef Py_ssize_t N = gt.shape[0], gbs = gt.shape[2]
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
     # Channels per task: a sample's output gradient, read from L2, serves
@@ -488,12 +489,12 @@ cdef void _weight_blocked(
         for n in range(N):
             for c in range(c0, min(C, c0 + per_task)):
                 if floating is float:
-                    cb_weight_rows_f32(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
+                    cb_weight_rows_f32(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> out_height,
                                        <int> out_width, padded_width, <int> run_rows,
                                        &acc[b0, c, 0, 0], C * nt * B)
                 else:
-                    cb_weight_rows_f64(isa, &gt[n, 0, b0 * B], ld, <int> nb, &xp[n, c, 0],
+                    cb_weight_rows_f64(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> out_height,
                                        <int> out_width, padded_width, <int> run_rows,
                                        &acc[b0, c, 0, 0], C * nt * B)
@@ -502,7 +503,7 @@ cdef void _weight_blocked(
 def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
-    floating[:, :, ::1] gt,                 # scratch (N, Hout * Wout, FB * B)
+    floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride), zeroed
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets

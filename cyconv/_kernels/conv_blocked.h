@@ -145,16 +145,16 @@ static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
     ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, int chunk)
 { CD_DISPATCH(cb_forward_rows, f64, isa,
               (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, chunk)); }
-static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t ldg, int nb,
+static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t gbs, int nb,
     const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     int run_rows, float* acc, ptrdiff_t accbs)
 { CD_DISPATCH(cb_weight_rows, f32, isa,
-              (g, ldg, nb, x, offs, nt, rows, width, wp, run_rows, acc, accbs)); }
-static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t ldg, int nb,
+              (g, gbs, nb, x, offs, nt, rows, width, wp, run_rows, acc, accbs)); }
+static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
     const double* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     int run_rows, double* acc, ptrdiff_t accbs)
 { CD_DISPATCH(cb_weight_rows, f64, isa,
-              (g, ldg, nb, x, offs, nt, rows, width, wp, run_rows, acc, accbs)); }
+              (g, gbs, nb, x, offs, nt, rows, width, wp, run_rows, acc, accbs)); }
 
 /* ---- moving tiles between layouts: exact (copies, and the bias and ReLU
  * the same single operations in every variant), so the AVX-512 transposes
@@ -174,22 +174,24 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
             out[k * P + q] = v; \
         } \
 }
-/* gt[q * ld + f] = g[f * P + q] for q < P, f < F, and 0 for F <= f < ld:
- * one sample's output gradient made position-major. */
-#define CB_POSITION_MAJOR(T, SUFFIX) \
+/* gt[(f / B) * P * B + q * B + f % B] = g[f * P + q] for q < P, f < F, and
+ * 0 for F <= f < ld (a multiple of B): one sample's output gradient as
+ * blocks of B filters, each position-major. */
+#define CB_POSITION_MAJOR(T, B, SUFFIX) \
 static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int F, T* gt, \
                                                 ptrdiff_t ld) \
 { \
     for (ptrdiff_t q0 = 0; q0 < P; q0 += 64) { \
         ptrdiff_t q1 = P - q0 < 64 ? P : q0 + 64; \
         for (int f = 0; f < ld; f++) \
-            for (ptrdiff_t q = q0; q < q1; q++) gt[q * ld + f] = f < F ? g[f * P + q] : 0; \
+            for (ptrdiff_t q = q0; q < q1; q++) \
+                gt[(f - f % B) * P + q * B + f % B] = f < F ? g[f * P + q] : 0; \
     } \
 }
 CB_STORE_PLANES(float, f32)
 CB_STORE_PLANES(double, f64)
-CB_POSITION_MAJOR(float, f32)
-CB_POSITION_MAJOR(double, f64)
+CB_POSITION_MAJOR(float, 16, f32)
+CB_POSITION_MAJOR(double, 8, f64)
 #undef CB_STORE_PLANES
 #undef CB_POSITION_MAJOR
 
@@ -281,7 +283,7 @@ static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P,
             for (int f = 0; f < B; f++) \
                 r[f] = f0 + f < F ? MASKZ_LOAD(qm, g + (f0 + f) * P + q0) : ZERO(); \
             TRANSPOSE(r); \
-            for (int q = 0; q < qn; q++) STORE(gt + (q0 + q) * ld + f0, r[q]); \
+            for (int q = 0; q < qn; q++) STORE(gt + f0 * P + (q0 + q) * B, r[q]); \
         } \
     } \
 }

@@ -150,10 +150,10 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
 
 /* Weight gradient of NB blocks x NT taps against one channel of one
  * sample: acc[b * accbs + t * CB_B + l] += sum over each run of run_rows
- * output rows of g[(r * width + col) * ldg + b * CB_B + l] *
+ * output rows of g[b * gbs + (r * width + col) * CB_B + l] *
  * x[r * wp + col + offs[t]], one chain per run. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
-    const CB_T* g, ptrdiff_t ldg, const CB_T* x, const ptrdiff_t* offs, int rows,
+    const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
     int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs, const int NB,
     const int NT)
 {
@@ -170,7 +170,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
 #pragma GCC unroll 16
                 for (int s = 0; s < CB_VPB; s++) a[b][t][s] = CB_ZERO();
         for (int r = r0; r < r1; r++) {
-            const CB_T* gr = g + (ptrdiff_t)r * width * ldg;
+            const CB_T* gr = g + (ptrdiff_t)r * width * CB_B;
             const CB_T* xr = x + r * wp;
             for (int col = 0; col < width; col++) {
                 CB_V gv[2][CB_VPB];
@@ -178,7 +178,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
                 for (int b = 0; b < NB; b++)
 #pragma GCC unroll 16
                     for (int s = 0; s < CB_VPB; s++)
-                        gv[b][s] = CB_LOAD(gr + col * ldg + b * CB_B + s * CB_VL);
+                        gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
 #pragma GCC unroll 24
                 for (int t = 0; t < NT; t++) {
                     CB_V xb = CB_BCAST(xr + col + o[t]);
@@ -202,9 +202,9 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     }
 }
 
-#define CB_WGT_ARGS const CB_T* g, ptrdiff_t ldg, const CB_T* x, const ptrdiff_t* offs, \
+#define CB_WGT_ARGS const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, \
     int rows, int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs
-#define CB_WGT_PASS g, ldg, x, offs, rows, width, wp, run_rows, acc, accbs
+#define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, run_rows, acc, accbs
 #define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
 
 static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
@@ -235,7 +235,7 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
     default: break;
     }
 #else
-    (void)g; (void)ldg; (void)x; (void)offs; (void)rows; (void)width; (void)wp;
+    (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp;
     (void)run_rows; (void)acc; (void)accbs; (void)NT;
 #endif
 }
@@ -246,7 +246,7 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
 /* Every tap of nb blocks (nb <= 2, and 1 where CB_TMAX2 is 0) against one
  * channel of one sample, in groups of nearly equal numbers of taps. */
 static CB_ATTR void CB_NAME(cb_weight_rows)(
-    const CB_T* g, ptrdiff_t ldg, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
+    const CB_T* g, ptrdiff_t gbs, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
     int rows, int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs)
 {
     int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
@@ -255,10 +255,10 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
     for (int i = 0; i < groups; i++) {
         int n = (nt - t0 + groups - i - 1) / (groups - i);
         if (nb == 1)
-            CB_NAME(cb_wgt_nb1)(g, ldg, x, offs + t0, rows, width, wp, run_rows,
+            CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, run_rows,
                                 acc + t0 * CB_B, accbs, n);
         else
-            CB_NAME(cb_wgt_nb2)(g, ldg, x, offs + t0, rows, width, wp, run_rows,
+            CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, run_rows,
                                 acc + t0 * CB_B, accbs, n);
         t0 += n;
     }
