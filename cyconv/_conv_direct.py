@@ -227,13 +227,20 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
     blocks = -(-f // block)
     acc = np.zeros((blocks, c, kh * kw, block), dtype)
     positions = g.out_height * g.out_width
-    run_rows = max(1, _runtime.BLOCKED_WEIGHT_RUN // g.out_width)
-    for part in plan.chunks(g.n):
+    # Runs of whole rows, or of whole samples for planes smaller than a run;
+    # batch chunks of whole runs, so that chunking changes no sum.
+    run = _runtime.BLOCKED_WEIGHT_RUN
+    run_rows = max(1, run // g.out_width) if positions > run else g.out_height
+    run_samples = 1 if positions > run else run // positions
+    chunk = max(run_samples, plan.chunk // run_samples * run_samples)
+    for first in range(0, g.n, chunk):
+        part = slice(first, min(g.n, first + chunk))
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
             np.zeros((n, c, plan.stride), dtype), acc, plan.offsets,
-            g.pad_top, g.pad_left, plan.width, run_rows, _runtime.isa_code(), n_threads)
+            g.pad_top, g.pad_left, plan.width, run_rows, run_samples, _runtime.isa_code(),
+            n_threads)
     # (FB, C, taps, B) back to (F, C, kh, kw)
     return np.ascontiguousarray(
         acc.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])

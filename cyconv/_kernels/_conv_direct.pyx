@@ -66,10 +66,12 @@ cdef extern from "conv_blocked.h" nogil:
                              Py_ssize_t wp, int chunk)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
-                            Py_ssize_t wp, int run_rows, float* acc, Py_ssize_t accbs)
+                            Py_ssize_t wp, int run_rows, int samples, Py_ssize_t gns,
+                            Py_ssize_t xns, float* acc, Py_ssize_t accbs)
     void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t gbs, int nb, const double* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
-                            Py_ssize_t wp, int run_rows, double* acc, Py_ssize_t accbs)
+                            Py_ssize_t wp, int run_rows, int samples, Py_ssize_t gns,
+                            Py_ssize_t xns, double* acc, Py_ssize_t accbs)
 
     void cb_store_planes_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              float* out, const float* bias, int relu)
@@ -465,38 +467,43 @@ cdef void _weight_blocked(
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t out_height, Py_ssize_t out_width, Py_ssize_t padded_width,
-    Py_ssize_t run_rows, int isa, int n_threads,
+    Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ) noexcept:
     """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
     gt[n, b, (oh * Wout + ow) * B + l] * xp[n, c, oh * Wp + ow + offsets[t]],
-    in runs of run_rows output rows, each run one chain added in order.
+    in runs of run_rows output rows, or (run_rows covering the plane) of
+    run_samples samples, each run one chain, the runs added in order.
     Tasks are (tile of filter blocks, run of channels) pairs over every
     sample."""
     cdef Py_ssize_t N = gt.shape[0], gbs = gt.shape[2]
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
-    # Channels per task: a sample's output gradient, read from L2, serves
+    # Channels per task: a run's output gradient, read from L2, serves
     # several channels; about 16 tasks or more, so that threads share even
     # small layers.  (The sums do not depend on it.)
     cdef Py_ssize_t per_task = max(1, min(8, C * groups // 16))
     cdef Py_ssize_t channel_blocks = (C + per_task - 1) // per_task
-    cdef Py_ssize_t task, b0, nb, c, c0, n
+    cdef Py_ssize_t task, b0, nb, c, c0, k, n, ns
     for task in prange(groups * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
         b0 = (task // channel_blocks) * per_tile
         c0 = (task % channel_blocks) * per_task
         nb = min(per_tile, FB - b0)
-        for n in range(N):
+        for k in range((N + run_samples - 1) // run_samples):
+            n = k * run_samples
+            ns = min(run_samples, N - n)
             for c in range(c0, min(C, c0 + per_task)):
                 if floating is float:
                     cb_weight_rows_f32(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> out_height,
                                        <int> out_width, padded_width, <int> run_rows,
+                                       <int> ns, FB * gbs, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
                 else:
                     cb_weight_rows_f64(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> out_height,
                                        <int> out_width, padded_width, <int> run_rows,
+                                       <int> ns, FB * gbs, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
 
 
@@ -508,12 +515,12 @@ def backward_weight_blocked(
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
-    Py_ssize_t run_rows, int isa, int n_threads,
+    Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ):
-    """Add this run of samples' weight gradient to acc, by the
+    """Add this chunk of samples' weight gradient to acc, by the
     filter-blocked kernels.  Only output pixels are visited (no garbage
     positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, n_threads)
     _position_major(grad_out, gt, isa, n_threads)
     _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
-                    padded_width, run_rows, isa, n_threads)
+                    padded_width, run_rows, run_samples, isa, n_threads)

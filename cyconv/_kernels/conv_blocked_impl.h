@@ -148,14 +148,16 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
     }
 }
 
-/* Weight gradient of NB blocks x NT taps against one channel of one
- * sample: acc[b * accbs + t * CB_B + l] += sum over each run of run_rows
- * output rows of g[b * gbs + (r * width + col) * CB_B + l] *
- * x[r * wp + col + offs[t]], one chain per run. */
+/* Weight gradient of NB blocks x NT taps against one channel of
+ * ``samples`` samples (g and x advancing by gns and xns values a sample):
+ * acc[b * accbs + t * CB_B + l] += sum over each run of run_rows output
+ * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col +
+ * offs[t]], one chain per run; with several samples, run_rows covers the
+ * plane and the run all of them (small planes make longer runs). */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
-    int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs, const int NB,
-    const int NT)
+    int width, ptrdiff_t wp, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns,
+    CB_T* acc, ptrdiff_t accbs, const int NB, const int NT)
 {
     ptrdiff_t o[24];
 #pragma GCC unroll 24
@@ -169,9 +171,10 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
             for (int t = 0; t < NT; t++)
 #pragma GCC unroll 16
                 for (int s = 0; s < CB_VPB; s++) a[b][t][s] = CB_ZERO();
-        for (int r = r0; r < r1; r++) {
-            const CB_T* gr = g + (ptrdiff_t)r * width * CB_B;
-            const CB_T* xr = x + r * wp;
+        for (ptrdiff_t i = 0; i < samples * (ptrdiff_t)(r1 - r0); i++) {
+            int r = r0 + (int)(i % (r1 - r0));
+            const CB_T* gr = g + (i / (r1 - r0)) * gns + (ptrdiff_t)r * width * CB_B;
+            const CB_T* xr = x + (i / (r1 - r0)) * xns + r * wp;
             for (int col = 0; col < width; col++) {
                 CB_V gv[2][CB_VPB];
 #pragma GCC unroll 2
@@ -203,8 +206,9 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
 }
 
 #define CB_WGT_ARGS const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, \
-    int rows, int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs
-#define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, run_rows, acc, accbs
+    int rows, int width, ptrdiff_t wp, int run_rows, int samples, ptrdiff_t gns, \
+    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs
+#define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, run_rows, samples, gns, xns, acc, accbs
 #define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
 
 static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
@@ -236,7 +240,7 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
     }
 #else
     (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp;
-    (void)run_rows; (void)acc; (void)accbs; (void)NT;
+    (void)run_rows; (void)samples; (void)gns; (void)xns; (void)acc; (void)accbs; (void)NT;
 #endif
 }
 #undef CB_WGT_CASE
@@ -244,10 +248,11 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
 #undef CB_WGT_ARGS
 
 /* Every tap of nb blocks (nb <= 2, and 1 where CB_TMAX2 is 0) against one
- * channel of one sample, in groups of nearly equal numbers of taps. */
+ * channel of a run of samples, in groups of nearly equal numbers of taps. */
 static CB_ATTR void CB_NAME(cb_weight_rows)(
     const CB_T* g, ptrdiff_t gbs, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
-    int rows, int width, ptrdiff_t wp, int run_rows, CB_T* acc, ptrdiff_t accbs)
+    int rows, int width, ptrdiff_t wp, int run_rows, int samples, ptrdiff_t gns,
+    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs)
 {
     int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
     int groups = (nt + tmax - 1) / tmax;
@@ -255,11 +260,11 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
     for (int i = 0; i < groups; i++) {
         int n = (nt - t0 + groups - i - 1) / (groups - i);
         if (nb == 1)
-            CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, run_rows,
-                                acc + t0 * CB_B, accbs, n);
+            CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, run_rows, samples,
+                                gns, xns, acc + t0 * CB_B, accbs, n);
         else
-            CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, run_rows,
-                                acc + t0 * CB_B, accbs, n);
+            CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, run_rows, samples,
+                                gns, xns, acc + t0 * CB_B, accbs, n);
         t0 += n;
     }
 }
