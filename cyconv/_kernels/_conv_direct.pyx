@@ -2,9 +2,12 @@
 # ------
 # Direct 2-D cross-correlation, stride 1, for the small layers of small
 # CNNs, where per-sample matrix products spend more time arranging data than
-# multiplying.  The register-tile microkernels are in conv_direct.h (one
-# variant per instruction set, chosen at run time); the loops, the layout
-# changes and the threading are here.
+# multiplying.  Two families of register-tile microkernels, each with one
+# variant per instruction set chosen at run time: conv_direct.h vectorises
+# over output positions ("wide"), conv_blocked.h over blocks of 16 float /
+# 8 double filters ("blocked": no lanes wasted on small planes, where a row
+# of 8 pixels fills half a vector).  The loops, the layout changes and the
+# threading are here; _runtime.direct_choice picks a family per operation.
 #
 # * "Wide" positions.  A sample's input is copied into zeroed planes of Hp
 #   rows of Wp values (plus a zeroed tail, so that the last tiles may read
@@ -27,6 +30,16 @@
 #   filter block, channel) triples writing their own partial gradient, which
 #   the caller sums in order.  Nothing depends on the thread count or on the
 #   instruction set: results are bitwise identical across both.
+# * The blocked family reads the same padded planes.  Its forward pass (and
+#   input gradient) broadcasts each input value against a block of weights
+#   packed (blocks, C, taps, B) into a tile of output pixels x filters, in
+#   the wide family's order (channel chunks, then taps): bitwise the same
+#   results.  The tile goes to a position-major scratch that is transposed
+#   into NCHW with the bias (and ReLU).  Its weight gradient reads the output
+#   gradient as blocks of filters, each position-major, visits output pixels
+#   only (no garbage: exact for any x), sums each value in runs of rows or
+#   of whole samples, each run one chain, the runs added in order, and splits
+#   tasks by (filter blocks, channels), never by samples.
 # * Indexing.  The caller checks the geometry (stride 1, one group, padding
 #   of the input gradient no larger than the dilated kernel's span) and
 #   allocates every buffer with the sizes plane_stride() and wide_length()
