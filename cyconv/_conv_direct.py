@@ -16,17 +16,30 @@ from ._kernels import _conv_direct
 
 
 def supports(geometry):
-    """Whether the direct kernels can run this convolution: stride 1, one
-    group, at most DIRECT_MAX_TAPS taps, a bounded padded copy, and (for the
-    input gradient, which pads the output gradient by the kernel's span
-    minus the padding) padding no larger than the dilated kernel's span."""
-    return _plan(geometry) is not None
+    """Whether the direct kernels can run all three operations of this
+    convolution: stride 1, one group, at most DIRECT_MAX_TAPS taps, a
+    bounded padded copy, and (for the input gradient, which pads the output
+    gradient by the kernel's span minus the padding) padding no larger than
+    the dilated kernel's span."""
+    return _plan(geometry) is not None and geometry.stride == (1, 1)
+
+
+def supports_operation(geometry, operation):
+    """Whether the direct kernels can run ``operation`` of this
+    convolution: as supports(), and at other strides the filter-blocked
+    forward pass and weight gradient (their planes are read at a stride;
+    the input gradient of a strided layer is no correlation)."""
+    if _plan(geometry) is None:
+        return False
+    return geometry.stride == (1, 1) or (
+        operation != "input" and _runtime.direct_family(geometry, operation) == "blocked")
 
 
 def use(geometry, operation):
     """Whether ``operation`` ("forward", "input", "weight") of this
     convolution takes the direct path."""
-    return _runtime.direct_wanted(geometry, operation) and supports(geometry)
+    return (_runtime.direct_wanted(geometry, operation)
+            and supports_operation(geometry, operation))
 
 
 def _blocked(geometry, operation):
@@ -115,7 +128,7 @@ def _plan(g):
     # sample more).
     per_sample = max(g.channels, g.filters) * max(stride, grad_stride)
     chunk = (_runtime.DIRECT_MAX_PADDED // per_sample - 1) // per_part * per_part
-    if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
+    if not (g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
             and max(g.pad_top, g.pad_bottom) <= span_h
             and max(g.pad_left, g.pad_right) <= span_w
             and chunk > 0):
@@ -147,7 +160,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part],
                 np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-                tiles, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
+                tiles, plan.offsets, g.pad_top, g.pad_left, plan.width, *g.stride, relu,
                 _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
@@ -239,8 +252,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
             np.zeros((n, c, plan.stride), dtype), acc, plan.offsets,
-            g.pad_top, g.pad_left, plan.width, run_rows, run_samples, _runtime.isa_code(),
-            n_threads)
+            g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
+            _runtime.isa_code(), n_threads)
     # (FB, C, taps, B) back to (F, C, kh, kw)
     return np.ascontiguousarray(
         acc.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])

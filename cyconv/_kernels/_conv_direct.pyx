@@ -72,19 +72,19 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, int chunk)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
     void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, int chunk)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
-                            Py_ssize_t wp, int run_rows, int samples, Py_ssize_t gns,
-                            Py_ssize_t xns, float* acc, Py_ssize_t accbs)
+                            Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
+                            Py_ssize_t gns, Py_ssize_t xns, float* acc, Py_ssize_t accbs)
     void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t gbs, int nb, const double* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
-                            Py_ssize_t wp, int run_rows, int samples, Py_ssize_t gns,
-                            Py_ssize_t xns, double* acc, Py_ssize_t accbs)
+                            Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
+                            Py_ssize_t gns, Py_ssize_t xns, double* acc, Py_ssize_t accbs)
 
     void cb_store_planes_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              float* out, const float* bias, int relu)
@@ -377,13 +377,13 @@ cdef void _correlate_blocked(
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
-    Py_ssize_t padded_width,
+    Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
     """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
-    xp[n, c, oh * Wp + ow + offsets[t]], then max(out, 0) with relu; the
-    same sums as _correlate, in the same order.  Tasks are (sample, tile of
+    xp[n, c, oh * sh * Wp + ow * sw + offsets[t]], then max(out, 0) with
+    relu; at stride 1 the same sums as _correlate, in the same order.  Tasks are (sample, tile of
     filter blocks) pairs; each computes its rows into a position-major
     scratch tile, then writes them transposed."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
@@ -404,11 +404,11 @@ cdef void _correlate_blocked(
         if floating is float:
             cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, padded_width, chunk)
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
         else:
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, padded_width, chunk)
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
         nf = min(F, (b0 + nb) * B) - b0 * B
         if floating is float:
             cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
@@ -427,12 +427,14 @@ def forward_blocked(
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
     bint relu, int isa, int n_threads,
 ):
-    """forward, by the filter-blocked kernels: bitwise the same result."""
+    """forward, by the filter-blocked kernels (bitwise the same result),
+    and for strided layers too."""
     _pad_planes(x, xp, top, left, padded_width, n_threads)
-    _correlate_blocked(xp, packed, bias, out, offsets, padded_width, tiles, relu, isa,
-                       n_threads)
+    _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
+                       tiles, relu, isa, n_threads)
 
 
 def backward_input_blocked(
@@ -451,7 +453,7 @@ def backward_input_blocked(
         return False
     _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
-                       padded_width, tiles, False, isa, n_threads)
+                       padded_width, 1, 1, tiles, False, isa, n_threads)
     return True
 
 
@@ -480,10 +482,12 @@ cdef void _weight_blocked(
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t out_height, Py_ssize_t out_width, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ) noexcept:
     """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
-    gt[n, b, (oh * Wout + ow) * B + l] * xp[n, c, oh * Wp + ow + offsets[t]],
+    gt[n, b, (oh * Wout + ow) * B + l] *
+    xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
     in runs of run_rows output rows, or (run_rows covering the plane) of
     run_samples samples, each run one chain, the runs added in order.
     Tasks are (tile of filter blocks, run of channels) pairs over every
@@ -509,13 +513,15 @@ cdef void _weight_blocked(
                 if floating is float:
                     cb_weight_rows_f32(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> out_height,
-                                       <int> out_width, padded_width, <int> run_rows,
+                                       <int> out_width, stride_h * padded_width, stride_w,
+                                       <int> run_rows,
                                        <int> ns, FB * gbs, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
                 else:
                     cb_weight_rows_f64(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> out_height,
-                                       <int> out_width, padded_width, <int> run_rows,
+                                       <int> out_width, stride_h * padded_width, stride_w,
+                                       <int> run_rows,
                                        <int> ns, FB * gbs, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
 
@@ -528,6 +534,7 @@ def backward_weight_blocked(
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ):
     """Add this chunk of samples' weight gradient to acc, by the
@@ -536,4 +543,4 @@ def backward_weight_blocked(
     _pad_planes(x, xp, top, left, padded_width, n_threads)
     _position_major(grad_out, gt, isa, n_threads)
     _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
-                    padded_width, run_rows, run_samples, isa, n_threads)
+                    padded_width, stride_h, stride_w, run_rows, run_samples, isa, n_threads)

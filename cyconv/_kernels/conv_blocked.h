@@ -137,24 +137,28 @@ static int cb_blocks(int isa) { return isa == CD_ISA_AVX512 ? 2 : 1; }
 
 static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,
-    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, int chunk)
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk)
 { CD_DISPATCH(cb_forward_rows, f32, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, chunk)); }
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk)); }
 static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const double* w, ptrdiff_t wbs, int nb, double* out,
-    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, int chunk)
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk)
 { CD_DISPATCH(cb_forward_rows, f64, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, chunk)); }
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk)); }
 static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t gbs, int nb,
     const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
-    int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, float* acc, ptrdiff_t accbs)
+    ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, float* acc,
+    ptrdiff_t accbs)
 { CD_DISPATCH(cb_weight_rows, f32, isa,
-              (g, gbs, nb, x, offs, nt, rows, width, wp, run_rows, samples, gns, xns, acc, accbs)); }
+              (g, gbs, nb, x, offs, nt, rows, width, wp, sw, run_rows, samples, gns, xns, acc,
+               accbs)); }
 static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
     const double* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
-    int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, double* acc, ptrdiff_t accbs)
+    ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, double* acc,
+    ptrdiff_t accbs)
 { CD_DISPATCH(cb_weight_rows, f64, isa,
-              (g, gbs, nb, x, offs, nt, rows, width, wp, run_rows, samples, gns, xns, acc, accbs)); }
+              (g, gbs, nb, x, offs, nt, rows, width, wp, sw, run_rows, samples, gns, xns, acc,
+               accbs)); }
 
 /* ---- moving tiles between layouts: exact (copies, and the bias and ReLU
  * the same single operations in every variant), so the AVX-512 transposes

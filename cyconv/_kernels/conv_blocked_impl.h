@@ -27,13 +27,15 @@
 #define CB_VPB (CB_B / CB_VL)
 
 /* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
- * * x[c * xcs + q + offs[t]], for q < P positions and b < NB blocks: stored
- * if first, else added to out. */
+ * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks:
+ * stored if first, else added to out.  SW is the column stride sw when
+ * known at compile time (1), else 0. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
-    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, const int P,
-    const int NB)
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw,
+    const int P, const int NB, const int SW)
 {
+    const ptrdiff_t step = SW ? SW : sw;
     CB_V acc[2][24][CB_VPB];
 #pragma GCC unroll 2
     for (int b = 0; b < NB; b++)
@@ -54,7 +56,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
                     wv[b][s] = CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL);
 #pragma GCC unroll 24
             for (int q = 0; q < P; q++) {
-                CB_V xb = CB_BCAST(xq + q);
+                CB_V xb = CB_BCAST(xq + q * step);
 #pragma GCC unroll 2
                 for (int b = 0; b < NB; b++)
 #pragma GCC unroll 16
@@ -75,9 +77,10 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
 }
 
 #define CB_FWD_ARGS const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
-    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first
-#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first
-#define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_); break;
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw
+#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw
+#define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
+#define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
 
 static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
 {
@@ -109,23 +112,58 @@ static CB_ATTR void CB_NAME(cb_fwd_nb2)(CB_FWD_ARGS, int P)
     }
 #else
     (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
-    (void)ldo; (void)first; (void)P;
+    (void)ldo; (void)first; (void)sw; (void)P;
 #endif
 }
+
+/* Strided layers (sw > 1), at most 12 positions a tile. */
+static CB_ATTR void CB_NAME(cb_fwd_strided_nb1)(CB_FWD_ARGS, int P)
+{
+    switch (P) {
+    CB_FWD_CASES(1, 1)
+#if CB_PMAX1 > 1
+    CB_FWD_CASES(2, 1) CB_FWD_CASES(3, 1) CB_FWD_CASES(4, 1) CB_FWD_CASES(5, 1)
+    CB_FWD_CASES(6, 1)
+#endif
+#if CB_PMAX1 > 6
+    CB_FWD_CASES(7, 1) CB_FWD_CASES(8, 1) CB_FWD_CASES(9, 1) CB_FWD_CASES(10, 1)
+    CB_FWD_CASES(11, 1) CB_FWD_CASES(12, 1)
+#endif
+    default: break;
+    }
+}
+
+static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
+{
+#if CB_PMAX2 > 0
+    switch (P) {
+    CB_FWD_CASES(1, 2) CB_FWD_CASES(2, 2) CB_FWD_CASES(3, 2) CB_FWD_CASES(4, 2)
+    CB_FWD_CASES(5, 2) CB_FWD_CASES(6, 2) CB_FWD_CASES(7, 2) CB_FWD_CASES(8, 2)
+    CB_FWD_CASES(9, 2) CB_FWD_CASES(10, 2) CB_FWD_CASES(11, 2) CB_FWD_CASES(12, 2)
+    default: break;
+    }
+#else
+    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
+    (void)ldo; (void)first; (void)sw; (void)P;
+#endif
+}
+#undef CB_FWD_CASES
 #undef CB_FWD_CASE
 #undef CB_FWD_PASS
 #undef CB_FWD_ARGS
 
 /* Output rows of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0):
  * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
- * r * wp on; each row in tiles of nearly equal width.  Channels in chunks
- * of ``chunk``, the outer loop: a chunk's weights stay in L1 across rows. */
+ * r * wp on, columns q * sw; each row in tiles of nearly equal width.
+ * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
+ * L1 across rows. */
 static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
-    ptrdiff_t wp, int chunk)
+    ptrdiff_t wp, ptrdiff_t sw, int chunk)
 {
     int pmax = nb == 1 ? CB_PMAX1 : CB_PMAX2;
+    if (sw != 1 && pmax > 12) pmax = 12;
     int tiles = (width + pmax - 1) / pmax;
     for (int c0 = 0; c0 < C; c0 += chunk) {
         int cn = C - c0 < chunk ? C - c0 : chunk;
@@ -136,12 +174,18 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
             int q0 = 0;
             for (int i = 0; i < tiles; i++) {
                 int p = (width - q0 + tiles - i - 1) / (tiles - i);
-                if (nb == 1)
-                    CB_NAME(cb_fwd_nb1)(xr + q0, xcs, cn, offs, nt, wc, wbs, outr + q0 * ldo,
-                                        ldo, c0 == 0, p);
+                const CB_T* xq = xr + q0 * sw;
+                CB_T* oq = outr + q0 * ldo;
+                if (sw == 1 && nb == 1)
+                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                else if (sw == 1)
+                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                else if (nb == 1)
+                    CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
+                                                c0 == 0, sw, p);
                 else
-                    CB_NAME(cb_fwd_nb2)(xr + q0, xcs, cn, offs, nt, wc, wbs, outr + q0 * ldo,
-                                        ldo, c0 == 0, p);
+                    CB_NAME(cb_fwd_strided_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
+                                                c0 == 0, sw, p);
                 q0 += p;
             }
         }
@@ -151,13 +195,13 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
 /* Weight gradient of NB blocks x NT taps against one channel of
  * ``samples`` samples (g and x advancing by gns and xns values a sample):
  * acc[b * accbs + t * CB_B + l] += sum over each run of run_rows output
- * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col +
+ * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col * sw +
  * offs[t]], one chain per run; with several samples, run_rows covers the
  * plane and the run all of them (small planes make longer runs). */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
-    int width, ptrdiff_t wp, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns,
-    CB_T* acc, ptrdiff_t accbs, const int NB, const int NT)
+    int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns,
+    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int NB, const int NT)
 {
     ptrdiff_t o[24];
 #pragma GCC unroll 24
@@ -184,7 +228,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
                         gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
 #pragma GCC unroll 24
                 for (int t = 0; t < NT; t++) {
-                    CB_V xb = CB_BCAST(xr + col + o[t]);
+                    CB_V xb = CB_BCAST(xr + col * sw + o[t]);
 #pragma GCC unroll 2
                     for (int b = 0; b < NB; b++)
 #pragma GCC unroll 16
@@ -206,9 +250,10 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
 }
 
 #define CB_WGT_ARGS const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, \
-    int rows, int width, ptrdiff_t wp, int run_rows, int samples, ptrdiff_t gns, \
-    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs
-#define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, run_rows, samples, gns, xns, acc, accbs
+    int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, \
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs
+#define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, sw, run_rows, samples, gns, xns, acc, \
+    accbs
 #define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
 
 static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
@@ -239,7 +284,7 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
     default: break;
     }
 #else
-    (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp;
+    (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp; (void)sw;
     (void)run_rows; (void)samples; (void)gns; (void)xns; (void)acc; (void)accbs; (void)NT;
 #endif
 }
@@ -251,8 +296,8 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
  * channel of a run of samples, in groups of nearly equal numbers of taps. */
 static CB_ATTR void CB_NAME(cb_weight_rows)(
     const CB_T* g, ptrdiff_t gbs, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
-    int rows, int width, ptrdiff_t wp, int run_rows, int samples, ptrdiff_t gns,
-    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs)
+    int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples,
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs)
 {
     int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
     int groups = (nt + tmax - 1) / tmax;
@@ -260,10 +305,10 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
     for (int i = 0; i < groups; i++) {
         int n = (nt - t0 + groups - i - 1) / (groups - i);
         if (nb == 1)
-            CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, run_rows, samples,
+            CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
                                 gns, xns, acc + t0 * CB_B, accbs, n);
         else
-            CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, run_rows, samples,
+            CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
                                 gns, xns, acc + t0 * CB_B, accbs, n);
         t0 += n;
     }
