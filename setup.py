@@ -128,6 +128,8 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=compile_args + omp_compile + _extra_args(path.stem),
             extra_link_args=omp_link,
+            # hand-written headers: a change to one rebuilds the modules
+            depends=[str(h.relative_to(HERE)) for h in sorted(path.parent.glob("*.h"))],
         )
         for path in sources
     ]

@@ -16,17 +16,59 @@ from ._kernels import _conv_direct
 
 
 def supports(geometry):
-    """Whether the direct kernels can run this convolution: stride 1, one
-    group, at most DIRECT_MAX_TAPS taps, a bounded padded copy, and (for the
-    input gradient, which pads the output gradient by the kernel's span
-    minus the padding) padding no larger than the dilated kernel's span."""
-    return _plan(geometry) is not None
+    """Whether the direct kernels can run all three operations of this
+    convolution: stride 1, one group, at most DIRECT_MAX_TAPS taps, a
+    bounded padded copy, and (for the input gradient, which pads the output
+    gradient by the kernel's span minus the padding) padding no larger than
+    the dilated kernel's span."""
+    return _plan(geometry) is not None and geometry.stride == (1, 1)
+
+
+def supports_operation(geometry, operation):
+    """Whether the direct kernels can run ``operation`` of this
+    convolution: as supports(), and at other strides the filter-blocked
+    forward pass and weight gradient (their planes are read at a stride;
+    the input gradient of a strided layer is no correlation)."""
+    if _plan(geometry) is None:
+        return False
+    return geometry.stride == (1, 1) or (
+        operation != "input" and _runtime.direct_family(geometry, operation) == "blocked")
 
 
 def use(geometry, operation):
     """Whether ``operation`` ("forward", "input", "weight") of this
     convolution takes the direct path."""
-    return _runtime.direct_wanted(geometry, operation) and supports(geometry)
+    return (_runtime.direct_wanted(geometry, operation)
+            and supports_operation(geometry, operation))
+
+
+def _blocked(geometry, operation):
+    """Whether ``operation`` runs on the filter-blocked kernels rather than
+    the wide ones (see _runtime.direct_family)."""
+    return _runtime.direct_family(geometry, operation) == "blocked"
+
+
+def _block(dtype):
+    """Filters per block of the filter-blocked kernels: 64 bytes."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def _packed(weight):
+    """``weight`` (F, C, kh, kw) as blocks of filters (FB, C, kh*kw, B),
+    zero-padded to whole blocks."""
+    f, c, kh, kw = weight.shape
+    block = _block(weight.dtype)
+    blocks = -(-f // block)
+    padded = np.zeros((blocks * block, c, kh * kw), weight.dtype)
+    padded[:f] = weight.reshape(f, c, kh * kw)
+    return np.ascontiguousarray(padded.reshape(blocks, block, c, kh * kw).transpose(0, 2, 3, 1))
+
+
+def _tiles(n_threads, positions, dtype):
+    """Each thread's position-major output tile of the filter-blocked kernels."""
+    isa = _runtime.isa_code()
+    return np.empty((n_threads, positions * _conv_direct.tile_blocks(isa) * _block(dtype)),
+                    dtype)
 
 
 @dataclass(frozen=True)
@@ -86,7 +128,7 @@ def _plan(g):
     # sample more).
     per_sample = max(g.channels, g.filters) * max(stride, grad_stride)
     chunk = (_runtime.DIRECT_MAX_PADDED // per_sample - 1) // per_part * per_part
-    if not (g.stride == (1, 1) and g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
+    if not (g.groups == 1 and kh * kw <= _runtime.DIRECT_MAX_TAPS
             and max(g.pad_top, g.pad_bottom) <= span_h
             and max(g.pad_left, g.pad_right) <= span_w
             and chunk > 0):
@@ -111,6 +153,16 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
     """conv2d's output, and with ``relu`` max(output, 0) as np.maximum."""
     g, plan = geometry, _plan(geometry)
     out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
+    if _blocked(g, "forward"):
+        packed = _packed(weight)
+        tiles = _tiles(n_threads, g.out_height * g.out_width, x4.dtype)
+        for part in plan.chunks(g.n):
+            _conv_direct.forward_blocked(
+                x4[part], packed, bias, out[part],
+                np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+                tiles, plan.offsets, g.pad_top, g.pad_left, plan.width, *g.stride, relu,
+                _runtime.isa_code(), n_threads)
+        return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
         _conv_direct.forward(
@@ -126,6 +178,18 @@ def grad_input(g4, weight, geometry, n_threads):
     g, plan = geometry, _plan(geometry)
     grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
     transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
+    if _blocked(g, "input"):
+        packed = _packed(transposed)
+        tiles = _tiles(n_threads, g.height * g.width, weight.dtype)
+        for part in plan.chunks(g.n):
+            if not _conv_direct.backward_input_blocked(
+                    g4[part], packed, grad_input[part],
+                    np.zeros((part.stop - part.start, g.filters, plan.grad_stride),
+                             weight.dtype),
+                    tiles, plan.grad_offsets, plan.grad_top, plan.grad_left,
+                    plan.grad_width, _runtime.isa_code(), n_threads):
+                return None
+        return grad_input
     wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
     for part in plan.chunks(g.n):
         if not _conv_direct.backward_input(
@@ -144,6 +208,8 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
     sample."""
     g, plan = geometry, _plan(geometry)
     dtype = x4.dtype
+    if _blocked(g, "weight"):
+        return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads)
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
@@ -162,3 +228,32 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
         return partials.reshape(weight.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         return partials.sum(axis=0).reshape(weight.shape)
+
+
+def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
+    """The weight gradient by the filter-blocked kernels: running sums per
+    (filter block, channel, tap), carried from one chunk of the batch to
+    the next, so that the chunks change nothing."""
+    dtype = x4.dtype
+    f, c, kh, kw = weight.shape
+    block = _block(dtype)
+    blocks = -(-f // block)
+    acc = np.zeros((blocks, c, kh * kw, block), dtype)
+    positions = g.out_height * g.out_width
+    # Runs of whole rows, or of whole samples for planes smaller than a run;
+    # batch chunks of whole runs, so that chunking changes no sum.
+    run = _runtime.BLOCKED_WEIGHT_RUN
+    run_rows = max(1, run // g.out_width) if positions > run else g.out_height
+    run_samples = 1 if positions > run else run // positions
+    chunk = max(run_samples, plan.chunk // run_samples * run_samples)
+    for first in range(0, g.n, chunk):
+        part = slice(first, min(g.n, first + chunk))
+        n = part.stop - part.start
+        _conv_direct.backward_weight_blocked(
+            g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
+            np.zeros((n, c, plan.stride), dtype), acc, plan.offsets,
+            g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
+            _runtime.isa_code(), n_threads)
+    # (FB, C, taps, B) back to (F, C, kh, kw)
+    return np.ascontiguousarray(
+        acc.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])

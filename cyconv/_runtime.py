@@ -50,10 +50,16 @@ def threads_for(work, min_work_per_thread):
 # "avx512", "avx2" or "portable" (detected at import; see conv_direct.h).
 DETECTED_ISA = _conv_direct.detected_isa()
 
-# Which operations take the direct path, per microkernel variant: where it
-# measured faster than (or as fast as) the BLAS products.  Zen 4, GCC 12,
-# scipy's OpenBLAS (which runs its AVX-512 kernels there), 1 thread, best of
-# interleaved runs, ms, direct / products, batch 64:
+# Which operations take the direct path, per microkernel variant, and on
+# which of its two kernel families: "blocked" (conv_blocked.h, vectorised
+# over blocks of 16 float / 8 double filters) where blocked_suits() says
+# the geometry suits it, else "wide" (conv_direct.h, vectorised over output
+# positions) if the variant's WIDE_OPERATIONS name the operation, else the
+# BLAS products.
+#
+# The wide kernels, measured against the BLAS products when they were
+# written: Zen 4, GCC 12, scipy's OpenBLAS (which runs its AVX-512 kernels
+# there), 1 thread, best of interleaved runs, ms, direct / products, batch 64:
 #   AVX-512 variant   forward      weight grad   input grad
 #     W1a 1->8 3x3    0.14 / 0.20  0.22 / 0.22   0.20 / 0.17
 #     W1b 8->16 3x3   0.25 / 0.33  0.37 / 0.37   0.30 / 0.31
@@ -68,11 +74,50 @@ DETECTED_ISA = _conv_direct.detected_isa()
 # only, the choice that measured no slower than the products on any layer.
 # The portable variant takes nothing: it exists for other processors'
 # correctness and for tests.
-DIRECT_OPERATIONS = {
+WIDE_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
     "avx2": ("forward",),
 }
-DIRECT_ISAS = tuple(DIRECT_OPERATIONS)
+# The filter-blocked kernels, 3x3 layers (padding 1 unless said), Zen 4,
+# 1 thread, min of 25 interleaved runs, ms: blocked / wide / BLAS products
+# / torch 2.13 (oneDNN), float32:
+#   AVX-512 variant      forward               input grad            weight grad
+#     W1b 8->16 13x13 p0   0.22/0.26/0.34/0.26   0.52/0.31/0.32/0.55   0.25/0.37/0.36/0.33
+#     C1 3->32 32x32       2.48/1.63/1.78/2.16   6.05/1.92/2.05/6.74   2.74/2.54/1.90/2.20
+#     C2 32->64 16x16      6.27/6.24/6.96/5.73   6.62/6.48/7.23/5.92   6.73/8.31/8.63/6.50
+#     C3 64->128 8x8       6.11/6.92/7.21/4.99   6.32/7.08/7.22/5.08   7.00/9.25/8.36/5.92
+#     W2 32->64 32x32 b32  13.2/12.2/13.7/12.0   13.5/12.6/13.3/12.1   14.6/15.1/17.7/14.0
+#     W3 64->64 56x56 b8   19.0/17.9/19.0/17.4   19.1/18.4/19.1/17.6   19.2/20.5/23.2/19.7
+# The AVX2 variant on the same Zen 4 (an AVX-512 processor running the
+# AVX2 code; not measured on an AVX2-only one): blocked / BLAS products
+#     C2 32->64 16x16      6.34 / 7.12           6.65 / 7.16           7.96 / 8.83
+#     C3 64->128 8x8       6.37 / 7.27           6.73 / 7.20           8.45 / 8.43
+#     W2 32->64 32x32 b32  (wide)                (products)            19.41 / 17.80
+#     W3 64->64 56x56 b8   (wide)                (products)            24.50 / 23.36
+# so the AVX2 variant takes the input and weight gradients too, on the
+# blocked kernels, where blocked_suits() with AVX2's limits holds: small
+# planes.
+# Strided layers: only the blocked kernels read planes at a stride, for the
+# forward pass and weight gradient (the input gradient of a strided layer
+# is no correlation: products).  W4 16->32 5x5 stride 2 padding 2, 32x32,
+# batch 32, AVX-512 variant, blocked / products / torch, ms: forward
+# 2.30 / 4.17 / 2.18, weight gradient 2.31 / 3.64 / 2.33.
+BLOCKED_OPERATIONS = {
+    "avx512": ("forward", "input", "weight"),
+    "avx2": ("forward", "input", "weight"),
+}
+# blocked_suits(): the forward pass and input gradient take the blocked
+# kernels with at least BLOCKED_MIN_OUTPUTS output channels (fewer waste
+# most of a block's lanes: C1's input gradient, 3 channels, measured 3x
+# slower) on planes of at most BLOCKED_MAX_PLANE pixels (on larger ones the
+# wide kernels waste few lanes and measured faster: W2, W3)...
+BLOCKED_MIN_OUTPUTS = 16
+BLOCKED_MAX_PLANE = 256
+# ...and the weight gradient with at least BLOCKED_MIN_WEIGHT_TAPS input
+# channels x taps per filter (fewer: the transposed output gradient costs
+# as much as the products, C1), on any plane with AVX-512 and on planes
+# of at most BLOCKED_MAX_PLANE pixels with AVX2.
+BLOCKED_MIN_WEIGHT_TAPS = 64
 
 # Largest kernel (taps) the direct path takes: 7x7.  Its weight gradient
 # keeps one register tile per tap chunk, and wider kernels were not measured.
@@ -93,7 +138,13 @@ DIRECT_WEIGHT_PARTS = 8
 # 8 samples (900 positions) cost a third of the time (Zen 4).
 DIRECT_WEIGHT_RUN = 4096
 
-_state = {"isa": DETECTED_ISA, "direct": "auto"}
+# The filter-blocked weight gradient sums each value in runs of whole
+# output rows of about this many pixels, each run one chain of fused
+# multiply-adds, the runs then added in order: a bounded chain, as the
+# wide kernels' lanes.
+BLOCKED_WEIGHT_RUN = 256
+
+_state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
 
 
 def isa():
@@ -107,7 +158,7 @@ def isa_code():
 
 
 @contextlib.contextmanager
-def direct_convolution(mode="auto", isa=None):
+def direct_convolution(mode="auto", isa=None, family=None):
     """Inside the block, convolutions take the direct path always ("always",
     where the geometry allows it), never ("never") or by the measured rule
     ("auto"), with microkernel variant ``isa`` (default: the detected one;
@@ -117,8 +168,11 @@ def direct_convolution(mode="auto", isa=None):
         raise ValueError(f"mode must be 'auto', 'always' or 'never', got {mode!r}")
     if isa is not None and isa not in available_isas():
         raise ValueError(f"this processor runs {available_isas()}, not {isa!r}")
+    if family not in (None, "wide", "blocked"):
+        raise ValueError(f"family must be None, 'wide' or 'blocked', got {family!r}")
     saved = dict(_state)
     _state["direct"] = mode
+    _state["family"] = family
     if isa is not None:
         _state["isa"] = isa
     try:
@@ -133,16 +187,56 @@ def available_isas():
     return order[: order.index(DETECTED_ISA) + 1]
 
 
+def blocked_suits(geometry, operation, isa):
+    """Whether the filter-blocked kernels suit ``operation`` of this
+    geometry on variant ``isa`` (see BLOCKED_MIN_OUTPUTS and after)."""
+    g = geometry
+    if g.stride != (1, 1) and operation == "input":
+        return False
+    if operation == "weight":
+        return (g.channels * g.kernel[0] * g.kernel[1] >= BLOCKED_MIN_WEIGHT_TAPS
+                and (isa != "avx2" or g.out_height * g.out_width <= BLOCKED_MAX_PLANE))
+    outputs, plane = ((g.filters, g.out_height * g.out_width) if operation == "forward"
+                      else (g.channels, g.height * g.width))
+    return outputs >= BLOCKED_MIN_OUTPUTS and plane <= BLOCKED_MAX_PLANE
+
+
+def direct_choice(geometry, operation):
+    """The measured rule for ``operation`` ("forward", "input" or "weight"
+    gradient) of a convolution the direct kernels can run (see
+    _conv_direct.supports), on the variant running now: "blocked", "wide",
+    or None for the BLAS products."""
+    isa = _state["isa"]
+    if (operation in BLOCKED_OPERATIONS.get(isa, ())
+            and blocked_suits(geometry, operation, isa)):
+        return "blocked"
+    if operation in WIDE_OPERATIONS.get(isa, ()) and geometry.stride == (1, 1):
+        return "wide"
+    return None
+
+
 def direct_wanted(geometry, operation):
-    """Whether ``operation`` ("forward", "input" or "weight" gradient) of a
-    convolution that the direct kernels can run (see _conv_direct.supports)
-    should: the measured rule, DIRECT_OPERATIONS.  The same for every
-    stride-1 layer the direct kernels take: they won on all that were
-    measured, small and large."""
+    """Whether ``operation`` of a convolution the direct kernels can run
+    should: always, never, or by the measured rule (direct_choice)."""
     mode = _state["direct"]
     if mode != "auto":
         return mode == "always"
-    return operation in DIRECT_OPERATIONS.get(_state["isa"], ())
+    return direct_choice(geometry, operation) is not None
+
+
+def direct_family(geometry, operation):
+    """Which family of direct kernels runs ``operation`` of a convolution
+    that takes the direct path: "blocked" (vectorised over blocks of
+    filters, conv_blocked.h) or "wide" (over output positions,
+    conv_direct.h).  Both give bitwise the same forward pass and input
+    gradient."""
+    if _state["family"] is not None:
+        return _state["family"]
+    if geometry.stride != (1, 1):
+        return "blocked"  # the only family that reads planes at a stride
+    # Also where a test forces the direct path on a variant the rule
+    # leaves out (the portable one): the family AVX-512 would take.
+    return "blocked" if blocked_suits(geometry, operation, "avx512") else "wide"
 
 
 def show_config(mode="stdout"):
@@ -177,9 +271,14 @@ def show_config(mode="stdout"):
         raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
     operations = {"forward": "forward", "input": "input gradient",
                   "weight": "weight gradient"}
-    direct = (", ".join(operations[op] for op in DIRECT_OPERATIONS[DETECTED_ISA])
+    wide = WIDE_OPERATIONS.get(DETECTED_ISA, ())
+    blocked = BLOCKED_OPERATIONS.get(DETECTED_ISA, ())
+    direct = (", ".join(operations[op] + (" (filter-blocked where it suits, else by output"
+                                          " positions)" if op in wide else
+                                          " (filter-blocked where it suits)")
+                        for op in ("forward", "input", "weight") if op in wide + blocked)
               + f" of stride-1, one-group layers with kernels up to {DIRECT_MAX_TAPS} taps; "
-              "the rest by BLAS products" if DETECTED_ISA in DIRECT_ISAS
+              "the rest by BLAS products" if wide or blocked
               else "off (no vectorised variant for this processor): BLAS products")
     info = {
         "direct convolution kernels": DETECTED_ISA,

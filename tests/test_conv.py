@@ -23,16 +23,21 @@ from reference import RTOL, assert_close
 # output rows are processed one chunk at a time, weight-gradient blocks hold
 # one channel each and samples are summed in several parts.  "direct-<isa>"
 # runs the direct kernels' variant for that instruction set (each one this
-# processor runs), drawn with stride 1 and one group.
-DIRECT_ALGORITHMS = ["direct-" + isa for isa in _runtime.available_isas()]
+# processor runs), drawn with stride 1 and one group, on the kernels
+# vectorised over output positions; "blocked-<isa>" on the ones vectorised
+# over blocks of filters, drawn with one group and any stride.
+DIRECT_ALGORITHMS = [family + "-" + isa for family in ("direct", "blocked")
+                     for isa in _runtime.available_isas()]
 ALGORITHMS = pytest.mark.parametrize(
     "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"] + DIRECT_ALGORITHMS)
 
 
 @contextlib.contextmanager
 def forced(algorithm):
-    if algorithm.startswith("direct"):
-        with _runtime.direct_convolution("always", algorithm.split("-")[1]):
+    if algorithm.startswith(("direct", "blocked")):
+        family, isa = algorithm.split("-")
+        with _runtime.direct_convolution("always", isa,
+                                         "wide" if family == "direct" else "blocked"):
             yield
         return
     shifted = algorithm.startswith("shifted")
@@ -52,9 +57,11 @@ def forced(algorithm):
 def configs_for(algorithm, **limits):
     """conv2d_configs, with stride 1 for the shifted formulation, and one
     group too for the direct one."""
+    # The blocked kernels also take strided forward passes and weight
+    # gradients (the input gradient then takes the products).
     if algorithm.startswith(("shifted", "direct")):
         limits["max_stride"] = 1
-    if algorithm.startswith("direct"):
+    if algorithm.startswith(("direct", "blocked")):
         limits["max_groups"] = 1
     return conv2d_configs(**limits)
 

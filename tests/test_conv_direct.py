@@ -55,10 +55,45 @@ def test_which_layers_take_the_direct_path():
         with _runtime.direct_convolution("auto", "portable"):
             assert not _conv_direct.use(lenet, operation)
         if "avx2" in VARIANTS:
+            # 8 input channels: the input gradient is not worth a block of 16
             with _runtime.direct_convolution("auto", "avx2"):
-                assert _conv_direct.use(lenet, operation) == (operation == "forward")
-        wanted = _runtime.DIRECT_OPERATIONS.get(_runtime.DETECTED_ISA, ())
-        assert _conv_direct.use(lenet, operation) == (operation in wanted)
+                assert _conv_direct.use(lenet, operation) == (operation != "input")
+        if "avx512" in VARIANTS:
+            with _runtime.direct_convolution("auto", "avx512"):
+                assert _conv_direct.use(lenet, operation)
+
+
+def test_which_kernel_family_the_rule_picks():
+    """Filter-blocked kernels for at least 16 output channels on planes of at
+    most 256 pixels, and for weight gradients of at least 64 channel taps
+    (on any plane with AVX-512, small planes with AVX2); else the wide
+    kernels, or the products where the variant's rule leaves them out."""
+    c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3), padding=1)
+    c1 = geometry((64, 3, 32, 32), (32, 3, 3, 3), padding=1)
+    w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    w1b = geometry((64, 8, 13, 13), (16, 8, 3, 3))
+    w4 = geometry((32, 16, 32, 32), (32, 16, 5, 5), stride=2, padding=2)
+    c1_strided = geometry((64, 3, 32, 32), (32, 3, 3, 3), stride=2, padding=1)
+    expected = {
+        "avx512": {c3: ("blocked",) * 3, c1: ("wide",) * 3,
+                   w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked"),
+                   w4: ("blocked", None, "blocked"), c1_strided: ("blocked", None, None)},
+        "avx2": {c3: ("blocked",) * 3, c1: ("wide", None, None), w3: ("wide", None, None),
+                 w1b: ("blocked", None, "blocked"), w4: ("blocked", None, "blocked")},
+        "portable": {c3: (None,) * 3, w4: (None,) * 3},
+    }
+    for variant in VARIANTS:
+        with _runtime.direct_convolution("auto", variant):
+            for geo, choices in expected[variant].items():
+                assert tuple(_runtime.direct_choice(geo, op)
+                             for op in ("forward", "input", "weight")) == choices
+                for op, choice in zip(("forward", "input", "weight"), choices):
+                    assert _conv_direct.use(geo, op) == (choice is not None)
+                    if choice is not None:
+                        assert _runtime.direct_family(geo, op) == choice
+    with pytest.raises(ValueError, match="family must be"):
+        with _runtime.direct_convolution("always", None, "narrow"):
+            pass
 
 
 def _einsum_conv(x, w, padding):
@@ -243,9 +278,10 @@ def _relu_cases():
     matrix products take (stride 2), NaN, infinities and a -0.0 bias."""
     rng = np.random.default_rng(11)
     for dtype in (np.float32, np.float64):
+        # 19 filters: a whole block of 16 float filters and a partial one
         x = rng.standard_normal((5, 6, 11, 11)).astype(dtype)
-        w = rng.standard_normal((7, 6, 3, 3)).astype(dtype)
-        b = rng.standard_normal(7).astype(dtype)
+        w = rng.standard_normal((19, 6, 3, 3)).astype(dtype)
+        b = rng.standard_normal(19).astype(dtype)
         yield x, w, b, dict(padding=1)
         yield x, w, np.empty(0, dtype), dict(padding=1)
         nan = x.copy()
@@ -256,16 +292,19 @@ def _relu_cases():
         yield nan, w, b, dict(padding=1)
         # -0.0 bias on an all-zero input: outputs of -0.0, which np.maximum
         # turns into +0.0
-        yield np.zeros_like(x), w, np.full(7, -0.0, dtype), dict(padding=0)
+        yield np.zeros_like(x), w, np.full(19, -0.0, dtype), dict(padding=0)
         yield x, w, b, dict(padding=1, stride=2)
         yield nan, w, b, dict(padding=2, dilation=2)
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "never"])
-def test_fused_relu_is_max_after_the_convolution_bitwise(variant):
+@pytest.mark.parametrize("variant, family", [(variant, family) for variant in VARIANTS
+                                             for family in ("wide", "blocked")]
+                         + [("never", None)])
+def test_fused_relu_is_max_after_the_convolution_bitwise(variant, family):
     """conv2d_checked(..., relu=True) equals np.maximum(conv2d(...), 0) bit
-    for bit, NaN kept, whichever path, variant and thread count runs it."""
-    mode = ("never", None) if variant == "never" else ("always", variant)
+    for bit, NaN kept, whichever path, kernels, variant and thread count
+    runs it."""
+    mode = ("never", None) if variant == "never" else ("always", variant, family)
     try:
         for x, w, b, kwargs in _relu_cases():
             geo = geometry(x.shape, w.shape, **kwargs)
@@ -279,3 +318,132 @@ def test_fused_relu_is_max_after_the_convolution_bitwise(variant):
             assert np.isnan(expected).any() == bool(np.isnan(x).any())
     finally:
         cyconv.set_num_threads(None)
+
+
+def _reference(x, w, g, padding, dilation, stride=(1, 1)):
+    """float64 forward, input and weight gradients tap by tap (np.pad and
+    einsum), with their magnitudes (the same sums of absolute values)."""
+    (ph, pw), (dh, dw), (sh, sw) = padding, dilation, stride
+    _, _, kh, kw = w.shape
+    ho, wo = g.shape[2:]
+    results = []
+    for sign in (1, -1):  # the values, then the magnitudes
+        xs, ws, gs = (a.astype(np.float64) if sign > 0 else np.abs(a.astype(np.float64))
+                      for a in (x, w, g))
+        xp = np.pad(xs, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        out = np.zeros(g.shape)
+        gxp = np.zeros(xp.shape)
+        gw = np.zeros(w.shape)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+                window = (slice(None), slice(None), rows, cols)
+                out += np.einsum("nchw,fc->nfhw", xp[window], ws[:, :, i, j])
+                gxp[window] += np.einsum("nfhw,fc->nchw", gs, ws[:, :, i, j])
+                gw[:, :, i, j] = np.einsum("nchw,nfhw->fc", xp[window], gs)
+        results.append((out, gxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], gw))
+    return results
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([np.float32, np.float64]), st.data())
+def test_filter_blocked_kernels_against_references_threads_and_variants(dtype, data):
+    """The kernels vectorised over blocks of 16 float / 8 double filters:
+    channels and filters that are not whole blocks, 1x1 to 20x20 planes,
+    padding, dilation, strides (forward and weight gradient; the input
+    gradient then runs on the products), batches of 0, 1 or odd sizes.  Against a float64
+    reference; bitwise across 1, 2, 3 threads and every variant; the forward
+    pass and input gradient bitwise those of the wide kernels (the same
+    chains of fused multiply-adds)."""
+    channels, filters = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
+    kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    dilation = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    stride = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))
+    # padding within the dilated span, as the direct path requires
+    padding = tuple(data.draw(st.integers(0, d * (k - 1))) for d, k in zip(dilation, (kh, kw)))
+    sizes = [data.draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 20))
+             for d, k, p in zip(dilation, (kh, kw), padding)]
+    n = data.draw(st.sampled_from([0, 1, 2, 3, 5]))
+    x, w, b = random_arrays(data.draw, [(n, channels, *sizes), (filters, channels, kh, kw),
+                                        (filters,)], dtype)
+    kwargs = dict(padding=padding, dilation=dilation, stride=stride)
+    geo = geometry(x.shape, w.shape, **kwargs)
+    if not _conv_direct.supports_operation(geo, "forward"):
+        return
+    strided = stride != (1, 1)
+    g = random_arrays(data.draw, [geo.output_shape], dtype)[0]
+    results = []
+    try:
+        for variant in VARIANTS:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                with _runtime.direct_convolution("always", variant, "blocked"):
+                    results.append((conv2d(x, w, b, **kwargs),)
+                                   + conv2d_backward(g, x, w, **kwargs))
+        with _runtime.direct_convolution("always", None, "wide"):
+            wide = (conv2d(x, w, b, **kwargs),) + conv2d_backward(g, x, w, **kwargs)
+    finally:
+        cyconv.set_num_threads(None)
+    first = results[0]
+    for other in results[1:]:
+        for a, b_ in zip(first, other):
+            assert a.tobytes() == b_.tobytes()
+    if not strided:  # (strided, the wide family is not asked: the products run)
+        assert first[0].tobytes() == wide[0].tobytes()
+        assert first[1].tobytes() == wide[1].tobytes()
+    (out, gx, gw), (out_mag, gx_mag, gw_mag) = _reference(x, w, g, padding, dilation,
+                                                          stride)
+    out = out + b.astype(np.float64)[:, None, None]
+    out_mag = out_mag + np.abs(b.astype(np.float64))[:, None, None]
+    for actual, expected, magnitude in ((first[0], out, out_mag), (first[1], gx, gx_mag),
+                                        (first[2], gw, gw_mag)):
+        assert actual.dtype == dtype and actual.shape == expected.shape
+        assert np.all(np.abs(actual - expected) <= RTOL[dtype] * 4 * (magnitude + 1))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_filter_blocked_weight_gradient_is_exact_for_any_x(variant):
+    """The filter-blocked weight gradient visits output pixels only (no
+    garbage positions multiplied by zeros), so NaN and infinities in x give
+    exactly the non-finite entries of the sums of the existing terms."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 5, 9, 8))
+    w = rng.standard_normal((18, 5, 3, 3))
+    g = rng.standard_normal((3, 18, 9, 8))
+    x[0, 1, 0, 0], x[1, 2, 4, 7], x[2, 4, 8, 3] = np.inf, -np.inf, np.nan
+    with _runtime.direct_convolution("always", variant, "blocked"):
+        _, gw, _ = conv2d_backward(g, x, w, padding=1)
+    with np.errstate(invalid="ignore"):
+        expected = _reference(x, w, g, (1, 1), (1, 1))[0][2]
+    for special in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(special(gw), special(expected))
+    finite = np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    np.testing.assert_allclose(gw[finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_filter_blocked_large_batches_run_in_chunks_with_the_same_result(monkeypatch):
+    """The weight gradient's running sums carry from one chunk of the batch
+    to the next: bitwise the same as one call."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((13, 20, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((17, 20, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((13, 17, 6, 6)).astype(np.float32)
+    geo = geometry(x.shape, w.shape, padding=1)
+    monkeypatch.setattr(_runtime, "DIRECT_WEIGHT_RUN", 1)  # chunks of whole runs of 2
+
+    def run():
+        _conv_direct._plan.cache_clear()
+        with _runtime.direct_convolution("always", None, "blocked"):
+            return (conv2d(x, w, padding=1),) + conv2d_backward(g, x, w, padding=1)
+
+    whole = run()
+    plan = _conv_direct._plan(geo)
+    per_sample = 20 * max(plan.stride, plan.grad_stride)
+    monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED", per_sample * (plan.samples_per_part + 2))
+    chunked = run()
+    assert len(_conv_direct._plan(geo).chunks(13)) > 1
+    _conv_direct._plan.cache_clear()
+    for a, b in zip(whole, chunked):
+        assert a.tobytes() == b.tobytes()

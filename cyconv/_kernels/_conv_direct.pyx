@@ -2,9 +2,12 @@
 # ------
 # Direct 2-D cross-correlation, stride 1, for the small layers of small
 # CNNs, where per-sample matrix products spend more time arranging data than
-# multiplying.  The register-tile microkernels are in conv_direct.h (one
-# variant per instruction set, chosen at run time); the loops, the layout
-# changes and the threading are here.
+# multiplying.  Two families of register-tile microkernels, each with one
+# variant per instruction set chosen at run time: conv_direct.h vectorises
+# over output positions ("wide"), conv_blocked.h over blocks of 16 float /
+# 8 double filters ("blocked": no lanes wasted on small planes, where a row
+# of 8 pixels fills half a vector).  The loops, the layout changes and the
+# threading are here; _runtime.direct_choice picks a family per operation.
 #
 # * "Wide" positions.  A sample's input is copied into zeroed planes of Hp
 #   rows of Wp values (plus a zeroed tail, so that the last tiles may read
@@ -27,6 +30,16 @@
 #   filter block, channel) triples writing their own partial gradient, which
 #   the caller sums in order.  Nothing depends on the thread count or on the
 #   instruction set: results are bitwise identical across both.
+# * The blocked family reads the same padded planes.  Its forward pass (and
+#   input gradient) broadcasts each input value against a block of weights
+#   packed (blocks, C, taps, B) into a tile of output pixels x filters, in
+#   the wide family's order (channel chunks, then taps): bitwise the same
+#   results.  The tile goes to a position-major scratch that is transposed
+#   into NCHW with the bias (and ReLU).  Its weight gradient reads the output
+#   gradient as blocks of filters, each position-major, visits output pixels
+#   only (no garbage: exact for any x), sums each value in runs of rows or
+#   of whole samples, each run one chain, the runs added in order, and splits
+#   tasks by (filter blocks, channels), never by samples.
 # * Indexing.  The caller checks the geometry (stride 1, one group, padding
 #   of the input gradient no larger than the dilated kernel's span) and
 #   allocates every buffer with the sizes plane_stride() and wide_length()
@@ -53,6 +66,35 @@ cdef extern from "conv_direct.h" nogil:
                             const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
                             double* lanes)
 
+cdef extern from "conv_blocked.h" nogil:
+    int CD_CHUNK_TAPS
+    int cb_blocks(int isa)
+    void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
+                             const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
+                             int nb, float* out, Py_ssize_t ldo, int rows, int width,
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
+    void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
+                             const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
+                             int nb, double* out, Py_ssize_t ldo, int rows, int width,
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
+    void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
+                            const Py_ssize_t* offs, int nt, int rows, int width,
+                            Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
+                            Py_ssize_t gns, Py_ssize_t xns, float* acc, Py_ssize_t accbs)
+    void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t gbs, int nb, const double* x,
+                            const Py_ssize_t* offs, int nt, int rows, int width,
+                            Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
+                            Py_ssize_t gns, Py_ssize_t xns, double* acc, Py_ssize_t accbs)
+
+    void cb_store_planes_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
+                             float* out, const float* bias, int relu)
+    void cb_store_planes_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
+                             double* out, const double* bias, int relu)
+    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int F, float* gt,
+                               Py_ssize_t ld)
+    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int F, double* gt,
+                               Py_ssize_t ld)
+
 cdef enum:
     # Values a vector may read or write past a plane's last position: the
     # widest vector (16 floats) rounds positions up by less than this.
@@ -67,6 +109,11 @@ cdef enum:
 LANE_VALUES_PER_TAP = MAX_WEIGHT_FILTERS * LANES_F32
 
 ISA_NAMES = {CD_ISA_PORTABLE: "portable", CD_ISA_AVX2: "avx2", CD_ISA_AVX512: "avx512"}
+
+
+def tile_blocks(isa):
+    """Filter blocks per tile of the filter-blocked kernels on variant ``isa``."""
+    return cb_blocks(isa)
 
 
 def detected_isa():
@@ -318,3 +365,182 @@ def backward_weight(
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
+
+
+# -- the filter-blocked family (conv_blocked.h): vectorised over blocks of
+# 16 float / 8 double filters, position-major tiles transposed to NCHW in
+# the store
+
+cdef void _correlate_blocked(
+    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks, zero-padded
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    bint relu, int isa, int n_threads,
+) noexcept:
+    """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
+    xp[n, c, oh * sh * Wp + ow * sw + offsets[t]], then max(out, 0) with
+    relu; at stride 1 the same sums as _correlate, in the same order.  Tasks are (sample, tile of
+    filter blocks) pairs; each computes its rows into a position-major
+    scratch tile, then writes them transposed."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
+    cdef Py_ssize_t B = packed.shape[3], per_tile = cb_blocks(isa)
+    cdef Py_ssize_t groups = (FB + per_tile - 1) // per_tile, ldo = per_tile * B
+    cdef Py_ssize_t positions = Ho * Wo
+    cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t task, n, b0, nb, nf
+    cdef floating* buf
+    for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_threads > 1):
+        n = task // groups
+        b0 = (task % groups) * per_tile
+        nb = min(per_tile, FB - b0)
+        buf = &tiles[threadid(), 0]
+        if floating is float:
+            cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+                                &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
+        else:
+            cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+                                &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
+        nf = min(F, (b0 + nb) * B) - b0 * B
+        if floating is float:
+            cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
+                                &bias[b0 * B] if has_bias else NULL, relu)
+        else:
+            cb_store_planes_f64(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
+                                &bias[b0 * B] if has_bias else NULL, relu)
+
+
+def forward_blocked(
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
+    const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
+    bint relu, int isa, int n_threads,
+):
+    """forward, by the filter-blocked kernels (bitwise the same result),
+    and for strided layers too."""
+    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
+                       tiles, relu, isa, n_threads)
+
+
+def backward_input_blocked(
+    const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
+    const floating[:, :, :, ::1] packed_t,  # IN  (CB, F, kh*kw, B) transposed weight blocks
+    floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks * B)
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    int isa, int n_threads,
+):
+    """backward_input, by the filter-blocked kernels; False, with nothing
+    written, when the weight is not finite."""
+    if not _all_finite(packed_t):
+        return False
+    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
+                       padded_width, 1, 1, tiles, False, isa, n_threads)
+    return True
+
+
+cdef void _position_major(
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
+    floating[:, :, ::1] gt,                # OUT (N, FB, Hout * Wout * B)
+    int isa, int n_threads,
+) noexcept:
+    """gt[n, f // B, q * B + f % B] = g[n, f, q], zeros for the padding
+    filters f >= F: blocks of filters, each position-major."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
+    cdef Py_ssize_t n
+    for n in prange(N, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        if floating is float:
+            cb_position_major_f32(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
+                                  gt.shape[1] * LANES_F32)
+        else:
+            cb_position_major_f64(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
+                                  gt.shape[1] * LANES_F64)
+
+
+cdef void _weight_blocked(
+    const floating[:, :, ::1] gt,          # IN  (N, FB, Hout * Wout * B) blocks, position-major
+    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    Py_ssize_t out_height, Py_ssize_t out_width, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
+    Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
+) noexcept:
+    """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
+    gt[n, b, (oh * Wout + ow) * B + l] *
+    xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
+    in runs of run_rows output rows, or (run_rows covering the plane) of
+    run_samples samples, each run one chain, the runs added in order.
+    Tasks are (tile of filter blocks, run of channels) pairs over every
+    sample."""
+    cdef Py_ssize_t N = gt.shape[0], gbs = gt.shape[2]
+    cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
+    cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
+    # Channels per task: a run's output gradient, read from L2, serves
+    # several channels; about 16 tasks or more, so that threads share even
+    # small layers.  (The sums do not depend on it.)
+    cdef Py_ssize_t per_task = max(1, min(8, C * groups // 16))
+    cdef Py_ssize_t channel_blocks = (C + per_task - 1) // per_task
+    cdef Py_ssize_t task, b0, nb, c, c0, k, n, ns
+    for task in prange(groups * channel_blocks, nogil=True, schedule="static",
+                       num_threads=n_threads, use_threads_if=n_threads > 1):
+        b0 = (task // channel_blocks) * per_tile
+        c0 = (task % channel_blocks) * per_task
+        nb = min(per_tile, FB - b0)
+        for k in range((N + run_samples - 1) // run_samples):
+            n = k * run_samples
+            ns = min(run_samples, N - n)
+            for c in range(c0, min(C, c0 + per_task)):
+                if floating is float:
+                    cb_weight_rows_f32(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> out_height,
+                                       <int> out_width, stride_h * padded_width, stride_w,
+                                       <int> run_rows,
+                                       <int> ns, FB * gbs, C * xp.shape[2],
+                                       &acc[b0, c, 0, 0], C * nt * B)
+                else:
+                    cb_weight_rows_f64(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> out_height,
+                                       <int> out_width, stride_h * padded_width, stride_w,
+                                       <int> run_rows,
+                                       <int> ns, FB * gbs, C * xp.shape[2],
+                                       &acc[b0, c, 0, 0], C * nt * B)
+
+
+def backward_weight_blocked(
+    const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
+    const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
+    floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
+    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride), zeroed
+    floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
+    const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w,
+    Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
+):
+    """Add this chunk of samples' weight gradient to acc, by the
+    filter-blocked kernels.  Only output pixels are visited (no garbage
+    positions), so any x is exact."""
+    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _position_major(grad_out, gt, isa, n_threads)
+    _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
+                    padded_width, stride_h, stride_w, run_rows, run_samples, isa, n_threads)

@@ -1,0 +1,329 @@
+/* Filter-blocked direct convolution microkernels: vectorised over blocks
+ * of 16 float (8 double) filters rather than over output positions, so that
+ * small planes waste no lanes.  Each input value is broadcast against a
+ * block of weights packed (blocks, C, taps, 16); the output is a
+ * position-major tile (positions, filters) that the caller transposes to
+ * NCHW.  One variant per instruction set, as in conv_direct.h (whose
+ * CD_X86 and dispatch conventions this follows); the loops and threading
+ * are in _conv_direct.pyx.
+ */
+#ifndef CYCONV_CONV_BLOCKED_H
+#define CYCONV_CONV_BLOCKED_H
+
+#include "conv_direct.h"
+
+/* ---- portable: scalars (a block is 16 or 8 of them) ---- */
+#define CB_ATTR
+#define CB_PMAX1 1
+#define CB_PMAX2 0
+#define CB_TMAX1 6
+#define CB_TMAX2 0
+
+#define CB_T float
+#define CB_V float
+#define CB_VL 1
+#define CB_B 16
+#define CB_FMA(a, b, c) fmaf(a, b, c)
+#define CB_ZERO() 0
+#define CB_LOAD(p) (*(p))
+#define CB_STORE(p, v) (*(p) = (v))
+#define CB_BCAST(p) (*(p))
+#define CB_ADD(a, b) ((a) + (b))
+#define CB_SUFFIX portable_f32
+#include "conv_blocked_impl.h"
+
+#define CB_T double
+#define CB_V double
+#define CB_VL 1
+#define CB_B 8
+#define CB_FMA(a, b, c) fma(a, b, c)
+#define CB_ZERO() 0
+#define CB_LOAD(p) (*(p))
+#define CB_STORE(p, v) (*(p) = (v))
+#define CB_BCAST(p) (*(p))
+#define CB_ADD(a, b) ((a) + (b))
+#define CB_SUFFIX portable_f64
+#include "conv_blocked_impl.h"
+
+#undef CB_ATTR
+#undef CB_PMAX1
+#undef CB_PMAX2
+#undef CB_TMAX1
+#undef CB_TMAX2
+
+#if CD_X86
+/* ---- AVX2 + FMA: a block is two ymm; 16 registers hold tiles of 6
+ * positions (or taps) x 1 block (12 accumulators) ---- */
+#define CB_ATTR __attribute__((target("avx2,fma")))
+#define CB_PMAX1 6
+#define CB_PMAX2 0
+#define CB_TMAX1 6
+#define CB_TMAX2 0
+
+#define CB_T float
+#define CB_V __m256
+#define CB_VL 8
+#define CB_B 16
+#define CB_ZERO() _mm256_setzero_ps()
+#define CB_LOAD(p) _mm256_loadu_ps(p)
+#define CB_STORE(p, v) _mm256_storeu_ps(p, v)
+#define CB_BCAST(p) _mm256_broadcast_ss(p)
+#define CB_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define CB_ADD(a, b) _mm256_add_ps(a, b)
+#define CB_SUFFIX avx2_f32
+#include "conv_blocked_impl.h"
+
+#define CB_T double
+#define CB_V __m256d
+#define CB_VL 4
+#define CB_B 8
+#define CB_ZERO() _mm256_setzero_pd()
+#define CB_LOAD(p) _mm256_loadu_pd(p)
+#define CB_STORE(p, v) _mm256_storeu_pd(p, v)
+#define CB_BCAST(p) _mm256_broadcast_sd(p)
+#define CB_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define CB_ADD(a, b) _mm256_add_pd(a, b)
+#define CB_SUFFIX avx2_f64
+#include "conv_blocked_impl.h"
+#undef CB_ATTR
+#undef CB_PMAX1
+#undef CB_PMAX2
+#undef CB_TMAX1
+#undef CB_TMAX2
+
+/* ---- AVX-512F: a block is one zmm; 32 registers hold tiles of 24
+ * accumulators: 24 positions (or taps) x 1 block, or 12 x 2 ---- */
+#define CB_ATTR __attribute__((target("avx512f")))
+#define CB_PMAX1 24
+#define CB_PMAX2 12
+#define CB_TMAX1 24
+#define CB_TMAX2 12
+
+#define CB_T float
+#define CB_V __m512
+#define CB_VL 16
+#define CB_B 16
+#define CB_ZERO() _mm512_setzero_ps()
+#define CB_LOAD(p) _mm512_loadu_ps(p)
+#define CB_STORE(p, v) _mm512_storeu_ps(p, v)
+#define CB_BCAST(p) _mm512_set1_ps(*(p))
+#define CB_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define CB_ADD(a, b) _mm512_add_ps(a, b)
+#define CB_SUFFIX avx512_f32
+#include "conv_blocked_impl.h"
+
+#define CB_T double
+#define CB_V __m512d
+#define CB_VL 8
+#define CB_B 8
+#define CB_ZERO() _mm512_setzero_pd()
+#define CB_LOAD(p) _mm512_loadu_pd(p)
+#define CB_STORE(p, v) _mm512_storeu_pd(p, v)
+#define CB_BCAST(p) _mm512_set1_pd(*(p))
+#define CB_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define CB_ADD(a, b) _mm512_add_pd(a, b)
+#define CB_SUFFIX avx512_f64
+#include "conv_blocked_impl.h"
+#undef CB_ATTR
+#undef CB_PMAX1
+#undef CB_PMAX2
+#undef CB_TMAX1
+#undef CB_TMAX2
+#endif /* CD_X86 */
+
+/* Blocks of filters per forward and weight-gradient tile: 2 where the
+ * register file holds two. */
+static int cb_blocks(int isa) { return isa == CD_ISA_AVX512 ? 2 : 1; }
+
+static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
+    const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk)
+{ CD_DISPATCH(cb_forward_rows, f32, isa,
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk)); }
+static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
+    const ptrdiff_t* offs, int nt, const double* w, ptrdiff_t wbs, int nb, double* out,
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk)
+{ CD_DISPATCH(cb_forward_rows, f64, isa,
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk)); }
+static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t gbs, int nb,
+    const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
+    ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, float* acc,
+    ptrdiff_t accbs)
+{ CD_DISPATCH(cb_weight_rows, f32, isa,
+              (g, gbs, nb, x, offs, nt, rows, width, wp, sw, run_rows, samples, gns, xns, acc,
+               accbs)); }
+static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
+    const double* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
+    ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, double* acc,
+    ptrdiff_t accbs)
+{ CD_DISPATCH(cb_weight_rows, f64, isa,
+              (g, gbs, nb, x, offs, nt, rows, width, wp, sw, run_rows, samples, gns, xns, acc,
+               accbs)); }
+
+/* ---- moving tiles between layouts: exact (copies, and the bias and ReLU
+ * the same single operations in every variant), so the AVX-512 transposes
+ * serve the other variants' results too ---- */
+
+/* out[k * P + q] = buf[q * ldo + k] (+ bias[k]) (then max(., 0) as
+ * np.maximum: NaN kept, -0.0 to +0.0) for k < nf, q < P; bias may be NULL. */
+#define CB_STORE_PLANES(T, SUFFIX) \
+static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t P, \
+                                              int nf, T* out, const T* bias, int relu) \
+{ \
+    for (int k = 0; k < nf; k++) \
+        for (ptrdiff_t q = 0; q < P; q++) { \
+            T v = buf[q * ldo + k]; \
+            if (bias) v = v + bias[k]; \
+            if (relu) v = v > 0 || v != v ? v : 0; \
+            out[k * P + q] = v; \
+        } \
+}
+/* gt[(f / B) * P * B + q * B + f % B] = g[f * P + q] for q < P, f < F, and
+ * 0 for F <= f < ld (a multiple of B): one sample's output gradient as
+ * blocks of B filters, each position-major. */
+#define CB_POSITION_MAJOR(T, B, SUFFIX) \
+static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int F, T* gt, \
+                                                ptrdiff_t ld) \
+{ \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += 64) { \
+        ptrdiff_t q1 = P - q0 < 64 ? P : q0 + 64; \
+        for (int f = 0; f < ld; f++) \
+            for (ptrdiff_t q = q0; q < q1; q++) \
+                gt[(f - f % B) * P + q * B + f % B] = f < F ? g[f * P + q] : 0; \
+    } \
+}
+CB_STORE_PLANES(float, f32)
+CB_STORE_PLANES(double, f64)
+CB_POSITION_MAJOR(float, 16, f32)
+CB_POSITION_MAJOR(double, 8, f64)
+#undef CB_STORE_PLANES
+#undef CB_POSITION_MAJOR
+
+#if CD_X86
+#define CB_AVX512 __attribute__((target("avx512f")))
+
+/* r[i][j] -> r[j][i] */
+static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
+    }
+}
+
+static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose8(__m512d r[8])
+{
+    __m512d t[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        r[4 * i] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0x88);
+        r[4 * i + 1] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0x88);
+        r[4 * i + 2] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0xdd);
+        r[4 * i + 3] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f64x2(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f64x2(r[i], r[4 + i], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) r[i] = t[i];
+}
+
+/* The same as the portable versions, a B x B tile at a time; tails masked. */
+#define CB_MOVES_AVX512(T, V, B, SUFFIX, TRANSPOSE, MASK, LOAD, MASKZ_LOAD, MASK_STORE, \
+                        STORE, ADD, SET1, ZERO, KEEP) \
+static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ldo, \
+    ptrdiff_t P, int nf, T* out, const T* bias, int relu) \
+{ \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
+        int qn = P - q0 < B ? (int)(P - q0) : B; \
+        MASK qm = (MASK)((1u << qn) - 1); \
+        for (int k0 = 0; k0 < nf; k0 += B) { \
+            int kn = nf - k0 < B ? nf - k0 : B; \
+            V r[B]; \
+            for (int q = 0; q < B; q++) \
+                r[q] = q < qn ? LOAD(buf + (q0 + q) * ldo + k0) : ZERO(); \
+            TRANSPOSE(r); \
+            for (int k = 0; k < kn; k++) { \
+                V v = r[k]; \
+                if (bias) v = ADD(v, SET1(bias[k0 + k])); \
+                if (relu) v = KEEP(v); \
+                MASK_STORE(out + (ptrdiff_t)(k0 + k) * P + q0, qm, v); \
+            } \
+        } \
+    } \
+} \
+static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, int F, \
+    T* gt, ptrdiff_t ld) \
+{ \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
+        int qn = P - q0 < B ? (int)(P - q0) : B; \
+        MASK qm = (MASK)((1u << qn) - 1); \
+        for (ptrdiff_t f0 = 0; f0 < ld; f0 += B) { \
+            V r[B]; \
+            for (int f = 0; f < B; f++) \
+                r[f] = f0 + f < F ? MASKZ_LOAD(qm, g + (f0 + f) * P + q0) : ZERO(); \
+            TRANSPOSE(r); \
+            for (int q = 0; q < qn; q++) STORE(gt + f0 * P + (q0 + q) * B, r[q]); \
+        } \
+    } \
+}
+/* np.maximum(v, 0): v where v > 0 or v is NaN (unordered), else +0.0 */
+#define CB_KEEP_PS(v) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), \
+                                                               _CMP_NLE_UQ), v)
+#define CB_KEEP_PD(v) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), \
+                                                               _CMP_NLE_UQ), v)
+CB_MOVES_AVX512(float, __m512, 16, f32, cb_transpose16, __mmask16, _mm512_loadu_ps,
+                _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_storeu_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS)
+CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_pd,
+                _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_storeu_pd, _mm512_add_pd,
+                _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD)
+#undef CB_MOVES_AVX512
+#undef CB_KEEP_PS
+#undef CB_KEEP_PD
+#undef CB_AVX512
+#define CB_MOVES(name, type, isa, args) do { \
+    if ((isa) == CD_ISA_AVX512) name##_avx512_##type args; \
+    else name##_portable_##type args; } while (0)
+#else
+#define CB_MOVES(name, type, isa, args) name##_portable_##type args
+#endif
+
+static void cb_store_planes_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
+                                float* out, const float* bias, int relu)
+{ CB_MOVES(cb_store_planes, f32, isa, (buf, ldo, P, nf, out, bias, relu)); }
+static void cb_store_planes_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
+                                double* out, const double* bias, int relu)
+{ CB_MOVES(cb_store_planes, f64, isa, (buf, ldo, P, nf, out, bias, relu)); }
+static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int F, float* gt,
+                                  ptrdiff_t ld)
+{ CB_MOVES(cb_position_major, f32, isa, (g, P, F, gt, ld)); }
+static void cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int F, double* gt,
+                                  ptrdiff_t ld)
+{ CB_MOVES(cb_position_major, f64, isa, (g, P, F, gt, ld)); }
+
+#endif /* CYCONV_CONV_BLOCKED_H */

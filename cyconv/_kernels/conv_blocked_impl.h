@@ -1,0 +1,331 @@
+/* One instantiation of the filter-blocked direct convolution microkernels,
+ * included by conv_blocked.h once per (instruction set, element type).  The
+ * includer defines:
+ *   CB_T        element type (float or double)
+ *   CB_V        vector type; CB_VL its lanes
+ *   CB_B        filters per block: 64 bytes of CB_T (16 floats, 8 doubles)
+ *               on every instruction set, so that every variant computes
+ *               the same sums (a block is 1 zmm, 2 ymm or 16 scalars)
+ *   CB_PMAX1, CB_PMAX2  forward tile: most positions with 1 or 2 blocks
+ *   CB_TMAX1, CB_TMAX2  weight-gradient tile: most taps with 1 or 2 blocks
+ *   CB_ZERO(), CB_LOAD(p), CB_STORE(p, v), CB_BCAST(p), CB_FMA(a, b, c),
+ *   CB_ADD(a, b)   vector operations
+ *   CB_SUFFIX   name suffix, e.g. avx512_f32
+ *   CB_ATTR     function attributes (target ISA)
+ * and this file undefines the element-type ones.
+ * Each forward value is one chain of fused multiply-adds over a chunk's
+ * channels, then taps, the chunk sums added in order (as cd_forward_rows
+ * does: the same operations, so the two families agree bitwise); each
+ * weight-gradient value a chain over one run of output rows, the run sums
+ * added in order of samples and runs.  No order depends on the tile, the
+ * instruction set or the thread count.
+ */
+
+#define CB_CAT_(a, b) a##_##b
+#define CB_CAT(a, b) CB_CAT_(a, b)
+#define CB_NAME(name) CB_CAT(name, CB_SUFFIX)
+#define CB_VPB (CB_B / CB_VL)
+
+/* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
+ * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks:
+ * stored if first, else added to out.  SW is the column stride sw when
+ * known at compile time (1), else 0. */
+static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
+    const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw,
+    const int P, const int NB, const int SW)
+{
+    const ptrdiff_t step = SW ? SW : sw;
+    CB_V acc[2][24][CB_VPB];
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+        for (int q = 0; q < P; q++)
+#pragma GCC unroll 16
+            for (int s = 0; s < CB_VPB; s++) acc[b][q][s] = CB_ZERO();
+    for (int c = 0; c < C; c++) {
+        const CB_T* xc = x + c * xcs;
+        const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
+        for (int t = 0; t < nt; t++) {
+            const CB_T* xq = xc + offs[t];
+            CB_V wv[2][CB_VPB];
+#pragma GCC unroll 2
+            for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                for (int s = 0; s < CB_VPB; s++)
+                    wv[b][s] = CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL);
+#pragma GCC unroll 24
+            for (int q = 0; q < P; q++) {
+                CB_V xb = CB_BCAST(xq + q * step);
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                    for (int s = 0; s < CB_VPB; s++)
+                        acc[b][q][s] = CB_FMA(wv[b][s], xb, acc[b][q][s]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+        for (int q = 0; q < P; q++)
+#pragma GCC unroll 16
+            for (int s = 0; s < CB_VPB; s++) {
+                CB_T* o = out + q * ldo + b * CB_B + s * CB_VL;
+                CB_STORE(o, first ? acc[b][q][s] : CB_ADD(CB_LOAD(o), acc[b][q][s]));
+            }
+}
+
+#define CB_FWD_ARGS const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw
+#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw
+#define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
+#define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
+
+static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
+{
+    switch (P) {
+    CB_FWD_CASE(1, 1)
+#if CB_PMAX1 > 1
+    CB_FWD_CASE(2, 1) CB_FWD_CASE(3, 1) CB_FWD_CASE(4, 1) CB_FWD_CASE(5, 1)
+    CB_FWD_CASE(6, 1)
+#endif
+#if CB_PMAX1 > 6
+    CB_FWD_CASE(7, 1) CB_FWD_CASE(8, 1) CB_FWD_CASE(9, 1) CB_FWD_CASE(10, 1)
+    CB_FWD_CASE(11, 1) CB_FWD_CASE(12, 1) CB_FWD_CASE(13, 1) CB_FWD_CASE(14, 1)
+    CB_FWD_CASE(15, 1) CB_FWD_CASE(16, 1) CB_FWD_CASE(17, 1) CB_FWD_CASE(18, 1)
+    CB_FWD_CASE(19, 1) CB_FWD_CASE(20, 1) CB_FWD_CASE(21, 1) CB_FWD_CASE(22, 1)
+    CB_FWD_CASE(23, 1) CB_FWD_CASE(24, 1)
+#endif
+    default: break;
+    }
+}
+
+static CB_ATTR void CB_NAME(cb_fwd_nb2)(CB_FWD_ARGS, int P)
+{
+#if CB_PMAX2 > 0
+    switch (P) {
+    CB_FWD_CASE(1, 2) CB_FWD_CASE(2, 2) CB_FWD_CASE(3, 2) CB_FWD_CASE(4, 2)
+    CB_FWD_CASE(5, 2) CB_FWD_CASE(6, 2) CB_FWD_CASE(7, 2) CB_FWD_CASE(8, 2)
+    CB_FWD_CASE(9, 2) CB_FWD_CASE(10, 2) CB_FWD_CASE(11, 2) CB_FWD_CASE(12, 2)
+    default: break;
+    }
+#else
+    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
+    (void)ldo; (void)first; (void)sw; (void)P;
+#endif
+}
+
+/* Strided layers (sw > 1), at most 12 positions a tile. */
+static CB_ATTR void CB_NAME(cb_fwd_strided_nb1)(CB_FWD_ARGS, int P)
+{
+    switch (P) {
+    CB_FWD_CASES(1, 1)
+#if CB_PMAX1 > 1
+    CB_FWD_CASES(2, 1) CB_FWD_CASES(3, 1) CB_FWD_CASES(4, 1) CB_FWD_CASES(5, 1)
+    CB_FWD_CASES(6, 1)
+#endif
+#if CB_PMAX1 > 6
+    CB_FWD_CASES(7, 1) CB_FWD_CASES(8, 1) CB_FWD_CASES(9, 1) CB_FWD_CASES(10, 1)
+    CB_FWD_CASES(11, 1) CB_FWD_CASES(12, 1)
+#endif
+    default: break;
+    }
+}
+
+static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
+{
+#if CB_PMAX2 > 0
+    switch (P) {
+    CB_FWD_CASES(1, 2) CB_FWD_CASES(2, 2) CB_FWD_CASES(3, 2) CB_FWD_CASES(4, 2)
+    CB_FWD_CASES(5, 2) CB_FWD_CASES(6, 2) CB_FWD_CASES(7, 2) CB_FWD_CASES(8, 2)
+    CB_FWD_CASES(9, 2) CB_FWD_CASES(10, 2) CB_FWD_CASES(11, 2) CB_FWD_CASES(12, 2)
+    default: break;
+    }
+#else
+    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
+    (void)ldo; (void)first; (void)sw; (void)P;
+#endif
+}
+#undef CB_FWD_CASES
+#undef CB_FWD_CASE
+#undef CB_FWD_PASS
+#undef CB_FWD_ARGS
+
+/* Output rows of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0):
+ * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
+ * r * wp on, columns q * sw; each row in tiles of nearly equal width.
+ * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
+ * L1 across rows. */
+static CB_ATTR void CB_NAME(cb_forward_rows)(
+    const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
+    const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
+    ptrdiff_t wp, ptrdiff_t sw, int chunk)
+{
+    int pmax = nb == 1 ? CB_PMAX1 : CB_PMAX2;
+    if (sw != 1 && pmax > 12) pmax = 12;
+    int tiles = (width + pmax - 1) / pmax;
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int cn = C - c0 < chunk ? C - c0 : chunk;
+        const CB_T* wc = w + (ptrdiff_t)c0 * nt * CB_B;
+        for (int r = 0; r < rows; r++) {
+            const CB_T* xr = x + c0 * xcs + r * wp;
+            CB_T* outr = out + (ptrdiff_t)r * width * ldo;
+            int q0 = 0;
+            for (int i = 0; i < tiles; i++) {
+                int p = (width - q0 + tiles - i - 1) / (tiles - i);
+                const CB_T* xq = xr + q0 * sw;
+                CB_T* oq = outr + q0 * ldo;
+                if (sw == 1 && nb == 1)
+                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                else if (sw == 1)
+                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                else if (nb == 1)
+                    CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
+                                                c0 == 0, sw, p);
+                else
+                    CB_NAME(cb_fwd_strided_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
+                                                c0 == 0, sw, p);
+                q0 += p;
+            }
+        }
+    }
+}
+
+/* Weight gradient of NB blocks x NT taps against one channel of
+ * ``samples`` samples (g and x advancing by gns and xns values a sample):
+ * acc[b * accbs + t * CB_B + l] += sum over each run of run_rows output
+ * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col * sw +
+ * offs[t]], one chain per run; with several samples, run_rows covers the
+ * plane and the run all of them (small planes make longer runs). */
+static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
+    const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
+    int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns,
+    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int NB, const int NT)
+{
+    ptrdiff_t o[24];
+#pragma GCC unroll 24
+    for (int t = 0; t < NT; t++) o[t] = offs[t];
+    for (int r0 = 0; r0 < rows; r0 += run_rows) {
+        int r1 = rows - r0 < run_rows ? rows : r0 + run_rows;
+        CB_V a[2][24][CB_VPB];
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+            for (int t = 0; t < NT; t++)
+#pragma GCC unroll 16
+                for (int s = 0; s < CB_VPB; s++) a[b][t][s] = CB_ZERO();
+        for (ptrdiff_t i = 0; i < samples * (ptrdiff_t)(r1 - r0); i++) {
+            int r = r0 + (int)(i % (r1 - r0));
+            const CB_T* gr = g + (i / (r1 - r0)) * gns + (ptrdiff_t)r * width * CB_B;
+            const CB_T* xr = x + (i / (r1 - r0)) * xns + r * wp;
+            for (int col = 0; col < width; col++) {
+                CB_V gv[2][CB_VPB];
+#pragma GCC unroll 2
+                for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                    for (int s = 0; s < CB_VPB; s++)
+                        gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
+#pragma GCC unroll 24
+                for (int t = 0; t < NT; t++) {
+                    CB_V xb = CB_BCAST(xr + col * sw + o[t]);
+#pragma GCC unroll 2
+                    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                        for (int s = 0; s < CB_VPB; s++)
+                            a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]);
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int b = 0; b < NB; b++)
+#pragma GCC unroll 24
+            for (int t = 0; t < NT; t++)
+#pragma GCC unroll 16
+                for (int s = 0; s < CB_VPB; s++) {
+                    CB_T* p = acc + b * accbs + t * CB_B + s * CB_VL;
+                    CB_STORE(p, CB_ADD(CB_LOAD(p), a[b][t][s]));
+                }
+    }
+}
+
+#define CB_WGT_ARGS const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, \
+    int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, \
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs
+#define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, sw, run_rows, samples, gns, xns, acc, \
+    accbs
+#define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
+
+static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
+{
+    switch (NT) {
+    CB_WGT_CASE(1, 1) CB_WGT_CASE(2, 1) CB_WGT_CASE(3, 1) CB_WGT_CASE(4, 1)
+    CB_WGT_CASE(5, 1) CB_WGT_CASE(6, 1)
+#if CB_TMAX1 > 6
+    CB_WGT_CASE(7, 1) CB_WGT_CASE(8, 1) CB_WGT_CASE(9, 1) CB_WGT_CASE(10, 1)
+    CB_WGT_CASE(11, 1) CB_WGT_CASE(12, 1)
+#endif
+#if CB_TMAX1 > 12
+    CB_WGT_CASE(13, 1) CB_WGT_CASE(14, 1) CB_WGT_CASE(15, 1) CB_WGT_CASE(16, 1)
+    CB_WGT_CASE(17, 1) CB_WGT_CASE(18, 1) CB_WGT_CASE(19, 1) CB_WGT_CASE(20, 1)
+    CB_WGT_CASE(21, 1) CB_WGT_CASE(22, 1) CB_WGT_CASE(23, 1) CB_WGT_CASE(24, 1)
+#endif
+    default: break;
+    }
+}
+
+static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
+{
+#if CB_TMAX2 > 0
+    switch (NT) {
+    CB_WGT_CASE(1, 2) CB_WGT_CASE(2, 2) CB_WGT_CASE(3, 2) CB_WGT_CASE(4, 2)
+    CB_WGT_CASE(5, 2) CB_WGT_CASE(6, 2) CB_WGT_CASE(7, 2) CB_WGT_CASE(8, 2)
+    CB_WGT_CASE(9, 2) CB_WGT_CASE(10, 2) CB_WGT_CASE(11, 2) CB_WGT_CASE(12, 2)
+    default: break;
+    }
+#else
+    (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp; (void)sw;
+    (void)run_rows; (void)samples; (void)gns; (void)xns; (void)acc; (void)accbs; (void)NT;
+#endif
+}
+#undef CB_WGT_CASE
+#undef CB_WGT_PASS
+#undef CB_WGT_ARGS
+
+/* Every tap of nb blocks (nb <= 2, and 1 where CB_TMAX2 is 0) against one
+ * channel of a run of samples, in groups of nearly equal numbers of taps. */
+static CB_ATTR void CB_NAME(cb_weight_rows)(
+    const CB_T* g, ptrdiff_t gbs, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
+    int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples,
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs)
+{
+    int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
+    int groups = (nt + tmax - 1) / tmax;
+    int t0 = 0;
+    for (int i = 0; i < groups; i++) {
+        int n = (nt - t0 + groups - i - 1) / (groups - i);
+        if (nb == 1)
+            CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
+                                gns, xns, acc + t0 * CB_B, accbs, n);
+        else
+            CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
+                                gns, xns, acc + t0 * CB_B, accbs, n);
+        t0 += n;
+    }
+}
+
+#undef CB_VPB
+#undef CB_NAME
+#undef CB_CAT
+#undef CB_CAT_
+#undef CB_T
+#undef CB_V
+#undef CB_VL
+#undef CB_B
+#undef CB_ZERO
+#undef CB_LOAD
+#undef CB_STORE
+#undef CB_BCAST
+#undef CB_FMA
+#undef CB_ADD
+#undef CB_SUFFIX
