@@ -3,8 +3,8 @@ output allocation around the compiled loops in ``_kernels/_batchnorm.pyx``."""
 
 import numpy as np
 
+from . import _runtime
 from ._kernels import _batchnorm
-from ._threads import get_num_threads
 from ._validation import (
     as_array,
     as_flag,
@@ -17,9 +17,7 @@ from ._validation import (
 
 _LAYOUT_X = "(N, C, H, W) or (N, C)"
 
-# Below this many elements per thread, a thread costs more to start than it
-# saves (the loops are a few flops per element, like ReLU's gradient).
-MIN_ELEMENTS_PER_THREAD = 1 << 15
+MIN_ELEMENTS_PER_THREAD = _runtime.BATCHNORM_MIN_ELEMENTS_PER_THREAD
 
 
 def _as_channels(x):
@@ -30,7 +28,7 @@ def _as_channels(x):
 def _threads(x):
     """One thread per MIN_ELEMENTS_PER_THREAD elements, at most one per
     channel; each channel is one thread's, so the count changes no result."""
-    return max(1, min(get_num_threads(), x.shape[1], x.size // MIN_ELEMENTS_PER_THREAD))
+    return min(x.shape[1], _runtime.threads_for(x.size, MIN_ELEMENTS_PER_THREAD))
 
 
 def _values_per_channel(x):

@@ -35,6 +35,8 @@ POOL_MIN_WORK_PER_THREAD = 1 << 14
 RELU_MIN_ELEMENTS_PER_THREAD = 1 << 16
 # correlate2d / convolve2d: output values times kernel values.
 CORRELATE_MIN_WORK_PER_THREAD = 1 << 17
+# Batch normalisation: elements (a few flops each, like ReLU's gradient).
+BATCHNORM_MIN_ELEMENTS_PER_THREAD = 1 << 15
 
 
 def threads_for(work, min_work_per_thread):
