@@ -55,7 +55,7 @@ class ThreadChooser:
 
     def __exit__(self, *exc):
         if self.active:
-            _threads._tuned = None
+            _threads._tuned.count = None
 
     def count(self):
         """The count the next step runs at."""
@@ -72,10 +72,10 @@ class ThreadChooser:
             return step()
         if not self._warm:
             self._warm = True
-            _threads._tuned = self.best
+            _threads._tuned.count = self.best
             return step()
         count = self.count()
-        _threads._tuned = count
+        _threads._tuned.count = count
         start = time.perf_counter()
         result = step()
         seconds = (time.perf_counter() - start) / max(samples, 1)

@@ -1,8 +1,8 @@
 """Array memory that cyconv's own calls reuse from one training step to the
 next.
 
-Inside every layer's ``forward`` and ``backward`` (and the whole of
-``Sequential.fit``, ``predict`` and ``evaluate``), numpy allocates through a
+Inside every layer's ``forward`` and ``backward`` (and each training step
+of ``Sequential.fit``, its loss and optimizer included), numpy allocates through a
 handler that keeps freed blocks of 32 KiB or more, up to 128 MiB in all, and
 gives each back to the next request of the same size (see
 ``_kernels/memory_cache.h``): a training step asks for the same arrays
@@ -11,7 +11,8 @@ LeNet step at batch 64: 3.8-4.1 ms without, 2.4-2.6 ms with; AMD EPYC Zen 4,
 one thread).  Only arrays allocated inside those calls are concerned; the
 caller's handler is restored on return, and ``import cyconv`` changes
 nothing.  An array is never handed out while it is alive: a block is reused
-only after numpy freed it.
+only after numpy freed it.  (Arrays allocated inside those calls bypass a
+numpy allocation handler of the caller's own, if one was set.)
 
 ``cyconv.release_memory()`` frees what is kept (say, after training, in a
 long-lived process that needs the memory back).
@@ -30,9 +31,9 @@ if hasattr(os, "register_at_fork"):
 def release_memory():
     """Free the array memory cyconv keeps for reuse between training steps.
 
-    Layers' ``forward`` and ``backward`` (and ``fit``, ``predict``,
-    ``evaluate``) keep up to 128 MiB of the arrays they free, for the next
-    step's arrays of the same sizes.  Training frees nothing more by
+    Layers' ``forward`` and ``backward`` (so ``fit``, ``predict`` and
+    ``evaluate`` too) keep up to 128 MiB of the arrays they free, for the
+    next step's arrays of the same sizes.  Training frees nothing more by
     itself; a long-lived process that needs the memory back calls this.
 
     Returns

@@ -2,6 +2,7 @@
 
 import numbers
 import os
+import threading
 
 from ._kernels._threads import default_num_threads, openmp_enabled
 
@@ -12,8 +13,9 @@ MAX_THREADS = 1024
 
 _num_threads = None
 # A count chosen by timing, in force while nobody chose one (see
-# _autothreads.py); None outside Sequential.fit.
-_tuned = None
+# _autothreads.py), for the thread whose fit chose it: two threads training
+# at once time their own steps.  None outside Sequential.fit.
+_tuned = threading.local()
 
 # Whether this process was forked from one whose kernels may have started
 # OpenMP threads, and has not chosen a thread count since.
@@ -101,7 +103,7 @@ def get_num_threads():
     if not openmp_enabled() or _forked:
         return 1
     if _num_threads is None:
-        return _tuned or default_count()
+        return getattr(_tuned, "count", None) or default_count()
     return _num_threads
 
 

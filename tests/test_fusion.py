@@ -115,8 +115,11 @@ def test_fusion_only_takes_the_exact_layer_types():
     np.testing.assert_array_equal(model.forward(x), np.maximum(conv_out, 0) + 1)
 
 
-@pytest.mark.parametrize("case, relus", [("lenet", 2), ("batch normalisation", 3)])
-def test_the_pairs_really_run_as_one(monkeypatch, case, relus):
+@pytest.mark.parametrize("case, fused_relus, relus", [
+    ("lenet", 0, 2),
+    ("batch normalisation", 1, 3),  # the last pair ends the model: not fused
+])
+def test_the_pairs_really_run_as_one(monkeypatch, case, fused_relus, relus):
     calls = []
     for name in ("_function", "_input_gradient"):
         original = getattr(ReLU, name)
@@ -128,6 +131,54 @@ def test_the_pairs_really_run_as_one(monkeypatch, case, relus):
     shape, fused, plain = _models(case, np.float32)
     x = np.random.default_rng(0).standard_normal((2,) + shape).astype(np.float32)
     fused.forward(x)
-    assert calls == []
+    assert calls == ["_function"] * fused_relus
+    calls.clear()
     plain.forward(x)
     assert calls == ["_function"] * relus
+
+
+class ShiftInPlace(cyconv.Layer):
+    """A layer of a user's own that changes its input in place."""
+
+    def forward(self, input):
+        input -= 1.0
+        return input
+
+    def backward(self, output_gradient, learning_rate=None):
+        return output_gradient
+
+
+@pytest.mark.parametrize("tail", [[], [MaxPooling(2)], [ShiftInPlace()],
+                                  [MaxPooling(2), Flatten(), ShiftInPlace()]],
+                         ids=["conv-relu", "conv-relu-pool", "user layer", "pool-flatten-user"])
+def test_outputs_changed_in_place_change_no_gradient(tail):
+    # A fused pair's backward reads the output it gave: where that output
+    # reaches the caller or a layer of the caller's, the pair is not fused.
+    layers = [Convolution(kernel_size=3, depth=4, padding=1, rng=1, dtype=np.float64), ReLU()]
+    fused = Sequential(layers + tail, input_shape=(3, 8, 8))
+    plain = copy.deepcopy(fused)
+    plain.fuse = False
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    grads = []
+    for model in (fused, plain):
+        out = model.forward(x)
+        out -= out.max()
+        model.backward(np.ones_like(out))
+        grads.append([p.grad for p in model.parameters()])
+    for g, w in zip(*grads):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fused_batch_norm_relu_gives_positive_zeros_as_np_maximum(dtype):
+    # gamma 0 and beta -0.0 make every normalised value -0.0; ReLU's
+    # np.maximum(-0.0, 0) is +0.0.
+    model = Sequential([BatchNormalization(dtype=dtype), ReLU(), MaxPooling(2),
+                        Flatten()], input_shape=(2, 4, 4))
+    bn = model.layers[0]
+    bn.gamma.value[...] = 0.0
+    bn.beta.value[...] = -0.0
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4)).astype(dtype)
+    model.forward(x)
+    assert not np.signbit(model.layers[1].output).any()
+    assert not np.signbit(np.maximum(np.array(-0.0, dtype), 0))

@@ -144,9 +144,9 @@ def batch_norm_apply(
                 if relu:
                     for l in range(L):
                         value = <floating>((x[n, c, l] - channel_mean) * scale + shift)
-                        # After the rounding, as np.maximum(out, 0) sees it:
-                        # -0.0 and NaN stay.
-                        out[n, c, l] = 0 if value < 0 else value
+                        # np.maximum(value, 0) on the rounded value: NaN
+                        # stays, -0.0 becomes +0.0.
+                        out[n, c, l] = value if value > 0 or value != value else 0
                 else:
                     for l in range(L):
                         out[n, c, l] = <floating>((x[n, c, l] - channel_mean) * scale + shift)

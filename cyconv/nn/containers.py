@@ -7,16 +7,20 @@ The training loop lives in :mod:`cyconv.nn.training`, the file format in
 
 import itertools
 import math
+import threading
 
 import numpy as np
 
 from .._validation import as_array, as_shape, float_dtype
 from . import training
-from .activations import ReLU
+from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .conv import Convolution
-from .normalization import BatchNormalization
+from .dense import Dense
+from .dropout import Dropout
 from .layer import Layer, as_float_input, call_guarded
-from .pooling import MaxPooling
+from .normalization import BatchNormalization
+from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
+from .reshape import Flatten, Reshape
 
 __all__ = ["Container", "Sequential", "Residual"]
 
@@ -81,10 +85,35 @@ def _stores_relu(first, second):
 
 def _relu_then_max_pool(relu, pool):
     # Only where the pooling's last input is the ReLU's last output (a
-    # layer called on its own in between would break the chain), and the
-    # ReLU's gradient is wanted at all.
+    # layer called on its own in between would break the chain), the
+    # ReLU's gradient is wanted at all, and its forward completed in this
+    # thread (else its own backward raises, and so must the pair's).
     return (type(relu) is ReLU and type(pool) is MaxPooling and relu.needs_input_gradient
-            and pool.needs_input_gradient and pool.input is relu.output)
+            and pool.needs_input_gradient and pool.input is relu.output
+            and relu.__dict__.get("_cache_thread") == threading.get_ident())
+
+
+# Layers that read their input and return a new array, never changing the
+# input; and layers that may return (a view of) their input itself.
+_NEW_ARRAY = (Convolution, BatchNormalization, Dense, MaxPooling, AveragePooling,
+              GlobalAveragePooling, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)
+_SAME_DATA = (Flatten, Reshape, Dropout)
+
+
+def _only_read_from(layers, start):
+    """Whether what ``layers[start]`` is given stays unchanged until the
+    backward pass: it goes to cyconv layers that only read it, not to the
+    caller or to a layer of the caller's own (which may change it in place).
+    A fused pair's backward reads the output it gave (the ReLU's mask),
+    where the layers alone read arrays kept to themselves."""
+    for layer in layers[start:]:
+        if type(layer) in _NEW_ARRAY:
+            return True
+        if type(layer) in (Sequential, Residual):
+            return _only_read_from(layer.layers, 0)
+        if type(layer) not in _SAME_DATA:
+            return False
+    return False
 
 
 class Container(Layer):
@@ -100,9 +129,12 @@ class Container(Layer):
     :class:`Convolution` or :class:`BatchNormalization` followed by a
     :class:`ReLU` applies the ReLU as it stores its output (its ``output``
     attribute then holds the ReLU's output, as does the ReLU's); a
-    :class:`MaxPooling` after a
-    ReLU applies the ReLU's gradient in its own backward pass.  Set
-    ``fuse = False`` on a container to run every layer on its own.
+    :class:`MaxPooling` after a ReLU applies the ReLU's gradient in its own
+    backward pass.  A pair is fused only where its output goes on to cyconv
+    layers that merely read it (a fused pair's backward reads the output it
+    gave, which must not change meanwhile), so never at the end of a
+    container.  Set ``fuse = False`` on a container to run every layer on
+    its own.
 
     Parameters
     ----------
@@ -233,7 +265,8 @@ class Container(Layer):
         layers = self.layers
         i = 0
         while i < len(layers):
-            if self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1]):
+            if (self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1])
+                    and _only_read_from(layers, i + 2)):
                 # One pass over the convolution's output rather than two.
                 out = layers[i + 1].forward(layers[i].forward(out, _relu=True), _applied=True)
                 i += 2
@@ -255,7 +288,8 @@ class Container(Layer):
         layers = self.layers
         i = len(layers) - 1
         while i >= 0:
-            if self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i]):
+            if (self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i])
+                    and _only_read_from(layers, i + 1)):
                 # ReLU's gradient applied as the pooling scatters its own.
                 grad = call_guarded(layers[i], MaxPooling._input_gradient_through_relu, grad)
                 i -= 2

@@ -177,27 +177,25 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
     learning_rate = optimizer.learning_rate
     order = rng.permutation(len(x)) if shuffle else None
     total_loss, total_correct, counted, seen = 0.0, 0.0, 0, 0
-    # The same arrays every step: their memory is kept for the next (see
-    # cyconv/_memory.py); the optimizer's and the loss's arrays too.
-    with _memory.reusing():
-        for step, (batch, size) in enumerate(batches(len(x), batch_size, order)):
+    for step, (batch, size) in enumerate(batches(len(x), batch_size, order)):
+        with _memory.reusing():  # a new batch of the same size every step
             xb, yb = x[batch], y[batch]
-            if augment is not None:
-                xb = augment(xb, rng)
-            value, out, yb, size = threads.run(
-                lambda: _step(model, loss, optimizer, parameters, xb, yb, size, parallel), size)
-            total_loss += value * size
-            seen += size
-            accuracy = loss.accuracy(yb, out) if size else None
-            if accuracy is not None:
-                total_correct += accuracy * size
-                counted += size
-            progress.update(1)
-            progress.set_postfix(loss=f"{value:.4f}", refresh=False)
-            for callback in callbacks:
-                callback.on_batch_end(step, {"loss": value, "size": size})
-            if model.stop_training:
-                break
+        if augment is not None:
+            xb = augment(xb, rng)
+        value, out, yb, size = threads.run(
+            lambda: _step(model, loss, optimizer, parameters, xb, yb, size, parallel), size)
+        total_loss += value * size
+        seen += size
+        accuracy = loss.accuracy(yb, out) if size else None
+        if accuracy is not None:
+            total_correct += accuracy * size
+            counted += size
+        progress.update(1)
+        progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+        for callback in callbacks:
+            callback.on_batch_end(step, {"loss": value, "size": size})
+        if model.stop_training:
+            break
     if parallel is not None:  # every rank's share of the epoch
         total_loss, total_correct, counted, seen = parallel.sum(
             (total_loss, total_correct, counted, seen))
@@ -219,13 +217,16 @@ def _epoch(model, x, y, validation, epoch, batch_size, loss, optimizer, paramete
 
 def _step(model, loss, optimizer, parameters, xb, yb, size, parallel):
     """One training step: ``(loss value, output, targets, samples)``."""
-    if parallel is None:
-        out = model.forward(xb)
-        value, grad = loss.value_and_gradient(yb, out)
-        model.backward(grad)
-    else:  # this rank's slice; gradients and buffers averaged over ranks
-        value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
-    optimizer.step(parameters)
+    # The same arrays every step, the loss's and the optimizer's too: their
+    # memory is kept for the next (see cyconv/_memory.py).
+    with _memory.reusing():
+        if parallel is None:
+            out = model.forward(xb)
+            value, grad = loss.value_and_gradient(yb, out)
+            model.backward(grad)
+        else:  # this rank's slice; gradients and buffers averaged over ranks
+            value, out, yb, size = parallel.forward_backward(model, loss, xb, yb)
+        optimizer.step(parameters)
     return value, out, yb, size
 
 
