@@ -182,3 +182,54 @@ def test_a_fused_batch_norm_relu_gives_positive_zeros_as_np_maximum(dtype):
     model.forward(x)
     assert not np.signbit(model.layers[1].output).any()
     assert not np.signbit(np.maximum(np.array(-0.0, dtype), 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["lenet", "batch normalisation"])
+def test_a_fused_training_step_matches_pytorch(case, dtype):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    shape, model, _ = _models(case, dtype)
+    # The same network in PyTorch, with cyconv's initial weights.
+    modules = []
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, Convolution):
+            conv = nn.Conv2d(layer.kernels_shape[1], layer.depth, layer.kernel_size,
+                             padding=layer.padding, bias=layer.bias is not None)
+            conv.weight.data = torch.from_numpy(layer.weight.value.copy())
+            if layer.bias is not None:
+                conv.bias.data = torch.from_numpy(layer.bias.value.copy())
+            modules.append(conv)
+        elif isinstance(layer, BatchNormalization):
+            sample = model.output_shapes[index]
+            norm = (nn.BatchNorm2d if len(sample) == 3 else nn.BatchNorm1d)(layer.num_features)
+            norm.weight.data = torch.from_numpy(layer.gamma.value.copy())
+            norm.bias.data = torch.from_numpy(layer.beta.value.copy())
+            modules.append(norm)
+        elif isinstance(layer, Dense):
+            dense = nn.Linear(layer.weight.value.shape[1], layer.weight.value.shape[0])
+            dense.weight.data = torch.from_numpy(layer.weight.value.copy())
+            dense.bias.data = torch.from_numpy(layer.bias.value.copy())
+            modules.append(dense)
+        else:
+            modules.append({ReLU: nn.ReLU(), MaxPooling: nn.MaxPool2d(2),
+                            Flatten: nn.Flatten()}[type(layer)])
+    reference = nn.Sequential(*modules)
+    if dtype == np.float64:
+        reference.double()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6,) + shape).astype(dtype)
+    labels = rng.integers(0, model.output_shape[0], 6)
+    loss = cyconv.losses.SoftmaxCrossEntropy()
+    out = model.forward(x)
+    _, grad = loss.value_and_gradient(labels, out)
+    model.backward(grad)
+    t_out = reference(torch.from_numpy(x))
+    torch.nn.functional.cross_entropy(t_out, torch.from_numpy(labels)).backward()
+    tolerance = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), **tolerance)
+    ours = [p.grad for p in model.parameters()]
+    theirs = [p.grad.numpy() for p in reference.parameters()]
+    assert len(ours) == len(theirs)
+    for g, w in zip(ours, theirs):
+        np.testing.assert_allclose(g, w, **tolerance)
