@@ -40,6 +40,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__)
+#define PT_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PT_ALWAYS_INLINE inline
+#endif
+
 #define PT_ISA_PORTABLE 0
 #define PT_ISA_AVX2 1
 #define PT_ISA_AVX512 2
@@ -521,7 +527,7 @@ PT_PACKED(avx2, "avx2", double, f64, 4, __m256d, uint64_t, _mm256, pd, pt2)
 #define PT_PLANES(T, SUFFIX, V)                                               \
 /* Each window's share to its winner in a zeroed plane.  Inlined into its  \
  * two calls, pooled NULL or not, so that the test leaves the loop. */     \
-static inline __attribute__((always_inline)) void pt_scatter_##SUFFIX(     \
+static PT_ALWAYS_INLINE void pt_scatter_##SUFFIX(                          \
     const T* g, const uint8_t* codes, const T* pooled, T* grad_in,          \
     ptrdiff_t W, ptrdiff_t Hout, ptrdiff_t Wout)                            \
 {                                                                           \
