@@ -254,7 +254,11 @@ def test_functional_max_pool_without_indices_matches_loops(variant, config, dtyp
     assert_bitwise_equal(cyconv.functional.max_pool2d(x, **kwargs), expected)
     out, indices = cyconv.functional.max_pool2d(x, **kwargs, return_indices=True)
     assert_bitwise_equal(out, expected)
+    flat = np.empty(expected.shape, dtype=np.int64)
+    for plane, position, (h, w) in winners(x, expected.shape, kwargs):
+        flat[plane + position] = h * x.shape[-1] + w
     assert indices.dtype == np.int64
+    np.testing.assert_array_equal(indices, flat)
     g = special_gradient(rng, expected.shape, dtype, data.draw(st.booleans()))
     grad = reference_backward(x, g, kwargs)
     assert_equal_to_loops(cyconv.functional.max_pool2d_backward(g, x, **kwargs), grad)
