@@ -55,8 +55,8 @@
 # 2x2 windows, stride 2: pool_tiles.h
 # -----------------------------------
 # Where the processor has AVX-512 or AVX2, MaxPooling(2) and max_pool2d
-# without indices run max_pool2d_pairs_forward / _backward instead (see the
-# header):
+# (indices then follow from the codes) run max_pool2d_pairs_forward /
+# _backward instead (see the header):
 # one byte per window says which of its 4 elements won, and backward writes
 # each element of the input gradient once from those codes, with ReLU's
 # gradient folded in on request.
