@@ -499,8 +499,9 @@ class SavedMaxima:
     geometry: PoolGeometry
     pooled: np.ndarray   # the forward's output, x at the maxima bit for bit
     # Either int64 flat indices into each plane, or for 2x2 tiles one byte
-    # a window, 2*i + j for the winner's row i and column j in it (a
-    # sixteenth of the memory traffic), from the variant ``isa``.
+    # a window, 2*i + j for the winner's row i and column j in it (an
+    # eighth of an index's bytes to write and read back), from the 2x2
+    # kernels' variant ``isa``.
     indices: np.ndarray = None
     codes: np.ndarray = None
     isa: int = None
