@@ -133,11 +133,11 @@ PT_SCALAR(double, f64)
  *
  * A step takes the upper and lower input rows of V windows as two vectors
  * each, (u0, u1) and (l0, l1), and gives V outputs and codes; backward the
- * reverse.  Along one row pair the vectors are plain loads, the last step
- * of a row masked.  Planes of V/2 or V/4 windows a row (8x8 and 16x16
- * float32 planes: CIFAR's) would leave most lanes of a row's one step
- * idle, so there one step takes 2 or 4 row pairs, which lie end to end
- * when W = 2 Wout: two loads, or four and 128-bit lane shuffles. */
+ * reverse.  Forward along one row pair the vectors are plain loads, the
+ * last step of a row masked.  Planes of V/2 or V/4 windows a row (8x8 and
+ * 16x16 float32 planes: CIFAR's) would leave most lanes of a row's one
+ * step idle, so there one step takes 2 or 4 row pairs, which lie end to
+ * end when W = 2 Wout (PT_PACKED, below, both ways). */
 
 #if PT_X86
 #define PT_AVX512(T, SUFFIX, V, VEC, MASK, PS, EPI)                            \
