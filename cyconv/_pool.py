@@ -38,6 +38,9 @@ PAIRS_ISA = _pool.PAIRS_ISAS[_pool.pairs_isa()] if _pool.pairs_isa() != "portabl
 # Bytes the 2x2 backward kernel may read past the last code.
 _CODES_SLACK = 15
 
+# An empty (0, 0, 0) array tells the kernels not to record indices.
+_NO_INDICES = np.empty((0, 0, 0), dtype=np.int64)
+
 @dataclass(frozen=True)
 class PoolGeometry:
     """Every size the kernels index with, checked once."""
@@ -334,28 +337,28 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, *,
 def _max_pool(x, geometry, return_indices):
     """Run the forward kernel: ``(out, indices)``, indices None unless asked for."""
     out = np.empty(geometry.output_shape, dtype=x.dtype)
-    # An empty (0, 0, 0) array tells the kernels not to record indices.
-    indices = np.empty(geometry.output_shape if return_indices else (0, 0, 0), dtype=np.int64)
-    indices_arg = _planes(indices) if return_indices else indices
+    indices = np.empty(geometry.output_shape, dtype=np.int64) if return_indices else None
+    indices_arg = _planes(indices) if return_indices else _NO_INDICES
     if geometry.empty:
         pass
-    elif geometry.pairs and not return_indices:
-        _max_pool_pairs(x, out, geometry)
+    elif geometry.pairs:
+        _max_pool_pairs(x, out, geometry, indices_arg)
     elif geometry.tiled:
         _pool.max_pool2d_tiles_forward(_planes(x), _planes(out), indices_arg,
                                        *geometry.kernel, geometry.threads())
     else:
         _pool.max_pool2d_forward(_planes(x), _planes(out), indices_arg,
                                  *geometry.max_kernel_args, geometry.threads())
-    return out, (indices if return_indices else None)
+    return out, indices
 
 
-def _max_pool_pairs(x, out, geometry):
-    """Run the 2x2 forward kernel into ``out``; return the codes, each
+def _max_pool_pairs(x, out, geometry, indices=_NO_INDICES):
+    """Run the 2x2 forward kernel into ``out`` (and the flat indices into
+    ``indices``, a (P, Hout, Wout) view, when given); return the codes,
     followed in memory by the slack the backward kernel reads."""
     size = out.size
     codes = np.empty(size + _CODES_SLACK, dtype=np.uint8)[:size].reshape(out.shape)
-    _pool.max_pool2d_pairs_forward(_planes(x), _planes(out), _planes(codes), PAIRS_ISA,
+    _pool.max_pool2d_pairs_forward(_planes(x), _planes(out), _planes(codes), indices, PAIRS_ISA,
                                    geometry.threads())
     return codes
 
@@ -496,8 +499,9 @@ class SavedMaxima:
     geometry: PoolGeometry
     pooled: np.ndarray   # the forward's output, x at the maxima bit for bit
     # Either int64 flat indices into each plane, or for 2x2 tiles one byte
-    # a window, 2*i + j for the winner's row i and column j in it (a
-    # sixteenth of the memory traffic), from the variant ``isa``.
+    # a window, 2*i + j for the winner's row i and column j in it (an
+    # eighth of an index's bytes to write and read back), from the 2x2
+    # kernels' variant ``isa``.
     indices: np.ndarray = None
     codes: np.ndarray = None
     isa: int = None

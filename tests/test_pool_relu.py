@@ -254,7 +254,11 @@ def test_functional_max_pool_without_indices_matches_loops(variant, config, dtyp
     assert_bitwise_equal(cyconv.functional.max_pool2d(x, **kwargs), expected)
     out, indices = cyconv.functional.max_pool2d(x, **kwargs, return_indices=True)
     assert_bitwise_equal(out, expected)
+    flat = np.empty(expected.shape, dtype=np.int64)
+    for plane, position, (h, w) in winners(x, expected.shape, kwargs):
+        flat[plane + position] = h * x.shape[-1] + w
     assert indices.dtype == np.int64
+    np.testing.assert_array_equal(indices, flat)
     g = special_gradient(rng, expected.shape, dtype, data.draw(st.booleans()))
     grad = reference_backward(x, g, kwargs)
     assert_equal_to_loops(cyconv.functional.max_pool2d_backward(g, x, **kwargs), grad)
@@ -282,3 +286,22 @@ def test_2x2_planes_of_every_kind_match_loops(variant, dtype, x_shape):
         with np.errstate(invalid="ignore"):
             expected = grad * (y > 0).astype(dtype)
         assert_equal_to_loops(pool._input_gradient_through_relu(g), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape", [(4, 8, 26, 26), (4, 16, 11, 11), (2, 3, 16, 16),
+                                     (2, 5, 8, 8)])
+def test_2x2_layer_and_fused_gradient_match_torch(variant, dtype, x_shape):
+    """Without NaN (PyTorch takes a window's last NaN, cyconv its first)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x = rng.integers(-3, 4, x_shape).astype(dtype)  # ties and zeros
+    g = rng.standard_normal((x_shape[0], x_shape[1], x_shape[2] // 2, x_shape[3] // 2))
+    g = g.astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = torch.nn.functional.max_pool2d(torch.relu(xt), 2)
+    yt.backward(torch.from_numpy(g))
+    relu, pool = ReLU(), MaxPooling(2)
+    out = pool.forward(relu.forward(x))
+    np.testing.assert_array_equal(out, yt.detach().numpy())
+    np.testing.assert_array_equal(pool._input_gradient_through_relu(g), xt.grad.numpy())

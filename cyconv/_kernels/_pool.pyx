@@ -55,8 +55,8 @@
 # 2x2 windows, stride 2: pool_tiles.h
 # -----------------------------------
 # Where the processor has AVX-512 or AVX2, MaxPooling(2) and max_pool2d
-# without indices run max_pool2d_pairs_forward / _backward instead (see the
-# header):
+# (indices then follow from the codes) run max_pool2d_pairs_forward /
+# _backward instead (see the header):
 # one byte per window says which of its 4 elements won, and backward writes
 # each element of the input gradient once from those codes, with ReLU's
 # gradient folded in on request.
@@ -655,19 +655,37 @@ def max_pool2d_pairs_forward(
     const floating[:, :, ::1] x,   # IN  (P, H, W)
     floating[:, :, ::1] out,       # OUT (P, Hout, Wout)
     uint8_t[:, :, ::1] codes,      # OUT (P, Hout, Wout) the winner in its window, 2*i + j
+    int64_t[:, :, ::1] indices,    # OUT (P, Hout, Wout) its flat index, or (0, 0, 0) to skip
     int isa,                       # a value of PAIRS_ISAS this processor runs
     int n_threads,
 ):
-    # 2x2 windows, stride 2, no padding (pool_tiles.h).
+    # 2x2 windows, stride 2, no padding (pool_tiles.h).  Indices, when
+    # asked for, follow from each plane's codes while they are in cache.
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2]
     cdef Py_ssize_t p
+    cdef bint want_indices = indices.shape[0] > 0
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         if floating is float:
             pt_forward_f32(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
         else:
             pt_forward_f64(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
+        if want_indices:
+            _indices_of_codes(&codes[p, 0, 0], &indices[p, 0, 0], W, Hout, Wout)
+
+
+cdef void _indices_of_codes(
+    const uint8_t* codes,  # IN  (Hout, Wout)
+    int64_t* indices,      # OUT (Hout, Wout) flat indices into the (H, W) plane
+    Py_ssize_t W, Py_ssize_t Hout, Py_ssize_t Wout,
+) noexcept nogil:
+    cdef Py_ssize_t r, c
+    cdef int64_t code
+    for r in range(Hout):
+        for c in range(Wout):
+            code = codes[r * Wout + c]
+            indices[r * Wout + c] = (2 * r + (code >> 1)) * W + 2 * c + (code & 1)
 
 
 def max_pool2d_pairs_backward(

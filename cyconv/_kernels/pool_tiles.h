@@ -40,6 +40,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__)
+#define PT_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PT_ALWAYS_INLINE inline
+#endif
+
 #define PT_ISA_PORTABLE 0
 #define PT_ISA_AVX2 1
 #define PT_ISA_AVX512 2
@@ -127,11 +133,11 @@ PT_SCALAR(double, f64)
  *
  * A step takes the upper and lower input rows of V windows as two vectors
  * each, (u0, u1) and (l0, l1), and gives V outputs and codes; backward the
- * reverse.  Along one row pair the vectors are plain loads, the last step
- * of a row masked.  Planes of V/2 or V/4 windows a row (8x8 and 16x16
- * float32 planes: CIFAR's) would leave most lanes of a row's one step
- * idle, so there one step takes 2 or 4 row pairs, which lie end to end
- * when W = 2 Wout: two loads, or four and 128-bit lane shuffles. */
+ * reverse.  Forward along one row pair the vectors are plain loads, the
+ * last step of a row masked.  Planes of V/2 or V/4 windows a row (8x8 and
+ * 16x16 float32 planes: CIFAR's) would leave most lanes of a row's one
+ * step idle, so there one step takes 2 or 4 row pairs, which lie end to
+ * end when W = 2 Wout (PT_PACKED, below, both ways). */
 
 #if PT_X86
 #define PT_AVX512(T, SUFFIX, V, VEC, MASK, PS, EPI)                            \
@@ -521,7 +527,7 @@ PT_PACKED(avx2, "avx2", double, f64, 4, __m256d, uint64_t, _mm256, pd, pt2)
 #define PT_PLANES(T, SUFFIX, V)                                               \
 /* Each window's share to its winner in a zeroed plane.  Inlined into its  \
  * two calls, pooled NULL or not, so that the test leaves the loop. */     \
-static inline __attribute__((always_inline)) void pt_scatter_##SUFFIX(     \
+static PT_ALWAYS_INLINE void pt_scatter_##SUFFIX(                          \
     const T* g, const uint8_t* codes, const T* pooled, T* grad_in,          \
     ptrdiff_t W, ptrdiff_t Hout, ptrdiff_t Wout)                            \
 {                                                                           \
