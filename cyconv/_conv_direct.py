@@ -159,7 +159,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
         for part in plan.chunks(g.n):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part],
-                np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+                np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
                 tiles, plan.offsets, g.pad_top, g.pad_left, plan.width, *g.stride, relu,
                 _runtime.isa_code(), n_threads)
         return out
@@ -167,7 +167,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
     for part in plan.chunks(g.n):
         _conv_direct.forward(
             x4[part], weight, bias, out[part],
-            np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+            np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
             wide, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
             _runtime.isa_code(), n_threads)
     return out
@@ -184,7 +184,7 @@ def grad_input(g4, weight, geometry, n_threads):
         for part in plan.chunks(g.n):
             if not _conv_direct.backward_input_blocked(
                     g4[part], packed, grad_input[part],
-                    np.zeros((part.stop - part.start, g.filters, plan.grad_stride),
+                    np.empty((part.stop - part.start, g.filters, plan.grad_stride),
                              weight.dtype),
                     tiles, plan.grad_offsets, plan.grad_top, plan.grad_left,
                     plan.grad_width, _runtime.isa_code(), n_threads):
@@ -194,7 +194,7 @@ def grad_input(g4, weight, geometry, n_threads):
     for part in plan.chunks(g.n):
         if not _conv_direct.backward_input(
                 g4[part], transposed, grad_input[part],
-                np.zeros((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
                 wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
                 _runtime.isa_code(), n_threads):
             return None
@@ -251,7 +251,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
-            np.zeros((n, c, plan.stride), dtype), acc, plan.offsets,
+            np.empty((n, c, plan.stride), dtype), acc, plan.offsets,
             g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
             _runtime.isa_code(), n_threads)
     # (FB, C, taps, B) back to (F, C, kh, kw)

@@ -149,26 +149,36 @@ def packed_stride(Py_ssize_t padded_height, Py_ssize_t padded_width):
 
 cdef void _pad_planes(
     const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
-    floating[:, :, ::1] xp,           # OUT (N, C, stride), zeroed by the caller
+    floating[:, :, ::1] xp,           # OUT (N, C, stride)
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int n_threads,
 ) noexcept:
-    """Copy x[n, c] into the zeroed planes with its top-left corner at
-    (top, left); the caller sized the planes to hold it.  x may be a view
-    with its first two axes swapped."""
+    """Write x[n, c] into the planes with its top-left corner at (top,
+    left), and zeros everywhere else in them (one pass, no separate
+    zeroing); the caller sized the planes to hold it.  x may be a view with
+    its first two axes swapped."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
-    cdef Py_ssize_t task, n, c, r, q
-    cdef floating* dst
+    cdef Py_ssize_t S = xp.shape[2]
+    cdef Py_ssize_t task, n, c, r, q, start, end
+    cdef floating* plane
     cdef const floating* src
     for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // C
         c = task % C
+        plane = &xp[n, c, 0]
+        for q in range(top * padded_width + left):
+            plane[q] = 0
         for r in range(rows):
-            dst = &xp[n, c, (top + r) * padded_width + left]
+            start = (top + r) * padded_width + left
             src = &x[n, c, r, 0]
             for q in range(cols):
-                dst[q] = src[q]
+                plane[start + q] = src[q]
+            # the right padding, and the next row's left padding (or, after
+            # the last row, the bottom padding and the tail)
+            end = start + padded_width if r + 1 < rows else S
+            for q in range(start + cols, end):
+                plane[q] = 0
 
 
 cdef inline floating _relu(floating v) noexcept nogil:
@@ -309,7 +319,7 @@ def forward(
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
     floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -325,7 +335,7 @@ def backward_input(
     const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
     const floating[:, :, :, ::1] weight_t,  # IN  (C, F, kh, kw): weight transposed
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
-    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
     floating[:, ::1] wide,                  # scratch (n_threads, 4 * round_up(H * Wgp))
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -423,7 +433,7 @@ def forward_blocked(
     const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -441,7 +451,7 @@ def backward_input_blocked(
     const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
     const floating[:, :, :, ::1] packed_t,  # IN  (CB, F, kh*kw, B) transposed weight blocks
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
-    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
     floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -530,7 +540,7 @@ def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
     floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
-    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride), zeroed
+    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
