@@ -64,6 +64,15 @@ def _packed(weight):
     return np.ascontiguousarray(padded.reshape(blocks, block, c, kh * kw).transpose(0, 2, 3, 1))
 
 
+def _packed_transposed(weight):
+    """``weight`` (F, C, kh, kw) as blocks of channels (CB, F, kh*kw, B),
+    zero-padded to whole blocks, and whether every weight is finite."""
+    f, c, kh, kw = weight.shape
+    block = _block(weight.dtype)
+    packed = np.empty((-(-c // block), f, kh * kw, block), weight.dtype)
+    return packed, _conv_direct.pack_blocks(weight, packed, True)
+
+
 def _tiles(n_threads, positions, dtype):
     """Each thread's position-major output tile of the filter-blocked kernels."""
     isa = _runtime.isa_code()
@@ -177,19 +186,19 @@ def grad_input(g4, weight, geometry, n_threads):
     """The input gradient, or None where the weight is not finite."""
     g, plan = geometry, _plan(geometry)
     grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
-    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     if _blocked(g, "input"):
-        packed = _packed(transposed)
+        packed, finite = _packed_transposed(weight)
+        if not finite:
+            return None
         tiles = _tiles(n_threads, g.height * g.width, weight.dtype)
         for part in plan.chunks(g.n):
-            if not _conv_direct.backward_input_blocked(
-                    g4[part], packed, grad_input[part],
-                    np.empty((part.stop - part.start, g.filters, plan.grad_stride),
-                             weight.dtype),
-                    tiles, plan.grad_offsets, plan.grad_top, plan.grad_left,
-                    plan.grad_width, _runtime.isa_code(), n_threads):
-                return None
+            _conv_direct.backward_input_blocked(
+                g4[part], packed, grad_input[part],
+                np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                tiles, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
+                _runtime.isa_code(), n_threads)
         return grad_input
+    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
     for part in plan.chunks(g.n):
         if not _conv_direct.backward_input(

@@ -428,6 +428,37 @@ cdef void _correlate_blocked(
                                 &bias[b0 * B] if has_bias else NULL, relu)
 
 
+def pack_blocks(
+    const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
+    floating[:, :, :, ::1] packed,         # OUT (FB, C, kh*kw, B); transposed (CB, F, kh*kw, B)
+    bint transposed,
+):
+    """packed[b, c, t, l] = weight[b * B + l, c, t], or with ``transposed``
+    weight[c, b * B + l, t] (the input gradient's weights), zeros past the
+    last filter (channel); returns whether every weight is finite.  (The
+    forward pass packs with numpy, faster where the filters are rows.)"""
+    cdef Py_ssize_t blocks = packed.shape[0], inner = packed.shape[1]
+    cdef Py_ssize_t nt = packed.shape[2], B = packed.shape[3]
+    cdef Py_ssize_t outer = weight.shape[1] if transposed else weight.shape[0]
+    cdef Py_ssize_t b, c, t, l, o
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+        for b in range(blocks):
+            for c in range(inner):
+                dst = &packed[b, c, 0, 0]
+                for l in range(B):
+                    o = b * B + l
+                    if o >= outer:
+                        for t in range(nt):
+                            dst[t * B + l] = 0
+                        continue
+                    src = &weight[c, o, 0, 0] if transposed else &weight[o, c, 0, 0]
+                    for t in range(nt):
+                        dst[t * B + l] = src[t]
+    return _all_finite(packed)
+
+
 def forward_blocked(
     const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
     const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
@@ -457,14 +488,11 @@ def backward_input_blocked(
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
 ):
-    """backward_input, by the filter-blocked kernels; False, with nothing
-    written, when the weight is not finite."""
-    if not _all_finite(packed_t):
-        return False
+    """backward_input, by the filter-blocked kernels, for finite weights
+    (the caller checks: pack_blocks)."""
     _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
                        padded_width, 1, 1, tiles, False, isa, n_threads)
-    return True
 
 
 cdef void _position_major(
