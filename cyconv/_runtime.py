@@ -80,14 +80,17 @@ WIDE_OPERATIONS = {
 }
 # The filter-blocked kernels, 3x3 layers (padding 1 unless said), Zen 4,
 # 1 thread, min of 25 interleaved runs, ms: blocked / wide / BLAS products
-# / torch 2.13 (oneDNN), float32:
+# / torch 2.13 (oneDNN), float32, batch 64 unless said:
 #   AVX-512 variant      forward               input grad            weight grad
-#     W1b 8->16 13x13 p0   0.22/0.26/0.34/0.26   0.52/0.31/0.32/0.55   0.25/0.37/0.36/0.33
-#     C1 3->32 32x32       2.48/1.63/1.78/2.16   6.05/1.92/2.05/6.74   2.74/2.54/1.90/2.20
-#     C2 32->64 16x16      6.27/6.24/6.96/5.73   6.62/6.48/7.23/5.92   6.73/8.31/8.63/6.50
-#     C3 64->128 8x8       6.11/6.92/7.21/4.99   6.32/7.08/7.22/5.08   7.00/9.25/8.36/5.92
-#     W2 32->64 32x32 b32  13.2/12.2/13.7/12.0   13.5/12.6/13.3/12.1   14.6/15.1/17.7/14.0
-#     W3 64->64 56x56 b8   19.0/17.9/19.0/17.4   19.1/18.4/19.1/17.6   19.2/20.5/23.2/19.7
+#     W1b 8->16 13x13 p0   0.21/0.26/0.34/0.26   0.53/0.32/0.31/0.56   0.23/0.40/0.36/0.34
+#     C1 3->32 32x32       1.76/1.72/1.86/2.30   5.93/2.01/2.01/6.65   2.60/2.57/1.89/2.11
+#     C2 32->64 16x16      6.62/6.73/7.25/6.19   7.58/7.13/7.36/6.30   7.15/9.03/8.74/6.86
+#     C3 64->128 8x8       6.40/7.02/7.31/5.31   6.69/7.27/7.32/5.39   6.69/9.48/8.35/6.00
+#     W2 32->64 32x32 b32  12.5/12.3/13.7/12.1   12.8/12.7/13.3/12.2   13.6/15.4/17.7/14.3
+#     W3 64->64 56x56 b8   18.4/17.9/19.2/17.6   18.4/18.3/19.1/17.9   18.9/20.6/23.4/19.8
+# (C2's input gradient measured 6.62/6.48 and 6.76/7.11 in earlier runs:
+# the two families tie there.)  In float64 the blocked kernels measured as
+# fast or faster on every layer (W3 forward 40 against 52 ms).
 # The AVX2 variant on the same Zen 4 (an AVX-512 processor running the
 # AVX2 code; not measured on an AVX2-only one): blocked / BLAS products
 #     C2 32->64 16x16      6.34 / 7.12           6.65 / 7.16           7.96 / 8.83
@@ -118,6 +121,10 @@ BLOCKED_MAX_PLANE = 256
 # as much as the products, C1), on any plane with AVX-512 and on planes
 # of at most BLOCKED_MAX_PLANE pixels with AVX2.
 BLOCKED_MIN_WEIGHT_TAPS = 64
+# Below that, the wide weight gradient takes at most this many filters: it
+# won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
+# 2.57 ms against the products' 1.89, min of 25 interleaved runs, Zen 4).
+WIDE_WEIGHT_MAX_FILTERS = 16
 
 # Largest kernel (taps) the direct path takes: 7x7.  Its weight gradient
 # keeps one register tile per tap chunk, and wider kernels were not measured.
@@ -210,7 +217,8 @@ def direct_choice(geometry, operation):
     if (operation in BLOCKED_OPERATIONS.get(isa, ())
             and blocked_suits(geometry, operation, isa)):
         return "blocked"
-    if operation in WIDE_OPERATIONS.get(isa, ()) and geometry.stride == (1, 1):
+    if (operation in WIDE_OPERATIONS.get(isa, ()) and geometry.stride == (1, 1)
+            and not (operation == "weight" and geometry.filters > WIDE_WEIGHT_MAX_FILTERS)):
         return "wide"
     return None
 
