@@ -75,9 +75,7 @@ def _packed_transposed(weight):
 
 def _tiles(n_threads, positions, dtype):
     """Each thread's position-major output tile of the filter-blocked kernels."""
-    isa = _runtime.isa_code()
-    return np.empty((n_threads, positions * _conv_direct.tile_blocks(isa) * _block(dtype)),
-                    dtype)
+    return np.empty((n_threads, positions * _conv_direct.tile_blocks() * _block(dtype)), dtype)
 
 
 @dataclass(frozen=True)

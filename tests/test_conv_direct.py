@@ -481,3 +481,30 @@ def test_scratch_buffers_need_no_zeroing(family, dtype, monkeypatch):
     monkeypatch.setattr(_conv_direct, "np", _NanFilledNumpy())
     for a, b in zip(clean, run()):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_three_block_tiles_on_narrow_rows(dtype):
+    """Rows of at most 8 pixels take tiles of 3 filter blocks on AVX-512 (40
+    filters: 3 float blocks, 5 double blocks as 3 + 2): bitwise as the
+    other variants and the wide kernels, and against the float64
+    reference."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 11, 8, 7)).astype(dtype)
+    w = rng.standard_normal((40, 11, 3, 3)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    g = rng.standard_normal((3, 40, 8, 7)).astype(dtype)
+    results = []
+    for variant in VARIANTS:
+        with _runtime.direct_convolution("always", variant, "blocked"):
+            results.append((conv2d(x, w, b, padding=1),) + conv2d_backward(g, x, w, padding=1))
+    with _runtime.direct_convolution("always", None, "wide"):
+        wide = conv2d(x, w, b, padding=1)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert a.tobytes() == b_.tobytes()
+    assert results[0][0].tobytes() == wide.tobytes()
+    (out, _, _), (magnitude, _, _) = _reference(x, w, g, (1, 1), (1, 1))
+    expected = out + b.astype(np.float64)[:, None, None]
+    assert np.all(np.abs(results[0][0] - expected)
+                  <= RTOL[dtype] * 4 * (magnitude + np.abs(b)[:, None, None] + 1))

@@ -69,6 +69,8 @@ cdef extern from "conv_direct.h" nogil:
 cdef extern from "conv_blocked.h" nogil:
     int CD_CHUNK_TAPS
     int cb_blocks(int isa)
+    int CB_MAX_TILE_BLOCKS
+    int cb_forward_blocks(int isa, int width, int blocks, int strided)
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
@@ -111,9 +113,9 @@ LANE_VALUES_PER_TAP = MAX_WEIGHT_FILTERS * LANES_F32
 ISA_NAMES = {CD_ISA_PORTABLE: "portable", CD_ISA_AVX2: "avx2", CD_ISA_AVX512: "avx512"}
 
 
-def tile_blocks(isa):
-    """Filter blocks per tile of the filter-blocked kernels on variant ``isa``."""
-    return cb_blocks(isa)
+def tile_blocks():
+    """Most filter blocks per tile of the filter-blocked kernels."""
+    return CB_MAX_TILE_BLOCKS
 
 
 def detected_isa():
@@ -388,7 +390,7 @@ cdef void _correlate_blocked(
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
-    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
     """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
@@ -398,7 +400,8 @@ cdef void _correlate_blocked(
     scratch tile, then writes them transposed."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
-    cdef Py_ssize_t B = packed.shape[3], per_tile = cb_blocks(isa)
+    cdef Py_ssize_t B = packed.shape[3]
+    cdef Py_ssize_t per_tile = cb_forward_blocks(isa, <int> Wo, <int> FB, stride_w != 1)
     cdef Py_ssize_t groups = (FB + per_tile - 1) // per_tile, ldo = per_tile * B
     cdef Py_ssize_t positions = Ho * Wo
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
@@ -465,7 +468,7 @@ def forward_blocked(
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
-    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -483,7 +486,7 @@ def backward_input_blocked(
     const floating[:, :, :, ::1] packed_t,  # IN  (CB, F, kh*kw, B) transposed weight blocks
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
     floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
-    floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks * B)
+    floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
