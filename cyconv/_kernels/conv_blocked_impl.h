@@ -81,6 +81,9 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw
 #define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw
 #define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
+/* a tile size this variant's registers do not hold: never called */
+#define CB_FWD_UNUSED (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; \
+    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)P
 #define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
 
 static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
@@ -112,8 +115,7 @@ static CB_ATTR void CB_NAME(cb_fwd_nb2)(CB_FWD_ARGS, int P)
     default: break;
     }
 #else
-    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
-    (void)ldo; (void)first; (void)sw; (void)P;
+    CB_FWD_UNUSED;
 #endif
 }
 
@@ -127,8 +129,7 @@ static CB_ATTR void CB_NAME(cb_fwd_nb3)(CB_FWD_ARGS, int P)
     default: break;
     }
 #else
-    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
-    (void)ldo; (void)first; (void)sw; (void)P;
+    CB_FWD_UNUSED;
 #endif
 }
 
@@ -159,10 +160,10 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
     default: break;
     }
 #else
-    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
-    (void)ldo; (void)first; (void)sw; (void)P;
+    CB_FWD_UNUSED;
 #endif
 }
+#undef CB_FWD_UNUSED
 #undef CB_FWD_CASES
 #undef CB_FWD_CASE
 #undef CB_FWD_PASS
