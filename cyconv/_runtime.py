@@ -82,14 +82,13 @@ WIDE_OPERATIONS = {
 # 1 thread, min of 25 interleaved runs, ms: blocked / wide / BLAS products
 # / torch 2.13 (oneDNN), float32, batch 64 unless said:
 #   AVX-512 variant      forward               input grad            weight grad
-#     W1b 8->16 13x13 p0   0.21/0.26/0.34/0.26   0.53/0.32/0.31/0.56   0.23/0.40/0.36/0.34
-#     C1 3->32 32x32       1.76/1.72/1.86/2.30   5.93/2.01/2.01/6.65   2.60/2.57/1.89/2.11
-#     C2 32->64 16x16      6.62/6.73/7.25/6.19   7.58/7.13/7.36/6.30   7.15/9.03/8.74/6.86
-#     C3 64->128 8x8       6.40/7.02/7.31/5.31   6.69/7.27/7.32/5.39   6.69/9.48/8.35/6.00
-#     W2 32->64 32x32 b32  12.5/12.3/13.7/12.1   12.8/12.7/13.3/12.2   13.6/15.4/17.7/14.3
-#     W3 64->64 56x56 b8   18.4/17.9/19.2/17.6   18.4/18.3/19.1/17.9   18.9/20.6/23.4/19.8
-# (C2's input gradient measured 6.62/6.48 and 6.76/7.11 in earlier runs:
-# the two families tie there.)  In float64 the blocked kernels measured as
+#     W1b 8->16 13x13 p0   0.21/0.26/0.34/0.26   0.52/0.33/0.32/0.57   0.23/0.40/0.37/0.34
+#     C1 3->32 32x32       1.75/1.50/2.05/1.89   5.84/1.99/1.96/7.29   2.33/2.76/1.75/2.06
+#     C2 32->64 16x16      6.22/6.31/7.00/5.78   6.31/6.34/7.12/5.61   6.45/8.38/8.51/6.36
+#     C3 64->128 8x8       5.79/6.92/7.14/4.99   6.12/7.09/7.21/4.96   6.45/9.28/8.08/5.70
+#     W2 32->64 32x32 b32  12.4/12.3/13.5/11.7   12.6/12.7/13.5/12.3   13.4/15.5/17.7/14.3
+#     W3 64->64 56x56 b8   18.3/17.9/19.1/17.2   18.3/18.2/19.1/17.6   19.1/20.4/23.4/19.8
+# (C2's input gradient: the two families tie, within the runs' noise.)  In float64 the blocked kernels measured as
 # fast or faster on every layer (W3 forward 40 against 52 ms).
 # The AVX2 variant on the same Zen 4 (an AVX-512 processor running the
 # AVX2 code; not measured on an AVX2-only one): blocked / BLAS products
@@ -123,7 +122,7 @@ BLOCKED_MAX_PLANE = 256
 BLOCKED_MIN_WEIGHT_TAPS = 64
 # Below that, the wide weight gradient takes at most this many filters: it
 # won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
-# 2.57 ms against the products' 1.89, min of 25 interleaved runs, Zen 4).
+# 2.76 ms against the products' 1.75 in the table above).
 WIDE_WEIGHT_MAX_FILTERS = 16
 
 # Largest kernel (taps) the direct path takes: 7x7.  Its weight gradient
