@@ -102,8 +102,9 @@ WIDE_OPERATIONS = {
 # Strided layers: only the blocked kernels read planes at a stride, for the
 # forward pass and weight gradient (the input gradient of a strided layer
 # is no correlation: products).  W4 16->32 5x5 stride 2 padding 2, 32x32,
-# batch 32, AVX-512 variant, blocked / products / torch, ms: forward
-# 2.30 / 4.17 / 2.18, weight gradient 2.31 / 3.64 / 2.33.
+# batch 32, blocked / products / torch, ms: AVX-512 variant forward
+# 2.15 / 4.07 / 2.01, weight gradient 2.18 / 3.51 / 2.21; AVX2 variant (same
+# Zen 4) forward 2.27 / 4.04, weight gradient 2.35 / 3.53.
 BLOCKED_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
     "avx2": ("forward", "input", "weight"),
