@@ -88,8 +88,9 @@ WIDE_OPERATIONS = {
 #     C3 64->128 8x8       5.79/6.92/7.14/4.99   6.12/7.09/7.21/4.96   6.45/9.28/8.08/5.70
 #     W2 32->64 32x32 b32  12.4/12.3/13.5/11.7   12.6/12.7/13.5/12.3   13.4/15.5/17.7/14.3
 #     W3 64->64 56x56 b8   18.3/17.9/19.1/17.2   18.3/18.2/19.1/17.6   19.1/20.4/23.4/19.8
-# (C2's input gradient: the two families tie, within the runs' noise.)  In float64 the blocked kernels measured as
-# fast or faster on every layer (W3 forward 40 against 52 ms).
+# (C2's input gradient: the two families tie, within the runs' noise.)
+# In float64 the blocked kernels measured as fast or faster on every layer
+# (W3 forward 40 against 52 ms); the rule does not look at the dtype.
 # The AVX2 variant on the same Zen 4 (an AVX-512 processor running the
 # AVX2 code; not measured on an AVX2-only one): blocked / BLAS products
 #     C2 32->64 16x16      6.34 / 7.12           6.65 / 7.16           7.96 / 8.83
