@@ -64,11 +64,18 @@ def _packed(weight):
     return np.ascontiguousarray(padded.reshape(blocks, block, c, kh * kw).transpose(0, 2, 3, 1))
 
 
+def _packed_transposed(weight):
+    """``weight`` (F, C, kh, kw) as blocks of channels (CB, F, kh*kw, B),
+    zero-padded to whole blocks, and whether every weight is finite."""
+    f, c, kh, kw = weight.shape
+    block = _block(weight.dtype)
+    packed = np.empty((-(-c // block), f, kh * kw, block), weight.dtype)
+    return packed, _conv_direct.pack_blocks(weight, packed, True)
+
+
 def _tiles(n_threads, positions, dtype):
     """Each thread's position-major output tile of the filter-blocked kernels."""
-    isa = _runtime.isa_code()
-    return np.empty((n_threads, positions * _conv_direct.tile_blocks(isa) * _block(dtype)),
-                    dtype)
+    return np.empty((n_threads, positions * _conv_direct.tile_blocks() * _block(dtype)), dtype)
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
         for part in plan.chunks(g.n):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part],
-                np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+                np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
                 tiles, plan.offsets, g.pad_top, g.pad_left, plan.width, *g.stride, relu,
                 _runtime.isa_code(), n_threads)
         return out
@@ -167,7 +174,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
     for part in plan.chunks(g.n):
         _conv_direct.forward(
             x4[part], weight, bias, out[part],
-            np.zeros((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+            np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
             wide, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
             _runtime.isa_code(), n_threads)
     return out
@@ -177,24 +184,24 @@ def grad_input(g4, weight, geometry, n_threads):
     """The input gradient, or None where the weight is not finite."""
     g, plan = geometry, _plan(geometry)
     grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
-    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     if _blocked(g, "input"):
-        packed = _packed(transposed)
+        packed, finite = _packed_transposed(weight)
+        if not finite:
+            return None
         tiles = _tiles(n_threads, g.height * g.width, weight.dtype)
         for part in plan.chunks(g.n):
-            if not _conv_direct.backward_input_blocked(
-                    g4[part], packed, grad_input[part],
-                    np.zeros((part.stop - part.start, g.filters, plan.grad_stride),
-                             weight.dtype),
-                    tiles, plan.grad_offsets, plan.grad_top, plan.grad_left,
-                    plan.grad_width, _runtime.isa_code(), n_threads):
-                return None
+            _conv_direct.backward_input_blocked(
+                g4[part], packed, grad_input[part],
+                np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                tiles, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
+                _runtime.isa_code(), n_threads)
         return grad_input
+    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
     for part in plan.chunks(g.n):
         if not _conv_direct.backward_input(
                 g4[part], transposed, grad_input[part],
-                np.zeros((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
                 wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
                 _runtime.isa_code(), n_threads):
             return None
@@ -251,7 +258,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
-            np.zeros((n, c, plan.stride), dtype), acc, plan.offsets,
+            np.empty((n, c, plan.stride), dtype), acc, plan.offsets,
             g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
             _runtime.isa_code(), n_threads)
     # (FB, C, taps, B) back to (F, C, kh, kw)

@@ -82,14 +82,17 @@ WIDE_OPERATIONS = {
 }
 # The filter-blocked kernels, 3x3 layers (padding 1 unless said), Zen 4,
 # 1 thread, min of 25 interleaved runs, ms: blocked / wide / BLAS products
-# / torch 2.13 (oneDNN), float32:
+# / torch 2.13 (oneDNN), float32, batch 64 unless said:
 #   AVX-512 variant      forward               input grad            weight grad
-#     W1b 8->16 13x13 p0   0.22/0.26/0.34/0.26   0.52/0.31/0.32/0.55   0.25/0.37/0.36/0.33
-#     C1 3->32 32x32       2.48/1.63/1.78/2.16   6.05/1.92/2.05/6.74   2.74/2.54/1.90/2.20
-#     C2 32->64 16x16      6.27/6.24/6.96/5.73   6.62/6.48/7.23/5.92   6.73/8.31/8.63/6.50
-#     C3 64->128 8x8       6.11/6.92/7.21/4.99   6.32/7.08/7.22/5.08   7.00/9.25/8.36/5.92
-#     W2 32->64 32x32 b32  13.2/12.2/13.7/12.0   13.5/12.6/13.3/12.1   14.6/15.1/17.7/14.0
-#     W3 64->64 56x56 b8   19.0/17.9/19.0/17.4   19.1/18.4/19.1/17.6   19.2/20.5/23.2/19.7
+#     W1b 8->16 13x13 p0   0.21/0.26/0.34/0.26   0.52/0.33/0.32/0.57   0.23/0.40/0.37/0.34
+#     C1 3->32 32x32       1.75/1.50/2.05/1.89   5.84/1.99/1.96/7.29   2.33/2.76/1.75/2.06
+#     C2 32->64 16x16      6.22/6.31/7.00/5.78   6.31/6.34/7.12/5.61   6.45/8.38/8.51/6.36
+#     C3 64->128 8x8       5.79/6.92/7.14/4.99   6.12/7.09/7.21/4.96   6.45/9.28/8.08/5.70
+#     W2 32->64 32x32 b32  12.4/12.3/13.5/11.7   12.6/12.7/13.5/12.3   13.4/15.5/17.7/14.3
+#     W3 64->64 56x56 b8   18.3/17.9/19.1/17.2   18.3/18.2/19.1/17.6   19.1/20.4/23.4/19.8
+# (C2's input gradient: the two families tie, within the runs' noise.)
+# In float64 the blocked kernels measured as fast or faster on every layer
+# (W3 forward 40 against 52 ms); the rule does not look at the dtype.
 # The AVX2 variant on the same Zen 4 (an AVX-512 processor running the
 # AVX2 code; not measured on an AVX2-only one): blocked / BLAS products
 #     C2 32->64 16x16      6.34 / 7.12           6.65 / 7.16           7.96 / 8.83
@@ -102,8 +105,9 @@ WIDE_OPERATIONS = {
 # Strided layers: only the blocked kernels read planes at a stride, for the
 # forward pass and weight gradient (the input gradient of a strided layer
 # is no correlation: products).  W4 16->32 5x5 stride 2 padding 2, 32x32,
-# batch 32, AVX-512 variant, blocked / products / torch, ms: forward
-# 2.30 / 4.17 / 2.18, weight gradient 2.31 / 3.64 / 2.33.
+# batch 32, blocked / products / torch, ms: AVX-512 variant forward
+# 2.15 / 4.07 / 2.01, weight gradient 2.18 / 3.51 / 2.21; AVX2 variant (same
+# Zen 4) forward 2.27 / 4.04, weight gradient 2.35 / 3.53.
 BLOCKED_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
     "avx2": ("forward", "input", "weight"),
@@ -120,6 +124,10 @@ BLOCKED_MAX_PLANE = 256
 # as much as the products, C1), on any plane with AVX-512 and on planes
 # of at most BLOCKED_MAX_PLANE pixels with AVX2.
 BLOCKED_MIN_WEIGHT_TAPS = 64
+# Below that, the wide weight gradient takes at most this many filters: it
+# won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
+# 2.76 ms against the products' 1.75 in the table above).
+WIDE_WEIGHT_MAX_FILTERS = 16
 
 # Largest kernel (taps) the direct path takes: 7x7.  Its weight gradient
 # keeps one register tile per tap chunk, and wider kernels were not measured.
@@ -212,7 +220,8 @@ def direct_choice(geometry, operation):
     if (operation in BLOCKED_OPERATIONS.get(isa, ())
             and blocked_suits(geometry, operation, isa)):
         return "blocked"
-    if operation in WIDE_OPERATIONS.get(isa, ()) and geometry.stride == (1, 1):
+    if (operation in WIDE_OPERATIONS.get(isa, ()) and geometry.stride == (1, 1)
+            and not (operation == "weight" and geometry.filters > WIDE_WEIGHT_MAX_FILTERS)):
         return "wide"
     return None
 

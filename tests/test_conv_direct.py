@@ -67,7 +67,8 @@ def test_which_kernel_family_the_rule_picks():
     """Filter-blocked kernels for at least 16 output channels on planes of at
     most 256 pixels, and for weight gradients of at least 64 channel taps
     (on any plane with AVX-512, small planes with AVX2); else the wide
-    kernels, or the products where the variant's rule leaves them out."""
+    kernels (weight gradients of at most 16 filters), or the products where
+    the variant's rule leaves them out."""
     c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3), padding=1)
     c1 = geometry((64, 3, 32, 32), (32, 3, 3, 3), padding=1)
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
@@ -75,7 +76,7 @@ def test_which_kernel_family_the_rule_picks():
     w4 = geometry((32, 16, 32, 32), (32, 16, 5, 5), stride=2, padding=2)
     c1_strided = geometry((64, 3, 32, 32), (32, 3, 3, 3), stride=2, padding=1)
     expected = {
-        "avx512": {c3: ("blocked",) * 3, c1: ("wide",) * 3,
+        "avx512": {c3: ("blocked",) * 3, c1: ("wide", "wide", None),
                    w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked"),
                    w4: ("blocked", None, "blocked"), c1_strided: ("blocked", None, None)},
         "avx2": {c3: ("blocked",) * 3, c1: ("wide", None, None), w3: ("wide", None, None),
@@ -447,3 +448,63 @@ def test_filter_blocked_large_batches_run_in_chunks_with_the_same_result(monkeyp
     _conv_direct._plan.cache_clear()
     for a, b in zip(whole, chunked):
         assert a.tobytes() == b.tobytes()
+
+
+class _NanFilledNumpy:
+    """numpy, but np.empty gives arrays full of NaN: scratch that a kernel
+    reads before writing would show."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float):
+        return np.full(shape, np.nan, dtype)
+
+
+@pytest.mark.parametrize("family", ["wide", "blocked"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scratch_buffers_need_no_zeroing(family, dtype, monkeypatch):
+    """The padded copies write their zeros themselves (no np.zeros pass):
+    scratch full of NaN gives bitwise the same results."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 18, 7, 9)).astype(dtype)
+    w = rng.standard_normal((20, 18, 3, 2)).astype(dtype)
+    g = rng.standard_normal((3, 20, 5, 10)).astype(dtype)
+    kwargs = dict(padding=(1, 1), dilation=(2, 1))
+
+    def run():
+        with _runtime.direct_convolution("always", None, family):
+            return (conv2d(x, w, **kwargs),) + conv2d_backward(g, x, w, **kwargs)
+
+    clean = run()
+    monkeypatch.setattr(_conv_direct, "np", _NanFilledNumpy())
+    for a, b in zip(clean, run()):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_three_block_tiles_on_narrow_rows(dtype):
+    """Rows of at most 8 pixels take tiles of 3 filter blocks on AVX-512 (40
+    filters: 3 float blocks, 5 double blocks as 3 + 2): bitwise as the
+    other variants and the wide kernels, and against the float64
+    reference."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 11, 8, 7)).astype(dtype)
+    w = rng.standard_normal((40, 11, 3, 3)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    g = rng.standard_normal((3, 40, 8, 7)).astype(dtype)
+    results = []
+    for variant in VARIANTS:
+        with _runtime.direct_convolution("always", variant, "blocked"):
+            results.append((conv2d(x, w, b, padding=1),) + conv2d_backward(g, x, w, padding=1))
+    with _runtime.direct_convolution("always", None, "wide"):
+        wide = conv2d(x, w, b, padding=1)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert a.tobytes() == b_.tobytes()
+    assert results[0][0].tobytes() == wide.tobytes()
+    (out, _, _), (magnitude, _, _) = _reference(x, w, g, (1, 1), (1, 1))
+    expected = out + b.astype(np.float64)[:, None, None]
+    assert np.all(np.abs(results[0][0] - expected)
+                  <= RTOL[dtype] * 4 * (magnitude + np.abs(b)[:, None, None] + 1))

@@ -69,6 +69,8 @@ cdef extern from "conv_direct.h" nogil:
 cdef extern from "conv_blocked.h" nogil:
     int CD_CHUNK_TAPS
     int cb_blocks(int isa)
+    int CB_MAX_TILE_BLOCKS
+    int cb_forward_blocks(int isa, int width, int blocks, int strided)
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
@@ -111,9 +113,9 @@ LANE_VALUES_PER_TAP = MAX_WEIGHT_FILTERS * LANES_F32
 ISA_NAMES = {CD_ISA_PORTABLE: "portable", CD_ISA_AVX2: "avx2", CD_ISA_AVX512: "avx512"}
 
 
-def tile_blocks(isa):
-    """Filter blocks per tile of the filter-blocked kernels on variant ``isa``."""
-    return cb_blocks(isa)
+def tile_blocks():
+    """Most filter blocks per tile of the filter-blocked kernels."""
+    return CB_MAX_TILE_BLOCKS
 
 
 def detected_isa():
@@ -149,26 +151,36 @@ def packed_stride(Py_ssize_t padded_height, Py_ssize_t padded_width):
 
 cdef void _pad_planes(
     const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
-    floating[:, :, ::1] xp,           # OUT (N, C, stride), zeroed by the caller
+    floating[:, :, ::1] xp,           # OUT (N, C, stride)
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int n_threads,
 ) noexcept:
-    """Copy x[n, c] into the zeroed planes with its top-left corner at
-    (top, left); the caller sized the planes to hold it.  x may be a view
-    with its first two axes swapped."""
+    """Write x[n, c] into the planes with its top-left corner at (top,
+    left), and zeros everywhere else in them (one pass, no separate
+    zeroing); the caller sized the planes to hold it.  x may be a view with
+    its first two axes swapped."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
-    cdef Py_ssize_t task, n, c, r, q
-    cdef floating* dst
+    cdef Py_ssize_t S = xp.shape[2]
+    cdef Py_ssize_t task, n, c, r, q, start, end
+    cdef floating* plane
     cdef const floating* src
     for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // C
         c = task % C
+        plane = &xp[n, c, 0]
+        for q in range(top * padded_width + left):
+            plane[q] = 0
         for r in range(rows):
-            dst = &xp[n, c, (top + r) * padded_width + left]
+            start = (top + r) * padded_width + left
             src = &x[n, c, r, 0]
             for q in range(cols):
-                dst[q] = src[q]
+                plane[start + q] = src[q]
+            # the right padding, and the next row's left padding (or, after
+            # the last row, the bottom padding and the tail)
+            end = start + padded_width if r + 1 < rows else S
+            for q in range(start + cols, end):
+                plane[q] = 0
 
 
 cdef inline floating _relu(floating v) noexcept nogil:
@@ -309,7 +321,7 @@ def forward(
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
     floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -325,7 +337,7 @@ def backward_input(
     const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
     const floating[:, :, :, ::1] weight_t,  # IN  (C, F, kh, kw): weight transposed
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
-    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
     floating[:, ::1] wide,                  # scratch (n_threads, 4 * round_up(H * Wgp))
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -378,7 +390,7 @@ cdef void _correlate_blocked(
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
-    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
     """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
@@ -388,7 +400,8 @@ cdef void _correlate_blocked(
     scratch tile, then writes them transposed."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
-    cdef Py_ssize_t B = packed.shape[3], per_tile = cb_blocks(isa)
+    cdef Py_ssize_t B = packed.shape[3]
+    cdef Py_ssize_t per_tile = cb_forward_blocks(isa, <int> Wo, <int> FB, stride_w != 1)
     cdef Py_ssize_t groups = (FB + per_tile - 1) // per_tile, ldo = per_tile * B
     cdef Py_ssize_t positions = Ho * Wo
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
@@ -418,13 +431,44 @@ cdef void _correlate_blocked(
                                 &bias[b0 * B] if has_bias else NULL, relu)
 
 
+def pack_blocks(
+    const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
+    floating[:, :, :, ::1] packed,         # OUT (FB, C, kh*kw, B); transposed (CB, F, kh*kw, B)
+    bint transposed,
+):
+    """packed[b, c, t, l] = weight[b * B + l, c, t], or with ``transposed``
+    weight[c, b * B + l, t] (the input gradient's weights), zeros past the
+    last filter (channel); returns whether every weight is finite.  (The
+    forward pass packs with numpy, faster where the filters are rows.)"""
+    cdef Py_ssize_t blocks = packed.shape[0], inner = packed.shape[1]
+    cdef Py_ssize_t nt = packed.shape[2], B = packed.shape[3]
+    cdef Py_ssize_t outer = weight.shape[1] if transposed else weight.shape[0]
+    cdef Py_ssize_t b, c, t, l, o
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+        for b in range(blocks):
+            for c in range(inner):
+                dst = &packed[b, c, 0, 0]
+                for l in range(B):
+                    o = b * B + l
+                    if o >= outer:
+                        for t in range(nt):
+                            dst[t * B + l] = 0
+                        continue
+                    src = &weight[c, o, 0, 0] if transposed else &weight[o, c, 0, 0]
+                    for t in range(nt):
+                        dst[t * B + l] = src[t]
+    return _all_finite(packed)
+
+
 def forward_blocked(
     const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
     const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), zeroed
-    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks * B)
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -441,20 +485,17 @@ def backward_input_blocked(
     const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
     const floating[:, :, :, ::1] packed_t,  # IN  (CB, F, kh*kw, B) transposed weight blocks
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
-    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride), zeroed
-    floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks * B)
+    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
+    floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
 ):
-    """backward_input, by the filter-blocked kernels; False, with nothing
-    written, when the weight is not finite."""
-    if not _all_finite(packed_t):
-        return False
+    """backward_input, by the filter-blocked kernels, for finite weights
+    (the caller checks: pack_blocks)."""
     _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
                        padded_width, 1, 1, tiles, False, isa, n_threads)
-    return True
 
 
 cdef void _position_major(
@@ -530,7 +571,7 @@ def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
     floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
-    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride), zeroed
+    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,

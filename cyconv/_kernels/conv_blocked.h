@@ -16,6 +16,7 @@
 #define CB_ATTR
 #define CB_PMAX1 1
 #define CB_PMAX2 0
+#define CB_PMAX3 0
 #define CB_TMAX1 6
 #define CB_TMAX2 0
 
@@ -48,6 +49,7 @@
 #undef CB_ATTR
 #undef CB_PMAX1
 #undef CB_PMAX2
+#undef CB_PMAX3
 #undef CB_TMAX1
 #undef CB_TMAX2
 
@@ -57,6 +59,7 @@
 #define CB_ATTR __attribute__((target("avx2,fma")))
 #define CB_PMAX1 6
 #define CB_PMAX2 0
+#define CB_PMAX3 0
 #define CB_TMAX1 6
 #define CB_TMAX2 0
 
@@ -88,6 +91,7 @@
 #undef CB_ATTR
 #undef CB_PMAX1
 #undef CB_PMAX2
+#undef CB_PMAX3
 #undef CB_TMAX1
 #undef CB_TMAX2
 
@@ -96,6 +100,7 @@
 #define CB_ATTR __attribute__((target("avx512f")))
 #define CB_PMAX1 24
 #define CB_PMAX2 12
+#define CB_PMAX3 8
 #define CB_TMAX1 24
 #define CB_TMAX2 12
 
@@ -127,13 +132,25 @@
 #undef CB_ATTR
 #undef CB_PMAX1
 #undef CB_PMAX2
+#undef CB_PMAX3
 #undef CB_TMAX1
 #undef CB_TMAX2
 #endif /* CD_X86 */
 
-/* Blocks of filters per forward and weight-gradient tile: 2 where the
- * register file holds two. */
+/* Blocks of filters per weight-gradient tile: 2 where the register file
+ * holds two. */
 static int cb_blocks(int isa) { return isa == CD_ISA_AVX512 ? 2 : 1; }
+/* ...and per forward tile, over rows of ``width`` pixels and ``blocks``
+ * blocks in all: 3 on AVX-512 at stride 1 for rows of at most 8 pixels
+ * (8 x 3 accumulators rather than 8 x 2), unless that leaves one block
+ * alone; at most CB_MAX_TILE_BLOCKS. */
+#define CB_MAX_TILE_BLOCKS 3
+static int cb_forward_blocks(int isa, int width, int blocks, int strided)
+{
+    if (isa == CD_ISA_AVX512 && !strided && width <= 8 && blocks >= 3 && blocks % 3 != 1)
+        return 3;
+    return cb_blocks(isa);
+}
 
 static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,

@@ -6,7 +6,8 @@
  *   CB_B        filters per block: 64 bytes of CB_T (16 floats, 8 doubles)
  *               on every instruction set, so that every variant computes
  *               the same sums (a block is 1 zmm, 2 ymm or 16 scalars)
- *   CB_PMAX1, CB_PMAX2  forward tile: most positions with 1 or 2 blocks
+ *   CB_PMAX1, CB_PMAX2, CB_PMAX3  forward tile: most positions with 1, 2 or
+ *               3 blocks (0: no such tile)
  *   CB_TMAX1, CB_TMAX2  weight-gradient tile: most taps with 1 or 2 blocks
  *   CB_ZERO(), CB_LOAD(p), CB_STORE(p, v), CB_BCAST(p), CB_FMA(a, b, c),
  *   CB_ADD(a, b)   vector operations
@@ -36,8 +37,8 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const int P, const int NB, const int SW)
 {
     const ptrdiff_t step = SW ? SW : sw;
-    CB_V acc[2][24][CB_VPB];
-#pragma GCC unroll 2
+    CB_V acc[3][24][CB_VPB];
+#pragma GCC unroll 3
     for (int b = 0; b < NB; b++)
 #pragma GCC unroll 24
         for (int q = 0; q < P; q++)
@@ -48,8 +49,8 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
         const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
         for (int t = 0; t < nt; t++) {
             const CB_T* xq = xc + offs[t];
-            CB_V wv[2][CB_VPB];
-#pragma GCC unroll 2
+            CB_V wv[3][CB_VPB];
+#pragma GCC unroll 3
             for (int b = 0; b < NB; b++)
 #pragma GCC unroll 16
                 for (int s = 0; s < CB_VPB; s++)
@@ -57,7 +58,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
 #pragma GCC unroll 24
             for (int q = 0; q < P; q++) {
                 CB_V xb = CB_BCAST(xq + q * step);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
                 for (int b = 0; b < NB; b++)
 #pragma GCC unroll 16
                     for (int s = 0; s < CB_VPB; s++)
@@ -65,7 +66,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
             }
         }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int b = 0; b < NB; b++)
 #pragma GCC unroll 24
         for (int q = 0; q < P; q++)
@@ -80,6 +81,9 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw
 #define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw
 #define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
+/* a tile size this variant's registers do not hold: never called */
+#define CB_FWD_UNUSED (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; \
+    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)P
 #define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
 
 static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
@@ -111,8 +115,21 @@ static CB_ATTR void CB_NAME(cb_fwd_nb2)(CB_FWD_ARGS, int P)
     default: break;
     }
 #else
-    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
-    (void)ldo; (void)first; (void)sw; (void)P;
+    CB_FWD_UNUSED;
+#endif
+}
+
+/* Three blocks, for rows of at most CB_PMAX3 pixels (stride 1 only). */
+static CB_ATTR void CB_NAME(cb_fwd_nb3)(CB_FWD_ARGS, int P)
+{
+#if CB_PMAX3 > 0
+    switch (P) {
+    CB_FWD_CASE(1, 3) CB_FWD_CASE(2, 3) CB_FWD_CASE(3, 3) CB_FWD_CASE(4, 3)
+    CB_FWD_CASE(5, 3) CB_FWD_CASE(6, 3) CB_FWD_CASE(7, 3) CB_FWD_CASE(8, 3)
+    default: break;
+    }
+#else
+    CB_FWD_UNUSED;
 #endif
 }
 
@@ -143,16 +160,17 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
     default: break;
     }
 #else
-    (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; (void)wbs; (void)out;
-    (void)ldo; (void)first; (void)sw; (void)P;
+    CB_FWD_UNUSED;
 #endif
 }
+#undef CB_FWD_UNUSED
 #undef CB_FWD_CASES
 #undef CB_FWD_CASE
 #undef CB_FWD_PASS
 #undef CB_FWD_ARGS
 
-/* Output rows of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0):
+/* Output rows of nb blocks (nb <= 2, and 1 where CB_PMAX2 is 0; 3 at
+ * stride 1 on rows of at most CB_PMAX3 pixels, see cb_forward_blocks):
  * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
  * r * wp on, columns q * sw; each row in tiles of nearly equal width.
  * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
@@ -162,7 +180,7 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
     ptrdiff_t wp, ptrdiff_t sw, int chunk)
 {
-    int pmax = nb == 1 ? CB_PMAX1 : CB_PMAX2;
+    int pmax = nb == 1 ? CB_PMAX1 : nb == 2 ? CB_PMAX2 : CB_PMAX3;
     if (sw != 1 && pmax > 12) pmax = 12;
     int tiles = (width + pmax - 1) / pmax;
     for (int c0 = 0; c0 < C; c0 += chunk) {
@@ -176,7 +194,9 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
                 int p = (width - q0 + tiles - i - 1) / (tiles - i);
                 const CB_T* xq = xr + q0 * sw;
                 CB_T* oq = outr + q0 * ldo;
-                if (sw == 1 && nb == 1)
+                if (nb == 3)
+                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                else if (sw == 1 && nb == 1)
                     CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
                 else if (sw == 1)
                     CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
