@@ -92,6 +92,16 @@ class ConvGeometry:
     out_height: int
     out_width: int
 
+    def __hash__(self):
+        # Computed once: every call looks its geometry up in a few caches
+        # (plans, routes), and hashing 16 fields each time showed up in a
+        # batch-1 training step's profile.
+        value = self.__dict__.get("_hash")
+        if value is None:
+            value = hash(tuple(self.__dict__[name] for name in self.__dataclass_fields__))
+            object.__setattr__(self, "_hash", value)
+        return value
+
     @property
     def output_shape(self):
         shape = (self.filters, self.out_height, self.out_width)

@@ -7,7 +7,7 @@ index with is derived here from the checked geometry, once per geometry
 """
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,17 +35,33 @@ def supports_operation(geometry, operation):
         operation != "input" and _runtime.direct_family(geometry, operation) == "blocked")
 
 
+def _route(geometry, operation):
+    """``(direct, blocked)``: whether ``operation`` takes the direct path,
+    and on which family; asked several times a call and the same every
+    step, so kept with the geometry's plan."""
+    plan = _plan(geometry)
+    if plan is None:
+        return False, False
+    key = (operation, _runtime.choices())
+    route = plan.routes.get(key)
+    if route is None:
+        route = plan.routes[key] = (
+            _runtime.direct_wanted(geometry, operation)
+            and supports_operation(geometry, operation),
+            _runtime.direct_family(geometry, operation) == "blocked")
+    return route
+
+
 def use(geometry, operation):
     """Whether ``operation`` ("forward", "input", "weight") of this
     convolution takes the direct path."""
-    return (_runtime.direct_wanted(geometry, operation)
-            and supports_operation(geometry, operation))
+    return _route(geometry, operation)[0]
 
 
 def _blocked(geometry, operation):
     """Whether ``operation`` runs on the filter-blocked kernels rather than
     the wide ones (see _runtime.direct_family)."""
-    return _runtime.direct_family(geometry, operation) == "blocked"
+    return _route(geometry, operation)[1]
 
 
 def _block(dtype):
@@ -94,6 +110,8 @@ class _Plan:
     samples_per_part: int
     parts: int
     chunk: int                   # samples per call: bounds the padded copies
+    # The rule's answers for this geometry (see _route).
+    routes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def chunks(self, n):
         """Slices of the batch, each at most ``chunk`` samples and starting

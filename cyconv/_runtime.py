@@ -157,6 +157,12 @@ BLOCKED_WEIGHT_RUN = 256
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
 
 
+def choices():
+    """What the direct path's rule depends on besides the geometry: the
+    mode, variant and family (tests and benchmarks change them)."""
+    return (_state["direct"], _state["isa"], _state["family"])
+
+
 def isa():
     """The variant the direct kernels run now (the detected one unless a
     test chose another)."""
