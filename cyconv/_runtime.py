@@ -290,12 +290,16 @@ def show_config(mode="stdout"):
                   "weight": "weight gradient"}
     wide = WIDE_OPERATIONS.get(DETECTED_ISA, ())
     blocked = BLOCKED_OPERATIONS.get(DETECTED_ISA, ())
-    direct = (", ".join(operations[op] + (" (filter-blocked where it suits, else by output"
-                                          " positions)" if op in wide else
-                                          " (filter-blocked where it suits)")
-                        for op in ("forward", "input", "weight") if op in wide + blocked)
-              + f" of stride-1, one-group layers with kernels up to {DIRECT_MAX_TAPS} taps; "
-              "the rest by BLAS products" if wide or blocked
+    ops = [op for op in ("forward", "input", "weight") if op in wide + blocked]
+    how = ("filter-blocked or by output positions, as the rule finds faster"
+           if all(op in wide and op in blocked for op in ops) else
+           "; ".join(f"{operations[op]} " + ("filter-blocked" if op not in wide else
+                                             "by output positions" if op not in blocked else
+                                             "either") for op in ops))
+    direct = (", ".join(operations[op] for op in ops)
+              + f" ({how}) of stride-1, one-group layers with kernels up to {DIRECT_MAX_TAPS}"
+              " taps, and strided forward passes and weight gradients (filter-blocked); the"
+              " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
     info = {
         "direct convolution kernels": DETECTED_ISA,
