@@ -144,7 +144,12 @@ def _plan(g):
     grad_width = g.out_width + span_w - min(g.pad_left, g.pad_right)
     stride = _conv_direct.plane_stride(g.padded_height, width, span_w)
     grad_stride = _conv_direct.plane_stride(grad_height, grad_width, span_w)
-    packed = _conv_direct.packed_stride(g.padded_height, width)
+    # The wide weight gradient reads each run of planes at every tap's
+    # offset, up to span_h * width + span_w past its last position: the
+    # plane of zeros after the last sample must reach that far (with wide
+    # padding on narrow planes the offset exceeds a plane).
+    packed = max(_conv_direct.packed_stride(g.padded_height, width),
+                 _conv_direct.round_up(span_h * width + span_w))
     per_part = max(-(-g.n // _runtime.DIRECT_WEIGHT_PARTS),
                    -(-_runtime.DIRECT_WEIGHT_RUN // packed))
     per_part = max(1, min(per_part, g.n))  # at least 1: an empty batch has no runs

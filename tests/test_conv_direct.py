@@ -508,3 +508,46 @@ def test_three_block_tiles_on_narrow_rows(dtype):
     expected = out + b.astype(np.float64)[:, None, None]
     assert np.all(np.abs(results[0][0] - expected)
                   <= RTOL[dtype] * 4 * (magnitude + np.abs(b)[:, None, None] + 1))
+
+
+class _ZerosFollowedByNaN:
+    """numpy, but each array np.zeros returns is followed in memory by NaN:
+    a kernel reading past it would spread NaN into its result."""
+
+    def __init__(self, numpy):
+        self._numpy = numpy
+
+    def __getattr__(self, name):
+        return getattr(self._numpy, name)
+
+    def zeros(self, shape, dtype=float):
+        size = int(self._numpy.prod(shape))
+        buffer = self._numpy.full(size + 4096, self._numpy.nan, dtype)
+        buffer[:size] = 0
+        return buffer[:size].reshape(shape)
+
+
+@pytest.mark.parametrize("isa", _runtime.available_isas())
+@pytest.mark.parametrize("x_shape, w_shape, dilation", [
+    ((2, 1, 1, 1), (4, 1, 6, 3), (3, 2)),   # wide padding on a 1x1 plane
+    ((2, 1, 1, 1), (8, 1, 2, 5), (2, 2)),
+    ((3, 2, 1, 3), (5, 2, 6, 7), (3, 2)),
+])
+def test_the_wide_weight_gradient_reads_nothing_past_its_planes(monkeypatch, isa, x_shape,
+                                                                 w_shape, dilation):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    kwargs = dict(padding="same", dilation=dilation)
+    g = rng.standard_normal(conv2d(x, w, **kwargs).shape).astype(np.float32)
+    with _runtime.direct_convolution("never"):
+        expected = conv2d_backward(g, x, w, **kwargs)[1]
+    monkeypatch.setattr(_conv_direct, "np", _ZerosFollowedByNaN(np))
+    _conv_direct._plan.cache_clear()
+    try:
+        with _runtime.direct_convolution("always", isa=isa, family="wide"):
+            got = conv2d_backward(g, x, w, **kwargs)[1]
+    finally:
+        _conv_direct._plan.cache_clear()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
