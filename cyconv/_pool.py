@@ -512,6 +512,13 @@ def max_pool2d_saving(x, kernel_size, stride=None, padding=0, ceil_mode=False, d
     :class:`SavedMaxima` for :func:`max_pool2d_backward_saved`."""
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode, dilation)
+    return max_pool2d_saving_checked(x, geometry)
+
+
+def max_pool2d_saving_checked(x, geometry):
+    """:func:`max_pool2d_saving` without its checks: ``x`` is an aligned
+    C-contiguous float32 or float64 array of the shape ``geometry`` was
+    made for, as :func:`max_pool2d_saving`'s checks leave it."""
     if geometry.pairs and not geometry.empty:
         out = np.empty(geometry.output_shape, dtype=x.dtype)
         codes = _max_pool_pairs(x, out, geometry)
