@@ -4,6 +4,7 @@ size rules and output allocation around the compiled loops in
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -505,10 +506,12 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     return grad_input
 
 
-@dataclass(frozen=True)
-class SavedMaxima:
+class SavedMaxima(NamedTuple):
     """What :class:`cyconv.MaxPooling`'s forward pass keeps for its backward
-    pass: where each window's maximum was, and the maxima themselves."""
+    pass: where each window's maximum was, and the maxima themselves.
+
+    Immutable as a frozen dataclass, for a third of its construction cost
+    (made at every forward pass)."""
 
     geometry: PoolGeometry
     pooled: np.ndarray   # the forward's output, x at the maxima bit for bit
