@@ -209,12 +209,13 @@ class SoftmaxCrossEntropy(Loss):
         #     gradient = (exp(log_p) - target) / n
         # operation for operation (so bit for bit), into arrays already made
         # where one is free: at batch 1, each new array costs as much as the
-        # arithmetic.
-        shifted = z - z.max(axis=1, keepdims=True)
-        sums = np.exp(shifted).sum(axis=1, keepdims=True)
+        # arithmetic.  The reductions are the ufuncs' own, which max() and
+        # sum() call through a layer of Python.
+        shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
+        sums = np.add.reduce(np.exp(shifted), axis=1, keepdims=True)
         log_probabilities = np.subtract(shifted, np.log(sums, out=sums), out=shifted)
         terms = np.negative(log_probabilities)
-        value = np.sum(np.multiply(target, terms, out=terms)) / n
+        value = np.add.reduce(np.multiply(target, terms, out=terms), axis=None) / n
         gradient = np.exp(log_probabilities)
         np.subtract(gradient, target, out=gradient)
         np.divide(gradient, n, out=gradient)
