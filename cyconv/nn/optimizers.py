@@ -34,7 +34,9 @@ class Optimizer:
         for parameter in parameters:
             if parameter.grad is None:
                 continue
-            _check_gradient_shape(parameter)
+            if parameter.grad.shape != parameter.value.shape:
+                raise ValueError(f"gradient of {parameter.name} has shape "
+                                 f"{parameter.grad.shape}, its value {parameter.value.shape}")
             self._update(parameter, self._decayed_gradient(parameter))
 
     def _decayed_gradient(self, parameter):
@@ -50,12 +52,6 @@ class Optimizer:
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "state")
         return f"{type(self).__name__}({fields})"
-
-
-def _check_gradient_shape(parameter):
-    if parameter.grad.shape != parameter.value.shape:
-        raise ValueError(f"gradient of {parameter.name} has shape "
-                         f"{parameter.grad.shape}, its value {parameter.value.shape}")
 
 
 class SGD(Optimizer):
@@ -91,18 +87,6 @@ class SGD(Optimizer):
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
-
-    def step(self, parameters):
-        if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
-            return super().step(parameters)
-        # Plain SGD, as Optimizer.step and _update would take it, without
-        # their calls: at batch 1 these cost as much as the arithmetic.
-        rate = self.learning_rate
-        for parameter in parameters:
-            if parameter.grad is None:
-                continue
-            _check_gradient_shape(parameter)
-            parameter.value -= rate * parameter.grad
 
     def _update(self, parameter, grad):
         if self.momentum:
