@@ -372,17 +372,7 @@ def _guarded_forward(method):
 def _guarded_backward(method):
     @functools.wraps(method)
     def backward(self, *args, **kwargs):
-        # call_guarded's body, inline: one call fewer on every backward.
-        state = self.__dict__
-        with state.get("_cache_lock") or _cache_lock(self):
-            owner = state.get("_cache_thread")
-            if owner is not None and owner != _get_ident():
-                _refuse_owner(self, owner)
-            previous = _enter()
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                _leave(previous)
+        return call_guarded(self, method, *args, **kwargs)
 
     backward._cache_guarded = True
     return backward
@@ -468,6 +458,16 @@ def as_float_input(value, name="input"):
     for layers without parameters, which keep their input's precision."""
     array = as_array(value, name)
     return np.asarray(array, dtype=float_dtype(array, name))
+
+
+def array_kind(array):
+    """What a layer's remembered checks of ``array`` depend on: its shape,
+    dtype and whether it is aligned and C-contiguous, or None for anything
+    but an ndarray (which always takes the checked path)."""
+    if type(array) is not np.ndarray:
+        return None
+    flags = array.flags
+    return array.shape, array.dtype, flags.c_contiguous and flags.aligned
 
 
 def check_gradient_shape(gradient, expected, layer):

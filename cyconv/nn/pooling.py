@@ -14,6 +14,7 @@ from .._pool import (
 from .._validation import _NATIVE, as_flag, as_pair, check_at_most
 from .layer import (
     Layer,
+    array_kind,
     as_float_input,
     as_layer_input,
     check_gradient_shape,
@@ -156,18 +157,11 @@ class MaxPooling(_Pooling):
     # the checks while all of those still hold: any other input, or a
     # hyper-parameter assigned anew, takes the checked path, with its errors.
 
-    @staticmethod
-    def _kind(input):
-        if type(input) is not np.ndarray:
-            return None
-        flags = input.flags
-        return input.shape, input.dtype, flags.c_contiguous and flags.aligned
-
     def _arguments(self):
         return self.kernel_size, self.stride, self.padding, self.ceil_mode, self.dilation
 
     def _remember(self, input):
-        kind = self._kind(input)
+        kind = array_kind(input)
         arguments = self._arguments()
         # Identity is compared, so only immutable values may be kept.
         ready = (kind is not None and kind[1] in _NATIVE and kind[2] and self.input is input
@@ -179,7 +173,7 @@ class MaxPooling(_Pooling):
 
     def forward(self, input):
         checked = getattr(self, "_checked", None)
-        if checked is not None and self._kind(input) == checked[0]:
+        if checked is not None and array_kind(input) == checked[0]:
             arguments = checked[1]
             if (self.kernel_size is arguments[0] and self.stride is arguments[1]
                     and self.padding is arguments[2] and self.ceil_mode is arguments[3]
