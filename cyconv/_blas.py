@@ -17,7 +17,6 @@ Python threads may be inside kernels at once: the first to enter saves the
 setting and the last to leave restores it.
 """
 
-import contextlib
 import ctypes
 import glob
 import os
@@ -64,24 +63,41 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Within this block, scipy's OpenBLAS runs each call in its caller's thread."""
-    global _inside, _saved
-    if _OPENBLAS is None:
-        yield
-        return
-    get_threads, set_threads = _OPENBLAS
-    with _lock:
-        if _inside == 0:
-            _saved = get_threads()
-            if _saved != 1:
-                set_threads(1)
-        _inside += 1
-    try:
-        yield
-    finally:
+class _SingleThreaded:
+    """The context manager :func:`single_threaded_blas` returns.
+
+    A class rather than a generator: the dense layer enters it three times
+    a training step, and a generator-based manager costs a few microseconds
+    a time, as much as a small layer's whole product.  It keeps no state
+    of its own (the count is the module's), so one instance serves every
+    caller and nested or concurrent blocks alike."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _inside, _saved
+        if _OPENBLAS is None:
+            return
+        with _lock:
+            if _inside == 0:
+                _saved = _OPENBLAS[0]()
+                if _saved != 1:
+                    _OPENBLAS[1](1)
+            _inside += 1
+
+    def __exit__(self, *exc_info):
+        global _inside
+        if _OPENBLAS is None:
+            return
         with _lock:
             _inside -= 1
             if _inside == 0 and _saved != 1:
-                set_threads(_saved)
+                _OPENBLAS[1](_saved)
+
+
+_SINGLE_THREADED = _SingleThreaded()
+
+
+def single_threaded_blas():
+    """Within this block, scipy's OpenBLAS runs each call in its caller's thread."""
+    return _SINGLE_THREADED

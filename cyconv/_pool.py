@@ -3,6 +3,8 @@ size rules and output allocation around the compiled loops in
 ``_kernels/_pool.pyx``."""
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -94,6 +96,17 @@ class PoolGeometry:
         """Whether the 2x2 stride-2 kernels serve: tiled 2x2 windows, and a
         processor they are fast on (PAIRS_ISA)."""
         return self.tiled and self.kernel == (2, 2) and PAIRS_ISA is not None
+
+    @cached_property
+    def planes(self):
+        """``(input_shape, input_planes, output_planes)``: the input's shape,
+        and the (P, H, W) and (P, Hout, Wout) views the kernels take,
+        computed once (at batch 1 building them costs more than pooling)."""
+        count = 1
+        for size in self.channels_shape:
+            count *= size
+        return (self.channels_shape + (self.height, self.width),
+                (count, self.height, self.width), (count, self.out_height, self.out_width))
 
     def threads(self):
         """Threads worth starting for one pass over every window: one per
@@ -354,12 +367,14 @@ def _max_pool(x, geometry, return_indices):
 
 def _max_pool_pairs(x, out, geometry, indices=_NO_INDICES):
     """Run the 2x2 forward kernel into ``out`` (and the flat indices into
-    ``indices``, a (P, Hout, Wout) view, when given); return the codes,
-    followed in memory by the slack the backward kernel reads."""
+    ``indices``, a (P, Hout, Wout) view, when given); return the codes, a
+    (P, Hout, Wout) array followed in memory by the slack the backward
+    kernel reads."""
+    _, input_planes, output_planes = geometry.planes
     size = out.size
-    codes = np.empty(size + _CODES_SLACK, dtype=np.uint8)[:size].reshape(out.shape)
-    _pool.max_pool2d_pairs_forward(_planes(x), _planes(out), _planes(codes), indices, PAIRS_ISA,
-                                   geometry.threads())
+    codes = np.empty(size + _CODES_SLACK, dtype=np.uint8)[:size].reshape(output_planes)
+    _pool.max_pool2d_pairs_forward(x.reshape(input_planes), out.reshape(output_planes), codes,
+                                   indices, PAIRS_ISA, geometry.threads())
     return codes
 
 
@@ -367,12 +382,12 @@ def _max_pool_pairs_backward(grad_output, codes, pooled, geometry, isa):
     """The 2x2 backward kernel: the input gradient from the forward's codes,
     through ReLU's gradient too when ``pooled`` (the forward's output) is
     given."""
-    grad_input = np.empty(geometry.channels_shape + (geometry.height, geometry.width),
-                          dtype=grad_output.dtype)
-    pooled = (_planes(pooled) if pooled is not None
+    input_shape, input_planes, output_planes = geometry.planes
+    grad_input = np.empty(input_shape, dtype=grad_output.dtype)
+    pooled = (pooled.reshape(output_planes) if pooled is not None
               else np.empty((0, 0, 0), dtype=grad_output.dtype))
-    _pool.max_pool2d_pairs_backward(_planes(grad_output), _planes(codes), pooled,
-                                    _planes(grad_input), isa, geometry.threads())
+    _pool.max_pool2d_pairs_backward(grad_output.reshape(output_planes), codes, pooled,
+                                    grad_input.reshape(input_planes), isa, geometry.threads())
     return grad_input
 
 
@@ -491,10 +506,12 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0,
     return grad_input
 
 
-@dataclass(frozen=True)
-class SavedMaxima:
+class SavedMaxima(NamedTuple):
     """What :class:`cyconv.MaxPooling`'s forward pass keeps for its backward
-    pass: where each window's maximum was, and the maxima themselves."""
+    pass: where each window's maximum was, and the maxima themselves.
+
+    Immutable as a frozen dataclass, for a third of its construction cost
+    (made at every forward pass)."""
 
     geometry: PoolGeometry
     pooled: np.ndarray   # the forward's output, x at the maxima bit for bit
@@ -512,6 +529,13 @@ def max_pool2d_saving(x, kernel_size, stride=None, padding=0, ceil_mode=False, d
     :class:`SavedMaxima` for :func:`max_pool2d_backward_saved`."""
     (x,) = _checked_x(x)
     geometry = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode, dilation)
+    return max_pool2d_saving_checked(x, geometry)
+
+
+def max_pool2d_saving_checked(x, geometry):
+    """:func:`max_pool2d_saving` without its checks: ``x`` is an aligned
+    C-contiguous float32 or float64 array of the shape ``geometry`` was
+    made for, as :func:`max_pool2d_saving`'s checks leave it."""
     if geometry.pairs and not geometry.empty:
         out = np.empty(geometry.output_shape, dtype=x.dtype)
         codes = _max_pool_pairs(x, out, geometry)

@@ -170,3 +170,29 @@ def test_bad_loss_arguments(call, error, words):
 def test_module_exports_the_tutorial_pairs():
     for name in ("mse", "binary_cross_entropy", "softmax_cross_entropy"):
         assert callable(getattr(losses, name)) and callable(getattr(losses, name + "_prime"))
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 9, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_labels_as_one_hot_rows_for_any_batch(n, dtype):
+    # Few labels are encoded in Python, more with numpy's indexing: both
+    # must be exactly the one-hot rows, and refuse the same labels.
+    rng = np.random.default_rng(n)
+    k = 7
+    logits = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    labels = rng.integers(0, k, n)
+    loss = SoftmaxCrossEntropy()
+    value, grad = loss.value_and_gradient(labels, logits)
+    one_hot_value, one_hot_grad = loss.value_and_gradient(np.eye(k)[labels], logits)
+    assert value == one_hot_value
+    np.testing.assert_array_equal(grad, one_hot_grad)
+    z = logits.astype(np.float64)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert value == pytest.approx(-np.mean(log_p[np.arange(n), labels]), rel=1e-5)
+    for bad, low, high in ((-1, -1, None), (k, None, k)):
+        wrong = labels.copy()
+        wrong[n // 2] = bad
+        low = wrong.min() if low is None else low
+        high = wrong.max() if high is None else high
+        with pytest.raises(ValueError, match=rf"in \[0, {k}\), got values from {low} to {high}"):
+            loss.value_and_gradient(wrong, logits)

@@ -145,3 +145,21 @@ def test_get_optimizer():
     assert isinstance(get_optimizer("SGD"), SGD)
     optimizer = SGD()
     assert get_optimizer(optimizer) is optimizer
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_skips_missing_gradients_and_refuses_misshapen_ones(momentum):
+    parameter, (grad,) = parameter_with_gradients(2, 1, dtype=np.float32)
+    idle = Parameter("b", np.ones(2, dtype=np.float32))
+    before = parameter.value.copy()
+    parameter.grad = grad
+    SGD(0.25, momentum=momentum).step([idle, parameter])
+    # Each element as float32 arithmetic gives it: value - float32(0.25 * grad).
+    expected = [np.float32(v) - np.float32(0.25) * np.float32(g)
+                for v, g in zip(before.ravel(), grad.ravel())]
+    np.testing.assert_array_equal(parameter.value.ravel(), np.array(expected, np.float32))
+    assert parameter.value.dtype == np.float32
+    np.testing.assert_array_equal(idle.value, [1, 1])
+    parameter.grad = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"gradient of w has shape \(2, 3\), its value \(3, 2\)"):
+        SGD(0.25, momentum=momentum).step([parameter])

@@ -853,3 +853,55 @@ def test_pooling_layers_infer_their_output_shape_with_dilation():
     # dilated output size rule: 9 - 2*(3 - 1) = 5.
     assert cyconv.MaxPooling(3, stride=1, dilation=2).build((2, 9, 9)) == (2, 5, 5)
     assert cyconv.AveragePooling(3, stride=1, divisor_override=2).build((2, 9, 9)) == (2, 7, 7)
+
+
+def test_max_pooling_layer_rechecks_an_input_unlike_the_last_one():
+    # The layer skips its checks for an input like the last one it checked;
+    # each change below must still take the checked path, with its result
+    # or its error.
+    rng = np.random.default_rng(7)
+    layer = cyconv.MaxPooling(2)
+
+    def expect(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+        want, _ = ref.max_pool2d(x, kernel, stride, padding, False)
+        got = layer.forward(x)
+        dtype = np.asarray(x).dtype
+        assert got.dtype == (np.float32 if dtype.kind == "f" and dtype.itemsize == 4
+                             else np.float64)
+        np.testing.assert_array_equal(got, want.astype(got.dtype))
+        grad = rng.standard_normal(got.shape).astype(got.dtype)
+        # Overlapping windows sum in the layer's dtype, the reference in float64.
+        np.testing.assert_allclose(
+            layer.backward(grad),
+            ref.max_pool2d_backward(grad, x, kernel, stride, padding, False), rtol=1e-6)
+
+    x = rng.standard_normal((2, 3, 6, 8)).astype(np.float32)
+    for _ in range(2):  # the second call takes the remembered path
+        expect(x)
+    expect(x.astype(np.float64))                       # dtype
+    expect(x.astype(">f4"))                            # byte order
+    expect(rng.integers(-5, 5, (2, 3, 6, 8)))          # integers
+    expect(np.asfortranarray(x))                       # layout
+    expect(x[..., ::-1])                               # strides
+    expect(x[0])                                       # one sample
+    expect(x[0])
+    expect(rng.standard_normal((2, 3, 4, 10)).astype(np.float32))  # shape
+    expect(x.tolist())                                 # not an ndarray
+    expect(x)
+    layer.stride = (1, 1)                              # a hyper-parameter
+    expect(x, stride=(1, 1))
+    layer.stride = (2, 2)
+    expect(x)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        layer.forward(x[..., :1])
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(C, H, W\)"):
+        layer.forward(x[0, 0])
+    with pytest.raises(TypeError, match="real numbers"):
+        layer.forward(x.astype(np.complex64))
+    with pytest.raises(ValueError, match="empty axis"):
+        layer.forward(x[:, :0])
+    layer.forward(x)
+    layer.kernel_size = (3, 3)
+    layer.padding = (2, 2)
+    with pytest.raises(ValueError, match="at most half the kernel size"):
+        layer.forward(x)

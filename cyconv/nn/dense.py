@@ -137,8 +137,15 @@ class Dense(WeightAndBias):
         self._require_forward()
         grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, "Dense")
-        g2 = {"batch": grad, "vector": grad.reshape(1, -1), "column": grad.T,
-              "columns": grad[..., 0]}[self._layout]
+        layout = self._layout
+        if layout == "batch":
+            g2 = grad
+        elif layout == "vector":
+            g2 = grad.reshape(1, -1)
+        elif layout == "column":
+            g2 = grad.T
+        else:
+            g2 = grad[..., 0]
         grad_input = None
         if self.needs_input_gradient:
             grad_input = self._restore(matmul(g2, self.weight.value))

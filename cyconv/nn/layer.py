@@ -339,24 +339,30 @@ def _cache_lock(layer):
         "_cache_lock", threading.RLock())
 
 
+# Bound once: the guards below run around every layer call, and at batch 1
+# their lookups cost as much as a small layer's arithmetic.
+_enter, _leave = _memory.enter, _memory.leave
+_get_ident = threading.get_ident
+
+
 def _guarded_forward(method):
     @functools.wraps(method)
     def forward(self, *args, **kwargs):
         state = self.__dict__
-        with _cache_lock(self):
+        with state.get("_cache_lock") or _cache_lock(self):
             # A subclass's forward may call its parent's: only the outermost
             # call marks the cache whole, and only if it returns.
             depth = state.get("_cache_depth", 0)
             state["_cache_depth"] = depth + 1
             state["_cache_thread"] = _INCOMPLETE
-            previous = _memory.enter()
+            previous = _enter()
             try:
                 result = method(self, *args, **kwargs)
             finally:
-                _memory.leave(previous)
+                _leave(previous)
                 state["_cache_depth"] = depth
             if depth == 0:
-                state["_cache_thread"] = threading.get_ident()
+                state["_cache_thread"] = _get_ident()
             return result
 
     forward._cache_guarded = True
@@ -372,26 +378,31 @@ def _guarded_backward(method):
     return backward
 
 
+def _refuse_owner(layer, owner):
+    if owner == _INCOMPLETE:
+        raise RuntimeError(
+            f"{type(layer).__name__}.backward after a forward that raised: what it "
+            f"cached may be partly rewritten; run forward again first")
+    raise RuntimeError(
+        f"{type(layer).__name__}.backward in another thread than the forward "
+        f"it would differentiate: a layer keeps one forward cache, so give "
+        f"each training thread its own layers (see Layer's notes on threads)")
+
+
 def call_guarded(layer, method, *args, **kwargs):
     """Call ``method(layer, ...)``, a pass that reads what the last
     ``forward`` cached, under the guard ``backward`` runs under (see
     :class:`Layer`'s notes on threads)."""
-    with _cache_lock(layer):
-        owner = layer.__dict__.get("_cache_thread")
-        if owner == _INCOMPLETE:
-            raise RuntimeError(
-                f"{type(layer).__name__}.backward after a forward that raised: what it "
-                f"cached may be partly rewritten; run forward again first")
-        if owner is not None and owner != threading.get_ident():
-            raise RuntimeError(
-                f"{type(layer).__name__}.backward in another thread than the forward "
-                f"it would differentiate: a layer keeps one forward cache, so give "
-                f"each training thread its own layers (see Layer's notes on threads)")
-        previous = _memory.enter()
+    state = layer.__dict__
+    with state.get("_cache_lock") or _cache_lock(layer):
+        owner = state.get("_cache_thread")
+        if owner is not None and owner != _get_ident():
+            _refuse_owner(layer, owner)
+        previous = _enter()
         try:
             return method(layer, *args, **kwargs)
         finally:
-            _memory.leave(previous)
+            _leave(previous)
 
 
 class ShapePreserving(Layer):
@@ -447,6 +458,16 @@ def as_float_input(value, name="input"):
     for layers without parameters, which keep their input's precision."""
     array = as_array(value, name)
     return np.asarray(array, dtype=float_dtype(array, name))
+
+
+def array_kind(array):
+    """What a layer's remembered checks of ``array`` depend on: its shape,
+    dtype and whether it is aligned and C-contiguous, or None for anything
+    but an ndarray (which always takes the checked path)."""
+    if type(array) is not np.ndarray:
+        return None
+    flags = array.flags
+    return array.shape, array.dtype, flags.c_contiguous and flags.aligned
 
 
 def check_gradient_shape(gradient, expected, layer):

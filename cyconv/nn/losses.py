@@ -154,6 +154,16 @@ class BinaryCrossEntropy(Loss):
         return float(np.mean((y_pred > 0.5) == (y_true > 0.5)))
 
 
+# Batches of at most this many labels are checked and one-hot encoded in
+# Python rather than with numpy's calls (see SoftmaxCrossEntropy._target).
+_FEW_LABELS = 8
+
+
+def _refuse_labels(labels, classes):
+    raise ValueError(f"class labels must be in [0, {classes}), got values from "
+                     f"{labels.min()} to {labels.max()}")
+
+
 class SoftmaxCrossEntropy(Loss):
     """Cross-entropy of ``softmax(logits)`` against class labels, fused.
 
@@ -193,10 +203,22 @@ class SoftmaxCrossEntropy(Loss):
         # log_softmax by hand: scipy's costs ~30 us of overhead per call,
         # more than the whole loss of a small batch.  Shifting by the row's
         # maximum keeps exp() finite for logits of any size.
-        shifted = z - z.max(axis=1, keepdims=True)
-        log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        value = np.sum(target * -log_probabilities) / n
-        gradient = (np.exp(log_probabilities) - target) / n
+        # The steps below are those of
+        #     log_p = shifted - log(exp(shifted).sum(axis=1, keepdims=True))
+        #     value = sum(target * -log_p) / n
+        #     gradient = (exp(log_p) - target) / n
+        # operation for operation (so bit for bit), into arrays already made
+        # where one is free: at batch 1, each new array costs as much as the
+        # arithmetic.  The reductions are the ufuncs' own, which max() and
+        # sum() call through a layer of Python.
+        shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
+        sums = np.add.reduce(np.exp(shifted), axis=1, keepdims=True)
+        log_probabilities = np.subtract(shifted, np.log(sums, out=sums), out=shifted)
+        terms = np.negative(log_probabilities)
+        value = np.add.reduce(np.multiply(target, terms, out=terms), axis=None) / n
+        gradient = np.exp(log_probabilities)
+        np.subtract(gradient, target, out=gradient)
+        np.divide(gradient, n, out=gradient)
         return float(value), gradient[0] if single else gradient
 
     @staticmethod
@@ -212,10 +234,18 @@ class SoftmaxCrossEntropy(Loss):
             if target.dtype.kind not in "iu":
                 raise TypeError(f"class labels must be integers, got dtype {target.dtype}")
             labels = target.reshape(n)
-            if labels.size and (labels.min() < 0 or labels.max() >= classes):
-                raise ValueError(f"class labels must be in [0, {classes}), got values from "
-                                 f"{labels.min()} to {labels.max()}")
             one_hot = np.zeros((n, classes), dtype=logits.dtype)
+            if n <= _FEW_LABELS:
+                # numpy's reductions and fancy indexing cost microseconds
+                # each, more than a few labels take in Python.
+                values = labels.tolist()
+                if values and (min(values) < 0 or max(values) >= classes):
+                    _refuse_labels(labels, classes)
+                for row, label in enumerate(values):
+                    one_hot[row, label] = 1
+                return one_hot
+            if labels.size and (labels.min() < 0 or labels.max() >= classes):
+                _refuse_labels(labels, classes)
             one_hot[np.arange(n), labels] = 1
             return one_hot
         raise ValueError(
