@@ -12,7 +12,7 @@ from .._conv import _padding_amounts, conv_geometry
 from .._pad import CONV_PADDING_MODES
 from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
 from ._hints import input_shape_hint
-from .layer import WeightAndBias, as_layer_input, check_gradient_shape
+from .layer import WeightAndBias, array_kind, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
 
@@ -198,16 +198,9 @@ class Convolution(WeightAndBias):
     # memory layout (a parameter replaced, say) takes the checked path again,
     # with its errors.
 
-    @staticmethod
-    def _kind(array):
-        if type(array) is not np.ndarray:
-            return None
-        flags = array.flags
-        return array.shape, array.dtype, flags.c_contiguous and flags.aligned
-
     def _key(self, x, weight, bias):
-        return (self._kind(x), self._kind(weight),
-                None if bias is None else self._kind(bias), self._conv_arguments())
+        return (array_kind(x), array_kind(weight),
+                None if bias is None else array_kind(bias), self._conv_arguments())
 
     def _remember(self, x, weight, bias):
         key = self._key(x, weight, bias)
