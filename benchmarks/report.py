@@ -212,8 +212,8 @@ def markdown(results):
         out.append(f"OpenMP: one runtime serves cyconv and PyTorch in this process ({libraries}); "
                    f"GOMP_SPINCOUNT={omp['GOMP_SPINCOUNT'] or 'unset'}, "
                    f"OMP_WAIT_POLICY={omp['OMP_WAIT_POLICY'] or 'unset'} "
-                   "(cyconv is imported first and sets the spin count it ships with, "
-                   "so both run with it).")
+                   "(as the environment gave them: cyconv sets neither, so both run "
+                   "with the same).")
         out.append("")
     found = m["cyconv"]
     missing = [name for name in ("conv2d", "max_pool2d") if not found[name]]

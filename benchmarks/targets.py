@@ -62,8 +62,8 @@ def evaluate(results):
     # Against the tutorial: at one thread, since its loops cannot use more.
     n = 1 if 1 in threads else min(threads)
     for label in sorted({r["label"] for r in rows}, key=_label_order(rows)):
-        if label.startswith("CIFAR"):
-            continue  # no tutorial baseline
+        if label.startswith("CIFAR") or label.endswith("layer by layer"):
+            continue  # no tutorial baseline (the LeNet step has its own row)
         ops = ["train step"] if label.startswith("LeNet") else ["conv fwd+bwd", "pool fwd+bwd"]
         limit = TUTORIAL_SPEEDUP["LeNet" if label.startswith("LeNet") else "layer"]
         for op in ops:
