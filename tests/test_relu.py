@@ -81,10 +81,29 @@ def read_only(array):
 ])
 def test_a_bad_out_is_refused(out):
     x = np.ones((3, 2), dtype=np.float32)
-    with pytest.raises(ValueError, match="out must be a writeable C-contiguous array"):
+    with pytest.raises(ValueError, match="out must be a writeable, aligned, C-contiguous array"):
         _relu.relu(x, out=out)
-    with pytest.raises(ValueError, match="out must be a writeable C-contiguous array"):
+    with pytest.raises(ValueError, match="out must be a writeable, aligned, C-contiguous array"):
         _relu.relu_gradient(x, x, out=out)
+
+
+def _unaligned(values):
+    """A C-contiguous float64 view at an odd address."""
+    raw = np.zeros(values.nbytes + 1, dtype=np.uint8)
+    view = raw[1:].view(np.float64)
+    view[...] = values.ravel()
+    assert not view.flags.aligned
+    return view
+
+
+def test_unaligned_arrays_are_read_as_numpy_reads_them():
+    values = np.array([-1.5, 0.0, -0.0, 2.5, np.nan, -np.inf, np.inf, 3.0])
+    x = _unaligned(values)
+    np.testing.assert_array_equal(_relu.relu(x), np.maximum(values, 0))
+    grad = _unaligned(np.arange(8.0) - 3)
+    np.testing.assert_array_equal(_relu.relu_gradient(grad, x), (np.arange(8.0) - 3) * (values > 0))
+    with pytest.raises(ValueError, match="aligned"):
+        _relu.relu(values, out=_unaligned(values))
 
 
 def test_relu_matches_torch():
