@@ -37,8 +37,8 @@ class ThreadChooser:
 
     Does nothing when the count was chosen (see the module's notes) or
     there is one core.  Use as ``with ThreadChooser() as chooser:`` around
-    the loop, calling ``chooser.step(samples)`` around each step (a context
-    manager); the count nobody chose is restored on exit.
+    the loop, running each step as ``chooser.run(step, samples)``; the count
+    nobody chose is restored on exit.
     """
 
     def __init__(self):

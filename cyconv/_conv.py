@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _conv_direct, _runtime
+from . import _conv_direct, _relu, _runtime
 from ._blas import single_threaded_blas
 from ._kernels import _conv, _conv_shifted
 from ._runtime import threads_for
@@ -407,7 +407,7 @@ def conv2d_checked(x, weight, bias, geometry, relu=False):
             _conv.conv2d_forward(x4, weight, bias, out, workspace, rows,
                                  *geometry.hyper, n_threads)
     if relu:
-        np.maximum(out, 0, out=out)
+        _relu.relu(out, out=out)
     return out if geometry.batched else out[0]
 
 

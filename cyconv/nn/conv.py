@@ -10,13 +10,12 @@ import numpy as np
 from .. import _conv, functional
 from .._conv import _padding_amounts, conv_geometry
 from .._pad import CONV_PADDING_MODES
+from .._relu import relu
 from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
 from ._hints import input_shape_hint
 from .layer import WeightAndBias, array_kind, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
-
-# PyTorch's names for the border of a convolution, and numpy's (pad2d's).
 
 
 class Convolution(WeightAndBias):
@@ -183,7 +182,7 @@ class Convolution(WeightAndBias):
             out = functional.conv2d(x, weight, bias, **self._conv_arguments())
             self._remember(x, weight, bias)
             if _relu:
-                np.maximum(out, 0, out=out)
+                relu(out, out=out)
         else:
             empty = bias is None
             out = _conv.conv2d_checked(
