@@ -248,8 +248,8 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
         first = part.start // plan.samples_per_part
         if not _conv_direct.backward_weight(
                 g4[part].transpose(1, 0, 2, 3), x4[part].transpose(1, 0, 2, 3),
-                np.zeros((g.filters, n + 1, plan.packed_stride), dtype),
-                np.zeros((g.channels, n + 1, plan.packed_stride), dtype),
+                _planes_and_zeros(g.filters, n, plan.packed_stride, dtype),
+                _planes_and_zeros(g.channels, n, plan.packed_stride, dtype),
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
                 x4[part], _runtime.isa_code(), n_threads):
@@ -258,6 +258,15 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
         return partials.reshape(weight.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         return partials.sum(axis=0).reshape(weight.shape)
+
+
+def _planes_and_zeros(channels, n, stride, dtype):
+    """Scratch (channels, n + 1, stride) for the wide weight gradient: the
+    kernel writes every value of the first n planes of each channel; the
+    plane after them must hold zeros."""
+    planes = np.empty((channels, n + 1, stride), dtype)
+    planes[:, n] = 0
+    return planes
 
 
 def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):

@@ -357,8 +357,8 @@ def backward_input(
 def backward_weight(
     const floating[:, :, :, :] grad_out_t,  # IN  (F, N, Hout, Wout): a transposed view
     const floating[:, :, :, :] x_t,         # IN  (C, N, H, W): a transposed view
-    floating[:, :, ::1] gw,                 # scratch (F, N + 1, packed_stride), zeroed
-    floating[:, :, ::1] xp,                 # scratch (C, N + 1, packed_stride), zeroed
+    floating[:, :, ::1] gw,                 # scratch (F, N + 1, packed_stride), last planes zero
+    floating[:, :, ::1] xp,                 # scratch (C, N + 1, packed_stride), last planes zero
     floating[:, :, :, ::1] partials,        # OUT (S, F, C, kh*kw)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
