@@ -43,7 +43,19 @@ def _scipy_openblas():
     return None
 
 
-_OPENBLAS = _scipy_openblas()
+# Searched for at the first block that needs it: loading the library is a
+# tenth of cyconv's import time otherwise.
+_UNSEARCHED = object()
+_OPENBLAS = _UNSEARCHED
+
+
+def openblas():
+    """(get_num_threads, set_num_threads) of scipy's OpenBLAS, or None."""
+    global _OPENBLAS
+    if _OPENBLAS is _UNSEARCHED:
+        _OPENBLAS = _scipy_openblas()
+    return _OPENBLAS
+
 
 _lock = threading.Lock()
 _inside = 0  # threads within single_threaded_blas blocks
@@ -76,23 +88,25 @@ class _SingleThreaded:
 
     def __enter__(self):
         global _inside, _saved
-        if _OPENBLAS is None:
+        blas = _OPENBLAS if _OPENBLAS is not _UNSEARCHED else openblas()
+        if blas is None:
             return
         with _lock:
             if _inside == 0:
-                _saved = _OPENBLAS[0]()
+                _saved = blas[0]()
                 if _saved != 1:
-                    _OPENBLAS[1](1)
+                    blas[1](1)
             _inside += 1
 
     def __exit__(self, *exc_info):
         global _inside
-        if _OPENBLAS is None:
+        blas = _OPENBLAS  # searched for by __enter__
+        if blas is None:
             return
         with _lock:
             _inside -= 1
             if _inside == 0 and _saved != 1:
-                _OPENBLAS[1](_saved)
+                blas[1](_saved)
 
 
 _SINGLE_THREADED = _SingleThreaded()

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _conv_direct, _relu, _runtime
 from ._blas import single_threaded_blas
-from ._kernels import _conv, _conv_shifted
+from ._deferred import Deferred
 from ._runtime import threads_for
 from ._validation import (
     BLAS_INT_MAX,
@@ -33,6 +33,10 @@ from ._validation import (
     check_nonempty,
     check_nonempty_except_batch,
 )
+
+# They import scipy.linalg (BLAS): not with cyconv, see _deferred.
+_conv = Deferred("cyconv._kernels._conv")
+_conv_shifted = Deferred("cyconv._kernels._conv_shifted")
 
 # A thread's unrolled-input buffer holds at most this many values (4 MiB in
 # float32); smaller buffers measured slower on 3x3 layers of 32-64 channels.

@@ -9,9 +9,12 @@ independent of any thread count, as cyconv promises.
 """
 
 import numpy as np
-from scipy.linalg import blas
 
 from ._blas import single_threaded_blas
+from ._deferred import Deferred
+
+# Imported at the first product, not with cyconv (see _deferred).
+blas = Deferred("scipy.linalg.blas")
 
 
 def _fortran_operand(matrix):

@@ -121,12 +121,12 @@ def test_threads_calling_one_kernel_at_once_get_the_single_threaded_results():
     assert not mismatches
 
 
-@pytest.mark.skipif(_blas._OPENBLAS is None, reason="scipy's BLAS is not OpenBLAS")
+@pytest.mark.skipif(_blas.openblas() is None, reason="scipy's BLAS is not OpenBLAS")
 def test_blas_stays_single_threaded_until_the_last_kernel_leaves():
     """The kernels call BLAS from their own threads with BLAS limited to
     one thread, and restore its setting afterwards: that may happen only
     when no other Python thread is still inside a kernel."""
-    get_threads, set_threads = _blas._OPENBLAS
+    get_threads, set_threads = _blas.openblas()
     before = get_threads()
     set_threads(2)
     try:

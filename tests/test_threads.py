@@ -81,6 +81,31 @@ def test_importing_cyconv_leaves_the_environment_and_the_allocator_alone():
     assert result.stdout.split() == ["True", "default_allocator"], result.stdout
 
 
+
+_DEFERRED_BLAS = """
+import sys
+import numpy as np
+from cyconv import _runtime
+from cyconv.functional import conv2d, conv2d_backward
+x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((8, 1, 3, 3)).astype(np.float32)
+direct = conv2d(x, w)  # a small stride-1 layer: the direct kernels
+print("scipy.linalg" in sys.modules)
+with _runtime.direct_convolution("never"):
+    products = conv2d(x, w)  # the BLAS products: now scipy.linalg is needed
+    conv2d_backward(np.ones_like(products), x, w)
+print("scipy.linalg" in sys.modules, bool(np.allclose(direct, products, atol=1e-5)))
+"""
+
+
+def test_the_blas_kernels_are_imported_at_their_first_use():
+    # scipy.linalg is most of cyconv's import time; a program whose layers
+    # all take the direct kernels never pays for it.
+    result = subprocess.run([sys.executable, "-c", _DEFERRED_BLAS], capture_output=True,
+                            text=True, timeout=300, cwd=os.path.dirname(__file__))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "True", "True"], result.stdout
+
 _FORK = """
 import multiprocessing, signal, numpy as np, cyconv
 from cyconv.functional import conv2d, max_pool2d
@@ -128,7 +153,7 @@ _FORK_WHILE_LOCKED = """
 import os, signal, sys, threading, numpy as np, cyconv
 from cyconv import _blas
 from cyconv.functional import conv2d
-if _blas._OPENBLAS is None:
+if _blas.openblas() is None:
     print("ok")
     sys.exit(0)
 x, w = np.ones((2, 3, 16, 16)), np.ones((4, 3, 3, 3))
