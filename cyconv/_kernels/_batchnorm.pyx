@@ -15,9 +15,11 @@
 # * Every sum is accumulated in double, also for float32 data, and the
 #   per-channel statistics (mean, inverse standard deviation) are double.
 #   A run of L contiguous elements is summed into four partial sums
-#   (element l into sum l % 4), added up in a fixed order: one running sum
-#   would make every addition wait for the one before, four keep the
-#   adder busy.  The order depends only on L, never on the threads.
+#   (element l into sum l % 4), added up in a fixed order.  The order
+#   depends only on L, never on the threads.
+# * The loops over a run are C (batchnorm_loops.h), vectorised, with the
+#   sums of four channels advancing together: a run's own sums each wait
+#   for their last addition.
 # * Eval mode is the same normalisation with the running statistics in
 #   place of the batch's; its gradient drops the terms that come from the
 #   statistics depending on the batch (``batch_stats`` false).
@@ -28,59 +30,29 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 
-cdef inline double _sum(const floating* run, Py_ssize_t L) noexcept nogil:
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t l = 0
-    while l + 4 <= L:
-        s0 += run[l]
-        s1 += run[l + 1]
-        s2 += run[l + 2]
-        s3 += run[l + 3]
-        l += 4
-    while l < L:
-        s0 += run[l]
-        l += 1
-    return (s0 + s1) + (s2 + s3)
-
-
-cdef inline double _sum_squared_deviations(
-    const floating* run, Py_ssize_t L, double mean,
-) noexcept nogil:
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
-    cdef Py_ssize_t l = 0
-    while l + 4 <= L:
-        d0 = run[l] - mean
-        d1 = run[l + 1] - mean
-        d2 = run[l + 2] - mean
-        d3 = run[l + 3] - mean
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        l += 4
-    while l < L:
-        d0 = run[l] - mean
-        s0 += d0 * d0
-        l += 1
-    return (s0 + s1) + (s2 + s3)
-
-
-cdef inline double _sum_products_of_deviations(
-    const floating* grad, const floating* run, Py_ssize_t L, double mean,
-) noexcept nogil:
-    # sum(grad * (run - mean))
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t l = 0
-    while l + 4 <= L:
-        s0 += grad[l] * (run[l] - mean)
-        s1 += grad[l + 1] * (run[l + 1] - mean)
-        s2 += grad[l + 2] * (run[l + 2] - mean)
-        s3 += grad[l + 3] * (run[l + 3] - mean)
-        l += 4
-    while l < L:
-        s0 += grad[l] * (run[l] - mean)
-        l += 1
-    return (s0 + s1) + (s2 + s3)
+cdef extern from "batchnorm_loops.h" nogil:
+    # The loops over one sample's run of K channels (see the header).
+    void bn_add_sums_f32(const float* x, Py_ssize_t L, Py_ssize_t K, double* sums)
+    void bn_add_sums_f64(const double* x, Py_ssize_t L, Py_ssize_t K, double* sums)
+    void bn_add_squared_deviations_f32(const float* x, Py_ssize_t L, Py_ssize_t K,
+                                       const double* mean, double* sums)
+    void bn_add_squared_deviations_f64(const double* x, Py_ssize_t L, Py_ssize_t K,
+                                       const double* mean, double* sums)
+    void bn_add_gradient_sums_f32(const float* g, const float* x, Py_ssize_t L, Py_ssize_t K,
+                                  const double* mean, double* g_sums, double* gx_sums)
+    void bn_add_gradient_sums_f64(const double* g, const double* x, Py_ssize_t L,
+                                  Py_ssize_t K, const double* mean, double* g_sums,
+                                  double* gx_sums)
+    void bn_normalise_f32(const float* x, Py_ssize_t L, double mean, double scale,
+                          double shift, int relu, float* out)
+    void bn_normalise_f64(const double* x, Py_ssize_t L, double mean, double scale,
+                          double shift, int relu, double* out)
+    void bn_input_gradient_f32(const float* g, const float* x, Py_ssize_t L, double mean,
+                               double invstd, double scale, double mean_g, double mean_gx,
+                               int batch_stats, float* out)
+    void bn_input_gradient_f64(const double* g, const double* x, Py_ssize_t L, double mean,
+                               double invstd, double scale, double mean_g, double mean_gx,
+                               int batch_stats, double* out)
 
 
 def batch_norm_stats(
@@ -105,14 +77,21 @@ def batch_norm_stats(
         for c in range(first, last):
             mean[c] = 0
             var[c] = 0
-        for n in range(N):
+        if first < last:
+            for n in range(N):
+                if floating is float:
+                    bn_add_sums_f32(&x[n, first, 0], L, last - first, &mean[first])
+                else:
+                    bn_add_sums_f64(&x[n, first, 0], L, last - first, &mean[first])
             for c in range(first, last):
-                mean[c] += _sum(&x[n, c, 0], L)
-        for c in range(first, last):
-            mean[c] = mean[c] / count
-        for n in range(N):
-            for c in range(first, last):
-                var[c] += _sum_squared_deviations(&x[n, c, 0], L, mean[c])
+                mean[c] = mean[c] / count
+            for n in range(N):
+                if floating is float:
+                    bn_add_squared_deviations_f32(&x[n, first, 0], L, last - first,
+                                                  &mean[first], &var[first])
+                else:
+                    bn_add_squared_deviations_f64(&x[n, first, 0], L, last - first,
+                                                  &mean[first], &var[first])
         for c in range(first, last):
             var[c] = var[c] / count
 
@@ -128,9 +107,8 @@ def batch_norm_apply(
     int n_threads,
 ):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t t, c, n, l, first, last
-    cdef double channel_mean, scale, shift
-    cdef floating value
+    cdef Py_ssize_t t, c, n, first, last
+    cdef double scale
     # Sample by sample, as batch_norm_stats.
     for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
@@ -138,18 +116,13 @@ def batch_norm_apply(
         last = C * (t + 1) // n_threads
         for n in range(N):
             for c in range(first, last):
-                channel_mean = mean[c]
                 scale = invstd[c] * gamma[c]
-                shift = beta[c]
-                if relu:
-                    for l in range(L):
-                        value = <floating>((x[n, c, l] - channel_mean) * scale + shift)
-                        # np.maximum(value, 0) on the rounded value: NaN
-                        # stays, -0.0 becomes +0.0.
-                        out[n, c, l] = value if value > 0 or value != value else 0
+                if floating is float:
+                    bn_normalise_f32(&x[n, c, 0], L, mean[c], scale, beta[c], relu,
+                                     &out[n, c, 0])
                 else:
-                    for l in range(L):
-                        out[n, c, l] = <floating>((x[n, c, l] - channel_mean) * scale + shift)
+                    bn_normalise_f64(&x[n, c, 0], L, mean[c], scale, beta[c], relu,
+                                     &out[n, c, 0])
 
 
 def batch_norm_backward(
@@ -170,8 +143,8 @@ def batch_norm_backward(
     # when mean and invstd are the batch's own (M values per channel), else
     #   grad_input = gamma * invstd * grad.
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t t, c, n, l, first, last
-    cdef double channel_mean, channel_invstd, scale, xhat, mean_g, mean_gx
+    cdef Py_ssize_t t, c, n, first, last
+    cdef double channel_invstd, scale
     cdef double count = <double>(N * L)
     cdef double[::1] g_sum = np.zeros(C), gx_sum = np.zeros(C)
     # Sample by sample, as batch_norm_stats.
@@ -179,27 +152,31 @@ def batch_norm_backward(
                     use_threads_if=n_threads > 1):
         first = C * t // n_threads
         last = C * (t + 1) // n_threads
-        for n in range(N):
-            for c in range(first, last):
-                g_sum[c] += _sum(&grad[n, c, 0], L)
-                gx_sum[c] += _sum_products_of_deviations(&grad[n, c, 0], &x[n, c, 0], L,
-                                                         mean[c])
+        if first < last:
+            for n in range(N):
+                if floating is float:
+                    bn_add_gradient_sums_f32(&grad[n, first, 0], &x[n, first, 0], L,
+                                             last - first, &mean[first], &g_sum[first],
+                                             &gx_sum[first])
+                else:
+                    bn_add_gradient_sums_f64(&grad[n, first, 0], &x[n, first, 0], L,
+                                             last - first, &mean[first], &g_sum[first],
+                                             &gx_sum[first])
         for c in range(first, last):
             gx_sum[c] = gx_sum[c] * invstd[c]
             grad_beta[c] = <floating>g_sum[c]
             grad_gamma[c] = <floating>gx_sum[c]
         for n in range(N):
             for c in range(first, last):
-                channel_mean = mean[c]
                 channel_invstd = invstd[c]
                 scale = gamma[c] * channel_invstd
-                if batch_stats:
-                    mean_g = g_sum[c] / count
-                    mean_gx = gx_sum[c] / count
-                    for l in range(L):
-                        xhat = (x[n, c, l] - channel_mean) * channel_invstd
-                        grad_input[n, c, l] = <floating>(
-                            scale * (grad[n, c, l] - mean_g - xhat * mean_gx))
+                if floating is float:
+                    bn_input_gradient_f32(&grad[n, c, 0], &x[n, c, 0], L, mean[c],
+                                          channel_invstd, scale, g_sum[c] / count,
+                                          gx_sum[c] / count, batch_stats,
+                                          &grad_input[n, c, 0])
                 else:
-                    for l in range(L):
-                        grad_input[n, c, l] = <floating>(scale * grad[n, c, l])
+                    bn_input_gradient_f64(&grad[n, c, 0], &x[n, c, 0], L, mean[c],
+                                          channel_invstd, scale, g_sum[c] / count,
+                                          gx_sum[c] / count, batch_stats,
+                                          &grad_input[n, c, 0])
