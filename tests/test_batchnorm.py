@@ -239,6 +239,46 @@ def test_bitwise_identical_at_one_two_and_three_threads(case):
             np.testing.assert_array_equal(a, b)
 
 
+def _documented_sum(run):
+    """The kernels' sum of one run, as their design states it: four partial
+    sums in double (element l into sum l % 4, the tail into the first),
+    added as (s0 + s1) + (s2 + s3)."""
+    sums = [0.0, 0.0, 0.0, 0.0]
+    whole = len(run) // 4 * 4
+    for l, value in enumerate(run.tolist()):
+        sums[l % 4 if l < whole else 0] += value
+    return (sums[0] + sums[1]) + (sums[2] + sums[3])
+
+
+@pytest.mark.usefixtures("default_threads")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_statistics_are_the_documented_sums_bit_for_bit(dtype, threads):
+    # Channels 1..9 and runs of 1..11 elements: every way the kernels group
+    # channels and split a run into whole quadruples and a tail.
+    rng = np.random.default_rng(threads)
+    for channels in range(1, 10):
+        for length in (1, 3, 4, 7, 11):
+            x = (rng.standard_normal((3, channels, 1, length)) * 7 + 3).astype(dtype)
+            count = x.size // channels
+            mean, var = np.empty(channels), np.empty(channels)
+            for c in range(channels):
+                runs = x[:, c].reshape(3, length).astype(np.float64)
+                total = 0.0
+                for run in runs:  # samples in order, each run's sum added
+                    total += _documented_sum(run)
+                mean[c] = total / count
+                total = 0.0
+                for run in runs:
+                    total += _documented_sum((run - mean[c]) * (run - mean[c]))
+                var[c] = total / count
+            with mock.patch.object(_norm, "MIN_ELEMENTS_PER_THREAD", 1):
+                cyconv.set_num_threads(threads)
+                got_mean, got_var = _norm._batch_stats(x)
+            np.testing.assert_array_equal(got_mean, mean)
+            np.testing.assert_array_equal(got_var, var)
+
+
 @pytest.mark.usefixtures("default_threads")
 def test_large_input_is_split_between_threads_and_identical():
     x = np.random.default_rng(0).standard_normal((8, 6, 64, 64)).astype(np.float32)
