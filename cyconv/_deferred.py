@@ -8,7 +8,6 @@ something first reads one of their attributes.
 """
 
 import importlib
-import threading
 
 
 class Deferred:
@@ -26,13 +25,13 @@ class Deferred:
 
     def __init__(self, name):
         self._name = name
-        self._lock = threading.Lock()
 
     def __getattr__(self, attribute):
-        # Only for attributes not yet kept: the first read of each.
-        with self._lock:
-            value = getattr(importlib.import_module(self._name), attribute)
-            setattr(self, attribute, value)
+        # Only for attributes not yet kept: the first read of each.  No lock
+        # of its own: the import system serialises the import, and threads
+        # that race here keep the same value.
+        value = getattr(importlib.import_module(self._name), attribute)
+        setattr(self, attribute, value)
         return value
 
     def __repr__(self):
