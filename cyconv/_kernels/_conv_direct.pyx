@@ -92,10 +92,10 @@ cdef extern from "conv_blocked.h" nogil:
                              float* out, const float* bias, int relu)
     void cb_store_planes_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              double* out, const double* bias, int relu)
-    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int F, float* gt,
-                               Py_ssize_t ld)
-    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int F, double* gt,
-                               Py_ssize_t ld)
+    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+                               Py_ssize_t q1, float* gt, float* sums)
+    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+                               Py_ssize_t q1, double* gt, double* sums)
 
 cdef enum:
     # Values a vector may read or write past a plane's last position: the
@@ -501,20 +501,58 @@ def backward_input_blocked(
 cdef void _position_major(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
     floating[:, :, ::1] gt,                # OUT (N, FB, Hout * Wout * B)
+    floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
     int isa, int n_threads,
 ) noexcept:
     """gt[n, f // B, q * B + f % B] = g[n, f, q], zeros for the padding
-    filters f >= F: blocks of filters, each position-major."""
+    filters f >= F: blocks of filters, each position-major; and
+    sums[f // B, q * B + f % B] += g[n, f, q] for each sample in order (the
+    bias gradient's partial sums per pixel, read from the same pass).
+    Tasks are (filter block, run of positions) pairs over every sample, so
+    that each sum is one task's chain, whatever the thread count."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
-    cdef Py_ssize_t n
-    for n in prange(N, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        if floating is float:
-            cb_position_major_f32(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
-                                  gt.shape[1] * LANES_F32)
-        else:
-            cb_position_major_f64(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
-                                  gt.shape[1] * LANES_F64)
+    cdef Py_ssize_t FB = gt.shape[1]
+    cdef Py_ssize_t B = LANES_F32 if floating is float else LANES_F64
+    # Runs of whole blocks of positions (B x B transposes); about 16 tasks,
+    # so that threads share a layer of few filter blocks.
+    cdef Py_ssize_t steps = (positions + B - 1) // B
+    cdef Py_ssize_t runs = max(1, min(steps, 16 // FB))
+    cdef Py_ssize_t per_run = (steps + runs - 1) // runs * B
+    cdef Py_ssize_t task, b, q0, q1, n
+    for task in prange(FB * runs, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_threads > 1):
+        b = task // runs
+        q0 = (task % runs) * per_run
+        q1 = min(positions, q0 + per_run)
+        for n in range(N if q0 < q1 else 0):
+            if floating is float:
+                cb_position_major_f32(isa, &g[n, b * B, 0, 0], positions,
+                                      <int> min(B, F - b * B), q0, q1, &gt[n, b, 0],
+                                      &sums[b, 0])
+            else:
+                cb_position_major_f64(isa, &g[n, b * B, 0, 0], positions,
+                                      <int> min(B, F - b * B), q0, q1, &gt[n, b, 0],
+                                      &sums[b, 0])
+
+
+def sum_positions(
+    const floating[:, ::1] sums,           # IN  (FB, P * B) per-pixel sums
+    floating[::1] grad_bias,               # OUT (F,)
+):
+    """grad_bias[f] = sum over positions q, in order, of sums[f // B, q * B
+    + f % B]: the bias gradient's second stage, as conv2d_backward_bias
+    (per-pixel sums over samples, then over pixels, each from 0)."""
+    cdef Py_ssize_t F = grad_bias.shape[0]
+    cdef Py_ssize_t B = LANES_F32 if floating is float else LANES_F64
+    cdef Py_ssize_t positions = sums.shape[1] // B
+    cdef Py_ssize_t f, q
+    cdef floating total
+    with nogil:
+        for f in range(F):
+            total = 0
+            for q in range(positions):
+                total = total + sums[f // B, q * B + f % B]
+            grad_bias[f] = total
 
 
 cdef void _weight_blocked(
@@ -573,15 +611,17 @@ def backward_weight_blocked(
     floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
+    floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ):
-    """Add this chunk of samples' weight gradient to acc, by the
-    filter-blocked kernels.  Only output pixels are visited (no garbage
-    positions), so any x is exact."""
+    """Add this chunk of samples' weight gradient to acc, and its output
+    gradient to the per-pixel sums of the bias gradient (see
+    sum_positions), by the filter-blocked kernels.  Only output pixels are
+    visited (no garbage positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, n_threads)
-    _position_major(grad_out, gt, isa, n_threads)
+    _position_major(grad_out, gt, sums, isa, n_threads)
     _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
                     padded_width, stride_h, stride_w, run_rows, run_samples, isa, n_threads)
