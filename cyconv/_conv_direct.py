@@ -284,12 +284,15 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     run_rows = max(1, run // g.out_width) if positions > run else g.out_height
     run_samples = 1 if positions > run else run // positions
     chunk = max(run_samples, plan.chunk // run_samples * run_samples)
+    # each thread's copy of a run of samples' output gradient, position-major
+    gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
+                  dtype)
     for first in range(0, g.n, chunk):
         part = slice(first, min(g.n, first + chunk))
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
-            g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
-            np.empty((n, c, plan.stride), dtype), acc, sums, plan.offsets,
+            g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
+            plan.offsets,
             g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
             _runtime.isa_code(), n_threads)
     if grad_bias is not None:

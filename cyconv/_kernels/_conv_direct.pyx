@@ -498,43 +498,6 @@ def backward_input_blocked(
                        padded_width, 1, 1, tiles, False, isa, n_threads)
 
 
-cdef void _position_major(
-    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
-    floating[:, :, ::1] gt,                # OUT (N, FB, Hout * Wout * B)
-    floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
-    int isa, int n_threads,
-) noexcept:
-    """gt[n, f // B, q * B + f % B] = g[n, f, q], zeros for the padding
-    filters f >= F: blocks of filters, each position-major; and
-    sums[f // B, q * B + f % B] += g[n, f, q] for each sample in order (the
-    bias gradient's partial sums per pixel, read from the same pass).
-    Tasks are (filter block, run of positions) pairs over every sample, so
-    that each sum is one task's chain, whatever the thread count."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
-    cdef Py_ssize_t FB = gt.shape[1]
-    cdef Py_ssize_t B = LANES_F32 if floating is float else LANES_F64
-    # Runs of whole blocks of positions (B x B transposes); about 16 tasks,
-    # so that threads share a layer of few filter blocks.
-    cdef Py_ssize_t steps = (positions + B - 1) // B
-    cdef Py_ssize_t runs = max(1, min(steps, 16 // FB))
-    cdef Py_ssize_t per_run = (steps + runs - 1) // runs * B
-    cdef Py_ssize_t task, b, q0, q1, n
-    for task in prange(FB * runs, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        b = task // runs
-        q0 = (task % runs) * per_run
-        q1 = min(positions, q0 + per_run)
-        for n in range(N if q0 < q1 else 0):
-            if floating is float:
-                cb_position_major_f32(isa, &g[n, b * B, 0, 0], positions,
-                                      <int> min(B, F - b * B), q0, q1, &gt[n, b, 0],
-                                      &sums[b, 0])
-            else:
-                cb_position_major_f64(isa, &g[n, b * B, 0, 0], positions,
-                                      <int> min(B, F - b * B), q0, q1, &gt[n, b, 0],
-                                      &sums[b, 0])
-
-
 def sum_positions(
     const floating[:, ::1] sums,           # IN  (FB, P * B) per-pixel sums
     floating[::1] grad_bias,               # OUT (F,)
@@ -545,70 +508,99 @@ def sum_positions(
     cdef Py_ssize_t F = grad_bias.shape[0]
     cdef Py_ssize_t B = LANES_F32 if floating is float else LANES_F64
     cdef Py_ssize_t positions = sums.shape[1] // B
-    cdef Py_ssize_t f, q
-    cdef floating total
+    cdef Py_ssize_t b, q, l
+    cdef floating total[LANES_F32]     # a block's filters side by side
     with nogil:
-        for f in range(F):
-            total = 0
+        for b in range(sums.shape[0]):
+            for l in range(B):
+                total[l] = 0
             for q in range(positions):
-                total = total + sums[f // B, q * B + f % B]
-            grad_bias[f] = total
+                for l in range(B):
+                    total[l] = total[l] + sums[b, q * B + l]
+            for l in range(min(B, F - b * B)):
+                grad_bias[b * B + l] = total[l]
 
 
 cdef void _weight_blocked(
-    const floating[:, :, ::1] gt,          # IN  (N, FB, Hout * Wout * B) blocks, position-major
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
+    floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
+    floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
-    Py_ssize_t out_height, Py_ssize_t out_width, Py_ssize_t padded_width,
-    Py_ssize_t stride_h, Py_ssize_t stride_w,
+    Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ) noexcept:
     """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
-    gt[n, b, (oh * Wout + ow) * B + l] *
-    xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
+    g[n, b * B + l, oh, ow] * xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
     in runs of run_rows output rows, or (run_rows covering the plane) of
-    run_samples samples, each run one chain, the runs added in order.
+    run_samples samples, each run one chain, the runs added in order; and
+    sums[b, q * B + l] += g[n, b * B + l, q] for each sample in order (the
+    bias gradient's per-pixel partial sums).
     Tasks are (tile of filter blocks, run of channels) pairs over every
-    sample."""
-    cdef Py_ssize_t N = gt.shape[0], gbs = gt.shape[2]
+    sample; each copies a run of samples' output gradient for its filter
+    blocks position-major (blocks of filters) into its thread's scratch,
+    where it serves every channel of the task from cache.  The task of a
+    tile's first channels also keeps the per-pixel sums."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
+    cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
-    # Channels per task: a run's output gradient, read from L2, serves
-    # several channels; about 16 tasks or more, so that threads share even
-    # small layers.  (The sums do not depend on it.)
-    cdef Py_ssize_t per_task = max(1, min(8, C * groups // 16))
-    cdef Py_ssize_t channel_blocks = (C + per_task - 1) // per_task
-    cdef Py_ssize_t task, b0, nb, c, c0, k, n, ns
+    cdef Py_ssize_t gbs = positions * B, gns = per_tile * gbs
+    # Channels per task: as many as leave each thread the same number of
+    # tasks (each task copies the output gradient once per run of samples;
+    # the more channels it serves, the cheaper).  The sums do not depend on
+    # it.
+    cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups, n_threads))
+    cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
+    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j
+    cdef floating* buf
+    cdef floating* total
     for task in prange(groups * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
         b0 = (task // channel_blocks) * per_tile
         c0 = (task % channel_blocks) * per_task
         nb = min(per_tile, FB - b0)
+        buf = &gt[threadid(), 0]
         for k in range((N + run_samples - 1) // run_samples):
             n = k * run_samples
             ns = min(run_samples, N - n)
+            for j in range(ns):
+                for bb in range(nb):
+                    total = &sums[b0 + bb, 0] if c0 == 0 else NULL
+                    if floating is float:
+                        cb_position_major_f32(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                              buf + j * gns + bb * gbs, total)
+                    else:
+                        cb_position_major_f64(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                              buf + j * gns + bb * gbs, total)
             for c in range(c0, min(C, c0 + per_task)):
                 if floating is float:
-                    cb_weight_rows_f32(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
-                                       &offsets[0], <int> nt, <int> out_height,
-                                       <int> out_width, stride_h * padded_width, stride_w,
-                                       <int> run_rows,
-                                       <int> ns, FB * gbs, C * xp.shape[2],
+                    cb_weight_rows_f32(isa, buf, gbs, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> Ho, <int> Wo,
+                                       stride_h * padded_width, stride_w, <int> run_rows,
+                                       <int> ns, gns, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
                 else:
-                    cb_weight_rows_f64(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
-                                       &offsets[0], <int> nt, <int> out_height,
-                                       <int> out_width, stride_h * padded_width, stride_w,
-                                       <int> run_rows,
-                                       <int> ns, FB * gbs, C * xp.shape[2],
+                    cb_weight_rows_f64(isa, buf, gbs, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> Ho, <int> Wo,
+                                       stride_h * padded_width, stride_w, <int> run_rows,
+                                       <int> ns, gns, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
+
+
+cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
-    floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
+    floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
@@ -622,6 +614,5 @@ def backward_weight_blocked(
     sum_positions), by the filter-blocked kernels.  Only output pixels are
     visited (no garbage positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, n_threads)
-    _position_major(grad_out, gt, sums, isa, n_threads)
-    _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
-                    padded_width, stride_h, stride_w, run_rows, run_samples, isa, n_threads)
+    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, padded_width, stride_h, stride_w,
+                    run_rows, run_samples, isa, n_threads)
