@@ -92,6 +92,12 @@ cdef extern from "conv_blocked.h" nogil:
                              float* out, const float* bias, int relu)
     void cb_store_planes_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              double* out, const double* bias, int relu)
+    void cb_pad_plane_f32(int isa, const float* src, Py_ssize_t srs, int rows, int cols,
+                          float* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
+                          Py_ssize_t S)
+    void cb_pad_plane_f64(int isa, const double* src, Py_ssize_t srs, int rows, int cols,
+                          double* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
+                          Py_ssize_t S)
     void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
                                Py_ssize_t q1, float* gt, float* sums)
     void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
@@ -153,34 +159,29 @@ cdef void _pad_planes(
     const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
     floating[:, :, ::1] xp,           # OUT (N, C, stride)
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
-    int n_threads,
+    int isa, int n_threads,
 ) noexcept:
     """Write x[n, c] into the planes with its top-left corner at (top,
     left), and zeros everywhere else in them (one pass, no separate
     zeroing); the caller sized the planes to hold it.  x may be a view with
-    its first two axes swapped."""
+    its first two axes swapped.  (A copy: the same values on every
+    variant.)"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
-    cdef Py_ssize_t S = xp.shape[2]
-    cdef Py_ssize_t task, n, c, r, q, start, end
-    cdef floating* plane
-    cdef const floating* src
+    cdef Py_ssize_t S = xp.shape[2], srs = x.strides[2] // sizeof(floating)
+    cdef Py_ssize_t task, n, c
+    if rows == 0 or cols == 0:  # (no row to take the address of)
+        xp[:, :, :] = 0
+        return
     for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // C
         c = task % C
-        plane = &xp[n, c, 0]
-        for q in range(top * padded_width + left):
-            plane[q] = 0
-        for r in range(rows):
-            start = (top + r) * padded_width + left
-            src = &x[n, c, r, 0]
-            for q in range(cols):
-                plane[start + q] = src[q]
-            # the right padding, and the next row's left padding (or, after
-            # the last row, the bottom padding and the tail)
-            end = start + padded_width if r + 1 < rows else S
-            for q in range(start + cols, end):
-                plane[q] = 0
+        if floating is float:
+            cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
+                             top, left, padded_width, S)
+        else:
+            cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
+                             top, left, padded_width, S)
 
 
 cdef inline floating _relu(floating v) noexcept nogil:
@@ -329,7 +330,7 @@ def forward(
 ):
     """The correlation, plus bias, then max(., 0) with relu (in the
     store, no second pass over the output)."""
-    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate(xp, weight, bias, out, offsets, padded_width, wide, relu, isa, n_threads)
 
 
@@ -348,7 +349,7 @@ def backward_input(
     not finite: its products with the padding's zeros would be NaN."""
     if not _all_finite(weight_t):
         return False
-    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate(gp, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets, padded_width, wide,
                False, isa, n_threads)
     return True
@@ -372,8 +373,8 @@ def backward_weight(
     garbage positions multiply x."""
     if not _all_finite(x):
         return False
-    _pad_planes(x_t, xp, top, left, padded_width, n_threads)
-    _pad_planes(grad_out_t, gw, 0, 0, padded_width, n_threads)
+    _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
+    _pad_planes(grad_out_t, gw, 0, 0, padded_width, isa, n_threads)
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
@@ -476,7 +477,7 @@ def forward_blocked(
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
     and for strided layers too."""
-    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
                        tiles, relu, isa, n_threads)
 
@@ -493,7 +494,7 @@ def backward_input_blocked(
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
     (the caller checks: pack_blocks)."""
-    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
                        padded_width, 1, 1, tiles, False, isa, n_threads)
 
@@ -613,6 +614,6 @@ def backward_weight_blocked(
     gradient to the per-pixel sums of the bias gradient (see
     sum_positions), by the filter-blocked kernels.  Only output pixels are
     visited (no garbage positions), so any x is exact."""
-    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _weight_blocked(grad_out, xp, acc, sums, gt, offsets, padded_width, stride_h, stride_w,
                     run_rows, run_samples, isa, n_threads)

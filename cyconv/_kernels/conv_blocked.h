@@ -212,10 +212,29 @@ static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int nf,
             if (sums) sums[q * B + l] = sums[q * B + l] + v; \
         } \
 }
+/* plane[0:S] = the rows x cols values at src (rows srs values apart)
+ * placed with their top-left corner at (top, left) of a grid of rows of wp
+ * values (wp >= left + cols), zeros everywhere else: the padded planes of
+ * both families, written in one pass. */
+#define CB_PAD_PLANE(T, SUFFIX) \
+static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows, int cols, \
+    T* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp, ptrdiff_t S) \
+{ \
+    ptrdiff_t o = 0; \
+    for (int r = 0; r < rows; r++) { \
+        ptrdiff_t start = (top + r) * wp + left; \
+        for (; o < start; o++) plane[o] = 0; \
+        for (int q = 0; q < cols; q++) plane[o++] = src[r * srs + q]; \
+    } \
+    for (; o < S; o++) plane[o] = 0; \
+}
 CB_STORE_PLANES(float, f32)
 CB_STORE_PLANES(double, f64)
 CB_POSITION_MAJOR(float, 16, f32)
 CB_POSITION_MAJOR(double, 8, f64)
+CB_PAD_PLANE(float, f32)
+CB_PAD_PLANE(double, f64)
+#undef CB_PAD_PLANE
 #undef CB_STORE_PLANES
 #undef CB_POSITION_MAJOR
 
@@ -317,6 +336,28 @@ static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P,
             if (sums) STORE(sums + (q + k) * B, ADD(LOAD(sums + (q + k) * B), r[k])); \
         } \
     } \
+} \
+/* a vector at a time (rather than GCC's calls to memset and memcpy for \
+ * runs of a few values: short rows and paddings of one or two) */ \
+static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, int rows, \
+    int cols, T* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp, ptrdiff_t S) \
+{ \
+    ptrdiff_t o = 0; \
+    for (int r = 0; r <= rows; r++) { \
+        ptrdiff_t end = r < rows ? (top + r) * wp + left : S; \
+        for (; o + B <= end; o += B) STORE(plane + o, ZERO()); \
+        if (o < end) MASK_STORE(plane + o, (MASK)((1u << (end - o)) - 1), ZERO()); \
+        o = end; \
+        if (r == rows) break; \
+        const T* s = src + r * srs; \
+        int q = 0; \
+        for (; q + B <= cols; q += B) STORE(plane + o + q, LOAD(s + q)); \
+        if (q < cols) { \
+            MASK m = (MASK)((1u << (cols - q)) - 1); \
+            MASK_STORE(plane + o + q, m, MASKZ_LOAD(m, s + q)); \
+        } \
+        o += cols; \
+    } \
 }
 /* np.maximum(v, 0): v where v > 0 or v is NaN (unordered), else +0.0 */
 #define CB_KEEP_PS(v) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), \
@@ -346,6 +387,14 @@ static void cb_store_planes_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdif
 static void cb_store_planes_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
                                 double* out, const double* bias, int relu)
 { CB_MOVES(cb_store_planes, f64, isa, (buf, ldo, P, nf, out, bias, relu)); }
+static void cb_pad_plane_f32(int isa, const float* src, ptrdiff_t srs, int rows, int cols,
+                             float* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
+                             ptrdiff_t S)
+{ CB_MOVES(cb_pad_plane, f32, isa, (src, srs, rows, cols, plane, top, left, wp, S)); }
+static void cb_pad_plane_f64(int isa, const double* src, ptrdiff_t srs, int rows, int cols,
+                             double* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
+                             ptrdiff_t S)
+{ CB_MOVES(cb_pad_plane, f64, isa, (src, srs, rows, cols, plane, top, left, wp, S)); }
 static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int nf, ptrdiff_t q0,
                                   ptrdiff_t q1, float* gt, float* sums)
 { CB_MOVES(cb_position_major, f32, isa, (g, P, nf, q0, q1, gt, sums)); }
