@@ -483,10 +483,11 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     g4 = grad_output if batched else grad_output[np.newaxis]
     n_threads = geometry.threads()
 
-    grad_weight = _grad_weight(g4, x4, weight, geometry, n_threads)
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
-    workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
-    _conv.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
+    grad_weight, bias_done = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
+    if not bias_done:
+        workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
+        _conv.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
 
     grad_input = None
     if compute_grad_input:
@@ -496,15 +497,19 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     return grad_input, grad_weight, grad_bias
 
 
-def _grad_weight(g4, x4, weight, geometry, n_threads):
+def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
+    """The weight gradient, and whether it also wrote the bias gradient
+    into ``grad_bias`` (the filter-blocked kernels do, bitwise as
+    conv2d_backward_bias)."""
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
     # The direct kernels multiply zeros by x at the garbage positions:
     # exact only against finite x (they check), like the shifted products.
     if _conv_direct.use(geometry, "weight"):
-        grad_weight = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads)
+        grad_weight, bias_done = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads,
+                                                          grad_bias)
         if grad_weight is not None:
-            return grad_weight
+            return grad_weight, bias_done
     per_part = geometry.samples_per_part
     parts = -(-geometry.n // per_part)
     # Zero garbage in the shifted products is exact only against finite x.
@@ -520,7 +525,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
                 per_part, geometry.wide_rows(), *geometry.frame, n_threads)
         # (groups, taps, Fg, Cg) back to (F, Cg, kh, kw)
         return np.ascontiguousarray(
-            _sum_partials(partials).transpose(0, 2, 3, 1).reshape(weight.shape))
+            _sum_partials(partials).transpose(0, 2, 3, 1).reshape(weight.shape)), False
     taps = geometry.kernel[0] * geometry.kernel[1]
     block = geometry.channels_per_block
     f, cg, kh, kw = weight.shape
@@ -531,7 +536,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads):
         _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
                                      kh, kw, *geometry.hyper, n_threads)
     # (Cg * kh * kw, F) back to (F, Cg, kh, kw)
-    return np.ascontiguousarray(_sum_partials(partials).T.reshape(weight.shape))
+    return np.ascontiguousarray(_sum_partials(partials).T.reshape(weight.shape)), False
 
 
 def _sum_partials(partials):

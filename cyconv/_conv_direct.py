@@ -231,15 +231,18 @@ def grad_input(g4, weight, geometry, n_threads):
     return grad_input
 
 
-def grad_weight(g4, x4, weight, geometry, n_threads):
+def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias=None):
     """The weight gradient, or None where x is not finite: sums over runs of
     samples of g4 at x4's wide positions times x4's padded planes at each
     tap's offset, both channel-major with a plane of zeros after the last
-    sample."""
+    sample.  The filter-blocked kernels also write the bias gradient into
+    ``grad_bias`` where one is given (returning True as a second value;
+    else False: the caller sums it)."""
     g, plan = geometry, _plan(geometry)
     dtype = x4.dtype
     if _blocked(g, "weight"):
-        return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads)
+        result = _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias)
+        return result if grad_bias is None else (result, True)
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
@@ -253,11 +256,13 @@ def grad_weight(g4, x4, weight, geometry, n_threads):
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
                 x4[part], _runtime.isa_code(), n_threads):
-            return None
+            return None if grad_bias is None else (None, False)
     if plan.parts == 1:
-        return partials.reshape(weight.shape)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return partials.sum(axis=0).reshape(weight.shape)
+        result = partials.reshape(weight.shape)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            result = partials.sum(axis=0).reshape(weight.shape)
+    return result if grad_bias is None else (result, False)
 
 
 def _planes_and_zeros(channels, n, stride, dtype):
@@ -269,30 +274,38 @@ def _planes_and_zeros(channels, n, stride, dtype):
     return planes
 
 
-def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads):
+def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     """The weight gradient by the filter-blocked kernels: running sums per
     (filter block, channel, tap), carried from one chunk of the batch to
-    the next, so that the chunks change nothing."""
+    the next, so that the chunks change nothing; and the bias gradient
+    (if ``grad_bias``) from per-pixel running sums kept in the same pass
+    over the output gradient."""
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
     block = _block(dtype)
     blocks = -(-f // block)
     acc = np.zeros((blocks, c, kh * kw, block), dtype)
     positions = g.out_height * g.out_width
+    sums = np.zeros((blocks, positions * block), dtype)
     # Runs of whole rows, or of whole samples for planes smaller than a run;
     # batch chunks of whole runs, so that chunking changes no sum.
     run = _runtime.BLOCKED_WEIGHT_RUN
     run_rows = max(1, run // g.out_width) if positions > run else g.out_height
     run_samples = 1 if positions > run else run // positions
     chunk = max(run_samples, plan.chunk // run_samples * run_samples)
+    # each thread's copy of a run of samples' output gradient, position-major
+    gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
+                  dtype)
     for first in range(0, g.n, chunk):
         part = slice(first, min(g.n, first + chunk))
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
-            g4[part], x4[part], np.empty((n, blocks, positions * block), dtype),
-            np.empty((n, c, plan.stride), dtype), acc, plan.offsets,
+            g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
+            plan.offsets,
             g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
             _runtime.isa_code(), n_threads)
+    if grad_bias is not None:
+        _conv_direct.sum_positions(sums, grad_bias)
     # (FB, C, taps, B) back to (F, C, kh, kw)
     return np.ascontiguousarray(
         acc.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])

@@ -551,3 +551,69 @@ def test_the_wide_weight_gradient_reads_nothing_past_its_planes(monkeypatch, isa
         _conv_direct._plan.cache_clear()
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def _bias_gradient_in_order(g):
+    """The bias gradient in the order the package promises on every path:
+    per filter, per-pixel sums over the samples in order, each from 0, then
+    the sum of those over the pixels in order, from 0 (numpy's elementwise
+    adds round as the kernels' scalar or vector ones)."""
+    n, f = g.shape[:2]
+    per_pixel = np.zeros((f, g.shape[2] * g.shape[3]), g.dtype)
+    for sample in g.reshape(n, f, -1):
+        per_pixel = per_pixel + sample
+    total = np.zeros(f, g.dtype)
+    for q in range(per_pixel.shape[1]):
+        total = total + per_pixel[:, q]
+    return total
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_gradient_from_the_weight_pass_is_the_ordered_sum(dtype, monkeypatch):
+    """The filter-blocked weight gradient sums the bias gradient in its pass
+    over the output gradient: bitwise the documented order (as the separate
+    pass of the other paths), for filters that are not whole blocks, planes
+    that are not whole blocks of positions, -0.0 and infinities, on every
+    variant and thread count and across batch chunks; and near the float64
+    sum."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((7, 9, 7, 9)).astype(dtype)
+    w = rng.standard_normal((37, 9, 3, 3)).astype(dtype)
+    g = (rng.standard_normal((7, 37, 7, 9)) * 10.0 ** rng.integers(-3, 4, (7, 37, 1, 1)))
+    g = g.astype(dtype)
+    g[:, 3] = -0.0  # sums from +0.0: the bias gradient is +0.0
+    g[2, 5, 1, 1], g[4, 6, 0, 2] = np.inf, -np.inf
+    expected = _bias_gradient_in_order(g)
+    assert np.signbit(expected[3]) == False and np.isnan(expected[5:7]).all() == False
+    np.testing.assert_allclose(expected[np.isfinite(expected)],
+                               g.astype(np.float64).sum(axis=(0, 2, 3))[np.isfinite(expected)],
+                               rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 1e3)
+
+    def bias_gradients():
+        found = []
+        for variant in VARIANTS:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                with _runtime.direct_convolution("always", variant, "blocked"):
+                    found.append(conv2d_backward(g, x, w, padding=1)[2])
+        for mode, family in (("always", "wide"), ("never", None)):
+            with _runtime.direct_convolution(mode, None, family):
+                found.append(conv2d_backward(g, x, w, padding=1)[2])
+        return found
+
+    try:
+        for found in bias_gradients():
+            assert found.tobytes() == expected.tobytes()
+        monkeypatch.setattr(_runtime, "DIRECT_WEIGHT_RUN", 1)
+        _conv_direct._plan.cache_clear()
+        geo = geometry(x.shape, w.shape, padding=1)
+        plan = _conv_direct._plan(geo)
+        monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED",
+                            37 * max(plan.stride, plan.grad_stride) * (plan.samples_per_part + 2))
+        _conv_direct._plan.cache_clear()
+        assert len(_conv_direct._plan(geo).chunks(7)) > 1
+        for found in bias_gradients():
+            assert found.tobytes() == expected.tobytes()
+    finally:
+        cyconv.set_num_threads(None)
+        _conv_direct._plan.cache_clear()

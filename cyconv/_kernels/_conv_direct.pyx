@@ -92,10 +92,16 @@ cdef extern from "conv_blocked.h" nogil:
                              float* out, const float* bias, int relu)
     void cb_store_planes_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              double* out, const double* bias, int relu)
-    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int F, float* gt,
-                               Py_ssize_t ld)
-    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int F, double* gt,
-                               Py_ssize_t ld)
+    void cb_pad_plane_f32(int isa, const float* src, Py_ssize_t srs, int rows, int cols,
+                          float* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
+                          Py_ssize_t S)
+    void cb_pad_plane_f64(int isa, const double* src, Py_ssize_t srs, int rows, int cols,
+                          double* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
+                          Py_ssize_t S)
+    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+                               Py_ssize_t q1, float* gt, float* sums)
+    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+                               Py_ssize_t q1, double* gt, double* sums)
 
 cdef enum:
     # Values a vector may read or write past a plane's last position: the
@@ -153,34 +159,29 @@ cdef void _pad_planes(
     const floating[:, :, :, :] x,     # IN  (N, C, H, W), rows contiguous (strides[3] == itemsize)
     floating[:, :, ::1] xp,           # OUT (N, C, stride)
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
-    int n_threads,
+    int isa, int n_threads,
 ) noexcept:
     """Write x[n, c] into the planes with its top-left corner at (top,
     left), and zeros everywhere else in them (one pass, no separate
     zeroing); the caller sized the planes to hold it.  x may be a view with
-    its first two axes swapped."""
+    its first two axes swapped.  (A copy: the same values on every
+    variant.)"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
-    cdef Py_ssize_t S = xp.shape[2]
-    cdef Py_ssize_t task, n, c, r, q, start, end
-    cdef floating* plane
-    cdef const floating* src
+    cdef Py_ssize_t S = xp.shape[2], srs = x.strides[2] // sizeof(floating)
+    cdef Py_ssize_t task, n, c
+    if rows == 0 or cols == 0:  # (no row to take the address of)
+        xp[:, :, :] = 0
+        return
     for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // C
         c = task % C
-        plane = &xp[n, c, 0]
-        for q in range(top * padded_width + left):
-            plane[q] = 0
-        for r in range(rows):
-            start = (top + r) * padded_width + left
-            src = &x[n, c, r, 0]
-            for q in range(cols):
-                plane[start + q] = src[q]
-            # the right padding, and the next row's left padding (or, after
-            # the last row, the bottom padding and the tail)
-            end = start + padded_width if r + 1 < rows else S
-            for q in range(start + cols, end):
-                plane[q] = 0
+        if floating is float:
+            cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
+                             top, left, padded_width, S)
+        else:
+            cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
+                             top, left, padded_width, S)
 
 
 cdef inline floating _relu(floating v) noexcept nogil:
@@ -329,7 +330,7 @@ def forward(
 ):
     """The correlation, plus bias, then max(., 0) with relu (in the
     store, no second pass over the output)."""
-    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate(xp, weight, bias, out, offsets, padded_width, wide, relu, isa, n_threads)
 
 
@@ -348,7 +349,7 @@ def backward_input(
     not finite: its products with the padding's zeros would be NaN."""
     if not _all_finite(weight_t):
         return False
-    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate(gp, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets, padded_width, wide,
                False, isa, n_threads)
     return True
@@ -372,8 +373,8 @@ def backward_weight(
     garbage positions multiply x."""
     if not _all_finite(x):
         return False
-    _pad_planes(x_t, xp, top, left, padded_width, n_threads)
-    _pad_planes(grad_out_t, gw, 0, 0, padded_width, n_threads)
+    _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
+    _pad_planes(grad_out_t, gw, 0, 0, padded_width, isa, n_threads)
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
@@ -476,7 +477,7 @@ def forward_blocked(
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
     and for strided layers too."""
-    _pad_planes(x, xp, top, left, padded_width, n_threads)
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
                        tiles, relu, isa, n_threads)
 
@@ -493,95 +494,126 @@ def backward_input_blocked(
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
     (the caller checks: pack_blocks)."""
-    _pad_planes(grad_out, gp, top, left, padded_width, n_threads)
+    _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
                        padded_width, 1, 1, tiles, False, isa, n_threads)
 
 
-cdef void _position_major(
-    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
-    floating[:, :, ::1] gt,                # OUT (N, FB, Hout * Wout * B)
-    int isa, int n_threads,
-) noexcept:
-    """gt[n, f // B, q * B + f % B] = g[n, f, q], zeros for the padding
-    filters f >= F: blocks of filters, each position-major."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], positions = g.shape[2] * g.shape[3]
-    cdef Py_ssize_t n
-    for n in prange(N, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        if floating is float:
-            cb_position_major_f32(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
-                                  gt.shape[1] * LANES_F32)
-        else:
-            cb_position_major_f64(isa, &g[n, 0, 0, 0], positions, <int> F, &gt[n, 0, 0],
-                                  gt.shape[1] * LANES_F64)
+def sum_positions(
+    const floating[:, ::1] sums,           # IN  (FB, P * B) per-pixel sums
+    floating[::1] grad_bias,               # OUT (F,)
+):
+    """grad_bias[f] = sum over positions q, in order, of sums[f // B, q * B
+    + f % B]: the bias gradient's second stage, as conv2d_backward_bias
+    (per-pixel sums over samples, then over pixels, each from 0)."""
+    cdef Py_ssize_t F = grad_bias.shape[0]
+    cdef Py_ssize_t B = LANES_F32 if floating is float else LANES_F64
+    cdef Py_ssize_t positions = sums.shape[1] // B
+    cdef Py_ssize_t b, q, l
+    cdef floating total[LANES_F32]     # a block's filters side by side
+    with nogil:
+        for b in range(sums.shape[0]):
+            for l in range(B):
+                total[l] = 0
+            for q in range(positions):
+                for l in range(B):
+                    total[l] = total[l] + sums[b, q * B + l]
+            for l in range(min(B, F - b * B)):
+                grad_bias[b * B + l] = total[l]
 
 
 cdef void _weight_blocked(
-    const floating[:, :, ::1] gt,          # IN  (N, FB, Hout * Wout * B) blocks, position-major
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
+    floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
+    floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
-    Py_ssize_t out_height, Py_ssize_t out_width, Py_ssize_t padded_width,
-    Py_ssize_t stride_h, Py_ssize_t stride_w,
+    Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ) noexcept:
     """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
-    gt[n, b, (oh * Wout + ow) * B + l] *
-    xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
+    g[n, b * B + l, oh, ow] * xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
     in runs of run_rows output rows, or (run_rows covering the plane) of
-    run_samples samples, each run one chain, the runs added in order.
+    run_samples samples, each run one chain, the runs added in order; and
+    sums[b, q * B + l] += g[n, b * B + l, q] for each sample in order (the
+    bias gradient's per-pixel partial sums).
     Tasks are (tile of filter blocks, run of channels) pairs over every
-    sample."""
-    cdef Py_ssize_t N = gt.shape[0], gbs = gt.shape[2]
+    sample; each copies a run of samples' output gradient for its filter
+    blocks position-major (blocks of filters) into its thread's scratch,
+    where it serves every channel of the task from cache.  The task of a
+    tile's first channels also keeps the per-pixel sums."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
+    cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
-    # Channels per task: a run's output gradient, read from L2, serves
-    # several channels; about 16 tasks or more, so that threads share even
-    # small layers.  (The sums do not depend on it.)
-    cdef Py_ssize_t per_task = max(1, min(8, C * groups // 16))
-    cdef Py_ssize_t channel_blocks = (C + per_task - 1) // per_task
-    cdef Py_ssize_t task, b0, nb, c, c0, k, n, ns
+    cdef Py_ssize_t gbs = positions * B, gns = per_tile * gbs
+    # Channels per task: as many as leave each thread the same number of
+    # tasks (each task copies the output gradient once per run of samples;
+    # the more channels it serves, the cheaper).  The sums do not depend on
+    # it.
+    cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups, n_threads))
+    cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
+    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j
+    cdef floating* buf
+    cdef floating* total
     for task in prange(groups * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
         b0 = (task // channel_blocks) * per_tile
         c0 = (task % channel_blocks) * per_task
         nb = min(per_tile, FB - b0)
+        buf = &gt[threadid(), 0]
         for k in range((N + run_samples - 1) // run_samples):
             n = k * run_samples
             ns = min(run_samples, N - n)
+            for j in range(ns):
+                for bb in range(nb):
+                    total = &sums[b0 + bb, 0] if c0 == 0 else NULL
+                    if floating is float:
+                        cb_position_major_f32(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                              buf + j * gns + bb * gbs, total)
+                    else:
+                        cb_position_major_f64(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                              buf + j * gns + bb * gbs, total)
             for c in range(c0, min(C, c0 + per_task)):
                 if floating is float:
-                    cb_weight_rows_f32(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
-                                       &offsets[0], <int> nt, <int> out_height,
-                                       <int> out_width, stride_h * padded_width, stride_w,
-                                       <int> run_rows,
-                                       <int> ns, FB * gbs, C * xp.shape[2],
+                    cb_weight_rows_f32(isa, buf, gbs, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> Ho, <int> Wo,
+                                       stride_h * padded_width, stride_w, <int> run_rows,
+                                       <int> ns, gns, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
                 else:
-                    cb_weight_rows_f64(isa, &gt[n, b0, 0], gbs, <int> nb, &xp[n, c, 0],
-                                       &offsets[0], <int> nt, <int> out_height,
-                                       <int> out_width, stride_h * padded_width, stride_w,
-                                       <int> run_rows,
-                                       <int> ns, FB * gbs, C * xp.shape[2],
+                    cb_weight_rows_f64(isa, buf, gbs, <int> nb, &xp[n, c, 0],
+                                       &offsets[0], <int> nt, <int> Ho, <int> Wo,
+                                       stride_h * padded_width, stride_w, <int> run_rows,
+                                       <int> ns, gns, C * xp.shape[2],
                                        &acc[b0, c, 0, 0], C * nt * B)
+
+
+cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
-    floating[:, :, ::1] gt,                 # scratch (N, FB, Hout * Wout * B)
+    floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
+    floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ):
-    """Add this chunk of samples' weight gradient to acc, by the
-    filter-blocked kernels.  Only output pixels are visited (no garbage
-    positions), so any x is exact."""
-    _pad_planes(x, xp, top, left, padded_width, n_threads)
-    _position_major(grad_out, gt, isa, n_threads)
-    _weight_blocked(gt, xp, acc, offsets, grad_out.shape[2], grad_out.shape[3],
-                    padded_width, stride_h, stride_w, run_rows, run_samples, isa, n_threads)
+    """Add this chunk of samples' weight gradient to acc, and its output
+    gradient to the per-pixel sums of the bias gradient (see
+    sum_positions), by the filter-blocked kernels.  Only output pixels are
+    visited (no garbage positions), so any x is exact."""
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
+    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, padded_width, stride_h, stride_w,
+                    run_rows, run_samples, isa, n_threads)

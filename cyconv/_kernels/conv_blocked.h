@@ -195,24 +195,46 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
             out[k * P + q] = v; \
         } \
 }
-/* gt[(f / B) * P * B + q * B + f % B] = g[f * P + q] for q < P, f < F, and
- * 0 for F <= f < ld (a multiple of B): one sample's output gradient as
- * blocks of B filters, each position-major. */
+/* One sample's output gradient for one block of filters, position-major,
+ * over positions q0 <= q < q1: gt[q * B + l] = g[l * P + q] for l < nf, 0
+ * for nf <= l < B (the block's padding filters); and each value added to
+ * its position's running sum over samples, sums[q * B + l], unless sums
+ * is NULL (the bias gradient's per-pixel partial sums, in the order of
+ * samples, as conv2d_backward_bias adds them). */
 #define CB_POSITION_MAJOR(T, B, SUFFIX) \
-static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int F, T* gt, \
-                                                ptrdiff_t ld) \
+static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
+    ptrdiff_t q0, ptrdiff_t q1, T* gt, T* sums) \
 { \
-    for (ptrdiff_t q0 = 0; q0 < P; q0 += 64) { \
-        ptrdiff_t q1 = P - q0 < 64 ? P : q0 + 64; \
-        for (int f = 0; f < ld; f++) \
-            for (ptrdiff_t q = q0; q < q1; q++) \
-                gt[(f - f % B) * P + q * B + f % B] = f < F ? g[f * P + q] : 0; \
+    for (ptrdiff_t q = q0; q < q1; q++) \
+        for (int l = 0; l < B; l++) { \
+            T v = l < nf ? g[l * P + q] : 0; \
+            gt[q * B + l] = v; \
+            if (sums) sums[q * B + l] = sums[q * B + l] + v; \
+        } \
+}
+/* plane[0:S] = the rows x cols values at src (rows srs values apart)
+ * placed with their top-left corner at (top, left) of a grid of rows of wp
+ * values (wp >= left + cols), zeros everywhere else: the padded planes of
+ * both families, written in one pass. */
+#define CB_PAD_PLANE(T, SUFFIX) \
+static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows, int cols, \
+    T* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp, ptrdiff_t S) \
+{ \
+    ptrdiff_t o = 0; \
+    for (int r = 0; r < rows; r++) { \
+        ptrdiff_t start = (top + r) * wp + left; \
+        for (; o < start; o++) plane[o] = 0; \
+        for (int q = 0; q < cols; q++) plane[o++] = src[r * srs + q]; \
     } \
+    for (; o < S; o++) plane[o] = 0; \
 }
 CB_STORE_PLANES(float, f32)
 CB_STORE_PLANES(double, f64)
 CB_POSITION_MAJOR(float, 16, f32)
 CB_POSITION_MAJOR(double, 8, f64)
+CB_PAD_PLANE(float, f32)
+CB_PAD_PLANE(double, f64)
+#undef CB_PAD_PLANE
 #undef CB_STORE_PLANES
 #undef CB_POSITION_MAJOR
 
@@ -293,19 +315,48 @@ static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
         } \
     } \
 } \
-static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, int F, \
-    T* gt, ptrdiff_t ld) \
+static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
+    ptrdiff_t q0, ptrdiff_t q1, T* gt, T* sums) \
 { \
-    for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
-        int qn = P - q0 < B ? (int)(P - q0) : B; \
+    for (ptrdiff_t q = q0; q < q1; q += B) { \
+        int qn = q1 - q < B ? (int)(q1 - q) : B; \
         MASK qm = (MASK)((1u << qn) - 1); \
-        for (ptrdiff_t f0 = 0; f0 < ld; f0 += B) { \
-            V r[B]; \
-            for (int f = 0; f < B; f++) \
-                r[f] = f0 + f < F ? MASKZ_LOAD(qm, g + (f0 + f) * P + q0) : ZERO(); \
-            TRANSPOSE(r); \
-            for (int q = 0; q < qn; q++) STORE(gt + f0 * P + (q0 + q) * B, r[q]); \
+        V r[B]; \
+        for (int f = 0; f < B; f++) \
+            r[f] = f < nf ? MASKZ_LOAD(qm, g + f * P + q) : ZERO(); \
+        /* four tiles ahead: a block's rows are nf short streams read side \
+         * by side, which the hardware prefetcher barely follows (from \
+         * memory the copy took 1.4x as long without; Zen 4, GCC 12) */ \
+        if (q + 4 * B < q1) \
+            for (int f = 0; f < nf; f++) \
+                _mm_prefetch((const char*)(g + f * P + q + 4 * B), _MM_HINT_T0); \
+        TRANSPOSE(r); \
+        for (int k = 0; k < qn; k++) { \
+            STORE(gt + (q + k) * B, r[k]); \
+            if (sums) STORE(sums + (q + k) * B, ADD(LOAD(sums + (q + k) * B), r[k])); \
         } \
+    } \
+} \
+/* a vector at a time (rather than GCC's calls to memset and memcpy for \
+ * runs of a few values: short rows and paddings of one or two) */ \
+static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, int rows, \
+    int cols, T* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp, ptrdiff_t S) \
+{ \
+    ptrdiff_t o = 0; \
+    for (int r = 0; r <= rows; r++) { \
+        ptrdiff_t end = r < rows ? (top + r) * wp + left : S; \
+        for (; o + B <= end; o += B) STORE(plane + o, ZERO()); \
+        if (o < end) MASK_STORE(plane + o, (MASK)((1u << (end - o)) - 1), ZERO()); \
+        o = end; \
+        if (r == rows) break; \
+        const T* s = src + r * srs; \
+        int q = 0; \
+        for (; q + B <= cols; q += B) STORE(plane + o + q, LOAD(s + q)); \
+        if (q < cols) { \
+            MASK m = (MASK)((1u << (cols - q)) - 1); \
+            MASK_STORE(plane + o + q, m, MASKZ_LOAD(m, s + q)); \
+        } \
+        o += cols; \
     } \
 }
 /* np.maximum(v, 0): v where v > 0 or v is NaN (unordered), else +0.0 */
@@ -336,11 +387,19 @@ static void cb_store_planes_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdif
 static void cb_store_planes_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
                                 double* out, const double* bias, int relu)
 { CB_MOVES(cb_store_planes, f64, isa, (buf, ldo, P, nf, out, bias, relu)); }
-static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int F, float* gt,
-                                  ptrdiff_t ld)
-{ CB_MOVES(cb_position_major, f32, isa, (g, P, F, gt, ld)); }
-static void cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int F, double* gt,
-                                  ptrdiff_t ld)
-{ CB_MOVES(cb_position_major, f64, isa, (g, P, F, gt, ld)); }
+static void cb_pad_plane_f32(int isa, const float* src, ptrdiff_t srs, int rows, int cols,
+                             float* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
+                             ptrdiff_t S)
+{ CB_MOVES(cb_pad_plane, f32, isa, (src, srs, rows, cols, plane, top, left, wp, S)); }
+static void cb_pad_plane_f64(int isa, const double* src, ptrdiff_t srs, int rows, int cols,
+                             double* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
+                             ptrdiff_t S)
+{ CB_MOVES(cb_pad_plane, f64, isa, (src, srs, rows, cols, plane, top, left, wp, S)); }
+static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int nf, ptrdiff_t q0,
+                                  ptrdiff_t q1, float* gt, float* sums)
+{ CB_MOVES(cb_position_major, f32, isa, (g, P, nf, q0, q1, gt, sums)); }
+static void cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int nf, ptrdiff_t q0,
+                                  ptrdiff_t q1, double* gt, double* sums)
+{ CB_MOVES(cb_position_major, f64, isa, (g, P, nf, q0, q1, gt, sums)); }
 
 #endif /* CYCONV_CONV_BLOCKED_H */
