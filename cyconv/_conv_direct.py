@@ -235,9 +235,9 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias=None):
     """The weight gradient, or None where x is not finite: sums over runs of
     samples of g4 at x4's wide positions times x4's padded planes at each
     tap's offset, both channel-major with a plane of zeros after the last
-    sample.  The filter-blocked kernels also write the bias gradient into
-    ``grad_bias`` where one is given (returning True as a second value;
-    else False: the caller sums it)."""
+    sample.  Where ``grad_bias`` is given, the bias gradient is written
+    into it too, from the same pass over g4 (returning True as a second
+    value; else False: the caller sums it, as where x is not finite)."""
     g, plan = geometry, _plan(geometry)
     dtype = x4.dtype
     if _blocked(g, "weight"):
@@ -246,6 +246,10 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias=None):
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
+    # The bias gradient's per-pixel sums, kept as the output gradient is
+    # copied (carried from one chunk to the next, so chunks change nothing).
+    pixel_sums = np.zeros((g.filters, g.out_height * g.out_width) if grad_bias is not None
+                          else (0, 0), dtype)
     for part in plan.chunks(g.n):
         n = part.stop - part.start
         first = part.start // plan.samples_per_part
@@ -255,14 +259,17 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias=None):
                 _planes_and_zeros(g.channels, n, plan.packed_stride, dtype),
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
-                x4[part], _runtime.isa_code(), n_threads):
+                x4[part], pixel_sums, _runtime.isa_code(), n_threads):
             return None if grad_bias is None else (None, False)
     if plan.parts == 1:
         result = partials.reshape(weight.shape)
     else:
         with np.errstate(invalid="ignore", over="ignore"):
             result = partials.sum(axis=0).reshape(weight.shape)
-    return result if grad_bias is None else (result, False)
+    if grad_bias is None:
+        return result
+    _conv_direct.sum_pixels(pixel_sums, grad_bias)
+    return result, True
 
 
 def _planes_and_zeros(channels, n, stride, dtype):

@@ -366,18 +366,78 @@ def backward_weight(
     Py_ssize_t samples_per_part,
     floating[:, ::1] workspace,             # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
     const floating[:, :, :, ::1] x,         # IN  (N, C, H, W): x_t's array, checked finite
+    floating[:, ::1] pixel_sums,            # IN/OUT (F, Hout*Wout) running sums, or (0, 0)
     int isa, int n_threads,
 ):
-    """Partial weight gradients per run of samples.  False, with nothing
+    """Partial weight gradients per run of samples, and (unless pixel_sums
+    is empty) the output gradient added to the per-pixel sums of the bias
+    gradient as it is copied (see sum_pixels).  False, with nothing
     written, when x is not finite: the output gradient's zeros at the
     garbage positions multiply x."""
     if not _all_finite(x):
         return False
     _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
-    _pad_planes(grad_out_t, gw, 0, 0, padded_width, isa, n_threads)
+    if pixel_sums.shape[0] == 0:
+        _pad_planes(grad_out_t, gw, 0, 0, padded_width, isa, n_threads)
+    else:
+        _copy_rows_summing(grad_out_t, gw, padded_width, pixel_sums, n_threads)
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
+
+cdef void _copy_rows_summing(
+    const floating[:, :, :, :] g_t,        # IN  (F, N, Hout, Wout): a transposed view
+    floating[:, :, ::1] gw,                # OUT (F, N + 1, S): planes N of each filter kept
+    Py_ssize_t padded_width,
+    floating[:, ::1] pixel_sums,           # IN/OUT (F, Hout * Wout)
+    int n_threads,
+) noexcept:
+    """_pad_planes(g_t, gw, 0, 0, padded_width) for the wide weight
+    gradient's output-gradient planes, also adding each sample's plane to
+    its filter's per-pixel sums, samples in order: one pass over the
+    output gradient for the weight and the bias gradients.  Tasks are
+    filters, so each sum is one thread's and the order never changes."""
+    cdef Py_ssize_t F = g_t.shape[0], N = g_t.shape[1], rows = g_t.shape[2], cols = g_t.shape[3]
+    cdef Py_ssize_t S = gw.shape[2]
+    cdef Py_ssize_t f, n, r, q, start, end
+    cdef floating* plane
+    cdef floating* acc
+    cdef const floating* src
+    if rows == 0 or cols == 0:  # (no row to take the address of)
+        gw[:, :N, :] = 0
+        return
+    for f in prange(F, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        for n in range(N):
+            plane = &gw[f, n, 0]
+            for r in range(rows):
+                start = r * padded_width
+                src = &g_t[f, n, r, 0]
+                acc = &pixel_sums[f, r * cols]
+                for q in range(cols):
+                    plane[start + q] = src[q]
+                    acc[q] = acc[q] + src[q]
+                # the row's padding, or after the last row the plane's tail
+                end = start + padded_width if r + 1 < rows else S
+                for q in range(start + cols, end):
+                    plane[q] = 0
+
+
+def sum_pixels(
+    const floating[:, ::1] pixel_sums,     # IN  (F, P) per-pixel sums
+    floating[::1] grad_bias,               # OUT (F,)
+):
+    """grad_bias[f] = the sum over pixels p, in order and from 0, of
+    pixel_sums[f, p]: the bias gradient's second stage, as
+    conv2d_backward_bias."""
+    cdef Py_ssize_t f, p
+    cdef floating total
+    with nogil:
+        for f in range(pixel_sums.shape[0]):
+            total = 0
+            for p in range(pixel_sums.shape[1]):
+                total = total + pixel_sums[f, p]
+            grad_bias[f] = total
 
 
 # -- the filter-blocked family (conv_blocked.h): vectorised over blocks of
