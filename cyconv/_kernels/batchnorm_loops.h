@@ -34,7 +34,7 @@
  * the baseline's); elsewhere four scalars.  The same additions either way.
  * The helpers are always inlined, so the baseline's vector return values
  * never cross a call (GCC warns of the ABI such a call would have). */
-#if defined(__GNUC__)
+#if defined(__GNUC__) && !defined(BN_NO_VECTORS)  /* (the latter: to test the other) */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef double bn_v4d __attribute__((vector_size(32)));
 typedef float bn_v4f __attribute__((vector_size(16)));
@@ -102,10 +102,7 @@ BN_INLINE bn_v4d bn_minus(bn_v4d a, double m)
 #define BN_LANE(s, i) ((s).v[i])
 #endif
 
-BN_INLINE double bn_total(bn_v4d s)
-{
-    return (BN_LANE(s, 0) + BN_LANE(s, 1)) + (BN_LANE(s, 2) + BN_LANE(s, 3));
-}
+#define BN_TOTAL(s) ((BN_LANE(s, 0) + BN_LANE(s, 1)) + (BN_LANE(s, 2) + BN_LANE(s, 3)))
 
 /* Runs summed together (each with its own four sums). */
 #define BN_RUNS 4
@@ -132,10 +129,10 @@ BN_CLONES static void bn_add_sums_##SUFFIX(const T* x, ptrdiff_t L, ptrdiff_t K,
             BN_FIRST(s2) += (double)r[2 * L + l];                               \
             BN_FIRST(s3) += (double)r[3 * L + l];                               \
         }                                                                       \
-        sums[k] += bn_total(s0);                                                \
-        sums[k + 1] += bn_total(s1);                                            \
-        sums[k + 2] += bn_total(s2);                                            \
-        sums[k + 3] += bn_total(s3);                                            \
+        sums[k] += BN_TOTAL(s0);                                                \
+        sums[k + 1] += BN_TOTAL(s1);                                            \
+        sums[k + 2] += BN_TOTAL(s2);                                            \
+        sums[k + 3] += BN_TOTAL(s3);                                            \
     }                                                                           \
     for (; k < K; k++) {                                                        \
         const T* r = x + k * L;                                                 \
@@ -145,7 +142,7 @@ BN_CLONES static void bn_add_sums_##SUFFIX(const T* x, ptrdiff_t L, ptrdiff_t K,
             s = BN_ADD(s, bn_load_##SUFFIX(r + l));                             \
         for (; l < L; l++)                                                      \
             BN_FIRST(s) += (double)r[l];                                        \
-        sums[k] += bn_total(s);                                                 \
+        sums[k] += BN_TOTAL(s);                                                 \
     }                                                                           \
 }                                                                               \
                                                                                 \
@@ -179,10 +176,10 @@ BN_CLONES static void bn_add_squared_deviations_##SUFFIX(                       
             BN_FIRST(s2) += e2 * e2;                                            \
             BN_FIRST(s3) += e3 * e3;                                            \
         }                                                                       \
-        sums[k] += bn_total(s0);                                                \
-        sums[k + 1] += bn_total(s1);                                            \
-        sums[k + 2] += bn_total(s2);                                            \
-        sums[k + 3] += bn_total(s3);                                            \
+        sums[k] += BN_TOTAL(s0);                                                \
+        sums[k + 1] += BN_TOTAL(s1);                                            \
+        sums[k + 2] += BN_TOTAL(s2);                                            \
+        sums[k + 3] += BN_TOTAL(s3);                                            \
     }                                                                           \
     for (; k < K; k++) {                                                        \
         const T* r = x + k * L;                                                 \
@@ -197,7 +194,7 @@ BN_CLONES static void bn_add_squared_deviations_##SUFFIX(                       
             double e = (double)r[l] - m;                                        \
             BN_FIRST(s) += e * e;                                               \
         }                                                                       \
-        sums[k] += bn_total(s);                                                 \
+        sums[k] += BN_TOTAL(s);                                                 \
     }                                                                           \
 }                                                                               \
                                                                                 \
@@ -230,10 +227,10 @@ BN_CLONES static void bn_add_gradient_sums_##SUFFIX(                            
             BN_FIRST(p0) += h0 * ((double)r[l] - m0);                           \
             BN_FIRST(p1) += h1 * ((double)r[L + l] - m1);                       \
         }                                                                       \
-        g_sums[k] += bn_total(s0);                                              \
-        g_sums[k + 1] += bn_total(s1);                                          \
-        gx_sums[k] += bn_total(p0);                                             \
-        gx_sums[k + 1] += bn_total(p1);                                         \
+        g_sums[k] += BN_TOTAL(s0);                                              \
+        g_sums[k + 1] += BN_TOTAL(s1);                                          \
+        gx_sums[k] += BN_TOTAL(p0);                                             \
+        gx_sums[k + 1] += BN_TOTAL(p1);                                         \
     }                                                                           \
     for (; k < K; k++) {                                                        \
         const T* gr = g + k * L;                                                \
@@ -251,8 +248,8 @@ BN_CLONES static void bn_add_gradient_sums_##SUFFIX(                            
             BN_FIRST(s) += h;                                                   \
             BN_FIRST(p) += h * ((double)r[l] - m);                              \
         }                                                                       \
-        g_sums[k] += bn_total(s);                                               \
-        gx_sums[k] += bn_total(p);                                              \
+        g_sums[k] += BN_TOTAL(s);                                               \
+        gx_sums[k] += BN_TOTAL(p);                                              \
     }                                                                           \
 }                                                                               \
                                                                                 \
