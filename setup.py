@@ -101,7 +101,7 @@ def _extra_args(module):
     """Flags of one module.  The direct convolution's variants must
     compute the same operations in the same order, bitwise: no contraction
     of a * b + c into fused multiply-adds beyond the ones written out."""
-    if module == "_conv_direct" and sys.platform != "win32":
+    if module in ("_conv_direct", "_conv_pool") and sys.platform != "win32":
         return ["-ffp-contract=off"]
     return []
 

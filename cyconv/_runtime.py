@@ -256,6 +256,25 @@ def direct_family(geometry, operation):
     return "blocked" if blocked_suits(geometry, operation, "avx512") else "wide"
 
 
+def conv_pool_wanted(geometry):
+    """Whether a Convolution -> ReLU -> MaxPooling(2) whose convolution
+    takes the direct path runs as one pass (cyconv/_conv_pool.py): where
+    the forward pass alone would take the wide kernels, which the fused
+    pass runs (figures below)."""
+    return not blocked_suits(geometry, "forward", "avx512")
+
+
+# The fused pass against the convolution (with its ReLU) then the 2x2
+# pooling, Zen 4, AVX-512 variant, float32, batch 64, median of 200
+# interleaved runs, ms, fused / one by one:
+#                             1 thread        2 threads
+#   LeNet 1->8 3x3 28x28      0.158 / 0.243   0.088 / 0.135
+#   CIFAR 3->32 3x3 p1 32x32  1.51 / 2.03
+#   LeNet 8->16 3x3 13x13     0.272 / 0.264   0.146 / 0.144  (blocked forward)
+# The filter-blocked forward pass (small planes, many filters) is as fast
+# as the fused wide one and the pooling together: those stay apart.
+
+
 def show_config(mode="stdout"):
     """Say which kernels this machine runs.
 

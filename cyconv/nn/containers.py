@@ -83,6 +83,14 @@ def _stores_relu(first, second):
     return type(first) in (Convolution, BatchNormalization) and type(second) is ReLU
 
 
+def _conv_relu_max_pool(conv, relu, pool):
+    # Exact types, as _stores_relu; and only where the backward pass will
+    # run the ReLU and pooling's gradients as one (_relu_then_max_pool),
+    # for the ReLU's own backward needs the output the three never make.
+    return (type(conv) is Convolution and type(relu) is ReLU and type(pool) is MaxPooling
+            and relu.needs_input_gradient and pool.needs_input_gradient)
+
+
 def _relu_then_max_pool(relu, pool):
     # Only where the pooling's last input is the ReLU's last output (a
     # layer called on its own in between would break the chain), the
@@ -135,6 +143,17 @@ class Container(Layer):
     gave, which must not change meanwhile), so never at the end of a
     container.  Set ``fuse = False`` on a container to run every layer on
     its own.
+
+    A Convolution, ReLU and ``MaxPooling(2)`` in a row go further where the
+    convolution runs on the direct kernels by output positions (stride 1,
+    from its second call on, when its checks are remembered): the
+    convolution computes the pooled output in one pass, never the full
+    output in between.  The pooling then keeps what its own forward pass
+    keeps; the convolution's and the ReLU's ``output`` (the ReLU's and the
+    pooling's ``input``) hold a read-only array of the convolution output's
+    shape, all NaN, with no values behind it, and the ReLU's own
+    ``backward`` raises RuntimeError until it runs forward again: the
+    container's backward pass applies its gradient through the pooling.
 
     Parameters
     ----------
@@ -265,7 +284,16 @@ class Container(Layer):
         layers = self.layers
         i = 0
         while i < len(layers):
-            if (self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1])
+            if (self.fuse and i + 2 < len(layers) and _conv_relu_max_pool(*layers[i:i + 3])
+                    and _only_read_from(layers, i + 3)):
+                # Where it is exact and faster, the convolution computes the
+                # pooled output itself; else the pair, then the pooling.
+                conv, relu, pool = layers[i:i + 3]
+                out, pooled = conv.forward(out, _relu=True, _max_pool=pool._arguments())
+                relu.forward(out, _applied=True, _kept=pooled is None)
+                out = pool.forward(out) if pooled is None else pool.forward(out, _pooled=pooled)
+                i += 3
+            elif (self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1])
                     and _only_read_from(layers, i + 2)):
                 # One pass over the convolution's output rather than two.
                 out = layers[i + 1].forward(layers[i].forward(out, _relu=True), _applied=True)

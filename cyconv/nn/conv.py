@@ -5,9 +5,11 @@ from the forward one, and calls into :mod:`cyconv.functional`.  It takes a
 batch ``(N, C, H, W)`` or one sample ``(C, H, W)``.
 """
 
+import functools
+
 import numpy as np
 
-from .. import _conv, functional
+from .. import _conv, _conv_pool, functional
 from .._conv import _padding_amounts, conv_geometry
 from .._pad import CONV_PADDING_MODES
 from .._relu import relu
@@ -16,6 +18,14 @@ from ._hints import input_shape_hint
 from .layer import WeightAndBias, array_kind, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
+
+
+@functools.lru_cache(maxsize=16)
+def _unkept(shape, dtype):
+    """What a layer's ``output`` holds where a model ran it fused with the
+    layers after it and its output was never computed: a read-only array
+    of that shape and dtype, all NaN, no memory behind it."""
+    return np.broadcast_to(np.array(np.nan, dtype), shape)
 
 
 class Convolution(WeightAndBias):
@@ -162,10 +172,15 @@ class Convolution(WeightAndBias):
         return dict(stride=self.stride, padding=padding, dilation=self.dilation,
                     groups=self.groups)
 
-    def forward(self, input, *, _relu=False):
+    def forward(self, input, *, _relu=False, _max_pool=None):
         # _relu: max(output, 0) applied as the output is stored, for a model
         # that runs this layer and a ReLU after it as one (see
         # Container.forward); ``output`` then holds the ReLU's output.
+        # _max_pool (with _relu): the arguments of a MaxPooling after that
+        # ReLU, for a model that runs the three as one; the call then
+        # returns (output, pooled): pooled None, or where the fused pass
+        # ran, the pooling's (output, saved maxima) and an ``output``
+        # that holds no values (see _unkept).
         self._require_built()
         x = as_layer_input(input, self.dtype)
         if x.shape[-3:] != self.input_shape or x.ndim not in (3, 4):
@@ -184,11 +199,15 @@ class Convolution(WeightAndBias):
             if _relu:
                 relu(out, out=out)
         else:
-            empty = bias is None
-            out = _conv.conv2d_checked(
-                x, weight, np.empty(0, x.dtype) if empty else bias, geometry, relu=_relu)
+            bias = np.empty(0, x.dtype) if bias is None else bias
+            pooled = None if _max_pool is None else _conv_pool.pool_geometry(
+                geometry, *_max_pool)
+            if pooled is not None:
+                self.output = _unkept(geometry.output_shape, x.dtype)
+                return self.output, _conv_pool.forward(x, weight, bias, geometry, pooled)
+            out = _conv.conv2d_checked(x, weight, bias, geometry, relu=_relu)
         self.output = out
-        return out
+        return out if _max_pool is None else (out, None)
 
     # A training loop calls a layer with the same shapes every step; conv2d's
     # checks then give the same answer every time.  The layer keeps the

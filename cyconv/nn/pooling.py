@@ -171,7 +171,15 @@ class MaxPooling(_Pooling):
         self._checked = ((kind, arguments, self._saved.geometry, self._had_batch)
                          if ready else None)
 
-    def forward(self, input):
+    def forward(self, input, *, _pooled=None):
+        # _pooled: ``(output, saved)`` of this layer's pass over ``input``,
+        # computed with the layers before it (see Container.forward), which
+        # never made ``input``'s values: only kept, as this layer keeps them.
+        if _pooled is not None:
+            self.input = self._input4 = input
+            self._had_batch = True
+            self.output, self._saved = _pooled
+            return self.output
         checked = getattr(self, "_checked", None)
         if checked is not None and array_kind(input) == checked[0]:
             arguments = checked[1]
