@@ -65,6 +65,21 @@ def _bits(a):
     return np.ascontiguousarray(a).view(np.uint8)
 
 
+def _with_every_variant(threads, check):
+    """Call ``check()`` with each variant of the direct convolution's and
+    the 2x2 pooling's kernels, at ``threads`` threads."""
+    previous = cyconv.get_num_threads()
+    cyconv.set_num_threads(threads)
+    try:
+        for pool_isa in POOL_VARIANTS:
+            with mock.patch.object(_pool, "PAIRS_ISA", _kernels_pool.PAIRS_ISAS[pool_isa]):
+                for conv_isa in CONV_VARIANTS:
+                    with _runtime.direct_convolution("always", conv_isa):
+                        check()
+    finally:
+        cyconv.set_num_threads(previous)
+
+
 def _reference(x, weight, bias, padding, dilation):
     """Loops over windows: the convolution (exact for small integers), its
     bias, max(., 0), then each 2x2 window's first largest element in
@@ -134,24 +149,18 @@ def test_the_fused_pass_gives_the_layers_bits_with_every_variant(case, dtype, th
     # Non-finite values spread through the sums; ReLU keeps NaN.
     x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
     x[-1, -1, -1, -1] = np.nan
-    empty = np.empty(0, dtype)
-    previous = cyconv.get_num_threads()
-    cyconv.set_num_threads(threads)
-    try:
-        for pool_isa in POOL_VARIANTS:
-            with mock.patch.object(_pool, "PAIRS_ISA", _kernels_pool.PAIRS_ISAS[pool_isa]):
-                for conv_isa in CONV_VARIANTS:
-                    with _runtime.direct_convolution("always", conv_isa):
-                        for b in (bias, empty):
-                            want, want_saved = _layers_alone(x, weight, b, geometry)
-                            got, saved = _fused(x, weight, b, geometry)
-                            np.testing.assert_array_equal(_bits(got), _bits(want))
-                            np.testing.assert_array_equal(saved.codes, want_saved.codes)
-                            assert saved.geometry == want_saved.geometry
-                            assert saved.isa == want_saved.isa
-                            assert saved.indices is None and saved.pooled is got
-    finally:
-        cyconv.set_num_threads(previous)
+
+    def check():
+        for b in (bias, np.empty(0, dtype)):
+            want, want_saved = _layers_alone(x, weight, b, geometry)
+            got, saved = _fused(x, weight, b, geometry)
+            np.testing.assert_array_equal(_bits(got), _bits(want))
+            np.testing.assert_array_equal(saved.codes, want_saved.codes)
+            assert saved.geometry == want_saved.geometry
+            assert saved.isa == want_saved.isa
+            assert saved.indices is None and saved.pooled is got
+
+    _with_every_variant(threads, check)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -239,23 +248,18 @@ def test_a_fused_model_trains_as_the_layers_one_by_one(monkeypatch, model, dtype
     x = rng.standard_normal((6,) + fused.input_shape).astype(dtype)
     x[0, 0, 0, :2] = [np.nan, np.inf]
     grads = [rng.standard_normal((6,) + fused.output_shape).astype(dtype) for _ in range(3)]
-    previous = cyconv.get_num_threads()
-    cyconv.set_num_threads(threads)
-    try:
-        for pool_isa in POOL_VARIANTS:
-            with mock.patch.object(_pool, "PAIRS_ISA", _kernels_pool.PAIRS_ISAS[pool_isa]):
-                for conv_isa in CONV_VARIANTS:
-                    with _runtime.direct_convolution("always", conv_isa):
-                        calls.clear()
-                        got = _training_steps(fused, x, grads, 3)
-                        assert calls  # from the second step on (the first checks)
-                        want = _training_steps(plain, x, grads, 3)
-                    for (out, params), (out_w, params_w) in zip(got, want):
-                        np.testing.assert_array_equal(_bits(out), _bits(out_w))
-                        for g, w in zip(params, params_w):
-                            np.testing.assert_array_equal(_bits(g), _bits(w))
-    finally:
-        cyconv.set_num_threads(previous)
+
+    def check():
+        calls.clear()
+        got = _training_steps(fused, x, grads, 3)
+        assert calls  # from the second step on (the first checks)
+        want = _training_steps(plain, x, grads, 3)
+        for (out, params), (out_w, params_w) in zip(got, want):
+            np.testing.assert_array_equal(_bits(out), _bits(out_w))
+            for g, w in zip(params, params_w):
+                np.testing.assert_array_equal(_bits(g), _bits(w))
+
+    _with_every_variant(threads, check)
 
 
 def test_the_fused_layers_keep_what_their_backward_passes_read():
