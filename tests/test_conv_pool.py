@@ -369,3 +369,24 @@ def test_fused_training_steps_match_pytorch(dtype):
         np.testing.assert_allclose(out, t_out.detach().numpy(), **tolerance)
     for mine, theirs in zip(model.parameters(), reference.parameters()):
         np.testing.assert_allclose(mine.value, theirs.detach().numpy(), **tolerance)
+
+
+def test_one_sample_and_predict_take_the_fused_pass_too(monkeypatch):
+    calls = _spy(monkeypatch)
+    fused = _lenet(np.float64)
+    plain = copy.deepcopy(fused)
+    plain.fuse = False
+    x = np.random.default_rng(9).standard_normal((1, 12, 12))
+    for _ in range(2):
+        got, want = fused.forward(x), plain.forward(x)
+    assert calls and got.shape == (3,)
+    np.testing.assert_array_equal(got, want)
+    grad = np.arange(3.0)
+    np.testing.assert_array_equal(fused.backward(grad), plain.backward(grad))
+    for a, b in zip(fused.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)
+    batch = np.random.default_rng(10).standard_normal((9, 1, 12, 12))
+    calls.clear()
+    np.testing.assert_array_equal(fused.predict(batch, batch_size=3),
+                                  plain.predict(batch, batch_size=3))
+    assert calls
