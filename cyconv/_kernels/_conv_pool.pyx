@@ -84,7 +84,7 @@ def forward(
     floating[:, :, :, ::1] out,            # OUT (N, F, Hp, Wp) pooled
     unsigned char[:, :, ::1] codes,        # OUT (N * F, Hp, Wp) winners' codes
     floating[:, ::1] padded,               # scratch (n_threads, C * stride)
-    floating[:, ::1] wide,                 # scratch (n_threads, block * round_up(2 Hp * padded_width))
+    floating[:, ::1] wide,                 # scratch (n_threads, block * round_up(2 Hp * Wp))
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t runs, int isa, int n_threads,

@@ -23,25 +23,25 @@
 #include "pool_tiles.h"
 #pragma GCC diagnostic pop
 
-#define CP_SCALAR(T, SUFFIX)                                                  \
-/* Rows 2r and 2r + 1 of the wide output, whole windows only: their first   \
- * 2 cols values biased and rectified in place, then pooled. */             \
+#define CP_SCALAR(T, SUFFIX)                                                 \
+/* Rows 2r and 2r + 1 of the wide output, whole windows only: their first    \
+ * 2 cols values biased and rectified in place, then pooled. */              \
 static inline void cp_rows_portable_##SUFFIX(T* wide, ptrdiff_t Wp, T bias,  \
-                                             int has_bias, T* out,          \
+                                             int has_bias, T* out,           \
                                              uint8_t* codes, ptrdiff_t rows, \
-                                             ptrdiff_t cols)                \
-{                                                                           \
-    for (ptrdiff_t r = 0; r < rows; r++) {                                  \
-        T* up = wide + 2 * r * Wp;                                          \
-        for (ptrdiff_t q = 0; q < 2 * cols; q++) {                          \
-            T u = has_bias ? up[q] + bias : up[q];                          \
-            T l = has_bias ? up[Wp + q] + bias : up[Wp + q];                \
-            up[q] = u > 0 || u != u ? u : (T)0;                             \
-            up[Wp + q] = l > 0 || l != l ? l : (T)0;                        \
-        }                                                                   \
-        pt_forward_row_portable_##SUFFIX(up, up + Wp, out + r * cols,       \
-                                         codes + r * cols, 0, cols);        \
-    }                                                                       \
+                                             ptrdiff_t cols)                 \
+{                                                                            \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                   \
+        T* up = wide + 2 * r * Wp;                                           \
+        for (ptrdiff_t q = 0; q < 2 * cols; q++) {                           \
+            T u = has_bias ? up[q] + bias : up[q];                           \
+            T l = has_bias ? up[Wp + q] + bias : up[Wp + q];                 \
+            up[q] = u > 0 || u != u ? u : (T)0;                              \
+            up[Wp + q] = l > 0 || l != l ? l : (T)0;                         \
+        }                                                                    \
+        pt_forward_row_portable_##SUFFIX(up, up + Wp, out + r * cols,        \
+                                         codes + r * cols, 0, cols);         \
+    }                                                                        \
 }
 
 CP_SCALAR(float, f32)
@@ -50,9 +50,9 @@ CP_SCALAR(double, f64)
 #if PT_X86
 /* ---- AVX-512F: pt_forward_row_avx512's loop, each load biased and
  * rectified (masked-off lanes hold zeros and are never stored) ---- */
-#define CP_AVX512(T, SUFFIX, V, VEC, MASK, PS)                                \
-__attribute__((target("avx512f"), always_inline))                           \
-static inline VEC cp_rectified_##SUFFIX(VEC v, VEC bias, int has_bias)       \
+#define CP_AVX512(T, SUFFIX, V, VEC, MASK, PS)                               \
+__attribute__((target("avx512f"), always_inline))                            \
+static inline VEC cp_relu_##SUFFIX(VEC v, VEC bias, int has_bias)            \
 {                                                                            \
     if (has_bias) v = _mm512_add_##PS(v, bias);                              \
     /* v > 0 or unordered: kept; else +0.0 */                                \
@@ -60,7 +60,7 @@ static inline VEC cp_rectified_##SUFFIX(VEC v, VEC bias, int has_bias)       \
         _mm512_cmp_##PS##_mask(v, _mm512_setzero_##PS(), _CMP_NLE_UQ), v);   \
 }                                                                            \
                                                                              \
-__attribute__((target("avx512f")))                                          \
+__attribute__((target("avx512f")))                                           \
 static void cp_rows_avx512_##SUFFIX(const T* wide, ptrdiff_t Wp, T b,        \
                                     int has_bias, T* out, uint8_t* codes,    \
                                     ptrdiff_t rows, ptrdiff_t cols)          \
@@ -76,13 +76,15 @@ static void cp_rows_avx512_##SUFFIX(const T* wide, ptrdiff_t Wp, T b,        \
             MASK m = (MASK)((1u << left) - 1u);                              \
             MASK m0 = (MASK)((1u << (2 * left < V ? 2 * left : V)) - 1u);    \
             MASK m1 = (MASK)((1u << (2 * left > V ? 2 * left - V : 0)) - 1u); \
+            const T* u = up + 2 * c;                                         \
+            const T* l = lo + 2 * c;                                         \
             VEC o;                                                           \
             __m512i code;                                                    \
             pt_forward_step_##SUFFIX(                                        \
-                cp_rectified_##SUFFIX(_mm512_maskz_loadu_##PS(m0, up + 2 * c), bias, has_bias), \
-                cp_rectified_##SUFFIX(_mm512_maskz_loadu_##PS(m1, up + 2 * c + V), bias, has_bias), \
-                cp_rectified_##SUFFIX(_mm512_maskz_loadu_##PS(m0, lo + 2 * c), bias, has_bias), \
-                cp_rectified_##SUFFIX(_mm512_maskz_loadu_##PS(m1, lo + 2 * c + V), bias, has_bias), \
+                cp_relu_##SUFFIX(_mm512_maskz_loadu_##PS(m0, u), bias, has_bias), \
+                cp_relu_##SUFFIX(_mm512_maskz_loadu_##PS(m1, u + V), bias, has_bias), \
+                cp_relu_##SUFFIX(_mm512_maskz_loadu_##PS(m0, l), bias, has_bias), \
+                cp_relu_##SUFFIX(_mm512_maskz_loadu_##PS(m1, l + V), bias, has_bias), \
                 &o, &code);                                                  \
             if (left == V) {                                                 \
                 _mm512_storeu_##PS(row_out + c, o);                          \
@@ -101,15 +103,15 @@ CP_AVX512(double, f64, 8, __m512d, __mmask8, pd)
 /* ---- AVX2: pt_forward_rows_avx2's loop, each load biased and rectified
  * (a row's last vector overlaps the one before; rows narrower than a
  * vector are read and written through masks) ---- */
-#define CP_AVX2(T, SUFFIX, V, VEC, PS)                                        \
-__attribute__((target("avx2"), always_inline))                              \
-static inline VEC cp2_rectified_##SUFFIX(VEC v, VEC bias, int has_bias)      \
+#define CP_AVX2(T, SUFFIX, V, VEC, PS)                                       \
+__attribute__((target("avx2"), always_inline))                               \
+static inline VEC cp2_relu_##SUFFIX(VEC v, VEC bias, int has_bias)           \
 {                                                                            \
     if (has_bias) v = _mm256_add_##PS(v, bias);                              \
     return _mm256_and_##PS(v, _mm256_cmp_##PS(v, _mm256_setzero_##PS(), _CMP_NLE_UQ)); \
 }                                                                            \
                                                                              \
-__attribute__((target("avx2"), always_inline))                              \
+__attribute__((target("avx2"), always_inline))                               \
 static inline void cp2_at_##SUFFIX(const T* up, const T* lo, VEC bias,       \
                                    int has_bias, T* out, uint8_t* codes,     \
                                    ptrdiff_t c)                              \
@@ -117,16 +119,16 @@ static inline void cp2_at_##SUFFIX(const T* up, const T* lo, VEC bias,       \
     VEC o;                                                                   \
     uint64_t code;                                                           \
     pt2_forward_step_##SUFFIX(                                               \
-        cp2_rectified_##SUFFIX(_mm256_loadu_##PS(up + 2 * c), bias, has_bias), \
-        cp2_rectified_##SUFFIX(_mm256_loadu_##PS(up + 2 * c + V), bias, has_bias), \
-        cp2_rectified_##SUFFIX(_mm256_loadu_##PS(lo + 2 * c), bias, has_bias), \
-        cp2_rectified_##SUFFIX(_mm256_loadu_##PS(lo + 2 * c + V), bias, has_bias), \
+        cp2_relu_##SUFFIX(_mm256_loadu_##PS(up + 2 * c), bias, has_bias),    \
+        cp2_relu_##SUFFIX(_mm256_loadu_##PS(up + 2 * c + V), bias, has_bias), \
+        cp2_relu_##SUFFIX(_mm256_loadu_##PS(lo + 2 * c), bias, has_bias),    \
+        cp2_relu_##SUFFIX(_mm256_loadu_##PS(lo + 2 * c + V), bias, has_bias), \
         &o, &code);                                                          \
     _mm256_storeu_##PS(out + c, o);                                          \
     memcpy(codes + c, &code, V);                                             \
 }                                                                            \
                                                                              \
-__attribute__((target("avx2")))                                             \
+__attribute__((target("avx2")))                                              \
 static void cp_rows_avx2_##SUFFIX(const T* wide, ptrdiff_t Wp, T b,          \
                                   int has_bias, T* out, uint8_t* codes,      \
                                   ptrdiff_t rows, ptrdiff_t cols)            \
@@ -148,10 +150,10 @@ static void cp_rows_avx2_##SUFFIX(const T* wide, ptrdiff_t Wp, T b,          \
             VEC o;                                                           \
             uint64_t code;                                                   \
             pt2_forward_step_##SUFFIX(                                       \
-                cp2_rectified_##SUFFIX(_mm256_maskload_##PS(up, m0), bias, has_bias), \
-                cp2_rectified_##SUFFIX(_mm256_maskload_##PS(up + V, m1), bias, has_bias), \
-                cp2_rectified_##SUFFIX(_mm256_maskload_##PS(lo, m0), bias, has_bias), \
-                cp2_rectified_##SUFFIX(_mm256_maskload_##PS(lo + V, m1), bias, has_bias), \
+                cp2_relu_##SUFFIX(_mm256_maskload_##PS(up, m0), bias, has_bias), \
+                cp2_relu_##SUFFIX(_mm256_maskload_##PS(up + V, m1), bias, has_bias), \
+                cp2_relu_##SUFFIX(_mm256_maskload_##PS(lo, m0), bias, has_bias), \
+                cp2_relu_##SUFFIX(_mm256_maskload_##PS(lo + V, m1), bias, has_bias), \
                 &o, &code);                                                  \
             _mm256_maskstore_##PS(row_out, m, o);                            \
             memcpy(row_codes, &code, (size_t)cols);                          \
@@ -165,7 +167,7 @@ CP_AVX2(double, f64, 4, __m256d, pd)
 
 /* The pooled plane (rows x cols) and its codes from one filter's wide
  * output; wide is scratch (the portable variant rectifies it in place). */
-#define CP_DISPATCH(T, SUFFIX)                                                \
+#define CP_DISPATCH(T, SUFFIX)                                               \
 static void cp_rows_##SUFFIX(int isa, T* wide, ptrdiff_t Wp, T bias,         \
                              int has_bias, T* out, uint8_t* codes,           \
                              ptrdiff_t rows, ptrdiff_t cols)                 \
