@@ -27,16 +27,14 @@ from cython.parallel cimport prange, threadid
 
 cdef extern from "conv_pool.h" nogil:
     int cd_forward_filters(int isa)
-    void cd_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
-                             const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wfs,
-                             int nf, float* out, Py_ssize_t ofs, Py_ssize_t L)
-    void cd_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
-                             const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wfs,
-                             int nf, double* out, Py_ssize_t ofs, Py_ssize_t L)
-    void cp_rows_f32(int isa, float* wide, Py_ssize_t Wp, float bias, int has_bias,
-                     float* out, unsigned char* codes, Py_ssize_t rows, Py_ssize_t cols)
-    void cp_rows_f64(int isa, double* wide, Py_ssize_t Wp, double bias, int has_bias,
-                     double* out, unsigned char* codes, Py_ssize_t rows, Py_ssize_t cols)
+    void cp_block_f32(int isa, const float* xp, Py_ssize_t xcs, int C, const Py_ssize_t* offs,
+                      int nt, const float* w, Py_ssize_t wfs, int nf, const float* bias,
+                      float* wide, Py_ssize_t ofs, Py_ssize_t Wp, float* out,
+                      unsigned char* codes, Py_ssize_t rows, Py_ssize_t cols)
+    void cp_block_f64(int isa, const double* xp, Py_ssize_t xcs, int C, const Py_ssize_t* offs,
+                      int nt, const double* w, Py_ssize_t wfs, int nf, const double* bias,
+                      double* wide, Py_ssize_t ofs, Py_ssize_t Wp, double* out,
+                      unsigned char* codes, Py_ssize_t rows, Py_ssize_t cols)
 
 cdef enum:
     # Values a vector may read or write past a wide row's last position, as
@@ -99,7 +97,7 @@ def forward(
     cdef Py_ssize_t blocks = (F + block - 1) // block
     cdef Py_ssize_t per_run = (blocks + runs - 1) // runs
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t task, n, b, f0, nf, k
+    cdef Py_ssize_t task, n, b, f0, nf
     cdef floating* xp
     cdef floating* buf
     for task in prange(N * runs, nogil=True, schedule="static", num_threads=n_threads,
@@ -113,18 +111,12 @@ def forward(
             f0 = b * block
             nf = min(block, F - f0)
             if floating is float:
-                cd_forward_rows_f32(isa, xp, stride, <int> C, &offsets[0], <int> nt,
-                                    &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
-                for k in range(nf):
-                    cp_rows_f32(isa, buf + k * Lr, padded_width,
-                                bias[f0 + k] if has_bias else 0, has_bias,
-                                &out[n, f0 + k, 0, 0], &codes[n * F + f0 + k, 0, 0],
-                                rows, cols)
+                cp_block_f32(isa, xp, stride, <int> C, &offsets[0], <int> nt,
+                             &weight[f0, 0, 0, 0], C * nt, <int> nf,
+                             &bias[f0] if has_bias else NULL, buf, Lr, padded_width,
+                             &out[n, f0, 0, 0], &codes[n * F + f0, 0, 0], rows, cols)
             else:
-                cd_forward_rows_f64(isa, xp, stride, <int> C, &offsets[0], <int> nt,
-                                    &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
-                for k in range(nf):
-                    cp_rows_f64(isa, buf + k * Lr, padded_width,
-                                bias[f0 + k] if has_bias else 0, has_bias,
-                                &out[n, f0 + k, 0, 0], &codes[n * F + f0 + k, 0, 0],
-                                rows, cols)
+                cp_block_f64(isa, xp, stride, <int> C, &offsets[0], <int> nt,
+                             &weight[f0, 0, 0, 0], C * nt, <int> nf,
+                             &bias[f0] if has_bias else NULL, buf, Lr, padded_width,
+                             &out[n, f0, 0, 0], &codes[n * F + f0, 0, 0], rows, cols)

@@ -180,4 +180,27 @@ static void cp_rows_##SUFFIX(int isa, T* wide, ptrdiff_t Wp, T bias,         \
 CP_DISPATCH(float, f32)
 CP_DISPATCH(double, f64)
 
+/* One sample's filters 0..nf-1 (nf <= the forward tile's filters): the wide
+ * output of the 2 * rows rows the windows cover into wide (ofs values a
+ * filter), then each filter's pooled plane and codes (rows x cols each,
+ * planes end to end); bias NULL for none. */
+#define CP_BLOCK(T, SUFFIX)                                                  \
+static void cp_block_##SUFFIX(int isa, const T* xp, ptrdiff_t xcs, int C,    \
+                              const ptrdiff_t* offs, int nt, const T* w,     \
+                              ptrdiff_t wfs, int nf, const T* bias, T* wide, \
+                              ptrdiff_t ofs, ptrdiff_t Wp, T* out,           \
+                              uint8_t* codes, ptrdiff_t rows,                \
+                              ptrdiff_t cols)                                \
+{                                                                            \
+    cd_forward_rows_##SUFFIX(isa, xp, xcs, C, offs, nt, w, wfs, nf, wide,    \
+                             ofs, 2 * rows * Wp);                            \
+    for (int k = 0; k < nf; k++)                                             \
+        cp_rows_##SUFFIX(isa, wide + k * ofs, Wp, bias == NULL ? (T)0 : bias[k], \
+                         bias != NULL, out + k * rows * cols,                \
+                         codes + k * rows * cols, rows, cols);               \
+}
+
+CP_BLOCK(float, f32)
+CP_BLOCK(double, f64)
+
 #endif /* CYCONV_CONV_POOL_H */
