@@ -65,17 +65,19 @@ def _bits(a):
     return np.ascontiguousarray(a).view(np.uint8)
 
 
-def _with_every_variant(threads, check):
+def _with_every_variant(threads, check, families=(None,)):
     """Call ``check()`` with each variant of the direct convolution's and
-    the 2x2 pooling's kernels, at ``threads`` threads."""
+    the 2x2 pooling's kernels (and each of ``families`` for the
+    convolution alone: None is the rule's), at ``threads`` threads."""
     previous = cyconv.get_num_threads()
     cyconv.set_num_threads(threads)
     try:
         for pool_isa in POOL_VARIANTS:
             with mock.patch.object(_pool, "PAIRS_ISA", _kernels_pool.PAIRS_ISAS[pool_isa]):
                 for conv_isa in CONV_VARIANTS:
-                    with _runtime.direct_convolution("always", conv_isa):
-                        check()
+                    for family in families:
+                        with _runtime.direct_convolution("always", conv_isa, family):
+                            check()
     finally:
         cyconv.set_num_threads(previous)
 
@@ -160,7 +162,8 @@ def test_the_fused_pass_gives_the_layers_bits_with_every_variant(case, dtype, th
             assert saved.isa == want_saved.isa
             assert saved.indices is None and saved.pooled is got
 
-    _with_every_variant(threads, check)
+    # The layers alone on either family of direct kernels: the same sums.
+    _with_every_variant(threads, check, families=(None, "blocked"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
