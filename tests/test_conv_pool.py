@@ -148,12 +148,19 @@ def test_the_fused_pass_against_pytorch(case):
 def test_the_fused_pass_gives_the_layers_bits_with_every_variant(case, dtype, threads):
     rng = np.random.default_rng(2)
     x, weight, bias, geometry = _problem(rng, *case, dtype)
-    # Non-finite values spread through the sums; ReLU keeps NaN.
+    # Non-finite values spread through the sums (NaNs of both signs: inf -
+    # inf gives x86's negative NaN); ReLU keeps NaN.
     x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    x[0, -1, -1, :2] = [-np.nan, np.inf]
     x[-1, -1, -1, -1] = np.nan
+    # NaN biases, of both signs, meeting those NaN sums: the sum's NaN wins,
+    # as in the convolution's own store.
+    nan_bias = bias.copy()
+    nan_bias[::2] = np.nan
+    nan_bias[1::3] = -np.nan
 
     def check():
-        for b in (bias, np.empty(0, dtype)):
+        for b in (bias, nan_bias, np.empty(0, dtype)):
             want, want_saved = _layers_alone(x, weight, b, geometry)
             got, saved = _fused(x, weight, b, geometry)
             np.testing.assert_array_equal(_bits(got), _bits(want))

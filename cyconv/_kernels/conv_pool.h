@@ -34,8 +34,9 @@ static inline void cp_rows_portable_##SUFFIX(T* wide, ptrdiff_t Wp, T bias,  \
     for (ptrdiff_t r = 0; r < rows; r++) {                                   \
         T* up = wide + 2 * r * Wp;                                           \
         for (ptrdiff_t q = 0; q < 2 * cols; q++) {                           \
-            T u = has_bias ? up[q] + bias : up[q];                           \
-            T l = has_bias ? up[Wp + q] + bias : up[Wp + q];                 \
+            /* a NaN value stays its own NaN with a NaN bias too */          \
+            T u = has_bias && up[q] == up[q] ? up[q] + bias : up[q];         \
+            T l = has_bias && up[Wp + q] == up[Wp + q] ? up[Wp + q] + bias : up[Wp + q]; \
             up[q] = u > 0 || u != u ? u : (T)0;                              \
             up[Wp + q] = l > 0 || l != l ? l : (T)0;                         \
         }                                                                    \
@@ -54,7 +55,11 @@ CP_SCALAR(double, f64)
 __attribute__((target("avx512f"), always_inline))                            \
 static inline VEC cp_relu_##SUFFIX(VEC v, VEC bias, int has_bias)            \
 {                                                                            \
-    if (has_bias) v = _mm512_add_##PS(v, bias);                              \
+    /* A NaN v stays v's NaN even with a NaN bias, as in the convolution's \
+     * own store: x86 adds return their first operand's NaN, and which     \
+     * operand the compiler puts first is its choice. */                   \
+    if (has_bias) v = _mm512_mask_mov_##PS(_mm512_add_##PS(v, bias),         \
+        _mm512_cmp_##PS##_mask(v, v, _CMP_UNORD_Q), v);                      \
     /* v > 0 or unordered: kept; else +0.0 */                                \
     return _mm512_maskz_mov_##PS(                                            \
         _mm512_cmp_##PS##_mask(v, _mm512_setzero_##PS(), _CMP_NLE_UQ), v);   \
@@ -107,7 +112,9 @@ CP_AVX512(double, f64, 8, __m512d, __mmask8, pd)
 __attribute__((target("avx2"), always_inline))                               \
 static inline VEC cp2_relu_##SUFFIX(VEC v, VEC bias, int has_bias)           \
 {                                                                            \
-    if (has_bias) v = _mm256_add_##PS(v, bias);                              \
+    /* A NaN v stays v's NaN with a NaN bias too (see cp_relu above) */    \
+    if (has_bias) v = _mm256_blendv_##PS(_mm256_add_##PS(v, bias), v,        \
+                                         _mm256_cmp_##PS(v, v, _CMP_UNORD_Q)); \
     return _mm256_and_##PS(v, _mm256_cmp_##PS(v, _mm256_setzero_##PS(), _CMP_NLE_UQ)); \
 }                                                                            \
                                                                              \
