@@ -101,6 +101,12 @@ def _relu_then_max_pool(relu, pool):
             and relu.__dict__.get("_cache_thread") == threading.get_ident())
 
 
+def _still_as_one(relu, pool):
+    # A ReLU and pooling that ran as one with the convolution before them
+    # (their shared input never computed), neither run alone since.
+    return relu.output is None and pool.input is None and pool.output is not None
+
+
 # Layers that read their input and return a new array, never changing the
 # input; and layers that may return (a view of) their input itself.
 _NEW_ARRAY = (Convolution, BatchNormalization, Dense, MaxPooling, AveragePooling,
@@ -150,10 +156,12 @@ class Container(Layer):
     convolution computes the pooled output in one pass, never the full
     output in between.  The pooling then keeps what its own forward pass
     keeps; the convolution's and the ReLU's ``output`` (the ReLU's and the
-    pooling's ``input``) hold a read-only array of the convolution output's
-    shape, all NaN, with no values behind it, and the ReLU's own
+    pooling's ``input``), never computed, are None, and the ReLU's own
     ``backward`` raises RuntimeError until it runs forward again: the
-    container's backward pass applies its gradient through the pooling.
+    container's backward pass applies its gradient through the pooling,
+    as it does after a copy or pickle of the container, or with ``fuse``
+    changed, in between.  Set ``fuse = False`` to keep every layer's
+    output.
 
     Parameters
     ----------
@@ -282,6 +290,10 @@ class Container(Layer):
         self._single = single
         out = x[np.newaxis] if single else x
         layers = self.layers
+        # The poolings that ran as one with the Convolution and ReLU before
+        # them: backward must run their gradients as one too, whatever
+        # ``fuse`` says by then (their ReLU kept no input to run alone on).
+        ran_as_one = self._ran_as_one = set()
         i = 0
         while i < len(layers):
             if (self.fuse and i + 2 < len(layers) and _conv_relu_max_pool(*layers[i:i + 3])
@@ -291,7 +303,11 @@ class Container(Layer):
                 conv, relu, pool = layers[i:i + 3]
                 out, pooled = conv.forward(out, _relu=True, _max_pool=pool._arguments())
                 relu.forward(out, _applied=True, _kept=pooled is None)
-                out = pool.forward(out) if pooled is None else pool.forward(out, _pooled=pooled)
+                if pooled is None:
+                    out = pool.forward(out)
+                else:
+                    out = pool.forward(None, _pooled=pooled)
+                    ran_as_one.add(i + 2)
                 i += 3
             elif (self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1])
                     and _only_read_from(layers, i + 2)):
@@ -314,10 +330,12 @@ class Container(Layer):
         grad = as_float_input(output_gradient, "output_gradient")
         grad = grad[np.newaxis] if single else grad
         layers = self.layers
+        ran_as_one = self.__dict__.get("_ran_as_one", ())
         i = len(layers) - 1
         while i >= 0:
-            if (self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i])
-                    and _only_read_from(layers, i + 1)):
+            if ((i in ran_as_one and _still_as_one(layers[i - 1], layers[i]))
+                    or (self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i])
+                        and _only_read_from(layers, i + 1))):
                 # ReLU's gradient applied as the pooling scatters its own.
                 grad = call_guarded(layers[i], MaxPooling._input_gradient_through_relu, grad)
                 i -= 2

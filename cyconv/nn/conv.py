@@ -5,8 +5,6 @@ from the forward one, and calls into :mod:`cyconv.functional`.  It takes a
 batch ``(N, C, H, W)`` or one sample ``(C, H, W)``.
 """
 
-import functools
-
 import numpy as np
 
 from .. import _conv, _conv_pool, functional
@@ -18,14 +16,6 @@ from ._hints import input_shape_hint
 from .layer import WeightAndBias, array_kind, as_layer_input, check_gradient_shape
 
 __all__ = ["Convolution"]
-
-
-@functools.lru_cache(maxsize=16)
-def _unkept(shape, dtype):
-    """What a layer's ``output`` holds where a model ran it fused with the
-    layers after it and its output was never computed: a read-only array
-    of that shape and dtype, all NaN, no memory behind it."""
-    return np.broadcast_to(np.array(np.nan, dtype), shape)
 
 
 class Convolution(WeightAndBias):
@@ -179,8 +169,9 @@ class Convolution(WeightAndBias):
         # _max_pool (with _relu): the arguments of a MaxPooling after that
         # ReLU, for a model that runs the three as one; the call then
         # returns (output, pooled): pooled None, or where the fused pass
-        # ran, the pooling's (output, saved maxima) and an ``output``
-        # that holds no values (see _unkept).
+        # ran, the pooling's (output, saved maxima); ``output`` is then
+        # None, for it was never computed (backward takes its shape from
+        # _output_shape).
         self._require_built()
         x = as_layer_input(input, self.dtype)
         if x.shape[-3:] != self.input_shape or x.ndim not in (3, 4):
@@ -203,8 +194,9 @@ class Convolution(WeightAndBias):
             pooled = None if _max_pool is None else _conv_pool.pool_geometry(
                 geometry, *_max_pool)
             if pooled is not None:
-                self.output = _unkept(geometry.output_shape, x.dtype)
-                return self.output, _conv_pool.forward(x, weight, bias, geometry, pooled)
+                self.output = None
+                self._output_shape = geometry.output_shape
+                return None, _conv_pool.forward(x, weight, bias, geometry, pooled)
             out = _conv.conv2d_checked(x, weight, bias, geometry, relu=_relu)
         self.output = out
         return out if _max_pool is None else (out, None)
@@ -235,7 +227,8 @@ class Convolution(WeightAndBias):
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
         grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
-        check_gradient_shape(grad, self.output.shape, "Convolution")
+        shape = self._output_shape if self.output is None else self.output.shape
+        check_gradient_shape(grad, shape, "Convolution")
         x, weight = self._padded_input, self.weight.value
         geometry = self._checked_geometry(x, weight, self.biases)
         flags = grad.flags
