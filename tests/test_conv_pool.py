@@ -7,6 +7,7 @@ where it may, against the same model unfused and PyTorch."""
 
 import copy
 import pickle
+import platform
 from unittest import mock
 
 import numpy as np
@@ -24,6 +25,12 @@ CONV_VARIANTS = _runtime.available_isas()
 # backward pass follows the one the forward pass names).
 POOL_VARIANTS = [name for name in ("avx2", "avx512")
                  if name in _runtime.available_isas()]
+# Without them (processors without AVX2: arm64, say) the pooling takes the
+# int64-index kernels and nothing is fused (see the tests at the end).
+needs_the_fused_pass = pytest.mark.skipif(
+    _pool.PAIRS_ISA is None or not POOL_VARIANTS,
+    reason="the fused pass needs the 2x2 pooling's AVX2 or AVX-512 kernels, which this "
+           "processor does not run")
 
 # (x shape, filters, kernel, padding, dilation): LeNet's and the CIFAR-like
 # network's first layers (smaller batches), odd outputs whose last row or
@@ -70,6 +77,7 @@ def _with_every_variant(threads, check, families=(None,)):
     """Call ``check()`` with each variant of the direct convolution's and
     the 2x2 pooling's kernels (and each of ``families`` for the
     convolution alone: None is the rule's), at ``threads`` threads."""
+    assert POOL_VARIANTS and CONV_VARIANTS  # else nothing would be checked
     previous = cyconv.get_num_threads()
     cyconv.set_num_threads(threads)
     try:
@@ -108,6 +116,7 @@ def _reference(x, weight, bias, padding, dilation):
     return pooled, codes.astype(np.uint8)
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GEOMETRIES)
 def test_the_fused_pass_against_loops_over_every_window(case, dtype):
@@ -122,6 +131,7 @@ def test_the_fused_pass_against_loops_over_every_window(case, dtype):
         np.testing.assert_array_equal(saved.codes.reshape(want_codes.shape), want_codes)
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("case", GEOMETRIES[:4])
 def test_the_fused_pass_against_pytorch(case):
     torch = pytest.importorskip("torch")
@@ -143,6 +153,7 @@ def test_the_fused_pass_against_pytorch(case):
     np.testing.assert_array_equal(saved.codes.reshape(codes.shape), codes)
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GEOMETRIES)
@@ -174,6 +185,7 @@ def test_the_fused_pass_gives_the_layers_bits_with_every_variant(case, dtype, th
     _with_every_variant(threads, check, families=(None, "blocked"))
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relus_zeros_are_positive_and_tie_to_the_first_element(dtype):
     # Every value of the convolution is -1 plus a bias of -0.0 or +0.0:
@@ -189,6 +201,7 @@ def test_relus_zeros_are_positive_and_tie_to_the_first_element(dtype):
         assert not saved.codes.any()
 
 
+@needs_the_fused_pass
 def test_ceil_mode_is_fused_only_where_it_cuts_no_window_short():
     x = np.ones((1, 1, 6, 7), np.float32)
     with _runtime.direct_convolution("always"):
@@ -247,6 +260,7 @@ def _training_steps(model, x, grads, steps=2):
     return results
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("model", list(MODELS))
@@ -273,6 +287,7 @@ def test_a_fused_model_trains_as_the_layers_one_by_one(monkeypatch, model, dtype
     _with_every_variant(threads, check)
 
 
+@needs_the_fused_pass
 def test_the_fused_layers_keep_what_their_backward_passes_read():
     model = _lenet(np.float32)
     plain = copy.deepcopy(model)
@@ -309,6 +324,7 @@ def test_the_fused_layers_keep_what_their_backward_passes_read():
     relu.backward(np.ones(conv_w.output.shape, np.float32))
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("between", ["deepcopy", "pickle", "fuse off", "fuse off, deepcopy"])
 def test_backward_after_a_fused_forward_survives_copies_and_fuse_toggled(monkeypatch, between):
     calls = _spy(monkeypatch)
@@ -337,6 +353,7 @@ def test_backward_after_a_fused_forward_survives_copies_and_fuse_toggled(monkeyp
     assert bool(calls) == model.fuse
 
 
+@needs_the_fused_pass
 def test_only_these_layers_run_as_one(monkeypatch):
     calls = _spy(monkeypatch)
     x = np.random.default_rng(7).standard_normal((2, 1, 12, 12)).astype(np.float32)
@@ -380,6 +397,7 @@ def test_only_these_layers_run_as_one(monkeypatch):
     assert not calls
 
 
+@needs_the_fused_pass
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_training_steps_match_pytorch(dtype):
     torch = pytest.importorskip("torch")
@@ -415,6 +433,7 @@ def test_fused_training_steps_match_pytorch(dtype):
         np.testing.assert_allclose(mine.value, theirs.detach().numpy(), **tolerance)
 
 
+@needs_the_fused_pass
 def test_one_sample_and_predict_take_the_fused_pass_too(monkeypatch):
     calls = _spy(monkeypatch)
     fused = _lenet(np.float64)
@@ -434,3 +453,40 @@ def test_one_sample_and_predict_take_the_fused_pass_too(monkeypatch):
     np.testing.assert_array_equal(fused.predict(batch, batch_size=3),
                                   plain.predict(batch, batch_size=3))
     assert calls
+
+
+# -- where the fused pass cannot run ------------------------------------------
+
+def test_processors_with_avx2_run_every_variant_here():
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("AVX2 and AVX-512 are x86-64's")
+    if _runtime.DETECTED_ISA == "portable":
+        pytest.skip("this processor has no AVX2")
+    # So the tests above check every variant rather than none.
+    assert "avx2" in CONV_VARIANTS and "avx2" in POOL_VARIANTS
+    assert _kernels_pool.pairs_isa() != "portable"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_without_the_2x2_vector_kernels_nothing_is_fused(monkeypatch, dtype):
+    # As on a processor without AVX2: the pooling's kernels with int64
+    # indices, which the fused pass does not write.
+    monkeypatch.setattr(_pool, "PAIRS_ISA", None)
+    calls = _spy(monkeypatch)
+    fused = _lenet(dtype)
+    plain = copy.deepcopy(fused)
+    plain.fuse = False
+    x = np.random.default_rng(13).standard_normal((3, 1, 12, 12)).astype(dtype)
+    grads = [np.random.default_rng(14).standard_normal((3, 3)).astype(dtype)] * 3
+    with _runtime.direct_convolution("always"):
+        geometry = conv_geometry(x.shape, (4, 1, 3, 3), 1, 0, 1, 1)
+        assert _conv_pool.pool_geometry(geometry, (2, 2), (2, 2), (0, 0), False,
+                                        (1, 1)) is None
+        got = _training_steps(fused, x, grads, 3)
+        want = _training_steps(plain, x, grads, 3)
+    assert not calls
+    assert fused.layers[0].output is not None and fused.layers[2].input is not None
+    for (out, params), (out_w, params_w) in zip(got, want):
+        np.testing.assert_array_equal(_bits(out), _bits(out_w))
+        for g, w in zip(params, params_w):
+            np.testing.assert_array_equal(_bits(g), _bits(w))
