@@ -186,19 +186,58 @@ def test_the_fused_pass_gives_the_layers_bits_with_every_variant(case, dtype, th
 
 
 @needs_the_fused_pass
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [((1, 1, 28, 28), 8, 3, 0, 1), ((1, 3, 24, 30), 12, 3, 1, 1),
+                                  ((1, 3, 11, 10), 6, (3, 2), (0, 1), 2), GEOMETRIES[5]])
+def test_threads_that_split_a_samples_filters_give_the_same_bits(monkeypatch, case, dtype,
+                                                                 threads):
+    # With fewer samples than threads, each sample's blocks of filters are
+    # split between threads: as many threads as the work allows (the
+    # threshold lowered), so that they really split here.
+    monkeypatch.setattr(_conv, "MIN_MACS_PER_THREAD", 1)
+    runs = []
+    kernel = _conv_pool._conv_pool.forward
+
+    def spy(*args):
+        runs.append(args[-3])  # tasks per sample
+        return kernel(*args)
+    monkeypatch.setattr(_conv_pool._conv_pool, "forward", spy)
+    rng = np.random.default_rng(15)
+    x, weight, bias, geometry = _problem(rng, *case, dtype)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+
+    def check():
+        for b in (bias, np.empty(0, dtype)):
+            want, want_saved = _layers_alone(x, weight, b, geometry)
+            got, saved = _fused(x, weight, b, geometry)
+            np.testing.assert_array_equal(_bits(got), _bits(want))
+            np.testing.assert_array_equal(saved.codes, want_saved.codes)
+
+    _with_every_variant(threads, check)
+    assert runs and min(runs) > 1
+
+
+@needs_the_fused_pass
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relus_zeros_are_positive_and_tie_to_the_first_element(dtype):
-    # Every value of the convolution is -1 plus a bias of -0.0 or +0.0:
-    # ReLU gives +0.0 everywhere, whose windows all go to their first element.
-    x = np.ones((2, 1, 6, 6), dtype)
-    weight = np.full((3, 1, 1, 1), -1.0, dtype)
-    bias = np.array([-0.0, 0.0, -0.0], dtype)
+    # Products too small for the dtype round to -0.0, so the convolution's
+    # values are -0.0, with a -0.0 bias or none (+0.0 and a +0.0 bias give
+    # +0.0); ReLU makes them all +0.0, whose windows go to their first element.
+    tiny = np.finfo(dtype).tiny
+    x = np.full((2, 1, 6, 6), np.sqrt(tiny) * 2.0 ** -40, dtype)
+    weight = np.full((3, 1, 1, 1), -np.sqrt(tiny) * 2.0 ** -40, dtype)
     geometry = conv_geometry(x.shape, weight.shape, 1, 0, 1, 1)
-    for conv_isa in CONV_VARIANTS:
-        with _runtime.direct_convolution("always", conv_isa):
+
+    def check():
+        for bias in (np.array([-0.0, 0.0, -0.0], dtype), np.empty(0, dtype)):
+            conv = _conv.conv2d_checked(x, weight, bias, geometry)
+            assert (conv == 0).all() and np.signbit(conv[:, ::2]).all()
             got, saved = _fused(x, weight, bias, geometry)
-        assert not np.signbit(got).any() and not got.any()
-        assert not saved.codes.any()
+            assert not np.signbit(got).any() and not got.any()
+            assert not saved.codes.any()
+
+    _with_every_variant(1, check)
 
 
 @needs_the_fused_pass
