@@ -260,8 +260,8 @@ def conv_pool_wanted(geometry):
     """Whether a Convolution -> ReLU -> MaxPooling(2) whose convolution
     takes the direct path runs as one pass (cyconv/_conv_pool.py): where
     the forward pass alone would take the wide kernels, which the fused
-    pass runs (figures below)."""
-    return not blocked_suits(geometry, "forward", "avx512")
+    pass runs (figures below), by the rule or where a test forces them."""
+    return direct_family(geometry, "forward") == "wide"
 
 
 # The fused pass against the convolution (with its ReLU) then the 2x2

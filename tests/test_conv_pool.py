@@ -174,7 +174,8 @@ def test_the_fused_pass_gives_the_layers_bits_with_every_variant(case, dtype, th
     def check():
         for b in (bias, nan_bias, np.empty(0, dtype)):
             want, want_saved = _layers_alone(x, weight, b, geometry)
-            got, saved = _fused(x, weight, b, geometry)
+            with _runtime.direct_convolution("always", _runtime.isa()):  # the rule's family
+                got, saved = _fused(x, weight, b, geometry)
             np.testing.assert_array_equal(_bits(got), _bits(want))
             np.testing.assert_array_equal(saved.codes, want_saved.codes)
             assert saved.geometry == want_saved.geometry
@@ -256,6 +257,11 @@ def test_ceil_mode_is_fused_only_where_it_cuts_no_window_short():
         assert _conv_pool.pool_geometry(even, *windows, False, (2, 2)) is None
     with _runtime.direct_convolution("never"):
         assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is None
+    # Nor where the convolution is made to take the filter-blocked kernels.
+    with _runtime.direct_convolution("always", family="blocked"):
+        assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is None
+    with _runtime.direct_convolution("always", family="wide"):
+        assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is not None
 
 
 # -- in a model --------------------------------------------------------------
