@@ -98,11 +98,12 @@ def _openmp_flags():
 
 
 def _extra_args(module):
-    """Flags of one module.  The direct convolution's variants, and batch
+    """Flags of one module.  The direct convolution's variants (and the
+    fused convolution and pooling built on them), and batch
     normalisation's clones, must compute the same operations in the same
     order, bitwise: no contraction of a * b + c into fused multiply-adds
     beyond the ones written out."""
-    if module in ("_conv_direct", "_batchnorm") and sys.platform != "win32":
+    if module in ("_conv_direct", "_conv_pool", "_batchnorm") and sys.platform != "win32":
         return ["-ffp-contract=off"]
     return []
 

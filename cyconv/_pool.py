@@ -371,11 +371,18 @@ def _max_pool_pairs(x, out, geometry, indices=_NO_INDICES):
     (P, Hout, Wout) array followed in memory by the slack the backward
     kernel reads."""
     _, input_planes, output_planes = geometry.planes
-    size = out.size
-    codes = np.empty(size + _CODES_SLACK, dtype=np.uint8)[:size].reshape(output_planes)
+    codes = pairs_codes(geometry)
     _pool.max_pool2d_pairs_forward(x.reshape(input_planes), out.reshape(output_planes), codes,
                                    indices, PAIRS_ISA, geometry.threads())
     return codes
+
+
+def pairs_codes(geometry):
+    """An uninitialised (P, Hout, Wout) array for the 2x2 kernels' codes,
+    followed in memory by the slack the backward kernel reads."""
+    output_planes = geometry.planes[2]
+    size = output_planes[0] * output_planes[1] * output_planes[2]
+    return np.empty(size + _CODES_SLACK, dtype=np.uint8)[:size].reshape(output_planes)
 
 
 def _max_pool_pairs_backward(grad_output, codes, pooled, geometry, isa):
@@ -538,10 +545,15 @@ def max_pool2d_saving_checked(x, geometry):
     made for, as :func:`max_pool2d_saving`'s checks leave it."""
     if geometry.pairs and not geometry.empty:
         out = np.empty(geometry.output_shape, dtype=x.dtype)
-        codes = _max_pool_pairs(x, out, geometry)
-        return out, SavedMaxima(geometry, out, codes=codes, isa=PAIRS_ISA)
+        return out, saved_pairs(geometry, out, _max_pool_pairs(x, out, geometry))
     out, indices = _max_pool(x, geometry, True)
     return out, SavedMaxima(geometry, out, indices=indices)
+
+
+def saved_pairs(geometry, out, codes):
+    """The :class:`SavedMaxima` of a 2x2 forward pass that gave ``out`` and
+    ``codes`` (:func:`pairs_codes`), as :func:`max_pool2d_saving` keeps it."""
+    return SavedMaxima(geometry, out, codes=codes, isa=PAIRS_ISA)
 
 
 def max_pool2d_backward_saved(grad_output, saved, through_relu=False):

@@ -256,6 +256,28 @@ def direct_family(geometry, operation):
     return "blocked" if blocked_suits(geometry, operation, "avx512") else "wide"
 
 
+def conv_pool_wanted(geometry):
+    """Whether a Convolution -> ReLU -> MaxPooling(2) whose convolution
+    takes the direct path runs as one pass (cyconv/_conv_pool.py): where
+    the forward pass alone would take the wide kernels, which the fused
+    pass runs (figures below), by the rule or where a test forces them."""
+    return direct_family(geometry, "forward") == "wide"
+
+
+# The fused pass against the convolution (with its ReLU) then the 2x2
+# pooling, Zen 4, batch 64, ms, fused / one by one; 1 thread: median of 200
+# interleaved runs; 2 threads: min of 200 (the medians were the other
+# jobs' on the shared cores):
+#                             AVX-512 float32                 float64        AVX2 float32
+#                             1 thread       2 threads        1 thread       1 thread
+#   LeNet 1->8 3x3 28x28      0.158 / 0.243  0.101 / 0.151    0.298 / 0.397  0.157 / 0.241
+#   CIFAR 3->32 3x3 p1 32x32  1.51 / 2.03    1.05 / 1.53      3.13 / 5.08    1.58 / 2.28
+#   LeNet 8->16 3x3 13x13     0.277 / 0.261  0.177 / 0.156    0.451 / 0.471  0.271 / 0.275
+# (the last on the filter-blocked forward pass one by one).  The blocked
+# forward pass (small planes, many filters) is about as fast as the fused
+# wide one and the pooling together: those layers stay apart.
+
+
 def show_config(mode="stdout"):
     """Say which kernels this machine runs.
 

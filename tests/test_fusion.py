@@ -89,10 +89,13 @@ def test_fused_layers_give_the_unfused_results_bitwise(case, dtype, threads, tra
 
 
 def test_a_fused_relu_keeps_what_backward_needs_and_the_layers_outputs_say_so():
-    _, fused, _ = _models("lenet", np.float32)
+    # (A convolution and ReLU followed by MaxPooling(2) go further: see
+    # test_conv_pool.py.)
+    _, fused, _ = _models("no pooling, dilation, no bias", np.float32)
     conv, relu = fused.layers[0], fused.layers[1]
-    x = np.random.default_rng(0).standard_normal((3, 1, 12, 12)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((3, 2, 10, 10)).astype(np.float32)
     fused.forward(x)
+    fused.forward(x)  # the convolution's remembered checks too
     # Each layer alone: ReLU's output is max(conv(x), 0), and both layers say so.
     pre = Sequential([copy.deepcopy(conv)]).forward(x)
     np.testing.assert_array_equal(relu.output, np.maximum(pre, 0))

@@ -53,11 +53,18 @@ class ReLU(_Activation):
     array([0., 0., 5.])
     """
 
-    def forward(self, input, *, _applied=False):
+    def forward(self, input, *, _applied=False, _kept=True):
         # _applied: the layer before already stored max(x, 0) (a Convolution
         # run with it as one, see Container.forward): take its output as
         # both input and output.  Backward is unchanged: max(x, 0) > 0
-        # exactly where x > 0.
+        # exactly where x > 0.  _kept=False: that output was not even
+        # computed (the MaxPooling after this layer ran fused too, and
+        # applies this layer's gradient in its own backward pass): input
+        # and output are None, and backward refuses to run.
+        self._kept = _kept
+        if not _kept:
+            self.input = self.output = None
+            return None
         if _applied:
             self.input = self.output = input
             return input
@@ -65,6 +72,16 @@ class ReLU(_Activation):
 
     def _function(self, x):
         return relu(x)  # np.maximum(x, 0), bit for bit, in one compiled pass
+
+    def _require_forward(self):
+        if not self.__dict__.get("_kept", True):
+            raise RuntimeError(
+                "ReLU.backward after a forward pass its model ran fused with the "
+                "Convolution before and the MaxPooling after it, which never computed "
+                "this layer's input or output: run the model's backward instead, or "
+                "run forward again first (this layer's own, or the model's with "
+                "fuse = False)")
+        super()._require_forward()
 
     def _input_gradient(self, grad):
         return relu_gradient(grad, self.input)

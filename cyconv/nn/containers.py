@@ -83,6 +83,14 @@ def _stores_relu(first, second):
     return type(first) in (Convolution, BatchNormalization) and type(second) is ReLU
 
 
+def _conv_relu_max_pool(conv, relu, pool):
+    # Exact types, as _stores_relu; and only where the backward pass will
+    # run the ReLU and pooling's gradients as one (_relu_then_max_pool),
+    # for the ReLU's own backward needs the output the three never make.
+    return (type(conv) is Convolution and type(relu) is ReLU and type(pool) is MaxPooling
+            and relu.needs_input_gradient and pool.needs_input_gradient)
+
+
 def _relu_then_max_pool(relu, pool):
     # Only where the pooling's last input is the ReLU's last output (a
     # layer called on its own in between would break the chain), the
@@ -91,6 +99,12 @@ def _relu_then_max_pool(relu, pool):
     return (type(relu) is ReLU and type(pool) is MaxPooling and relu.needs_input_gradient
             and pool.needs_input_gradient and pool.input is relu.output
             and relu.__dict__.get("_cache_thread") == threading.get_ident())
+
+
+def _still_as_one(relu, pool):
+    # A ReLU and pooling that ran as one with the convolution before them
+    # (their shared input never computed), neither run alone since.
+    return relu.output is None and pool.input is None and pool.output is not None
 
 
 # Layers that read their input and return a new array, never changing the
@@ -135,6 +149,19 @@ class Container(Layer):
     gave, which must not change meanwhile), so never at the end of a
     container.  Set ``fuse = False`` on a container to run every layer on
     its own.
+
+    A Convolution, ReLU and ``MaxPooling(2)`` in a row go further where the
+    convolution runs on the direct kernels by output positions (stride 1,
+    from its second call on, when its checks are remembered): the
+    convolution computes the pooled output in one pass, never the full
+    output in between.  The pooling then keeps what its own forward pass
+    keeps; the convolution's and the ReLU's ``output`` (the ReLU's and the
+    pooling's ``input``), never computed, are None, and the ReLU's own
+    ``backward`` raises RuntimeError until it runs forward again: the
+    container's backward pass applies its gradient through the pooling,
+    as it does after a copy or pickle of the container, or with ``fuse``
+    changed, in between.  Set ``fuse = False`` to keep every layer's
+    output.
 
     Parameters
     ----------
@@ -263,9 +290,26 @@ class Container(Layer):
         self._single = single
         out = x[np.newaxis] if single else x
         layers = self.layers
+        # The poolings that ran as one with the Convolution and ReLU before
+        # them: backward must run their gradients as one too, whatever
+        # ``fuse`` says by then (their ReLU kept no input to run alone on).
+        ran_as_one = self._ran_as_one = set()
         i = 0
         while i < len(layers):
-            if (self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1])
+            if (self.fuse and i + 2 < len(layers) and _conv_relu_max_pool(*layers[i:i + 3])
+                    and _only_read_from(layers, i + 3)):
+                # Where it is exact and faster, the convolution computes the
+                # pooled output itself; else the pair, then the pooling.
+                conv, relu, pool = layers[i:i + 3]
+                out, pooled = conv.forward(out, _relu=True, _max_pool=pool._arguments())
+                relu.forward(out, _applied=True, _kept=pooled is None)
+                if pooled is None:
+                    out = pool.forward(out)
+                else:
+                    out = pool.forward(None, _pooled=pooled)
+                    ran_as_one.add(i + 2)
+                i += 3
+            elif (self.fuse and i + 1 < len(layers) and _stores_relu(layers[i], layers[i + 1])
                     and _only_read_from(layers, i + 2)):
                 # One pass over the convolution's output rather than two.
                 out = layers[i + 1].forward(layers[i].forward(out, _relu=True), _applied=True)
@@ -286,10 +330,12 @@ class Container(Layer):
         grad = as_float_input(output_gradient, "output_gradient")
         grad = grad[np.newaxis] if single else grad
         layers = self.layers
+        ran_as_one = self.__dict__.get("_ran_as_one", ())
         i = len(layers) - 1
         while i >= 0:
-            if (self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i])
-                    and _only_read_from(layers, i + 1)):
+            if ((i in ran_as_one and _still_as_one(layers[i - 1], layers[i]))
+                    or (self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i])
+                        and _only_read_from(layers, i + 1))):
                 # ReLU's gradient applied as the pooling scatters its own.
                 grad = call_guarded(layers[i], MaxPooling._input_gradient_through_relu, grad)
                 i -= 2

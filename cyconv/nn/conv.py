@@ -7,7 +7,7 @@ batch ``(N, C, H, W)`` or one sample ``(C, H, W)``.
 
 import numpy as np
 
-from .. import _conv, functional
+from .. import _conv, _conv_pool, functional
 from .._conv import _padding_amounts, conv_geometry
 from .._pad import CONV_PADDING_MODES
 from .._relu import relu
@@ -162,10 +162,16 @@ class Convolution(WeightAndBias):
         return dict(stride=self.stride, padding=padding, dilation=self.dilation,
                     groups=self.groups)
 
-    def forward(self, input, *, _relu=False):
+    def forward(self, input, *, _relu=False, _max_pool=None):
         # _relu: max(output, 0) applied as the output is stored, for a model
         # that runs this layer and a ReLU after it as one (see
         # Container.forward); ``output`` then holds the ReLU's output.
+        # _max_pool (with _relu): the arguments of a MaxPooling after that
+        # ReLU, for a model that runs the three as one; the call then
+        # returns (output, pooled): pooled None, or where the fused pass
+        # ran, the pooling's (output, saved maxima); ``output`` is then
+        # None, for it was never computed (backward takes its shape from
+        # _output_shape).
         self._require_built()
         x = as_layer_input(input, self.dtype)
         if x.shape[-3:] != self.input_shape or x.ndim not in (3, 4):
@@ -184,11 +190,16 @@ class Convolution(WeightAndBias):
             if _relu:
                 relu(out, out=out)
         else:
-            empty = bias is None
-            out = _conv.conv2d_checked(
-                x, weight, np.empty(0, x.dtype) if empty else bias, geometry, relu=_relu)
+            bias = np.empty(0, x.dtype) if bias is None else bias
+            pooled = None if _max_pool is None else _conv_pool.pool_geometry(
+                geometry, *_max_pool)
+            if pooled is not None:
+                self.output = None
+                self._output_shape = geometry.output_shape
+                return None, _conv_pool.forward(x, weight, bias, geometry, pooled)
+            out = _conv.conv2d_checked(x, weight, bias, geometry, relu=_relu)
         self.output = out
-        return out
+        return out if _max_pool is None else (out, None)
 
     # A training loop calls a layer with the same shapes every step; conv2d's
     # checks then give the same answer every time.  The layer keeps the
@@ -216,7 +227,8 @@ class Convolution(WeightAndBias):
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
         grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
-        check_gradient_shape(grad, self.output.shape, "Convolution")
+        shape = self._output_shape if self.output is None else self.output.shape
+        check_gradient_shape(grad, shape, "Convolution")
         x, weight = self._padded_input, self.weight.value
         geometry = self._checked_geometry(x, weight, self.biases)
         flags = grad.flags

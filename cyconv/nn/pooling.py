@@ -94,7 +94,7 @@ class _Pooling(Layer):
         function of the 4-D output gradient."""
         self._require_forward()
         check_unused_learning_rate(learning_rate)
-        grad = as_layer_input(output_gradient, self._input4.dtype, "output_gradient")
+        grad = as_layer_input(output_gradient, self.output.dtype, "output_gradient")
         check_gradient_shape(grad, self.output.shape, type(self).__name__)
         if not self.needs_input_gradient:
             return None
@@ -171,7 +171,22 @@ class MaxPooling(_Pooling):
         self._checked = ((kind, arguments, self._saved.geometry, self._had_batch)
                          if ready else None)
 
-    def forward(self, input):
+    def _require_forward(self):
+        # After a pass fused with the layers before (see forward) the input
+        # is None; backward reads only the output and the saved maxima.
+        if self.output is None:
+            super()._require_forward()
+
+    def forward(self, input, *, _pooled=None):
+        # _pooled: ``(output, saved)`` of this layer's pass over ``input``,
+        # computed with the layers before it (see Container.forward), which
+        # never made ``input``'s values: ``input`` is then None (backward
+        # reads only the output and the saved maxima).
+        if _pooled is not None:
+            self.input = self._input4 = None
+            self._had_batch = True
+            self.output, self._saved = _pooled
+            return self.output
         checked = getattr(self, "_checked", None)
         if checked is not None and array_kind(input) == checked[0]:
             arguments = checked[1]

@@ -1,0 +1,89 @@
+"""A convolution, its ReLU and 2x2 max pooling with stride 2 in one pass
+(_kernels/_conv_pool.pyx): which geometries it takes, and its buffers.
+
+For a model's Convolution -> ReLU -> MaxPooling(2) (see
+cyconv.nn.containers): the pooled output and what MaxPooling's backward
+pass keeps, bit for bit those of the three layers run one by one, without
+writing the convolution's output (four times the pooled one) and reading
+it back.  That holds where the convolution alone takes the direct path
+(whose two families compute every value by the same chain of fused
+multiply-adds as the kernel here) and the pooling alone the 2x2 kernels
+with one-byte codes; the caller (Convolution's forward) has checked the
+arrays, and the geometry is checked here.
+"""
+
+import numpy as np
+
+from . import _conv_direct, _pool, _runtime
+from ._kernels import _conv_direct as _direct_kernels
+from ._kernels import _conv_pool
+
+# Windows of the fused pooling: kernel, stride, padding, dilation.
+_WINDOWS = ((2, 2), (2, 2), (0, 0), (1, 1))
+
+# How many answers of pool_geometry are remembered.
+_ANSWERS_KEPT = 64
+_ANSWERS = {}
+
+
+def pool_geometry(geometry, kernel_size, stride, padding, ceil_mode, dilation):
+    """The :class:`~cyconv._pool.PoolGeometry` that ``MaxPooling(kernel_size,
+    stride, padding, ceil_mode, dilation)`` has on the output of the
+    convolution of ``geometry``, where the fused pass gives that layer's
+    results and the measured rule wants it (_runtime.conv_pool_wanted);
+    else None.
+
+    Its windows must tile the convolution's output without cutting any
+    short (2x2, stride 2, no padding, no dilation; under ``ceil_mode`` an
+    even output), for the 2x2 kernels whose codes the pooling's backward
+    pass reads."""
+    if (kernel_size, stride, padding, dilation) != _WINDOWS or type(ceil_mode) is not bool:
+        return None
+    key = (geometry, ceil_mode, _runtime.choices(), _pool.PAIRS_ISA)
+    try:
+        return _ANSWERS[key]
+    except KeyError:
+        pass
+    answer = _new_pool_geometry(geometry, ceil_mode)
+    if len(_ANSWERS) >= _ANSWERS_KEPT:
+        _ANSWERS.clear()
+    _ANSWERS[key] = answer
+    return answer
+
+
+def _new_pool_geometry(g, ceil_mode):
+    if not (g.batched and g.n > 0 and g.stride == (1, 1) and g.groups == 1
+            and g.out_height >= 2 and g.out_width >= 2
+            and _conv_direct.use(g, "forward") and _runtime.conv_pool_wanted(g)):
+        return None
+    pooled = _pool.pool_geometry((g.n, g.filters, g.out_height, g.out_width), *_WINDOWS[:3],
+                                 ceil_mode, _WINDOWS[3])
+    if not (pooled.pairs and 2 * pooled.out_height <= g.out_height
+            and 2 * pooled.out_width <= g.out_width):
+        return None
+    return pooled
+
+
+def forward(x4, weight, bias, geometry, pooled):
+    """``(out, saved)``: 2x2 max pooling of max(conv2d(x4, weight) + bias, 0)
+    (bias possibly empty), and the :class:`~cyconv._pool.SavedMaxima` that
+    MaxPooling's forward pass would keep, for ``pooled`` =
+    pool_geometry(geometry, ...) (not None)."""
+    g, plan = geometry, _conv_direct._plan(geometry)
+    n_threads = g.threads()
+    isa = _runtime.isa_code()
+    block = _conv_pool.filter_block(isa)
+    blocks = -(-g.filters // block)
+    # A sample per task, or with fewer samples than threads, its filter
+    # blocks split (the values do not depend on it).
+    runs = max(1, min(blocks, -(-n_threads // g.n)))
+    dtype = x4.dtype
+    out = np.empty(pooled.output_shape, dtype)
+    codes = _pool.pairs_codes(pooled)
+    _conv_pool.forward(
+        x4, weight, bias, out, codes,
+        np.empty((n_threads, g.channels * plan.stride), dtype),
+        np.empty((n_threads, block * _direct_kernels.round_up(
+            2 * pooled.out_height * plan.width)), dtype),
+        plan.offsets, plan.stride, g.pad_top, g.pad_left, plan.width, runs, isa, n_threads)
+    return out, _pool.saved_pairs(pooled, out, codes)
