@@ -34,7 +34,9 @@
 #   input gradient) broadcasts each input value against a block of weights
 #   packed (blocks, C, taps, B) into a tile of output pixels x filters, in
 #   the wide family's order (channel chunks, then taps): bitwise the same
-#   results.  The tile goes to a position-major scratch that is transposed
+#   results, though each output row leaves out the kernel rows that read
+#   padding rows only (with finite weights their zero products change no
+#   sum: a chain from +0 never holds -0).  The tile goes to a position-major scratch that is transposed
 #   into NCHW with the bias (and ReLU).  Its weight gradient reads the output
 #   gradient as blocks of filters, each position-major, visits output pixels
 #   only (no garbage: exact for any x), sums each value in runs of rows or
@@ -74,11 +76,11 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
     void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
@@ -391,6 +393,8 @@ cdef void _correlate_blocked(
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) each output row's taps...
+    bint skip_padding,                     # ...taken if True, else all taps
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
@@ -398,7 +402,9 @@ cdef void _correlate_blocked(
     xp[n, c, oh * sh * Wp + ow * sw + offsets[t]], then max(out, 0) with
     relu; at stride 1 the same sums as _correlate, in the same order.  Tasks are (sample, tile of
     filter blocks) pairs; each computes its rows into a position-major
-    scratch tile, then writes them transposed."""
+    scratch tile, then writes them transposed.  Output row oh takes taps
+    row_taps[oh, 0] <= t < row_taps[oh, 1] (the others read padding rows
+    only: zero products, which change no sum of finite weights)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
     cdef Py_ssize_t B = packed.shape[3]
@@ -407,6 +413,7 @@ cdef void _correlate_blocked(
     cdef Py_ssize_t positions = Ho * Wo
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
     cdef bint has_bias = bias.shape[0] > 0
+    cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
     cdef Py_ssize_t task, n, b0, nb, nf
     cdef floating* buf
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
@@ -418,11 +425,13 @@ cdef void _correlate_blocked(
         if floating is float:
             cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
+                                taps)
         else:
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
+                                taps)
         nf = min(F, (b0 + nb) * B) - b0 * B
         if floating is float:
             cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
@@ -471,15 +480,17 @@ def forward_blocked(
     floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     bint relu, int isa, int n_threads,
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
-    and for strided layers too."""
+    and for strided layers too.  Rows skip the taps that read padding rows
+    only where every weight is finite (else their products are NaN)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
-                       tiles, relu, isa, n_threads)
+                       row_taps, _all_finite(packed), tiles, relu, isa, n_threads)
 
 
 def backward_input_blocked(
@@ -489,14 +500,16 @@ def backward_input_blocked(
     floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
     floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
+    const int[:, ::1] row_taps,             # IN  (H, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
-    (the caller checks: pack_blocks)."""
+    (the caller checks: pack_blocks), skipping the taps of each row that
+    read padding rows only."""
     _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
-                       padded_width, 1, 1, tiles, False, isa, n_threads)
+                       padded_width, 1, 1, row_taps, True, tiles, False, isa, n_threads)
 
 
 def sum_positions(

@@ -28,13 +28,16 @@
 #define CB_VPB (CB_B / CB_VL)
 
 /* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
- * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks:
- * stored if first, else added to out.  SW is the column stride sw when
- * known at compile time (1), else 0. */
+ * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks
+ * and taps t0 <= t < t1 (the others, if any, read only padding: their
+ * products are zeros, which leave the sums as they are for finite
+ * weights, since a chain from +0 is never -0): stored if first, else
+ * added to out.  SW is the column stride sw when known at compile time
+ * (1), else 0. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw,
-    const int P, const int NB, const int SW)
+    int t0, int t1, const int P, const int NB, const int SW)
 {
     const ptrdiff_t step = SW ? SW : sw;
     CB_V acc[3][24][CB_VPB];
@@ -47,7 +50,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     for (int c = 0; c < C; c++) {
         const CB_T* xc = x + c * xcs;
         const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
-        for (int t = 0; t < nt; t++) {
+        for (int t = t0; t < t1; t++) {
             const CB_T* xq = xc + offs[t];
             CB_V wv[3][CB_VPB];
 #pragma GCC unroll 3
@@ -78,12 +81,13 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
 }
 
 #define CB_FWD_ARGS const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
-    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw
-#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw, int t0, \
+    int t1
+#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw, t0, t1
 #define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
 /* a tile size this variant's registers do not hold: never called */
 #define CB_FWD_UNUSED (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; \
-    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)P
+    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)t0; (void)t1; (void)P
 #define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
 
 static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
@@ -174,11 +178,13 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
  * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
  * r * wp on, columns q * sw; each row in tiles of nearly equal width.
  * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
- * L1 across rows. */
+ * L1 across rows.  Row r takes taps row_taps[2 r] <= t < row_taps[2 r + 1]
+ * (the caller leaves out those that read padding rows only), or all of
+ * them if row_taps is NULL. */
 static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
-    ptrdiff_t wp, ptrdiff_t sw, int chunk)
+    ptrdiff_t wp, ptrdiff_t sw, int chunk, const int* row_taps)
 {
     int pmax = nb == 1 ? CB_PMAX1 : nb == 2 ? CB_PMAX2 : CB_PMAX3;
     if (sw != 1 && pmax > 12) pmax = 12;
@@ -189,23 +195,24 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
         for (int r = 0; r < rows; r++) {
             const CB_T* xr = x + c0 * xcs + r * wp;
             CB_T* outr = out + (ptrdiff_t)r * width * ldo;
+            int t0 = row_taps ? row_taps[2 * r] : 0, t1 = row_taps ? row_taps[2 * r + 1] : nt;
             int q0 = 0;
             for (int i = 0; i < tiles; i++) {
                 int p = (width - q0 + tiles - i - 1) / (tiles - i);
                 const CB_T* xq = xr + q0 * sw;
                 CB_T* oq = outr + q0 * ldo;
                 if (nb == 3)
-                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, t0, t1, p);
                 else if (sw == 1 && nb == 1)
-                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, t0, t1, p);
                 else if (sw == 1)
-                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, t0, t1, p);
                 else if (nb == 1)
                     CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, p);
+                                                c0 == 0, sw, t0, t1, p);
                 else
                     CB_NAME(cb_fwd_strided_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, p);
+                                                c0 == 0, sw, t0, t1, p);
                 q0 += p;
             }
         }
