@@ -316,7 +316,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
-            plan.offsets,
+            plan.offsets, plan.row_taps,
             g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
             _runtime.isa_code(), n_threads)
     if grad_bias is not None:

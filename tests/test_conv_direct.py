@@ -675,3 +675,34 @@ def test_skipped_padding_rows_change_no_bit(dtype):
     assert np.isnan(results[0][0][:, 4, 0]).any()  # inf times a padding row's zero
     for out, _ in results[1:]:
         assert out.tobytes() == results[0][0].tobytes()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_filter_blocked_weight_gradient_with_a_non_finite_output_gradient(variant):
+    """The weight gradient leaves out the products of padding rows only
+    where the output gradient is finite (infinity times a padding zero is
+    NaN): an infinite or NaN output gradient on a border row gives the NaN
+    and infinities of the zero-padded sums, as the reference, and the same
+    bits at 1, 2 and 3 threads."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((5, 6, 8, 7))
+    w = rng.standard_normal((20, 6, 3, 3))
+    g = rng.standard_normal((5, 20, 8, 7))
+    g[1, 3, 0, 2], g[4, 17, 7, 6], g[2, 0, 3, 3] = np.inf, -np.inf, np.nan
+    found = []
+    try:
+        for threads in (1, 2, 3):
+            cyconv.set_num_threads(threads)
+            with _runtime.direct_convolution("always", variant, "blocked"):
+                found.append(conv2d_backward(g, x, w, padding=1)[1])
+    finally:
+        cyconv.set_num_threads(None)
+    for other in found[1:]:
+        assert other.tobytes() == found[0].tobytes()
+    with np.errstate(invalid="ignore"):
+        expected = _reference(x, w, g, (1, 1), (1, 1))[0][2]
+    for special in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(special(found[0]), special(expected))
+    finite = np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    np.testing.assert_allclose(found[0][finite], expected[finite], rtol=1e-12, atol=1e-12)

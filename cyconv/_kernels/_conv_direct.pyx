@@ -84,11 +84,13 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
-                            Py_ssize_t gns, Py_ssize_t xns, float* acc, Py_ssize_t accbs)
+                            Py_ssize_t gns, Py_ssize_t xns, float* acc, Py_ssize_t accbs,
+                            const int* row_taps)
     void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t gbs, int nb, const double* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
-                            Py_ssize_t gns, Py_ssize_t xns, double* acc, Py_ssize_t accbs)
+                            Py_ssize_t gns, Py_ssize_t xns, double* acc, Py_ssize_t accbs,
+                            const int* row_taps)
 
     void cb_store_planes_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              float* out, const float* bias, int relu)
@@ -100,9 +102,9 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_pad_plane_f64(int isa, const double* src, Py_ssize_t srs, int rows, int cols,
                           double* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
                           Py_ssize_t S)
-    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+    bint cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
                                Py_ssize_t q1, float* gt, float* sums)
-    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+    bint cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
                                Py_ssize_t q1, double* gt, double* sums)
 
 cdef enum:
@@ -542,6 +544,7 @@ cdef void _weight_blocked(
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
     floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ) noexcept:
@@ -555,7 +558,9 @@ cdef void _weight_blocked(
     sample; each copies a run of samples' output gradient for its filter
     blocks position-major (blocks of filters) into its thread's scratch,
     where it serves every channel of the task from cache.  The task of a
-    tile's first channels also keeps the per-pixel sums."""
+    tile's first channels also keeps the per-pixel sums.  Where that copy
+    is finite, output row oh takes only taps row_taps[oh, 0] <= t <
+    row_taps[oh, 1] (the others multiply padding zeros)."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
@@ -570,6 +575,7 @@ cdef void _weight_blocked(
     cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j
     cdef floating* buf
     cdef floating* total
+    cdef bint finite
     for task in prange(groups * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
         b0 = (task // channel_blocks) * per_tile
@@ -579,30 +585,37 @@ cdef void _weight_blocked(
         for k in range((N + run_samples - 1) // run_samples):
             n = k * run_samples
             ns = min(run_samples, N - n)
+            finite = True
             for j in range(ns):
                 for bb in range(nb):
                     total = &sums[b0 + bb, 0] if c0 == 0 else NULL
                     if floating is float:
-                        cb_position_major_f32(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
-                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
-                                              buf + j * gns + bb * gbs, total)
+                        if not cb_position_major_f32(
+                                isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                buf + j * gns + bb * gbs, total):
+                            finite = False
                     else:
-                        cb_position_major_f64(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
-                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
-                                              buf + j * gns + bb * gbs, total)
+                        if not cb_position_major_f64(
+                                isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                buf + j * gns + bb * gbs, total):
+                            finite = False
             for c in range(c0, min(C, c0 + per_task)):
                 if floating is float:
                     cb_weight_rows_f32(isa, buf, gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> Ho, <int> Wo,
                                        stride_h * padded_width, stride_w, <int> run_rows,
                                        <int> ns, gns, C * xp.shape[2],
-                                       &acc[b0, c, 0, 0], C * nt * B)
+                                       &acc[b0, c, 0, 0], C * nt * B,
+                                       &row_taps[0, 0] if finite else NULL)
                 else:
                     cb_weight_rows_f64(isa, buf, gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> Ho, <int> Wo,
                                        stride_h * padded_width, stride_w, <int> run_rows,
                                        <int> ns, gns, C * xp.shape[2],
-                                       &acc[b0, c, 0, 0], C * nt * B)
+                                       &acc[b0, c, 0, 0], C * nt * B,
+                                       &row_taps[0, 0] if finite else NULL)
 
 
 cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -619,6 +632,7 @@ def backward_weight_blocked(
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,             # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
@@ -628,5 +642,5 @@ def backward_weight_blocked(
     sum_positions), by the filter-blocked kernels.  Only output pixels are
     visited (no garbage positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, padded_width, stride_h, stride_w,
-                    run_rows, run_samples, isa, n_threads)
+    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, row_taps, padded_width, stride_h,
+                    stride_w, run_rows, run_samples, isa, n_threads)

@@ -224,11 +224,15 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
  * acc[b * accbs + t * CB_B + l] += sum over each run of run_rows output
  * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col * sw +
  * offs[t]], one chain per run; with several samples, run_rows covers the
- * plane and the run all of them (small planes make longer runs). */
+ * plane and the run all of them (small planes make longer runs).  With
+ * row_taps, output row r leaves out the taps outside row_taps[2 r] - t0 <=
+ * t < row_taps[2 r + 1] - t0 (they read padding rows only: for a finite
+ * g their zero products change no chain from +0, which never holds -0). */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
     int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns,
-    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int NB, const int NT)
+    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int* row_taps, int t0, const int NB,
+    const int NT)
 {
     ptrdiff_t o[24];
 #pragma GCC unroll 24
@@ -246,6 +250,30 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
             int r = r0 + (int)(i % (r1 - r0));
             const CB_T* gr = g + (i / (r1 - r0)) * gns + (ptrdiff_t)r * width * CB_B;
             const CB_T* xr = x + (i / (r1 - r0)) * xns + r * wp;
+            int lo = row_taps ? row_taps[2 * r] - t0 : 0;
+            int hi = row_taps ? row_taps[2 * r + 1] - t0 : NT;
+            if (lo > 0 || hi < NT) {
+                /* a border row: the same chains, some taps left out */
+                for (int col = 0; col < width; col++) {
+                    CB_V gv[2][CB_VPB];
+#pragma GCC unroll 2
+                    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                        for (int s = 0; s < CB_VPB; s++)
+                            gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
+#pragma GCC unroll 24
+                    for (int t = 0; t < NT; t++) {
+                        if (t < lo || t >= hi) continue;
+                        CB_V xb = CB_BCAST(xr + col * sw + o[t]);
+#pragma GCC unroll 2
+                        for (int b = 0; b < NB; b++)
+#pragma GCC unroll 16
+                            for (int s = 0; s < CB_VPB; s++)
+                                a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]);
+                    }
+                }
+                continue;
+            }
             for (int col = 0; col < width; col++) {
                 CB_V gv[2][CB_VPB];
 #pragma GCC unroll 2
@@ -278,9 +306,9 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
 
 #define CB_WGT_ARGS const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, \
     int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, \
-    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int* row_taps, int t0
 #define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, sw, run_rows, samples, gns, xns, acc, \
-    accbs
+    accbs, row_taps, t0
 #define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
 
 static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
@@ -313,6 +341,7 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
 #else
     (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp; (void)sw;
     (void)run_rows; (void)samples; (void)gns; (void)xns; (void)acc; (void)accbs; (void)NT;
+    (void)row_taps; (void)t0;
 #endif
 }
 #undef CB_WGT_CASE
@@ -320,11 +349,13 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
 #undef CB_WGT_ARGS
 
 /* Every tap of nb blocks (nb <= 2, and 1 where CB_TMAX2 is 0) against one
- * channel of a run of samples, in groups of nearly equal numbers of taps. */
+ * channel of a run of samples, in groups of nearly equal numbers of taps;
+ * with row_taps (non-NULL only for a finite g), row r's taps outside
+ * row_taps[2 r] <= t < row_taps[2 r + 1] left out. */
 static CB_ATTR void CB_NAME(cb_weight_rows)(
     const CB_T* g, ptrdiff_t gbs, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
     int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples,
-    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs)
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int* row_taps)
 {
     int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
     int groups = (nt + tmax - 1) / tmax;
@@ -333,10 +364,10 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
         int n = (nt - t0 + groups - i - 1) / (groups - i);
         if (nb == 1)
             CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
-                                gns, xns, acc + t0 * CB_B, accbs, n);
+                                gns, xns, acc + t0 * CB_B, accbs, row_taps, t0, n);
         else
             CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
-                                gns, xns, acc + t0 * CB_B, accbs, n);
+                                gns, xns, acc + t0 * CB_B, accbs, row_taps, t0, n);
         t0 += n;
     }
 }
