@@ -219,6 +219,28 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
     }
 }
 
+/* One output row of the weight-gradient tile below: its columns' output
+ * gradient times the tile's taps, those for which KEEP holds. */
+#define CB_WGT_COLUMNS(KEEP) \
+    for (int col = 0; col < width; col++) { \
+        CB_V gv[2][CB_VPB]; \
+        _Pragma("GCC unroll 2") \
+        for (int b = 0; b < NB; b++) \
+            _Pragma("GCC unroll 16") \
+            for (int s = 0; s < CB_VPB; s++) \
+                gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL); \
+        _Pragma("GCC unroll 24") \
+        for (int t = 0; t < NT; t++) { \
+            if (!(KEEP)) continue; \
+            CB_V xb = CB_BCAST(xr + col * sw + o[t]); \
+            _Pragma("GCC unroll 2") \
+            for (int b = 0; b < NB; b++) \
+                _Pragma("GCC unroll 16") \
+                for (int s = 0; s < CB_VPB; s++) \
+                    a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]); \
+        } \
+    }
+
 /* Weight gradient of NB blocks x NT taps against one channel of
  * ``samples`` samples (g and x advancing by gns and xns values a sample):
  * acc[b * accbs + t * CB_B + l] += sum over each run of run_rows output
@@ -252,45 +274,12 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
             const CB_T* xr = x + (i / (r1 - r0)) * xns + r * wp;
             int lo = row_taps ? row_taps[2 * r] - t0 : 0;
             int hi = row_taps ? row_taps[2 * r + 1] - t0 : NT;
-            if (lo > 0 || hi < NT) {
-                /* a border row: the same chains, some taps left out */
-                for (int col = 0; col < width; col++) {
-                    CB_V gv[2][CB_VPB];
-#pragma GCC unroll 2
-                    for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                        for (int s = 0; s < CB_VPB; s++)
-                            gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
-#pragma GCC unroll 24
-                    for (int t = 0; t < NT; t++) {
-                        if (t < lo || t >= hi) continue;
-                        CB_V xb = CB_BCAST(xr + col * sw + o[t]);
-#pragma GCC unroll 2
-                        for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                            for (int s = 0; s < CB_VPB; s++)
-                                a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]);
-                    }
-                }
-                continue;
-            }
-            for (int col = 0; col < width; col++) {
-                CB_V gv[2][CB_VPB];
-#pragma GCC unroll 2
-                for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                    for (int s = 0; s < CB_VPB; s++)
-                        gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
-#pragma GCC unroll 24
-                for (int t = 0; t < NT; t++) {
-                    CB_V xb = CB_BCAST(xr + col * sw + o[t]);
-#pragma GCC unroll 2
-                    for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                        for (int s = 0; s < CB_VPB; s++)
-                            a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]);
-                }
-            }
+            /* a border row (lo > 0 or hi < NT): the same chains, some taps
+             * left out; the other rows without the test */
+            if (lo > 0 || hi < NT)
+                CB_WGT_COLUMNS(t >= lo && t < hi)
+            else
+                CB_WGT_COLUMNS(1)
         }
 #pragma GCC unroll 2
         for (int b = 0; b < NB; b++)
@@ -345,6 +334,7 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
 #endif
 }
 #undef CB_WGT_CASE
+#undef CB_WGT_COLUMNS
 #undef CB_WGT_PASS
 #undef CB_WGT_ARGS
 
