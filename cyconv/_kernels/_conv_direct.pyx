@@ -36,12 +36,16 @@
 #   the wide family's order (channel chunks, then taps): bitwise the same
 #   results, though each output row leaves out the kernel rows that read
 #   padding rows only (with finite weights their zero products change no
-#   sum: a chain from +0 never holds -0).  The tile goes to a position-major scratch that is transposed
-#   into NCHW with the bias (and ReLU).  Its weight gradient reads the output
-#   gradient as blocks of filters, each position-major, visits output pixels
-#   only (no garbage: exact for any x), sums each value in runs of rows or
-#   of whole samples, each run one chain, the runs added in order, and splits
-#   tasks by (filter blocks, channels), never by samples.
+#   sum: a chain from +0 never holds -0).  The tile goes to a
+#   position-major scratch that is transposed into NCHW with the bias (and
+#   ReLU).  Its weight gradient copies the output gradient, a run of
+#   samples at a time, into blocks of filters, each position-major, in the
+#   thread's scratch (keeping the bias gradient's per-pixel sums on the
+#   way), visits output pixels only (no garbage: exact for any x; border
+#   rows leave out padding rows where that copy is finite), sums each value
+#   in runs of rows or of whole samples, each run one chain, the runs added
+#   in order, and splits tasks by (filter blocks, channels), never by
+#   samples.
 # * Indexing.  The caller checks the geometry (stride 1, one group, padding
 #   of the input gradient no larger than the dilated kernel's span) and
 #   allocates every buffer with the sizes plane_stride() and wide_length()
@@ -542,7 +546,8 @@ cdef void _weight_blocked(
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
-    floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
+    floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks()
+                                           #          * Hout * Wout * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -627,7 +632,8 @@ cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
-    floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
+    floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks()
+                                            #          * Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums

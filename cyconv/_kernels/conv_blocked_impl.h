@@ -202,11 +202,14 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
                 const CB_T* xq = xr + q0 * sw;
                 CB_T* oq = outr + q0 * ldo;
                 if (nb == 3)
-                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, t0, t1, p);
+                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                                        t0, t1, p);
                 else if (sw == 1 && nb == 1)
-                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, t0, t1, p);
+                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                                        t0, t1, p);
                 else if (sw == 1)
-                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, t0, t1, p);
+                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                                        t0, t1, p);
                 else if (nb == 1)
                     CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
                                                 c0 == 0, sw, t0, t1, p);
