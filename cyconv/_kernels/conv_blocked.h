@@ -208,15 +208,16 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
 static int cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
     ptrdiff_t q0, ptrdiff_t q1, T* gt, T* sums) \
 { \
-    T zero = 0; /* v * 0 is 0 for finite v, else NaN */ \
+    T zero[B] = {0}; /* v * 0 is 0 for finite v, else NaN; a chain per lane */ \
     for (ptrdiff_t q = q0; q < q1; q++) \
         for (int l = 0; l < B; l++) { \
             T v = l < nf ? g[l * P + q] : 0; \
             gt[q * B + l] = v; \
-            zero = zero + v * 0; \
+            zero[l] = zero[l] + v * 0; \
             if (sums) sums[q * B + l] = sums[q * B + l] + v; \
         } \
-    return zero == 0; \
+    for (int l = 1; l < B; l++) zero[0] = zero[0] + zero[l]; \
+    return zero[0] == 0; \
 }
 /* plane[0:S] = the rows x cols values at src (rows srs values apart)
  * placed with their top-left corner at (top, left) of a grid of rows of wp
