@@ -214,8 +214,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
                 x4[part], packed, bias, out[part],
                 np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
                 tiles, plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width,
-                *g.stride, relu,
-                _runtime.isa_code(), n_threads)
+                *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
@@ -316,9 +315,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
-            plan.offsets, plan.row_taps,
-            g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
-            _runtime.isa_code(), n_threads)
+            plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
+            run_rows, run_samples, _runtime.isa_code(), n_threads)
     if grad_bias is not None:
         _conv_direct.sum_positions(sums, grad_bias)
     # (FB, C, taps, B) back to (F, C, kh, kw)
