@@ -706,3 +706,26 @@ def test_filter_blocked_weight_gradient_with_a_non_finite_output_gradient(varian
     finite = np.isfinite(expected)
     assert finite.any() and not finite.all()
     np.testing.assert_allclose(found[0][finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_padding_rows_left_out_keep_the_sign_of_underflowed_zeros():
+    """Products that underflow to -0.0 make chains that hold -0.0; a
+    multiply-add with padding's +0.0 then turns that into +0.0 (for a
+    non-negative weight).  The padding rows the filter-blocked kernels leave
+    out must do the same: bitwise the wide kernels' results (which multiply
+    every padding zero), signs of zero included."""
+    rng = np.random.default_rng(29)
+    signs = lambda shape: rng.choice(np.array([-1.0, 1.0], np.float32), shape)
+    x = (signs((4, 20, 8, 8)) * np.float32(1e-30)).astype(np.float32)
+    w = (signs((24, 20, 3, 3)) * np.float32(1e-20)).astype(np.float32)
+    g = (signs((4, 24, 8, 8)) * np.float32(1e-30)).astype(np.float32)
+    found = []
+    for variant, family in [(v, "blocked") for v in VARIANTS] + [(None, "wide")]:
+        with _runtime.direct_convolution("always", variant, family):
+            found.append((conv2d(x, w, padding=1), conv2d_backward(g, x, w, padding=1)[0]))
+    out, gx = found[-1]
+    assert np.all(out == 0) and np.signbit(out).any() and not np.signbit(out).all()
+    assert np.signbit(gx).any() and not np.signbit(gx).all()
+    for other_out, other_gx in found[:-1]:
+        assert other_out.tobytes() == out.tobytes()
+        assert other_gx.tobytes() == gx.tobytes()

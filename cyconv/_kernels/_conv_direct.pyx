@@ -34,9 +34,10 @@
 #   input gradient) broadcasts each input value against a block of weights
 #   packed (blocks, C, taps, B) into a tile of output pixels x filters, in
 #   the wide family's order (channel chunks, then taps): bitwise the same
-#   results, though each output row leaves out the kernel rows that read
-#   padding rows only (with finite weights their zero products change no
-#   sum: a chain from +0 never holds -0).  The tile goes to a
+#   results, though each output row multiplies only the kernel rows that
+#   read data: those that read padding rows only add, per channel, the
+#   sum of their signed zeros w * 0 instead (the same bits, on the adder
+#   pipes).  The tile goes to a
 #   position-major scratch that is transposed into NCHW with the bias (and
 #   ReLU).  Its weight gradient copies the output gradient, a run of
 #   samples at a time, into blocks of filters, each position-major, in the
@@ -409,8 +410,9 @@ cdef void _correlate_blocked(
     relu; at stride 1 the same sums as _correlate, in the same order.  Tasks are (sample, tile of
     filter blocks) pairs; each computes its rows into a position-major
     scratch tile, then writes them transposed.  Output row oh takes taps
-    row_taps[oh, 0] <= t < row_taps[oh, 1] (the others read padding rows
-    only: zero products, which change no sum of finite weights)."""
+    row_taps[oh, 0] <= t < row_taps[oh, 1] as multiply-adds (the others
+    read padding rows only: their signed zeros are added, see
+    cb_fwd_tile)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
     cdef Py_ssize_t B = packed.shape[3]
@@ -492,8 +494,9 @@ def forward_blocked(
     bint relu, int isa, int n_threads,
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
-    and for strided layers too.  Rows skip the taps that read padding rows
-    only where every weight is finite (else their products are NaN)."""
+    and for strided layers too.  Rows add the taps that read padding rows
+    only as signed zeros where every weight is finite (else as
+    multiply-adds: NaN)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
                        row_taps, _all_finite(packed), tiles, relu, isa, n_threads)
@@ -564,8 +567,9 @@ cdef void _weight_blocked(
     blocks position-major (blocks of filters) into its thread's scratch,
     where it serves every channel of the task from cache.  The task of a
     tile's first channels also keeps the per-pixel sums.  Where that copy
-    is finite, output row oh takes only taps row_taps[oh, 0] <= t <
-    row_taps[oh, 1] (the others multiply padding zeros)."""
+    is finite, output row oh multiplies only taps row_taps[oh, 0] <= t <
+    row_taps[oh, 1] and adds the others' products with padding as the
+    signed zeros g * 0."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]

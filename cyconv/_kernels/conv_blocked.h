@@ -30,6 +30,7 @@
 #define CB_STORE(p, v) (*(p) = (v))
 #define CB_BCAST(p) (*(p))
 #define CB_ADD(a, b) ((a) + (b))
+#define CB_MUL(a, b) ((a) * (b))
 #define CB_SUFFIX portable_f32
 #include "conv_blocked_impl.h"
 
@@ -43,6 +44,7 @@
 #define CB_STORE(p, v) (*(p) = (v))
 #define CB_BCAST(p) (*(p))
 #define CB_ADD(a, b) ((a) + (b))
+#define CB_MUL(a, b) ((a) * (b))
 #define CB_SUFFIX portable_f64
 #include "conv_blocked_impl.h"
 
@@ -73,6 +75,7 @@
 #define CB_BCAST(p) _mm256_broadcast_ss(p)
 #define CB_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define CB_ADD(a, b) _mm256_add_ps(a, b)
+#define CB_MUL(a, b) _mm256_mul_ps(a, b)
 #define CB_SUFFIX avx2_f32
 #include "conv_blocked_impl.h"
 
@@ -86,6 +89,7 @@
 #define CB_BCAST(p) _mm256_broadcast_sd(p)
 #define CB_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define CB_ADD(a, b) _mm256_add_pd(a, b)
+#define CB_MUL(a, b) _mm256_mul_pd(a, b)
 #define CB_SUFFIX avx2_f64
 #include "conv_blocked_impl.h"
 #undef CB_ATTR
@@ -114,6 +118,7 @@
 #define CB_BCAST(p) _mm512_set1_ps(*(p))
 #define CB_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define CB_ADD(a, b) _mm512_add_ps(a, b)
+#define CB_MUL(a, b) _mm512_mul_ps(a, b)
 #define CB_SUFFIX avx512_f32
 #include "conv_blocked_impl.h"
 
@@ -127,6 +132,7 @@
 #define CB_BCAST(p) _mm512_set1_pd(*(p))
 #define CB_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define CB_ADD(a, b) _mm512_add_pd(a, b)
+#define CB_MUL(a, b) _mm512_mul_pd(a, b)
 #define CB_SUFFIX avx512_f64
 #include "conv_blocked_impl.h"
 #undef CB_ATTR

@@ -10,7 +10,7 @@
  *               3 blocks (0: no such tile)
  *   CB_TMAX1, CB_TMAX2  weight-gradient tile: most taps with 1 or 2 blocks
  *   CB_ZERO(), CB_LOAD(p), CB_STORE(p, v), CB_BCAST(p), CB_FMA(a, b, c),
- *   CB_ADD(a, b)   vector operations
+ *   CB_ADD(a, b), CB_MUL(a, b)   vector operations
  *   CB_SUFFIX   name suffix, e.g. avx512_f32
  *   CB_ATTR     function attributes (target ISA)
  * and this file undefines the element-type ones.
@@ -27,13 +27,37 @@
 #define CB_NAME(name) CB_CAT(name, CB_SUFFIX)
 #define CB_VPB (CB_B / CB_VL)
 
+/* acc += the terms of taps ta <= t < tb of channel c that multiply padding
+ * (+0): their sum, w * 0 added in order from the first (see below). */
+#define CB_FWD_ZEROS(ta, tb) do { \
+    CB_V z[3][CB_VPB]; \
+    _Pragma("GCC unroll 3") \
+    for (int b = 0; b < NB; b++) \
+        _Pragma("GCC unroll 16") \
+        for (int s = 0; s < CB_VPB; s++) { \
+            z[b][s] = CB_MUL(CB_LOAD(wc + b * wbs + (ta) * CB_B + s * CB_VL), CB_ZERO()); \
+            for (int t = (ta) + 1; t < (tb); t++) \
+                z[b][s] = CB_ADD(z[b][s], CB_MUL(CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL), \
+                                                 CB_ZERO())); \
+        } \
+    _Pragma("GCC unroll 3") \
+    for (int b = 0; b < NB; b++) \
+        _Pragma("GCC unroll 24") \
+        for (int q = 0; q < P; q++) \
+            _Pragma("GCC unroll 16") \
+            for (int s = 0; s < CB_VPB; s++) acc[b][q][s] = CB_ADD(acc[b][q][s], z[b][s]); \
+} while (0)
+
 /* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
- * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks
- * and taps t0 <= t < t1 (the others, if any, read only padding: their
- * products are zeros, which leave the sums as they are for finite
- * weights, since a chain from +0 is never -0): stored if first, else
- * added to out.  SW is the column stride sw when known at compile time
- * (1), else 0. */
+ * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks:
+ * stored if first, else added to out.  The taps outside t0 <= t < t1 read
+ * only padding (+0), so their terms are the signed zeros w * 0: each
+ * channel's run of them is added as one value, the sum of those zeros
+ * (-0 only if all are; NaN for a non-finite w), which leaves every chain
+ * bitwise as the multiply-adds would (adding a zero changes a nonzero sum
+ * not at all, and a zero sum as the zeros' signs say), on the adder
+ * rather than the multiply-add pipes.  SW is the column stride sw when
+ * known at compile time (1), else 0. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw,
@@ -50,6 +74,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     for (int c = 0; c < C; c++) {
         const CB_T* xc = x + c * xcs;
         const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
+        if (t0 > 0) CB_FWD_ZEROS(0, t0);
         for (int t = t0; t < t1; t++) {
             const CB_T* xq = xc + offs[t];
             CB_V wv[3][CB_VPB];
@@ -68,6 +93,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
                         acc[b][q][s] = CB_FMA(wv[b][s], xb, acc[b][q][s]);
             }
         }
+        if (t1 < nt) CB_FWD_ZEROS(t1, nt);
     }
 #pragma GCC unroll 3
     for (int b = 0; b < NB; b++)
@@ -168,6 +194,7 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
 #endif
 }
 #undef CB_FWD_UNUSED
+#undef CB_FWD_ZEROS
 #undef CB_FWD_CASES
 #undef CB_FWD_CASE
 #undef CB_FWD_PASS
@@ -178,9 +205,9 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
  * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
  * r * wp on, columns q * sw; each row in tiles of nearly equal width.
  * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
- * L1 across rows.  Row r takes taps row_taps[2 r] <= t < row_taps[2 r + 1]
- * (the caller leaves out those that read padding rows only), or all of
- * them if row_taps is NULL. */
+ * L1 across rows.  Row r multiply-adds taps row_taps[2 r] <= t <
+ * row_taps[2 r + 1] (the others read padding rows only: their signed zeros
+ * are added, see cb_fwd_tile), or all of them if row_taps is NULL. */
 static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
@@ -223,7 +250,9 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
 }
 
 /* One output row of the weight-gradient tile below: its columns' output
- * gradient times the tile's taps, those for which KEEP holds. */
+ * gradient times the tile's taps; for the taps where KEEP does not hold
+ * (reading padding, +0) the product g * 0 is added instead, a signed zero
+ * (NaN for a non-finite g): the same sums, on the adder pipes. */
 #define CB_WGT_COLUMNS(KEEP) \
     for (int col = 0; col < width; col++) { \
         CB_V gv[2][CB_VPB]; \
@@ -234,7 +263,14 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
                 gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL); \
         _Pragma("GCC unroll 24") \
         for (int t = 0; t < NT; t++) { \
-            if (!(KEEP)) continue; \
+            if (!(KEEP)) { \
+                _Pragma("GCC unroll 2") \
+                for (int b = 0; b < NB; b++) \
+                    _Pragma("GCC unroll 16") \
+                    for (int s = 0; s < CB_VPB; s++) \
+                        a[b][t][s] = CB_ADD(a[b][t][s], CB_MUL(gv[b][s], CB_ZERO())); \
+                continue; \
+            } \
             CB_V xb = CB_BCAST(xr + col * sw + o[t]); \
             _Pragma("GCC unroll 2") \
             for (int b = 0; b < NB; b++) \
@@ -250,9 +286,9 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
  * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col * sw +
  * offs[t]], one chain per run; with several samples, run_rows covers the
  * plane and the run all of them (small planes make longer runs).  With
- * row_taps, output row r leaves out the taps outside row_taps[2 r] - t0 <=
- * t < row_taps[2 r + 1] - t0 (they read padding rows only: for a finite
- * g their zero products change no chain from +0, which never holds -0). */
+ * row_taps, output row r adds the signed zeros g * 0 for the taps outside
+ * row_taps[2 r] - t0 <= t < row_taps[2 r + 1] - t0 (which read padding
+ * rows only) rather than multiply-adding the padding: the same bits. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
     int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns,
@@ -379,4 +415,5 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
 #undef CB_BCAST
 #undef CB_FMA
 #undef CB_ADD
+#undef CB_MUL
 #undef CB_SUFFIX
