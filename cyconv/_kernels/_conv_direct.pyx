@@ -567,9 +567,9 @@ cdef void _weight_blocked(
     blocks position-major (blocks of filters) into its thread's scratch,
     where it serves every channel of the task from cache.  The task of a
     tile's first channels also keeps the per-pixel sums.  Where that copy
-    is finite, output row oh multiplies only taps row_taps[oh, 0] <= t <
-    row_taps[oh, 1] and adds the others' products with padding as the
-    signed zeros g * 0."""
+    is finite, output row oh takes only taps row_taps[oh, 0] <= t <
+    row_taps[oh, 1] (the others' terms are signed zeros, which change no
+    running sum here: see cb_wgt_tile)."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]

@@ -250,9 +250,8 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
 }
 
 /* One output row of the weight-gradient tile below: its columns' output
- * gradient times the tile's taps; for the taps where KEEP does not hold
- * (reading padding, +0) the product g * 0 is added instead, a signed zero
- * (NaN for a non-finite g): the same sums, on the adder pipes. */
+ * gradient times the tile's taps, those for which KEEP holds (see
+ * cb_wgt_tile for why leaving the others out is exact here). */
 #define CB_WGT_COLUMNS(KEEP) \
     for (int col = 0; col < width; col++) { \
         CB_V gv[2][CB_VPB]; \
@@ -263,14 +262,7 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
                 gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL); \
         _Pragma("GCC unroll 24") \
         for (int t = 0; t < NT; t++) { \
-            if (!(KEEP)) { \
-                _Pragma("GCC unroll 2") \
-                for (int b = 0; b < NB; b++) \
-                    _Pragma("GCC unroll 16") \
-                    for (int s = 0; s < CB_VPB; s++) \
-                        a[b][t][s] = CB_ADD(a[b][t][s], CB_MUL(gv[b][s], CB_ZERO())); \
-                continue; \
-            } \
+            if (!(KEEP)) continue; \
             CB_V xb = CB_BCAST(xr + col * sw + o[t]); \
             _Pragma("GCC unroll 2") \
             for (int b = 0; b < NB; b++) \
@@ -286,9 +278,13 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
  * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col * sw +
  * offs[t]], one chain per run; with several samples, run_rows covers the
  * plane and the run all of them (small planes make longer runs).  With
- * row_taps, output row r adds the signed zeros g * 0 for the taps outside
- * row_taps[2 r] - t0 <= t < row_taps[2 r + 1] - t0 (which read padding
- * rows only) rather than multiply-adding the padding: the same bits. */
+ * row_taps (given only for a finite g), output row r leaves out the taps
+ * outside row_taps[2 r] - t0 <= t < row_taps[2 r + 1] - t0, which read
+ * padding rows only: their terms g * 0 are signed zeros, which can change
+ * a chain only from -0 to +0, and every chain is then added to acc, which
+ * starts at +0 and never holds -0 (two floats sum to zero only exactly,
+ * +0; a nonzero sum of two floats never rounds to zero), so the result is
+ * the same either way. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
     int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns,
