@@ -106,6 +106,8 @@ class _Plan:
     grad_left: int
     grad_width: int
     grad_stride: int
+    row_taps: np.ndarray         # filter-blocked forward: each output row's taps
+    grad_row_taps: np.ndarray    # ...and input gradient's (see _row_taps)
     packed_stride: int           # weight gradient: values per plane of a run
     samples_per_part: int
     parts: int
@@ -117,6 +119,23 @@ class _Plan:
         """Slices of the batch, each at most ``chunk`` samples and starting
         at a multiple of samples_per_part (so each holds whole parts)."""
         return [slice(first, min(n, first + self.chunk)) for first in range(0, n, self.chunk)]
+
+
+def _row_taps(out_rows, kernel, read_row, data_top, data_rows):
+    """(out_rows, 2): for each output row, the range [t0, t1) of taps (in
+    the order of the offsets: rows of the kernel, then columns) whose
+    kernel row i reads input row ``read_row(row, i)`` of the padded planes
+    within the data, rows data_top to data_top + data_rows; the other taps
+    read padding rows only.  (read_row is monotonic in i, so the taps that
+    remain are one range.)"""
+    kh, kw = kernel
+    ranges = []
+    for row in range(out_rows):
+        inside = [i for i in range(kh) if data_top <= read_row(row, i) < data_top + data_rows]
+        ranges.append((inside[0] * kw, (inside[-1] + 1) * kw) if inside else (0, 0))
+    taps = np.array(ranges, np.intc).reshape(out_rows, 2)
+    taps.flags.writeable = False
+    return taps
 
 
 def _offsets(kernel, dilation, width, flipped=False):
@@ -169,6 +188,10 @@ def _plan(g):
         grad_offsets=_offsets(g.kernel, g.dilation, grad_width, flipped=True),
         grad_top=span_h - g.pad_top, grad_left=span_w - g.pad_left, grad_width=grad_width,
         grad_stride=grad_stride,
+        row_taps=_row_taps(g.out_height, g.kernel, lambda r, i: r * g.stride[0] + i * dh,
+                           g.pad_top, g.height),
+        grad_row_taps=_row_taps(g.height, g.kernel, lambda r, i: r + (kh - 1 - i) * dh,
+                                span_h - g.pad_top, g.out_height),
         packed_stride=packed, samples_per_part=per_part, parts=-(-g.n // per_part),
         chunk=chunk,
     )
@@ -190,8 +213,8 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part],
                 np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-                tiles, plan.offsets, g.pad_top, g.pad_left, plan.width, *g.stride, relu,
-                _runtime.isa_code(), n_threads)
+                tiles, plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width,
+                *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
@@ -216,8 +239,8 @@ def grad_input(g4, weight, geometry, n_threads):
             _conv_direct.backward_input_blocked(
                 g4[part], packed, grad_input[part],
                 np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
-                tiles, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
-                _runtime.isa_code(), n_threads)
+                tiles, plan.grad_offsets, plan.grad_row_taps, plan.grad_top, plan.grad_left,
+                plan.grad_width, _runtime.isa_code(), n_threads)
         return grad_input
     transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
@@ -308,9 +331,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
-            plan.offsets,
-            g.pad_top, g.pad_left, plan.width, *g.stride, run_rows, run_samples,
-            _runtime.isa_code(), n_threads)
+            plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
+            run_rows, run_samples, _runtime.isa_code(), n_threads)
     if grad_bias is not None:
         _conv_direct.sum_positions(sums, grad_bias)
     # (FB, C, taps, B) back to (F, C, kh, kw)

@@ -617,3 +617,124 @@ def test_bias_gradient_from_the_weight_pass_is_the_ordered_sum(dtype, monkeypatc
     finally:
         cyconv.set_num_threads(None)
         _conv_direct._plan.cache_clear()
+
+
+@pytest.mark.parametrize("kernel, dilation, stride, padding, height", [
+    (3, 1, 1, 1, 8), (3, 2, 1, 2, 9), (5, 1, 2, 2, 11), (3, 1, 1, 2, 4), (4, 1, 3, 3, 10)])
+def test_rows_skip_exactly_the_taps_that_read_padding_rows_only(kernel, dilation, stride,
+                                                                 padding, height):
+    """The filter-blocked forward pass and input gradient leave out, per
+    output row, the kernel rows that read padding only (zero products): the
+    taps kept (taps in the order of rows of the kernel, then its 2 columns)
+    are those whose row of the zero-padded input holds data."""
+    g = geometry((1, 1, height, 7), (1, 1, kernel, 2), stride=(stride, 1),
+                 padding=(padding, 0), dilation=(dilation, 1))
+    plan = _conv_direct._plan(g)
+    data = np.pad(np.ones(height), padding) == 1         # rows of the padded input
+    for row, (t0, t1) in enumerate(plan.row_taps):
+        kept = [i for i in range(kernel) if data[row * stride + i * dilation]]
+        assert set(range(t0, t1)) == {2 * i + j for i in kept for j in range(2)}
+    if stride == 1:  # the input gradient: the output gradient, padded, flipped taps
+        span = dilation * (kernel - 1)
+        data = np.pad(np.ones(g.out_height), (span - padding, span - padding)) == 1
+        for row, (t0, t1) in enumerate(plan.grad_row_taps):
+            kept = [i for i in range(kernel) if data[row + (kernel - 1 - i) * dilation]]
+            assert set(range(t0, t1)) == {2 * i + j for i in kept for j in range(2)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_skipped_padding_rows_change_no_bit(dtype):
+    """Leaving out products with padding zeros is exact for finite weights
+    (a chain from +0 never holds -0, so adding a zero changes nothing):
+    bitwise the wide kernels' results, which multiply every zero, also with
+    -0.0 inputs and negative weights (zero sums must stay +0.0); with a
+    non-finite weight nothing is left out, and the NaN that infinity times
+    a padding zero makes appears as in the wide kernels."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((3, 19, 6, 8)).astype(dtype)
+    x[1] = -0.0
+    w = -np.abs(rng.standard_normal((33, 19, 3, 3))).astype(dtype)
+    g = rng.standard_normal((3, 33, 6, 8)).astype(dtype)
+    g[2] = -0.0
+
+    def both_families(w):
+        found = []
+        for variant, family in [(v, "blocked") for v in VARIANTS] + [(None, "wide")]:
+            with _runtime.direct_convolution("always", variant, family):
+                found.append((conv2d(x, w, padding=1),
+                               conv2d_backward(g, x, w, padding=1)[0]))
+        return found
+
+    results = both_families(w)
+    assert np.all(results[0][0][1] == 0) and not np.signbit(results[0][0][1]).any()
+    for out, gx in results[1:]:
+        assert out.tobytes() == results[0][0].tobytes()
+        assert gx.tobytes() == results[0][1].tobytes()
+    w[4, 2, 0, 1] = np.inf
+    results = both_families(w)
+    assert np.isnan(results[0][0][:, 4, 0]).any()  # inf times a padding row's zero
+    for out, _ in results[1:]:
+        assert out.tobytes() == results[0][0].tobytes()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_filter_blocked_weight_gradient_with_a_non_finite_output_gradient(variant):
+    """The weight gradient leaves out the products of padding rows only
+    where the output gradient is finite (infinity times a padding zero is
+    NaN): an infinite or NaN output gradient on a border row gives the NaN
+    and infinities of the zero-padded sums, as the reference, and the same
+    bits at 1, 2 and 3 threads."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((5, 6, 8, 7))
+    w = rng.standard_normal((20, 6, 3, 3))
+    g = rng.standard_normal((5, 20, 8, 7))
+    g[1, 3, 0, 2], g[4, 17, 7, 6], g[2, 0, 3, 3] = np.inf, -np.inf, np.nan
+    found = []
+    try:
+        for threads in (1, 2, 3):
+            cyconv.set_num_threads(threads)
+            with _runtime.direct_convolution("always", variant, "blocked"):
+                found.append(conv2d_backward(g, x, w, padding=1)[1])
+    finally:
+        cyconv.set_num_threads(None)
+    for other in found[1:]:
+        assert other.tobytes() == found[0].tobytes()
+    with np.errstate(invalid="ignore"):
+        expected = _reference(x, w, g, (1, 1), (1, 1))[0][2]
+    for special in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(special(found[0]), special(expected))
+    finite = np.isfinite(expected)
+    assert finite.any() and not finite.all()
+    np.testing.assert_allclose(found[0][finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_padding_rows_left_out_keep_the_sign_of_underflowed_zeros():
+    """Products that underflow to -0.0 make chains that hold -0.0; a
+    multiply-add with padding's +0.0 then turns that into +0.0 (for a
+    non-negative weight).  The padding rows the filter-blocked kernels leave
+    out must do the same: bitwise the wide kernels' results (which multiply
+    every padding zero), signs of zero included."""
+    rng = np.random.default_rng(29)
+    signs = lambda shape: rng.choice(np.array([-1.0, 1.0], np.float32), shape)
+    x = (signs((4, 20, 8, 8)) * np.float32(1e-30)).astype(np.float32)
+    w = (signs((24, 20, 3, 3)) * np.float32(1e-20)).astype(np.float32)
+    g = (signs((4, 24, 8, 8)) * np.float32(1e-30)).astype(np.float32)
+    found, weight_gradients = [], []
+    for variant, family in [(v, "blocked") for v in VARIANTS] + [(None, "wide")]:
+        with _runtime.direct_convolution("always", variant, family):
+            gx, gw, _ = conv2d_backward(g, x, w, padding=1)
+            found.append((conv2d(x, w, padding=1), gx))
+            if family == "blocked":
+                weight_gradients.append(gw)
+    out, gx = found[-1]
+    assert np.all(out == 0) and np.signbit(out).any() and not np.signbit(out).all()
+    assert np.signbit(gx).any() and not np.signbit(gx).all()
+    for other_out, other_gx in found[:-1]:
+        assert other_out.tobytes() == out.tobytes()
+        assert other_gx.tobytes() == gx.tobytes()
+    # The weight gradient leaves the padding rows' zeros out: its chains are
+    # added to running sums from +0, so a zero comes out +0 either way.
+    gw = weight_gradients[0]
+    assert np.all(gw == 0) and not np.signbit(gw).any()
+    for other in weight_gradients[1:]:
+        assert other.tobytes() == gw.tobytes()

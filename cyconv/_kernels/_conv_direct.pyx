@@ -34,12 +34,19 @@
 #   input gradient) broadcasts each input value against a block of weights
 #   packed (blocks, C, taps, B) into a tile of output pixels x filters, in
 #   the wide family's order (channel chunks, then taps): bitwise the same
-#   results.  The tile goes to a position-major scratch that is transposed
-#   into NCHW with the bias (and ReLU).  Its weight gradient reads the output
-#   gradient as blocks of filters, each position-major, visits output pixels
-#   only (no garbage: exact for any x), sums each value in runs of rows or
-#   of whole samples, each run one chain, the runs added in order, and splits
-#   tasks by (filter blocks, channels), never by samples.
+#   results, though each output row multiplies only the kernel rows that
+#   read data: those that read padding rows only add, per channel, the
+#   sum of their signed zeros w * 0 instead (the same bits, on the adder
+#   pipes).  The tile goes to a
+#   position-major scratch that is transposed into NCHW with the bias (and
+#   ReLU).  Its weight gradient copies the output gradient, a run of
+#   samples at a time, into blocks of filters, each position-major, in the
+#   thread's scratch (keeping the bias gradient's per-pixel sums on the
+#   way), visits output pixels only (no garbage: exact for any x; border
+#   rows leave out padding rows where that copy is finite), sums each value
+#   in runs of rows or of whole samples, each run one chain, the runs added
+#   in order, and splits tasks by (filter blocks, channels), never by
+#   samples.
 # * Indexing.  The caller checks the geometry (stride 1, one group, padding
 #   of the input gradient no larger than the dilated kernel's span) and
 #   allocates every buffer with the sizes plane_stride() and wide_length()
@@ -74,19 +81,21 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
     void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
-                            Py_ssize_t gns, Py_ssize_t xns, float* acc, Py_ssize_t accbs)
+                            Py_ssize_t gns, Py_ssize_t xns, float* acc, Py_ssize_t accbs,
+                            const int* row_taps)
     void cb_weight_rows_f64(int isa, const double* g, Py_ssize_t gbs, int nb, const double* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
-                            Py_ssize_t gns, Py_ssize_t xns, double* acc, Py_ssize_t accbs)
+                            Py_ssize_t gns, Py_ssize_t xns, double* acc, Py_ssize_t accbs,
+                            const int* row_taps)
 
     void cb_store_planes_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              float* out, const float* bias, int relu)
@@ -98,9 +107,9 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_pad_plane_f64(int isa, const double* src, Py_ssize_t srs, int rows, int cols,
                           double* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
                           Py_ssize_t S)
-    void cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+    bint cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
                                Py_ssize_t q1, float* gt, float* sums)
-    void cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
+    bint cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
                                Py_ssize_t q1, double* gt, double* sums)
 
 cdef enum:
@@ -451,6 +460,8 @@ cdef void _correlate_blocked(
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) each output row's taps...
+    bint skip_padding,                     # ...taken if True, else all taps
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
@@ -458,7 +469,10 @@ cdef void _correlate_blocked(
     xp[n, c, oh * sh * Wp + ow * sw + offsets[t]], then max(out, 0) with
     relu; at stride 1 the same sums as _correlate, in the same order.  Tasks are (sample, tile of
     filter blocks) pairs; each computes its rows into a position-major
-    scratch tile, then writes them transposed."""
+    scratch tile, then writes them transposed.  Output row oh takes taps
+    row_taps[oh, 0] <= t < row_taps[oh, 1] as multiply-adds (the others
+    read padding rows only: their signed zeros are added, see
+    cb_fwd_tile)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
     cdef Py_ssize_t B = packed.shape[3]
@@ -467,6 +481,7 @@ cdef void _correlate_blocked(
     cdef Py_ssize_t positions = Ho * Wo
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
     cdef bint has_bias = bias.shape[0] > 0
+    cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
     cdef Py_ssize_t task, n, b0, nb, nf
     cdef floating* buf
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
@@ -478,11 +493,13 @@ cdef void _correlate_blocked(
         if floating is float:
             cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
+                                taps)
         else:
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk)
+                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
+                                taps)
         nf = min(F, (b0 + nb) * B) - b0 * B
         if floating is float:
             cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
@@ -531,15 +548,18 @@ def forward_blocked(
     floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     bint relu, int isa, int n_threads,
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
-    and for strided layers too."""
+    and for strided layers too.  Rows add the taps that read padding rows
+    only as signed zeros where every weight is finite (else as
+    multiply-adds: NaN)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
-                       tiles, relu, isa, n_threads)
+                       row_taps, _all_finite(packed), tiles, relu, isa, n_threads)
 
 
 def backward_input_blocked(
@@ -549,14 +569,16 @@ def backward_input_blocked(
     floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
     floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
+    const int[:, ::1] row_taps,             # IN  (H, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
-    (the caller checks: pack_blocks)."""
+    (the caller checks: pack_blocks), skipping the taps of each row that
+    read padding rows only."""
     _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
-                       padded_width, 1, 1, tiles, False, isa, n_threads)
+                       padded_width, 1, 1, row_taps, True, tiles, False, isa, n_threads)
 
 
 def sum_positions(
@@ -587,8 +609,10 @@ cdef void _weight_blocked(
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
-    floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
+    floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks()
+                                           #          * Hout * Wout * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
 ) noexcept:
@@ -602,7 +626,10 @@ cdef void _weight_blocked(
     sample; each copies a run of samples' output gradient for its filter
     blocks position-major (blocks of filters) into its thread's scratch,
     where it serves every channel of the task from cache.  The task of a
-    tile's first channels also keeps the per-pixel sums."""
+    tile's first channels also keeps the per-pixel sums.  Where that copy
+    is finite, output row oh takes only taps row_taps[oh, 0] <= t <
+    row_taps[oh, 1] (the others' terms are signed zeros, which change no
+    running sum here: see cb_wgt_tile)."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
@@ -617,6 +644,7 @@ cdef void _weight_blocked(
     cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j
     cdef floating* buf
     cdef floating* total
+    cdef bint finite
     for task in prange(groups * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
         b0 = (task // channel_blocks) * per_tile
@@ -626,30 +654,37 @@ cdef void _weight_blocked(
         for k in range((N + run_samples - 1) // run_samples):
             n = k * run_samples
             ns = min(run_samples, N - n)
+            finite = True
             for j in range(ns):
                 for bb in range(nb):
                     total = &sums[b0 + bb, 0] if c0 == 0 else NULL
                     if floating is float:
-                        cb_position_major_f32(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
-                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
-                                              buf + j * gns + bb * gbs, total)
+                        if not cb_position_major_f32(
+                                isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                buf + j * gns + bb * gbs, total):
+                            finite = False
                     else:
-                        cb_position_major_f64(isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
-                                              <int> min(B, F - (b0 + bb) * B), 0, positions,
-                                              buf + j * gns + bb * gbs, total)
+                        if not cb_position_major_f64(
+                                isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
+                                <int> min(B, F - (b0 + bb) * B), 0, positions,
+                                buf + j * gns + bb * gbs, total):
+                            finite = False
             for c in range(c0, min(C, c0 + per_task)):
                 if floating is float:
                     cb_weight_rows_f32(isa, buf, gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> Ho, <int> Wo,
                                        stride_h * padded_width, stride_w, <int> run_rows,
                                        <int> ns, gns, C * xp.shape[2],
-                                       &acc[b0, c, 0, 0], C * nt * B)
+                                       &acc[b0, c, 0, 0], C * nt * B,
+                                       &row_taps[0, 0] if finite else NULL)
                 else:
                     cb_weight_rows_f64(isa, buf, gbs, <int> nb, &xp[n, c, 0],
                                        &offsets[0], <int> nt, <int> Ho, <int> Wo,
                                        stride_h * padded_width, stride_w, <int> run_rows,
                                        <int> ns, gns, C * xp.shape[2],
-                                       &acc[b0, c, 0, 0], C * nt * B)
+                                       &acc[b0, c, 0, 0], C * nt * B,
+                                       &row_taps[0, 0] if finite else NULL)
 
 
 cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -661,11 +696,13 @@ cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
-    floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks() * Hout * Wout * B)
+    floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks()
+                                            #          * Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
     floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,             # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
@@ -675,5 +712,5 @@ def backward_weight_blocked(
     sum_positions), by the filter-blocked kernels.  Only output pixels are
     visited (no garbage positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, padded_width, stride_h, stride_w,
-                    run_rows, run_samples, isa, n_threads)
+    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, row_taps, padded_width, stride_h,
+                    stride_w, run_rows, run_samples, isa, n_threads)

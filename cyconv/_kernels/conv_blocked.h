@@ -30,6 +30,7 @@
 #define CB_STORE(p, v) (*(p) = (v))
 #define CB_BCAST(p) (*(p))
 #define CB_ADD(a, b) ((a) + (b))
+#define CB_MUL(a, b) ((a) * (b))
 #define CB_SUFFIX portable_f32
 #include "conv_blocked_impl.h"
 
@@ -43,6 +44,7 @@
 #define CB_STORE(p, v) (*(p) = (v))
 #define CB_BCAST(p) (*(p))
 #define CB_ADD(a, b) ((a) + (b))
+#define CB_MUL(a, b) ((a) * (b))
 #define CB_SUFFIX portable_f64
 #include "conv_blocked_impl.h"
 
@@ -73,6 +75,7 @@
 #define CB_BCAST(p) _mm256_broadcast_ss(p)
 #define CB_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define CB_ADD(a, b) _mm256_add_ps(a, b)
+#define CB_MUL(a, b) _mm256_mul_ps(a, b)
 #define CB_SUFFIX avx2_f32
 #include "conv_blocked_impl.h"
 
@@ -86,6 +89,7 @@
 #define CB_BCAST(p) _mm256_broadcast_sd(p)
 #define CB_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define CB_ADD(a, b) _mm256_add_pd(a, b)
+#define CB_MUL(a, b) _mm256_mul_pd(a, b)
 #define CB_SUFFIX avx2_f64
 #include "conv_blocked_impl.h"
 #undef CB_ATTR
@@ -114,6 +118,7 @@
 #define CB_BCAST(p) _mm512_set1_ps(*(p))
 #define CB_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define CB_ADD(a, b) _mm512_add_ps(a, b)
+#define CB_MUL(a, b) _mm512_mul_ps(a, b)
 #define CB_SUFFIX avx512_f32
 #include "conv_blocked_impl.h"
 
@@ -127,6 +132,7 @@
 #define CB_BCAST(p) _mm512_set1_pd(*(p))
 #define CB_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define CB_ADD(a, b) _mm512_add_pd(a, b)
+#define CB_MUL(a, b) _mm512_mul_pd(a, b)
 #define CB_SUFFIX avx512_f64
 #include "conv_blocked_impl.h"
 #undef CB_ATTR
@@ -154,28 +160,30 @@ static int cb_forward_blocks(int isa, int width, int blocks, int strided)
 
 static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,
-    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk)
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk,
+    const int* row_taps)
 { CD_DISPATCH(cb_forward_rows, f32, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk)); }
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps)); }
 static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const double* w, ptrdiff_t wbs, int nb, double* out,
-    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk)
+    ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk,
+    const int* row_taps)
 { CD_DISPATCH(cb_forward_rows, f64, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk)); }
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps)); }
 static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t gbs, int nb,
     const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, float* acc,
-    ptrdiff_t accbs)
+    ptrdiff_t accbs, const int* row_taps)
 { CD_DISPATCH(cb_weight_rows, f32, isa,
               (g, gbs, nb, x, offs, nt, rows, width, wp, sw, run_rows, samples, gns, xns, acc,
-               accbs)); }
+               accbs, row_taps)); }
 static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
     const double* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, double* acc,
-    ptrdiff_t accbs)
+    ptrdiff_t accbs, const int* row_taps)
 { CD_DISPATCH(cb_weight_rows, f64, isa,
               (g, gbs, nb, x, offs, nt, rows, width, wp, sw, run_rows, samples, gns, xns, acc,
-               accbs)); }
+               accbs, row_taps)); }
 
 /* ---- moving tiles between layouts: exact (copies, and the bias and ReLU
  * the same single operations in every variant), so the AVX-512 transposes
@@ -200,17 +208,22 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
  * for nf <= l < B (the block's padding filters); and each value added to
  * its position's running sum over samples, sums[q * B + l], unless sums
  * is NULL (the bias gradient's per-pixel partial sums, in the order of
- * samples, as conv2d_backward_bias adds them). */
+ * samples, as conv2d_backward_bias adds them).  Returns whether every
+ * value copied is finite. */
 #define CB_POSITION_MAJOR(T, B, SUFFIX) \
-static void cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
+static int cb_position_major_portable_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
     ptrdiff_t q0, ptrdiff_t q1, T* gt, T* sums) \
 { \
+    T zero[B] = {0}; /* v * 0 is 0 for finite v, else NaN; a chain per lane */ \
     for (ptrdiff_t q = q0; q < q1; q++) \
         for (int l = 0; l < B; l++) { \
             T v = l < nf ? g[l * P + q] : 0; \
             gt[q * B + l] = v; \
+            zero[l] = zero[l] + v * 0; \
             if (sums) sums[q * B + l] = sums[q * B + l] + v; \
         } \
+    for (int l = 1; l < B; l++) zero[0] = zero[0] + zero[l]; \
+    return zero[0] == 0; \
 }
 /* plane[0:S] = the rows x cols values at src (rows srs values apart)
  * placed with their top-left corner at (top, left) of a grid of rows of wp
@@ -293,7 +306,7 @@ static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose8(__m512
 
 /* The same as the portable versions, a B x B tile at a time; tails masked. */
 #define CB_MOVES_AVX512(T, V, B, SUFFIX, TRANSPOSE, MASK, LOAD, MASKZ_LOAD, MASK_STORE, \
-                        STORE, ADD, SET1, ZERO, KEEP) \
+                        STORE, ADD, MUL, CMP_MASK, SET1, ZERO, KEEP) \
 static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ldo, \
     ptrdiff_t P, int nf, T* out, const T* bias, int relu) \
 { \
@@ -315,9 +328,10 @@ static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
         } \
     } \
 } \
-static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
+static CB_AVX512 int cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, int nf, \
     ptrdiff_t q0, ptrdiff_t q1, T* gt, T* sums) \
 { \
+    V zero = ZERO(); \
     for (ptrdiff_t q = q0; q < q1; q += B) { \
         int qn = q1 - q < B ? (int)(q1 - q) : B; \
         MASK qm = (MASK)((1u << qn) - 1); \
@@ -333,9 +347,11 @@ static CB_AVX512 void cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P,
         TRANSPOSE(r); \
         for (int k = 0; k < qn; k++) { \
             STORE(gt + (q + k) * B, r[k]); \
+            zero = ADD(zero, MUL(r[k], ZERO())); \
             if (sums) STORE(sums + (q + k) * B, ADD(LOAD(sums + (q + k) * B), r[k])); \
         } \
     } \
+    return CMP_MASK(zero, ZERO(), _CMP_NEQ_UQ) == 0; \
 } \
 /* a vector at a time (rather than GCC's calls to memset and memcpy for \
  * runs of a few values: short rows and paddings of one or two) */ \
@@ -366,17 +382,16 @@ static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, 
                                                                _CMP_NLE_UQ), v)
 CB_MOVES_AVX512(float, __m512, 16, f32, cb_transpose16, __mmask16, _mm512_loadu_ps,
                 _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_storeu_ps, _mm512_add_ps,
-                _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS)
+                _mm512_mul_ps, _mm512_cmp_ps_mask, _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS)
 CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_pd,
                 _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_storeu_pd, _mm512_add_pd,
-                _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD)
+                _mm512_mul_pd, _mm512_cmp_pd_mask, _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD)
 #undef CB_MOVES_AVX512
 #undef CB_KEEP_PS
 #undef CB_KEEP_PD
 #undef CB_AVX512
-#define CB_MOVES(name, type, isa, args) do { \
-    if ((isa) == CD_ISA_AVX512) name##_avx512_##type args; \
-    else name##_portable_##type args; } while (0)
+#define CB_MOVES(name, type, isa, args) \
+    ((isa) == CD_ISA_AVX512 ? name##_avx512_##type args : name##_portable_##type args)
 #else
 #define CB_MOVES(name, type, isa, args) name##_portable_##type args
 #endif
@@ -395,11 +410,11 @@ static void cb_pad_plane_f64(int isa, const double* src, ptrdiff_t srs, int rows
                              double* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
                              ptrdiff_t S)
 { CB_MOVES(cb_pad_plane, f64, isa, (src, srs, rows, cols, plane, top, left, wp, S)); }
-static void cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int nf, ptrdiff_t q0,
-                                  ptrdiff_t q1, float* gt, float* sums)
-{ CB_MOVES(cb_position_major, f32, isa, (g, P, nf, q0, q1, gt, sums)); }
-static void cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int nf, ptrdiff_t q0,
-                                  ptrdiff_t q1, double* gt, double* sums)
-{ CB_MOVES(cb_position_major, f64, isa, (g, P, nf, q0, q1, gt, sums)); }
+static int cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int nf, ptrdiff_t q0,
+                                 ptrdiff_t q1, float* gt, float* sums)
+{ return CB_MOVES(cb_position_major, f32, isa, (g, P, nf, q0, q1, gt, sums)); }
+static int cb_position_major_f64(int isa, const double* g, ptrdiff_t P, int nf, ptrdiff_t q0,
+                                 ptrdiff_t q1, double* gt, double* sums)
+{ return CB_MOVES(cb_position_major, f64, isa, (g, P, nf, q0, q1, gt, sums)); }
 
 #endif /* CYCONV_CONV_BLOCKED_H */

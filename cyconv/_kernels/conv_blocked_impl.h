@@ -10,7 +10,7 @@
  *               3 blocks (0: no such tile)
  *   CB_TMAX1, CB_TMAX2  weight-gradient tile: most taps with 1 or 2 blocks
  *   CB_ZERO(), CB_LOAD(p), CB_STORE(p, v), CB_BCAST(p), CB_FMA(a, b, c),
- *   CB_ADD(a, b)   vector operations
+ *   CB_ADD(a, b), CB_MUL(a, b)   vector operations
  *   CB_SUFFIX   name suffix, e.g. avx512_f32
  *   CB_ATTR     function attributes (target ISA)
  * and this file undefines the element-type ones.
@@ -27,14 +27,41 @@
 #define CB_NAME(name) CB_CAT(name, CB_SUFFIX)
 #define CB_VPB (CB_B / CB_VL)
 
+/* acc += the terms of taps ta <= t < tb of channel c that multiply padding
+ * (+0): their sum, w * 0 added in order from the first (see below). */
+#define CB_FWD_ZEROS(ta, tb) do { \
+    CB_V z[3][CB_VPB]; \
+    _Pragma("GCC unroll 3") \
+    for (int b = 0; b < NB; b++) \
+        _Pragma("GCC unroll 16") \
+        for (int s = 0; s < CB_VPB; s++) { \
+            z[b][s] = CB_MUL(CB_LOAD(wc + b * wbs + (ta) * CB_B + s * CB_VL), CB_ZERO()); \
+            for (int t = (ta) + 1; t < (tb); t++) \
+                z[b][s] = CB_ADD(z[b][s], CB_MUL(CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL), \
+                                                 CB_ZERO())); \
+        } \
+    _Pragma("GCC unroll 3") \
+    for (int b = 0; b < NB; b++) \
+        _Pragma("GCC unroll 24") \
+        for (int q = 0; q < P; q++) \
+            _Pragma("GCC unroll 16") \
+            for (int s = 0; s < CB_VPB; s++) acc[b][q][s] = CB_ADD(acc[b][q][s], z[b][s]); \
+} while (0)
+
 /* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
  * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks:
- * stored if first, else added to out.  SW is the column stride sw when
+ * stored if first, else added to out.  The taps outside t0 <= t < t1 read
+ * only padding (+0), so their terms are the signed zeros w * 0: each
+ * channel's run of them is added as one value, the sum of those zeros
+ * (-0 only if all are; NaN for a non-finite w), which leaves every chain
+ * bitwise as the multiply-adds would (adding a zero changes a nonzero sum
+ * not at all, and a zero sum as the zeros' signs say), on the adder
+ * rather than the multiply-add pipes.  SW is the column stride sw when
  * known at compile time (1), else 0. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw,
-    const int P, const int NB, const int SW)
+    int t0, int t1, const int P, const int NB, const int SW)
 {
     const ptrdiff_t step = SW ? SW : sw;
     CB_V acc[3][24][CB_VPB];
@@ -47,7 +74,8 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     for (int c = 0; c < C; c++) {
         const CB_T* xc = x + c * xcs;
         const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
-        for (int t = 0; t < nt; t++) {
+        if (t0 > 0) CB_FWD_ZEROS(0, t0);
+        for (int t = t0; t < t1; t++) {
             const CB_T* xq = xc + offs[t];
             CB_V wv[3][CB_VPB];
 #pragma GCC unroll 3
@@ -65,6 +93,7 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
                         acc[b][q][s] = CB_FMA(wv[b][s], xb, acc[b][q][s]);
             }
         }
+        if (t1 < nt) CB_FWD_ZEROS(t1, nt);
     }
 #pragma GCC unroll 3
     for (int b = 0; b < NB; b++)
@@ -78,12 +107,13 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
 }
 
 #define CB_FWD_ARGS const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
-    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw
-#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw
+    const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw, int t0, \
+    int t1
+#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw, t0, t1
 #define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
 /* a tile size this variant's registers do not hold: never called */
 #define CB_FWD_UNUSED (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; \
-    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)P
+    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)t0; (void)t1; (void)P
 #define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
 
 static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
@@ -164,6 +194,7 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
 #endif
 }
 #undef CB_FWD_UNUSED
+#undef CB_FWD_ZEROS
 #undef CB_FWD_CASES
 #undef CB_FWD_CASE
 #undef CB_FWD_PASS
@@ -174,11 +205,13 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
  * out[(r * width + q) * ldo + k] for r < rows, q < width, from input rows
  * r * wp on, columns q * sw; each row in tiles of nearly equal width.
  * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
- * L1 across rows. */
+ * L1 across rows.  Row r multiply-adds taps row_taps[2 r] <= t <
+ * row_taps[2 r + 1] (the others read padding rows only: their signed zeros
+ * are added, see cb_fwd_tile), or all of them if row_taps is NULL. */
 static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
-    ptrdiff_t wp, ptrdiff_t sw, int chunk)
+    ptrdiff_t wp, ptrdiff_t sw, int chunk, const int* row_taps)
 {
     int pmax = nb == 1 ? CB_PMAX1 : nb == 2 ? CB_PMAX2 : CB_PMAX3;
     if (sw != 1 && pmax > 12) pmax = 12;
@@ -189,39 +222,74 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
         for (int r = 0; r < rows; r++) {
             const CB_T* xr = x + c0 * xcs + r * wp;
             CB_T* outr = out + (ptrdiff_t)r * width * ldo;
+            int t0 = row_taps ? row_taps[2 * r] : 0, t1 = row_taps ? row_taps[2 * r + 1] : nt;
             int q0 = 0;
             for (int i = 0; i < tiles; i++) {
                 int p = (width - q0 + tiles - i - 1) / (tiles - i);
                 const CB_T* xq = xr + q0 * sw;
                 CB_T* oq = outr + q0 * ldo;
                 if (nb == 3)
-                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                                        t0, t1, p);
                 else if (sw == 1 && nb == 1)
-                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                                        t0, t1, p);
                 else if (sw == 1)
-                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw, p);
+                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                                        t0, t1, p);
                 else if (nb == 1)
                     CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, p);
+                                                c0 == 0, sw, t0, t1, p);
                 else
                     CB_NAME(cb_fwd_strided_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, p);
+                                                c0 == 0, sw, t0, t1, p);
                 q0 += p;
             }
         }
     }
 }
 
+/* One output row of the weight-gradient tile below: its columns' output
+ * gradient times the tile's taps, those for which KEEP holds (see
+ * cb_wgt_tile for why leaving the others out is exact here). */
+#define CB_WGT_COLUMNS(KEEP) \
+    for (int col = 0; col < width; col++) { \
+        CB_V gv[2][CB_VPB]; \
+        _Pragma("GCC unroll 2") \
+        for (int b = 0; b < NB; b++) \
+            _Pragma("GCC unroll 16") \
+            for (int s = 0; s < CB_VPB; s++) \
+                gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL); \
+        _Pragma("GCC unroll 24") \
+        for (int t = 0; t < NT; t++) { \
+            if (!(KEEP)) continue; \
+            CB_V xb = CB_BCAST(xr + col * sw + o[t]); \
+            _Pragma("GCC unroll 2") \
+            for (int b = 0; b < NB; b++) \
+                _Pragma("GCC unroll 16") \
+                for (int s = 0; s < CB_VPB; s++) \
+                    a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]); \
+        } \
+    }
+
 /* Weight gradient of NB blocks x NT taps against one channel of
  * ``samples`` samples (g and x advancing by gns and xns values a sample):
  * acc[b * accbs + t * CB_B + l] += sum over each run of run_rows output
  * rows of g[b * gbs + (r * width + col) * CB_B + l] * x[r * wp + col * sw +
  * offs[t]], one chain per run; with several samples, run_rows covers the
- * plane and the run all of them (small planes make longer runs). */
+ * plane and the run all of them (small planes make longer runs).  With
+ * row_taps (given only for a finite g), output row r leaves out the taps
+ * outside row_taps[2 r] - t0 <= t < row_taps[2 r + 1] - t0, which read
+ * padding rows only: their terms g * 0 are signed zeros, which can change
+ * a chain only from -0 to +0, and every chain is then added to acc, which
+ * starts at +0 and never holds -0 (two floats sum to zero only exactly,
+ * +0; a nonzero sum of two floats never rounds to zero), so the result is
+ * the same either way. */
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
     const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, int rows,
     int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns,
-    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int NB, const int NT)
+    ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int* row_taps, int t0, const int NB,
+    const int NT)
 {
     ptrdiff_t o[24];
 #pragma GCC unroll 24
@@ -239,23 +307,14 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
             int r = r0 + (int)(i % (r1 - r0));
             const CB_T* gr = g + (i / (r1 - r0)) * gns + (ptrdiff_t)r * width * CB_B;
             const CB_T* xr = x + (i / (r1 - r0)) * xns + r * wp;
-            for (int col = 0; col < width; col++) {
-                CB_V gv[2][CB_VPB];
-#pragma GCC unroll 2
-                for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                    for (int s = 0; s < CB_VPB; s++)
-                        gv[b][s] = CB_LOAD(gr + col * CB_B + b * gbs + s * CB_VL);
-#pragma GCC unroll 24
-                for (int t = 0; t < NT; t++) {
-                    CB_V xb = CB_BCAST(xr + col * sw + o[t]);
-#pragma GCC unroll 2
-                    for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                        for (int s = 0; s < CB_VPB; s++)
-                            a[b][t][s] = CB_FMA(gv[b][s], xb, a[b][t][s]);
-                }
-            }
+            int lo = row_taps ? row_taps[2 * r] - t0 : 0;
+            int hi = row_taps ? row_taps[2 * r + 1] - t0 : NT;
+            /* a border row (lo > 0 or hi < NT): the same chains, some taps
+             * left out; the other rows without the test */
+            if (lo > 0 || hi < NT)
+                CB_WGT_COLUMNS(t >= lo && t < hi)
+            else
+                CB_WGT_COLUMNS(1)
         }
 #pragma GCC unroll 2
         for (int b = 0; b < NB; b++)
@@ -271,9 +330,9 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_wgt_tile)(
 
 #define CB_WGT_ARGS const CB_T* g, ptrdiff_t gbs, const CB_T* x, const ptrdiff_t* offs, \
     int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples, \
-    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int* row_taps, int t0
 #define CB_WGT_PASS g, gbs, x, offs, rows, width, wp, sw, run_rows, samples, gns, xns, acc, \
-    accbs
+    accbs, row_taps, t0
 #define CB_WGT_CASE(T_, NB_) case T_: CB_NAME(cb_wgt_tile)(CB_WGT_PASS, NB_, T_); break;
 
 static CB_ATTR void CB_NAME(cb_wgt_nb1)(CB_WGT_ARGS, int NT)
@@ -306,18 +365,22 @@ static CB_ATTR void CB_NAME(cb_wgt_nb2)(CB_WGT_ARGS, int NT)
 #else
     (void)g; (void)gbs; (void)x; (void)offs; (void)rows; (void)width; (void)wp; (void)sw;
     (void)run_rows; (void)samples; (void)gns; (void)xns; (void)acc; (void)accbs; (void)NT;
+    (void)row_taps; (void)t0;
 #endif
 }
 #undef CB_WGT_CASE
+#undef CB_WGT_COLUMNS
 #undef CB_WGT_PASS
 #undef CB_WGT_ARGS
 
 /* Every tap of nb blocks (nb <= 2, and 1 where CB_TMAX2 is 0) against one
- * channel of a run of samples, in groups of nearly equal numbers of taps. */
+ * channel of a run of samples, in groups of nearly equal numbers of taps;
+ * with row_taps (non-NULL only for a finite g), row r's taps outside
+ * row_taps[2 r] <= t < row_taps[2 r + 1] left out. */
 static CB_ATTR void CB_NAME(cb_weight_rows)(
     const CB_T* g, ptrdiff_t gbs, int nb, const CB_T* x, const ptrdiff_t* offs, int nt,
     int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int run_rows, int samples,
-    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs)
+    ptrdiff_t gns, ptrdiff_t xns, CB_T* acc, ptrdiff_t accbs, const int* row_taps)
 {
     int tmax = nb == 1 ? CB_TMAX1 : CB_TMAX2;
     int groups = (nt + tmax - 1) / tmax;
@@ -326,10 +389,10 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
         int n = (nt - t0 + groups - i - 1) / (groups - i);
         if (nb == 1)
             CB_NAME(cb_wgt_nb1)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
-                                gns, xns, acc + t0 * CB_B, accbs, n);
+                                gns, xns, acc + t0 * CB_B, accbs, row_taps, t0, n);
         else
             CB_NAME(cb_wgt_nb2)(g, gbs, x, offs + t0, rows, width, wp, sw, run_rows, samples,
-                                gns, xns, acc + t0 * CB_B, accbs, n);
+                                gns, xns, acc + t0 * CB_B, accbs, row_taps, t0, n);
         t0 += n;
     }
 }
@@ -348,4 +411,5 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
 #undef CB_BCAST
 #undef CB_FMA
 #undef CB_ADD
+#undef CB_MUL
 #undef CB_SUFFIX
