@@ -596,9 +596,11 @@ def test_bias_gradient_from_the_weight_pass_is_the_ordered_sum(dtype, monkeypatc
                 cyconv.set_num_threads(threads)
                 with _runtime.direct_convolution("always", variant, "blocked"):
                     found.append(conv2d_backward(g, x, w, padding=1)[2])
-        for mode, family in (("always", "wide"), ("never", None)):
-            with _runtime.direct_convolution(mode, None, family):
+            # the wide kernels sum it as they copy the output gradient
+            with _runtime.direct_convolution("always", variant, "wide"):
                 found.append(conv2d_backward(g, x, w, padding=1)[2])
+        with _runtime.direct_convolution("never"):
+            found.append(conv2d_backward(g, x, w, padding=1)[2])
         return found
 
     try:
@@ -644,8 +646,8 @@ def test_rows_skip_exactly_the_taps_that_read_padding_rows_only(kernel, dilation
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_skipped_padding_rows_change_no_bit(dtype):
-    """Leaving out products with padding zeros is exact for finite weights
-    (a chain from +0 never holds -0, so adding a zero changes nothing):
+    """Adding the signed zeros w * 0 of the kernel rows that read padding
+    only, rather than multiplying the padding, is exact for finite weights:
     bitwise the wide kernels' results, which multiply every zero, also with
     -0.0 inputs and negative weights (zero sums must stay +0.0); with a
     non-finite weight nothing is left out, and the NaN that infinity times
