@@ -107,27 +107,37 @@ BN_INLINE bn_v4d bn_minus(bn_v4d a, double m)
 /* Runs summed together (each with its own four sums). */
 #define BN_RUNS 4
 
-#define BN_LOOPS(T, SUFFIX)                                                     \
-/* sums[k] += the sum of run k (x + k * L), k < K */                            \
-BN_CLONES static void bn_add_sums_##SUFFIX(const T* x, ptrdiff_t L, ptrdiff_t K, \
-                                           double* sums)                        \
+/* The terms summed: the values, or their squared deviations from the
+ * run's channel mean m (d = x - m, then d * d); vectors and scalars. */
+#define BN_VALUE_V(v, m) ((void)(m), (v))
+#define BN_VALUE_S(e, m) ((void)(m), (e))
+#define BN_SQUARED_DEVIATION_V(v, m) BN_MUL(BN_MINUS(v, m), BN_MINUS(v, m))
+#define BN_SQUARED_DEVIATION_S(e, m) (((e) - (m)) * ((e) - (m)))
+
+/* sums[k] += the sum of TERM(x, mean[k]) over run k (x + k * L), k < K;
+ * mean may be NULL where TERM does not read it. */
+#define BN_ADD_TERMS(T, SUFFIX, NAME, TERM)                                     \
+BN_CLONES static void NAME##_##SUFFIX(const T* x, ptrdiff_t L, ptrdiff_t K,     \
+                                      const double* mean, double* sums)         \
 {                                                                               \
     ptrdiff_t k = 0;                                                            \
     for (; k + BN_RUNS <= K; k += BN_RUNS) {                                    \
         const T* r = x + k * L;                                                 \
+        const double m0 = mean ? mean[k] : 0, m1 = mean ? mean[k + 1] : 0;      \
+        const double m2 = mean ? mean[k + 2] : 0, m3 = mean ? mean[k + 3] : 0;  \
         BN_ZERO(s0); BN_ZERO(s1); BN_ZERO(s2); BN_ZERO(s3);                     \
         ptrdiff_t l = 0;                                                        \
         for (; l + 4 <= L; l += 4) {                                            \
-            s0 = BN_ADD(s0, bn_load_##SUFFIX(r + l));                           \
-            s1 = BN_ADD(s1, bn_load_##SUFFIX(r + L + l));                       \
-            s2 = BN_ADD(s2, bn_load_##SUFFIX(r + 2 * L + l));                   \
-            s3 = BN_ADD(s3, bn_load_##SUFFIX(r + 3 * L + l));                   \
+            s0 = BN_ADD(s0, TERM##_V(bn_load_##SUFFIX(r + l), m0));             \
+            s1 = BN_ADD(s1, TERM##_V(bn_load_##SUFFIX(r + L + l), m1));         \
+            s2 = BN_ADD(s2, TERM##_V(bn_load_##SUFFIX(r + 2 * L + l), m2));     \
+            s3 = BN_ADD(s3, TERM##_V(bn_load_##SUFFIX(r + 3 * L + l), m3));     \
         }                                                                       \
         for (; l < L; l++) {                                                    \
-            BN_FIRST(s0) += (double)r[l];                                       \
-            BN_FIRST(s1) += (double)r[L + l];                                   \
-            BN_FIRST(s2) += (double)r[2 * L + l];                               \
-            BN_FIRST(s3) += (double)r[3 * L + l];                               \
+            BN_FIRST(s0) += TERM##_S((double)r[l], m0);                         \
+            BN_FIRST(s1) += TERM##_S((double)r[L + l], m1);                     \
+            BN_FIRST(s2) += TERM##_S((double)r[2 * L + l], m2);                 \
+            BN_FIRST(s3) += TERM##_S((double)r[3 * L + l], m3);                 \
         }                                                                       \
         sums[k] += BN_TOTAL(s0);                                                \
         sums[k + 1] += BN_TOTAL(s1);                                            \
@@ -136,66 +146,26 @@ BN_CLONES static void bn_add_sums_##SUFFIX(const T* x, ptrdiff_t L, ptrdiff_t K,
     }                                                                           \
     for (; k < K; k++) {                                                        \
         const T* r = x + k * L;                                                 \
+        const double m = mean ? mean[k] : 0;                                    \
         BN_ZERO(s);                                                             \
         ptrdiff_t l = 0;                                                        \
         for (; l + 4 <= L; l += 4)                                              \
-            s = BN_ADD(s, bn_load_##SUFFIX(r + l));                             \
+            s = BN_ADD(s, TERM##_V(bn_load_##SUFFIX(r + l), m));                \
         for (; l < L; l++)                                                      \
-            BN_FIRST(s) += (double)r[l];                                        \
+            BN_FIRST(s) += TERM##_S((double)r[l], m);                           \
         sums[k] += BN_TOTAL(s);                                                 \
     }                                                                           \
-}                                                                               \
+}
+
+#define BN_LOOPS(T, SUFFIX)                                                     \
+BN_ADD_TERMS(T, SUFFIX, bn_add_terms, BN_VALUE)                                 \
+BN_ADD_TERMS(T, SUFFIX, bn_add_squared_deviations, BN_SQUARED_DEVIATION)        \
                                                                                 \
-/* sums[k] += the sum of (x - mean[k])^2 over run k */                          \
-BN_CLONES static void bn_add_squared_deviations_##SUFFIX(                       \
-    const T* x, ptrdiff_t L, ptrdiff_t K, const double* mean, double* sums)     \
+/* sums[k] += the sum of run k */                                               \
+static void bn_add_sums_##SUFFIX(const T* x, ptrdiff_t L, ptrdiff_t K,          \
+                                 double* sums)                                  \
 {                                                                               \
-    ptrdiff_t k = 0;                                                            \
-    for (; k + BN_RUNS <= K; k += BN_RUNS) {                                    \
-        const T* r = x + k * L;                                                 \
-        const double m0 = mean[k], m1 = mean[k + 1], m2 = mean[k + 2],          \
-                     m3 = mean[k + 3];                                          \
-        BN_ZERO(s0); BN_ZERO(s1); BN_ZERO(s2); BN_ZERO(s3);                     \
-        bn_v4d d0, d1, d2, d3;                                                  \
-        ptrdiff_t l = 0;                                                        \
-        for (; l + 4 <= L; l += 4) {                                            \
-            d0 = BN_MINUS(bn_load_##SUFFIX(r + l), m0);                         \
-            d1 = BN_MINUS(bn_load_##SUFFIX(r + L + l), m1);                     \
-            d2 = BN_MINUS(bn_load_##SUFFIX(r + 2 * L + l), m2);                 \
-            d3 = BN_MINUS(bn_load_##SUFFIX(r + 3 * L + l), m3);                 \
-            s0 = BN_ADD(s0, BN_MUL(d0, d0));                                    \
-            s1 = BN_ADD(s1, BN_MUL(d1, d1));                                    \
-            s2 = BN_ADD(s2, BN_MUL(d2, d2));                                    \
-            s3 = BN_ADD(s3, BN_MUL(d3, d3));                                    \
-        }                                                                       \
-        for (; l < L; l++) {                                                    \
-            double e0 = (double)r[l] - m0, e1 = (double)r[L + l] - m1;          \
-            double e2 = (double)r[2 * L + l] - m2, e3 = (double)r[3 * L + l] - m3; \
-            BN_FIRST(s0) += e0 * e0;                                            \
-            BN_FIRST(s1) += e1 * e1;                                            \
-            BN_FIRST(s2) += e2 * e2;                                            \
-            BN_FIRST(s3) += e3 * e3;                                            \
-        }                                                                       \
-        sums[k] += BN_TOTAL(s0);                                                \
-        sums[k + 1] += BN_TOTAL(s1);                                            \
-        sums[k + 2] += BN_TOTAL(s2);                                            \
-        sums[k + 3] += BN_TOTAL(s3);                                            \
-    }                                                                           \
-    for (; k < K; k++) {                                                        \
-        const T* r = x + k * L;                                                 \
-        const double m = mean[k];                                               \
-        BN_ZERO(s); bn_v4d d;                                                   \
-        ptrdiff_t l = 0;                                                        \
-        for (; l + 4 <= L; l += 4) {                                            \
-            d = BN_MINUS(bn_load_##SUFFIX(r + l), m);                           \
-            s = BN_ADD(s, BN_MUL(d, d));                                        \
-        }                                                                       \
-        for (; l < L; l++) {                                                    \
-            double e = (double)r[l] - m;                                        \
-            BN_FIRST(s) += e * e;                                               \
-        }                                                                       \
-        sums[k] += BN_TOTAL(s);                                                 \
-    }                                                                           \
+    bn_add_terms_##SUFFIX(x, L, K, NULL, sums);                                 \
 }                                                                               \
                                                                                 \
 /* g_sums[k] += the sum of g over run k; gx_sums[k] += the sum of               \
