@@ -216,7 +216,8 @@ def test_threads_that_split_a_samples_filters_give_the_same_bits(monkeypatch, ca
             np.testing.assert_array_equal(saved.codes, want_saved.codes)
 
     _with_every_variant(threads, check)
-    assert runs and min(runs) > 1
+    # (A build without OpenMP runs one thread: nothing to split.)
+    assert runs and (min(runs) > 1 or not cyconv._threads.openmp_enabled())
 
 
 @needs_the_fused_pass
