@@ -254,25 +254,23 @@ def grad_input(g4, weight, geometry, n_threads):
     return grad_input
 
 
-def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias=None):
-    """The weight gradient, or None where x is not finite: sums over runs of
-    samples of g4 at x4's wide positions times x4's padded planes at each
-    tap's offset, both channel-major with a plane of zeros after the last
-    sample.  Where ``grad_bias`` is given, the bias gradient is written
-    into it too, from the same pass over g4 (returning True as a second
-    value; else False: the caller sums it, as where x is not finite)."""
+def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
+    """``(grad_weight, bias_done)``: the weight gradient, or None where x is
+    not finite: sums over runs of samples of g4 at x4's wide positions
+    times x4's padded planes at each tap's offset, both channel-major with
+    a plane of zeros after the last sample; and whether the bias gradient
+    was written into ``grad_bias`` from the same pass over g4 (else the
+    caller sums it: where x is not finite)."""
     g, plan = geometry, _plan(geometry)
     dtype = x4.dtype
     if _blocked(g, "weight"):
-        result = _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias)
-        return result if grad_bias is None else (result, True)
+        return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
     # The bias gradient's per-pixel sums, kept as the output gradient is
     # copied (carried from one chunk to the next, so chunks change nothing).
-    pixel_sums = np.zeros((g.filters, g.out_height * g.out_width) if grad_bias is not None
-                          else (0, 0), dtype)
+    pixel_sums = np.zeros((g.filters, g.out_height * g.out_width), dtype)
     for part in plan.chunks(g.n):
         n = part.stop - part.start
         first = part.start // plan.samples_per_part
@@ -283,14 +281,12 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias=None):
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
                 x4[part], pixel_sums, _runtime.isa_code(), n_threads):
-            return None if grad_bias is None else (None, False)
+            return None, False
     if plan.parts == 1:
         result = partials.reshape(weight.shape)
     else:
         with np.errstate(invalid="ignore", over="ignore"):
             result = partials.sum(axis=0).reshape(weight.shape)
-    if grad_bias is None:
-        return result
     _conv_direct.sum_pixels(pixel_sums, grad_bias)
     return result, True
 
@@ -307,8 +303,8 @@ def _planes_and_zeros(channels, n, stride, dtype):
 def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     """The weight gradient by the filter-blocked kernels: running sums per
     (filter block, channel, tap), carried from one chunk of the batch to
-    the next, so that the chunks change nothing; and the bias gradient
-    (if ``grad_bias``) from per-pixel running sums kept in the same pass
+    the next, so that the chunks change nothing; and the bias gradient,
+    into ``grad_bias``, from per-pixel running sums kept in the same pass
     over the output gradient."""
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
@@ -333,8 +329,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
             run_rows, run_samples, _runtime.isa_code(), n_threads)
-    if grad_bias is not None:
-        _conv_direct.sum_positions(sums, grad_bias)
+    _conv_direct.sum_positions(sums, grad_bias)
     # (FB, C, taps, B) back to (F, C, kh, kw)
     return np.ascontiguousarray(
         acc.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])

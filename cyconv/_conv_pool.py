@@ -12,6 +12,8 @@ with one-byte codes; the caller (Convolution's forward) has checked the
 arrays, and the geometry is checked here.
 """
 
+import functools
+
 import numpy as np
 
 from . import _conv_direct, _pool, _runtime
@@ -20,10 +22,6 @@ from ._kernels import _conv_pool
 
 # Windows of the fused pooling: kernel, stride, padding, dilation.
 _WINDOWS = ((2, 2), (2, 2), (0, 0), (1, 1))
-
-# How many answers of pool_geometry are remembered.
-_ANSWERS_KEPT = 64
-_ANSWERS = {}
 
 
 def pool_geometry(geometry, kernel_size, stride, padding, ceil_mode, dilation):
@@ -39,19 +37,13 @@ def pool_geometry(geometry, kernel_size, stride, padding, ceil_mode, dilation):
     pass reads."""
     if (kernel_size, stride, padding, dilation) != _WINDOWS or type(ceil_mode) is not bool:
         return None
-    key = (geometry, ceil_mode, _runtime.choices(), _pool.PAIRS_ISA)
-    try:
-        return _ANSWERS[key]
-    except KeyError:
-        pass
-    answer = _new_pool_geometry(geometry, ceil_mode)
-    if len(_ANSWERS) >= _ANSWERS_KEPT:
-        _ANSWERS.clear()
-    _ANSWERS[key] = answer
-    return answer
+    return _pool_geometry(geometry, ceil_mode, _runtime.choices(), _pool.PAIRS_ISA)
 
 
-def _new_pool_geometry(g, ceil_mode):
+@functools.lru_cache(maxsize=64)
+def _pool_geometry(g, ceil_mode, choices, pairs_isa):
+    # Asked at every call of a fused model, the same every step; the rule's
+    # choices and the pooling variant are part of the key (tests change them).
     if not (g.batched and g.n > 0 and g.stride == (1, 1) and g.groups == 1
             and g.out_height >= 2 and g.out_width >= 2
             and _conv_direct.use(g, "forward") and _runtime.conv_pool_wanted(g)):

@@ -269,9 +269,11 @@ def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
     assert _conv_direct.supports(geo)
     assert _conv_direct.forward(x, w, np.empty(0, np.float32), geo, 1).shape == (0, 4, 8, 8)
     assert _conv_direct.grad_input(g, w, geo, 1).shape == (0, 3, 8, 8)
-    grad_weight = _conv_direct.grad_weight(g, x, w, geo, 1)
+    grad_bias = np.full(4, np.nan, np.float32)
+    grad_weight, bias_done = _conv_direct.grad_weight(g, x, w, geo, 1, grad_bias)
     assert grad_weight.dtype == np.float32 and not grad_weight.any()
     assert grad_weight.shape == w.shape
+    assert bias_done and np.array_equal(grad_bias, np.zeros(4))
 
 
 def _relu_cases():

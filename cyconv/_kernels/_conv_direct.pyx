@@ -375,21 +375,18 @@ def backward_weight(
     Py_ssize_t samples_per_part,
     floating[:, ::1] workspace,             # scratch (n_threads, kh*kw * LANE_VALUES_PER_TAP)
     const floating[:, :, :, ::1] x,         # IN  (N, C, H, W): x_t's array, checked finite
-    floating[:, ::1] pixel_sums,            # IN/OUT (F, Hout*Wout) running sums, or (0, 0)
+    floating[:, ::1] pixel_sums,            # IN/OUT (F, Hout*Wout) running sums
     int isa, int n_threads,
 ):
-    """Partial weight gradients per run of samples, and (unless pixel_sums
-    is empty) the output gradient added to the per-pixel sums of the bias
-    gradient as it is copied (see sum_pixels).  False, with nothing
+    """Partial weight gradients per run of samples, and the output gradient
+    added to the per-pixel sums of the bias gradient as it is copied (see
+    sum_pixels).  False, with nothing
     written, when x is not finite: the output gradient's zeros at the
     garbage positions multiply x."""
     if not _all_finite(x):
         return False
     _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
-    if pixel_sums.shape[0] == 0:
-        _pad_planes(grad_out_t, gw, 0, 0, padded_width, isa, n_threads)
-    else:
-        _copy_rows_summing(grad_out_t, gw, padded_width, pixel_sums, n_threads)
+    _copy_rows_summing(grad_out_t, gw, padded_width, pixel_sums, n_threads)
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
