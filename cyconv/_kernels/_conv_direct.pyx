@@ -435,15 +435,17 @@ def sum_pixels(
 ):
     """grad_bias[f] = the sum over pixels p, in order and from 0, of
     pixel_sums[f, p]: the bias gradient's second stage, as
-    conv2d_backward_bias."""
+    conv2d_backward_bias.  The filters' sums advance side by side, each
+    its own chain in pixel order: one filter at a time waited on every
+    add (5 us of LeNet's first layer, 8 filters of 676 pixels)."""
+    cdef Py_ssize_t F = pixel_sums.shape[0], P = pixel_sums.shape[1]
     cdef Py_ssize_t f, p
-    cdef floating total
     with nogil:
-        for f in range(pixel_sums.shape[0]):
-            total = 0
-            for p in range(pixel_sums.shape[1]):
-                total = total + pixel_sums[f, p]
-            grad_bias[f] = total
+        for f in range(F):
+            grad_bias[f] = 0
+        for p in range(P):
+            for f in range(F):
+                grad_bias[f] = grad_bias[f] + pixel_sums[f, p]
 
 
 # -- the filter-blocked family (conv_blocked.h): vectorised over blocks of
