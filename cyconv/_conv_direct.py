@@ -108,6 +108,8 @@ class _Plan:
     grad_stride: int
     row_taps: np.ndarray         # filter-blocked forward: each output row's taps
     grad_row_taps: np.ndarray    # ...and input gradient's (see _row_taps)
+    edge_taps: tuple             # filter-blocked forward: (first, last) column's
+    grad_edge_taps: tuple        # ...and input gradient's (see _column_taps)
     packed_stride: int           # weight gradient: values per plane of a run
     samples_per_part: int
     parts: int
@@ -136,6 +138,21 @@ def _row_taps(out_rows, kernel, read_row, data_top, data_rows):
     taps = np.array(ranges, np.intc).reshape(out_rows, 2)
     taps.flags.writeable = False
     return taps
+
+
+def _column_taps(out_cols, kernel, read_col, data_left, data_cols):
+    """``(first, last)``: bit masks of the taps (in the order of the
+    offsets) whose kernel column j reads column ``read_col(col, j)`` of the
+    padded planes outside the data, columns data_left to data_left +
+    data_cols, at the first and the last output column: padding, whose
+    zeros the filter-blocked kernels add rather than multiply."""
+    kh, kw = kernel
+    masks = []
+    for col in (0, out_cols - 1):
+        outside = [j for j in range(kw)
+                   if not data_left <= read_col(col, j) < data_left + data_cols]
+        masks.append(sum(1 << (i * kw + j) for i in range(kh) for j in outside))
+    return tuple(masks)
 
 
 def _offsets(kernel, dilation, width, flipped=False):
@@ -192,6 +209,10 @@ def _plan(g):
                            g.pad_top, g.height),
         grad_row_taps=_row_taps(g.height, g.kernel, lambda r, i: r + (kh - 1 - i) * dh,
                                 span_h - g.pad_top, g.out_height),
+        edge_taps=_column_taps(g.out_width, g.kernel, lambda c, j: c * g.stride[1] + j * dw,
+                               g.pad_left, g.width),
+        grad_edge_taps=_column_taps(g.width, g.kernel, lambda c, j: c + (kw - 1 - j) * dw,
+                                    span_w - g.pad_left, g.out_width),
         packed_stride=packed, samples_per_part=per_part, parts=-(-g.n // per_part),
         chunk=chunk,
     )
@@ -213,8 +234,8 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part],
                 np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-                tiles, plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width,
-                *g.stride, relu, _runtime.isa_code(), n_threads)
+                tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+                plan.width, *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
@@ -239,8 +260,8 @@ def grad_input(g4, weight, geometry, n_threads):
             _conv_direct.backward_input_blocked(
                 g4[part], packed, grad_input[part],
                 np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
-                tiles, plan.grad_offsets, plan.grad_row_taps, plan.grad_top, plan.grad_left,
-                plan.grad_width, _runtime.isa_code(), n_threads)
+                tiles, plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps,
+                plan.grad_top, plan.grad_left, plan.grad_width, _runtime.isa_code(), n_threads)
         return grad_input
     transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)

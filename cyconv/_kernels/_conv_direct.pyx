@@ -81,11 +81,13 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps,
+                             unsigned long long first_taps, unsigned long long last_taps)
     void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps,
+                             unsigned long long first_taps, unsigned long long last_taps)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
@@ -461,6 +463,8 @@ cdef void _correlate_blocked(
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     const int[:, ::1] row_taps,            # IN  (Hout, 2) each output row's taps...
     bint skip_padding,                     # ...taken if True, else all taps
+    unsigned long long first_taps,         # IN  bit t: tap t reads a padding column at a
+    unsigned long long last_taps,          #     row's first (last) pixel (used if skip_padding)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
@@ -471,7 +475,8 @@ cdef void _correlate_blocked(
     scratch tile, then writes them transposed.  Output row oh takes taps
     row_taps[oh, 0] <= t < row_taps[oh, 1] as multiply-adds (the others
     read padding rows only: their signed zeros are added, see
-    cb_fwd_tile)."""
+    cb_fwd_tile), and at its first and last pixels adds the signed zeros
+    of the taps that read a padding column there."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
     cdef Py_ssize_t B = packed.shape[3]
@@ -481,6 +486,8 @@ cdef void _correlate_blocked(
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
     cdef bint has_bias = bias.shape[0] > 0
     cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
+    if not skip_padding:
+        first_taps = last_taps = 0
     cdef Py_ssize_t task, n, b0, nb, nf
     cdef floating* buf
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
@@ -493,12 +500,12 @@ cdef void _correlate_blocked(
             cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps)
+                                taps, first_taps, last_taps)
         else:
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps)
+                                taps, first_taps, last_taps)
         nf = min(F, (b0 + nb) * B) - b0 * B
         if floating is float:
             cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
@@ -548,17 +555,21 @@ def forward_blocked(
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
+    unsigned long long first_taps,         # IN  taps reading padding at a row's first pixel
+    unsigned long long last_taps,          # IN  ...and at its last
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     bint relu, int isa, int n_threads,
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
     and for strided layers too.  Rows add the taps that read padding rows
-    only as signed zeros where every weight is finite (else as
-    multiply-adds: NaN)."""
+    only, and their first and last pixels those that read padding columns,
+    as signed zeros where every weight is finite (else as multiply-adds:
+    NaN)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
-                       row_taps, _all_finite(packed), tiles, relu, isa, n_threads)
+                       row_taps, _all_finite(packed), first_taps, last_taps, tiles, relu, isa,
+                       n_threads)
 
 
 def backward_input_blocked(
@@ -569,15 +580,18 @@ def backward_input_blocked(
     floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     const int[:, ::1] row_taps,             # IN  (H, 2) taps reading more than padding
+    unsigned long long first_taps,          # IN  taps reading padding at a row's first pixel
+    unsigned long long last_taps,           # IN  ...and at its last
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
     (the caller checks: pack_blocks), skipping the taps of each row that
-    read padding rows only."""
+    read padding rows only, and adding the zeros of padding columns."""
     _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
-                       padded_width, 1, 1, row_taps, True, tiles, False, isa, n_threads)
+                       padded_width, 1, 1, row_taps, True, first_taps, last_taps, tiles, False,
+                       isa, n_threads)
 
 
 def sum_positions(
