@@ -323,23 +323,29 @@ def _planes_and_zeros(channels, n, stride, dtype):
 
 def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     """The weight gradient by the filter-blocked kernels: running sums per
-    (filter block, channel, tap), carried from one chunk of the batch to
-    the next, so that the chunks change nothing; and the bias gradient,
-    into ``grad_bias``, from per-pixel running sums kept in the same pass
-    over the output gradient."""
+    (group of rows, filter block, channel, tap), carried from one chunk of
+    the batch to the next, so that the chunks change nothing, then added
+    over the groups in order; and the bias gradient, into ``grad_bias``,
+    from per-pixel running sums kept in the same pass over the output
+    gradient."""
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
     block = _block(dtype)
     blocks = -(-f // block)
-    acc = np.zeros((blocks, c, kh * kw, block), dtype)
     positions = g.out_height * g.out_width
-    sums = np.zeros((blocks, positions * block), dtype)
     # Runs of whole rows, or of whole samples for planes smaller than a run;
     # batch chunks of whole runs, so that chunking changes no sum.
     run = _runtime.BLOCKED_WEIGHT_RUN
     run_rows = max(1, run // g.out_width) if positions > run else g.out_height
     run_samples = 1 if positions > run else run // positions
     chunk = max(run_samples, plan.chunk // run_samples * run_samples)
+    # Layers with few (filter block, channel) pairs sum each run of rows
+    # into its own partial gradient, so that threads can share them too.
+    split = positions > run and _runtime.blocked_weight_split(blocks, c)
+    group_rows = run_rows if split else max(1, g.out_height)
+    acc = np.zeros((-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
+                   dtype)
+    sums = np.zeros((blocks, positions * block), dtype)
     # each thread's copy of a run of samples' output gradient, position-major
     gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
                   dtype)
@@ -349,8 +355,13 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            run_rows, run_samples, _runtime.isa_code(), n_threads)
+            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads)
     _conv_direct.sum_positions(sums, grad_bias)
+    total = acc[0]
+    if len(acc) > 1:
+        with np.errstate(invalid="ignore", over="ignore"):
+            for partial in acc[1:]:  # in order of the groups
+                total = total + partial
     # (FB, C, taps, B) back to (F, C, kh, kw)
     return np.ascontiguousarray(
-        acc.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])
+        total.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])

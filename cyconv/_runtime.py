@@ -120,11 +120,28 @@ BLOCKED_OPERATIONS = {
 BLOCKED_MIN_OUTPUTS = 16
 BLOCKED_MAX_PLANE = 256
 # ...and the weight gradient with at least BLOCKED_MIN_WEIGHT_TAPS input
-# channels x taps per filter (fewer: the transposed output gradient costs
-# as much as the products, C1), on any plane with AVX-512 and on planes
-# of at most BLOCKED_MAX_PLANE pixels with AVX2.
+# channels x taps per filter (with fewer, the copy of the output gradient
+# into blocks is a large share of the work), on any plane with AVX-512 and
+# on planes of at most BLOCKED_MAX_PLANE pixels with AVX2.
 BLOCKED_MIN_WEIGHT_TAPS = 64
-# Below that, the wide weight gradient takes at most this many filters: it
+# With fewer (first layers), the AVX-512 variant still takes them for at
+# least BLOCKED_FEW_TAPS_MIN_FILTERS filters on output planes of more than
+# BLOCKED_WEIGHT_RUN pixels, where the runs of rows give threads their
+# tasks (see BLOCKED_WEIGHT_SPLIT_PAIRS).  Zen 4, float32, batch 64, 3x3
+# padding 1 unless said, ms, blocked / products / torch 2.13; 1 thread:
+# median of 30 interleaved runs, 2 threads: min (the other jobs' load):
+#                               1 thread             2 threads
+#   C1 3->32 32x32              1.81 / 2.39 / 2.12   0.93 / 1.06 / 1.11
+#   3->64 32x32                 3.69 / 8.01 / 4.33   1.74 / 3.87 / 2.19
+#   3->32 64x64 batch 16        1.61 / 4.00 / 2.11   1.08 / 2.03 / 1.04
+#   1->32 28x28                 0.56 / 0.63          0.51 / 0.48
+#   C1 float64                  3.37 / 5.05          2.12 / 2.93
+# but 3->20 32x32 1.55 / 1.38 (12 of 32 lanes idle), and C1 at stride 2
+# (16x16 output: one run a sample, no split) 0.39 / 0.52 at 1 thread,
+# 0.53 / 0.35 at 2.  The AVX2 variant keeps the rule above: not measured on
+# an AVX2-only processor.
+BLOCKED_FEW_TAPS_MIN_FILTERS = 32
+# Otherwise the wide weight gradient takes at most this many filters: it
 # won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
 # 2.76 ms against the products' 1.75 in the table above).
 WIDE_WEIGHT_MAX_FILTERS = 16
@@ -153,6 +170,13 @@ DIRECT_WEIGHT_RUN = 4096
 # multiply-adds, the runs then added in order: a bounded chain, as the
 # wide kernels' lanes.
 BLOCKED_WEIGHT_RUN = 256
+# Below this many (filter block, channel) pairs (blocks of 64 bytes of
+# filters, whatever the variant: the same pairs on each), a layer whose
+# planes hold several runs of rows sums each run into its own partial
+# gradient, the partials then added in order: tasks for several threads on
+# first layers (3 channels x 2 blocks: C1).  Not the thread count: the sums
+# must not depend on it.
+BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
 
@@ -210,11 +234,22 @@ def blocked_suits(geometry, operation, isa):
     if g.stride != (1, 1) and operation == "input":
         return False
     if operation == "weight":
-        return (g.channels * g.kernel[0] * g.kernel[1] >= BLOCKED_MIN_WEIGHT_TAPS
-                and (isa != "avx2" or g.out_height * g.out_width <= BLOCKED_MAX_PLANE))
+        taps = g.channels * g.kernel[0] * g.kernel[1]
+        plane = g.out_height * g.out_width
+        if isa == "avx2":
+            return taps >= BLOCKED_MIN_WEIGHT_TAPS and plane <= BLOCKED_MAX_PLANE
+        return taps >= BLOCKED_MIN_WEIGHT_TAPS or (
+            g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS and plane > BLOCKED_WEIGHT_RUN)
     outputs, plane = ((g.filters, g.out_height * g.out_width) if operation == "forward"
                       else (g.channels, g.height * g.width))
     return outputs >= BLOCKED_MIN_OUTPUTS and plane <= BLOCKED_MAX_PLANE
+
+
+def blocked_weight_split(blocks, channels):
+    """Whether the filter-blocked weight gradient of ``blocks`` blocks of
+    filters and ``channels`` channels sums each run of rows into its own
+    partial gradient (see BLOCKED_WEIGHT_SPLIT_PAIRS)."""
+    return blocks * channels < BLOCKED_WEIGHT_SPLIT_PAIRS
 
 
 def direct_choice(geometry, operation):

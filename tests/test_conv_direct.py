@@ -66,18 +66,20 @@ def test_which_layers_take_the_direct_path():
 def test_which_kernel_family_the_rule_picks():
     """Filter-blocked kernels for at least 16 output channels on planes of at
     most 256 pixels, and for weight gradients of at least 64 channel taps
-    (on any plane with AVX-512, small planes with AVX2); else the wide
-    kernels (weight gradients of at most 16 filters), or the products where
-    the variant's rule leaves them out."""
+    (on any plane with AVX-512, small planes with AVX2), or with AVX-512 of
+    at least 32 filters on output planes of more than 256 pixels; else the
+    wide kernels (weight gradients of at most 16 filters), or the products
+    where the variant's rule leaves them out."""
     c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3), padding=1)
     c1 = geometry((64, 3, 32, 32), (32, 3, 3, 3), padding=1)
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     w1b = geometry((64, 8, 13, 13), (16, 8, 3, 3))
     w4 = geometry((32, 16, 32, 32), (32, 16, 5, 5), stride=2, padding=2)
     c1_strided = geometry((64, 3, 32, 32), (32, 3, 3, 3), stride=2, padding=1)
+    c1_20 = geometry((64, 3, 32, 32), (20, 3, 3, 3), padding=1)
     expected = {
-        "avx512": {c3: ("blocked",) * 3, c1: ("wide", "wide", None),
-                   w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked"),
+        "avx512": {c3: ("blocked",) * 3, c1: ("wide", "wide", "blocked"),
+                   c1_20: ("wide", "wide", None), w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked"),
                    w4: ("blocked", None, "blocked"), c1_strided: ("blocked", None, None)},
         "avx2": {c3: ("blocked",) * 3, c1: ("wide", None, None), w3: ("wide", None, None),
                  w1b: ("blocked", None, "blocked"), w4: ("blocked", None, "blocked")},
@@ -798,3 +800,120 @@ def test_padding_rows_left_out_keep_the_sign_of_underflowed_zeros():
     assert np.all(gw == 0) and not np.signbit(gw).any()
     for other in weight_gradients[1:]:
         assert other.tobytes() == gw.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_layers_sum_each_run_of_rows_apart_then_in_order(dtype, monkeypatch):
+    """A filter-blocked weight gradient with few (filter block, channel)
+    pairs on planes of several runs of rows sums each run of rows over the
+    samples into its own partial, the partials then added in order of the
+    rows (so that threads share first layers); others add the runs in order
+    of samples.  With x = 1, a 1x1 kernel and one nonzero output gradient
+    per run, every chain is exact and only that order decides: 2**60 (run
+    0 of sample 0) + 1 (run 1 of sample 0) - 2**60 (run 0 of sample 1) is
+    1 by runs of rows, 0 by samples; on every variant and thread count."""
+    big = dtype(2.0 ** 60)
+    x = np.ones((2, 1, 32, 16), dtype)
+    w = np.ones((32, 1, 1, 1), dtype)  # two float blocks, four double ones
+    g = np.zeros((2, 32, 32, 16), dtype)  # rows of 16: runs of 16 rows, two a plane
+    g[0, :, 3, 5], g[0, :, 20, 1], g[1, :, 7, 2] = big, 1, -big
+    assert _runtime.blocked_weight_split(-(-32 // _conv_direct._block(dtype)), 1)
+
+    def weight_gradients():
+        found = []
+        for variant in VARIANTS:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                with _runtime.direct_convolution("always", variant, "blocked"):
+                    found.append(conv2d_backward(g, x, w)[1:])
+        return found
+
+    try:
+        for gw, gb in weight_gradients():
+            assert np.all(gw == 1) and gw.dtype == dtype
+            assert np.all(gb == 1)  # per pixel over the samples: 0 and 1
+        monkeypatch.setattr(_runtime, "BLOCKED_WEIGHT_SPLIT_PAIRS", 0)
+        for gw, gb in weight_gradients():
+            assert np.all(gw == 0) and np.all(gb == 1)
+    finally:
+        cyconv.set_num_threads(None)
+
+
+SPLIT_LAYERS = [
+    # x shape, w shape, keyword arguments: 3 channels and 33 filters (float
+    # blocks of 16 and 1), 2 channels and 20 filters with stride, dilation
+    # and uneven padding, 1 channel and 40 filters 5x5
+    ((5, 3, 21, 19), (33, 3, 3, 3), dict(padding=1)),
+    ((4, 2, 31, 22), (20, 2, 3, 2), dict(padding=(2, 1), stride=(2, 1), dilation=(2, 1))),
+    ((3, 1, 17, 18), (40, 1, 5, 5), dict(padding=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", SPLIT_LAYERS)
+def test_weight_gradient_by_runs_of_rows_against_references(dtype, x_shape, w_shape, kwargs,
+                                                             monkeypatch):
+    """The weight gradient summed by groups of rows (runs of 2 rows here,
+    so several groups a plane, the last one shorter): against the float64
+    reference, NaN and infinities in x and in the output gradient where the
+    reference has them; the bias gradient bitwise the documented order;
+    bitwise across 1, 2, 3 threads, every variant and batch chunks."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    geo = geometry(x_shape, w_shape, **kwargs)
+    g = rng.standard_normal(geo.output_shape).astype(dtype)
+    monkeypatch.setattr(_runtime, "BLOCKED_WEIGHT_RUN", 2 * geo.out_width)
+    assert geo.out_height * geo.out_width > _runtime.BLOCKED_WEIGHT_RUN
+    blocks = -(-w_shape[0] // _conv_direct._block(dtype))
+    assert _runtime.blocked_weight_split(blocks, x_shape[1])
+
+    def run():
+        _conv_direct._plan.cache_clear()
+        found = []
+        for variant in VARIANTS:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                with _runtime.direct_convolution("always", variant, "blocked"):
+                    found.append(conv2d_backward(g, x, w, **kwargs)[1:])
+        return found
+
+    try:
+        for special in (False, True):
+            if special:
+                x[1, 0, 0, 0], x[2, -1, 5, 4], x[0, 0, -1, -1] = np.nan, np.inf, -np.inf
+                g[0, 3, 1, 2], g[2, -1, -1, 0] = np.inf, np.nan
+            found = run()
+            for other in found[1:]:
+                for a, b in zip(found[0], other):
+                    assert a.tobytes() == b.tobytes()
+            gw, gb = found[0]
+            assert gb.tobytes() == _bias_gradient_in_order(g).tobytes()
+            with np.errstate(invalid="ignore"):
+                (_, _, expected), (_, _, magnitude) = _reference(
+                    x, w, g, _pair(kwargs.get("padding", 0)), _pair(kwargs.get("dilation", 1)),
+                    _pair(kwargs.get("stride", 1)))
+            for kind in (np.isnan, np.isposinf, np.isneginf):
+                np.testing.assert_array_equal(kind(gw), kind(expected))
+            assert np.isfinite(expected).all() != special
+            finite = np.isfinite(expected)
+            assert np.all(np.abs(gw[finite] - expected[finite])
+                          <= RTOL[dtype] * 4 * (magnitude[finite] + 1))
+        # chunks of the batch carry the partials on: bitwise one call
+        monkeypatch.setattr(_runtime, "DIRECT_WEIGHT_RUN", 1)  # parts of 1 sample
+        _conv_direct._plan.cache_clear()
+        plan = _conv_direct._plan(geo)
+        monkeypatch.setattr(_runtime, "DIRECT_MAX_PADDED",
+                            w_shape[0] * max(plan.stride, plan.grad_stride) * 3)
+        _conv_direct._plan.cache_clear()
+        assert len(_conv_direct._plan(geo).chunks(x_shape[0])) > 1
+        for other in run():
+            for a, b in zip(found[0], other):
+                assert a.tobytes() == b.tobytes()
+    finally:
+        cyconv.set_num_threads(None)
+        _conv_direct._plan.cache_clear()
+
+
+def _pair(value):
+    return value if isinstance(value, tuple) else (value, value)

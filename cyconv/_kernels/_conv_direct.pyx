@@ -46,7 +46,10 @@
 #   rows leave out padding rows where that copy is finite), sums each value
 #   in runs of rows or of whole samples, each run one chain, the runs added
 #   in order, and splits tasks by (filter blocks, channels), never by
-#   samples.
+#   samples.  Layers with few (filter block, channel) pairs (first layers,
+#   _runtime.blocked_weight_split) sum each run of rows over the samples
+#   into a partial of its own, the caller adding them in order of rows;
+#   tasks then split by groups of runs too.
 # * Indexing.  The caller checks the geometry (stride 1, one group, padding
 #   of the input gradient no larger than the dilated kernel's span) and
 #   allocates every buffer with the sizes plane_stride() and wide_length()
@@ -620,84 +623,98 @@ def sum_positions(
 cdef void _weight_blocked(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
-    floating[:, :, :, ::1] acc,            # IN/OUT (FB, C, kh*kw, B) running sums
+    floating[:, :, :, :, ::1] acc,         # IN/OUT (R, FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
     floating[:, ::1] gt,                   # scratch (n_threads, run_samples * tile_blocks()
                                            #          * Hout * Wout * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
-    Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
+    Py_ssize_t run_rows, Py_ssize_t run_samples, Py_ssize_t group_rows,
+    int isa, int n_threads,
 ) noexcept:
-    """acc[b, c, t, l] += sum over samples n and output pixels (oh, ow) of
-    g[n, b * B + l, oh, ow] * xp[n, c, oh * sh * Wp + ow * sw + offsets[t]],
-    in runs of run_rows output rows, or (run_rows covering the plane) of
-    run_samples samples, each run one chain, the runs added in order; and
-    sums[b, q * B + l] += g[n, b * B + l, q] for each sample in order (the
-    bias gradient's per-pixel partial sums).
-    Tasks are (tile of filter blocks, run of channels) pairs over every
-    sample; each copies a run of samples' output gradient for its filter
-    blocks position-major (blocks of filters) into its thread's scratch,
-    where it serves every channel of the task from cache.  The task of a
-    tile's first channels also keeps the per-pixel sums.  Where that copy
-    is finite, output row oh takes only taps row_taps[oh, 0] <= t <
+    """acc[r, b, c, t, l] += sum over samples n and output pixels (oh, ow)
+    of rows r * group_rows <= oh < (r + 1) * group_rows (R groups of rows
+    covering the plane) of g[n, b * B + l, oh, ow] * xp[n, c, oh * sh * Wp
+    + ow * sw + offsets[t]], in runs of run_rows output rows, or (run_rows
+    covering the plane) of run_samples samples, each run one chain, the
+    runs added in order; and sums[b, q * B + l] += g[n, b * B + l, q] for
+    each sample in order (the bias gradient's per-pixel partial sums).
+    Tasks are (tile of filter blocks, run of row groups, run of channels)
+    triples over every sample; for each sample run and row group, each
+    copies the output gradient of its filter blocks and rows
+    position-major (blocks of filters) into its thread's scratch, where it
+    serves every channel of the task from cache.  The task of a tile's
+    first channels also keeps the per-pixel sums of its rows.  Where that
+    copy is finite, output row oh takes only taps row_taps[oh, 0] <= t <
     row_taps[oh, 1] (the others' terms are signed zeros, which change no
     running sum here: see cb_wgt_tile)."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
-    cdef Py_ssize_t FB = acc.shape[0], C = acc.shape[1], nt = acc.shape[2], B = acc.shape[3]
+    cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
+    cdef Py_ssize_t B = acc.shape[4]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
-    cdef Py_ssize_t gbs = positions * B, gns = per_tile * gbs
-    # Channels per task: as many as leave each thread the same number of
-    # tasks (each task copies the output gradient once per run of samples;
-    # the more channels it serves, the cheaper).  The sums do not depend on
-    # it.
-    cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups, n_threads))
+    # Row groups, then channels, per task: as many as leave each thread the
+    # same number of tasks where they can (each task copies the output
+    # gradient once per run of samples; the more channels it serves, the
+    # cheaper).  The sums do not depend on it: each row group's partial is
+    # one running sum over the samples in order, whichever task adds it.
+    cdef Py_ssize_t row_blocks = min(R, n_threads // _gcd(groups, n_threads))
+    cdef Py_ssize_t per_rows = (R + row_blocks - 1) // row_blocks
+    cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups * row_blocks, n_threads))
     cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
-    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j
+    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j, r, ra, r0, r1, gbs, gns
     cdef floating* buf
     cdef floating* total
     cdef bint finite
-    for task in prange(groups * channel_blocks, nogil=True, schedule="static",
+    for task in prange(groups * row_blocks * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
-        b0 = (task // channel_blocks) * per_tile
+        b0 = (task // (row_blocks * channel_blocks)) * per_tile
+        ra = ((task // channel_blocks) % row_blocks) * per_rows
         c0 = (task % channel_blocks) * per_task
         nb = min(per_tile, FB - b0)
         buf = &gt[threadid(), 0]
         for k in range((N + run_samples - 1) // run_samples):
             n = k * run_samples
             ns = min(run_samples, N - n)
-            finite = True
-            for j in range(ns):
-                for bb in range(nb):
-                    total = &sums[b0 + bb, 0] if c0 == 0 else NULL
+            for r in range(ra, min(R, ra + per_rows)):
+                r0 = r * group_rows
+                r1 = min(Ho, r0 + group_rows)
+                gbs = (r1 - r0) * Wo * B
+                gns = per_tile * gbs
+                finite = True
+                for j in range(ns):
+                    for bb in range(nb):
+                        total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
+                        if floating is float:
+                            if not cb_position_major_f32(
+                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                    buf + j * gns + bb * gbs, total):
+                                finite = False
+                        else:
+                            if not cb_position_major_f64(
+                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                    buf + j * gns + bb * gbs, total):
+                                finite = False
+                for c in range(c0, min(C, c0 + per_task)):
                     if floating is float:
-                        if not cb_position_major_f32(
-                                isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
-                                <int> min(B, F - (b0 + bb) * B), 0, positions,
-                                buf + j * gns + bb * gbs, total):
-                            finite = False
+                        cb_weight_rows_f32(isa, buf, gbs, <int> nb,
+                                           &xp[n, c, r0 * stride_h * padded_width],
+                                           &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
+                                           stride_h * padded_width, stride_w, <int> run_rows,
+                                           <int> ns, gns, C * xp.shape[2],
+                                           &acc[r, b0, c, 0, 0], C * nt * B,
+                                           &row_taps[r0, 0] if finite else NULL)
                     else:
-                        if not cb_position_major_f64(
-                                isa, &g[n + j, (b0 + bb) * B, 0, 0], positions,
-                                <int> min(B, F - (b0 + bb) * B), 0, positions,
-                                buf + j * gns + bb * gbs, total):
-                            finite = False
-            for c in range(c0, min(C, c0 + per_task)):
-                if floating is float:
-                    cb_weight_rows_f32(isa, buf, gbs, <int> nb, &xp[n, c, 0],
-                                       &offsets[0], <int> nt, <int> Ho, <int> Wo,
-                                       stride_h * padded_width, stride_w, <int> run_rows,
-                                       <int> ns, gns, C * xp.shape[2],
-                                       &acc[b0, c, 0, 0], C * nt * B,
-                                       &row_taps[0, 0] if finite else NULL)
-                else:
-                    cb_weight_rows_f64(isa, buf, gbs, <int> nb, &xp[n, c, 0],
-                                       &offsets[0], <int> nt, <int> Ho, <int> Wo,
-                                       stride_h * padded_width, stride_w, <int> run_rows,
-                                       <int> ns, gns, C * xp.shape[2],
-                                       &acc[b0, c, 0, 0], C * nt * B,
-                                       &row_taps[0, 0] if finite else NULL)
+                        cb_weight_rows_f64(isa, buf, gbs, <int> nb,
+                                           &xp[n, c, r0 * stride_h * padded_width],
+                                           &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
+                                           stride_h * padded_width, stride_w, <int> run_rows,
+                                           <int> ns, gns, C * xp.shape[2],
+                                           &acc[r, b0, c, 0, 0], C * nt * B,
+                                           &row_taps[r0, 0] if finite else NULL)
 
 
 cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -712,13 +729,14 @@ def backward_weight_blocked(
     floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks()
                                             #          * Hout * Wout * B)
     floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
-    floating[:, :, :, ::1] acc,             # IN/OUT (FB, C, kh*kw, B) running sums
+    floating[:, :, :, :, ::1] acc,          # IN/OUT (R, FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,             # IN  (Hout, 2) taps reading more than padding
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
-    Py_ssize_t run_rows, Py_ssize_t run_samples, int isa, int n_threads,
+    Py_ssize_t run_rows, Py_ssize_t run_samples, Py_ssize_t group_rows,
+    int isa, int n_threads,
 ):
     """Add this chunk of samples' weight gradient to acc, and its output
     gradient to the per-pixel sums of the bias gradient (see
@@ -726,4 +744,4 @@ def backward_weight_blocked(
     visited (no garbage positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _weight_blocked(grad_out, xp, acc, sums, gt, offsets, row_taps, padded_width, stride_h,
-                    stride_w, run_rows, run_samples, isa, n_threads)
+                    stride_w, run_rows, run_samples, group_rows, isa, n_threads)
