@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _runtime
 from ._kernels import _conv_direct
+from ._pool import PooledGradient
 
 
 def supports(geometry):
@@ -286,6 +287,8 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     dtype = x4.dtype
     if _blocked(g, "weight"):
         return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
+    if isinstance(g4, PooledGradient):
+        g4 = g4.dense()
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
@@ -312,6 +315,10 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     return result, True
 
 
+# Codes of no 2x2 pooling: the blocked weight gradient's output gradient is dense.
+_NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
+
+
 def _planes_and_zeros(channels, n, stride, dtype):
     """Scratch (channels, n + 1, stride) for the wide weight gradient: the
     kernel writes every value of the first n planes of each channel; the
@@ -327,7 +334,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     the batch to the next, so that the chunks change nothing, then added
     over the groups in order; and the bias gradient, into ``grad_bias``,
     from per-pixel running sums kept in the same pass over the output
-    gradient."""
+    gradient.  A PooledGradient ``g4`` is expanded by the kernels, a group
+    of rows at a time in cache, where the groups hold whole windows."""
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
     block = _block(dtype)
@@ -345,6 +353,15 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     group_rows = run_rows if split else max(1, g.out_height)
     acc = np.zeros((-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
                    dtype)
+    if isinstance(g4, PooledGradient) and group_rows % 2 and group_rows < g.out_height:
+        g4 = g4.dense()
+    if isinstance(g4, PooledGradient):
+        pairs_isa = g4.saved.isa
+        g4, codes, pooled = g4.arrays()
+        dense = np.empty((n_threads, block * group_rows * g.out_width), dtype)
+    else:
+        codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
+        dense = np.empty((0, 0), dtype)
     sums = np.zeros((blocks, positions * block), dtype)
     # each thread's copy of a run of samples' output gradient, position-major
     gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
@@ -355,7 +372,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads)
+            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads,
+            codes[part], pooled[part], dense, pairs_isa, g.out_height, g.out_width)
     _conv_direct.sum_positions(sums, grad_bias)
     total = acc[0]
     if len(acc) > 1:
