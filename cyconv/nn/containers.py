@@ -169,7 +169,10 @@ class Container(Layer):
     container's backward pass applies its gradient through the pooling,
     as it does after a copy or pickle of the container, or with ``fuse``
     changed, in between.  Set ``fuse = False`` to keep every layer's
-    output.
+    output.  Where such a triple opens the container (no input gradient
+    wanted), the backward pass hands the pooling's gradient to the
+    convolution unexpanded, for weight-gradient kernels that expand it in
+    cache (see :class:`~cyconv._pool.PooledGradient`).
 
     Parameters
     ----------
