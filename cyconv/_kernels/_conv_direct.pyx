@@ -77,13 +77,7 @@ cdef extern from "conv_direct.h" nogil:
                             const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
                             double* lanes)
 
-cdef extern from "pool_tiles.h" nogil:
-    void pt_backward_f32(int isa, const float* g, const uint8_t* codes, const float* pooled,
-                         float* grad_in, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hout,
-                         Py_ssize_t Wout)
-    void pt_backward_f64(int isa, const double* g, const uint8_t* codes, const double* pooled,
-                         double* grad_in, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hout,
-                         Py_ssize_t Wout)
+from cyconv._kernels._pool_tiles cimport pt_backward_f32, pt_backward_f64
 
 cdef extern from "conv_blocked.h" nogil:
     int CD_CHUNK_TAPS
