@@ -491,7 +491,7 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     n_threads = geometry.threads()
 
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
-    grad_weight, bias_done = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
+    grad_weight, bias_done, g4 = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
     if not bias_done:
         workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
         _conv.conv2d_backward_bias(_dense(g4), grad_bias, workspace, n_threads)
@@ -505,9 +505,10 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
 
 
 def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
-    """The weight gradient, and whether it also wrote the bias gradient
-    into ``grad_bias`` (the filter-blocked kernels do, bitwise as
-    conv2d_backward_bias)."""
+    """The weight gradient, whether it also wrote the bias gradient into
+    ``grad_bias`` (the direct kernels do, bitwise as conv2d_backward_bias),
+    and else the output gradient as an array for that (a PooledGradient
+    made dense once)."""
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
     # The direct kernels multiply zeros by x at the garbage positions:
@@ -516,7 +517,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
         grad_weight, bias_done = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads,
                                                           grad_bias)
         if grad_weight is not None:
-            return grad_weight, bias_done
+            return grad_weight, bias_done, g4
     g4 = _dense(g4)
     per_part = geometry.samples_per_part
     parts = -(-geometry.n // per_part)
@@ -533,7 +534,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
                 per_part, geometry.wide_rows(), *geometry.frame, n_threads)
         # (groups, taps, Fg, Cg) back to (F, Cg, kh, kw)
         return np.ascontiguousarray(
-            _sum_partials(partials).transpose(0, 2, 3, 1).reshape(weight.shape)), False
+            _sum_partials(partials).transpose(0, 2, 3, 1).reshape(weight.shape)), False, g4
     taps = geometry.kernel[0] * geometry.kernel[1]
     block = geometry.channels_per_block
     f, cg, kh, kw = weight.shape
@@ -544,7 +545,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
         _conv.conv2d_backward_weight(g4, x4, partials, workspace, block, per_part, rows,
                                      kh, kw, *geometry.hyper, n_threads)
     # (Cg * kh * kw, F) back to (F, Cg, kh, kw)
-    return np.ascontiguousarray(_sum_partials(partials).T.reshape(weight.shape)), False
+    return np.ascontiguousarray(_sum_partials(partials).T.reshape(weight.shape)), False, g4
 
 
 def _dense(g4):

@@ -148,6 +148,8 @@ def _column_taps(out_cols, kernel, read_col, data_left, data_cols):
     data_cols, at the first and the last output column: padding, whose
     zeros the filter-blocked kernels add rather than multiply."""
     kh, kw = kernel
+    if kh * kw > 64:  # a tap a bit of the kernels' 64-bit masks: none past that
+        return 0, 0
     masks = []
     for col in (0, out_cols - 1):
         outside = [j for j in range(kw)

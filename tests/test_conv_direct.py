@@ -922,13 +922,16 @@ def _pair(value):
 @pytest.mark.parametrize("family", ["blocked", "wide"])
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(5, 3, 32, 32), (3, 3, 33, 31), (2, 2, 20, 18)])
-def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape):
+@pytest.mark.parametrize("shape, ceil_mode", [((5, 3, 32, 32), False), ((3, 3, 33, 31), False),
+                                              ((3, 3, 33, 31), True), ((2, 2, 20, 18), False),
+                                              ((2, 3, 19, 7), True)])
+def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape, ceil_mode):
     """The direct weight gradient given a ReLU and 2x2 max pooling's
     gradient unexpanded (a PooledGradient) gives, with its bias gradient,
     the bits it gives on the expanded gradient (which the pooling's
     backward pass makes): NaN, infinities and -0.0 in it, planes whose last
-    row or column no window covers, at 1, 2 and 3 threads."""
+    row or column no window covers (or, under ceil_mode, a cut-short one),
+    at 1, 2 and 3 threads."""
     from cyconv._pool import PooledGradient, max_pool2d_saving
 
     rng = np.random.default_rng(37)
@@ -937,7 +940,7 @@ def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape)
     geo = geometry(x.shape, w.shape, padding=1)
     with _runtime.direct_convolution("always", variant, family):
         y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(40, dtype), geo), 0)
-        pooled, saved = max_pool2d_saving(y, 2)
+        pooled, saved = max_pool2d_saving(y, 2, ceil_mode=ceil_mode)
         g = rng.standard_normal(pooled.shape).astype(dtype)
         g[0, 1, 0, :4] = [np.nan, np.inf, -np.inf, -0.0]
         g[1, 2] = -0.0

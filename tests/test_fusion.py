@@ -153,9 +153,10 @@ def test_the_pairs_really_run_as_one(monkeypatch, case, fused_relus, relus):
                                              ("first layer, odd rows", False)])
 def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case, expanded):
     """Where the convolution, ReLU and pooling ran as one, the model hands
-    the pooling's gradient to the first layer as it is; the filter-blocked
-    weight gradient expands it in cache (the full gradient is made only
-    where its runs of rows cut windows, or another kernel serves)."""
+    the pooling's gradient to the first layer as it is; the direct weight
+    gradient expands it in cache (the full gradient is made once, only
+    where the filter-blocked kernels' runs of rows cut windows, or the
+    matrix products serve)."""
     from cyconv import _conv_direct
     from cyconv._pool import PooledGradient
 
@@ -167,14 +168,32 @@ def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case,
     fused.forward(x)
     fused.backward(np.ones((4, 3), np.float32))
     out = fused.forward(x)  # the fused pass runs from a layer's second call
-    assert 2 in fused._ran_as_one
     fused.backward(np.ones_like(out))
     conv = fused.layers[0]
     geometry = conv._checked[1]
-    blocked = _conv_direct.use(geometry, "weight") and _conv_direct._blocked(geometry, "weight")
+    direct = _conv_direct.use(geometry, "weight")
+    blocked = direct and _conv_direct._blocked(geometry, "weight")
     if cyconv._runtime.DETECTED_ISA == "avx512":
-        assert blocked
-    assert made == ([] if expanded and blocked else [1])
+        assert 2 in fused._ran_as_one and blocked
+    if 2 not in fused._ran_as_one:  # (no fused pass: no 2x2 kernels here)
+        assert made == []
+    else:
+        assert made == ([] if direct and (expanded or not blocked) else [1])
+
+
+def test_a_first_layer_run_alone_on_another_batch_is_refused_as_unfused():
+    """After a fused forward, the convolution called alone on another
+    batch: the model's backward refuses the pooling's gradient for it, as
+    it does the full gradient without fusion (no gradient of one batch
+    paired with another's input)."""
+    shape, fused, plain = _models("first layer from the pooled gradient", np.float32)
+    x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
+    for model in (fused, plain):
+        model.forward(x)
+        out = model.forward(x)
+        model.layers[0].forward(np.concatenate([x, x]))
+        with pytest.raises(ValueError, match="output_gradient of the output's shape"):
+            model.backward(np.ones_like(out))
 
 
 class ShiftInPlace(cyconv.Layer):

@@ -740,7 +740,8 @@ cdef void _weight_blocked(
                             # rows r0 to r1 of each filter's gradient, from the
                             # pooled rows whose windows they hold
                             rows_g = &dense[threadid(), 0]
-                            prs = min(Hp - r0 // 2, (r1 - r0) // 2)
+                            # (a cut-short last window, under ceil_mode, too)
+                            prs = min(Hp - r0 // 2, (r1 - r0 + 1) // 2)
                             # (rows no window covers: none read, all zeros)
                             pr0 = r0 // 2 if prs > 0 else 0
                             for k2 in range(min(B, F - f0)):

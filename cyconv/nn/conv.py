@@ -233,10 +233,16 @@ class Convolution(WeightAndBias):
             # From a model that ran a ReLU and a 2x2 max pooling after this
             # layer as one (see Container.backward), whose layers checked
             # it: the gradient held as the pooling's, which the weight
-            # gradient's kernels may take as it is.
+            # gradient's kernels may take as it is.  Its shape is checked
+            # as a full gradient's would be (this layer may have run on
+            # another batch since).
             grad, fits = output_gradient, geometry is not None and geometry.batched
-            if not fits:
-                grad = output_gradient.dense()
+            pooled = output_gradient.saved.geometry
+            if not fits or (pooled.channels_shape + (pooled.height, pooled.width)
+                            != geometry.output_shape):
+                grad, fits = output_gradient.dense(), False
+                check_gradient_shape(grad, self._output_shape if self.output is None
+                                     else self.output.shape, "Convolution")
         else:
             grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
             shape = self._output_shape if self.output is None else self.output.shape
