@@ -625,14 +625,14 @@ cdef void _weight_blocked(
     runs added in order; and sums[b, q * B + l] += g[n, b * B + l, q] for
     each sample in order (the bias gradient's per-pixel partial sums).
     Tasks are (tile of filter blocks, run of row groups, run of channels)
-    triples over every sample; for each run of samples, each copies the
-    output gradient of its filter blocks and rows position-major (blocks
-    of filters) into its thread's scratch, where it serves every channel
-    of the task from cache.  The task of a tile's first channels also
-    keeps the per-pixel sums of its rows.  Where that copy is finite,
-    output row oh takes only taps row_taps[oh, 0] <= t < row_taps[oh, 1]
-    (the others' terms are signed zeros, which change no running sum here:
-    see cb_wgt_tile)."""
+    triples over every sample; for each sample run and row group, each
+    copies the output gradient of its filter blocks and rows
+    position-major (blocks of filters) into its thread's scratch, where it
+    serves every channel of the task from cache.  The task of a tile's
+    first channels also keeps the per-pixel sums of its rows.  Where that
+    copy is finite, output row oh takes only taps row_taps[oh, 0] <= t <
+    row_taps[oh, 1] (the others' terms are signed zeros, which change no
+    running sum here: see cb_wgt_tile)."""
     cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
     cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
@@ -647,7 +647,7 @@ cdef void _weight_blocked(
     cdef Py_ssize_t per_rows = (R + row_blocks - 1) // row_blocks
     cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups * row_blocks, n_threads))
     cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
-    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j, r, ra, rb, r0, r1, gbs, gns
+    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j, r, ra, r0, r1, gbs, gns
     cdef floating* buf
     cdef floating* total
     cdef bint finite
@@ -655,50 +655,46 @@ cdef void _weight_blocked(
                        num_threads=n_threads, use_threads_if=n_threads > 1):
         b0 = (task // (row_blocks * channel_blocks)) * per_tile
         ra = ((task // channel_blocks) % row_blocks) * per_rows
-        rb = min(R, ra + per_rows)
         c0 = (task % channel_blocks) * per_task
         nb = min(per_tile, FB - b0)
         buf = &gt[threadid(), 0]
-        # the task's rows, ra * group_rows to r1, as one copy
-        r1 = min(Ho, rb * group_rows)
-        gbs = (r1 - ra * group_rows) * Wo * B
-        gns = per_tile * gbs
         for k in range((N + run_samples - 1) // run_samples):
             n = k * run_samples
             ns = min(run_samples, N - n)
-            finite = True
-            for j in range(ns):
-                for bb in range(nb):
-                    total = &sums[b0 + bb, ra * group_rows * Wo * B] if c0 == 0 else NULL
+            for r in range(ra, min(R, ra + per_rows)):
+                r0 = r * group_rows
+                r1 = min(Ho, r0 + group_rows)
+                gbs = (r1 - r0) * Wo * B
+                gns = per_tile * gbs
+                finite = True
+                for j in range(ns):
+                    for bb in range(nb):
+                        total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
+                        if floating is float:
+                            if not cb_position_major_f32(
+                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                    buf + j * gns + bb * gbs, total):
+                                finite = False
+                        else:
+                            if not cb_position_major_f64(
+                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                    buf + j * gns + bb * gbs, total):
+                                finite = False
+                for c in range(c0, min(C, c0 + per_task)):
                     if floating is float:
-                        if not cb_position_major_f32(
-                                isa, &g[n + j, (b0 + bb) * B, ra * group_rows, 0], positions,
-                                <int> min(B, F - (b0 + bb) * B), 0, gbs // B,
-                                buf + j * gns + bb * gbs, total):
-                            finite = False
-                    else:
-                        if not cb_position_major_f64(
-                                isa, &g[n + j, (b0 + bb) * B, ra * group_rows, 0], positions,
-                                <int> min(B, F - (b0 + bb) * B), 0, gbs // B,
-                                buf + j * gns + bb * gbs, total):
-                            finite = False
-            for c in range(c0, min(C, c0 + per_task)):
-                for r in range(ra, rb):
-                    r0 = r * group_rows
-                    if floating is float:
-                        cb_weight_rows_f32(isa, buf + (r0 - ra * group_rows) * Wo * B, gbs,
-                                           <int> nb, &xp[n, c, r0 * stride_h * padded_width],
-                                           &offsets[0], <int> nt,
-                                           <int> (min(Ho, r0 + group_rows) - r0), <int> Wo,
+                        cb_weight_rows_f32(isa, buf, gbs, <int> nb,
+                                           &xp[n, c, r0 * stride_h * padded_width],
+                                           &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
                                            stride_h * padded_width, stride_w, <int> run_rows,
                                            <int> ns, gns, C * xp.shape[2],
                                            &acc[r, b0, c, 0, 0], C * nt * B,
                                            &row_taps[r0, 0] if finite else NULL)
                     else:
-                        cb_weight_rows_f64(isa, buf + (r0 - ra * group_rows) * Wo * B, gbs,
-                                           <int> nb, &xp[n, c, r0 * stride_h * padded_width],
-                                           &offsets[0], <int> nt,
-                                           <int> (min(Ho, r0 + group_rows) - r0), <int> Wo,
+                        cb_weight_rows_f64(isa, buf, gbs, <int> nb,
+                                           &xp[n, c, r0 * stride_h * padded_width],
+                                           &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
                                            stride_h * padded_width, stride_w, <int> run_rows,
                                            <int> ns, gns, C * xp.shape[2],
                                            &acc[r, b0, c, 0, 0], C * nt * B,
