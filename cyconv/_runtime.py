@@ -178,8 +178,10 @@ BLOCKED_WEIGHT_RUN = 256
 # must not depend on it.  Zen 4, float32, batch 64, ms, split / not split;
 # 2 threads (min of 20-40 interleaved runs, the other jobs' load): C1
 # 0.93 / 1.45, 3->32 64x64 batch 16 1.08 / 1.44, 3->32 5x5 2.16 / 2.82;
-# 1 thread (median): C1 1.83 / 1.88, 3->64 3.74 / 3.75, 8->16 28x28
-# 1.31 / 1.25 (a call a run of rows more), 3->32 5x5 3.64 / 3.55.
+# 1 thread (median): C1 1.81 / 1.81, 3->64 3.69 / 3.65, but 8->16 28x28
+# 1.66 / 1.51 and 3->32 5x5 4.34 / 4.09 (a copy and a call a run of rows
+# rather than a plane; copying a task's rows at once measured 1.31 / 1.25
+# and 3.64 / 3.55 on a busier machine).
 BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
