@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _conv_direct, _relu, _runtime
+from ._pool import PooledGradient
 from ._blas import single_threaded_blas
 from ._deferred import Deferred
 from ._runtime import threads_for
@@ -474,7 +475,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
 
 def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input):
-    """conv2d_backward on arguments already checked, as conv2d_checked."""
+    """conv2d_backward on arguments already checked, as conv2d_checked.
+    ``grad_output`` may be a :class:`~cyconv._pool.PooledGradient` (of a
+    batch): the weight gradient takes it as it is where its kernels can,
+    the rest its dense() gradient."""
+    if isinstance(grad_output, PooledGradient) and (compute_grad_input or not geometry.batched
+                                                    or geometry.n == 0):
+        grad_output = grad_output.dense()
     batched = geometry.batched
     if geometry.n == 0:
         return (np.zeros(x.shape, x.dtype) if compute_grad_input else None,
@@ -487,7 +494,7 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     grad_weight, bias_done = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
     if not bias_done:
         workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
-        _conv.conv2d_backward_bias(g4, grad_bias, workspace, n_threads)
+        _conv.conv2d_backward_bias(_dense(g4), grad_bias, workspace, n_threads)
 
     grad_input = None
     if compute_grad_input:
@@ -510,6 +517,7 @@ def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
                                                           grad_bias)
         if grad_weight is not None:
             return grad_weight, bias_done
+    g4 = _dense(g4)
     per_part = geometry.samples_per_part
     parts = -(-geometry.n // per_part)
     # Zero garbage in the shifted products is exact only against finite x.
@@ -537,6 +545,11 @@ def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
                                      kh, kw, *geometry.hyper, n_threads)
     # (Cg * kh * kw, F) back to (F, Cg, kh, kw)
     return np.ascontiguousarray(_sum_partials(partials).T.reshape(weight.shape)), False
+
+
+def _dense(g4):
+    """The output gradient itself, of a PooledGradient too."""
+    return g4.dense() if isinstance(g4, PooledGradient) else g4
 
 
 def _sum_partials(partials):

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _runtime
 from ._kernels import _conv_direct
+from ._pool import PooledGradient
 
 
 def supports(geometry):
@@ -108,6 +109,8 @@ class _Plan:
     grad_stride: int
     row_taps: np.ndarray         # filter-blocked forward: each output row's taps
     grad_row_taps: np.ndarray    # ...and input gradient's (see _row_taps)
+    edge_taps: tuple             # filter-blocked forward: (first, last) column's
+    grad_edge_taps: tuple        # ...and input gradient's (see _column_taps)
     packed_stride: int           # weight gradient: values per plane of a run
     samples_per_part: int
     parts: int
@@ -136,6 +139,21 @@ def _row_taps(out_rows, kernel, read_row, data_top, data_rows):
     taps = np.array(ranges, np.intc).reshape(out_rows, 2)
     taps.flags.writeable = False
     return taps
+
+
+def _column_taps(out_cols, kernel, read_col, data_left, data_cols):
+    """``(first, last)``: bit masks of the taps (in the order of the
+    offsets) whose kernel column j reads column ``read_col(col, j)`` of the
+    padded planes outside the data, columns data_left to data_left +
+    data_cols, at the first and the last output column: padding, whose
+    zeros the filter-blocked kernels add rather than multiply."""
+    kh, kw = kernel
+    masks = []
+    for col in (0, out_cols - 1):
+        outside = [j for j in range(kw)
+                   if not data_left <= read_col(col, j) < data_left + data_cols]
+        masks.append(sum(1 << (i * kw + j) for i in range(kh) for j in outside))
+    return tuple(masks)
 
 
 def _offsets(kernel, dilation, width, flipped=False):
@@ -192,6 +210,10 @@ def _plan(g):
                            g.pad_top, g.height),
         grad_row_taps=_row_taps(g.height, g.kernel, lambda r, i: r + (kh - 1 - i) * dh,
                                 span_h - g.pad_top, g.out_height),
+        edge_taps=_column_taps(g.out_width, g.kernel, lambda c, j: c * g.stride[1] + j * dw,
+                               g.pad_left, g.width),
+        grad_edge_taps=_column_taps(g.width, g.kernel, lambda c, j: c + (kw - 1 - j) * dw,
+                                    span_w - g.pad_left, g.out_width),
         packed_stride=packed, samples_per_part=per_part, parts=-(-g.n // per_part),
         chunk=chunk,
     )
@@ -213,8 +235,8 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part],
                 np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-                tiles, plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width,
-                *g.stride, relu, _runtime.isa_code(), n_threads)
+                tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+                plan.width, *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
@@ -239,8 +261,8 @@ def grad_input(g4, weight, geometry, n_threads):
             _conv_direct.backward_input_blocked(
                 g4[part], packed, grad_input[part],
                 np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
-                tiles, plan.grad_offsets, plan.grad_row_taps, plan.grad_top, plan.grad_left,
-                plan.grad_width, _runtime.isa_code(), n_threads)
+                tiles, plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps,
+                plan.grad_top, plan.grad_left, plan.grad_width, _runtime.isa_code(), n_threads)
         return grad_input
     transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
     wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
@@ -265,6 +287,8 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     dtype = x4.dtype
     if _blocked(g, "weight"):
         return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
+    if isinstance(g4, PooledGradient):
+        g4 = g4.dense()
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
@@ -291,6 +315,10 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     return result, True
 
 
+# Codes of no 2x2 pooling: the blocked weight gradient's output gradient is dense.
+_NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
+
+
 def _planes_and_zeros(channels, n, stride, dtype):
     """Scratch (channels, n + 1, stride) for the wide weight gradient: the
     kernel writes every value of the first n planes of each channel; the
@@ -306,7 +334,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     the batch to the next, so that the chunks change nothing, then added
     over the groups in order; and the bias gradient, into ``grad_bias``,
     from per-pixel running sums kept in the same pass over the output
-    gradient."""
+    gradient.  A PooledGradient ``g4`` is expanded by the kernels, a group
+    of rows at a time in cache, where the groups hold whole windows."""
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
     block = _block(dtype)
@@ -324,6 +353,15 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     group_rows = run_rows if split else max(1, g.out_height)
     acc = np.zeros((-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
                    dtype)
+    if isinstance(g4, PooledGradient) and group_rows % 2 and group_rows < g.out_height:
+        g4 = g4.dense()
+    if isinstance(g4, PooledGradient):
+        pairs_isa = g4.saved.isa
+        g4, codes, pooled = g4.arrays()
+        dense = np.empty((n_threads, block * group_rows * g.out_width), dtype)
+    else:
+        codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
+        dense = np.empty((0, 0), dtype)
     sums = np.zeros((blocks, positions * block), dtype)
     # each thread's copy of a run of samples' output gradient, position-major
     gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
@@ -334,7 +372,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads)
+            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads,
+            codes[part], pooled[part], dense, pairs_isa, g.out_height, g.out_width)
     _conv_direct.sum_positions(sums, grad_bias)
     total = acc[0]
     if len(acc) > 1:

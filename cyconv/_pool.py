@@ -556,6 +556,28 @@ def saved_pairs(geometry, out, codes):
     return SavedMaxima(geometry, out, codes=codes, isa=PAIRS_ISA)
 
 
+class PooledGradient(NamedTuple):
+    """The output gradient of a layer followed by a ReLU and a 2x2 max
+    pooling (stride 2) whose forward pass kept codes: held as that pooling's
+    output gradient and what it kept, for a weight gradient that takes it
+    so (the filter-blocked kernels), without writing the full gradient."""
+
+    grad: np.ndarray       # the pooling's output gradient, checked by its layer
+    saved: SavedMaxima     # its forward pass's, with codes
+
+    def dense(self):
+        """The gradient itself: ``max_pool2d_backward_saved(grad, saved,
+        through_relu=True)``."""
+        return max_pool2d_backward_saved(self.grad, self.saved, through_relu=True)
+
+    def arrays(self):
+        """``(grad, codes, pooled)`` as (N, C, Hout, Wout) arrays (codes
+        followed in memory by the slack the 2x2 kernels read)."""
+        shape = self.saved.geometry.output_shape
+        return (self.grad, self.saved.codes.reshape(shape),
+                self.saved.pooled.reshape(shape))
+
+
 def max_pool2d_backward_saved(grad_output, saved, through_relu=False):
     """The input gradient from what :func:`max_pool2d_saving` kept.
 

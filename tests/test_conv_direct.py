@@ -648,6 +648,62 @@ def test_rows_skip_exactly_the_taps_that_read_padding_rows_only(kernel, dilation
             assert set(range(t0, t1)) == {2 * i + j for i in kept for j in range(2)}
 
 
+@pytest.mark.parametrize("kernel, dilation, stride, padding, width", [
+    (3, 1, 1, 1, 8), (3, 2, 1, 2, 9), (5, 1, 2, 2, 11), (3, 1, 1, 2, 4), (4, 1, 3, 3, 10),
+    (4, 1, 1, "same", 7), (3, 1, 1, 1, 1), (7, 1, 1, 3, 2)])
+def test_edge_columns_mark_exactly_the_taps_that_read_padding_columns(kernel, dilation, stride,
+                                                                      padding, width):
+    """At a row's first and last pixel, the filter-blocked forward pass and
+    input gradient add the zeros of the taps (rows of the kernel, then its
+    columns) whose column of the zero-padded input is padding: exactly
+    those, found here from np.pad's layout."""
+    g = geometry((1, 1, 5, width), (1, 1, 2, kernel), stride=(1, stride),
+                 padding=padding if padding == "same" else (0, padding),
+                 dilation=(1, dilation))
+    plan = _conv_direct._plan(g)
+
+    def masks(out_cols, data, read):
+        return tuple(sum(1 << (i * kernel + j) for i in range(2) for j in range(kernel)
+                         if not data[read(col, j)])
+                     for col in (0, out_cols - 1))
+
+    data = np.pad(np.ones(width), (g.pad_left, g.pad_right)) == 1  # columns of the padded input
+    assert plan.edge_taps == masks(g.out_width, data, lambda c, j: c * stride + j * dilation)
+    if stride == 1:  # the input gradient: the output gradient, padded, flipped taps
+        span = dilation * (kernel - 1)
+        data = np.pad(np.ones(g.out_width), (span - g.pad_left, span - g.pad_right)) == 1
+        assert plan.grad_edge_taps == masks(width, data,
+                                            lambda c, j: c + (kernel - 1 - j) * dilation)
+    assert plan.edge_taps != (0, 0) or g.pad_left == g.pad_right == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1, 2, 8, 17])
+def test_padding_columns_add_the_signed_zeros_of_the_products(dtype, width):
+    """At a row's first and last pixel the filter-blocked kernels add the
+    zeros w * 0 of the taps that read padding columns, in their place in
+    each chain: bitwise the wide kernels' results, which multiply every
+    zero.  Products that underflow to -0.0 or +0.0 make chains of signed
+    zeros, where the place and sign of each padding zero decide the
+    result's sign; rows of one or two pixels take both edges at once."""
+    rng = np.random.default_rng(31)
+    signs = lambda shape: rng.choice(np.array([-1.0, 1.0], dtype), shape)
+    tiny = np.finfo(dtype).tiny  # tiny * tiny underflows to a signed zero
+    x = signs((2, 18, 5, width)) * tiny
+    w = signs((35, 18, 3, 3)) * tiny
+    g = signs((2, 35, 5, width)) * tiny
+    found = []
+    for variant, family in [(v, "blocked") for v in VARIANTS] + [(None, "wide")]:
+        with _runtime.direct_convolution("always", variant, family):
+            found.append((conv2d(x, w, padding=1), conv2d_backward(g, x, w, padding=1)[0]))
+    out, gx = found[-1]
+    for zeros in (out, gx):
+        assert np.all(zeros == 0) and np.signbit(zeros).any() and not np.signbit(zeros).all()
+    for other_out, other_gx in found[:-1]:
+        assert other_out.tobytes() == out.tobytes()
+        assert other_gx.tobytes() == gx.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_skipped_padding_rows_change_no_bit(dtype):
     """Adding the signed zeros w * 0 of the kernel rows that read padding
@@ -861,3 +917,37 @@ def test_weight_gradient_by_runs_of_rows_against_references(dtype, x_shape, w_sh
 
 def _pair(value):
     return value if isinstance(value, tuple) else (value, value)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 32, 32), (3, 3, 33, 31), (2, 2, 20, 18)])
+def test_blocked_weight_gradient_from_the_pooled_gradient(variant, dtype, shape):
+    """The filter-blocked weight gradient given a ReLU and 2x2 max pooling's
+    gradient unexpanded (a PooledGradient) gives, with its bias gradient,
+    the bits it gives on the expanded gradient (which the pooling's
+    backward pass makes): NaN, infinities and -0.0 in it, planes whose last
+    row or column no window covers, at 1, 2 and 3 threads."""
+    from cyconv._pool import PooledGradient, max_pool2d_saving
+
+    rng = np.random.default_rng(37)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((40, shape[1], 3, 3)).astype(dtype)
+    geo = geometry(x.shape, w.shape, padding=1)
+    with _runtime.direct_convolution("always", variant, "blocked"):
+        y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(40, dtype), geo), 0)
+        pooled, saved = max_pool2d_saving(y, 2)
+        g = rng.standard_normal(pooled.shape).astype(dtype)
+        g[0, 1, 0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+        g[1, 2] = -0.0
+        found = []
+        try:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                for gradient in (PooledGradient(g, saved), PooledGradient(g, saved).dense()):
+                    _, gw, gb = _conv.conv2d_backward_checked(gradient, x, w, geo, False)
+                    found.append(gw.tobytes() + gb.tobytes())
+        finally:
+            cyconv.set_num_threads(None)
+        assert _conv_direct.use(geo, "weight") and _conv_direct._blocked(geo, "weight")
+    assert all(other == found[0] for other in found[1:])

@@ -34,6 +34,15 @@ CASES = {
         BatchNormalization(dtype=dt), ReLU(),
         Flatten(), Dense(output_size=2, dtype=dt, rng=3), BatchNormalization(dtype=dt),
         ReLU()]),
+    # First layers whose weight gradient takes the pooling's gradient as it
+    # is (rows of 18 pixels: runs of 14 rows, whole windows), or not (19:
+    # runs of 13, and a last row and column no window covers).
+    "first layer from the pooled gradient": ((3, 18, 18), lambda dt: [
+        Convolution(kernel_size=3, depth=32, padding=1, dtype=dt, rng=1), ReLU(),
+        MaxPooling(2), Flatten(), Dense(output_size=3, dtype=dt, rng=2)]),
+    "first layer, odd rows": ((3, 19, 19), lambda dt: [
+        Convolution(kernel_size=3, depth=32, padding=1, dtype=dt, rng=1), ReLU(),
+        MaxPooling(2), Flatten(), Dense(output_size=3, dtype=dt, rng=2)]),
     "residual": ((4, 6, 6), lambda dt: [
         Residual([Convolution(kernel_size=3, depth=4, padding=1, dtype=dt, rng=1), ReLU(),
                   Convolution(kernel_size=3, depth=4, padding=1, dtype=dt, rng=2)]),
@@ -138,6 +147,34 @@ def test_the_pairs_really_run_as_one(monkeypatch, case, fused_relus, relus):
     calls.clear()
     plain.forward(x)
     assert calls == ["_function"] * relus
+
+
+@pytest.mark.parametrize("case, expanded", [("first layer from the pooled gradient", True),
+                                             ("first layer, odd rows", False)])
+def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case, expanded):
+    """Where the convolution, ReLU and pooling ran as one, the model hands
+    the pooling's gradient to the first layer as it is; the filter-blocked
+    weight gradient expands it in cache (the full gradient is made only
+    where its runs of rows cut windows, or another kernel serves)."""
+    from cyconv import _conv_direct
+    from cyconv._pool import PooledGradient
+
+    made = []
+    original = PooledGradient.dense
+    monkeypatch.setattr(PooledGradient, "dense", lambda self: made.append(1) or original(self))
+    shape, fused, _ = _models(case, np.float32)
+    x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
+    fused.forward(x)
+    fused.backward(np.ones((4, 3), np.float32))
+    out = fused.forward(x)  # the fused pass runs from a layer's second call
+    assert 2 in fused._ran_as_one
+    fused.backward(np.ones_like(out))
+    conv = fused.layers[0]
+    geometry = conv._checked[1]
+    blocked = _conv_direct.use(geometry, "weight") and _conv_direct._blocked(geometry, "weight")
+    if cyconv._runtime.DETECTED_ISA == "avx512":
+        assert blocked
+    assert made == ([] if expanded and blocked else [1])
 
 
 class ShiftInPlace(cyconv.Layer):

@@ -57,6 +57,7 @@
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.stdint cimport uint8_t
 
 cdef extern from "conv_direct.h" nogil:
     int CD_ISA_PORTABLE, CD_ISA_AVX2, CD_ISA_AVX512
@@ -76,6 +77,8 @@ cdef extern from "conv_direct.h" nogil:
                             const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
                             double* lanes)
 
+from cyconv._kernels._pool_tiles cimport pt_backward_f32, pt_backward_f64
+
 cdef extern from "conv_blocked.h" nogil:
     int CD_CHUNK_TAPS
     int cb_blocks(int isa)
@@ -84,11 +87,13 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_forward_rows_f32(int isa, const float* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps,
+                             unsigned long long first_taps, unsigned long long last_taps)
     void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
-                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps)
+                             Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps,
+                             unsigned long long first_taps, unsigned long long last_taps)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
@@ -438,15 +443,17 @@ def sum_pixels(
 ):
     """grad_bias[f] = the sum over pixels p, in order and from 0, of
     pixel_sums[f, p]: the bias gradient's second stage, as
-    conv2d_backward_bias."""
+    conv2d_backward_bias.  The filters' sums advance side by side, each
+    its own chain in pixel order: one filter at a time waited on every
+    add (5 us of LeNet's first layer, 8 filters of 676 pixels)."""
+    cdef Py_ssize_t F = pixel_sums.shape[0], P = pixel_sums.shape[1]
     cdef Py_ssize_t f, p
-    cdef floating total
     with nogil:
-        for f in range(pixel_sums.shape[0]):
-            total = 0
-            for p in range(pixel_sums.shape[1]):
-                total = total + pixel_sums[f, p]
-            grad_bias[f] = total
+        for f in range(F):
+            grad_bias[f] = 0
+        for p in range(P):
+            for f in range(F):
+                grad_bias[f] = grad_bias[f] + pixel_sums[f, p]
 
 
 # -- the filter-blocked family (conv_blocked.h): vectorised over blocks of
@@ -462,6 +469,8 @@ cdef void _correlate_blocked(
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     const int[:, ::1] row_taps,            # IN  (Hout, 2) each output row's taps...
     bint skip_padding,                     # ...taken if True, else all taps
+    unsigned long long first_taps,         # IN  bit t: tap t reads a padding column at a
+    unsigned long long last_taps,          #     row's first (last) pixel (used if skip_padding)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     bint relu, int isa, int n_threads,
 ) noexcept:
@@ -472,7 +481,8 @@ cdef void _correlate_blocked(
     scratch tile, then writes them transposed.  Output row oh takes taps
     row_taps[oh, 0] <= t < row_taps[oh, 1] as multiply-adds (the others
     read padding rows only: their signed zeros are added, see
-    cb_fwd_tile)."""
+    cb_fwd_tile), and at its first and last pixels adds the signed zeros
+    of the taps that read a padding column there."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
     cdef Py_ssize_t B = packed.shape[3]
@@ -482,6 +492,8 @@ cdef void _correlate_blocked(
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
     cdef bint has_bias = bias.shape[0] > 0
     cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
+    if not skip_padding:
+        first_taps = last_taps = 0
     cdef Py_ssize_t task, n, b0, nb, nf
     cdef floating* buf
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
@@ -494,12 +506,12 @@ cdef void _correlate_blocked(
             cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps)
+                                taps, first_taps, last_taps)
         else:
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps)
+                                taps, first_taps, last_taps)
         nf = min(F, (b0 + nb) * B) - b0 * B
         if floating is float:
             cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
@@ -549,17 +561,21 @@ def forward_blocked(
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
+    unsigned long long first_taps,         # IN  taps reading padding at a row's first pixel
+    unsigned long long last_taps,          # IN  ...and at its last
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     bint relu, int isa, int n_threads,
 ):
     """forward, by the filter-blocked kernels (bitwise the same result),
     and for strided layers too.  Rows add the taps that read padding rows
-    only as signed zeros where every weight is finite (else as
-    multiply-adds: NaN)."""
+    only, and their first and last pixels those that read padding columns,
+    as signed zeros where every weight is finite (else as multiply-adds:
+    NaN)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
-                       row_taps, _all_finite(packed), tiles, relu, isa, n_threads)
+                       row_taps, _all_finite(packed), first_taps, last_taps, tiles, relu, isa,
+                       n_threads)
 
 
 def backward_input_blocked(
@@ -570,15 +586,18 @@ def backward_input_blocked(
     floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     const int[:, ::1] row_taps,             # IN  (H, 2) taps reading more than padding
+    unsigned long long first_taps,          # IN  taps reading padding at a row's first pixel
+    unsigned long long last_taps,           # IN  ...and at its last
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
     int isa, int n_threads,
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
     (the caller checks: pack_blocks), skipping the taps of each row that
-    read padding rows only."""
+    read padding rows only, and adding the zeros of padding columns."""
     _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
-                       padded_width, 1, 1, row_taps, True, tiles, False, isa, n_threads)
+                       padded_width, 1, 1, row_taps, True, first_taps, last_taps, tiles, False,
+                       isa, n_threads)
 
 
 def sum_positions(
@@ -605,7 +624,13 @@ def sum_positions(
 
 
 cdef void _weight_blocked(
-    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient, or with
+                                           #     codes, the 2x2 max pooling's after it
+    const uint8_t[:, :, :, ::1] codes,     # IN  (N, F, Hp, Wp) that pooling's codes...
+    const floating[:, :, :, ::1] pooled,   # IN  ...and output (both empty: g is dense)
+    floating[:, ::1] dense,                # scratch (n_threads, B * group_rows * Wout)
+    int pairs_isa,
+    Py_ssize_t Ho, Py_ssize_t Wo,          # the output gradient's planes
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, :, ::1] acc,         # IN/OUT (R, FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
@@ -632,9 +657,16 @@ cdef void _weight_blocked(
     first channels also keeps the per-pixel sums of its rows.  Where that
     copy is finite, output row oh takes only taps row_taps[oh, 0] <= t <
     row_taps[oh, 1] (the others' terms are signed zeros, which change no
-    running sum here: see cb_wgt_tile)."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
+    running sum here: see cb_wgt_tile).  Given the codes, the output
+    gradient is that of a ReLU and a 2x2 max pooling (stride 2) after the
+    convolution, taken from the pooling's: each task first writes its
+    rows of it into its scratch with pool_tiles.h's backward pass (the
+    values that pass gives, bit for bit), so the full gradient is never
+    written to memory (group_rows must then be even or cover the plane)."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1]
     cdef Py_ssize_t positions = Ho * Wo
+    cdef bint expand = codes.shape[0] > 0
+    cdef Py_ssize_t Hp = g.shape[2], Wp = g.shape[3], pr0, prs, f0
     cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
     cdef Py_ssize_t B = acc.shape[4]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
@@ -647,9 +679,12 @@ cdef void _weight_blocked(
     cdef Py_ssize_t per_rows = (R + row_blocks - 1) // row_blocks
     cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups * row_blocks, n_threads))
     cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
-    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j, r, ra, r0, r1, gbs, gns
+    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, k2, n, ns, j, r, ra, r0, r1, gbs, gns
     cdef floating* buf
     cdef floating* total
+    cdef floating* rows_g
+    cdef const floating* src
+    cdef Py_ssize_t src_stride
     cdef bint finite
     for task in prange(groups * row_blocks * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
@@ -670,17 +705,41 @@ cdef void _weight_blocked(
                 for j in range(ns):
                     for bb in range(nb):
                         total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
+                        f0 = (b0 + bb) * B
+                        if expand:
+                            # rows r0 to r1 of each filter's gradient, from the
+                            # pooled rows whose windows they hold
+                            rows_g = &dense[threadid(), 0]
+                            prs = min(Hp - r0 // 2, (r1 - r0) // 2)
+                            # (rows no window covers: none read, all zeros)
+                            pr0 = r0 // 2 if prs > 0 else 0
+                            for k2 in range(min(B, F - f0)):
+                                if floating is float:
+                                    pt_backward_f32(pairs_isa, &g[n + j, f0 + k2, pr0, 0],
+                                                    &codes[n + j, f0 + k2, pr0, 0],
+                                                    &pooled[n + j, f0 + k2, pr0, 0],
+                                                    rows_g + k2 * (r1 - r0) * Wo, r1 - r0, Wo,
+                                                    prs, Wp)
+                                else:
+                                    pt_backward_f64(pairs_isa, &g[n + j, f0 + k2, pr0, 0],
+                                                    &codes[n + j, f0 + k2, pr0, 0],
+                                                    &pooled[n + j, f0 + k2, pr0, 0],
+                                                    rows_g + k2 * (r1 - r0) * Wo, r1 - r0, Wo,
+                                                    prs, Wp)
+                            src = rows_g
+                            src_stride = (r1 - r0) * Wo
+                        else:
+                            src = &g[n + j, f0, r0, 0]
+                            src_stride = positions
                         if floating is float:
                             if not cb_position_major_f32(
-                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
-                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
-                                    buf + j * gns + bb * gbs, total):
+                                    isa, src, src_stride, <int> min(B, F - f0), 0,
+                                    (r1 - r0) * Wo, buf + j * gns + bb * gbs, total):
                                 finite = False
                         else:
                             if not cb_position_major_f64(
-                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
-                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
-                                    buf + j * gns + bb * gbs, total):
+                                    isa, src, src_stride, <int> min(B, F - f0), 0,
+                                    (r1 - r0) * Wo, buf + j * gns + bb * gbs, total):
                                 finite = False
                 for c in range(c0, min(C, c0 + per_task)):
                     if floating is float:
@@ -721,11 +780,20 @@ def backward_weight_blocked(
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, Py_ssize_t group_rows,
     int isa, int n_threads,
+    const uint8_t[:, :, :, ::1] codes,      # IN  (N, F, Hp, Wp) + slack, or empty (see below)
+    const floating[:, :, :, ::1] pooled,    # IN  (N, F, Hp, Wp), or empty
+    floating[:, ::1] dense,                 # scratch (n_threads, B * group_rows * Wout)
+    int pairs_isa,
+    Py_ssize_t out_height, Py_ssize_t out_width,
 ):
     """Add this chunk of samples' weight gradient to acc, and its output
     gradient to the per-pixel sums of the bias gradient (see
     sum_positions), by the filter-blocked kernels.  Only output pixels are
-    visited (no garbage positions), so any x is exact."""
+    visited (no garbage positions), so any x is exact.  With codes,
+    grad_out is the output gradient of a 2x2 max pooling after a ReLU after
+    this convolution (its output out_height x out_width), and ``codes`` and
+    ``pooled`` what that pooling's forward pass kept (see _weight_blocked)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, row_taps, padded_width, stride_h,
-                    stride_w, run_rows, run_samples, group_rows, isa, n_threads)
+    _weight_blocked(grad_out, codes, pooled, dense, pairs_isa, out_height, out_width, xp, acc,
+                    sums, gt, offsets, row_taps, padded_width, stride_h, stride_w, run_rows,
+                    run_samples, group_rows, isa, n_threads)

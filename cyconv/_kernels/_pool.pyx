@@ -67,19 +67,9 @@ from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint64_t
 from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
-cdef extern from "pool_tiles.h" nogil:
-    int PT_ISA_PORTABLE, PT_ISA_AVX2, PT_ISA_AVX512
-    int pt_detect_isa()
-    void pt_forward_f32(int isa, const float* x, Py_ssize_t H, Py_ssize_t W, float* out,
-                        uint8_t* codes, Py_ssize_t Hout, Py_ssize_t Wout)
-    void pt_forward_f64(int isa, const double* x, Py_ssize_t H, Py_ssize_t W, double* out,
-                        uint8_t* codes, Py_ssize_t Hout, Py_ssize_t Wout)
-    void pt_backward_f32(int isa, const float* g, const uint8_t* codes, const float* pooled,
-                         float* grad_in, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hout,
-                         Py_ssize_t Wout)
-    void pt_backward_f64(int isa, const double* g, const uint8_t* codes, const double* pooled,
-                         double* grad_in, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Hout,
-                         Py_ssize_t Wout)
+from cyconv._kernels._pool_tiles cimport (PT_ISA_AVX2, PT_ISA_AVX512, PT_ISA_PORTABLE,
+                                          pt_backward_f32, pt_backward_f64, pt_detect_isa,
+                                          pt_forward_f32, pt_forward_f64)
 
 # The 2x2 kernels' variants (pool_tiles.h), by name.
 PAIRS_ISAS = {"portable": PT_ISA_PORTABLE, "avx2": PT_ISA_AVX2, "avx512": PT_ISA_AVX512}

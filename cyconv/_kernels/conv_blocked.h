@@ -10,6 +10,8 @@
 #ifndef CYCONV_CONV_BLOCKED_H
 #define CYCONV_CONV_BLOCKED_H
 
+#include <stdint.h>
+
 #include "conv_direct.h"
 
 /* ---- portable: scalars (a block is 16 or 8 of them) ---- */
@@ -31,6 +33,7 @@
 #define CB_BCAST(p) (*(p))
 #define CB_ADD(a, b) ((a) + (b))
 #define CB_MUL(a, b) ((a) * (b))
+#define CB_SIGN_ZERO(v) ((v) * 0.0f)
 #define CB_SUFFIX portable_f32
 #include "conv_blocked_impl.h"
 
@@ -45,6 +48,7 @@
 #define CB_BCAST(p) (*(p))
 #define CB_ADD(a, b) ((a) + (b))
 #define CB_MUL(a, b) ((a) * (b))
+#define CB_SIGN_ZERO(v) ((v) * 0.0)
 #define CB_SUFFIX portable_f64
 #include "conv_blocked_impl.h"
 
@@ -76,6 +80,7 @@
 #define CB_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define CB_ADD(a, b) _mm256_add_ps(a, b)
 #define CB_MUL(a, b) _mm256_mul_ps(a, b)
+#define CB_SIGN_ZERO(v) _mm256_and_ps(v, _mm256_set1_ps(-0.0f))
 #define CB_SUFFIX avx2_f32
 #include "conv_blocked_impl.h"
 
@@ -90,6 +95,7 @@
 #define CB_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define CB_ADD(a, b) _mm256_add_pd(a, b)
 #define CB_MUL(a, b) _mm256_mul_pd(a, b)
+#define CB_SIGN_ZERO(v) _mm256_and_pd(v, _mm256_set1_pd(-0.0))
 #define CB_SUFFIX avx2_f64
 #include "conv_blocked_impl.h"
 #undef CB_ATTR
@@ -119,6 +125,8 @@
 #define CB_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define CB_ADD(a, b) _mm512_add_ps(a, b)
 #define CB_MUL(a, b) _mm512_mul_ps(a, b)
+#define CB_SIGN_ZERO(v) _mm512_castsi512_ps(_mm512_and_si512( \
+    _mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)))
 #define CB_SUFFIX avx512_f32
 #include "conv_blocked_impl.h"
 
@@ -133,6 +141,8 @@
 #define CB_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define CB_ADD(a, b) _mm512_add_pd(a, b)
 #define CB_MUL(a, b) _mm512_mul_pd(a, b)
+#define CB_SIGN_ZERO(v) _mm512_castsi512_pd(_mm512_and_si512( \
+    _mm512_castpd_si512(v), _mm512_set1_epi64(INT64_MIN)))
 #define CB_SUFFIX avx512_f64
 #include "conv_blocked_impl.h"
 #undef CB_ATTR
@@ -161,15 +171,17 @@ static int cb_forward_blocks(int isa, int width, int blocks, int strided)
 static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,
     ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk,
-    const int* row_taps)
+    const int* row_taps, unsigned long long first_taps, unsigned long long last_taps)
 { CD_DISPATCH(cb_forward_rows, f32, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps)); }
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps,
+               first_taps, last_taps)); }
 static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const double* w, ptrdiff_t wbs, int nb, double* out,
     ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk,
-    const int* row_taps)
+    const int* row_taps, unsigned long long first_taps, unsigned long long last_taps)
 { CD_DISPATCH(cb_forward_rows, f64, isa,
-              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps)); }
+              (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps,
+               first_taps, last_taps)); }
 static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t gbs, int nb,
     const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, float* acc,

@@ -11,6 +11,8 @@
  *   CB_TMAX1, CB_TMAX2  weight-gradient tile: most taps with 1 or 2 blocks
  *   CB_ZERO(), CB_LOAD(p), CB_STORE(p, v), CB_BCAST(p), CB_FMA(a, b, c),
  *   CB_ADD(a, b), CB_MUL(a, b)   vector operations
+ *   CB_SIGN_ZERO(v)   v * 0 for finite v: the zero with v's sign, by a
+ *               bitwise and (no multiply)
  *   CB_SUFFIX   name suffix, e.g. avx512_f32
  *   CB_ATTR     function attributes (target ISA)
  * and this file undefines the element-type ones.
@@ -48,9 +50,33 @@
             for (int s = 0; s < CB_VPB; s++) acc[b][q][s] = CB_ADD(acc[b][q][s], z[b][s]); \
 } while (0)
 
+/* acc of position Q += this tap's weights times x there (cb_fwd_tile) */
+#define CB_FWD_MULTIPLY_ADD(Q) do { \
+    CB_V xb = CB_BCAST(xq + (Q) * step); \
+    _Pragma("GCC unroll 3") \
+    for (int b = 0; b < NB; b++) \
+        _Pragma("GCC unroll 16") \
+        for (int s = 0; s < CB_VPB; s++) \
+            acc[b][Q][s] = CB_FMA(wv[b][s], xb, acc[b][Q][s]); \
+} while (0)
+
+/* ...or += w * 0, its product with a padding column (see cb_fwd_tile). */
+#define CB_FWD_SIGN_ZEROS(Q) do { \
+    _Pragma("GCC unroll 3") \
+    for (int b = 0; b < NB; b++) \
+        _Pragma("GCC unroll 16") \
+        for (int s = 0; s < CB_VPB; s++) \
+            acc[b][Q][s] = CB_ADD(acc[b][Q][s], CB_SIGN_ZERO(wv[b][s])); \
+} while (0)
+
 /* out[q * ldo + b * CB_B + l] (+)= sum_c sum_t w[b * wbs + (c * nt + t) * CB_B + l]
  * * x[c * xcs + q * sw + offs[t]], for q < P positions and b < NB blocks:
- * stored if first, else added to out.  The taps outside t0 <= t < t1 read
+ * stored if first, else added to out.  Taps whose bit is set in ``lm``
+ * (``rm``) read a padding column at the first (last) position: there the
+ * multiply-add of that zero, fma(w, +0, acc) = acc + w * 0 exactly, is
+ * done as that add, in its place in the chain, with w * 0 taken from w's
+ * sign bit (the weights are finite where the caller sets bits): the same
+ * bits, on the adder rather than the multiply-add pipes.  The taps outside t0 <= t < t1 read
  * only padding (+0), so their terms are the signed zeros w * 0: each
  * channel's run of them is added as one value, the sum of those zeros
  * (-0 only if all are; NaN for a non-finite w), which leaves every chain
@@ -61,7 +87,8 @@
 static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw,
-    int t0, int t1, const int P, const int NB, const int SW)
+    int t0, int t1, unsigned long long lm, unsigned long long rm, const int P, const int NB,
+    const int SW)
 {
     const ptrdiff_t step = SW ? SW : sw;
     CB_V acc[3][24][CB_VPB];
@@ -83,14 +110,21 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
 #pragma GCC unroll 16
                 for (int s = 0; s < CB_VPB; s++)
                     wv[b][s] = CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL);
+            if (((lm | rm) >> t) & 1) {
+                /* the first or last position adds its padding column's
+                 * zero instead (see above; a lone position, either's) */
+                const int za = (int)((lm >> t) & 1) | (P == 1 && ((rm >> t) & 1));
+                const int zb = P > 1 && ((rm >> t) & 1);
 #pragma GCC unroll 24
-            for (int q = 0; q < P; q++) {
-                CB_V xb = CB_BCAST(xq + q * step);
-#pragma GCC unroll 3
-                for (int b = 0; b < NB; b++)
-#pragma GCC unroll 16
-                    for (int s = 0; s < CB_VPB; s++)
-                        acc[b][q][s] = CB_FMA(wv[b][s], xb, acc[b][q][s]);
+                for (int q = 0; q < P; q++) {
+                    if ((q == 0 && za) || (q == P - 1 && zb))
+                        CB_FWD_SIGN_ZEROS(q);
+                    else
+                        CB_FWD_MULTIPLY_ADD(q);
+                }
+            } else {
+#pragma GCC unroll 24
+                for (int q = 0; q < P; q++) CB_FWD_MULTIPLY_ADD(q);
             }
         }
         if (t1 < nt) CB_FWD_ZEROS(t1, nt);
@@ -108,12 +142,13 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
 
 #define CB_FWD_ARGS const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt, \
     const CB_T* w, ptrdiff_t wbs, CB_T* out, ptrdiff_t ldo, int first, ptrdiff_t sw, int t0, \
-    int t1
-#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw, t0, t1
+    int t1, unsigned long long lm, unsigned long long rm
+#define CB_FWD_PASS x, xcs, C, offs, nt, w, wbs, out, ldo, first, sw, t0, t1, lm, rm
 #define CB_FWD_CASE(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 1); break;
 /* a tile size this variant's registers do not hold: never called */
 #define CB_FWD_UNUSED (void)x; (void)xcs; (void)C; (void)offs; (void)nt; (void)w; \
-    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)t0; (void)t1; (void)P
+    (void)wbs; (void)out; (void)ldo; (void)first; (void)sw; (void)t0; (void)t1; (void)lm; \
+    (void)rm; (void)P
 #define CB_FWD_CASES(P_, NB_) case P_: CB_NAME(cb_fwd_tile)(CB_FWD_PASS, P_, NB_, 0); break;
 
 static CB_ATTR void CB_NAME(cb_fwd_nb1)(CB_FWD_ARGS, int P)
@@ -195,6 +230,8 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
 }
 #undef CB_FWD_UNUSED
 #undef CB_FWD_ZEROS
+#undef CB_FWD_SIGN_ZEROS
+#undef CB_FWD_MULTIPLY_ADD
 #undef CB_FWD_CASES
 #undef CB_FWD_CASE
 #undef CB_FWD_PASS
@@ -207,11 +244,15 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
  * Channels in chunks of ``chunk``, the outer loop: a chunk's weights stay in
  * L1 across rows.  Row r multiply-adds taps row_taps[2 r] <= t <
  * row_taps[2 r + 1] (the others read padding rows only: their signed zeros
- * are added, see cb_fwd_tile), or all of them if row_taps is NULL. */
+ * are added, see cb_fwd_tile), or all of them if row_taps is NULL.  The
+ * taps in first_taps (last_taps) read a padding column at a row's first
+ * (last) pixel: there their zeros are added too (0 where a weight is not
+ * finite, or to multiply every zero). */
 static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
-    ptrdiff_t wp, ptrdiff_t sw, int chunk, const int* row_taps)
+    ptrdiff_t wp, ptrdiff_t sw, int chunk, const int* row_taps,
+    unsigned long long first_taps, unsigned long long last_taps)
 {
     int pmax = nb == 1 ? CB_PMAX1 : nb == 2 ? CB_PMAX2 : CB_PMAX3;
     if (sw != 1 && pmax > 12) pmax = 12;
@@ -228,21 +269,23 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
                 int p = (width - q0 + tiles - i - 1) / (tiles - i);
                 const CB_T* xq = xr + q0 * sw;
                 CB_T* oq = outr + q0 * ldo;
+                unsigned long long lm = q0 == 0 ? first_taps : 0;
+                unsigned long long rm = q0 + p == width ? last_taps : 0;
                 if (nb == 3)
                     CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
-                                        t0, t1, p);
+                                        t0, t1, lm, rm, p);
                 else if (sw == 1 && nb == 1)
                     CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
-                                        t0, t1, p);
+                                        t0, t1, lm, rm, p);
                 else if (sw == 1)
                     CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
-                                        t0, t1, p);
+                                        t0, t1, lm, rm, p);
                 else if (nb == 1)
                     CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, t0, t1, p);
+                                                c0 == 0, sw, t0, t1, lm, rm, p);
                 else
                     CB_NAME(cb_fwd_strided_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, t0, t1, p);
+                                                c0 == 0, sw, t0, t1, lm, rm, p);
                 q0 += p;
             }
         }
@@ -412,4 +455,5 @@ static CB_ATTR void CB_NAME(cb_weight_rows)(
 #undef CB_FMA
 #undef CB_ADD
 #undef CB_MUL
+#undef CB_SIGN_ZERO
 #undef CB_SUFFIX

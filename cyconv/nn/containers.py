@@ -107,6 +107,14 @@ def _still_as_one(relu, pool):
     return relu.output is None and pool.input is None and pool.output is not None
 
 
+def _takes_pooled_gradient(conv, pool):
+    # The first layer of a model (no input gradient) that ran as one with
+    # its ReLU and MaxPooling (see _conv_relu_max_pool), whose pooling kept
+    # codes: its backward takes the pooling's gradient unexpanded.
+    return (type(conv) is Convolution and conv.needs_input_gradient is False
+            and pool.__dict__.get("_saved") is not None and pool._saved.codes is not None)
+
+
 # Layers that read their input and return a new array, never changing the
 # input; and layers that may return (a view of) their input itself.
 _NEW_ARRAY = (Convolution, BatchNormalization, Dense, MaxPooling, AveragePooling,
@@ -161,7 +169,10 @@ class Container(Layer):
     container's backward pass applies its gradient through the pooling,
     as it does after a copy or pickle of the container, or with ``fuse``
     changed, in between.  Set ``fuse = False`` to keep every layer's
-    output.
+    output.  Where such a triple opens the container (no input gradient
+    wanted), the backward pass hands the pooling's gradient to the
+    convolution unexpanded, for weight-gradient kernels that expand it in
+    cache (see :class:`~cyconv._pool.PooledGradient`).
 
     Parameters
     ----------
@@ -333,7 +344,14 @@ class Container(Layer):
         ran_as_one = self.__dict__.get("_ran_as_one", ())
         i = len(layers) - 1
         while i >= 0:
-            if ((i in ran_as_one and _still_as_one(layers[i - 1], layers[i]))
+            if (i in ran_as_one and _still_as_one(layers[i - 1], layers[i])
+                    and _takes_pooled_gradient(layers[i - 2], layers[i])):
+                # The pooling's gradient goes to the convolution as it is:
+                # its weight gradient's kernels expand it in cache.
+                pooled = call_guarded(layers[i], MaxPooling._pooled_gradient, grad)
+                grad = layers[i - 2].backward(pooled, learning_rate)
+                i -= 3
+            elif ((i in ran_as_one and _still_as_one(layers[i - 1], layers[i]))
                     or (self.fuse and i > 0 and _relu_then_max_pool(layers[i - 1], layers[i])
                         and _only_read_from(layers, i + 1))):
                 # ReLU's gradient applied as the pooling scatters its own.

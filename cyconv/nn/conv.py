@@ -10,6 +10,7 @@ import numpy as np
 from .. import _conv, _conv_pool, functional
 from .._conv import _padding_amounts, conv_geometry
 from .._pad import CONV_PADDING_MODES
+from .._pool import PooledGradient
 from .._relu import relu
 from .._validation import as_int, as_pair, as_shape, check_choice, check_dtype, check_fits
 from ._hints import input_shape_hint
@@ -226,17 +227,29 @@ class Convolution(WeightAndBias):
 
     def backward(self, output_gradient, learning_rate=None):
         self._require_forward()
-        grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
-        shape = self._output_shape if self.output is None else self.output.shape
-        check_gradient_shape(grad, shape, "Convolution")
         x, weight = self._padded_input, self.weight.value
         geometry = self._checked_geometry(x, weight, self.biases)
-        flags = grad.flags
-        if (geometry is not None and grad.dtype == x.dtype and flags.c_contiguous
-                and flags.aligned and self.needs_input_gradient in (True, False)):
+        if isinstance(output_gradient, PooledGradient):
+            # From a model that ran a ReLU and a 2x2 max pooling after this
+            # layer as one (see Container.backward), whose layers checked
+            # it: the gradient held as the pooling's, which the weight
+            # gradient's kernels may take as it is.
+            grad, fits = output_gradient, geometry is not None and geometry.batched
+            if not fits:
+                grad = output_gradient.dense()
+        else:
+            grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
+            shape = self._output_shape if self.output is None else self.output.shape
+            check_gradient_shape(grad, shape, "Convolution")
+            flags = grad.flags
+            fits = (geometry is not None and grad.dtype == x.dtype and flags.c_contiguous
+                    and flags.aligned)
+        if fits and self.needs_input_gradient in (True, False):
             grad_input, grad_weight, grad_bias = _conv.conv2d_backward_checked(
                 grad, x, weight, geometry, self.needs_input_gradient)
         else:
+            if isinstance(grad, PooledGradient):
+                grad = grad.dense()
             grad_input, grad_weight, grad_bias = functional.conv2d_backward(
                 grad, x, weight, **self._conv_arguments(),
                 compute_grad_input=self.needs_input_gradient)

@@ -5,13 +5,14 @@ import numpy as np
 
 from .. import functional
 from .._pool import (
+    PooledGradient,
     check_divisor_override,
     max_pool2d_backward_saved,
     max_pool2d_saving,
     max_pool2d_saving_checked,
     pool_geometry,
 )
-from .._validation import _NATIVE, as_flag, as_pair, check_at_most
+from .._validation import _NATIVE, as_flag, as_kernel_array, as_pair, check_at_most
 from .layer import (
     Layer,
     array_kind,
@@ -256,6 +257,14 @@ class MaxPooling(_Pooling):
 
     def _input_gradient_through_relu4(self, g4):
         return max_pool2d_backward_saved(g4, self._saved, through_relu=True)
+
+    def _pooled_gradient(self, output_gradient):
+        """:meth:`_input_gradient_through_relu` as a
+        :class:`~cyconv._pool.PooledGradient`, not yet computed: for a
+        layer before the ReLU whose weight gradient takes it so (checked
+        as backward checks; a batch, 2x2 windows with codes)."""
+        return self._backward(output_gradient, None, lambda g4: PooledGradient(
+            as_kernel_array(g4, self._saved.pooled.dtype), self._saved))
 
 
 class AveragePooling(_Pooling):
