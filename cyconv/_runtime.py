@@ -124,10 +124,10 @@ BLOCKED_MAX_PLANE = 256
 # into blocks is a large share of the work), on any plane with AVX-512 and
 # on planes of at most BLOCKED_MAX_PLANE pixels with AVX2.
 BLOCKED_MIN_WEIGHT_TAPS = 64
-# With fewer (first layers), the AVX-512 variant still takes them for at
-# least BLOCKED_FEW_TAPS_MIN_FILTERS filters on output planes of more than
-# BLOCKED_WEIGHT_RUN pixels, where the runs of rows give threads their
-# tasks (see BLOCKED_WEIGHT_SPLIT_PAIRS).  Zen 4, float32, batch 64, 3x3
+# With fewer (first layers), the AVX-512 variant still takes them at stride
+# 1 for at least BLOCKED_FEW_TAPS_MIN_FILTERS filters on output planes of
+# more than BLOCKED_WEIGHT_RUN pixels, where the runs of rows give threads
+# their tasks (see BLOCKED_WEIGHT_SPLIT_PAIRS).  Zen 4, float32, batch 64, 3x3
 # padding 1 unless said, ms, blocked / products / torch 2.13; 1 thread:
 # median of 30 interleaved runs, 2 threads: min (the other jobs' load):
 #                               1 thread             2 threads
@@ -136,9 +136,10 @@ BLOCKED_MIN_WEIGHT_TAPS = 64
 #   3->32 64x64 batch 16        1.61 / 4.00 / 2.11   1.08 / 2.03 / 1.04
 #   1->32 28x28                 0.56 / 0.63          0.51 / 0.48
 #   C1 float64                  3.37 / 5.05          2.12 / 2.93
-# but 3->20 32x32 1.55 / 1.38 (12 of 32 lanes idle), and C1 at stride 2
-# (16x16 output: one run a sample, no split) 0.39 / 0.52 at 1 thread,
-# 0.53 / 0.35 at 2.  The AVX2 variant keeps the rule above: not measured on
+# but 3->20 32x32 1.55 / 1.38 (12 of 32 lanes idle), and at stride 2 (the
+# products read a quarter of the planes): C1 (16x16 output: one run a
+# sample, no split) 0.39 / 0.52 at 1 thread, 0.53 / 0.35 at 2; 3->32 on
+# 64x64, batch 32 (32x32 output, split) 1.18 / 1.18 and 0.74 / 0.63.  The AVX2 variant keeps the rule above: not measured on
 # an AVX2-only processor.
 BLOCKED_FEW_TAPS_MIN_FILTERS = 32
 # Otherwise the wide weight gradient takes at most this many filters: it
@@ -245,7 +246,8 @@ def blocked_suits(geometry, operation, isa):
         if isa == "avx2":
             return taps >= BLOCKED_MIN_WEIGHT_TAPS and plane <= BLOCKED_MAX_PLANE
         return taps >= BLOCKED_MIN_WEIGHT_TAPS or (
-            g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS and plane > BLOCKED_WEIGHT_RUN)
+            g.stride == (1, 1) and g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS
+            and plane > BLOCKED_WEIGHT_RUN)
     outputs, plane = ((g.filters, g.out_height * g.out_width) if operation == "forward"
                       else (g.channels, g.height * g.width))
     return outputs >= BLOCKED_MIN_OUTPUTS and plane <= BLOCKED_MAX_PLANE
