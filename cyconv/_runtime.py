@@ -139,8 +139,9 @@ BLOCKED_MIN_WEIGHT_TAPS = 64
 # but 3->20 32x32 1.55 / 1.38 (12 of 32 lanes idle), and at stride 2 (the
 # products read a quarter of the planes): C1 (16x16 output: one run a
 # sample, no split) 0.39 / 0.52 at 1 thread, 0.53 / 0.35 at 2; 3->32 on
-# 64x64, batch 32 (32x32 output, split) 1.18 / 1.18 and 0.74 / 0.63.  The AVX2 variant keeps the rule above: not measured on
-# an AVX2-only processor.
+# 64x64, batch 32 (32x32 output, split) 1.18 / 1.18 and 0.74 / 0.63.
+# The AVX2 variant keeps the rule above: not measured on an AVX2-only
+# processor.
 BLOCKED_FEW_TAPS_MIN_FILTERS = 32
 # Otherwise the wide weight gradient takes at most this many filters: it
 # won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
