@@ -287,8 +287,8 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     dtype = x4.dtype
     if _blocked(g, "weight"):
         return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
-    if isinstance(g4, PooledGradient):
-        g4 = g4.dense()
+    g4, codes, pooled, pairs_isa, dense = _expanded_by_kernels(
+        g4, n_threads, g.out_height * g.out_width, dtype)
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
@@ -304,7 +304,9 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
                 _planes_and_zeros(g.channels, n, plan.packed_stride, dtype),
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
-                x4[part], pixel_sums, _runtime.isa_code(), n_threads):
+                x4[part], pixel_sums, _runtime.isa_code(), n_threads,
+                codes[part].transpose(1, 0, 2, 3), pooled[part].transpose(1, 0, 2, 3), dense,
+                pairs_isa, g.out_height, g.out_width):
             return None, False
     if plan.parts == 1:
         result = partials.reshape(weight.shape)
@@ -315,8 +317,18 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     return result, True
 
 
-# Codes of no 2x2 pooling: the blocked weight gradient's output gradient is dense.
+# Codes of no 2x2 pooling: the weight gradient's output gradient is dense.
 _NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
+
+
+def _expanded_by_kernels(g4, n_threads, scratch, dtype):
+    """``(grad, codes, pooled, pairs_isa, dense)`` for the weight gradient
+    kernels: a PooledGradient's arrays, and each thread's scratch of
+    ``scratch`` values to expand them in; for a dense ``g4``, itself, empty
+    codes and pooled output, and no scratch."""
+    if isinstance(g4, PooledGradient):
+        return (*g4.arrays(), g4.saved.isa, np.empty((n_threads, scratch), dtype))
+    return g4, _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0, np.empty((0, 0), dtype)
 
 
 def _planes_and_zeros(channels, n, stride, dtype):
@@ -355,13 +367,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
                    dtype)
     if isinstance(g4, PooledGradient) and group_rows % 2 and group_rows < g.out_height:
         g4 = g4.dense()
-    if isinstance(g4, PooledGradient):
-        pairs_isa = g4.saved.isa
-        g4, codes, pooled = g4.arrays()
-        dense = np.empty((n_threads, block * group_rows * g.out_width), dtype)
-    else:
-        codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
-        dense = np.empty((0, 0), dtype)
+    g4, codes, pooled, pairs_isa, dense = _expanded_by_kernels(
+        g4, n_threads, block * group_rows * g.out_width, dtype)
     sums = np.zeros((blocks, positions * block), dtype)
     # each thread's copy of a run of samples' output gradient, position-major
     gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),

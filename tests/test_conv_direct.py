@@ -921,11 +921,12 @@ def _pair(value):
     return value if isinstance(value, tuple) else (value, value)
 
 
+@pytest.mark.parametrize("family", ["blocked", "wide"])
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(5, 3, 32, 32), (3, 3, 33, 31), (2, 2, 20, 18)])
-def test_blocked_weight_gradient_from_the_pooled_gradient(variant, dtype, shape):
-    """The filter-blocked weight gradient given a ReLU and 2x2 max pooling's
+def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape):
+    """The direct weight gradient given a ReLU and 2x2 max pooling's
     gradient unexpanded (a PooledGradient) gives, with its bias gradient,
     the bits it gives on the expanded gradient (which the pooling's
     backward pass makes): NaN, infinities and -0.0 in it, planes whose last
@@ -936,7 +937,7 @@ def test_blocked_weight_gradient_from_the_pooled_gradient(variant, dtype, shape)
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((40, shape[1], 3, 3)).astype(dtype)
     geo = geometry(x.shape, w.shape, padding=1)
-    with _runtime.direct_convolution("always", variant, "blocked"):
+    with _runtime.direct_convolution("always", variant, family):
         y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(40, dtype), geo), 0)
         pooled, saved = max_pool2d_saving(y, 2)
         g = rng.standard_normal(pooled.shape).astype(dtype)
@@ -951,5 +952,6 @@ def test_blocked_weight_gradient_from_the_pooled_gradient(variant, dtype, shape)
                     found.append(gw.tobytes() + gb.tobytes())
         finally:
             cyconv.set_num_threads(None)
-        assert _conv_direct.use(geo, "weight") and _conv_direct._blocked(geo, "weight")
+        assert _conv_direct.use(geo, "weight")
+        assert _conv_direct._blocked(geo, "weight") == (family == "blocked")
     assert all(other == found[0] for other in found[1:])

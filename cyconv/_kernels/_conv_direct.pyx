@@ -385,22 +385,37 @@ def backward_weight(
     const floating[:, :, :, ::1] x,         # IN  (N, C, H, W): x_t's array, checked finite
     floating[:, ::1] pixel_sums,            # IN/OUT (F, Hout*Wout) running sums
     int isa, int n_threads,
+    const uint8_t[:, :, :, :] codes_t,      # IN  (F, N, Hp, Wp) + slack, or empty (see below)
+    const floating[:, :, :, :] pooled_t,    # IN  (F, N, Hp, Wp), or empty
+    floating[:, ::1] dense,                 # scratch (n_threads, Hout * Wout)
+    int pairs_isa,
+    Py_ssize_t out_height, Py_ssize_t out_width,
 ):
     """Partial weight gradients per run of samples, and the output gradient
     added to the per-pixel sums of the bias gradient as it is copied (see
     sum_pixels).  False, with nothing
     written, when x is not finite: the output gradient's zeros at the
-    garbage positions multiply x."""
+    garbage positions multiply x.  With codes, grad_out_t is the gradient
+    of a 2x2 max pooling after a ReLU after this convolution (its output
+    out_height x out_width), expanded plane by plane in cache with the
+    pooling's backward pass (see _weight_blocked)."""
     if not _all_finite(x):
         return False
     _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
-    _copy_rows_summing(grad_out_t, gw, padded_width, pixel_sums, n_threads)
+    _copy_rows_summing(grad_out_t, codes_t, pooled_t, dense, pairs_isa, out_height, out_width,
+                       gw, padded_width, pixel_sums, n_threads)
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
     return True
 
 
 cdef void _copy_rows_summing(
-    const floating[:, :, :, :] g_t,        # IN  (F, N, Hout, Wout): a transposed view
+    const floating[:, :, :, :] g_t,        # IN  (F, N, Hout, Wout): a transposed view, or
+                                           #     with codes, a 2x2 pooling's (F, N, Hp, Wp)
+    const uint8_t[:, :, :, :] codes_t,     # IN  that pooling's codes...
+    const floating[:, :, :, :] pooled_t,   # IN  ...and output (both empty: g_t is dense)
+    floating[:, ::1] dense,                # scratch (n_threads, Hout * Wout)
+    int pairs_isa,
+    Py_ssize_t rows, Py_ssize_t cols,      # Hout, Wout
     floating[:, :, ::1] gw,                # OUT (F, N + 1, S): planes N of each filter kept
     Py_ssize_t padded_width,
     floating[:, ::1] pixel_sums,           # IN/OUT (F, Hout * Wout)
@@ -410,23 +425,38 @@ cdef void _copy_rows_summing(
     gradient's output-gradient planes, also adding each sample's plane to
     its filter's per-pixel sums, samples in order: one pass over the
     output gradient for the weight and the bias gradients.  Tasks are
-    filters, so each sum is one thread's and the order never changes."""
-    cdef Py_ssize_t F = g_t.shape[0], N = g_t.shape[1], rows = g_t.shape[2], cols = g_t.shape[3]
+    filters, so each sum is one thread's and the order never changes.
+    Given the codes, each plane of the output gradient is first made in
+    the thread's scratch by the pooling's backward pass (ReLU's gradient
+    included), bit for bit what that pass writes to memory otherwise."""
+    cdef Py_ssize_t F = g_t.shape[0], N = g_t.shape[1]
     cdef Py_ssize_t S = gw.shape[2]
     cdef Py_ssize_t f, n, r, q, start, end
+    cdef bint expand = codes_t.shape[0] > 0
     cdef floating* plane
     cdef floating* acc
+    cdef floating* made
     cdef const floating* src
     if rows == 0 or cols == 0:  # (no row to take the address of)
         gw[:, :N, :] = 0
         return
     for f in prange(F, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
+        made = &dense[threadid(), 0] if expand else NULL
         for n in range(N):
             plane = &gw[f, n, 0]
+            if expand:
+                if floating is float:
+                    pt_backward_f32(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
+                                    &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
+                                    g_t.shape[3])
+                else:
+                    pt_backward_f64(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
+                                    &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
+                                    g_t.shape[3])
             for r in range(rows):
                 start = r * padded_width
-                src = &g_t[f, n, r, 0]
+                src = made + r * cols if expand else &g_t[f, n, r, 0]
                 acc = &pixel_sums[f, r * cols]
                 for q in range(cols):
                     plane[start + q] = src[q]
