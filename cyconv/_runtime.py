@@ -124,10 +124,10 @@ BLOCKED_MAX_PLANE = 256
 # into blocks is a large share of the work), on any plane with AVX-512 and
 # on planes of at most BLOCKED_MAX_PLANE pixels with AVX2.
 BLOCKED_MIN_WEIGHT_TAPS = 64
-# With fewer (first layers), the AVX-512 variant still takes them for at
-# least BLOCKED_FEW_TAPS_MIN_FILTERS filters on output planes of more than
-# BLOCKED_WEIGHT_RUN pixels, where the runs of rows give threads their
-# tasks (see BLOCKED_WEIGHT_SPLIT_PAIRS).  Zen 4, float32, batch 64, 3x3
+# With fewer (first layers), the AVX-512 variant still takes them at stride
+# 1 for at least BLOCKED_FEW_TAPS_MIN_FILTERS filters on output planes of
+# more than BLOCKED_WEIGHT_RUN pixels, where the runs of rows give threads
+# their tasks (see BLOCKED_WEIGHT_SPLIT_PAIRS).  Zen 4, float32, batch 64, 3x3
 # padding 1 unless said, ms, blocked / products / torch 2.13; 1 thread:
 # median of 30 interleaved runs, 2 threads: min (the other jobs' load):
 #                               1 thread             2 threads
@@ -136,10 +136,12 @@ BLOCKED_MIN_WEIGHT_TAPS = 64
 #   3->32 64x64 batch 16        1.61 / 4.00 / 2.11   1.08 / 2.03 / 1.04
 #   1->32 28x28                 0.56 / 0.63          0.51 / 0.48
 #   C1 float64                  3.37 / 5.05          2.12 / 2.93
-# but 3->20 32x32 1.55 / 1.38 (12 of 32 lanes idle), and C1 at stride 2
-# (16x16 output: one run a sample, no split) 0.39 / 0.52 at 1 thread,
-# 0.53 / 0.35 at 2.  The AVX2 variant keeps the rule above: not measured on
-# an AVX2-only processor.
+# but 3->20 32x32 1.55 / 1.38 (12 of 32 lanes idle), and at stride 2 (the
+# products read a quarter of the planes): C1 (16x16 output: one run a
+# sample, no split) 0.39 / 0.52 at 1 thread, 0.53 / 0.35 at 2; 3->32 on
+# 64x64, batch 32 (32x32 output, split) 1.18 / 1.18 and 0.74 / 0.63.
+# The AVX2 variant keeps the rule above: not measured on an AVX2-only
+# processor.
 BLOCKED_FEW_TAPS_MIN_FILTERS = 32
 # Otherwise the wide weight gradient takes at most this many filters: it
 # won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
@@ -175,7 +177,13 @@ BLOCKED_WEIGHT_RUN = 256
 # planes hold several runs of rows sums each run into its own partial
 # gradient, the partials then added in order: tasks for several threads on
 # first layers (3 channels x 2 blocks: C1).  Not the thread count: the sums
-# must not depend on it.
+# must not depend on it.  Zen 4, float32, batch 64, ms, split / not split;
+# 2 threads (min of 20-40 interleaved runs, the other jobs' load): C1
+# 0.93 / 1.45, 3->32 64x64 batch 16 1.08 / 1.44, 3->32 5x5 2.16 / 2.82;
+# 1 thread (median): C1 1.81 / 1.81, 3->64 3.69 / 3.65, but 8->16 28x28
+# 1.66 / 1.51 and 3->32 5x5 4.34 / 4.09 (a copy and a call a run of rows
+# rather than a plane; copying a task's rows at once measured 1.31 / 1.25
+# and 3.64 / 3.55 on a busier machine).
 BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
@@ -239,7 +247,8 @@ def blocked_suits(geometry, operation, isa):
         if isa == "avx2":
             return taps >= BLOCKED_MIN_WEIGHT_TAPS and plane <= BLOCKED_MAX_PLANE
         return taps >= BLOCKED_MIN_WEIGHT_TAPS or (
-            g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS and plane > BLOCKED_WEIGHT_RUN)
+            g.stride == (1, 1) and g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS
+            and plane > BLOCKED_WEIGHT_RUN)
     outputs, plane = ((g.filters, g.out_height * g.out_width) if operation == "forward"
                       else (g.channels, g.height * g.width))
     return outputs >= BLOCKED_MIN_OUTPUTS and plane <= BLOCKED_MAX_PLANE
