@@ -289,8 +289,15 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     dtype = x4.dtype
     if _blocked(g, "weight"):
         return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
-    g4, codes, pooled, pairs_isa, dense = _expanded_by_kernels(
-        g4, n_threads, g.out_height * g.out_width, dtype)
+    # A PooledGradient is expanded a plane at a time in each thread's
+    # scratch as the rows are copied; a dense gradient is copied as it is.
+    if isinstance(g4, PooledGradient):
+        pairs_isa = g4.saved.isa
+        g4, codes, pooled = g4.arrays()
+        dense = np.empty((n_threads, g.out_height * g.out_width), dtype)
+    else:
+        codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
+        dense = np.empty((0, 0), dtype)
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
     workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
                          dtype)
@@ -319,18 +326,8 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     return result, True
 
 
-# Codes of no 2x2 pooling: the weight gradient's output gradient is dense.
+# Codes of no 2x2 pooling: the wide weight gradient's output gradient is dense.
 _NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
-
-
-def _expanded_by_kernels(g4, n_threads, scratch, dtype):
-    """``(grad, codes, pooled, pairs_isa, dense)`` for the weight gradient
-    kernels: a PooledGradient's arrays, and each thread's scratch of
-    ``scratch`` values to expand them in; for a dense ``g4``, itself, empty
-    codes and pooled output, and no scratch."""
-    if isinstance(g4, PooledGradient):
-        return (*g4.arrays(), g4.saved.isa, np.empty((n_threads, scratch), dtype))
-    return g4, _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0, np.empty((0, 0), dtype)
 
 
 def _planes_and_zeros(channels, n, stride, dtype):
@@ -348,8 +345,12 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     the batch to the next, so that the chunks change nothing, then added
     over the groups in order; and the bias gradient, into ``grad_bias``,
     from per-pixel running sums kept in the same pass over the output
-    gradient.  A PooledGradient ``g4`` is expanded by the kernels, a group
-    of rows at a time in cache, where the groups hold whole windows."""
+    gradient.  A PooledGradient ``g4`` is made dense first: expanded a
+    group of rows at a time by these kernels, it cost as much as the
+    pooling's own pass at 1 thread and more at 2 (the CIFAR-like first
+    layer's step, Zen 4), for calls on a few rows each."""
+    if isinstance(g4, PooledGradient):
+        g4 = g4.dense()
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
     block = _block(dtype)
@@ -367,10 +368,6 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     group_rows = run_rows if split else max(1, g.out_height)
     acc = np.zeros((-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
                    dtype)
-    if isinstance(g4, PooledGradient) and group_rows % 2 and group_rows < g.out_height:
-        g4 = g4.dense()
-    g4, codes, pooled, pairs_isa, dense = _expanded_by_kernels(
-        g4, n_threads, block * group_rows * g.out_width, dtype)
     sums = np.zeros((blocks, positions * block), dtype)
     # each thread's copy of a run of samples' output gradient, position-major
     gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
@@ -381,8 +378,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         _conv_direct.backward_weight_blocked(
             g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads,
-            codes[part], pooled[part], dense, pairs_isa, g.out_height, g.out_width)
+            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads)
     _conv_direct.sum_positions(sums, grad_bias)
     total = acc[0]
     if len(acc) > 1:

@@ -560,7 +560,7 @@ class PooledGradient(NamedTuple):
     """The output gradient of a layer followed by a ReLU and a 2x2 max
     pooling (stride 2) whose forward pass kept codes: held as that pooling's
     output gradient and what it kept, for a weight gradient that takes it
-    so (the filter-blocked kernels), without writing the full gradient."""
+    so (the wide direct kernels), without writing the full gradient."""
 
     grad: np.ndarray       # the pooling's output gradient, checked by its layer
     saved: SavedMaxima     # its forward pass's, with codes

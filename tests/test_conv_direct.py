@@ -929,7 +929,8 @@ def _pair(value):
                                               ((2, 3, 19, 7), True)])
 def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape, ceil_mode):
     """The direct weight gradient given a ReLU and 2x2 max pooling's
-    gradient unexpanded (a PooledGradient) gives, with its bias gradient,
+    gradient unexpanded (a PooledGradient: the wide kernels expand it, the
+    filter-blocked ones take its dense form) gives, with its bias gradient,
     the bits it gives on the expanded gradient (which the pooling's
     backward pass makes): NaN, infinities and -0.0 in it, planes whose last
     row or column no window covers (or, under ceil_mode, a cut-short one),

@@ -34,10 +34,10 @@ CASES = {
         BatchNormalization(dtype=dt), ReLU(),
         Flatten(), Dense(output_size=2, dtype=dt, rng=3), BatchNormalization(dtype=dt),
         ReLU()]),
-    # First layers whose weight gradient takes the pooling's gradient as it
-    # is (rows of 18 pixels: runs of 14 rows, whole windows), or not (19:
-    # runs of 13, and a last row and column no window covers).
-    "first layer from the pooled gradient": ((3, 18, 18), lambda dt: [
+    # First layers whose weight gradient runs on the filter-blocked kernels,
+    # split over runs of rows (rows of 18 pixels: runs of 14 rows; 19: runs
+    # of 13, and a last row and column no pooling window covers).
+    "first layer, split rows": ((3, 18, 18), lambda dt: [
         Convolution(kernel_size=3, depth=32, padding=1, dtype=dt, rng=1), ReLU(),
         MaxPooling(2), Flatten(), Dense(output_size=3, dtype=dt, rng=2)]),
     "first layer, odd rows": ((3, 19, 19), lambda dt: [
@@ -149,14 +149,12 @@ def test_the_pairs_really_run_as_one(monkeypatch, case, fused_relus, relus):
     assert calls == ["_function"] * relus
 
 
-@pytest.mark.parametrize("case, expanded", [("first layer from the pooled gradient", True),
-                                             ("first layer, odd rows", False)])
-def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case, expanded):
+@pytest.mark.parametrize("case", ["lenet", "first layer, split rows", "first layer, odd rows"])
+def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case):
     """Where the convolution, ReLU and pooling ran as one, the model hands
-    the pooling's gradient to the first layer as it is; the direct weight
-    gradient expands it in cache (the full gradient is made once, only
-    where the filter-blocked kernels' runs of rows cut windows, or the
-    matrix products serve)."""
+    the pooling's gradient to the first layer as it is; the wide weight
+    gradient expands it in cache, a plane at a time; elsewhere the full
+    gradient is made, once."""
     from cyconv import _conv_direct
     from cyconv._pool import PooledGradient
 
@@ -165,8 +163,9 @@ def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case,
     monkeypatch.setattr(PooledGradient, "dense", lambda self: made.append(1) or original(self))
     shape, fused, _ = _models(case, np.float32)
     x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
-    fused.forward(x)
-    fused.backward(np.ones((4, 3), np.float32))
+    out = fused.forward(x)
+    fused.backward(np.ones_like(out))
+    made.clear()
     out = fused.forward(x)  # the fused pass runs from a layer's second call
     fused.backward(np.ones_like(out))
     conv = fused.layers[0]
@@ -174,11 +173,11 @@ def test_the_first_layer_takes_the_pooled_gradient_unexpanded(monkeypatch, case,
     direct = _conv_direct.use(geometry, "weight")
     blocked = direct and _conv_direct._blocked(geometry, "weight")
     if cyconv._runtime.DETECTED_ISA == "avx512":
-        assert 2 in fused._ran_as_one and blocked
+        assert 2 in fused._ran_as_one and direct and blocked == (case != "lenet")
     if 2 not in fused._ran_as_one:  # (no fused pass: no 2x2 kernels here)
         assert made == []
     else:
-        assert made == ([] if direct and (expanded or not blocked) else [1])
+        assert made == ([] if direct and not blocked else [1])
 
 
 def test_a_first_layer_run_alone_on_another_batch_is_refused_as_unfused():
@@ -186,7 +185,7 @@ def test_a_first_layer_run_alone_on_another_batch_is_refused_as_unfused():
     batch: the model's backward refuses the pooling's gradient for it, as
     it does the full gradient without fusion (no gradient of one batch
     paired with another's input)."""
-    shape, fused, plain = _models("first layer from the pooled gradient", np.float32)
+    shape, fused, plain = _models("first layer, split rows", np.float32)
     x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
     for model in (fused, plain):
         model.forward(x)

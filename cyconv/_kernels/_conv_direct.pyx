@@ -398,7 +398,7 @@ def backward_weight(
     garbage positions multiply x.  With codes, grad_out_t is the gradient
     of a 2x2 max pooling after a ReLU after this convolution (its output
     out_height x out_width), expanded plane by plane in cache with the
-    pooling's backward pass (see _weight_blocked)."""
+    pooling's backward pass (see _copy_rows_summing)."""
     if not _all_finite(x):
         return False
     _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
@@ -654,13 +654,7 @@ def sum_positions(
 
 
 cdef void _weight_blocked(
-    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient, or with
-                                           #     codes, the 2x2 max pooling's after it
-    const uint8_t[:, :, :, ::1] codes,     # IN  (N, F, Hp, Wp) that pooling's codes...
-    const floating[:, :, :, ::1] pooled,   # IN  ...and output (both empty: g is dense)
-    floating[:, ::1] dense,                # scratch (n_threads, B * group_rows * Wout)
-    int pairs_isa,
-    Py_ssize_t Ho, Py_ssize_t Wo,          # the output gradient's planes
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, :, ::1] acc,         # IN/OUT (R, FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
@@ -687,16 +681,9 @@ cdef void _weight_blocked(
     first channels also keeps the per-pixel sums of its rows.  Where that
     copy is finite, output row oh takes only taps row_taps[oh, 0] <= t <
     row_taps[oh, 1] (the others' terms are signed zeros, which change no
-    running sum here: see cb_wgt_tile).  Given the codes, the output
-    gradient is that of a ReLU and a 2x2 max pooling (stride 2) after the
-    convolution, taken from the pooling's: each task first writes its
-    rows of it into its scratch with pool_tiles.h's backward pass (the
-    values that pass gives, bit for bit), so the full gradient is never
-    written to memory (group_rows must then be even or cover the plane)."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1]
+    running sum here: see cb_wgt_tile)."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t positions = Ho * Wo
-    cdef bint expand = codes.shape[0] > 0
-    cdef Py_ssize_t Hp = g.shape[2], Wp = g.shape[3], pr0, prs, f0
     cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
     cdef Py_ssize_t B = acc.shape[4]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
@@ -709,12 +696,9 @@ cdef void _weight_blocked(
     cdef Py_ssize_t per_rows = (R + row_blocks - 1) // row_blocks
     cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups * row_blocks, n_threads))
     cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
-    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, k2, n, ns, j, r, ra, r0, r1, gbs, gns
+    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j, r, ra, r0, r1, gbs, gns
     cdef floating* buf
     cdef floating* total
-    cdef floating* rows_g
-    cdef const floating* src
-    cdef Py_ssize_t src_stride
     cdef bint finite
     for task in prange(groups * row_blocks * channel_blocks, nogil=True, schedule="static",
                        num_threads=n_threads, use_threads_if=n_threads > 1):
@@ -735,42 +719,17 @@ cdef void _weight_blocked(
                 for j in range(ns):
                     for bb in range(nb):
                         total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
-                        f0 = (b0 + bb) * B
-                        if expand:
-                            # rows r0 to r1 of each filter's gradient, from the
-                            # pooled rows whose windows they hold
-                            rows_g = &dense[threadid(), 0]
-                            # (a cut-short last window, under ceil_mode, too)
-                            prs = min(Hp - r0 // 2, (r1 - r0 + 1) // 2)
-                            # (rows no window covers: none read, all zeros)
-                            pr0 = r0 // 2 if prs > 0 else 0
-                            for k2 in range(min(B, F - f0)):
-                                if floating is float:
-                                    pt_backward_f32(pairs_isa, &g[n + j, f0 + k2, pr0, 0],
-                                                    &codes[n + j, f0 + k2, pr0, 0],
-                                                    &pooled[n + j, f0 + k2, pr0, 0],
-                                                    rows_g + k2 * (r1 - r0) * Wo, r1 - r0, Wo,
-                                                    prs, Wp)
-                                else:
-                                    pt_backward_f64(pairs_isa, &g[n + j, f0 + k2, pr0, 0],
-                                                    &codes[n + j, f0 + k2, pr0, 0],
-                                                    &pooled[n + j, f0 + k2, pr0, 0],
-                                                    rows_g + k2 * (r1 - r0) * Wo, r1 - r0, Wo,
-                                                    prs, Wp)
-                            src = rows_g
-                            src_stride = (r1 - r0) * Wo
-                        else:
-                            src = &g[n + j, f0, r0, 0]
-                            src_stride = positions
                         if floating is float:
                             if not cb_position_major_f32(
-                                    isa, src, src_stride, <int> min(B, F - f0), 0,
-                                    (r1 - r0) * Wo, buf + j * gns + bb * gbs, total):
+                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                    buf + j * gns + bb * gbs, total):
                                 finite = False
                         else:
                             if not cb_position_major_f64(
-                                    isa, src, src_stride, <int> min(B, F - f0), 0,
-                                    (r1 - r0) * Wo, buf + j * gns + bb * gbs, total):
+                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                    buf + j * gns + bb * gbs, total):
                                 finite = False
                 for c in range(c0, min(C, c0 + per_task)):
                     if floating is float:
@@ -811,20 +770,11 @@ def backward_weight_blocked(
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, Py_ssize_t group_rows,
     int isa, int n_threads,
-    const uint8_t[:, :, :, ::1] codes,      # IN  (N, F, Hp, Wp) + slack, or empty (see below)
-    const floating[:, :, :, ::1] pooled,    # IN  (N, F, Hp, Wp), or empty
-    floating[:, ::1] dense,                 # scratch (n_threads, B * group_rows * Wout)
-    int pairs_isa,
-    Py_ssize_t out_height, Py_ssize_t out_width,
 ):
     """Add this chunk of samples' weight gradient to acc, and its output
     gradient to the per-pixel sums of the bias gradient (see
     sum_positions), by the filter-blocked kernels.  Only output pixels are
-    visited (no garbage positions), so any x is exact.  With codes,
-    grad_out is the output gradient of a 2x2 max pooling after a ReLU after
-    this convolution (its output out_height x out_width), and ``codes`` and
-    ``pooled`` what that pooling's forward pass kept (see _weight_blocked)."""
+    visited (no garbage positions), so any x is exact."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _weight_blocked(grad_out, codes, pooled, dense, pairs_isa, out_height, out_width, xp, acc,
-                    sums, gt, offsets, row_taps, padded_width, stride_h, stride_w, run_rows,
-                    run_samples, group_rows, isa, n_threads)
+    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, row_taps, padded_width, stride_h,
+                    stride_w, run_rows, run_samples, group_rows, isa, n_threads)

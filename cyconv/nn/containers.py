@@ -171,8 +171,8 @@ class Container(Layer):
     changed, in between.  Set ``fuse = False`` to keep every layer's
     output.  Where such a triple opens the container (no input gradient
     wanted), the backward pass hands the pooling's gradient to the
-    convolution unexpanded, for weight-gradient kernels that expand it in
-    cache (see :class:`~cyconv._pool.PooledGradient`).
+    convolution unexpanded, for the wide weight-gradient kernels, which
+    expand it in cache (see :class:`~cyconv._pool.PooledGradient`).
 
     Parameters
     ----------
