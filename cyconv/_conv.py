@@ -507,8 +507,8 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
 def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     """The weight gradient, whether it also wrote the bias gradient into
     ``grad_bias`` (the direct kernels do, bitwise as conv2d_backward_bias),
-    and else the output gradient as an array for that (a PooledGradient
-    made dense once)."""
+    and the output gradient as the products used it (a PooledGradient made
+    dense there, once, and reused for the bias gradient)."""
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
     # The direct kernels multiply zeros by x at the garbage positions:

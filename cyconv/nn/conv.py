@@ -229,6 +229,7 @@ class Convolution(WeightAndBias):
         self._require_forward()
         x, weight = self._padded_input, self.weight.value
         geometry = self._checked_geometry(x, weight, self.biases)
+        shape = self._output_shape if self.output is None else self.output.shape
         if isinstance(output_gradient, PooledGradient):
             # From a model that ran a ReLU and a 2x2 max pooling after this
             # layer as one (see Container.backward), whose layers checked
@@ -241,11 +242,9 @@ class Convolution(WeightAndBias):
             if not fits or (pooled.channels_shape + (pooled.height, pooled.width)
                             != geometry.output_shape):
                 grad, fits = output_gradient.dense(), False
-                check_gradient_shape(grad, self._output_shape if self.output is None
-                                     else self.output.shape, "Convolution")
+                check_gradient_shape(grad, shape, "Convolution")
         else:
             grad = as_layer_input(output_gradient, self.dtype, "output_gradient")
-            shape = self._output_shape if self.output is None else self.output.shape
             check_gradient_shape(grad, shape, "Convolution")
             flags = grad.flags
             fits = (geometry is not None and grad.dtype == x.dtype and flags.c_contiguous
