@@ -140,8 +140,9 @@ def _correlate_valid(ext, kernel, out):
     contiguous rows, on as many threads as the work is worth."""
     if out.size == 0:
         return
-    # The kernel indexes along a row by pointer.
-    assert ext.strides[1] == out.strides[1] == out.itemsize
+    # The kernel indexes along a row by pointer (a row of one value may
+    # have any stride: numpy calls such an array contiguous).
+    assert all(a.shape[1] == 1 or a.strides[1] == a.itemsize for a in (ext, out))
     work = out.size * kernel.size
     n_threads = _runtime.threads_for(work, _PARALLEL_MIN_WORK)
     _correlate.correlate2d_valid(ext, kernel, out, n_threads)
