@@ -250,6 +250,23 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
     return out
 
 
+def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
+    """Into ``out`` and ``codes`` (N, F, Hp, Wp): the 2x2 max pooling
+    (stride 2, whole windows) of max(conv2d's output, 0) and its winners'
+    codes, computed by the filter-blocked forward pass, which pools in its
+    store (the caller checked that this geometry's forward pass takes it, at
+    stride 1)."""
+    g, plan = geometry, _plan(geometry)
+    packed = _packed(weight)
+    tiles = _tiles(n_threads, g.out_height * g.out_width, x4.dtype)
+    for part in plan.chunks(g.n):
+        _conv_direct.forward_blocked_pooled(
+            x4[part], packed, bias, out[part], codes[part],
+            np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
+            tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+            plan.width, g.out_width, True, _runtime.isa_code(), n_threads)
+
+
 def grad_input(g4, weight, geometry, n_threads):
     """The input gradient, or None where the weight is not finite."""
     g, plan = geometry, _plan(geometry)

@@ -63,6 +63,13 @@ def forward(x4, weight, bias, geometry, pooled):
     pool_geometry(geometry, ...) (not None)."""
     g, plan = geometry, _conv_direct._plan(geometry)
     n_threads = g.threads()
+    if _conv_direct._blocked(g, "forward"):
+        # The filter-blocked forward pass pools its tiles as it stores them.
+        out = np.empty(pooled.output_shape, x4.dtype)
+        codes = _pool.pairs_codes(pooled)
+        _conv_direct.forward_pooled(x4, weight, bias, g, out,
+                                    codes.reshape(pooled.output_shape), n_threads)
+        return out, _pool.saved_pairs(pooled, out, codes)
     isa = _runtime.isa_code()
     block = _conv_pool.filter_block(isa)
     blocks = -(-g.filters // block)

@@ -43,6 +43,13 @@ GEOMETRIES = [
     ((3, 4, 7, 7), 3, 1, 0, 1),
     ((1, 2, 4, 5), 7, 3, 0, 1),
     ((2, 1, 40, 70), 4, 5, 2, 1),
+    # Small planes, many filters: the filter-blocked forward pass, which
+    # pools in its store: a block and a part of one, 3 blocks a tile (8x8
+    # float32), odd planes, dilation.
+    ((3, 8, 8, 8), 20, 3, 1, 1),
+    ((2, 6, 8, 8), 48, 3, 1, 1),
+    ((2, 5, 7, 9), 17, 3, 1, 1),
+    ((2, 4, 9, 8), 24, (3, 2), (2, 1), 2),
 ]
 
 
@@ -258,11 +265,11 @@ def test_ceil_mode_is_fused_only_where_it_cuts_no_window_short():
         assert _conv_pool.pool_geometry(even, *windows, False, (2, 2)) is None
     with _runtime.direct_convolution("never"):
         assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is None
-    # Nor where the convolution is made to take the filter-blocked kernels.
-    with _runtime.direct_convolution("always", family="blocked"):
-        assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is None
-    with _runtime.direct_convolution("always", family="wide"):
-        assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is not None
+    # Either family of direct kernels pools as it stores, whole windows only.
+    for family in ("blocked", "wide"):
+        with _runtime.direct_convolution("always", family=family):
+            assert _conv_pool.pool_geometry(even, *windows, False, (1, 1)) is not None
+            assert _conv_pool.pool_geometry(odd, *windows, True, (1, 1)) is None
 
 
 # -- in a model --------------------------------------------------------------
@@ -294,6 +301,13 @@ MODELS = {
         Convolution(kernel_size=3, depth=6, dilation=2, dtype=dt, rng=1), ReLU(),
         MaxPooling(2, ceil_mode=True), Flatten(), Dense(output_size=2, dtype=dt, rng=2)],
         input_shape=(3, 12, 14)),
+    # A second layer on the filter-blocked forward pass (7x7: a last row
+    # and column no window covers).
+    "filter-blocked second layer": lambda dt: Sequential([
+        Convolution(kernel_size=3, depth=8, padding=1, dtype=dt, rng=1), ReLU(),
+        MaxPooling(2), Convolution(kernel_size=3, depth=20, padding=1, dtype=dt, rng=2),
+        ReLU(), MaxPooling(2), Flatten(), Dense(output_size=2, dtype=dt, rng=3)],
+        input_shape=(3, 14, 14)),
 }
 
 
@@ -429,9 +443,13 @@ def test_only_these_layers_run_as_one(monkeypatch):
     assert fused_calls([conv(), ReLU(), MaxPooling(2, stride=1)] + tail()) == 0
     assert fused_calls([Convolution(kernel_size=3, depth=4, stride=2, rng=0), ReLU(),
                         MaxPooling(2)] + tail()) == 0
-    # Small planes with many filters stay on the filter-blocked kernels.
+    # Small planes with many filters too (the filter-blocked forward pass),
+    # where its store pools with vectors (AVX-512).
     assert fused_calls([Convolution(kernel_size=3, depth=16, rng=0), ReLU(),
-                        MaxPooling(2)] + tail()) == 0
+                        MaxPooling(2)] + tail()) == (_runtime.isa() == "avx512")
+    with _runtime.direct_convolution("auto", "avx2"):
+        assert fused_calls([Convolution(kernel_size=3, depth=16, rng=0), ReLU(),
+                            MaxPooling(2)] + tail()) == 0
     with _runtime.direct_convolution("never"):
         assert fused_calls([conv(), ReLU(), MaxPooling(2)] + tail()) == 0
     # Without ReLU's gradient the backward pass keeps the layers apart.

@@ -59,6 +59,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint8_t
 
+import numpy as np
+
 cdef extern from "conv_direct.h" nogil:
     int CD_ISA_PORTABLE, CD_ISA_AVX2, CD_ISA_AVX512
     int cd_detect_isa()
@@ -109,6 +111,12 @@ cdef extern from "conv_blocked.h" nogil:
                              float* out, const float* bias, int relu)
     void cb_store_planes_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t P, int nf,
                              double* out, const double* bias, int relu)
+    void cb_store_pooled_f32(int isa, const float* buf, Py_ssize_t ldo, Py_ssize_t Wo,
+                             Py_ssize_t Hp, Py_ssize_t Wp, int nf, float* out, uint8_t* codes,
+                             const float* bias, int relu)
+    void cb_store_pooled_f64(int isa, const double* buf, Py_ssize_t ldo, Py_ssize_t Wo,
+                             Py_ssize_t Hp, Py_ssize_t Wp, int nf, double* out, uint8_t* codes,
+                             const double* bias, int relu)
     void cb_pad_plane_f32(int isa, const float* src, Py_ssize_t srs, int rows, int cols,
                           float* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
                           Py_ssize_t S)
@@ -494,7 +502,9 @@ cdef void _correlate_blocked(
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks, zero-padded
     const floating[::1] bias,              # IN  (F,) or empty
-    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout), or pooled (N, F, Hp, Wp)
+    uint8_t[:, :, :, ::1] codes,           # OUT (N, F, Hp, Wp) if pooled, else empty
+    Py_ssize_t Ho, Py_ssize_t Wo,          # IN  the convolution's output size
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w,
     const int[:, ::1] row_taps,            # IN  (Hout, 2) each output row's taps...
@@ -512,8 +522,11 @@ cdef void _correlate_blocked(
     row_taps[oh, 0] <= t < row_taps[oh, 1] as multiply-adds (the others
     read padding rows only: their signed zeros are added, see
     cb_fwd_tile), and at its first and last pixels adds the signed zeros
-    of the taps that read a padding column there."""
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    of the taps that read a padding column there.  With codes (not
+    empty), out is instead the 2x2 max pooling (stride 2) of that output,
+    and codes its winners' (cb_store_pooled): whole windows only."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1]
+    cdef bint pooled = codes.shape[0] > 0
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
     cdef Py_ssize_t B = packed.shape[3]
     cdef Py_ssize_t per_tile = cb_forward_blocks(isa, <int> Wo, <int> FB, stride_w != 1)
@@ -543,7 +556,16 @@ cdef void _correlate_blocked(
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
                                 taps, first_taps, last_taps)
         nf = min(F, (b0 + nb) * B) - b0 * B
-        if floating is float:
+        if pooled:
+            if floating is float:
+                cb_store_pooled_f32(isa, buf, ldo, Wo, out.shape[2], out.shape[3], <int> nf,
+                                    &out[n, b0 * B, 0, 0], &codes[n, b0 * B, 0, 0],
+                                    &bias[b0 * B] if has_bias else NULL, relu)
+            else:
+                cb_store_pooled_f64(isa, buf, ldo, Wo, out.shape[2], out.shape[3], <int> nf,
+                                    &out[n, b0 * B, 0, 0], &codes[n, b0 * B, 0, 0],
+                                    &bias[b0 * B] if has_bias else NULL, relu)
+        elif floating is float:
             cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
                                 &bias[b0 * B] if has_bias else NULL, relu)
         else:
@@ -603,9 +625,39 @@ def forward_blocked(
     as signed zeros where every weight is finite (else as multiply-adds:
     NaN)."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _correlate_blocked(xp, packed, bias, out, offsets, padded_width, stride_h, stride_w,
-                       row_taps, _all_finite(packed), first_taps, last_taps, tiles, relu, isa,
-                       n_threads)
+    _correlate_blocked(xp, packed, bias, out, _NO_CODES, out.shape[2], out.shape[3], offsets,
+                       padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
+                       first_taps, last_taps, tiles, relu, isa, n_threads)
+
+
+def forward_blocked_pooled(
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
+    const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hp, Wp) pooled
+    uint8_t[:, :, :, ::1] codes,           # OUT (N, F, Hp, Wp) its winners
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
+    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
+    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
+    const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
+    unsigned long long first_taps,         # IN  taps reading padding at a row's first pixel
+    unsigned long long last_taps,          # IN  ...and at its last
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t out_width,                  # IN  Wout (2 Wp <= Wout, 2 Hp <= Hout)
+    bint relu, int isa, int n_threads,
+):
+    """forward_blocked at stride 1, then 2x2 max pooling with stride 2 of
+    its output, in the store: the pooled output and the winners' codes
+    (pool_tiles.h's), the same bits as the two one after the other,
+    without writing the convolution's output."""
+    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
+    _correlate_blocked(xp, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
+                       padded_width, 1, 1, row_taps, _all_finite(packed), first_taps,
+                       last_taps, tiles, relu, isa, n_threads)
+
+
+# No pooling in the store.
+cdef uint8_t[:, :, :, ::1] _NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
 
 
 def backward_input_blocked(
@@ -625,9 +677,9 @@ def backward_input_blocked(
     (the caller checks: pack_blocks), skipping the taps of each row that
     read padding rows only, and adding the zeros of padding columns."""
     _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
-    _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, offsets,
-                       padded_width, 1, 1, row_taps, True, first_taps, last_taps, tiles, False,
-                       isa, n_threads)
+    _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, _NO_CODES,
+                       grad_input.shape[2], grad_input.shape[3], offsets, padded_width, 1, 1,
+                       row_taps, True, first_taps, last_taps, tiles, False, isa, n_threads)
 
 
 def sum_positions(

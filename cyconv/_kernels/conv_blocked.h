@@ -253,13 +253,46 @@ static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows
     } \
     for (; o < S; o++) plane[o] = 0; \
 }
+/* The 2x2 max pooling (stride 2) of the planes cb_store_planes would
+ * write from a tile of Wo-pixel rows, without writing them: for k < nf and
+ * whole windows r < Hp, c < Wp (2 Hp, 2 Wp at most the tile's rows and
+ * width), out[k * Hp * Wp + r * Wp + c] and codes[...] are the winner's
+ * value and code (2 i + j, row i and column j of the window) by
+ * pool_tiles.h's rules: the first largest in row-major order, the first
+ * NaN winning.  Only selections after the store's own bias and ReLU: the
+ * same bits as storing, then pooling, in every variant. */
+#define CB_STORE_POOLED(T, SUFFIX) \
+static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t Wo, \
+    ptrdiff_t Hp, ptrdiff_t Wp, int nf, T* out, uint8_t* codes, const T* bias, int relu) \
+{ \
+    for (int k = 0; k < nf; k++) \
+        for (ptrdiff_t r = 0; r < Hp; r++) \
+            for (ptrdiff_t c = 0; c < Wp; c++) { \
+                const T* at = buf + (2 * r * Wo + 2 * c) * ldo + k; \
+                T v[4] = {at[0], at[ldo], at[Wo * ldo], at[(Wo + 1) * ldo]}; \
+                for (int i = 0; i < 4; i++) { \
+                    if (bias) v[i] = v[i] + bias[k]; \
+                    if (relu) v[i] = v[i] > 0 || v[i] != v[i] ? v[i] : 0; \
+                } \
+                int ru = !(v[0] >= v[1]) && v[0] == v[0]; \
+                T u = ru ? v[1] : v[0]; \
+                int rl = !(v[2] >= v[3]) && v[2] == v[2]; \
+                T l = rl ? v[3] : v[2]; \
+                int below = !(u >= l) && u == u; \
+                out[(k * Hp + r) * Wp + c] = below ? l : u; \
+                codes[(k * Hp + r) * Wp + c] = (uint8_t)(below ? 2 + rl : ru); \
+            } \
+}
 CB_STORE_PLANES(float, f32)
 CB_STORE_PLANES(double, f64)
+CB_STORE_POOLED(float, f32)
+CB_STORE_POOLED(double, f64)
 CB_POSITION_MAJOR(float, 16, f32)
 CB_POSITION_MAJOR(double, 8, f64)
 CB_PAD_PLANE(float, f32)
 CB_PAD_PLANE(double, f64)
 #undef CB_PAD_PLANE
+#undef CB_STORE_POOLED
 #undef CB_STORE_PLANES
 #undef CB_POSITION_MAJOR
 
@@ -318,7 +351,8 @@ static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose8(__m512
 
 /* The same as the portable versions, a B x B tile at a time; tails masked. */
 #define CB_MOVES_AVX512(T, V, B, SUFFIX, TRANSPOSE, MASK, LOAD, MASKZ_LOAD, MASK_STORE, \
-                        STORE, ADD, MUL, CMP_MASK, SET1, ZERO, KEEP) \
+                        STORE, ADD, MUL, CMP_MASK, SET1, ZERO, KEEP, BLEND, CODES, \
+                        STORE_CODES) \
 static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ldo, \
     ptrdiff_t P, int nf, T* out, const T* bias, int relu) \
 { \
@@ -336,6 +370,50 @@ static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
                 if (bias) v = ADD(v, SET1(bias[k0 + k])); \
                 if (relu) v = KEEP(v); \
                 MASK_STORE(out + (ptrdiff_t)(k0 + k) * P + q0, qm, v); \
+            } \
+        } \
+    } \
+} \
+/* B pooled positions at a time, lanes the filters (the store's bias and \
+ * ReLU, then pool_tiles.h's selections), transposed to planes; the codes \
+ * as integers in the lanes, transposed alike (the transposes move bits). */ \
+static CB_AVX512 void cb_store_pooled_avx512_##SUFFIX(const T* buf, ptrdiff_t ldo, \
+    ptrdiff_t Wo, ptrdiff_t Hp, ptrdiff_t Wp, int nf, T* out, uint8_t* codes, const T* bias, \
+    int relu) \
+{ \
+    ptrdiff_t P = Hp * Wp; \
+    for (int k0 = 0; k0 < nf; k0 += B) { \
+        int kn = nf - k0 < B ? nf - k0 : B; \
+        V bv = bias ? MASKZ_LOAD((MASK)((1u << kn) - 1), bias + k0) : ZERO(); \
+        for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
+            int qn = P - q0 < B ? (int)(P - q0) : B; \
+            MASK qm = (MASK)((1u << qn) - 1); \
+            V r[B], code[B]; \
+            for (int q = 0; q < B; q++) { \
+                if (q >= qn) { \
+                    r[q] = code[q] = ZERO(); \
+                    continue; \
+                } \
+                ptrdiff_t row = (q0 + q) / Wp, col = (q0 + q) % Wp; \
+                const T* at = buf + (2 * row * Wo + 2 * col) * ldo + k0; \
+                V v[4] = {LOAD(at), LOAD(at + ldo), LOAD(at + Wo * ldo), \
+                          LOAD(at + (Wo + 1) * ldo)}; \
+                for (int i = 0; i < 4; i++) { \
+                    if (bias) v[i] = ADD(v[i], bv); \
+                    if (relu) v[i] = KEEP(v[i]); \
+                } \
+                MASK ru = CMP_MASK(v[0], v[1], _CMP_NGE_UQ) & CMP_MASK(v[0], v[0], _CMP_ORD_Q); \
+                MASK rl = CMP_MASK(v[2], v[3], _CMP_NGE_UQ) & CMP_MASK(v[2], v[2], _CMP_ORD_Q); \
+                V u = BLEND(ru, v[0], v[1]), l = BLEND(rl, v[2], v[3]); \
+                MASK below = CMP_MASK(u, l, _CMP_NGE_UQ) & CMP_MASK(u, u, _CMP_ORD_Q); \
+                r[q] = BLEND(below, u, l); \
+                code[q] = CODES((MASK)((below & rl) | (~below & ru)), below); \
+            } \
+            TRANSPOSE(r); \
+            TRANSPOSE(code); \
+            for (int k = 0; k < kn; k++) { \
+                MASK_STORE(out + (ptrdiff_t)(k0 + k) * P + q0, qm, r[k]); \
+                STORE_CODES(codes + (ptrdiff_t)(k0 + k) * P + q0, qm, code[k]); \
             } \
         } \
     } \
@@ -392,15 +470,32 @@ static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, 
                                                                _CMP_NLE_UQ), v)
 #define CB_KEEP_PD(v) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), \
                                                                _CMP_NLE_UQ), v)
+/* A pooled vector's codes, 1 where right, 2 where below (lanes of the
+ * float's width, as float bits for the transposes), and their store as
+ * bytes. */
+#define CB_CODES_PS(right, below) _mm512_castsi512_ps(_mm512_or_si512( \
+    _mm512_maskz_mov_epi32(right, _mm512_set1_epi32(1)), \
+    _mm512_maskz_mov_epi32(below, _mm512_set1_epi32(2))))
+#define CB_CODES_PD(right, below) _mm512_castsi512_pd(_mm512_or_si512( \
+    _mm512_maskz_mov_epi64(right, _mm512_set1_epi64(1)), \
+    _mm512_maskz_mov_epi64(below, _mm512_set1_epi64(2))))
+#define CB_STORE_CODES_PS(p, m, v) _mm512_mask_cvtepi32_storeu_epi8(p, m, _mm512_castps_si512(v))
+#define CB_STORE_CODES_PD(p, m, v) _mm512_mask_cvtepi64_storeu_epi8(p, m, _mm512_castpd_si512(v))
 CB_MOVES_AVX512(float, __m512, 16, f32, cb_transpose16, __mmask16, _mm512_loadu_ps,
                 _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_storeu_ps, _mm512_add_ps,
-                _mm512_mul_ps, _mm512_cmp_ps_mask, _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS)
+                _mm512_mul_ps, _mm512_cmp_ps_mask, _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS,
+                _mm512_mask_blend_ps, CB_CODES_PS, CB_STORE_CODES_PS)
 CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_pd,
                 _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_storeu_pd, _mm512_add_pd,
-                _mm512_mul_pd, _mm512_cmp_pd_mask, _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD)
+                _mm512_mul_pd, _mm512_cmp_pd_mask, _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD,
+                _mm512_mask_blend_pd, CB_CODES_PD, CB_STORE_CODES_PD)
 #undef CB_MOVES_AVX512
 #undef CB_KEEP_PS
 #undef CB_KEEP_PD
+#undef CB_CODES_PS
+#undef CB_CODES_PD
+#undef CB_STORE_CODES_PS
+#undef CB_STORE_CODES_PD
 #undef CB_AVX512
 #define CB_MOVES(name, type, isa, args) \
     ((isa) == CD_ISA_AVX512 ? name##_avx512_##type args : name##_portable_##type args)
@@ -414,6 +509,14 @@ static void cb_store_planes_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdif
 static void cb_store_planes_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t P, int nf,
                                 double* out, const double* bias, int relu)
 { CB_MOVES(cb_store_planes, f64, isa, (buf, ldo, P, nf, out, bias, relu)); }
+static void cb_store_pooled_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdiff_t Wo,
+                                ptrdiff_t Hp, ptrdiff_t Wp, int nf, float* out, uint8_t* codes,
+                                const float* bias, int relu)
+{ CB_MOVES(cb_store_pooled, f32, isa, (buf, ldo, Wo, Hp, Wp, nf, out, codes, bias, relu)); }
+static void cb_store_pooled_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t Wo,
+                                ptrdiff_t Hp, ptrdiff_t Wp, int nf, double* out, uint8_t* codes,
+                                const double* bias, int relu)
+{ CB_MOVES(cb_store_pooled, f64, isa, (buf, ldo, Wo, Hp, Wp, nf, out, codes, bias, relu)); }
 static void cb_pad_plane_f32(int isa, const float* src, ptrdiff_t srs, int rows, int cols,
                              float* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
                              ptrdiff_t S)
