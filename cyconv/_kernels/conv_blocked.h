@@ -260,7 +260,11 @@ static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows
  * value and code (2 i + j, row i and column j of the window) by
  * pool_tiles.h's rules: the first largest in row-major order, the first
  * NaN winning.  Only selections after the store's own bias and ReLU: the
- * same bits as storing, then pooling, in every variant. */
+ * same bits as storing, then pooling, in every variant.  Where both the
+ * sum and its bias are NaN the sum's NaN wins, as in cb_store_planes; the
+ * compiler may put an addition's operands either way round (GCC 13 put
+ * the bias first here, its load folded), so the sum's NaN is taken
+ * explicitly (v + v: v, quietened). */
 #define CB_STORE_POOLED(T, SUFFIX) \
 static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t Wo, \
     ptrdiff_t Hp, ptrdiff_t Wp, int nf, T* out, uint8_t* codes, const T* bias, int relu) \
@@ -271,7 +275,7 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
                 const T* at = buf + (2 * r * Wo + 2 * c) * ldo + k; \
                 T v[4] = {at[0], at[ldo], at[Wo * ldo], at[(Wo + 1) * ldo]}; \
                 for (int i = 0; i < 4; i++) { \
-                    if (bias) v[i] = v[i] + bias[k]; \
+                    if (bias) v[i] = v[i] != v[i] ? v[i] + v[i] : v[i] + bias[k]; \
                     if (relu) v[i] = v[i] > 0 || v[i] != v[i] ? v[i] : 0; \
                 } \
                 int ru = !(v[0] >= v[1]) && v[0] == v[0]; \
@@ -385,6 +389,7 @@ static CB_AVX512 void cb_store_pooled_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
     for (int k0 = 0; k0 < nf; k0 += B) { \
         int kn = nf - k0 < B ? nf - k0 : B; \
         V bv = bias ? MASKZ_LOAD((MASK)((1u << kn) - 1), bias + k0) : ZERO(); \
+        int bias_nan = CMP_MASK(bv, bv, _CMP_UNORD_Q) != 0; \
         for (ptrdiff_t q0 = 0; q0 < P; q0 += B) { \
             int qn = P - q0 < B ? (int)(P - q0) : B; \
             MASK qm = (MASK)((1u << qn) - 1); \
@@ -399,7 +404,13 @@ static CB_AVX512 void cb_store_pooled_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
                 V v[4] = {LOAD(at), LOAD(at + ldo), LOAD(at + Wo * ldo), \
                           LOAD(at + (Wo + 1) * ldo)}; \
                 for (int i = 0; i < 4; i++) { \
-                    if (bias) v[i] = ADD(v[i], bv); \
+                    if (bias) { \
+                        V sum = ADD(v[i], bv); \
+                        if (bias_nan) /* see above */ \
+                            sum = BLEND(CMP_MASK(v[i], v[i], _CMP_UNORD_Q), sum, \
+                                        ADD(v[i], v[i])); \
+                        v[i] = sum; \
+                    } \
                     if (relu) v[i] = KEEP(v[i]); \
                 } \
                 MASK ru = CMP_MASK(v[0], v[1], _CMP_NGE_UQ) & CMP_MASK(v[0], v[0], _CMP_ORD_Q); \
