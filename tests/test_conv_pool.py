@@ -301,10 +301,10 @@ MODELS = {
         Convolution(kernel_size=3, depth=6, dilation=2, dtype=dt, rng=1), ReLU(),
         MaxPooling(2, ceil_mode=True), Flatten(), Dense(output_size=2, dtype=dt, rng=2)],
         input_shape=(3, 12, 14)),
-    # A second layer on the filter-blocked forward pass (7x7: a last row
-    # and column no window covers).
-    "filter-blocked second layer": lambda dt: Sequential([
-        Convolution(kernel_size=3, depth=8, padding=1, dtype=dt, rng=1), ReLU(),
+    # Layers on the filter-blocked kernels (7x7: a last row and column no
+    # window covers).
+    "filter-blocked layers": lambda dt: Sequential([
+        Convolution(kernel_size=3, depth=16, padding=1, dtype=dt, rng=1), ReLU(),
         MaxPooling(2), Convolution(kernel_size=3, depth=20, padding=1, dtype=dt, rng=2),
         ReLU(), MaxPooling(2), Flatten(), Dense(output_size=2, dtype=dt, rng=3)],
         input_shape=(3, 14, 14)),

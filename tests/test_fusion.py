@@ -43,10 +43,10 @@ CASES = {
     "first layer, odd rows": ((3, 19, 19), lambda dt: [
         Convolution(kernel_size=3, depth=32, padding=1, dtype=dt, rng=1), ReLU(),
         MaxPooling(2), Flatten(), Dense(output_size=3, dtype=dt, rng=2)]),
-    # A second layer whose filter-blocked forward pass pools in its store
-    # (7x7: a last row and column no window covers).
-    "filter-blocked second layer": ((3, 14, 14), lambda dt: [
-        Convolution(kernel_size=3, depth=8, padding=1, dtype=dt, rng=1), ReLU(),
+    # Layers whose filter-blocked forward pass pools in its store (7x7: a
+    # last row and column no window covers).
+    "filter-blocked layers": ((3, 14, 14), lambda dt: [
+        Convolution(kernel_size=3, depth=16, padding=1, dtype=dt, rng=1), ReLU(),
         MaxPooling(2), Convolution(kernel_size=3, depth=20, padding=1, dtype=dt, rng=2),
         ReLU(), MaxPooling(2), Flatten(), Dense(output_size=2, dtype=dt, rng=3)]),
     "residual": ((4, 6, 6), lambda dt: [
