@@ -362,12 +362,9 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     the batch to the next, so that the chunks change nothing, then added
     over the groups in order; and the bias gradient, into ``grad_bias``,
     from per-pixel running sums kept in the same pass over the output
-    gradient.  A PooledGradient ``g4`` is made dense first: expanded a
-    group of rows at a time by these kernels, it cost as much as the
-    pooling's own pass at 1 thread and more at 2 (the CIFAR-like first
-    layer's step, Zen 4), for calls on a few rows each."""
-    if isinstance(g4, PooledGradient):
-        g4 = g4.dense()
+    gradient.  A PooledGradient ``g4`` whose windows tile the plane is
+    expanded as each block of its rows is copied, on AVX-512 (see
+    _runtime.blocked_expands_pooled); else it is made dense first."""
     dtype = x4.dtype
     f, c, kh, kw = weight.shape
     block = _block(dtype)
@@ -383,6 +380,15 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     # into its own partial gradient, so that threads can share them too.
     split = positions > run and _runtime.blocked_weight_split(blocks, c)
     group_rows = run_rows if split else max(1, g.out_height)
+    codes, pooled = _NO_CODES, np.empty((0, 0, 0, 0), dtype)
+    if isinstance(g4, PooledGradient):
+        windows = g4.saved.geometry
+        if (_runtime.blocked_expands_pooled() and windows.out_height == g.out_height // 2
+                and windows.out_width == g.out_width // 2
+                and (group_rows % 2 == 0 or group_rows >= g.out_height)):
+            g4, codes, pooled = g4.arrays()
+        else:
+            g4 = g4.dense()
     acc = np.zeros((-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
                    dtype)
     sums = np.zeros((blocks, positions * block), dtype)
@@ -393,7 +399,8 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         part = slice(first, min(g.n, first + chunk))
         n = part.stop - part.start
         _conv_direct.backward_weight_blocked(
-            g4[part], x4[part], gt, np.empty((n, c, plan.stride), dtype), acc, sums,
+            g4[part], codes[part], pooled[part], g.out_width, x4[part], gt,
+            np.empty((n, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
             run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads)
     _conv_direct.sum_positions(sums, grad_bias)

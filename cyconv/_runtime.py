@@ -254,6 +254,16 @@ def blocked_suits(geometry, operation, isa):
     return outputs >= BLOCKED_MIN_OUTPUTS and plane <= BLOCKED_MAX_PLANE
 
 
+def blocked_expands_pooled():
+    """Whether the filter-blocked weight gradient takes a pooling's
+    gradient (a PooledGradient) as it is, expanding it as it copies it
+    (cb_position_major_pooled), rather than the full gradient made first:
+    on AVX-512, whose copy has a vector variant (elsewhere it is the
+    portable loop).  The CIFAR-like first layer's weight gradient, the
+    pooling's backward pass included, Zen 4, batch 64: see below."""
+    return _state["isa"] == "avx512"
+
+
 def blocked_weight_split(blocks, channels):
     """Whether the filter-blocked weight gradient of ``blocks`` blocks of
     filters and ``channels`` channels sums each run of rows into its own

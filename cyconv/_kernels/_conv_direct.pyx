@@ -123,6 +123,14 @@ cdef extern from "conv_blocked.h" nogil:
     void cb_pad_plane_f64(int isa, const double* src, Py_ssize_t srs, int rows, int cols,
                           double* plane, Py_ssize_t top, Py_ssize_t left, Py_ssize_t wp,
                           Py_ssize_t S)
+    bint cb_position_major_pooled_f32(int isa, const float* g, const uint8_t* codes,
+                                      const float* pooled, Py_ssize_t Pp, int nf, Py_ssize_t Wo,
+                                      Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t r0,
+                                      Py_ssize_t r1, float* gt, float* sums)
+    bint cb_position_major_pooled_f64(int isa, const double* g, const uint8_t* codes,
+                                      const double* pooled, Py_ssize_t Pp, int nf,
+                                      Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp,
+                                      Py_ssize_t r0, Py_ssize_t r1, double* gt, double* sums)
     bint cb_position_major_f32(int isa, const float* g, Py_ssize_t P, int nf, Py_ssize_t q0,
                                Py_ssize_t q1, float* gt, float* sums)
     bint cb_position_major_f64(int isa, const double* g, Py_ssize_t P, int nf, Py_ssize_t q0,
@@ -706,7 +714,12 @@ def sum_positions(
 
 
 cdef void _weight_blocked(
-    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient, or with
+                                           #     codes a 2x2 pooling's (N, F, Hp, Wp)
+    const uint8_t[:, :, :, ::1] codes,     # IN  that pooling's codes (with the 2x2 kernels'
+                                           #     slack)...
+    const floating[:, :, :, ::1] pooled,   # IN  ...and output (both empty: g is dense)
+    Py_ssize_t Wo,                         # IN  Wout
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     floating[:, :, :, :, ::1] acc,         # IN/OUT (R, FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                 # IN/OUT (FB, Hout * Wout * B) running sums
@@ -733,9 +746,13 @@ cdef void _weight_blocked(
     first channels also keeps the per-pixel sums of its rows.  Where that
     copy is finite, output row oh takes only taps row_taps[oh, 0] <= t <
     row_taps[oh, 1] (the others' terms are signed zeros, which change no
-    running sum here: see cb_wgt_tile)."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
-    cdef Py_ssize_t positions = Ho * Wo
+    running sum here: see cb_wgt_tile).  Given codes (windows tiling the
+    plane, groups of an even number of rows), the copy is made from the
+    pooling's gradient (cb_position_major_pooled), bit for bit the copy of
+    what its backward pass writes otherwise."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = row_taps.shape[0]
+    cdef Py_ssize_t positions = Ho * Wo, Pp = g.shape[2] * g.shape[3]
+    cdef bint expand = codes.shape[0] > 0
     cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
     cdef Py_ssize_t B = acc.shape[4]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
@@ -771,7 +788,24 @@ cdef void _weight_blocked(
                 for j in range(ns):
                     for bb in range(nb):
                         total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
-                        if floating is float:
+                        if expand:
+                            if floating is float:
+                                if not cb_position_major_pooled_f32(
+                                        isa, &g[n + j, (b0 + bb) * B, 0, 0],
+                                        &codes[n + j, (b0 + bb) * B, 0, 0],
+                                        &pooled[n + j, (b0 + bb) * B, 0, 0], Pp,
+                                        <int> min(B, F - (b0 + bb) * B), Wo, g.shape[2],
+                                        g.shape[3], r0, r1, buf + j * gns + bb * gbs, total):
+                                    finite = False
+                            else:
+                                if not cb_position_major_pooled_f64(
+                                        isa, &g[n + j, (b0 + bb) * B, 0, 0],
+                                        &codes[n + j, (b0 + bb) * B, 0, 0],
+                                        &pooled[n + j, (b0 + bb) * B, 0, 0], Pp,
+                                        <int> min(B, F - (b0 + bb) * B), Wo, g.shape[2],
+                                        g.shape[3], r0, r1, buf + j * gns + bb * gbs, total):
+                                    finite = False
+                        elif floating is float:
                             if not cb_position_major_f32(
                                     isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
                                     <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
@@ -809,7 +843,12 @@ cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 
 def backward_weight_blocked(
-    const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
+    const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout), or with codes a 2x2
+                                            #     pooling's gradient (N, F, Hp, Wp)
+    const uint8_t[:, :, :, ::1] codes,      # IN  that pooling's codes (with the 2x2
+                                            #     kernels' slack)...
+    const floating[:, :, :, ::1] pooled,    # IN  ...and output (both empty: dense)
+    Py_ssize_t out_width,                   # IN  Wout
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
     floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks()
                                             #          * Hout * Wout * B)
@@ -826,7 +865,10 @@ def backward_weight_blocked(
     """Add this chunk of samples' weight gradient to acc, and its output
     gradient to the per-pixel sums of the bias gradient (see
     sum_positions), by the filter-blocked kernels.  Only output pixels are
-    visited (no garbage positions), so any x is exact."""
+    visited (no garbage positions), so any x is exact.  A pooling's
+    gradient (with codes: windows tiling the plane, group_rows even or the
+    plane's) is expanded as it is copied."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _weight_blocked(grad_out, xp, acc, sums, gt, offsets, row_taps, padded_width, stride_h,
-                    stride_w, run_rows, run_samples, group_rows, isa, n_threads)
+    _weight_blocked(grad_out, codes, pooled, out_width, xp, acc, sums, gt, offsets, row_taps,
+                    padded_width, stride_h, stride_w, run_rows, run_samples, group_rows, isa,
+                    n_threads)

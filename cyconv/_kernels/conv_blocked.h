@@ -287,16 +287,51 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
                 codes[(k * Hp + r) * Wp + c] = (uint8_t)(below ? 2 + rl : ru); \
             } \
 }
+/* cb_position_major of output rows r0 <= r < r1 (r0 even) of the output
+ * gradient that a 2x2 max pooling's backward pass, ReLU's gradient
+ * included, makes from the pooling's output gradient g (nf planes of Hp x
+ * Wp, Pp = Hp * Wp apart), its codes (laid out alike, followed by the 2x2
+ * kernels' slack) and its output pooled, for windows tiling the Ho x Wo
+ * plane (Hp = Ho / 2, Wp = Wo / 2, rounded down): the values pool_tiles.h
+ * writes, (0 + g) times 1 or 0 as the pooled value is > 0 or not at each
+ * window's winner, +0 elsewhere and in a last row or column no window
+ * covers, made here without writing the full gradient anywhere.  gt and
+ * sums start at row r0; returns whether every value is finite. */
+#define CB_POSITION_MAJOR_POOLED(T, B, SUFFIX) \
+static int cb_position_major_pooled_portable_##SUFFIX(const T* g, const uint8_t* codes, \
+    const T* pooled, ptrdiff_t Pp, int nf, ptrdiff_t Wo, ptrdiff_t Hp, ptrdiff_t Wp, \
+    ptrdiff_t r0, ptrdiff_t r1, T* gt, T* sums) \
+{ \
+    T zero[B] = {0}; \
+    for (ptrdiff_t r = r0; r < r1; r++) \
+        for (ptrdiff_t c = 0; c < Wo; c++) \
+            for (int l = 0; l < B; l++) { \
+                ptrdiff_t i = r / 2, j = c / 2, at = l * Pp + i * Wp + j; \
+                T v = 0; \
+                if (l < nf && i < Hp && j < Wp && codes[at] == 2 * (r % 2) + c % 2) { \
+                    v = ((T)0 + g[at]) * (pooled[at] > 0 ? (T)1 : (T)0); \
+                    zero[l] = zero[l] + v * 0; \
+                } \
+                ptrdiff_t q = ((r - r0) * Wo + c) * B + l; \
+                gt[q] = v; \
+                if (sums) sums[q] = sums[q] + v; \
+            } \
+    for (int l = 1; l < B; l++) zero[0] = zero[0] + zero[l]; \
+    return zero[0] == 0; \
+}
 CB_STORE_PLANES(float, f32)
 CB_STORE_PLANES(double, f64)
 CB_STORE_POOLED(float, f32)
 CB_STORE_POOLED(double, f64)
+CB_POSITION_MAJOR_POOLED(float, 16, f32)
+CB_POSITION_MAJOR_POOLED(double, 8, f64)
 CB_POSITION_MAJOR(float, 16, f32)
 CB_POSITION_MAJOR(double, 8, f64)
 CB_PAD_PLANE(float, f32)
 CB_PAD_PLANE(double, f64)
 #undef CB_PAD_PLANE
 #undef CB_STORE_POOLED
+#undef CB_POSITION_MAJOR_POOLED
 #undef CB_STORE_PLANES
 #undef CB_POSITION_MAJOR
 
@@ -356,7 +391,7 @@ static inline __attribute__((always_inline)) CB_AVX512 void cb_transpose8(__m512
 /* The same as the portable versions, a B x B tile at a time; tails masked. */
 #define CB_MOVES_AVX512(T, V, B, SUFFIX, TRANSPOSE, MASK, LOAD, MASKZ_LOAD, MASK_STORE, \
                         STORE, ADD, MUL, CMP_MASK, SET1, ZERO, KEEP, BLEND, CODES, \
-                        STORE_CODES) \
+                        STORE_CODES, LOAD_CODES, CODE_IS, MASKZ_MOV) \
 static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ldo, \
     ptrdiff_t P, int nf, T* out, const T* bias, int relu) \
 { \
@@ -454,6 +489,52 @@ static CB_AVX512 int cb_position_major_avx512_##SUFFIX(const T* g, ptrdiff_t P, 
     } \
     return CMP_MASK(zero, ZERO(), _CMP_NEQ_UQ) == 0; \
 } \
+/* B pooled windows at a time, lanes the filters (loads and transposes as \
+ * above, the codes as integers in float lanes), each window's four \
+ * positions written whole: the winner's share, +0 in the other lanes. */ \
+static CB_AVX512 int cb_position_major_pooled_avx512_##SUFFIX(const T* g, \
+    const uint8_t* codes, const T* pooled, ptrdiff_t Pp, int nf, ptrdiff_t Wo, ptrdiff_t Hp, \
+    ptrdiff_t Wp, ptrdiff_t r0, ptrdiff_t r1, T* gt, T* sums) \
+{ \
+    V zero = ZERO(); \
+    const V one = SET1((T)1); \
+    ptrdiff_t i1 = r1 / 2 < Hp ? r1 / 2 : Hp; /* windows of rows r0/2 <= i < i1 */ \
+    for (ptrdiff_t p = r0 / 2 * Wp; p < i1 * Wp; p += B) { \
+        int pn = i1 * Wp - p < B ? (int)(i1 * Wp - p) : B; \
+        MASK pm = (MASK)((1u << pn) - 1); \
+        V gv[B], pv[B], cv[B]; \
+        for (int f = 0; f < B; f++) { \
+            gv[f] = f < nf ? MASKZ_LOAD(pm, g + f * Pp + p) : ZERO(); \
+            pv[f] = f < nf ? MASKZ_LOAD(pm, pooled + f * Pp + p) : ZERO(); \
+            /* B bytes: past a plane's last code, the next plane's or the slack */ \
+            cv[f] = f < nf ? LOAD_CODES(codes + f * Pp + p) : ZERO(); \
+        } \
+        TRANSPOSE(gv); \
+        TRANSPOSE(pv); \
+        TRANSPOSE(cv); \
+        for (int k = 0; k < pn; k++) { \
+            ptrdiff_t i = (p + k) / Wp, j = (p + k) % Wp; \
+            V share = MUL(ADD(ZERO(), gv[k]), \
+                          BLEND(CMP_MASK(pv[k], ZERO(), _CMP_GT_OQ), ZERO(), one)); \
+            zero = ADD(zero, MUL(share, ZERO())); \
+            ptrdiff_t at = (2 * i - r0) * Wo + 2 * j; \
+            ptrdiff_t where[4] = {at, at + 1, at + Wo, at + Wo + 1}; \
+            for (int e = 0; e < 4; e++) { \
+                V v = MASKZ_MOV(CODE_IS(cv[k], e), share); \
+                STORE(gt + where[e] * B, v); \
+                if (sums) STORE(sums + where[e] * B, ADD(LOAD(sums + where[e] * B), v)); \
+            } \
+        } \
+    } \
+    /* what no window covers: a last column, a last row */ \
+    for (ptrdiff_t r = r0; r < r1; r++) \
+        for (ptrdiff_t c = r < 2 * Hp ? 2 * Wp : 0; c < Wo; c++) { \
+            ptrdiff_t at = ((r - r0) * Wo + c) * B; \
+            STORE(gt + at, ZERO()); \
+            if (sums) STORE(sums + at, ADD(LOAD(sums + at), ZERO())); \
+        } \
+    return CMP_MASK(zero, ZERO(), _CMP_NEQ_UQ) == 0; \
+} \
 /* a vector at a time (rather than GCC's calls to memset and memcpy for \
  * runs of a few values: short rows and paddings of one or two) */ \
 static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, int rows, \
@@ -492,14 +573,22 @@ static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, 
     _mm512_maskz_mov_epi64(below, _mm512_set1_epi64(2))))
 #define CB_STORE_CODES_PS(p, m, v) _mm512_mask_cvtepi32_storeu_epi8(p, m, _mm512_castps_si512(v))
 #define CB_STORE_CODES_PD(p, m, v) _mm512_mask_cvtepi64_storeu_epi8(p, m, _mm512_castpd_si512(v))
+#define CB_LOAD_CODES_PS(p) _mm512_castsi512_ps(_mm512_cvtepu8_epi32( \
+    _mm_loadu_si128((const __m128i*)(p))))
+#define CB_LOAD_CODES_PD(p) _mm512_castsi512_pd(_mm512_cvtepu8_epi64( \
+    _mm_loadl_epi64((const __m128i*)(p))))
+#define CB_CODE_IS_PS(v, k) _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v), _mm512_set1_epi32(k))
+#define CB_CODE_IS_PD(v, k) _mm512_cmpeq_epi64_mask(_mm512_castpd_si512(v), _mm512_set1_epi64(k))
 CB_MOVES_AVX512(float, __m512, 16, f32, cb_transpose16, __mmask16, _mm512_loadu_ps,
                 _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_storeu_ps, _mm512_add_ps,
                 _mm512_mul_ps, _mm512_cmp_ps_mask, _mm512_set1_ps, _mm512_setzero_ps, CB_KEEP_PS,
-                _mm512_mask_blend_ps, CB_CODES_PS, CB_STORE_CODES_PS)
+                _mm512_mask_blend_ps, CB_CODES_PS, CB_STORE_CODES_PS, CB_LOAD_CODES_PS,
+                CB_CODE_IS_PS, _mm512_maskz_mov_ps)
 CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_pd,
                 _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_storeu_pd, _mm512_add_pd,
                 _mm512_mul_pd, _mm512_cmp_pd_mask, _mm512_set1_pd, _mm512_setzero_pd, CB_KEEP_PD,
-                _mm512_mask_blend_pd, CB_CODES_PD, CB_STORE_CODES_PD)
+                _mm512_mask_blend_pd, CB_CODES_PD, CB_STORE_CODES_PD, CB_LOAD_CODES_PD,
+                CB_CODE_IS_PD, _mm512_maskz_mov_pd)
 #undef CB_MOVES_AVX512
 #undef CB_KEEP_PS
 #undef CB_KEEP_PD
@@ -507,6 +596,10 @@ CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_p
 #undef CB_CODES_PD
 #undef CB_STORE_CODES_PS
 #undef CB_STORE_CODES_PD
+#undef CB_LOAD_CODES_PS
+#undef CB_LOAD_CODES_PD
+#undef CB_CODE_IS_PS
+#undef CB_CODE_IS_PD
 #undef CB_AVX512
 #define CB_MOVES(name, type, isa, args) \
     ((isa) == CD_ISA_AVX512 ? name##_avx512_##type args : name##_portable_##type args)
@@ -536,6 +629,16 @@ static void cb_pad_plane_f64(int isa, const double* src, ptrdiff_t srs, int rows
                              double* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
                              ptrdiff_t S)
 { CB_MOVES(cb_pad_plane, f64, isa, (src, srs, rows, cols, plane, top, left, wp, S)); }
+static int cb_position_major_pooled_f32(int isa, const float* g, const uint8_t* codes,
+    const float* pooled, ptrdiff_t Pp, int nf, ptrdiff_t Wo, ptrdiff_t Hp, ptrdiff_t Wp,
+    ptrdiff_t r0, ptrdiff_t r1, float* gt, float* sums)
+{ return CB_MOVES(cb_position_major_pooled, f32, isa,
+                  (g, codes, pooled, Pp, nf, Wo, Hp, Wp, r0, r1, gt, sums)); }
+static int cb_position_major_pooled_f64(int isa, const double* g, const uint8_t* codes,
+    const double* pooled, ptrdiff_t Pp, int nf, ptrdiff_t Wo, ptrdiff_t Hp, ptrdiff_t Wp,
+    ptrdiff_t r0, ptrdiff_t r1, double* gt, double* sums)
+{ return CB_MOVES(cb_position_major_pooled, f64, isa,
+                  (g, codes, pooled, Pp, nf, Wo, Hp, Wp, r0, r1, gt, sums)); }
 static int cb_position_major_f32(int isa, const float* g, ptrdiff_t P, int nf, ptrdiff_t q0,
                                  ptrdiff_t q1, float* gt, float* sums)
 { return CB_MOVES(cb_position_major, f32, isa, (g, P, nf, q0, q1, gt, sums)); }
