@@ -924,18 +924,28 @@ def _pair(value):
 @pytest.mark.parametrize("family", ["blocked", "wide"])
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape, ceil_mode", [((5, 3, 32, 32), False), ((3, 3, 33, 31), False),
-                                              ((3, 3, 33, 31), True), ((2, 2, 20, 18), False),
-                                              ((2, 3, 19, 7), True)])
-def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape, ceil_mode):
+@pytest.mark.parametrize("shape, ceil_mode, expanded", [
+    ((5, 3, 32, 32), False, True), ((3, 3, 33, 31), False, True),
+    ((3, 3, 33, 31), True, False), ((2, 2, 20, 18), False, True),
+    ((2, 3, 19, 7), True, False), ((3, 3, 12, 10), False, True),
+    ((2, 3, 9, 11), False, True), ((2, 3, 23, 19), False, False)])
+def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape, ceil_mode,
+                                                  expanded, monkeypatch):
     """The direct weight gradient given a ReLU and 2x2 max pooling's
     gradient unexpanded (a PooledGradient: the wide kernels expand it, the
-    filter-blocked ones take its dense form) gives, with its bias gradient,
-    the bits it gives on the expanded gradient (which the pooling's
-    backward pass makes): NaN, infinities and -0.0 in it, planes whose last
-    row or column no window covers (or, under ceil_mode, a cut-short one),
-    at 1, 2 and 3 threads."""
+    filter-blocked ones as they copy it, where its windows tile the plane
+    and the rows are summed in groups of an even number of rows or in
+    one, else they take its dense form) gives, with its bias gradient, the
+    bits it gives on the expanded gradient (which the pooling's backward
+    pass makes): NaN, infinities and -0.0 in it, planes whose last row or
+    column no window covers (or, under ceil_mode, a cut-short one), at 1,
+    2 and 3 threads.  (Planes above 256 pixels are summed in groups of
+    256 // width rows: 8 rows of 32 and 31, 14 of 18, 13 of 19.)"""
     from cyconv._pool import PooledGradient, max_pool2d_saving
+
+    made = []
+    dense = PooledGradient.dense
+    monkeypatch.setattr(PooledGradient, "dense", lambda self: made.append(1) or dense(self))
 
     rng = np.random.default_rng(37)
     x = rng.standard_normal(shape).astype(dtype)
@@ -952,8 +962,11 @@ def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape,
             for threads in (1, 2, 3):
                 cyconv.set_num_threads(threads)
                 for gradient in (PooledGradient(g, saved), PooledGradient(g, saved).dense()):
+                    made.clear()
                     _, gw, gb = _conv.conv2d_backward_checked(gradient, x, w, geo, False)
                     found.append(gw.tobytes() + gb.tobytes())
+                    if isinstance(gradient, PooledGradient):
+                        assert made == ([] if family == "wide" or expanded else [1])
         finally:
             cyconv.set_num_threads(None)
         assert _conv_direct.use(geo, "weight")
