@@ -356,6 +356,16 @@ def _planes_and_zeros(channels, n, stride, dtype):
     return planes
 
 
+def _expands(g, windows, group_rows):
+    """Whether the filter-blocked weight gradient, summing rows in groups
+    of ``group_rows``, expands the gradient of a 2x2 pooling of geometry
+    ``windows`` as it copies it: where the rule wants it, the windows tile
+    the plane, and each group of rows holds whole windows."""
+    return (_runtime.blocked_expands_pooled() and windows.out_height == g.out_height // 2
+            and windows.out_width == g.out_width // 2
+            and (group_rows % 2 == 0 or group_rows >= g.out_height))
+
+
 def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     """The weight gradient by the filter-blocked kernels: running sums per
     (group of rows, filter block, channel, tap), carried from one chunk of
@@ -382,10 +392,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     group_rows = run_rows if split else max(1, g.out_height)
     codes, pooled = _NO_CODES, np.empty((0, 0, 0, 0), dtype)
     if isinstance(g4, PooledGradient):
-        windows = g4.saved.geometry
-        if (_runtime.blocked_expands_pooled() and windows.out_height == g.out_height // 2
-                and windows.out_width == g.out_width // 2
-                and (group_rows % 2 == 0 or group_rows >= g.out_height)):
+        if _expands(g, g4.saved.geometry, group_rows):
             g4, codes, pooled = g4.arrays()
         else:
             g4 = g4.dense()

@@ -560,7 +560,9 @@ class PooledGradient(NamedTuple):
     """The output gradient of a layer followed by a ReLU and a 2x2 max
     pooling (stride 2) whose forward pass kept codes: held as that pooling's
     output gradient and what it kept, for a weight gradient that takes it
-    so (the wide direct kernels), without writing the full gradient."""
+    so (the wide direct kernels, and the filter-blocked ones where
+    _conv_direct._expands says), without writing the full gradient.  (Its
+    codes may lack the 2x2 kernels' slack after a copy or pickle.)"""
 
     grad: np.ndarray       # the pooling's output gradient, checked by its layer
     saved: SavedMaxima     # its forward pass's, with codes

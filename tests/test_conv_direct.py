@@ -5,6 +5,9 @@ agreement with the tutorial's scipy loops, the adjoint identity, finite
 differences and non-finite values are in test_conv.py, run for every
 variant this processor runs.)"""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -949,10 +952,11 @@ def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape,
 
     rng = np.random.default_rng(37)
     x = rng.standard_normal(shape).astype(dtype)
-    w = rng.standard_normal((40, shape[1], 3, 3)).astype(dtype)
+    # 36 filters: a last block of 4 in both dtypes
+    w = rng.standard_normal((36, shape[1], 3, 3)).astype(dtype)
     geo = geometry(x.shape, w.shape, padding=1)
     with _runtime.direct_convolution("always", variant, family):
-        y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(40, dtype), geo), 0)
+        y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(36, dtype), geo), 0)
         pooled, saved = max_pool2d_saving(y, 2, ceil_mode=ceil_mode)
         g = rng.standard_normal(pooled.shape).astype(dtype)
         g[0, 1, 0, :4] = [np.nan, np.inf, -np.inf, -0.0]
@@ -972,3 +976,48 @@ def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape,
         assert _conv_direct.use(geo, "weight")
         assert _conv_direct._blocked(geo, "weight") == (family == "blocked")
     assert all(other == found[0] for other in found[1:])
+
+
+_CODES_AT_A_GUARD_PAGE = """
+import ctypes, mmap, sys
+import numpy as np
+from cyconv import _conv, _runtime
+from cyconv._conv import conv_geometry
+from cyconv._pool import PooledGradient, max_pool2d_saving
+
+variant, dtype = sys.argv[1], np.dtype(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.standard_normal((1, 2, 6, 8)).astype(dtype)
+w = rng.standard_normal((16, 2, 3, 3)).astype(dtype)
+geo = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)  # 6 x 8, pooled 3 x 4
+with _runtime.direct_convolution("always", variant, "blocked"):
+    y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(16, dtype), geo), 0)
+    pooled, saved = max_pool2d_saving(y, 2)
+    # the codes as a copied or unpickled model has them (no slack after
+    # them), ending where an unreadable page begins
+    page = mmap.PAGESIZE
+    memory = mmap.mmap(-1, 2 * page)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + page), page, 0) == 0
+    codes = np.frombuffer(memory, np.uint8, count=saved.codes.size,
+                          offset=page - saved.codes.size).reshape(saved.codes.shape)
+    codes[...] = saved.codes
+    g = rng.standard_normal(pooled.shape).astype(dtype)
+    want = _conv.conv2d_backward_checked(PooledGradient(g, saved).dense(), x, w, geo, False)
+    got = _conv.conv2d_backward_checked(PooledGradient(g, saved._replace(codes=codes)), x, w,
+                                        geo, False)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got[1:], want[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux's")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_pooled_expansion_reads_no_code_past_the_array(variant, dtype):
+    """The filter-blocked weight gradient's expansion of a pooled gradient
+    reads its codes a vector at a time, but no byte past the array, whose
+    2x2 slack a copied model's codes lack: codes ending at an unreadable
+    page (a fault would kill the process, hence a child)."""
+    done = subprocess.run([sys.executable, "-c", _CODES_AT_A_GUARD_PAGE, variant, dtype],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

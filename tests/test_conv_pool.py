@@ -124,6 +124,24 @@ def _reference(x, weight, bias, padding, dilation):
 
 
 @needs_the_fused_pass
+@pytest.mark.parametrize("case", GEOMETRIES)
+def test_each_geometry_takes_the_family_it_is_here_for(monkeypatch, case):
+    # The last four (small planes, many filters) pool in the filter-blocked
+    # store, the others in the kernels by output positions: were the rule
+    # to change, the tests above would check the other family only.
+    calls = []
+    blocked = _conv_pool._conv_direct.forward_pooled
+    monkeypatch.setattr(_conv_pool._conv_direct, "forward_pooled",
+                        lambda *args: calls.append(1) or blocked(*args))
+    x, weight, bias, geometry = _problem(np.random.default_rng(0), *case, np.float32)
+    for conv_isa in CONV_VARIANTS:
+        calls.clear()
+        with _runtime.direct_convolution("always", conv_isa):
+            _fused(x, weight, bias, geometry)
+        assert calls == ([1] if case in GEOMETRIES[7:] else [])
+
+
+@needs_the_fused_pass
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GEOMETRIES)
 def test_the_fused_pass_against_loops_over_every_window(case, dtype):

@@ -11,6 +11,7 @@
 #define CYCONV_CONV_BLOCKED_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "conv_direct.h"
 
@@ -210,7 +211,7 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
     for (int k = 0; k < nf; k++) \
         for (ptrdiff_t q = 0; q < P; q++) { \
             T v = buf[q * ldo + k]; \
-            if (bias) v = v + bias[k]; \
+            if (bias) v = v != v ? v + v : v + bias[k]; \
             if (relu) v = v > 0 || v != v ? v : 0; \
             out[k * P + q] = v; \
         } \
@@ -406,7 +407,11 @@ static CB_AVX512 void cb_store_planes_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
             TRANSPOSE(r); \
             for (int k = 0; k < kn; k++) { \
                 V v = r[k]; \
-                if (bias) v = ADD(v, SET1(bias[k0 + k])); \
+                if (bias) { /* the sum's NaN over a NaN bias: see cb_store_pooled */ \
+                    T b = bias[k0 + k]; \
+                    V sum = ADD(v, SET1(b)); \
+                    v = b != b ? BLEND(CMP_MASK(v, v, _CMP_UNORD_Q), sum, ADD(v, v)) : sum; \
+                } \
                 if (relu) v = KEEP(v); \
                 MASK_STORE(out + (ptrdiff_t)(k0 + k) * P + q0, qm, v); \
             } \
@@ -506,8 +511,17 @@ static CB_AVX512 int cb_position_major_pooled_avx512_##SUFFIX(const T* g, \
         for (int f = 0; f < B; f++) { \
             gv[f] = f < nf ? MASKZ_LOAD(pm, g + f * Pp + p) : ZERO(); \
             pv[f] = f < nf ? MASKZ_LOAD(pm, pooled + f * Pp + p) : ZERO(); \
-            /* B bytes: past a plane's last code, the next plane's or the slack */ \
-            cv[f] = f < nf ? LOAD_CODES(codes + f * Pp + p) : ZERO(); \
+            /* B bytes; a plane's last step copies its pn first (past the \
+             * array's end, no slack may follow: a copied model's codes) */ \
+            if (f >= nf) { \
+                cv[f] = ZERO(); \
+            } else if (pn == B) { \
+                cv[f] = LOAD_CODES(codes + f * Pp + p); \
+            } else { \
+                uint8_t tail[16] = {0}; \
+                memcpy(tail, codes + f * Pp + p, (size_t)pn); \
+                cv[f] = LOAD_CODES(tail); \
+            } \
         } \
         TRANSPOSE(gv); \
         TRANSPOSE(pv); \

@@ -159,10 +159,10 @@ class Container(Layer):
     its own.
 
     A Convolution, ReLU and ``MaxPooling(2)`` in a row go further where the
-    convolution runs on the direct kernels by output positions (stride 1,
-    from its second call on, when its checks are remembered): the
-    convolution computes the pooled output in one pass, never the full
-    output in between.  The pooling then keeps what its own forward pass
+    convolution runs on the direct kernels (stride 1, from its second call
+    on, when its checks are remembered; the filter-blocked ones on
+    AVX-512): the convolution computes the pooled output in one pass, never
+    the full output in between.  The pooling then keeps what its own forward pass
     keeps; the convolution's and the ReLU's ``output`` (the ReLU's and the
     pooling's ``input``), never computed, are None, and the ReLU's own
     ``backward`` raises RuntimeError until it runs forward again: the
@@ -171,8 +171,9 @@ class Container(Layer):
     changed, in between.  Set ``fuse = False`` to keep every layer's
     output.  Where such a triple opens the container (no input gradient
     wanted), the backward pass hands the pooling's gradient to the
-    convolution unexpanded, for the wide weight-gradient kernels, which
-    expand it in cache (see :class:`~cyconv._pool.PooledGradient`).
+    convolution unexpanded, for the weight-gradient kernels that expand it
+    as they copy it (the wide ones; the filter-blocked ones on AVX-512; see
+    :class:`~cyconv._pool.PooledGradient`).
 
     Parameters
     ----------
