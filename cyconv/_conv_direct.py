@@ -235,10 +235,10 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
         tiles = _tiles(n_threads, g.out_height * g.out_width, x4.dtype)
         for part in plan.chunks(g.n):
             _conv_direct.forward_blocked(
-                x4[part], packed, bias, out[part],
+                x4[part], packed, bias, out[part], _NO_CODES,
                 np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
                 tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
-                plan.width, *g.stride, relu, _runtime.isa_code(), n_threads)
+                plan.width, g.out_width, *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
@@ -260,11 +260,11 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
     packed = _packed(weight)
     tiles = _tiles(n_threads, g.out_height * g.out_width, x4.dtype)
     for part in plan.chunks(g.n):
-        _conv_direct.forward_blocked_pooled(
+        _conv_direct.forward_blocked(
             x4[part], packed, bias, out[part], codes[part],
             np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
             tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
-            plan.width, g.out_width, True, _runtime.isa_code(), n_threads)
+            plan.width, g.out_width, 1, 1, True, _runtime.isa_code(), n_threads)
 
 
 def grad_input(g4, weight, geometry, n_threads):

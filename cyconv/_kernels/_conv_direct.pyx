@@ -616,7 +616,8 @@ def forward_blocked(
     const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
     const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
     const floating[::1] bias,              # IN  (F,) or empty
-    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout), or pooled (N, F, Hp, Wp)
+    uint8_t[:, :, :, ::1] codes,           # OUT (N, F, Hp, Wp) the pooling's winners, or empty
     floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
@@ -624,6 +625,7 @@ def forward_blocked(
     unsigned long long first_taps,         # IN  taps reading padding at a row's first pixel
     unsigned long long last_taps,          # IN  ...and at its last
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t out_width,                  # IN  Wout (with codes: 2 Wp <= Wout, 2 Hp <= Hout)
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     bint relu, int isa, int n_threads,
 ):
@@ -631,37 +633,14 @@ def forward_blocked(
     and for strided layers too.  Rows add the taps that read padding rows
     only, and their first and last pixels those that read padding columns,
     as signed zeros where every weight is finite (else as multiply-adds:
-    NaN)."""
-    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _correlate_blocked(xp, packed, bias, out, _NO_CODES, out.shape[2], out.shape[3], offsets,
-                       padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
-                       first_taps, last_taps, tiles, relu, isa, n_threads)
-
-
-def forward_blocked_pooled(
-    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
-    const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks
-    const floating[::1] bias,              # IN  (F,) or empty
-    floating[:, :, :, ::1] out,            # OUT (N, F, Hp, Wp) pooled
-    uint8_t[:, :, :, ::1] codes,           # OUT (N, F, Hp, Wp) its winners
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
-    floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
-    const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
-    const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
-    unsigned long long first_taps,         # IN  taps reading padding at a row's first pixel
-    unsigned long long last_taps,          # IN  ...and at its last
-    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
-    Py_ssize_t out_width,                  # IN  Wout (2 Wp <= Wout, 2 Hp <= Hout)
-    bint relu, int isa, int n_threads,
-):
-    """forward_blocked at stride 1, then 2x2 max pooling with stride 2 of
-    its output, in the store: the pooled output and the winners' codes
-    (pool_tiles.h's), the same bits as the two one after the other,
+    NaN).  With codes (stride 1), out is the 2x2 max pooling with stride 2
+    of that output, made in the store with its winners' codes
+    (pool_tiles.h's): the same bits as the two one after the other,
     without writing the convolution's output."""
     _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
-                       padded_width, 1, 1, row_taps, _all_finite(packed), first_taps,
-                       last_taps, tiles, relu, isa, n_threads)
+                       padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
+                       first_taps, last_taps, tiles, relu, isa, n_threads)
 
 
 # No pooling in the store.
