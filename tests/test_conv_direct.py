@@ -5,6 +5,7 @@ agreement with the tutorial's scipy loops, the adjoint identity, finite
 differences and non-finite values are in test_conv.py, run for every
 variant this processor runs.)"""
 
+import os
 import subprocess
 import sys
 
@@ -1018,6 +1019,8 @@ def test_the_pooled_expansion_reads_no_code_past_the_array(variant, dtype):
     reads its codes a vector at a time, but no byte past the array, whose
     2x2 slack a copied model's codes lack: codes ending at an unreadable
     page (a fault would kill the process, hence a child)."""
+    # (run from the tests' folder: the installed cyconv, not the source tree)
     done = subprocess.run([sys.executable, "-c", _CODES_AT_A_GUARD_PAGE, variant, dtype],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(__file__))
     assert done.returncode == 0, done.stderr[-2000:]
