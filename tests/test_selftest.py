@@ -39,8 +39,11 @@ def test_a_wrong_kernel_is_reported(monkeypatch):
     real = functional.avg_pool2d_backward
 
     def off_by_a_little(*args, **kwargs):
+        # 5%: the adjoint identity compares signed sums on the scale of
+        # their terms, so a 0.1% error could pass float32's 1e-4 in all ten
+        # examples (it did, once)
         grad = real(*args, **kwargs)
-        return grad * np.asarray(1.001, grad.dtype)
+        return grad * np.asarray(1.05, grad.dtype)
 
     monkeypatch.setattr(functional, "avg_pool2d_backward", off_by_a_little)
     out = io.StringIO()
