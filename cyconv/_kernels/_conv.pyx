@@ -29,6 +29,7 @@
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from cyconv._kernels._bias cimport add_bias
 from cyconv._kernels._gemm cimport gemm
 
 
@@ -161,7 +162,7 @@ cdef void _forward_sample(
         for f in range(F):
             b = bias[f]
             for p in range(HW):
-                (&out[f, 0, 0])[p] += b
+                (&out[f, 0, 0])[p] = add_bias((&out[f, 0, 0])[p], b)
 
 
 def conv2d_forward(

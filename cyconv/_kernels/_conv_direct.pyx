@@ -79,6 +79,7 @@ cdef extern from "conv_direct.h" nogil:
                             const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
                             double* lanes)
 
+from cyconv._kernels._bias cimport add_bias
 from cyconv._kernels._pool_tiles cimport pt_backward_f32, pt_backward_f64
 
 cdef extern from "conv_blocked.h" nogil:
@@ -266,11 +267,11 @@ cdef void _correlate(
                 dst = &out[n, f0 + k, oh, 0]
                 if relu:
                     for ow in range(Wo):
-                        v = row[ow] + b if has_bias else row[ow]
+                        v = add_bias(row[ow], b) if has_bias else row[ow]
                         dst[ow] = _relu(v)
                 elif has_bias:
                     for ow in range(Wo):
-                        dst[ow] = row[ow] + b
+                        dst[ow] = add_bias(row[ow], b)
                 else:
                     for ow in range(Wo):
                         dst[ow] = row[ow]

@@ -35,6 +35,7 @@
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
+from cyconv._kernels._bias cimport add_bias
 from cyconv._kernels._gemm cimport gemm
 
 
@@ -111,7 +112,7 @@ cdef void _forward_sample(
                     dst = &out[g * Fg + f, r0 + r, 0]
                     if bias.shape[0] > 0:
                         for ow in range(Wout):
-                            dst[ow] = src[ow] + b
+                            dst[ow] = add_bias(src[ow], b)
                     else:
                         memcpy(dst, src, Wout * sizeof(floating))
 
