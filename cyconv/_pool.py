@@ -573,8 +573,7 @@ class PooledGradient(NamedTuple):
         return max_pool2d_backward_saved(self.grad, self.saved, through_relu=True)
 
     def arrays(self):
-        """``(grad, codes, pooled)`` as (N, C, Hout, Wout) arrays (codes
-        followed in memory by the slack the 2x2 kernels read)."""
+        """``(grad, codes, pooled)`` as (N, C, Hout, Wout) arrays."""
         shape = self.saved.geometry.output_shape
         return (self.grad, self.saved.codes.reshape(shape),
                 self.saved.pooled.reshape(shape))

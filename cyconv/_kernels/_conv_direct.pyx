@@ -696,8 +696,7 @@ def sum_positions(
 cdef void _weight_blocked(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout) output gradient, or with
                                            #     codes a 2x2 pooling's (N, F, Hp, Wp)
-    const uint8_t[:, :, :, ::1] codes,     # IN  that pooling's codes (with the 2x2 kernels'
-                                           #     slack)...
+    const uint8_t[:, :, :, ::1] codes,     # IN  that pooling's codes...
     const floating[:, :, :, ::1] pooled,   # IN  ...and output (both empty: g is dense)
     Py_ssize_t Wo,                         # IN  Wout
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
@@ -825,8 +824,7 @@ cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 def backward_weight_blocked(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout), or with codes a 2x2
                                             #     pooling's gradient (N, F, Hp, Wp)
-    const uint8_t[:, :, :, ::1] codes,      # IN  that pooling's codes (with the 2x2
-                                            #     kernels' slack)...
+    const uint8_t[:, :, :, ::1] codes,      # IN  that pooling's codes...
     const floating[:, :, :, ::1] pooled,    # IN  ...and output (both empty: dense)
     Py_ssize_t out_width,                   # IN  Wout
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous

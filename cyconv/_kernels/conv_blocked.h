@@ -202,6 +202,12 @@ static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
  * the same single operations in every variant), so the AVX-512 transposes
  * serve the other variants' results too ---- */
 
+/* v + b with v's NaN (quietened) where both are NaN, as x86 gives for the
+ * addition in that order; the compiler may put an addition's operands
+ * either way round, so the NaN is chosen here (as _bias.pxd does for the
+ * .pyx stores). */
+#define CB_ADD_BIAS(v, b) ((v) != (v) ? (v) + (v) : (v) + (b))
+
 /* out[k * P + q] = buf[q * ldo + k] (+ bias[k]) (then max(., 0) as
  * np.maximum: NaN kept, -0.0 to +0.0) for k < nf, q < P; bias may be NULL. */
 #define CB_STORE_PLANES(T, SUFFIX) \
@@ -211,7 +217,7 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
     for (int k = 0; k < nf; k++) \
         for (ptrdiff_t q = 0; q < P; q++) { \
             T v = buf[q * ldo + k]; \
-            if (bias) v = v != v ? v + v : v + bias[k]; \
+            if (bias) v = CB_ADD_BIAS(v, bias[k]); \
             if (relu) v = v > 0 || v != v ? v : 0; \
             out[k * P + q] = v; \
         } \
@@ -276,7 +282,7 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
                 const T* at = buf + (2 * r * Wo + 2 * c) * ldo + k; \
                 T v[4] = {at[0], at[ldo], at[Wo * ldo], at[(Wo + 1) * ldo]}; \
                 for (int i = 0; i < 4; i++) { \
-                    if (bias) v[i] = v[i] != v[i] ? v[i] + v[i] : v[i] + bias[k]; \
+                    if (bias) v[i] = CB_ADD_BIAS(v[i], bias[k]); \
                     if (relu) v[i] = v[i] > 0 || v[i] != v[i] ? v[i] : 0; \
                 } \
                 int ru = !(v[0] >= v[1]) && v[0] == v[0]; \
