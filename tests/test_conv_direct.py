@@ -5,8 +5,6 @@ agreement with the tutorial's scipy loops, the adjoint identity, finite
 differences and non-finite values are in test_conv.py, run for every
 variant this processor runs.)"""
 
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -19,6 +17,7 @@ from cyconv import _conv, _conv_direct, _runtime
 from cyconv._conv import conv_geometry
 from cyconv.functional import conv2d, conv2d_backward
 from cyconv.testing import conv2d_configs, random_arrays
+from guard_page import run_child
 from reference import RTOL
 
 VARIANTS = _runtime.available_isas()
@@ -980,8 +979,7 @@ def test_weight_gradient_from_the_pooled_gradient(family, variant, dtype, shape,
 
 
 _CODES_AT_A_GUARD_PAGE = """
-import ctypes, mmap, sys
-import numpy as np
+import sys
 from cyconv import _conv, _runtime
 from cyconv._conv import conv_geometry
 from cyconv._pool import PooledGradient, max_pool2d_saving
@@ -994,15 +992,7 @@ geo = conv_geometry(x.shape, w.shape, 1, 1, 1, 1)  # 6 x 8, pooled 3 x 4
 with _runtime.direct_convolution("always", variant, "blocked"):
     y = np.maximum(_conv.conv2d_checked(x, w, np.zeros(16, dtype), geo), 0)
     pooled, saved = max_pool2d_saving(y, 2)
-    # the codes as a copied or unpickled model has them (no slack after
-    # them), ending where an unreadable page begins
-    page = mmap.PAGESIZE
-    memory = mmap.mmap(-1, 2 * page)
-    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
-    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + page), page, 0) == 0
-    codes = np.frombuffer(memory, np.uint8, count=saved.codes.size,
-                          offset=page - saved.codes.size).reshape(saved.codes.shape)
-    codes[...] = saved.codes
+    codes = at_guard_page(saved.codes)
     g = rng.standard_normal(pooled.shape).astype(dtype)
     want = _conv.conv2d_backward_checked(PooledGradient(g, saved).dense(), x, w, geo, False)
     got = _conv.conv2d_backward_checked(PooledGradient(g, saved._replace(codes=codes)), x, w,
@@ -1018,9 +1008,5 @@ def test_the_pooled_expansion_reads_no_code_past_the_array(variant, dtype):
     """The filter-blocked weight gradient's expansion of a pooled gradient
     reads its codes a vector at a time, but no byte past the array, whose
     2x2 slack a copied model's codes lack: codes ending at an unreadable
-    page (a fault would kill the process, hence a child)."""
-    # (run from the tests' folder: the installed cyconv, not the source tree)
-    done = subprocess.run([sys.executable, "-c", _CODES_AT_A_GUARD_PAGE, variant, dtype],
-                          capture_output=True, text=True, timeout=120,
-                          cwd=os.path.dirname(__file__))
-    assert done.returncode == 0, done.stderr[-2000:]
+    page."""
+    run_child(_CODES_AT_A_GUARD_PAGE, variant, dtype)

@@ -3,6 +3,7 @@
 backward passes, bit for bit; the layer and the functional 2x2 paths
 against loops over every window, with each variant of the kernels."""
 
+import sys
 from unittest import mock
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import cyconv
 from cyconv import MaxPooling, ReLU, _pool
 from cyconv._kernels import _pool as _kernels_pool
+from guard_page import run_child
 
 DTYPES = [np.float32, np.float64]
 BITS = {np.float32: np.uint32, np.float64: np.uint64}
@@ -305,3 +307,39 @@ def test_2x2_layer_and_fused_gradient_match_torch(variant, dtype, x_shape):
     out = pool.forward(relu.forward(x))
     np.testing.assert_array_equal(out, yt.detach().numpy())
     np.testing.assert_array_equal(pool._input_gradient_through_relu(g), xt.grad.numpy())
+
+
+_POOL_CODES_AT_A_GUARD_PAGE = """
+import sys
+from cyconv import _pool
+from cyconv._kernels import _pool as kernels
+
+isa, dtype = kernels.PAIRS_ISAS[sys.argv[1]], np.dtype(sys.argv[2])
+rng = np.random.default_rng(0)
+# vector rows, packed planes (a row pair or two a vector), narrow rows,
+# odd and cut-short edges
+for shape in [(1, 3, 32, 32), (2, 1, 16, 16), (1, 2, 8, 8), (1, 1, 4, 4), (1, 1, 2, 32),
+              (1, 1, 26, 26), (1, 2, 11, 11), (1, 1, 6, 34), (1, 1, 9, 17), (3, 1, 2, 2)]:
+    x = rng.standard_normal(shape).astype(dtype)
+    pooled, saved = _pool.max_pool2d_saving(x, 2)
+    saved = saved._replace(isa=isa)
+    g = rng.standard_normal(pooled.shape).astype(dtype)
+    copied = saved._replace(codes=at_guard_page(saved.codes))
+    for relu in (False, True):
+        want = _pool.max_pool2d_backward_saved(g, saved, through_relu=relu)
+        got = _pool.max_pool2d_backward_saved(g, copied, through_relu=relu)
+        assert got.tobytes() == want.tobytes(), shape
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux's")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", ["avx512", "avx2", "portable"])
+def test_the_2x2_backward_reads_no_code_past_the_array(variant, dtype):
+    """The 2x2 backward kernels read their codes a vector at a time, but no
+    byte past the array, whose slack a copied or unpickled model's codes
+    lack: codes ending at an unreadable page, each variant the processor
+    runs."""
+    if _kernels_pool.pairs_isa() not in RUNS.get(variant, [_kernels_pool.pairs_isa()]):
+        pytest.skip(f"the processor has no {variant}")
+    run_child(_POOL_CODES_AT_A_GUARD_PAGE, variant, dtype)
