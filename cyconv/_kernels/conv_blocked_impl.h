@@ -102,14 +102,15 @@ static inline __attribute__((always_inline)) CB_ATTR void CB_NAME(cb_fwd_tile)(
         const CB_T* xc = x + c * xcs;
         const CB_T* wc = w + (ptrdiff_t)c * nt * CB_B;
         if (t0 > 0) CB_FWD_ZEROS(0, t0);
-        for (int t = t0; t < t1; t++) {
+        const CB_T* wt = wc + (ptrdiff_t)t0 * CB_B;
+        for (ptrdiff_t t = t0; t < t1; t++, wt += CB_B) {
             const CB_T* xq = xc + offs[t];
             CB_V wv[3][CB_VPB];
 #pragma GCC unroll 3
             for (int b = 0; b < NB; b++)
 #pragma GCC unroll 16
                 for (int s = 0; s < CB_VPB; s++)
-                    wv[b][s] = CB_LOAD(wc + b * wbs + t * CB_B + s * CB_VL);
+                    wv[b][s] = CB_LOAD(wt + b * wbs + s * CB_VL);
             if (((lm | rm) >> t) & 1) {
                 /* the first or last position adds its padding column's
                  * zero instead (see above; a lone position, either's) */
