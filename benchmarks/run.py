@@ -19,7 +19,27 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+
+def _isa_asked(argv):
+    for i, arg in enumerate(argv):
+        if arg == "--isa" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--isa="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# --isa avx2: every party restricted to AVX2 and FMA on a processor that has
+# more, to measure the AVX2 code paths where no AVX2-only machine is at
+# hand.  PyTorch's kernels, oneDNN, MKL and OpenBLAS read these when they
+# load, so before anything imports them; cyconv's variants are chosen in
+# main().
+AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+if _isa_asked(sys.argv[1:]) == "avx2":
+    os.environ.update(AVX2_ENVIRONMENT)
+
+import numpy as np  # noqa: E402
 
 # cyconv before PyTorch: both link a GNU OpenMP runtime of the same soname,
 # so one process holds one runtime for both, set up by whoever loads it
@@ -507,6 +527,9 @@ def parse_args(argv=None):
                         help="comma-separated parts to run: W1a,W1b,W2,W3,W4,C1,C2,C3,LeNet,CIFAR,startup,memory,peak "
                              "(the gemm peak also runs with any conv workload)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: cyconv, PyTorch and BLAS restricted to AVX2 and FMA "
+                             "(on a processor with AVX-512, to measure the AVX2 code paths)")
     parser.add_argument("--no-wait", action="store_true",
                         help="never wait for other processes to leave the cores free")
     parser.add_argument("--out", type=Path, default=HERE,
@@ -514,8 +537,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def restrict_to_avx2():
+    """cyconv's AVX2 variants for the rest of the run (the others were
+    restricted by AVX2_ENVIRONMENT when they loaded)."""
+    from cyconv import _pool, _runtime
+    from cyconv._kernels import _pool as pool_kernels
+
+    if "avx2" not in _runtime.available_isas() or os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
+        raise SystemExit("--isa avx2 needs a processor with AVX2 and FMA, given on the command line")
+    _runtime.direct_convolution("auto", "avx2").__enter__()
+    _pool.PAIRS_ISA = pool_kernels.PAIRS_ISAS["avx2"]
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.isa == "avx2":
+        restrict_to_avx2()
     settings = Settings(args)
     wanted = set(args.only.split(",")) if args.only else None
     started = time.perf_counter()
@@ -528,7 +565,7 @@ def main(argv=None):
 
     results = {"settings": {"quick": settings.quick, "threads": settings.threads,
                             "budget_s": settings.budget, "min_calls": settings.min_calls,
-                            "passes": settings.passes,
+                            "passes": settings.passes, "isa": args.isa,
                             "command": " ".join(["python", "benchmarks/run.py"] + sys.argv[1:])},
                "machine": machine(), "peak": {}, "rows": [], "checks": {}}
     log(f"{results['machine']['cpu']}, {results['machine']['cores']} cores; "
