@@ -483,7 +483,7 @@ def machine():
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
         "vector": vector_extensions(),
         "kernels": (show_config(mode="dicts")["direct convolution kernels"]
-                    if show_config else None),
+                    if show_config else None) if not _RESTRICTION else "avx2",
         "openmp": openmp_runtime(),
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
         "torch": baselines_torch.torch.__version__ if baselines_torch.available else None,
@@ -545,8 +545,14 @@ def restrict_to_avx2():
 
     if "avx2" not in _runtime.available_isas() or os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
         raise SystemExit("--isa avx2 needs a processor with AVX2 and FMA, given on the command line")
-    _runtime.direct_convolution("auto", "avx2").__enter__()
+    # kept, and left only at exit: a context manager that is collected
+    # restores what it changed
+    _RESTRICTION.append(_runtime.direct_convolution("auto", "avx2"))
+    _RESTRICTION[-1].__enter__()
     _pool.PAIRS_ISA = pool_kernels.PAIRS_ISAS["avx2"]
+
+
+_RESTRICTION = []
 
 
 def main(argv=None):
