@@ -71,14 +71,26 @@ DETECTED_ISA = _conv_direct.detected_isa()
 #   AVX2 variant (on the same Zen 4): forward 0.16, 0.26, 0.24, 0.45 ms
 #   (faster than the products), weight gradient 0.29, 0.57, 0.39, 1.04 and
 #   input gradient 0.23, 0.34, 0.41, 0.79 (slower or even).
-# Not measured on an AVX2-only processor (Zen 3), where the products run
-# OpenBLAS's AVX2 kernels: there the AVX2 variant takes the forward pass
-# only, the choice that measured no slower than the products on any layer.
-# The portable variant takes nothing: it exists for other processors'
-# correctness and for tests.
+# Those products ran OpenBLAS's AVX-512 kernels, which a processor that
+# runs the AVX2 variant lacks.  Against OpenBLAS's AVX2 kernels
+# (OPENBLAS_CORETYPE=Haswell, as `benchmarks/run.py --isa avx2` runs; same
+# Zen 4, 1 thread, median of 9, ms, wide / products) the AVX2 variant wins
+# every input gradient and the weight gradients the rule gives it:
+#                     input grad     weight grad
+#     W1a 1->8 3x3    0.26 / 0.40    0.31 / 0.47
+#     W1b 8->16 3x3   0.15 / 1.04    (blocked)
+#     1->6 5x5 p2     0.42 / 0.69    0.41 / 1.00
+#     6->16 5x5       0.78 / 0.92    (blocked)
+#     C1 3->32 p1     1.97 / 3.35    (products: 32 filters; 3.63 / 3.72)
+#     W2 32->64 p1    19.1 / 25.2    (products; 25.8 / 17.2)
+#     W3 64->64 p1    26.4 / 27.6    (products; 35.6 / 24.7)
+# so it takes the three operations, as the AVX-512 variant does (the
+# LeNet training step, every party restricted to AVX2: 3.0 -> see
+# benchmarks/avx2-on-zen4).  The portable variant takes nothing: it exists
+# for other processors' correctness and for tests.
 WIDE_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
-    "avx2": ("forward",),
+    "avx2": ("forward", "input", "weight"),
 }
 # The filter-blocked kernels, 3x3 layers (padding 1 unless said), Zen 4,
 # 1 thread, min of 25 interleaved runs, ms: blocked / wide / BLAS products

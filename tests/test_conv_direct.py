@@ -57,13 +57,16 @@ def test_which_layers_take_the_direct_path():
             assert _conv_direct.use(lenet, operation)
         with _runtime.direct_convolution("auto", "portable"):
             assert not _conv_direct.use(lenet, operation)
-        if "avx2" in VARIANTS:
-            # 8 input channels: the input gradient is not worth a block of 16
-            with _runtime.direct_convolution("auto", "avx2"):
-                assert _conv_direct.use(lenet, operation) == (operation != "input")
-        if "avx512" in VARIANTS:
-            with _runtime.direct_convolution("auto", "avx512"):
-                assert _conv_direct.use(lenet, operation)
+        for variant in ("avx2", "avx512"):
+            if variant in VARIANTS:
+                with _runtime.direct_convolution("auto", variant):
+                    assert _conv_direct.use(lenet, operation)
+    # 8 input channels: the input gradient is not worth a block of 16, and
+    # takes the wide kernels
+    for variant in ("avx2", "avx512"):
+        if variant in VARIANTS:
+            with _runtime.direct_convolution("auto", variant):
+                assert not _conv_direct._blocked(lenet, "input")
 
 
 def test_which_kernel_family_the_rule_picks():
@@ -86,8 +89,9 @@ def test_which_kernel_family_the_rule_picks():
                    c1_20: ("wide", "wide", None), first_strided: (None,) * 3,
                    w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked"),
                    w4: ("blocked", None, "blocked"), c1_strided: ("blocked", None, None)},
-        "avx2": {c3: ("blocked",) * 3, c1: ("wide", None, None), w3: ("wide", None, None),
-                 w1b: ("blocked", None, "blocked"), w4: ("blocked", None, "blocked")},
+        "avx2": {c3: ("blocked",) * 3, c1: ("wide", "wide", None), w3: ("wide", "wide", None),
+                 w1b: ("blocked", "wide", "blocked"), w4: ("blocked", None, "blocked"),
+                 c1_20: ("wide", "wide", None)},
         "portable": {c3: (None,) * 3, w4: (None,) * 3},
     }
     for variant in VARIANTS:
