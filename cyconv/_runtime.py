@@ -85,9 +85,9 @@ DETECTED_ISA = _conv_direct.detected_isa()
 #     W2 32->64 p1    19.1 / 25.2    (products; 25.8 / 17.2)
 #     W3 64->64 p1    26.4 / 27.6    (products; 35.6 / 24.7)
 # so it takes the three operations, as the AVX-512 variant does (the
-# LeNet training step, every party restricted to AVX2: 3.0 -> see
-# benchmarks/avx2-on-zen4).  The portable variant takes nothing: it exists
-# for other processors' correctness and for tests.
+# LeNet training step at batch 64, every party restricted to AVX2: 3.0 ->
+# 2.2 ms; see benchmarks/avx2-on-zen4).  The portable variant takes
+# nothing: it exists for other processors' correctness and for tests.
 WIDE_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
     "avx2": ("forward", "input", "weight"),
