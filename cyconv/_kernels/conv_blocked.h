@@ -284,26 +284,40 @@ static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows
  * compiler may put an addition's operands either way round (GCC 13 put
  * the bias first here, its load folded), so the sum's NaN is taken
  * explicitly (v + v: v, quietened). */
+/* windows a row pair of the portable pooled store takes at a time */
+#define CB_POOL_CHUNK 32
 #define CB_STORE_POOLED(T, SUFFIX) \
 static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t Wo, \
     ptrdiff_t Hp, ptrdiff_t Wp, int nf, T* out, uint8_t* codes, const T* bias, int relu) \
 { \
+    T up[2 * CB_POOL_CHUNK], lo[2 * CB_POOL_CHUNK]; \
     for (int k = 0; k < nf; k++) \
         for (ptrdiff_t r = 0; r < Hp; r++) \
-            for (ptrdiff_t c = 0; c < Wp; c++) { \
-                const T* at = buf + (2 * r * Wo + 2 * c) * ldo + k; \
-                T v[4] = {at[0], at[ldo], at[Wo * ldo], at[(Wo + 1) * ldo]}; \
-                for (int i = 0; i < 4; i++) { \
-                    if (bias) v[i] = CB_ADD_BIAS(v[i], bias[k]); \
-                    if (relu) v[i] = CB_RELU(v[i]); \
+            for (ptrdiff_t c0 = 0; c0 < Wp; c0 += CB_POOL_CHUNK) { \
+                /* a window row pair's values, biased, then rectified in \
+                 * a contiguous pass (see cb_store_planes), then pooled */ \
+                ptrdiff_t cn = Wp - c0 < CB_POOL_CHUNK ? Wp - c0 : CB_POOL_CHUNK; \
+                const T* at = buf + (2 * r * Wo + 2 * c0) * ldo + k; \
+                for (ptrdiff_t q = 0; q < 2 * cn; q++) { \
+                    T u = at[q * ldo], l = at[(Wo + q) * ldo]; \
+                    up[q] = bias ? CB_ADD_BIAS(u, bias[k]) : u; \
+                    lo[q] = bias ? CB_ADD_BIAS(l, bias[k]) : l; \
                 } \
-                int ru = !(v[0] >= v[1]) && v[0] == v[0]; \
-                T u = ru ? v[1] : v[0]; \
-                int rl = !(v[2] >= v[3]) && v[2] == v[2]; \
-                T l = rl ? v[3] : v[2]; \
-                int below = !(u >= l) && u == u; \
-                out[(k * Hp + r) * Wp + c] = below ? l : u; \
-                codes[(k * Hp + r) * Wp + c] = (uint8_t)(below ? 2 + rl : ru); \
+                if (relu) \
+                    for (ptrdiff_t q = 0; q < 2 * cn; q++) { \
+                        up[q] = CB_RELU(up[q]); \
+                        lo[q] = CB_RELU(lo[q]); \
+                    } \
+                for (ptrdiff_t c = 0; c < cn; c++) { \
+                    T v[4] = {up[2 * c], up[2 * c + 1], lo[2 * c], lo[2 * c + 1]}; \
+                    int ru = !(v[0] >= v[1]) && v[0] == v[0]; \
+                    T u = ru ? v[1] : v[0]; \
+                    int rl = !(v[2] >= v[3]) && v[2] == v[2]; \
+                    T l = rl ? v[3] : v[2]; \
+                    int below = !(u >= l) && u == u; \
+                    out[(k * Hp + r) * Wp + c0 + c] = below ? l : u; \
+                    codes[(k * Hp + r) * Wp + c0 + c] = (uint8_t)(below ? 2 + rl : ru); \
+                } \
             } \
 }
 /* cb_position_major of output rows r0 <= r < r1 (r0 even) of the output
