@@ -187,8 +187,10 @@ def markdown(results):
     vector = (f" (vector extensions: {m['vector']}; cyconv's direct kernels: {m.get('kernels')})"
               if m.get("vector") else "")
     if s.get("isa") == "avx2":
-        vector += (", every party restricted to AVX2 and FMA (cyconv's AVX2 variants; PyTorch, "
-                   "oneDNN, MKL and OpenBLAS by their environment variables)")
+        vector += (", restricted to AVX2 and FMA: cyconv's convolution and pooling kernels "
+                   "(its ReLU and batch-normalisation loops, and numpy, keep their own "
+                   "dispatch), PyTorch, oneDNN, MKL and OpenBLAS (by their environment "
+                   "variables)")
     out.append(f"Machine: {m['cpu']}{vector}, {m['cores']} cores, {m['platform']}. "
                f"Python {m['python']}, "
                f"numpy {m['numpy']}, scipy {m['scipy']}, PyTorch {m['torch'] or 'not installed'}, "

@@ -29,9 +29,11 @@ def _isa_asked(argv):
     return None
 
 
-# --isa avx2: every party restricted to AVX2 and FMA on a processor that has
-# more, to measure the AVX2 code paths where no AVX2-only machine is at
-# hand.  PyTorch's kernels, oneDNN, MKL and OpenBLAS read these when they
+# --isa avx2: PyTorch, oneDNN, MKL, OpenBLAS and cyconv's convolution and
+# pooling kernels restricted to AVX2 and FMA on a processor that has more,
+# to measure the AVX2 code paths where no AVX2-only machine is at hand
+# (cyconv's ReLU and batch-normalisation loops, and numpy, keep their own
+# dispatch).  PyTorch's kernels, oneDNN, MKL and OpenBLAS read these when they
 # load, so before anything imports them; cyconv's variants are chosen in
 # main().
 AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -513,7 +515,7 @@ def run_peak(settings, peak, log):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true",
                         help="short budgets, conv forward+backward only (about 2 minutes)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
@@ -528,8 +530,9 @@ def parse_args(argv=None):
                              "(the gemm peak also runs with any conv workload)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
-                        help="avx2: cyconv, PyTorch and BLAS restricted to AVX2 and FMA "
-                             "(on a processor with AVX-512, to measure the AVX2 code paths)")
+                        help="avx2: cyconv's convolution and pooling kernels, PyTorch and "
+                             "BLAS restricted to AVX2 and FMA (on a processor with AVX-512, "
+                             "to measure the AVX2 code paths)")
     parser.add_argument("--no-wait", action="store_true",
                         help="never wait for other processes to leave the cores free")
     parser.add_argument("--out", type=Path, default=HERE,
@@ -543,8 +546,11 @@ def restrict_to_avx2():
     from cyconv import _pool, _runtime
     from cyconv._kernels import _pool as pool_kernels
 
-    if "avx2" not in _runtime.available_isas() or os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
-        raise SystemExit("--isa avx2 needs a processor with AVX2 and FMA, given on the command line")
+    if "avx2" not in _runtime.available_isas():
+        raise SystemExit("--isa avx2 needs a processor with AVX2 and FMA")
+    if any(os.environ.get(name) != value for name, value in AVX2_ENVIRONMENT.items()):
+        raise SystemExit("--isa avx2 must be given on the command line as --isa avx2 or "
+                         "--isa=avx2 (the other libraries read it before the arguments are parsed)")
     # kept, and left only at exit: a context manager that is collected
     # restores what it changed
     _RESTRICTION.append(_runtime.direct_convolution("auto", "avx2"))

@@ -37,7 +37,10 @@ _GEOMETRIES_KEPT = 64
 # portable variant, which the tests still check (by setting this).
 PAIRS_ISA = _pool.PAIRS_ISAS[_pool.pairs_isa()] if _pool.pairs_isa() != "portable" else None
 
-# Bytes the 2x2 backward kernel may read past the last code.
+# Bytes kept after the codes of a forward pass, a vector's worth.  No
+# kernel relies on them: the 2x2 backward and the blocked weight
+# gradient's expansion read no byte past the codes, as a copied or
+# unpickled model's codes have none (both tested at a guard page).
 _CODES_SLACK = 15
 
 # An empty (0, 0, 0) array tells the kernels not to record indices.

@@ -74,19 +74,21 @@ DETECTED_ISA = _conv_direct.detected_isa()
 # Those products ran OpenBLAS's AVX-512 kernels, which a processor that
 # runs the AVX2 variant lacks.  Against OpenBLAS's AVX2 kernels
 # (OPENBLAS_CORETYPE=Haswell, as `benchmarks/run.py --isa avx2` runs; same
-# Zen 4, 1 thread, median of 9, ms, wide / products) the AVX2 variant wins
-# every input gradient and the weight gradients the rule gives it:
+# Zen 4, 1 thread, median of 21 calls of each operation alone, ms, wide /
+# products) the AVX2 variant wins or ties every input gradient and the
+# weight gradients the rule gives it:
 #                     input grad     weight grad
-#     W1a 1->8 3x3    0.26 / 0.40    0.31 / 0.47
-#     W1b 8->16 3x3   0.15 / 1.04    (blocked)
-#     1->6 5x5 p2     0.42 / 0.69    0.41 / 1.00
-#     6->16 5x5       0.78 / 0.92    (blocked)
-#     C1 3->32 p1     1.97 / 3.35    (products: 32 filters; 3.63 / 3.72)
-#     W2 32->64 p1    19.1 / 25.2    (products; 25.8 / 17.2)
-#     W3 64->64 p1    26.4 / 27.6    (products; 35.6 / 24.7)
+#     W1a 1->8 3x3    0.25 / 0.37    0.30 / 0.42
+#     W1b 8->16 3x3   0.36 / 1.00    (blocked)
+#     1->6 5x5 p2     0.41 / 0.59    0.40 / 0.89
+#     6->16 5x5       0.75 / 0.89    (blocked)
+#     C1 3->32 p1     1.93 / 2.76    (products: 32 filters; 3.55 / 3.07)
+#     W2 32->64 p1    19.6 / 24.6    (products; 25.6 / 16.4)
+#     W3 64->64 p1    27.2 / 27.3    (products; 35.3 / 23.6)
 # so it takes the three operations, as the AVX-512 variant does (the
 # LeNet training step at batch 64, every party restricted to AVX2: 3.0 ->
-# 2.2 ms; see benchmarks/avx2-on-zen4).  The portable variant takes
+# 2.0-2.2 ms, 1.95 in benchmarks/avx2-on-zen4).  Not measured on an
+# AVX2-only processor.  The portable variant takes
 # nothing: it exists for other processors' correctness and for tests.
 WIDE_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
@@ -355,7 +357,8 @@ def conv_pool_wanted(geometry):
 # blocked store / apart:
 #   AVX-512 float32, 1 thread   40.40 / 41.41
 #   AVX-512 float32, 2 threads  23.02 / 23.30
-#   AVX2 float32, 1 thread      58.93 / 52.72  (the portable store)
+#   AVX2 float32, 1 thread      51-52 / 49-50  (the portable store; 58.9 /
+#                               52.7 before its ReLU pass was made contiguous)
 
 
 def show_config(mode="stdout"):

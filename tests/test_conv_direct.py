@@ -986,8 +986,13 @@ _CODES_AT_A_GUARD_PAGE = """
 import sys
 from cyconv import _conv, _runtime
 from cyconv._conv import conv_geometry
+from cyconv import _pool
+from cyconv._kernels import _pool as pool_kernels
 from cyconv._pool import PooledGradient, max_pool2d_saving
 
+# codes, not int64 indices, whatever the processor
+if _pool.PAIRS_ISA is None:
+    _pool.PAIRS_ISA = pool_kernels.PAIRS_ISAS["portable"]
 variant, dtype = sys.argv[1], np.dtype(sys.argv[2])
 rng = np.random.default_rng(0)
 x = rng.standard_normal((1, 2, 6, 8)).astype(dtype)

@@ -315,6 +315,7 @@ from cyconv import _pool
 from cyconv._kernels import _pool as kernels
 
 isa, dtype = kernels.PAIRS_ISAS[sys.argv[1]], np.dtype(sys.argv[2])
+_pool.PAIRS_ISA = isa  # codes, not int64 indices, whatever the processor
 rng = np.random.default_rng(0)
 # vector rows, packed planes (a row pair or two a vector), narrow rows,
 # odd and cut-short edges

@@ -680,8 +680,8 @@ cdef void _indices_of_codes(
 
 def max_pool2d_pairs_backward(
     const floating[:, :, ::1] grad_out,  # IN  (P, Hout, Wout)
-    const uint8_t[:, :, ::1] codes,      # IN  (P, Hout, Wout) from max_pool2d_pairs_forward,
-                                         #     followed in memory by 15 readable bytes
+    const uint8_t[:, :, ::1] codes,      # IN  (P, Hout, Wout) from max_pool2d_pairs_forward
+                                         #     (no byte past them is read)
     const floating[:, :, ::1] pooled,    # IN  (P, Hout, Wout) its output, for ReLU's
                                          #     gradient too, or (0, 0, 0) for the plain one
     floating[:, :, ::1] grad_in,         # OUT (P, H, W), every element written
