@@ -208,13 +208,6 @@ static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
  * .pyx stores). */
 #define CB_ADD_BIAS(v, b) ((v) != (v) ? (v) + (v) : (v) + (b))
 
-/* max(v, 0) as np.maximum: v where "not <= 0" (above 0, or NaN: kept),
- * +0.0 elsewhere (-0.0 included).  One comparison, no branch: a store
- * that asked "> 0 or NaN" branched on each value's sign, which half the
- * values of a layer's output mispredict (AVX2's forward pass took twice
- * as long with ReLU as without). */
-#define CB_RELU(v) (!((v) <= 0) ? (v) : 0)
-
 /* out[k * P + q] = buf[q * ldo + k] (+ bias[k]) (then max(., 0) as
  * np.maximum: NaN kept, -0.0 to +0.0) for k < nf, q < P; bias may be NULL. */
 #define CB_STORE_PLANES(T, SUFFIX) \
@@ -231,7 +224,7 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
         /* ReLU over the stored row, a contiguous loop (in the strided one \
          * above it took 5 ms of a 12 ms forward pass, Zen 4, AVX2 variant) */ \
         if (relu) \
-            for (ptrdiff_t q = 0; q < P; q++) o[q] = CB_RELU(o[q]); \
+            for (ptrdiff_t q = 0; q < P; q++) o[q] = CD_RELU(o[q]); \
     } \
 }
 /* One sample's output gradient for one block of filters, position-major,
@@ -272,6 +265,8 @@ static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows
     } \
     for (; o < S; o++) plane[o] = 0; \
 }
+/* windows a row pair of the portable pooled store takes at a time */
+#define CB_POOL_CHUNK 32
 /* The 2x2 max pooling (stride 2) of the planes cb_store_planes would
  * write from a tile of Wo-pixel rows, without writing them: for k < nf and
  * whole windows r < Hp, c < Wp (2 Hp, 2 Wp at most the tile's rows and
@@ -284,8 +279,6 @@ static void cb_pad_plane_portable_##SUFFIX(const T* src, ptrdiff_t srs, int rows
  * compiler may put an addition's operands either way round (GCC 13 put
  * the bias first here, its load folded), so the sum's NaN is taken
  * explicitly (v + v: v, quietened). */
-/* windows a row pair of the portable pooled store takes at a time */
-#define CB_POOL_CHUNK 32
 #define CB_STORE_POOLED(T, SUFFIX) \
 static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t Wo, \
     ptrdiff_t Hp, ptrdiff_t Wp, int nf, T* out, uint8_t* codes, const T* bias, int relu) \
@@ -305,8 +298,8 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
                 } \
                 if (relu) \
                     for (ptrdiff_t q = 0; q < 2 * cn; q++) { \
-                        up[q] = CB_RELU(up[q]); \
-                        lo[q] = CB_RELU(lo[q]); \
+                        up[q] = CD_RELU(up[q]); \
+                        lo[q] = CD_RELU(lo[q]); \
                     } \
                 for (ptrdiff_t c = 0; c < cn; c++) { \
                     T v[4] = {up[2 * c], up[2 * c + 1], lo[2 * c], lo[2 * c + 1]}; \
@@ -323,8 +316,8 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
 /* cb_position_major of output rows r0 <= r < r1 (r0 even) of the output
  * gradient that a 2x2 max pooling's backward pass, ReLU's gradient
  * included, makes from the pooling's output gradient g (nf planes of Hp x
- * Wp, Pp = Hp * Wp apart), its codes (laid out alike, followed by the 2x2
- * kernels' slack) and its output pooled, for windows tiling the Ho x Wo
+ * Wp, Pp = Hp * Wp apart), its codes (laid out alike; no byte past them is
+ * read) and its output pooled, for windows tiling the Ho x Wo
  * plane (Hp = Ho / 2, Wp = Wo / 2, rounded down): the values pool_tiles.h
  * writes, (0 + g) times 1 or 0 as the pooled value is > 0 or not at each
  * window's winner, +0 elsewhere and in a last row or column no window

@@ -37,8 +37,8 @@ static inline void cp_rows_portable_##SUFFIX(T* wide, ptrdiff_t Wp, T bias,  \
             /* a NaN value stays its own NaN with a NaN bias too */          \
             T u = has_bias && up[q] == up[q] ? up[q] + bias : up[q];         \
             T l = has_bias && up[Wp + q] == up[Wp + q] ? up[Wp + q] + bias : up[Wp + q]; \
-            up[q] = !(u <= 0) ? u : (T)0; /* no branch on the sign */        \
-            up[Wp + q] = !(l <= 0) ? l : (T)0;                               \
+            up[q] = CD_RELU(u);                                              \
+            up[Wp + q] = CD_RELU(l);                                         \
         }                                                                    \
         pt_forward_row_portable_##SUFFIX(up, up + Wp, out + r * cols,        \
                                          codes + r * cols, 0, cols);         \
