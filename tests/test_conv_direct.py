@@ -304,6 +304,11 @@ def _relu_cases():
         nan[2, 1, 0, 0] = np.inf
         nan[3, 1, 7, 7] = -np.inf
         yield nan, w, b, dict(padding=1)
+        # NaN biases of both signs over NaN sums: the sum's NaN is kept
+        nan_bias = b.copy()
+        nan_bias[::3] = np.nan
+        nan_bias[1::4] = -np.nan
+        yield nan, w, nan_bias, dict(padding=1)
         # -0.0 bias on an all-zero input: outputs of -0.0, which np.maximum
         # turns into +0.0
         yield np.zeros_like(x), w, np.full(19, -0.0, dtype), dict(padding=0)
@@ -330,6 +335,41 @@ def test_fused_relu_is_max_after_the_convolution_bitwise(variant, family):
                     assert got.dtype == x.dtype
                     assert got.tobytes() == expected.tobytes()
             assert np.isnan(expected).any() == bool(np.isnan(x).any())
+    finally:
+        cyconv.set_num_threads(None)
+
+
+@pytest.mark.parametrize("family", ["wide", "blocked"])
+def test_every_variant_stores_the_same_bits(family):
+    """The stores and copies of each variant (vector moves on AVX-512 and
+    AVX2, loops on the portable one) write the same bits as the portable
+    loops: NaN inputs and biases of both signs, -0.0, partial blocks and
+    tiles, with and without ReLU, all three operations, 1 and 3 threads."""
+    try:
+        for x, w, b, kwargs in _relu_cases():
+            geo = geometry(x.shape, w.shape, **kwargs)
+            g = np.random.default_rng(5).standard_normal(geo.output_shape).astype(x.dtype)
+            g[0, 0, 0, :2] = [np.nan, -np.inf]
+            results = []
+            for variant in VARIANTS:
+                for threads in (1, 3):
+                    cyconv.set_num_threads(threads)
+                    with _runtime.direct_convolution("always", variant, family):
+                        results.append(
+                            (conv2d(x, w, b if b.size else None, **kwargs),
+                             _conv.conv2d_checked(x, w, b, geo, relu=True))
+                            + conv2d_backward(g, x, w, **kwargs))
+            for other in results[1:]:
+                for a, b_ in zip(results[0][:3], other[:3]):  # outputs, input gradient
+                    assert a.tobytes() == b_.tobytes()
+                # The weight and bias gradients: where a NaN of x meets one of
+                # the output gradient, the vector kernels' fused multiply-adds
+                # and the portable loop's may keep either NaN (its sign); the
+                # other bits are the same.
+                for a, b_ in zip(results[0][3:], other[3:]):
+                    assert np.array_equal(np.isnan(a), np.isnan(b_))
+                    assert (np.where(np.isnan(a), 0, a).tobytes()
+                            == np.where(np.isnan(b_), 0, b_).tobytes())
     finally:
         cyconv.set_num_threads(None)
 
