@@ -61,6 +61,16 @@ from libc.stdint cimport uint8_t
 
 import numpy as np
 
+cdef extern from "run_loops.h" nogil:
+    void rn_copy_plane_summing_f32(const float* src, Py_ssize_t srs, Py_ssize_t rows,
+                                   Py_ssize_t cols, float* dst, Py_ssize_t ds, Py_ssize_t S,
+                                   float* sums)
+    void rn_copy_plane_summing_f64(const double* src, Py_ssize_t srs, Py_ssize_t rows,
+                                   Py_ssize_t cols, double* dst, Py_ssize_t ds, Py_ssize_t S,
+                                   double* sums)
+    bint rn_all_finite_f32(const float* p, Py_ssize_t n)
+    bint rn_all_finite_f64(const double* p, Py_ssize_t n)
+
 cdef extern from "conv_direct.h" nogil:
     int CD_ISA_PORTABLE, CD_ISA_AVX2, CD_ISA_AVX512
     int cd_detect_isa()
@@ -330,24 +340,14 @@ cdef void _weight_gradient(
 
 
 cdef bint _all_finite(const floating[:, :, :, ::1] a) noexcept nogil:
-    """Whether every value is finite: v * 0 is 0 for finite v and NaN
-    otherwise, summed in 8 independent lanes (a loop the compiler
-    vectorises without reassociating)."""
-    cdef const floating* p = &a[0, 0, 0, 0]
+    """Whether every value is finite (run_loops.h)."""
     cdef Py_ssize_t size = a.shape[0] * a.shape[1] * a.shape[2] * a.shape[3]
-    cdef floating lanes[8]
-    cdef Py_ssize_t i, l
-    for l in range(8):
-        lanes[l] = 0
-    for i in range(0, size - size % 8, 8):
-        for l in range(8):
-            lanes[l] += p[i + l] * 0
-    for i in range(size - size % 8, size):
-        lanes[0] += p[i] * 0
-    for l in range(8):
-        if lanes[l] != 0 or lanes[l] != lanes[l]:
-            return False
-    return True
+    if size == 0:
+        return True
+    if floating is float:
+        return rn_all_finite_f32(&a[0, 0, 0, 0], size)
+    else:
+        return rn_all_finite_f64(&a[0, 0, 0, 0], size)
 
 
 # -- entry points: one call per operation, each argument checked by the
@@ -450,10 +450,9 @@ cdef void _copy_rows_summing(
     included), bit for bit what that pass writes to memory otherwise."""
     cdef Py_ssize_t F = g_t.shape[0], N = g_t.shape[1]
     cdef Py_ssize_t S = gw.shape[2]
-    cdef Py_ssize_t f, n, r, q, start, end
+    cdef Py_ssize_t f, n, row_stride
     cdef bint expand = codes_t.shape[0] > 0
     cdef floating* plane
-    cdef floating* acc
     cdef floating* made
     cdef const floating* src
     if rows == 0 or cols == 0:  # (no row to take the address of)
@@ -473,17 +472,19 @@ cdef void _copy_rows_summing(
                     pt_backward_f64(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
                                     &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
                                     g_t.shape[3])
-            for r in range(rows):
-                start = r * padded_width
-                src = made + r * cols if expand else &g_t[f, n, r, 0]
-                acc = &pixel_sums[f, r * cols]
-                for q in range(cols):
-                    plane[start + q] = src[q]
-                    acc[q] = acc[q] + src[q]
-                # the row's padding, or after the last row the plane's tail
-                end = start + padded_width if r + 1 < rows else S
-                for q in range(start + cols, end):
-                    plane[q] = 0
+            # rows of the made plane, or of the (transposed) output gradient's
+            if expand:
+                src = made
+                row_stride = cols
+            else:
+                src = &g_t[f, n, 0, 0]
+                row_stride = g_t.strides[2] // sizeof(floating)
+            if floating is float:
+                rn_copy_plane_summing_f32(src, row_stride, rows, cols, plane, padded_width, S,
+                                          &pixel_sums[f, 0])
+            else:
+                rn_copy_plane_summing_f64(src, row_stride, rows, cols, plane, padded_width, S,
+                                          &pixel_sums[f, 0])
 
 
 def sum_pixels(
