@@ -333,12 +333,24 @@ def run_lenet_workload(workload, settings, log):
         model, steps[name], losses[name] = _step(cls, params, lr, images, labels)
         after[name] = _params_numpy(model)
     check = {"reference": reference_name, "match": {}, "bitwise": {}, "error": {}}
+    # The reference's own step in float64 judges a float32 step that differs
+    # from the reference's: a near-tie in a pooling window may route one
+    # gradient either way, and either side may be the one off.
+    exact = _params_numpy(_step(players[reference_name],
+                                {k: v.astype(np.float64) for k, v in params.items()}, lr,
+                                images.astype(np.float64), labels)[0])
     for name in players:
         if name != reference_name:
-            check["match"][f"{name} step"] = (
-                checks.close(after[name], after[reference_name], workload.dtype)
-                and abs(losses[name] - losses[reference_name]) <= 1e-4 * abs(losses[reference_name]))
-            check["error"][f"{name} step"] = checks.worst_error(after[name], after[reference_name])
+            agrees = (checks.close(after[name], after[reference_name], workload.dtype)
+                      and abs(losses[name] - losses[reference_name])
+                      <= 1e-4 * abs(losses[reference_name]))
+            check["match"][f"{name} step"] = agrees or checks.close(after[name], exact,
+                                                                    workload.dtype)
+            check["error"][f"{name} step"] = checks.worst_error(
+                after[name], after[reference_name] if agrees else exact)
+    check["match"]["reference step (float64)"] = checks.close(after[reference_name], exact,
+                                                              workload.dtype)
+    check["error"]["reference step (float64)"] = checks.worst_error(after[reference_name], exact)
     if "cyconv" in players:
         per_thread = {}
         for n in settings.threads:
@@ -616,9 +628,10 @@ def main(argv=None):
     for line in report.target_lines(results["targets"]):
         log(line)
     log("wrote " + ", ".join(str(p) for p in written))
-    failed = [label for label, c in results["checks"].items() if not all(c["match"].values())]
+    failed = [f"{label} ({', '.join(key for key, ok in c['match'].items() if not ok)})"
+              for label, c in results["checks"].items() if not all(c["match"].values())]
     if failed:
-        log("RESULTS DISAGREE in: " + ", ".join(failed) + " (see the checks table)")
+        log("RESULTS DISAGREE in: " + "; ".join(failed) + " (see the checks table)")
         return 1
     return 0
 

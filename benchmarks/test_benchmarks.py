@@ -115,3 +115,35 @@ def test_report_renders_from_a_tiny_run(tmp_path, monkeypatch):
     results = {"settings": {"threads": [1, 2]}, "rows": [], "checks": {}}
     assert all(t["status"] == "n/a" for t in targets.evaluate(results)[:-2])
     assert report.fmt_ms(1234.5) == "1,234"
+
+
+def _lenet_check(monkeypatch, reference):
+    """The checks of a LeNet step (batch 4, no timing) with ``reference``
+    as its reference player."""
+    monkeypatch.setattr(run.Settings, "compare", lambda self, fns, threads: (
+        {name: run.timing.Timing.of([1e-3, 2e-3, 3e-3]) for name in fns}, 0.0))
+    monkeypatch.setattr(run, "_lenet_players", lambda settings, workload: {
+        "cyconv": cyconv_adapter.lenet_class(), "torch": reference})
+    args = run.parse_args(["--quick", "--threads", "1", "--no-wait", "--no-torch"])
+    workload = LeNetWorkload(4, tutorial_samples=None)
+    return run.run_lenet_workload(workload, run.Settings(args), lambda *a: None)[1]
+
+
+class _OffInFloat32(baselines_numpy.LeNet):
+    """A reference whose float32 step is off (as a reference's own path can
+    be), its float64 step right."""
+
+    def train_step(self, images, labels):
+        loss = super().train_step(images, labels)
+        if images.dtype == np.float32:
+            self.params["conv1.w"] = self.params["conv1.w"] + np.float32(1e-2)
+        return loss
+
+
+def test_a_step_is_judged_by_the_reference_in_float64_where_they_differ(monkeypatch):
+    check = _lenet_check(monkeypatch, baselines_numpy.LeNet)
+    assert check["match"]["cyconv step"] and check["match"]["reference step (float64)"]
+    check = _lenet_check(monkeypatch, _OffInFloat32)
+    assert check["match"]["cyconv step"]  # against the float64 step
+    assert not check["match"]["reference step (float64)"]
+    assert check["error"]["reference step (float64)"] > 1e-3
