@@ -199,8 +199,8 @@ static void cb_weight_rows_f64(int isa, const double* g, ptrdiff_t gbs, int nb,
                accbs, row_taps)); }
 
 /* ---- moving tiles between layouts: exact (copies, and the bias and ReLU
- * the same single operations in every variant), so the AVX-512 transposes
- * serve the other variants' results too ---- */
+ * the same single operations in every variant), so the AVX-512 and AVX2
+ * transposes give the portable loops' results ---- */
 
 /* v + b with v's NaN (quietened) where both are NaN, as x86 gives for the
  * addition in that order; the compiler may put an addition's operands
@@ -483,7 +483,7 @@ static CB_AVX512 void cb_store_pooled_avx512_##SUFFIX(const T* buf, ptrdiff_t ld
                 V u = BLEND(ru, v[0], v[1]), l = BLEND(rl, v[2], v[3]); \
                 MASK below = CMP_MASK(u, l, _CMP_NGE_UQ) & CMP_MASK(u, u, _CMP_ORD_Q); \
                 r[q] = BLEND(below, u, l); \
-                code[q] = CODES((MASK)((below & rl) | (~below & ru)), below); \
+                code[q] = CODES(ru, rl, below); \
             } \
             TRANSPOSE(r); \
             TRANSPOSE(code); \
@@ -610,15 +610,16 @@ static CB_AVX512 void cb_pad_plane_avx512_##SUFFIX(const T* src, ptrdiff_t srs, 
                                                                _CMP_NLE_UQ), v)
 #define CB_KEEP_PD(v) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), \
                                                                _CMP_NLE_UQ), v)
-/* A pooled vector's codes, 1 where right, 2 where below (lanes of the
- * float's width, as float bits for the transposes), and their store as
- * bytes. */
-#define CB_CODES_PS(right, below) _mm512_castsi512_ps(_mm512_or_si512( \
-    _mm512_maskz_mov_epi32(right, _mm512_set1_epi32(1)), \
-    _mm512_maskz_mov_epi32(below, _mm512_set1_epi32(2))))
-#define CB_CODES_PD(right, below) _mm512_castsi512_pd(_mm512_or_si512( \
-    _mm512_maskz_mov_epi64(right, _mm512_set1_epi64(1)), \
-    _mm512_maskz_mov_epi64(below, _mm512_set1_epi64(2))))
+/* A pooled vector's codes, 2 i + j (lanes of the float's width, as float
+ * bits for the transposes) from the winners' masks: right in the upper and
+ * the lower row, below; by blends on vectors (pool_tiles.h's step), and
+ * their store as bytes. */
+#define CB_CODES_PS(ru, rl, below) _mm512_castsi512_ps(_mm512_mask_blend_epi32(below, \
+    _mm512_maskz_mov_epi32(ru, _mm512_set1_epi32(1)), \
+    _mm512_mask_blend_epi32(rl, _mm512_set1_epi32(2), _mm512_set1_epi32(3))))
+#define CB_CODES_PD(ru, rl, below) _mm512_castsi512_pd(_mm512_mask_blend_epi64(below, \
+    _mm512_maskz_mov_epi64(ru, _mm512_set1_epi64(1)), \
+    _mm512_mask_blend_epi64(rl, _mm512_set1_epi64(2), _mm512_set1_epi64(3))))
 #define CB_STORE_CODES_PS(p, m, v) _mm512_mask_cvtepi32_storeu_epi8(p, m, _mm512_castps_si512(v))
 #define CB_STORE_CODES_PD(p, m, v) _mm512_mask_cvtepi64_storeu_epi8(p, m, _mm512_castpd_si512(v))
 #define CB_LOAD_CODES_PS(p) _mm512_castsi512_ps(_mm512_cvtepu8_epi32( \

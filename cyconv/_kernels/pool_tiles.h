@@ -158,10 +158,12 @@ static inline void pt_forward_step_##SUFFIX(VEC u0, VEC u1, VEC l0, VEC l1,   \
     VEC l = _mm512_mask_blend_##PS(rl, d0, d1);                               \
     MASK below = _mm512_cmp_##PS##_mask(u, l, _CMP_NGE_UQ)                     \
                  & _mm512_cmp_##PS##_mask(u, u, _CMP_ORD_Q);                  \
-    MASK right = (MASK)((below & rl) | (~below & ru));                         \
     *out = _mm512_mask_blend_##PS(below, u, l);                               \
-    *code = _mm512_or_si512(PT_MASKZ_MOV_##SUFFIX(right, PT_SET1_##SUFFIX(1)), \
-                            PT_MASKZ_MOV_##SUFFIX(below, PT_SET1_##SUFFIX(2))); \
+    /* 2 i + j by blends on vectors: mask arithmetic went through general \
+     * registers (GCC 12), the step's slowest part on Zen 4 */                \
+    *code = PT_MASK_BLEND_##SUFFIX(below,                                      \
+        PT_MASKZ_MOV_##SUFFIX(ru, PT_SET1_##SUFFIX(1)),                       \
+        PT_MASK_BLEND_##SUFFIX(rl, PT_SET1_##SUFFIX(2), PT_SET1_##SUFFIX(3)));  \
 }                                                                             \
                                                                               \
 /* share: the V windows' gradients; codes: V readable bytes. */              \
@@ -244,6 +246,7 @@ static void pt_forward_rows_avx512_##SUFFIX(const T* x, ptrdiff_t W, T* out,  \
 #define PT_F32_SECOND _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
 #define PT_SET1_f32(v) _mm512_set1_epi32(v)
 #define PT_MASKZ_MOV_f32(m, v) _mm512_maskz_mov_epi32(m, v)
+#define PT_MASK_BLEND_f32(m, a, b) _mm512_mask_blend_epi32(m, a, b)
 #define PT_LOAD_CODES_f32(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(p)))
 #define PT_CMPEQ_f32(v, k) _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(k))
 #define PT_STORE_CODES_f32(p, m, v) _mm512_mask_cvtepi32_storeu_epi8(p, m, v)
@@ -255,6 +258,7 @@ static void pt_forward_rows_avx512_##SUFFIX(const T* x, ptrdiff_t W, T* out,  \
 #define PT_F64_SECOND _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15)
 #define PT_SET1_f64(v) _mm512_set1_epi64(v)
 #define PT_MASKZ_MOV_f64(m, v) _mm512_maskz_mov_epi64(m, v)
+#define PT_MASK_BLEND_f64(m, a, b) _mm512_mask_blend_epi64(m, a, b)
 #define PT_LOAD_CODES_f64(p) _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i*)(p)))
 #define PT_CMPEQ_f64(v, k) _mm512_cmpeq_epi64_mask(v, _mm512_set1_epi64(k))
 #define PT_STORE_CODES_f64(p, m, v) _mm512_mask_cvtepi64_storeu_epi8(p, m, v)
