@@ -142,8 +142,21 @@ class _OffInFloat32(baselines_numpy.LeNet):
 
 def test_a_step_is_judged_by_the_reference_in_float64_where_they_differ(monkeypatch):
     check = _lenet_check(monkeypatch, baselines_numpy.LeNet)
-    assert check["match"]["cyconv step"] and check["match"]["reference step (float64)"]
+    assert check["match"]["cyconv step"] and check["reference_exact"]["match"]
     check = _lenet_check(monkeypatch, _OffInFloat32)
     assert check["match"]["cyconv step"]  # against the float64 step
-    assert not check["match"]["reference step (float64)"]
-    assert check["error"]["reference step (float64)"] > 1e-3
+    assert not check["reference_exact"]["match"]
+    assert check["reference_exact"]["error"] > 1e-3
+
+
+class _WrongLoss(baselines_numpy.LeNet):
+    """Right parameters, a wrong loss."""
+
+    def train_step(self, images, labels):
+        return 2 * super().train_step(images, labels)
+
+
+def test_a_step_with_a_wrong_loss_fails_either_way(monkeypatch):
+    monkeypatch.setattr(cyconv_adapter, "lenet_class", lambda: _WrongLoss)
+    check = _lenet_check(monkeypatch, baselines_numpy.LeNet)
+    assert not check["match"]["cyconv step"]

@@ -357,8 +357,9 @@ def conv_pool_wanted(geometry):
 # blocked store / apart:
 #   AVX-512 float32, 1 thread   40.40 / 41.41
 #   AVX-512 float32, 2 threads  23.02 / 23.30
-#   AVX2 float32, 1 thread      51-52 / 49-50  (the portable store; 58.9 /
-#                               52.7 before its ReLU pass was made contiguous)
+#   AVX2 float32, 1 thread      51-52 / 49-50  (the portable stores both;
+#                               58.9 / 52.7 before their ReLU pass was made
+#                               contiguous; the plain store is now AVX2's own)
 
 
 def show_config(mode="stdout"):
