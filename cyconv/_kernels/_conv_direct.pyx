@@ -68,6 +68,10 @@ cdef extern from "run_loops.h" nogil:
     void rn_copy_plane_summing_f64(const double* src, Py_ssize_t srs, Py_ssize_t rows,
                                    Py_ssize_t cols, double* dst, Py_ssize_t ds, Py_ssize_t S,
                                    double* sums)
+    void rn_store_plane_f32(const float* src, Py_ssize_t srs, Py_ssize_t rows, Py_ssize_t cols,
+                            float* dst, float b, int has_bias, int relu)
+    void rn_store_plane_f64(const double* src, Py_ssize_t srs, Py_ssize_t rows,
+                            Py_ssize_t cols, double* dst, double b, int has_bias, int relu)
     bint rn_all_finite_f32(const float* p, Py_ssize_t n)
     bint rn_all_finite_f64(const double* p, Py_ssize_t n)
 
@@ -89,7 +93,6 @@ cdef extern from "conv_direct.h" nogil:
                             const double* x, const Py_ssize_t* offs, int nt, Py_ssize_t L,
                             double* lanes)
 
-from cyconv._kernels._bias cimport add_bias
 from cyconv._kernels._pool_tiles cimport pt_backward_f32, pt_backward_f64
 
 cdef extern from "conv_blocked.h" nogil:
@@ -228,14 +231,6 @@ cdef void _pad_planes(
                              top, left, padded_width, S)
 
 
-cdef inline floating _relu(floating v) noexcept nogil:
-    """np.maximum(v, 0) bit for bit: NaN stays the same NaN, -0.0 and
-    every other value not above 0 become +0.0: "not <= 0", one comparison
-    (no branch on the value's sign, which half of a layer's outputs would
-    mispredict)."""
-    return v if not v <= 0 else 0
-
-
 cdef void _correlate(
     const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
@@ -255,11 +250,9 @@ cdef void _correlate(
     cdef Py_ssize_t block = cd_forward_filters(isa)
     cdef Py_ssize_t blocks = (F + block - 1) // block
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t task, n, f0, nf, k, oh, ow
+    cdef Py_ssize_t task, n, f0, nf, k
     cdef floating* buf
-    cdef const floating* row
-    cdef floating* dst
-    cdef floating b, v
+    cdef floating b
     for task in prange(N * blocks, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // blocks
@@ -272,21 +265,14 @@ cdef void _correlate(
         else:
             cd_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
-        for k in range(nf):
+        for k in range(nf if Ho > 0 and Wo > 0 else 0):  # (no element to address else)
             b = bias[f0 + k] if has_bias else 0
-            for oh in range(Ho):
-                row = buf + k * Lr + oh * padded_width
-                dst = &out[n, f0 + k, oh, 0]
-                if relu:
-                    for ow in range(Wo):
-                        v = add_bias(row[ow], b) if has_bias else row[ow]
-                        dst[ow] = _relu(v)
-                elif has_bias:
-                    for ow in range(Wo):
-                        dst[ow] = add_bias(row[ow], b)
-                else:
-                    for ow in range(Wo):
-                        dst[ow] = row[ow]
+            if floating is float:
+                rn_store_plane_f32(buf + k * Lr, padded_width, Ho, Wo, &out[n, f0 + k, 0, 0], b,
+                                   has_bias, relu)
+            else:
+                rn_store_plane_f64(buf + k * Lr, padded_width, Ho, Wo, &out[n, f0 + k, 0, 0], b,
+                                   has_bias, relu)
 
 
 cdef void _weight_gradient(

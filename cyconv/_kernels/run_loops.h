@@ -1,5 +1,5 @@
 /* Loops over contiguous runs that the direct convolution's Cython code
- * runs between its kernels, compiled for AVX-512, AVX2 and the baseline at
+ * runs around its kernels, compiled for AVX-512, AVX2 and the baseline at
  * once (GCC's target_clones, as relu_loops.h; elsewhere the baseline only).
  * Element by element, no sum reordered, so every clone gives the same
  * results.  LeNet's first layer's weight gradient (batch 64, Zen 4, 1
@@ -44,6 +44,41 @@ RN_CLONES RN_NO_MEMCPY static void rn_copy_plane_summing_##SUFFIX(           \
         }                                                                     \
         ptrdiff_t end = r + 1 < rows ? ds : S - r * ds;                       \
         for (ptrdiff_t q = cols; q < end; q++) d[q] = 0;                      \
+    }                                                                         \
+}                                                                             \
+                                                                              \
+/* The wide forward pass's store: rows x cols values at src (rows srs     \
+ * apart) to dst (rows end to end), each plus b if has_bias (v's NaN,       \
+ * quietened, where v is NaN: _bias.pxd's add_bias), then max(v, 0) as     \
+ * np.maximum if relu (CD_RELU, conv_direct.h): selections the compiler     \
+ * turns into blends, where the .pyx loop branched on each value (float64  \
+ * LeNet first layer's forward pass: 0.33-0.47 ms by where the branch     \
+ * fell, Zen 4; now 0.24). */                                                \
+RN_CLONES RN_NO_MEMCPY static void rn_store_plane_##SUFFIX(                   \
+    const T* restrict src, ptrdiff_t srs, ptrdiff_t rows, ptrdiff_t cols,     \
+    T* restrict dst, T b, int has_bias, int relu)                             \
+{                                                                             \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                    \
+        const T* s = src + r * srs;                                           \
+        T* d = dst + r * cols;                                                \
+        if (has_bias && relu)                                                 \
+            for (ptrdiff_t q = 0; q < cols; q++) {                            \
+                T v = s[q];                                                   \
+                v = v != v ? v + v : v + b;                                   \
+                d[q] = !(v <= 0) ? v : (T)0;                                  \
+            }                                                                 \
+        else if (has_bias)                                                    \
+            for (ptrdiff_t q = 0; q < cols; q++) {                            \
+                T v = s[q];                                                   \
+                d[q] = v != v ? v + v : v + b;                                \
+            }                                                                 \
+        else if (relu)                                                        \
+            for (ptrdiff_t q = 0; q < cols; q++) {                            \
+                T v = s[q];                                                   \
+                d[q] = !(v <= 0) ? v : (T)0;                                  \
+            }                                                                 \
+        else                                                                  \
+            for (ptrdiff_t q = 0; q < cols; q++) d[q] = s[q];                 \
     }                                                                         \
 }                                                                             \
                                                                               \
