@@ -29,7 +29,10 @@
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from cyconv._kernels._bias cimport add_bias
+
+cdef extern from "run_loops.h" nogil:
+    void rn_add_bias_f32(float* p, Py_ssize_t n, float b)
+    void rn_add_bias_f64(double* p, Py_ssize_t n, double b)
 from cyconv._kernels._gemm cimport gemm
 
 
@@ -147,7 +150,7 @@ cdef void _forward_sample(
     cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3]
     cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2]
     cdef Py_ssize_t Fg = F // hp.groups, CgK = Cg * kh * kw, HW = Hout * Wout
-    cdef Py_ssize_t g, chunk, r0, rows, f, p
+    cdef Py_ssize_t g, chunk, r0, rows, f
     cdef floating b
     for g in range(hp.groups):
         for chunk in range((Hout + rows_per_chunk - 1) // rows_per_chunk):
@@ -161,8 +164,10 @@ cdef void _forward_sample(
     if bias.shape[0] > 0:
         for f in range(F):
             b = bias[f]
-            for p in range(HW):
-                (&out[f, 0, 0])[p] = add_bias((&out[f, 0, 0])[p], b)
+            if floating is float:
+                rn_add_bias_f32(&out[f, 0, 0], HW, b)
+            else:
+                rn_add_bias_f64(&out[f, 0, 0], HW, b)
 
 
 def conv2d_forward(

@@ -35,7 +35,12 @@
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
-from cyconv._kernels._bias cimport add_bias
+
+cdef extern from "run_loops.h" nogil:
+    void rn_store_plane_f32(const float* src, Py_ssize_t srs, Py_ssize_t rows, Py_ssize_t cols,
+                            float* dst, float b, int has_bias, int relu)
+    void rn_store_plane_f64(const double* src, Py_ssize_t srs, Py_ssize_t rows,
+                            Py_ssize_t cols, double* dst, double b, int has_bias, int relu)
 from cyconv._kernels._gemm cimport gemm
 
 
@@ -90,9 +95,7 @@ cdef void _forward_sample(
 ) noexcept nogil:
     cdef Py_ssize_t taps = wt.shape[1], Fg = wt.shape[2], Cg = wt.shape[3]
     cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2], plane = fr.Hp * fr.Wp
-    cdef Py_ssize_t g, chunk, r0, rows, m, t, f, r, ow
-    cdef const floating* src
-    cdef floating* dst
+    cdef Py_ssize_t g, chunk, r0, rows, m, t, f
     cdef floating b
     _pad_sample(x, buf, fr)
     for g in range(fr.groups):
@@ -107,14 +110,12 @@ cdef void _forward_sample(
                       &wt[g, t, 0, 0], <int> Cg, 0 if t == 0 else 1, wide, <int> m)
             for f in range(Fg):
                 b = bias[g * Fg + f] if bias.shape[0] > 0 else 0
-                for r in range(rows):
-                    src = wide + (f * rows + r) * fr.Wp
-                    dst = &out[g * Fg + f, r0 + r, 0]
-                    if bias.shape[0] > 0:
-                        for ow in range(Wout):
-                            dst[ow] = add_bias(src[ow], b)
-                    else:
-                        memcpy(dst, src, Wout * sizeof(floating))
+                if floating is float:
+                    rn_store_plane_f32(wide + f * rows * fr.Wp, fr.Wp, rows, Wout,
+                                       &out[g * Fg + f, r0, 0], b, bias.shape[0] > 0, False)
+                else:
+                    rn_store_plane_f64(wide + f * rows * fr.Wp, fr.Wp, rows, Wout,
+                                       &out[g * Fg + f, r0, 0], b, bias.shape[0] > 0, False)
 
 
 def conv2d_forward(

@@ -1,5 +1,5 @@
-/* Loops over contiguous runs that the direct convolution's Cython code
- * runs around its kernels, compiled for AVX-512, AVX2 and the baseline at
+/* Loops over contiguous runs that the convolutions' Cython code runs
+ * around its kernels and products, compiled for AVX-512, AVX2 and the baseline at
  * once (GCC's target_clones, as relu_loops.h; elsewhere the baseline only).
  * Element by element, no sum reordered, so every clone gives the same
  * results.  LeNet's first layer's weight gradient (batch 64, Zen 4, 1
@@ -79,6 +79,15 @@ RN_CLONES RN_NO_MEMCPY static void rn_store_plane_##SUFFIX(                   \
             }                                                                 \
         else                                                                  \
             for (ptrdiff_t q = 0; q < cols; q++) d[q] = s[q];                 \
+    }                                                                         \
+}                                                                             \
+                                                                              \
+/* p[i] = p[i] + b, i < n, by add_bias's rule (as above), in place. */     \
+RN_CLONES static void rn_add_bias_##SUFFIX(T* p, ptrdiff_t n, T b)           \
+{                                                                             \
+    for (ptrdiff_t i = 0; i < n; i++) {                                       \
+        T v = p[i];                                                           \
+        p[i] = v != v ? v + v : v + b;                                        \
     }                                                                         \
 }                                                                             \
                                                                               \
