@@ -29,11 +29,11 @@
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from cyconv._kernels._gemm cimport gemm
 
 cdef extern from "run_loops.h" nogil:
     void rn_add_bias_f32(float* p, Py_ssize_t n, float b)
     void rn_add_bias_f64(double* p, Py_ssize_t n, double b)
-from cyconv._kernels._gemm cimport gemm
 
 
 ctypedef struct Hyper:

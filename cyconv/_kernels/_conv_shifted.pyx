@@ -35,13 +35,13 @@
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
+from cyconv._kernels._gemm cimport gemm
 
 cdef extern from "run_loops.h" nogil:
     void rn_store_plane_f32(const float* src, Py_ssize_t srs, Py_ssize_t rows, Py_ssize_t cols,
                             float* dst, float b, int has_bias, int relu)
     void rn_store_plane_f64(const double* src, Py_ssize_t srs, Py_ssize_t rows,
                             Py_ssize_t cols, double* dst, double b, int has_bias, int relu)
-from cyconv._kernels._gemm cimport gemm
 
 
 ctypedef struct Frame:

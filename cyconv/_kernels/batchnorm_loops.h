@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "store_rules.h"  /* CD_RELU */
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && defined(__GLIBC__)
 #define BN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -232,7 +234,7 @@ BN_CLONES static void bn_normalise_##SUFFIX(const T* x, ptrdiff_t L, double mean
     if (relu)                                                                   \
         for (ptrdiff_t l = 0; l < L; l++) {                                     \
             T v = (T)(((double)x[l] - mean) * scale + shift);                   \
-            out[l] = !(v <= 0) ? v : (T)0;                                      \
+            out[l] = CD_RELU(v);                                                \
         }                                                                       \
     else                                                                        \
         for (ptrdiff_t l = 0; l < L; l++)                                       \

@@ -14,12 +14,6 @@
 
 #include "conv_direct.h"
 
-/* v + b with v's NaN (quietened) where both are NaN, as x86 gives for the
- * addition in that order; the compiler may put an addition's operands
- * either way round, so the NaN is chosen here (as _bias.pxd does for the
- * .pyx stores). */
-#define CB_ADD_BIAS(v, b) ((v) != (v) ? (v) + (v) : (v) + (b))
-
 /* out[k * P + q] = buf[q * ldo + k] (+ bias[k]) (then max(., 0) as
  * np.maximum: NaN kept, -0.0 to +0.0) for k < nf, q < P; bias may be NULL. */
 #define CB_STORE_PLANES(T, SUFFIX) \
@@ -30,7 +24,7 @@ static void cb_store_planes_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
         T* o = out + k * P; \
         for (ptrdiff_t q = 0; q < P; q++) { \
             T v = buf[q * ldo + k]; \
-            if (bias) v = CB_ADD_BIAS(v, bias[k]); \
+            if (bias) v = CD_ADD_BIAS(v, bias[k]); \
             o[q] = v; \
         } \
         /* ReLU over the stored row, a contiguous loop (in the strided one \
@@ -105,8 +99,8 @@ static void cb_store_pooled_portable_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdi
                 const T* at = buf + (2 * r * Wo + 2 * c0) * ldo + k; \
                 for (ptrdiff_t q = 0; q < 2 * cn; q++) { \
                     T u = at[q * ldo], l = at[(Wo + q) * ldo]; \
-                    up[q] = bias ? CB_ADD_BIAS(u, bias[k]) : u; \
-                    lo[q] = bias ? CB_ADD_BIAS(l, bias[k]) : l; \
+                    up[q] = bias ? CD_ADD_BIAS(u, bias[k]) : u; \
+                    lo[q] = bias ? CD_ADD_BIAS(l, bias[k]) : l; \
                 } \
                 if (relu) \
                     for (ptrdiff_t q = 0; q < 2 * cn; q++) { \
@@ -522,7 +516,7 @@ static CB_AVX2 void cb_store_planes_avx2_##SUFFIX(const T* buf, ptrdiff_t ldo, p
             TRANSPOSE(r); \
             for (int k = 0; k < kn; k++) { \
                 V v = r[k]; \
-                if (bias) { /* CB_ADD_BIAS: the sum's NaN where both are NaN */ \
+                if (bias) { /* CD_ADD_BIAS: the sum's NaN where both are NaN */ \
                     T b = bias[k0 + k]; \
                     V sum = ADD(v, SET1(b)); \
                     v = b != b ? BLENDV(sum, ADD(v, v), CMP(v, v, _CMP_UNORD_Q)) : sum; \

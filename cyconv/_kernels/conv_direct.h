@@ -24,12 +24,7 @@
  * cd_forward_rows): 8 channels of 3x3, 3 of 5x5. */
 #define CD_CHUNK_TAPS 64
 
-/* max(v, 0) as np.maximum, for the scalar stores that apply a ReLU: v
- * where "not <= 0" (above 0, or NaN: kept), +0.0 elsewhere (-0.0
- * included).  One comparison, no branch: a store that asked "> 0 or NaN"
- * branched on each value's sign, which half the values of a layer's
- * output mispredict. */
-#define CD_RELU(v) (!((v) <= 0) ? (v) : 0)
+#include "store_rules.h"  /* CD_RELU, CD_ADD_BIAS */
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define CD_X86 1

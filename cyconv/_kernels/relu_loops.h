@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include "store_rules.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)\
     && defined(__GLIBC__)
 #define RL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -19,13 +21,13 @@
 #define RL_CLONES
 #endif
 
-/* "not <= 0" is "> 0 or NaN": x kept there (NaN payload too), +0.0 elsewhere. */
+/* CD_RELU: x kept where "not <= 0" (> 0 or NaN, payload too), +0.0 elsewhere. */
 #define RL_LOOPS(T, SUFFIX)                                                   \
 RL_CLONES static void rl_forward_##SUFFIX(const T* x, T* out, ptrdiff_t n)    \
 {                                                                             \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
         T v = x[i];                                                           \
-        out[i] = !(v <= 0) ? v : (T)0;                                        \
+        out[i] = CD_RELU(v);                                                  \
     }                                                                         \
 }                                                                             \
                                                                               \

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "store_rules.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)\
     && defined(__GLIBC__)
 #define RN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -48,9 +50,8 @@ RN_CLONES RN_NO_MEMCPY static void rn_copy_plane_summing_##SUFFIX(           \
 }                                                                             \
                                                                               \
 /* The wide forward pass's store: rows x cols values at src (rows srs     \
- * apart) to dst (rows end to end), each plus b if has_bias (v's NaN,       \
- * quietened, where v is NaN: _bias.pxd's add_bias), then max(v, 0) as     \
- * np.maximum if relu (CD_RELU, conv_direct.h): selections the compiler     \
+ * apart) to dst (rows end to end), each plus b if has_bias (CD_ADD_BIAS)  \
+ * then max(v, 0) as np.maximum if relu (CD_RELU): selections the compiler  \
  * turns into blends, where the .pyx loop branched on each value (float64  \
  * LeNet first layer's forward pass: 0.33-0.47 ms by where the branch     \
  * fell, Zen 4; now 0.24). */                                                \
@@ -63,32 +64,24 @@ RN_CLONES RN_NO_MEMCPY static void rn_store_plane_##SUFFIX(                   \
         T* d = dst + r * cols;                                                \
         if (has_bias && relu)                                                 \
             for (ptrdiff_t q = 0; q < cols; q++) {                            \
-                T v = s[q];                                                   \
-                v = v != v ? v + v : v + b;                                   \
-                d[q] = !(v <= 0) ? v : (T)0;                                  \
+                T v = CD_ADD_BIAS(s[q], b);                                   \
+                d[q] = CD_RELU(v);                                            \
             }                                                                 \
         else if (has_bias)                                                    \
-            for (ptrdiff_t q = 0; q < cols; q++) {                            \
-                T v = s[q];                                                   \
-                d[q] = v != v ? v + v : v + b;                                \
-            }                                                                 \
+            for (ptrdiff_t q = 0; q < cols; q++)                              \
+                d[q] = CD_ADD_BIAS(s[q], b);                                  \
         else if (relu)                                                        \
-            for (ptrdiff_t q = 0; q < cols; q++) {                            \
-                T v = s[q];                                                   \
-                d[q] = !(v <= 0) ? v : (T)0;                                  \
-            }                                                                 \
+            for (ptrdiff_t q = 0; q < cols; q++)                              \
+                d[q] = CD_RELU(s[q]);                                         \
         else                                                                  \
             for (ptrdiff_t q = 0; q < cols; q++) d[q] = s[q];                 \
     }                                                                         \
 }                                                                             \
                                                                               \
-/* p[i] = p[i] + b, i < n, by add_bias's rule (as above), in place. */     \
+/* p[i] = CD_ADD_BIAS(p[i], b), i < n, in place. */                        \
 RN_CLONES static void rn_add_bias_##SUFFIX(T* p, ptrdiff_t n, T b)           \
 {                                                                             \
-    for (ptrdiff_t i = 0; i < n; i++) {                                       \
-        T v = p[i];                                                           \
-        p[i] = v != v ? v + v : v + b;                                        \
-    }                                                                         \
+    for (ptrdiff_t i = 0; i < n; i++) p[i] = CD_ADD_BIAS(p[i], b);            \
 }                                                                             \
                                                                               \
 /* Whether every p[i], i < n, is finite: v * 0 is a zero for finite v and  \

@@ -1,0 +1,20 @@
+/* The two elementwise rules every store of the kernels applies, in one
+ * place so that every loop, vector or scalar, gives the same bits.
+ */
+#ifndef CYCONV_STORE_RULES_H
+#define CYCONV_STORE_RULES_H
+
+/* max(v, 0) as np.maximum: v where "not <= 0" (above 0, or NaN: kept,
+ * payload too), +0.0 elsewhere (-0.0 included).  One comparison, no
+ * branch: a store that asked "> 0 or NaN" branched on each value's sign,
+ * which half the values of a layer's output mispredict; vector loops
+ * compile it to a compare and a blend. */
+#define CD_RELU(v) (!((v) <= 0) ? (v) : 0)
+
+/* v + b, with v's NaN (quietened) where both are NaN, as x86 gives for the
+ * addition in that order: the compiler may put an addition's operands
+ * either way round (GCC does, to fold a load), so the NaN is chosen here,
+ * not by the instruction. */
+#define CD_ADD_BIAS(v, b) ((v) != (v) ? (v) + (v) : (v) + (b))
+
+#endif /* CYCONV_STORE_RULES_H */
