@@ -16,6 +16,12 @@ from ._deferred import Deferred
 # Imported at the first product, not with cyconv (see _deferred).
 blas = Deferred("scipy.linalg.blas")
 
+# OpenBLAS runs a product of at most 65536 * GEMM_MULTITHREAD_THRESHOLD
+# multiply-adds on its caller's thread (interface/gemm.c; the threshold is
+# at least 1): below this, holding its threads to one changes nothing, and
+# costs two settings a call, more than a batch-1 dense layer's product.
+_CALLERS_THREAD_MACS = 65536
+
 
 def _fortran_operand(matrix):
     """Return (array, transpose flag) with a Fortran-ordered array whose
@@ -33,6 +39,8 @@ def matmul(a, b):
     # (a b)^T = b^T a^T, computed in Fortran order, is a b in C order.
     left, trans_left = _fortran_operand(b.T)
     right, trans_right = _fortran_operand(a.T)
+    if a.shape[0] * a.shape[1] * b.shape[1] <= _CALLERS_THREAD_MACS:
+        return gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right).T
     with single_threaded_blas():
         product_t = gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right)
     return product_t.T
