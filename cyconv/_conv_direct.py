@@ -321,39 +321,34 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     # The bias gradient's per-pixel sums, kept as the output gradient is
     # copied (carried from one chunk to the next, so chunks change nothing).
     pixel_sums = np.zeros((g.filters, g.out_height * g.out_width), dtype)
-    for part in plan.chunks(g.n):
+    parts = plan.chunks(g.n)
+    for part in parts:
         n = part.stop - part.start
         first = part.start // plan.samples_per_part
+        # The last run also sums the bias gradient's per-pixel sums.
         if not _conv_direct.backward_weight(
                 g4[part].transpose(1, 0, 2, 3), x4[part].transpose(1, 0, 2, 3),
-                _planes_and_zeros(g.filters, n, plan.packed_stride, dtype),
-                _planes_and_zeros(g.channels, n, plan.packed_stride, dtype),
+                np.empty((g.filters, n + 1, plan.packed_stride), dtype),
+                np.empty((g.channels, n + 1, plan.packed_stride), dtype),
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
                 x4[part], pixel_sums, _runtime.isa_code(), n_threads,
                 codes[part].transpose(1, 0, 2, 3), pooled[part].transpose(1, 0, 2, 3), dense,
-                pairs_isa, g.out_height, g.out_width):
+                pairs_isa, g.out_height, g.out_width,
+                grad_bias if part is parts[-1] else grad_bias[:0]):
             return None, False
+    if not parts:  # an empty batch: zeros
+        _conv_direct.sum_pixels(pixel_sums, grad_bias)
     if plan.parts == 1:
         result = partials.reshape(weight.shape)
     else:
         with np.errstate(invalid="ignore", over="ignore"):
             result = partials.sum(axis=0).reshape(weight.shape)
-    _conv_direct.sum_pixels(pixel_sums, grad_bias)
     return result, True
 
 
 # Codes of no 2x2 pooling: the wide weight gradient's output gradient is dense.
 _NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
-
-
-def _planes_and_zeros(channels, n, stride, dtype):
-    """Scratch (channels, n + 1, stride) for the wide weight gradient: the
-    kernel writes every value of the first n planes of each channel; the
-    plane after them must hold zeros."""
-    planes = np.empty((channels, n + 1, stride), dtype)
-    planes[:, n] = 0
-    return planes
 
 
 def _expands(g, windows, group_rows):

@@ -380,8 +380,8 @@ def backward_input(
 def backward_weight(
     const floating[:, :, :, :] grad_out_t,  # IN  (F, N, Hout, Wout): a transposed view
     const floating[:, :, :, :] x_t,         # IN  (C, N, H, W): a transposed view
-    floating[:, :, ::1] gw,                 # scratch (F, N + 1, packed_stride), last planes zero
-    floating[:, :, ::1] xp,                 # scratch (C, N + 1, packed_stride), last planes zero
+    floating[:, :, ::1] gw,                 # scratch (F, N + 1, packed_stride)
+    floating[:, :, ::1] xp,                 # scratch (C, N + 1, packed_stride)
     floating[:, :, :, ::1] partials,        # OUT (S, F, C, kh*kw)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -395,10 +395,12 @@ def backward_weight(
     floating[:, ::1] dense,                 # scratch (n_threads, Hout * Wout)
     int pairs_isa,
     Py_ssize_t out_height, Py_ssize_t out_width,
+    floating[::1] grad_bias,                # OUT (F,), or empty: the last run of a batch
 ):
     """Partial weight gradients per run of samples, and the output gradient
     added to the per-pixel sums of the bias gradient as it is copied (see
-    sum_pixels).  False, with nothing
+    sum_pixels), and given a non-empty ``grad_bias``, the bias gradient
+    from those sums (sum_pixels).  False, with nothing
     written, when x is not finite: the output gradient's zeros at the
     garbage positions multiply x.  With codes, grad_out_t is the gradient
     of a 2x2 max pooling after a ReLU after this convolution (its output
@@ -406,11 +408,25 @@ def backward_weight(
     pooling's backward pass (see _copy_rows_summing)."""
     if not _all_finite(x):
         return False
+    # The plane after the last sample's is read at every tap's offset past
+    # the last positions: zeros.
+    _zero_last_planes(gw)
+    _zero_last_planes(xp)
     _pad_planes(x_t, xp, top, left, padded_width, isa, n_threads)
     _copy_rows_summing(grad_out_t, codes_t, pooled_t, dense, pairs_isa, out_height, out_width,
                        gw, padded_width, pixel_sums, n_threads)
     _weight_gradient(gw, xp, partials, offsets, samples_per_part, workspace, isa, n_threads)
+    if grad_bias.shape[0] > 0:
+        sum_pixels(pixel_sums, grad_bias)
     return True
+
+
+cdef void _zero_last_planes(floating[:, :, ::1] planes) noexcept nogil:
+    """planes[:, -1, :] = 0."""
+    cdef Py_ssize_t c, i, last = planes.shape[1] - 1
+    for c in range(planes.shape[0]):
+        for i in range(planes.shape[2]):
+            planes[c, last, i] = 0
 
 
 cdef void _copy_rows_summing(
@@ -473,10 +489,10 @@ cdef void _copy_rows_summing(
                                           &pixel_sums[f, 0])
 
 
-def sum_pixels(
+cpdef void sum_pixels(
     const floating[:, ::1] pixel_sums,     # IN  (F, P) per-pixel sums
     floating[::1] grad_bias,               # OUT (F,)
-):
+) noexcept:
     """grad_bias[f] = the sum over pixels p, in order and from 0, of
     pixel_sums[f, p]: the bias gradient's second stage, as
     conv2d_backward_bias.  The filters' sums advance side by side, each
