@@ -65,7 +65,12 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint64_t
 from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
+
+cdef extern from "run_loops.h" nogil:
+    void rn_indices_of_codes(const uint8_t* codes, const int64_t* corners, int64_t* indices,
+                             int64_t W, Py_ssize_t n)
 
 from cyconv._kernels._pool_tiles cimport (PT_ISA_AVX2, PT_ISA_AVX512, PT_ISA_PORTABLE,
                                           pt_backward_f32, pt_backward_f64, pt_detect_isa,
@@ -650,32 +655,33 @@ def max_pool2d_pairs_forward(
     int n_threads,
 ):
     # 2x2 windows, stride 2, no padding (pool_tiles.h).  Indices, when
-    # asked for, follow from each plane's codes while they are in cache.
+    # asked for, follow from each plane's codes while they are in cache:
+    # each window's top-left index, from a table the same for every plane
+    # (one flat loop a plane, which vectorises; rows of a few windows did
+    # not), plus the code's row times W and its column.
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t Hout = out.shape[1], Wout = out.shape[2]
-    cdef Py_ssize_t p
-    cdef bint want_indices = indices.shape[0] > 0
-    for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        if floating is float:
-            pt_forward_f32(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
-        else:
-            pt_forward_f64(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
-        if want_indices:
-            _indices_of_codes(&codes[p, 0, 0], &indices[p, 0, 0], W, Hout, Wout)
-
-
-cdef void _indices_of_codes(
-    const uint8_t* codes,  # IN  (Hout, Wout)
-    int64_t* indices,      # OUT (Hout, Wout) flat indices into the (H, W) plane
-    Py_ssize_t W, Py_ssize_t Hout, Py_ssize_t Wout,
-) noexcept nogil:
-    cdef Py_ssize_t r, c
-    cdef int64_t code
-    for r in range(Hout):
-        for c in range(Wout):
-            code = codes[r * Wout + c]
-            indices[r * Wout + c] = (2 * r + (code >> 1)) * W + 2 * c + (code & 1)
+    cdef Py_ssize_t p, k, windows = Hout * Wout
+    cdef int64_t* corners = NULL
+    if indices.shape[0] > 0 and windows > 0:
+        corners = <int64_t*>malloc(windows * sizeof(int64_t))
+        if corners == NULL:
+            raise MemoryError()
+        for k in range(windows):
+            corners[k] = 2 * (k // Wout) * W + 2 * (k % Wout)
+    try:
+        for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            if floating is float:
+                pt_forward_f32(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout,
+                               Wout)
+            else:
+                pt_forward_f64(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout,
+                               Wout)
+            if corners != NULL:
+                rn_indices_of_codes(&codes[p, 0, 0], corners, &indices[p, 0, 0], W, windows)
+    finally:
+        free(corners)
 
 
 def max_pool2d_pairs_backward(

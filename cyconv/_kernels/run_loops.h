@@ -1,5 +1,6 @@
 /* Loops over contiguous runs that the convolutions' Cython code runs
- * around its kernels and products, compiled for AVX-512, AVX2 and the baseline at
+ * around its kernels and products (and the 2x2 pooling its indices),
+ * compiled for AVX-512, AVX2 and the baseline at
  * once (GCC's target_clones, as relu_loops.h; elsewhere the baseline only).
  * Element by element, no sum reordered, so every clone gives the same
  * results.  LeNet's first layer's weight gradient (batch 64, Zen 4, 1
@@ -10,6 +11,7 @@
 #define CYCONV_RUN_LOOPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store_rules.h"
 
@@ -97,5 +99,20 @@ RN_CLONES static int rn_all_finite_##SUFFIX(const T* p, ptrdiff_t n)         \
 
 RN_LOOPS(float, f32)
 RN_LOOPS(double, f64)
+
+/* A plane's pooling indices from its windows' codes (2 i + j, pool_tiles.h):
+ * each window's top-left flat index plus i * W + j.  The row by a mask,
+ * not a multiply (64-bit products have no SSE2 or AVX2 instruction): the
+ * baseline loop was a third of max_pool2d(return_indices=True) on LeNet's
+ * 26x26 planes. */
+RN_CLONES static void rn_indices_of_codes(
+    const uint8_t* restrict codes, const int64_t* restrict corners,
+    int64_t* restrict indices, int64_t W, ptrdiff_t n)
+{
+    for (ptrdiff_t k = 0; k < n; k++) {
+        int64_t code = codes[k];
+        indices[k] = corners[k] + (-(code >> 1) & W) + (code & 1);
+    }
+}
 
 #endif /* CYCONV_RUN_LOOPS_H */
