@@ -102,9 +102,15 @@ def _extra_args(module):
     fused convolution and pooling built on them), and batch
     normalisation's clones, must compute the same operations in the same
     order, bitwise: no contraction of a * b + c into fused multiply-adds
-    beyond the ones written out."""
-    if module in ("_conv_direct", "_conv_pool", "_batchnorm") and sys.platform != "win32":
+    beyond the ones written out; and the optimizers' updates must be
+    numpy's operations to the bit (their square roots vectorised: errno is
+    never read)."""
+    if sys.platform == "win32":
+        return []
+    if module in ("_conv_direct", "_conv_pool", "_batchnorm"):
         return ["-ffp-contract=off"]
+    if module == "_optim":
+        return ["-ffp-contract=off", "-fno-math-errno"]
     return []
 
 

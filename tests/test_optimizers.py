@@ -1,11 +1,13 @@
 """SGD and Adam against straightforward per-element references."""
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
 
 from cyconv import SGD, Adam, Parameter
+from cyconv.nn import optimizers
 from cyconv.optimizers import get_optimizer
 
 
@@ -163,3 +165,107 @@ def test_sgd_skips_missing_gradients_and_refuses_misshapen_ones(momentum):
     parameter.grad = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match=r"gradient of w has shape \(2, 3\), its value \(3, 2\)"):
         SGD(0.25, momentum=momentum).step([parameter])
+
+
+# -- the compiled updates (_kernels/_optim.pyx) against numpy's expressions --
+
+def numpy_sgd(value, grads, lr):
+    """SGD's step as numpy computes it, the expression the compiled update
+    replaces (float32 rounding after each operation included)."""
+    value = value.copy()
+    with np.errstate(all="ignore"):
+        for grad in grads:
+            value -= lr * grad
+    return value
+
+
+def numpy_adam(value, grads, lr, beta1, beta2, eps):
+    """Adam's step as numpy computes it (see numpy_sgd)."""
+    value, m, v = value.copy(), np.zeros_like(value), np.zeros_like(value)
+    with np.errstate(all="ignore"):
+        for t, grad in enumerate(grads, start=1):
+            m *= beta1
+            m += (1 - beta1) * grad
+            v *= beta2
+            v += (1 - beta2) * (grad * grad)
+            m_hat = m / (1 - beta1 ** t)
+            v_hat = v / (1 - beta2 ** t)
+            value -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    return value
+
+
+def awkward_values(rng, shape, dtype):
+    """Normal values with NaN, infinities, signed zeros, subnormals and
+    huge values sprinkled in, the values where a rounding or an operation
+    order would show."""
+    a = rng.standard_normal(shape).astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, tiny, -3 * tiny,
+                         np.finfo(dtype).max / 4, 1e-30], dtype)
+    flat = a.reshape(-1)
+    where = rng.choice(flat.size, size=min(flat.size, 2 * specials.size), replace=False)
+    flat[where] = rng.choice(specials, size=where.size)
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (33, 5), (16, 3, 3, 3)])
+def test_compiled_updates_are_numpys_expressions_to_the_bit(dtype, shape):
+    rng = np.random.default_rng(sum(shape) + np.dtype(dtype).itemsize)
+    start = awkward_values(rng, shape, dtype)
+    grads = [awkward_values(rng, shape, dtype) * 0.1 for _ in range(3)]
+    for name, optimizer, expected in (
+            ("sgd", SGD(0.07), numpy_sgd(start, grads, 0.07)),
+            ("adam", Adam(0.003, beta1=0.8, beta2=0.95, epsilon=1e-6),
+             numpy_adam(start, grads, 0.003, 0.8, 0.95, 1e-6))):
+        p = Parameter("w", start.copy())
+        compiled = getattr(optimizers._optim, name)
+        with mock.patch.object(optimizers._optim, name, wraps=compiled) as update:
+            for grad in grads:
+                p.grad = grad
+                optimizer.step([p])
+        assert update.call_count == len(grads)  # the compiled update ran
+        assert p.value.dtype == dtype
+        np.testing.assert_array_equal(p.value.view(f"u{p.value.itemsize}"),
+                                      expected.view(f"u{expected.itemsize}"))
+
+
+@pytest.mark.parametrize("case", ["strided value", "float64 gradient", "numpy float rate",
+                                  "gradient is the value"])
+def test_updates_numpy_runs_take_numpys_casts(case):
+    """Arrays or settings the compiled update does not take run numpy's
+    expressions, casts included (a float64 gradient or rate makes numpy
+    compute in float64)."""
+    rng = np.random.default_rng(3)
+    value = rng.standard_normal((6, 4)).astype(np.float32)
+    grad = rng.standard_normal((6, 4)).astype(np.float32)
+    lr = 0.05
+    if case == "strided value":
+        holder = np.zeros((6, 8), np.float32)
+        holder[:, ::2] = value
+        value = holder[:, ::2]
+    elif case == "float64 gradient":
+        grad = grad.astype(np.float64) / 3
+    elif case == "numpy float rate":
+        lr = np.float64(0.05)
+    for name, make, numpy_step in (
+            ("sgd", lambda: SGD(0.05), numpy_sgd),
+            ("adam", lambda: Adam(0.05),
+             lambda v, g, r: numpy_adam(v, g, r, 0.9, 0.999, 1e-8))):
+        p = Parameter("w", value.copy() if case != "strided value" else value)
+        start = p.value.copy()
+        g = p.value if case == "gradient is the value" else grad
+        expected = numpy_step(start, [start.copy() if g is p.value else g], lr)
+        optimizer = make()
+        optimizer.learning_rate = lr
+        p.grad = g
+        compiled, answers = getattr(optimizers._optim, name), []
+        with mock.patch.object(optimizers._optim, name,
+                               lambda *a: answers.append(compiled(*a)) or answers[-1]), \
+                np.errstate(all="ignore"):
+            optimizer.step([p])
+        assert not any(answers)  # numpy's expressions ran
+        np.testing.assert_array_equal(p.value, expected.astype(np.float32))
+        if case == "strided value":
+            value = holder[:, ::2]
+            value[...] = start

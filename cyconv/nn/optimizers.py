@@ -8,6 +8,7 @@ Updates are in place and keep each parameter's dtype.
 
 import numpy as np
 
+from .._kernels import _optim
 from .._validation import as_real
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer"]
@@ -97,7 +98,11 @@ class SGD(Optimizer):
                 velocity *= self.momentum
                 velocity += grad
             grad = grad + self.momentum * velocity if self.nesterov else velocity
-        parameter.value -= self.learning_rate * grad
+        # In one pass where the arrays suit (see _kernels/_optim.pyx), bit
+        # for bit the expression below, which runs where they do not.
+        rate = self.learning_rate
+        if not (type(rate) is float and _optim.sgd(parameter.value, grad, rate)):
+            parameter.value -= rate * grad
 
 
 class Adam(Optimizer):
@@ -136,6 +141,14 @@ class Adam(Optimizer):
             state = self.state[parameter] = {"t": 0, "m": zeros, "v": zeros.copy()}
         state["t"] += 1
         m, v, t = state["m"], state["v"], state["t"]
+        lr, beta1, beta2, epsilon = self.learning_rate, self.beta1, self.beta2, self.epsilon
+        # The expressions below in one pass, bit for bit, where the arrays
+        # suit (see _kernels/_optim.pyx) and the settings are Python floats.
+        if (type(lr) is float and type(beta1) is float and type(beta2) is float
+                and type(epsilon) is float
+                and _optim.adam(parameter.value, grad, m, v, beta1, 1 - beta1, beta2, 1 - beta2,
+                                1 - beta1 ** t, 1 - beta2 ** t, lr, epsilon)):
+            return
         m *= self.beta1
         m += (1 - self.beta1) * grad
         v *= self.beta2
