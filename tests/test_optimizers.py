@@ -269,3 +269,21 @@ def test_updates_numpy_runs_take_numpys_casts(case):
         if case == "strided value":
             value = holder[:, ::2]
             value[...] = start
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_with_a_learning_rate_steps_as_numpys_expression(dtype):
+    """The tutorial's ``backward(grad, learning_rate)`` step, compiled, is
+    ``value -= learning_rate * grad`` to the bit."""
+    from cyconv import Dense
+    rng = np.random.default_rng(5)
+    layer = Dense(7, 3, dtype=dtype, rng=1)
+    x = rng.standard_normal((4, 7)).astype(dtype)
+    g = awkward_values(rng, (4, 3), dtype)
+    layer.forward(x)
+    start = [p.value.copy() for p in layer.parameters()]
+    with mock.patch.object(optimizers._optim, "sgd", wraps=optimizers._optim.sgd) as update:
+        layer.backward(g, 0.3)
+    assert update.call_count == 2
+    for p, before in zip(layer.parameters(), start):
+        np.testing.assert_array_equal(p.value, numpy_sgd(before, [p.grad], 0.3))

@@ -53,6 +53,7 @@ import threading
 import numpy as np
 
 from .. import _memory
+from .._kernels import _optim
 from .._validation import as_array, as_flag, check_learning_rate, float_dtype
 # The argument checks layers share live in _validation; these two are
 # also reachable from here, beside the layer helpers.
@@ -302,10 +303,13 @@ class Layer:
         """
         if learning_rate is None:
             return
-        rate = check_learning_rate(learning_rate)
+        rate = check_learning_rate(learning_rate)  # a Python float
         for parameter in self.parameters():
-            if parameter.grad is not None:
-                parameter.value -= rate * parameter.grad
+            grad = parameter.grad
+            # SGD's compiled pass where the arrays suit it, bit for bit this
+            # expression (see _kernels/_optim.pyx)
+            if grad is not None and not _optim.sgd(parameter.value, grad, rate):
+                parameter.value -= rate * grad
 
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
