@@ -115,7 +115,8 @@ class _Plan:
     samples_per_part: int
     parts: int
     chunk: int                   # samples per call: bounds the padded copies
-    # The rule's answers for this geometry (see _route).
+    # The rule's answers for this geometry (see _route), and what is
+    # derived from the plan once (see _weight_runs).
     routes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def chunks(self, n):
@@ -361,17 +362,33 @@ def _expands(g, windows, group_rows):
             and (group_rows % 2 == 0 or group_rows >= g.out_height))
 
 
-def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
-    """The weight gradient by the filter-blocked kernels: running sums per
-    (group of rows, filter block, channel, tap), carried from one chunk of
-    the batch to the next, so that the chunks change nothing, then added
-    over the groups in order; and the bias gradient, into ``grad_bias``,
-    from per-pixel running sums kept in the same pass over the output
-    gradient.  A PooledGradient ``g4`` whose windows tile the plane is
-    expanded as each block of its rows is copied, on AVX-512 (see
-    _runtime.blocked_expands_pooled); else it is made dense first."""
-    dtype = x4.dtype
-    f, c, kh, kw = weight.shape
+@dataclass(frozen=True)
+class _WeightRuns:
+    """How the filter-blocked weight gradient of one geometry and dtype
+    splits its work (see _weight_runs); the same every call."""
+
+    block: int        # filters per block
+    blocks: int
+    run_rows: int     # output rows a run sums
+    run_samples: int  # samples a run sums (planes smaller than a run)
+    chunk: int        # samples a call
+    split: bool       # each group of rows its own partial gradient
+    group_rows: int
+    acc_shape: tuple
+    sums_shape: tuple
+    tile_values: int  # each thread's position-major copy of a run
+
+
+def _weight_runs(g, plan, dtype):
+    """The geometry's _WeightRuns in ``dtype``, computed once and kept with
+    its plan (a batch-1 step asked these a dozen questions each call), for
+    the tuned constants they follow (tests change them)."""
+    key = ("weight runs", dtype.char, _runtime.BLOCKED_WEIGHT_RUN,
+           _runtime.BLOCKED_WEIGHT_SPLIT_PAIRS)
+    runs = plan.routes.get(key)
+    if runs is not None:
+        return runs
+    f, c, (kh, kw) = g.filters, g.channels, g.kernel
     block = _block(dtype)
     blocks = -(-f // block)
     positions = g.out_height * g.out_width
@@ -385,27 +402,49 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     # into its own partial gradient, so that threads can share them too.
     split = positions > run and _runtime.blocked_weight_split(blocks, c)
     group_rows = run_rows if split else max(1, g.out_height)
+    runs = plan.routes[key] = _WeightRuns(
+        block=block, blocks=blocks, run_rows=run_rows, run_samples=run_samples, chunk=chunk,
+        split=split, group_rows=group_rows,
+        acc_shape=(-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
+        sums_shape=(blocks, positions * block),
+        tile_values=run_samples * _conv_direct.tile_blocks() * positions * block)
+    return runs
+
+
+def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
+    """The weight gradient by the filter-blocked kernels: running sums per
+    (group of rows, filter block, channel, tap), carried from one chunk of
+    the batch to the next, so that the chunks change nothing, then added
+    over the groups in order; and the bias gradient, into ``grad_bias``,
+    from per-pixel running sums kept in the same pass over the output
+    gradient.  A PooledGradient ``g4`` whose windows tile the plane is
+    expanded as each block of its rows is copied, on AVX-512 (see
+    _runtime.blocked_expands_pooled); else it is made dense first."""
+    dtype = x4.dtype
+    f, c, kh, kw = weight.shape
+    runs = _weight_runs(g, plan, dtype)
     codes, pooled = _NO_CODES, np.empty((0, 0, 0, 0), dtype)
     if isinstance(g4, PooledGradient):
-        if _expands(g, g4.saved.geometry, group_rows):
+        if _expands(g, g4.saved.geometry, runs.group_rows):
             g4, codes, pooled = g4.arrays()
         else:
             g4 = g4.dense()
-    acc = np.zeros((-(-g.out_height // group_rows) if split else 1, blocks, c, kh * kw, block),
-                   dtype)
-    sums = np.zeros((blocks, positions * block), dtype)
+    acc = np.zeros(runs.acc_shape, dtype)
+    sums = np.zeros(runs.sums_shape, dtype)
     # each thread's copy of a run of samples' output gradient, position-major
-    gt = np.empty((n_threads, run_samples * _conv_direct.tile_blocks() * positions * block),
-                  dtype)
-    for first in range(0, g.n, chunk):
-        part = slice(first, min(g.n, first + chunk))
-        n = part.stop - part.start
+    gt = np.empty((n_threads, runs.tile_values), dtype)
+    for first in range(0, g.n, runs.chunk):
+        last = min(g.n, first + runs.chunk)
+        part = slice(first, last)
+        # The last chunk also sums the bias gradient's per-pixel sums.
         _conv_direct.backward_weight_blocked(
             g4[part], codes[part], pooled[part], g.out_width, x4[part], gt,
-            np.empty((n, c, plan.stride), dtype), acc, sums,
+            np.empty((last - first, c, plan.stride), dtype), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            run_rows, run_samples, group_rows, _runtime.isa_code(), n_threads)
-    _conv_direct.sum_positions(sums, grad_bias)
+            runs.run_rows, runs.run_samples, runs.group_rows, _runtime.isa_code(), n_threads,
+            grad_bias if last == g.n else grad_bias[:0])
+    if g.n == 0:  # an empty batch: zeros
+        _conv_direct.sum_positions(sums, grad_bias)
     total = acc[0]
     if len(acc) > 1:
         with np.errstate(invalid="ignore", over="ignore"):
@@ -413,4 +452,4 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
                 total = total + partial
     # (FB, C, taps, B) back to (F, C, kh, kw)
     return np.ascontiguousarray(
-        total.transpose(0, 3, 1, 2).reshape(blocks * block, c, kh, kw)[:f])
+        total.transpose(0, 3, 1, 2).reshape(runs.blocks * runs.block, c, kh, kw)[:f])

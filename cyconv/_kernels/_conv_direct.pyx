@@ -675,10 +675,10 @@ def backward_input_blocked(
                        row_taps, True, first_taps, last_taps, tiles, False, isa, n_threads)
 
 
-def sum_positions(
+cpdef void sum_positions(
     const floating[:, ::1] sums,           # IN  (FB, P * B) per-pixel sums
     floating[::1] grad_bias,               # OUT (F,)
-):
+) noexcept:
     """grad_bias[f] = sum over positions q, in order, of sums[f // B, q * B
     + f % B]: the bias gradient's second stage, as conv2d_backward_bias
     (per-pixel sums over samples, then over pixels, each from 0)."""
@@ -844,10 +844,12 @@ def backward_weight_blocked(
     Py_ssize_t stride_h, Py_ssize_t stride_w,
     Py_ssize_t run_rows, Py_ssize_t run_samples, Py_ssize_t group_rows,
     int isa, int n_threads,
+    floating[::1] grad_bias,                # OUT (F,), or empty: the batch's last chunk
 ):
     """Add this chunk of samples' weight gradient to acc, and its output
     gradient to the per-pixel sums of the bias gradient (see
-    sum_positions), by the filter-blocked kernels.  Only output pixels are
+    sum_positions), by the filter-blocked kernels; given a non-empty
+    ``grad_bias``, the bias gradient from those sums.  Only output pixels are
     visited (no garbage positions), so any x is exact.  A pooling's
     gradient (with codes: windows tiling the plane, group_rows even or the
     plane's) is expanded as it is copied."""
@@ -855,3 +857,5 @@ def backward_weight_blocked(
     _weight_blocked(grad_out, codes, pooled, out_width, xp, acc, sums, gt, offsets, row_taps,
                     padded_width, stride_h, stride_w, run_rows, run_samples, group_rows, isa,
                     n_threads)
+    if grad_bias.shape[0] > 0:
+        sum_positions(sums, grad_bias)
