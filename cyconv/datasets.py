@@ -512,10 +512,18 @@ class RandomShift:
         # A shift by the image's size or more leaves only zeros, as does
         # that size: the padding need not be wider, whatever max_shift is.
         mh, mw = min(m, height), min(m, width)
-        padded = np.pad(images, ((0, 0), (0, 0), (mh, mh), (mw, mw)))
-        shifts = rng.integers(0, 2 * m + 1, n) - m
-        rows = np.clip(shifts, -mh, mh)[:, None] + mh + np.arange(height)
-        shifts = rng.integers(0, 2 * m + 1, n) - m
-        cols = np.clip(shifts, -mw, mw)[:, None] + mw + np.arange(width)
-        picked = np.take_along_axis(padded, rows[:, None, :, None], axis=2)
-        return np.take_along_axis(picked, cols[:, None, None, :], axis=3)
+        down = np.clip(rng.integers(0, 2 * m + 1, n) - m, -mh, mh)
+        right = np.clip(rng.integers(0, 2 * m + 1, n) - m, -mw, mw)
+        # Output pixel (r, c) of an image shifted by (dy, dx) is input pixel
+        # (r + dy, c + dx), or zero outside the image: one block copy for
+        # all the images of each shift drawn (gathering every pixel through
+        # index arrays took a sixth of a training step of the bundled
+        # digits' LeNet at batch 32).
+        shifted = np.zeros(images.shape, images.dtype)
+        shift = (down + mh) * (2 * mw + 1) + (right + mw)
+        for key in np.unique(shift).tolist():
+            dy, dx = key // (2 * mw + 1) - mh, key % (2 * mw + 1) - mw
+            which = np.flatnonzero(shift == key)
+            shifted[which, :, max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
+                images[which, :, max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+        return shifted

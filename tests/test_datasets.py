@@ -407,3 +407,23 @@ def test_write_idx_refuses_sizes_beyond_32_bits(tmp_path):
     with pytest.raises(ValueError, match=r"shorter than 2\*\*32"):
         write_idx(tmp_path / "huge", huge)
     assert not (tmp_path / "huge").exists()
+
+
+@pytest.mark.parametrize("max_shift", [1, 2, 3, 7, 2**40])
+@pytest.mark.parametrize("shape", [(32, 1, 28, 28), (5, 3, 4, 7), (1, 2, 1, 1), (0, 1, 5, 5)])
+def test_random_shift_is_the_gather_from_a_zero_padded_batch(max_shift, shape):
+    """Against the straightforward formulation: pad with zeros, then pick
+    each image's rows and columns at its drawn offsets (the same draws)."""
+    images = np.random.default_rng(1).random(shape).astype(np.float32) - 0.5
+    n, _, height, width = shape
+    m = max_shift
+    mh, mw = min(m, height), min(m, width)
+    draws = np.random.default_rng(9)
+    padded = np.pad(images, ((0, 0), (0, 0), (mh, mh), (mw, mw)))
+    rows = np.clip(draws.integers(0, 2 * m + 1, n) - m, -mh, mh)[:, None] + mh + np.arange(height)
+    cols = np.clip(draws.integers(0, 2 * m + 1, n) - m, -mw, mw)[:, None] + mw + np.arange(width)
+    expected = padded[np.arange(n)[:, None, None, None], np.arange(shape[1])[None, :, None, None],
+                      rows[:, None, :, None], cols[:, None, None, :]]
+    shifted = RandomShift(max_shift)(images, np.random.default_rng(9))
+    assert shifted.dtype == images.dtype and shifted.flags.c_contiguous
+    np.testing.assert_array_equal(shifted, expected)
