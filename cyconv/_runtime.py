@@ -332,12 +332,12 @@ def conv_pool_wanted(geometry):
     the forward pass alone would take the wide kernels, which the fused
     pass runs (figures below), by the rule or where a test forces them;
     where it takes the filter-blocked ones, whose store then pools its
-    tiles, on AVX-512 (a vector store of its own) or where a test forces
-    the direct path (the other variants' store is the portable loop: the
-    pooling's own pass is faster than pooling there, figures below)."""
+    tiles, on AVX-512 and AVX2 (vector stores of their own) or where a test
+    forces the direct path (the portable variant's store is a scalar loop:
+    the pooling's own pass is faster than pooling there, figures below)."""
     if direct_family(geometry, "forward") == "wide":
         return True
-    return _state["isa"] == "avx512" or _state["direct"] == "always"
+    return _state["isa"] in ("avx512", "avx2") or _state["direct"] == "always"
 
 
 # The fused pass against the convolution (with its ReLU) then the 2x2
@@ -357,9 +357,14 @@ def conv_pool_wanted(geometry):
 # blocked store / apart:
 #   AVX-512 float32, 1 thread   40.40 / 41.41
 #   AVX-512 float32, 2 threads  23.02 / 23.30
-#   AVX2 float32, 1 thread      51-52 / 49-50  (the portable stores both;
-#                               58.9 / 52.7 before their ReLU pass was made
-#                               contiguous; the plain store is now AVX2's own)
+#   AVX2 float32, 1 thread      51-52 / 49-50 with the portable pooled store
+#                               (58.9 / 52.7 before its ReLU pass was made
+#                               contiguous); 53.2 / 53.0 (7 runs each, the
+#                               machine busier) with AVX2's own
+# and the LeNet training step (batch 64, AVX2 variant, every party
+# restricted to AVX2, its second layer pooling in AVX2's blocked store /
+# apart, medians of 4 interleaved runs): 1 thread 1.71 / 1.82 ms, 2
+# threads 1.14 / 1.14-1.34.
 
 
 def show_config(mode="stdout"):

@@ -462,10 +462,14 @@ def test_only_these_layers_run_as_one(monkeypatch):
     assert fused_calls([Convolution(kernel_size=3, depth=4, stride=2, rng=0), ReLU(),
                         MaxPooling(2)] + tail()) == 0
     # Small planes with many filters too (the filter-blocked forward pass),
-    # where its store pools with vectors (AVX-512).
+    # where its store pools with vectors (AVX-512, AVX2), not with the
+    # portable loop.
     assert fused_calls([Convolution(kernel_size=3, depth=16, rng=0), ReLU(),
-                        MaxPooling(2)] + tail()) == (_runtime.isa() == "avx512")
+                        MaxPooling(2)] + tail()) == (_runtime.isa() in ("avx512", "avx2"))
     with _runtime.direct_convolution("auto", "avx2"):
+        assert fused_calls([Convolution(kernel_size=3, depth=16, rng=0), ReLU(),
+                            MaxPooling(2)] + tail()) == 1
+    with _runtime.direct_convolution("auto", "portable"):
         assert fused_calls([Convolution(kernel_size=3, depth=16, rng=0), ReLU(),
                             MaxPooling(2)] + tail()) == 0
     with _runtime.direct_convolution("never"):

@@ -1,6 +1,6 @@
 /* Moving tiles between layouts around the filter-blocked microkernels
  * (conv_blocked.h): position-major tiles stored to NCHW planes with their
- * bias and ReLU (and, on AVX-512, pooled as they are stored), the weight
+ * bias and ReLU (or pooled as they are stored), the weight
  * gradient's position-major copy of the output gradient (and, on AVX-512,
  * of a 2x2 pooling's gradient, expanded), and the padded copies of both
  * families.  Portable loops, AVX-512 and AVX2 versions; exact, so every
@@ -457,8 +457,9 @@ CB_MOVES_AVX512(double, __m512d, 8, f64, cb_transpose8, __mmask8, _mm512_loadu_p
 #undef CB_CODE_IS_PD
 #undef CB_AVX512
 
-/* AVX2 versions of the three moves every AVX2 layer runs (the plain store,
- * the weight gradient's position-major copy, the padded copy): an L x L
+/* AVX2 versions of the moves every AVX2 layer runs (the plain and the
+ * pooled store, the weight gradient's position-major copy, the padded
+ * copy): an L x L
  * tile of one ymm vector a row at a time (L: 8 floats, 4 doubles), tails
  * by scalars rather than masked stores (slow on AMD).  The same values and
  * operations as the portable loops (copies; the bias and ReLU one
@@ -500,7 +501,7 @@ static inline __attribute__((always_inline)) CB_AVX2 void cb_transpose4x4(__m256
 }
 
 #define CB_MOVES_AVX2(T, V, L, B, SUFFIX, TRANSPOSE, LOAD, STORE, ADD, MUL, SET1, ZERO, \
-                      CMP, AND, BLENDV, MOVEMASK) \
+                      CMP, AND, BLENDV, MOVEMASK, I, CODE) \
 static CB_AVX2 void cb_store_planes_avx2_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t P, \
     int nf, T* out, const T* bias, int relu) \
 { \
@@ -564,6 +565,71 @@ static CB_AVX2 int cb_position_major_avx2_##SUFFIX(const T* g, ptrdiff_t P, int 
     } \
     return MOVEMASK(CMP(zero, ZERO(), _CMP_NEQ_UQ)) == 0; \
 } \
+/* cb_store_pooled: L pooled positions at a time, lanes the filters (the \
+ * store's bias and ReLU, then pool_tiles.h's selections on vector \
+ * masks), transposed to planes; the codes as integers in the lanes \
+ * (CODE(k): k's bits in a lane), transposed alike. */ \
+static CB_AVX2 void cb_store_pooled_avx2_##SUFFIX(const T* buf, ptrdiff_t ldo, ptrdiff_t Wo, \
+    ptrdiff_t Hp, ptrdiff_t Wp, int nf, T* out, uint8_t* codes, const T* bias, int relu) \
+{ \
+    ptrdiff_t P = Hp * Wp; \
+    for (int k0 = 0; k0 < nf; k0 += L) { \
+        /* the tile's rows hold whole blocks of filters: L lanes from k0 < nf \
+         * stay inside them */ \
+        int kn = nf - k0 < L ? nf - k0 : L, bias_nan = 0; \
+        T lanes[L] = {0}; \
+        for (int k = 0; bias && k < kn; k++) { \
+            lanes[k] = bias[k0 + k]; \
+            bias_nan |= lanes[k] != lanes[k]; \
+        } \
+        V bv = LOAD(lanes); \
+        for (ptrdiff_t q0 = 0; q0 < P; q0 += L) { \
+            int qn = P - q0 < L ? (int)(P - q0) : L; \
+            V r[L], code[L]; \
+            for (int q = 0; q < L; q++) { \
+                if (q >= qn) { \
+                    r[q] = code[q] = ZERO(); \
+                    continue; \
+                } \
+                ptrdiff_t row = (q0 + q) / Wp, col = (q0 + q) % Wp; \
+                const T* at = buf + (2 * row * Wo + 2 * col) * ldo + k0; \
+                V v[4] = {LOAD(at), LOAD(at + ldo), LOAD(at + Wo * ldo), \
+                          LOAD(at + (Wo + 1) * ldo)}; \
+                for (int i = 0; i < 4; i++) { \
+                    if (bias) { /* CD_ADD_BIAS: the sum's NaN where both are NaN */ \
+                        V sum = ADD(v[i], bv); \
+                        if (bias_nan) \
+                            sum = BLENDV(sum, ADD(v[i], v[i]), CMP(v[i], v[i], _CMP_UNORD_Q)); \
+                        v[i] = sum; \
+                    } \
+                    if (relu) v[i] = AND(CMP(v[i], ZERO(), _CMP_NLE_UQ), v[i]); /* CD_RELU */ \
+                } \
+                V ru = AND(CMP(v[0], v[1], _CMP_NGE_UQ), CMP(v[0], v[0], _CMP_ORD_Q)); \
+                V rl = AND(CMP(v[2], v[3], _CMP_NGE_UQ), CMP(v[2], v[2], _CMP_ORD_Q)); \
+                V u = BLENDV(v[0], v[1], ru), l = BLENDV(v[2], v[3], rl); \
+                V below = AND(CMP(u, l, _CMP_NGE_UQ), CMP(u, u, _CMP_ORD_Q)); \
+                r[q] = BLENDV(u, l, below); \
+                code[q] = BLENDV(BLENDV(ZERO(), CODE(1), ru), BLENDV(CODE(2), CODE(3), rl), \
+                                 below); \
+            } \
+            TRANSPOSE(r); \
+            TRANSPOSE(code); \
+            for (int k = 0; k < kn; k++) { \
+                T* o = out + (ptrdiff_t)(k0 + k) * P + q0; \
+                uint8_t* c = codes + (ptrdiff_t)(k0 + k) * P + q0; \
+                I bits[L]; \
+                STORE((T*)bits, code[k]); \
+                if (qn == L) { \
+                    STORE(o, r[k]); \
+                } else { \
+                    STORE(lanes, r[k]); \
+                    for (int q = 0; q < qn; q++) o[q] = lanes[q]; \
+                } \
+                for (int q = 0; q < qn; q++) c[q] = (uint8_t)bits[q]; \
+            } \
+        } \
+    } \
+} \
 static CB_AVX2 void cb_pad_plane_avx2_##SUFFIX(const T* src, ptrdiff_t srs, int rows, \
     int cols, T* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp, ptrdiff_t S) \
 { \
@@ -580,12 +646,16 @@ static CB_AVX2 void cb_pad_plane_avx2_##SUFFIX(const T* src, ptrdiff_t srs, int 
         o += cols; \
     } \
 }
+#define CB_CODE_PS(k) _mm256_castsi256_ps(_mm256_set1_epi32(k))
+#define CB_CODE_PD(k) _mm256_castsi256_pd(_mm256_set1_epi64x(k))
 CB_MOVES_AVX2(float, __m256, 8, 16, f32, cb_transpose8x8, _mm256_loadu_ps, _mm256_storeu_ps,
               _mm256_add_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_cmp_ps,
-              _mm256_and_ps, _mm256_blendv_ps, _mm256_movemask_ps)
+              _mm256_and_ps, _mm256_blendv_ps, _mm256_movemask_ps, int32_t, CB_CODE_PS)
 CB_MOVES_AVX2(double, __m256d, 4, 8, f64, cb_transpose4x4, _mm256_loadu_pd, _mm256_storeu_pd,
               _mm256_add_pd, _mm256_mul_pd, _mm256_set1_pd, _mm256_setzero_pd, _mm256_cmp_pd,
-              _mm256_and_pd, _mm256_blendv_pd, _mm256_movemask_pd)
+              _mm256_and_pd, _mm256_blendv_pd, _mm256_movemask_pd, int64_t, CB_CODE_PD)
+#undef CB_CODE_PS
+#undef CB_CODE_PD
 #undef CB_MOVES_AVX2
 #undef CB_AVX2
 /* the moves with an AVX2 version, and those without */
@@ -608,11 +678,11 @@ static void cb_store_planes_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdi
 static void cb_store_pooled_f32(int isa, const float* buf, ptrdiff_t ldo, ptrdiff_t Wo,
                                 ptrdiff_t Hp, ptrdiff_t Wp, int nf, float* out, uint8_t* codes,
                                 const float* bias, int relu)
-{ CB_MOVES(cb_store_pooled, f32, isa, (buf, ldo, Wo, Hp, Wp, nf, out, codes, bias, relu)); }
+{ CB_MOVES2(cb_store_pooled, f32, isa, (buf, ldo, Wo, Hp, Wp, nf, out, codes, bias, relu)); }
 static void cb_store_pooled_f64(int isa, const double* buf, ptrdiff_t ldo, ptrdiff_t Wo,
                                 ptrdiff_t Hp, ptrdiff_t Wp, int nf, double* out, uint8_t* codes,
                                 const double* bias, int relu)
-{ CB_MOVES(cb_store_pooled, f64, isa, (buf, ldo, Wo, Hp, Wp, nf, out, codes, bias, relu)); }
+{ CB_MOVES2(cb_store_pooled, f64, isa, (buf, ldo, Wo, Hp, Wp, nf, out, codes, bias, relu)); }
 static void cb_pad_plane_f32(int isa, const float* src, ptrdiff_t srs, int rows, int cols,
                              float* plane, ptrdiff_t top, ptrdiff_t left, ptrdiff_t wp,
                              ptrdiff_t S)

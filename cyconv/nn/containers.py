@@ -160,8 +160,8 @@ class Container(Layer):
 
     A Convolution, ReLU and ``MaxPooling(2)`` in a row go further where the
     convolution runs on the direct kernels (stride 1, from its second call
-    on, when its checks are remembered; the filter-blocked ones on
-    AVX-512): the convolution computes the pooled output in one pass, never
+    on, when its checks are remembered; the filter-blocked ones with
+    AVX-512 or AVX2): the convolution computes the pooled output in one pass, never
     the full output in between.  The pooling then keeps what its own forward pass
     keeps; the convolution's and the ReLU's ``output`` (the ReLU's and the
     pooling's ``input``), never computed, are None, and the ReLU's own
