@@ -154,8 +154,16 @@ BLOCKED_MIN_WEIGHT_TAPS = 64
 # products read a quarter of the planes): C1 (16x16 output: one run a
 # sample, no split) 0.39 / 0.52 at 1 thread, 0.53 / 0.35 at 2; 3->32 on
 # 64x64, batch 32 (32x32 output, split) 1.18 / 1.18 and 0.74 / 0.63.
-# The AVX2 variant keeps the rule above: not measured on an AVX2-only
-# processor.
+# The AVX2 variant takes them too (on its own rule it gave them to the
+# products, OpenBLAS restricted to AVX2): same Zen 4, AVX2 variant, ms,
+# blocked / products, median of 9 calls, 1 thread (2 threads):
+#   C1 3->32 32x32              2.06 / 3.43          1.11 / 1.70
+#   3->64 32x32                 4.38 / 8.32          2.16 / 3.40
+#   3->32 64x64 batch 16        1.79 / 3.28          0.99-1.34 / 1.70
+#   1->32 28x28                 0.59 / 1.37          0.33 / 0.70
+#   C1 float64                  3.68 / 6.62          1.88 / 2.96
+#   3->32 5x5 padding 2         3.90 / 6.39          2.02 / 3.02
+# Not measured on an AVX2-only processor.
 BLOCKED_FEW_TAPS_MIN_FILTERS = 32
 # Otherwise the wide weight gradient takes at most this many filters: it
 # won or tied with 6 and 8 (the LeNet layers above) but lost with 32 (C1:
@@ -258,11 +266,12 @@ def blocked_suits(geometry, operation, isa):
     if operation == "weight":
         taps = g.channels * g.kernel[0] * g.kernel[1]
         plane = g.out_height * g.out_width
+        first_layer = (taps < BLOCKED_MIN_WEIGHT_TAPS and g.stride == (1, 1)
+                       and g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS
+                       and plane > BLOCKED_WEIGHT_RUN)
         if isa == "avx2":
-            return taps >= BLOCKED_MIN_WEIGHT_TAPS and plane <= BLOCKED_MAX_PLANE
-        return taps >= BLOCKED_MIN_WEIGHT_TAPS or (
-            g.stride == (1, 1) and g.filters >= BLOCKED_FEW_TAPS_MIN_FILTERS
-            and plane > BLOCKED_WEIGHT_RUN)
+            return (taps >= BLOCKED_MIN_WEIGHT_TAPS and plane <= BLOCKED_MAX_PLANE) or first_layer
+        return taps >= BLOCKED_MIN_WEIGHT_TAPS or first_layer
     outputs, plane = ((g.filters, g.out_height * g.out_width) if operation == "forward"
                       else (g.channels, g.height * g.width))
     return outputs >= BLOCKED_MIN_OUTPUTS and plane <= BLOCKED_MAX_PLANE

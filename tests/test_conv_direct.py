@@ -72,10 +72,11 @@ def test_which_layers_take_the_direct_path():
 def test_which_kernel_family_the_rule_picks():
     """Filter-blocked kernels for at least 16 output channels on planes of at
     most 256 pixels, and for weight gradients of at least 64 channel taps
-    (on any plane with AVX-512, small planes with AVX2), or with AVX-512 of
-    at least 32 filters on output planes of more than 256 pixels at stride
-    1; else the wide kernels (weight gradients of at most 16 filters), or
-    the products where the variant's rule leaves them out."""
+    (on any plane with AVX-512, small planes with AVX2), or of fewer taps
+    and at least 32 filters on output planes of more than 256 pixels at
+    stride 1 (first layers); else the wide kernels (weight gradients of at
+    most 16 filters), or the products where the variant's rule leaves them
+    out."""
     c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3), padding=1)
     c1 = geometry((64, 3, 32, 32), (32, 3, 3, 3), padding=1)
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
@@ -89,9 +90,10 @@ def test_which_kernel_family_the_rule_picks():
                    c1_20: ("wide", "wide", None), first_strided: (None,) * 3,
                    w3: ("wide", "wide", "blocked"), w1b: ("blocked", "wide", "blocked"),
                    w4: ("blocked", None, "blocked"), c1_strided: ("blocked", None, None)},
-        "avx2": {c3: ("blocked",) * 3, c1: ("wide", "wide", None), w3: ("wide", "wide", None),
-                 w1b: ("blocked", "wide", "blocked"), w4: ("blocked", None, "blocked"),
-                 c1_20: ("wide", "wide", None)},
+        "avx2": {c3: ("blocked",) * 3, c1: ("wide", "wide", "blocked"),
+                 w3: ("wide", "wide", None), w1b: ("blocked", "wide", "blocked"),
+                 w4: ("blocked", None, "blocked"), c1_20: ("wide", "wide", None),
+                 first_strided: (None,) * 3},
         "portable": {c3: (None,) * 3, w4: (None,) * 3},
     }
     for variant in VARIANTS:
