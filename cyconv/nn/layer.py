@@ -53,8 +53,8 @@ import threading
 import numpy as np
 
 from .. import _memory
-from .._kernels import _optim
 from .._validation import as_array, as_flag, check_learning_rate, float_dtype
+from .optimizers import descend
 # The argument checks layers share live in _validation; these two are
 # also reachable from here, beside the layer helpers.
 from .._validation import as_shape, check_dtype  # noqa: F401
@@ -303,13 +303,10 @@ class Layer:
         """
         if learning_rate is None:
             return
-        rate = check_learning_rate(learning_rate)  # a Python float
+        rate = check_learning_rate(learning_rate)
         for parameter in self.parameters():
-            grad = parameter.grad
-            # SGD's compiled pass where the arrays suit it, bit for bit this
-            # expression (see _kernels/_optim.pyx)
-            if grad is not None and not _optim.sgd(parameter.value, grad, rate):
-                parameter.value -= rate * grad
+            if parameter.grad is not None:
+                descend(parameter.value, parameter.grad, rate)
 
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

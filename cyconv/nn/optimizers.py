@@ -14,6 +14,14 @@ from .._validation import as_real
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer"]
 
 
+def descend(value, grad, rate):
+    """``value -= rate * grad`` in place: in one compiled pass, bit for bit
+    that expression, where the arrays suit it and ``rate`` is a Python
+    float (see _kernels/_optim.pyx); else the expression itself."""
+    if not (type(rate) is float and _optim.sgd(value, grad, rate)):
+        value -= rate * grad
+
+
 class Optimizer:
     """Base class: ``step(parameters)`` updates every parameter that has a
     gradient.
@@ -98,11 +106,7 @@ class SGD(Optimizer):
                 velocity *= self.momentum
                 velocity += grad
             grad = grad + self.momentum * velocity if self.nesterov else velocity
-        # In one pass where the arrays suit (see _kernels/_optim.pyx), bit
-        # for bit the expression below, which runs where they do not.
-        rate = self.learning_rate
-        if not (type(rate) is float and _optim.sgd(parameter.value, grad, rate)):
-            parameter.value -= rate * grad
+        descend(parameter.value, grad, self.learning_rate)
 
 
 class Adam(Optimizer):
