@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _conv_direct, _relu, _runtime
+from . import _conv_direct, _conv_winograd, _relu, _runtime
 from ._pool import PooledGradient
 from ._blas import single_threaded_blas
 from ._deferred import Deferred
@@ -391,6 +391,10 @@ def conv2d_checked(x, weight, bias, geometry, relu=False):
     n_threads = geometry.threads()
     if geometry.n == 0:  # an empty batch, as PyTorch allows
         return np.empty(geometry.output_shape, dtype=x.dtype)
+    if _conv_winograd.use(geometry, "forward"):
+        out = _conv_winograd.forward(x4, weight, bias, geometry, n_threads, relu)
+        if out is not None:
+            return out if geometry.batched else out[0]
     if _conv_direct.use(geometry, "forward"):
         out = _conv_direct.forward(x4, weight, bias, geometry, n_threads, relu)
         return out if geometry.batched else out[0]
@@ -512,7 +516,13 @@ def _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     # Partial sums over runs of samples, which numpy then sums in one fixed
     # order: thread-count independent.
     # The direct kernels multiply zeros by x at the garbage positions:
-    # exact only against finite x (they check), like the shifted products.
+    # exact only against finite x (they check), like the shifted products;
+    # the Winograd transforms add the values of a window (they check).
+    if _conv_winograd.use(geometry, "weight"):
+        g4 = _dense(g4)
+        grad_weight = _conv_winograd.grad_weight(g4, x4, geometry, n_threads)
+        if grad_weight is not None:
+            return grad_weight, False, g4
     if _conv_direct.use(geometry, "weight"):
         grad_weight, bias_done = _conv_direct.grad_weight(g4, x4, weight, geometry, n_threads,
                                                           grad_bias)
@@ -564,7 +574,11 @@ def _sum_partials(partials):
 def _grad_input(g4, weight, x_shape, geometry, n_threads):
     # Zero garbage in the shifted products and the direct kernels' zero
     # padding of g4 are exact only against a finite weight (the direct
-    # kernels check).
+    # kernels check; the Winograd kernels check the weight and g4).
+    if _conv_winograd.use(geometry, "input"):
+        grad_input = _conv_winograd.grad_input(_dense(g4), weight, geometry, n_threads)
+        if grad_input is not None:
+            return grad_input
     if _conv_direct.use(geometry, "input"):
         grad_input = _conv_direct.grad_input(g4, weight, geometry, n_threads)
         if grad_input is not None:

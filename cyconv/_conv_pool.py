@@ -5,7 +5,8 @@ For a model's Convolution -> ReLU -> MaxPooling(2) (see
 cyconv.nn.containers): the pooled output and what MaxPooling's backward
 pass keeps, bit for bit those of the three layers run one by one, without
 writing the convolution's output (four times the pooled one) and reading
-it back.  That holds where the convolution alone takes the direct path
+it back.  That holds where the convolution alone takes the direct path (not the
+Winograd one)
 (whose two families compute every value by the same chain of fused
 multiply-adds as the kernel here) and the pooling alone the 2x2 kernels
 with one-byte codes; the caller (Convolution's forward) has checked the
@@ -16,7 +17,7 @@ import functools
 
 import numpy as np
 
-from . import _conv_direct, _pool, _runtime
+from . import _conv_direct, _conv_winograd, _pool, _runtime
 from ._kernels import _conv_direct as _direct_kernels
 from ._kernels import _conv_pool
 
@@ -46,7 +47,8 @@ def _pool_geometry(g, ceil_mode, choices, pairs_isa):
     # choices and the pooling variant are part of the key (tests change them).
     if not (g.batched and g.n > 0 and g.stride == (1, 1) and g.groups == 1
             and g.out_height >= 2 and g.out_width >= 2
-            and _conv_direct.use(g, "forward") and _runtime.conv_pool_wanted(g)):
+            and _conv_direct.use(g, "forward") and not _conv_winograd.use(g, "forward")
+            and _runtime.conv_pool_wanted(g)):
         return None
     pooled = _pool.pool_geometry((g.n, g.filters, g.out_height, g.out_width), *_WINDOWS[:3],
                                  ceil_mode, _WINDOWS[3])

@@ -208,13 +208,39 @@ BLOCKED_WEIGHT_RUN = 256
 # and 3.64 / 3.55 on a busier machine).
 BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 
-_state = {"isa": DETECTED_ISA, "direct": "auto", "family": None}
+# The Winograd path (_conv_winograd.py) cuts its batch into chunks of rows
+# of tiles, about this many tiles a chunk: its 16 products, (F x C) @
+# (C x tiles), then run from cache (Zen 4, float32, 1 thread, the forward
+# pass: C2 4.96 ms with 72 tiles a chunk, 5.15 with 144, 6.71 with 576;
+# C3 4.61 with 80, 5.57 with 160).
+WINOGRAD_TILES = 64
+# It takes layers of at least this many channels and filters (the
+# products' inner dimension, (F x C) @ (C x tiles)) and batches of at
+# least WINOGRAD_MIN_TILES tiles (2x2 blocks of outputs).  Zen 4, float32,
+# batch 64, 1 thread, ms, the direct kernels / Winograd (median of 7):
+#   forward:  C2 (32->64, 16x16) 6.71 / 4.84, C3 (64->128, 8x8) 5.4 / 5.0-5.5,
+#             W2 (32->64, 32x32, batch 32) 12.1 / 9.0, W3 18 / 12;
+#             16 channels: 16->32 14x14 1.26 / 1.24, 16->16 16x16 0.75 / 0.98;
+#             C3 at batch 4 (64 tiles) 0.38 / 0.65
+#   input:    C2 6.3 / 5.5, C3 5.8 / 5.0, W2 12.6 / 9.5, W3 18.4 / 11.9
+#   weight:   C2 5.9 / 6.0, C3 5.4 / 5.8, W2 11.5 / 11.4, W3 17.3 / 15.1
+# and with the AVX2 variant (OpenBLAS's Haswell kernels): forward C2 7.1 /
+# 6.5, C3 7.2 / 6.0, W3 22 / 16.5; input C2 7.6 / 8.1, C3 7.2 / 6.9, W3 26 /
+# 16; weight C2 7.5 / 6.6, C3 7.3 / 6.0, W2 16.1 / 12.4, W3 23 / 15.7.
+# The weight gradient, whose direct kernels have 32 registers of 16 floats
+# on AVX-512, takes it there only on planes of more than
+# WINOGRAD_WEIGHT_MIN_PLANE outputs.
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_TILES = 512
+WINOGRAD_WEIGHT_MIN_PLANE = 1024
+
+_state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto"}
 
 
 def choices():
     """What the direct path's rule depends on besides the geometry: the
     mode, variant and family (tests and benchmarks change them)."""
-    return (_state["direct"], _state["isa"], _state["family"])
+    return (_state["direct"], _state["isa"], _state["family"], _state["winograd"])
 
 
 def isa():
@@ -249,6 +275,39 @@ def direct_convolution(mode="auto", isa=None, family=None):
         yield
     finally:
         _state.update(saved)
+
+
+@contextlib.contextmanager
+def winograd_convolution(mode="auto"):
+    """Inside the block, the convolutions the Winograd kernels can run take
+    them always ("always"), never ("never") or by the measured rule
+    ("auto", and only while the direct path's mode is "auto" too, so that
+    tests forcing the direct path test it).  For tests and benchmarks; not
+    thread-safe."""
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"mode must be 'auto', 'always' or 'never', got {mode!r}")
+    saved = _state["winograd"]
+    _state["winograd"] = mode
+    try:
+        yield
+    finally:
+        _state["winograd"] = saved
+
+
+def winograd_wanted(geometry, operation):
+    """Whether ``operation`` of a convolution the Winograd kernels can run
+    (_conv_winograd.supports) should: always, never, or by the measured
+    rule (see WINOGRAD_MIN_CHANNELS), on the variant running now."""
+    mode = _state["winograd"]
+    if mode != "auto":
+        return mode == "always"
+    if _state["direct"] != "auto":
+        return False
+    g = geometry
+    tiles = g.n * ((g.out_height + 1) // 2) * ((g.out_width + 1) // 2)
+    return (min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
+            and (operation != "weight" or _state["isa"] != "avx512"
+                 or g.out_height * g.out_width > WINOGRAD_WEIGHT_MIN_PLANE))
 
 
 def available_isas():
@@ -389,8 +448,9 @@ def show_config(mode="stdout"):
     dict or None
         With ``mode="dicts"``: "direct convolution kernels" (the microkernel
         variant this processor runs: "avx512", "avx2" or "portable"),
-        "direct convolution" (which layers take it), "threads" and
-        "openmp".
+        "direct convolution" (which layers take it), "winograd
+        convolution" (which layers take Winograd's F(2x2, 3x3)), "threads"
+        and "openmp".
 
     Raises
     ------
@@ -421,10 +481,16 @@ def show_config(mode="stdout"):
               " taps, and strided forward passes and weight gradients (filter-blocked); the"
               " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
+    weight = ("" if DETECTED_ISA != "avx512" else
+              f", the weight gradient on planes over {WINOGRAD_WEIGHT_MIN_PLANE} outputs")
+    winograd = (f"F(2x2, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
+                f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 2x2"
+                f" blocks of outputs{weight}; products by BLAS")
     info = {
         "direct convolution kernels": DETECTED_ISA,
         "direct convolution kernel variants": ", ".join(available_isas()),
         "direct convolution": direct,
+        "winograd convolution": winograd,
         "threads": get_num_threads(),
         "openmp": openmp_enabled(),
     }

@@ -13,7 +13,7 @@ from scipy import signal
 import cyconv
 from cyconv import _conv, _runtime
 from cyconv.functional import conv2d, conv2d_backward
-from cyconv.testing import central_difference, conv2d_configs, random_arrays
+from cyconv.testing import Conv2dConfig, central_difference, conv2d_configs, random_arrays
 from reference import RTOL, assert_close
 
 
@@ -26,14 +26,26 @@ from reference import RTOL, assert_close
 # processor runs), drawn with stride 1 and one group, on the kernels
 # vectorised over output positions; "blocked-<isa>" on the ones vectorised
 # over blocks of filters, drawn with one group and any stride.
+# "winograd" runs the F(2x2, 3x3) kernels, drawn 3x3 with stride 1, one
+# group and no dilation ("-chunked": a row of tiles a chunk, and the weight
+# gradient's samples summed in several parts).
 DIRECT_ALGORITHMS = [family + "-" + isa for family in ("direct", "blocked")
                      for isa in _runtime.available_isas()]
 ALGORITHMS = pytest.mark.parametrize(
-    "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"] + DIRECT_ALGORITHMS)
+    "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"] + DIRECT_ALGORITHMS
+    + ["winograd", "winograd-chunked"])
 
 
 @contextlib.contextmanager
 def forced(algorithm):
+    if algorithm.startswith("winograd"):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_runtime.winograd_convolution("always"))
+            if algorithm.endswith("chunked"):
+                stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_TILES", 1))
+                stack.enter_context(mock.patch.object(_runtime, "DIRECT_WEIGHT_PARTS", 2))
+            yield
+        return
     if algorithm.startswith(("direct", "blocked")):
         family, isa = algorithm.split("-")
         with _runtime.direct_convolution("always", isa,
@@ -59,11 +71,31 @@ def configs_for(algorithm, **limits):
     group too for the direct one."""
     # The blocked kernels also take strided forward passes and weight
     # gradients (the input gradient then takes the products).
+    if algorithm.startswith("winograd"):
+        return winograd_configs(max_batch=limits.get("max_batch", 3),
+                                max_channels=limits.get("max_group_channels", 3),
+                                max_extra_size=limits.get("max_extra_size", 8))
     if algorithm.startswith(("shifted", "direct")):
         limits["max_stride"] = 1
     if algorithm.startswith(("direct", "blocked")):
         limits["max_groups"] = 1
     return conv2d_configs(**limits)
+
+
+@st.composite
+def winograd_configs(draw, max_batch=3, max_channels=3, max_extra_size=8):
+    """Convolutions the Winograd kernels take: 3x3, stride 1, no dilation,
+    one group, padding 0 to 2 on each axis (or "same"), any batch, channels
+    and plane with a non-empty output, odd sizes included."""
+    padding = draw(st.one_of(st.just("same"), st.tuples(st.integers(0, 2), st.integers(0, 2))))
+    pads = (1, 1) if padding == "same" else padding
+    sizes = [draw(st.integers(max(1, 3 - 2 * p), max(1, 3 - 2 * p) + max_extra_size))
+             for p in pads]
+    channels = draw(st.integers(1, max_channels))
+    return Conv2dConfig(
+        x_shape=(draw(st.integers(1, max_batch)), channels, *sizes),
+        weight_shape=(draw(st.integers(1, 3)), channels, 3, 3),
+        stride=(1, 1), padding=padding, dilation=(1, 1), groups=1)
 
 
 def same_padding(config):
@@ -197,7 +229,7 @@ def test_results_bitwise_identical_at_any_thread_count(algorithm, dtype):
     x = rng.standard_normal((5, 12, 40, 11)).astype(dtype)
     w = rng.standard_normal((7, 12, 3, 3)).astype(dtype)
     b = rng.standard_normal(7).astype(dtype)
-    stride = (1, 1) if algorithm.startswith("shifted") else (1, 2)
+    stride = (1, 1) if algorithm.startswith(("shifted", "winograd")) else (1, 2)
     results = []
     try:
         with forced(algorithm), mock.patch.object(_conv, "MIN_MACS_PER_THREAD", 1):

@@ -1,0 +1,130 @@
+"""The Winograd path (_kernels/_conv_winograd.pyx): F(2x2, 3x3) for 3x3,
+stride-1 convolutions of many channels, whose direct kernels already run
+at the processor's peak of multiply-adds; which geometries it takes
+(_runtime.winograd_wanted), the transforms of the weight, and buffers.
+
+The caller (_conv.py) has validated the arguments.  Each operation returns
+None where a value it read is not finite (the transforms would turn an
+infinity into NaN where the direct sum keeps it), and the caller then
+takes the other paths.
+"""
+
+import functools
+
+import numpy as np
+
+from . import _runtime
+from ._blas import single_threaded_blas
+from ._deferred import Deferred
+
+# Its products call BLAS through scipy.linalg: imported at the first use
+# (see _deferred.py).
+_conv_winograd = Deferred("cyconv._kernels._conv_winograd")
+
+# Winograd's F(2x2, 3x3): outputs = A^T [(G w G^T) * (B^T d B)] A, with
+# G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (B and A: winograd_loops.h).
+
+
+def supports(geometry):
+    """Whether the F(2x2, 3x3) kernels compute this convolution's three
+    operations: a 3x3 kernel, stride 1, no dilation, one group, padding of
+    at most 2 (the input gradient pads the output gradient by 2 minus it),
+    and a batch."""
+    g = geometry
+    return (g.kernel == (3, 3) and g.stride == (1, 1) and g.dilation == (1, 1)
+            and g.groups == 1 and g.n > 0
+            and max(g.pad_top, g.pad_bottom, g.pad_left, g.pad_right) <= 2)
+
+
+def use(geometry, operation):
+    """Whether ``operation`` ("forward", "input", "weight") of this
+    convolution takes the Winograd path."""
+    return _use(geometry, operation, _runtime.choices())
+
+
+@functools.lru_cache(maxsize=256)
+def _use(geometry, operation, choices):
+    # asked at every call, the same every step; the rule's choices are part
+    # of the key (tests and benchmarks change them)
+    return supports(geometry) and _runtime.winograd_wanted(geometry, operation)
+
+
+def _transformed(weight, flipped=False):
+    """G w G^T of each (filter, channel) pair of ``weight`` (F, C, 3, 3), as
+    16 matrices (16, F, C); with ``flipped`` of the weight flipped and
+    transposed, (16, C, F).  None where a value is not finite."""
+    f, c = weight.shape[:2]
+    out = np.empty((16, c, f) if flipped else (16, f, c), weight.dtype)
+    return out if _conv_winograd.transform_weight(weight, out, flipped) else None
+
+
+def _rows(tiles_per_row):
+    """Rows of tiles a chunk: about _runtime.WINOGRAD_TILES tiles, so that
+    its matrices stay in cache."""
+    return max(1, -(-_runtime.WINOGRAD_TILES // tiles_per_row))
+
+
+def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu):
+    """The forward kernel on planes x4, into a new array of ``out_shape``,
+    or None (x4 not finite)."""
+    n, c = x4.shape[:2]
+    f = transformed.shape[1]
+    out = np.empty(out_shape, x4.dtype)
+    tw = (out_shape[3] + 1) // 2
+    rows = _rows(tw)
+    dtype = x4.dtype
+    with single_threaded_blas():
+        finite = _conv_winograd.forward(
+            x4, transformed, bias, out, np.empty((n_threads, 16 * c * rows * (tw + 1)), dtype),
+            np.empty((n_threads, 16 * f * rows * (tw + 1)), dtype),
+            np.empty((n_threads, 8 * (rows * (tw + 1) + 1)), dtype), pad_top, pad_left, rows, relu,
+            n_threads)
+    return out if finite else None
+
+
+def forward(x4, weight, bias, geometry, n_threads, relu=False):
+    """conv2d's output (with ``relu`` max(output, 0) as np.maximum), or
+    None where x4 or the weight is not finite."""
+    g = geometry
+    transformed = _transformed(weight)
+    if transformed is None:
+        return None
+    return _correlate(x4, transformed, bias, (g.n, g.filters, g.out_height, g.out_width),
+                      g.pad_top, g.pad_left, n_threads, relu)
+
+
+def grad_input(g4, weight, geometry, n_threads):
+    """The input gradient: the correlation of the output gradient, padded
+    by 2 minus the padding, with the weight flipped and transposed; or
+    None where a value is not finite."""
+    g = geometry
+    transformed = _transformed(weight, flipped=True)
+    if transformed is None:
+        return None
+    return _correlate(g4, transformed, np.empty(0, weight.dtype), (g.n, g.channels, g.height, g.width),
+                      2 - g.pad_top, 2 - g.pad_left, n_threads, False)
+
+
+def grad_weight(g4, x4, geometry, n_threads):
+    """The weight gradient, G^T (sum over tiles of V_p U_p^T) G, or None
+    where x4 or g4 is not finite."""
+    g = geometry
+    dtype = x4.dtype
+    tw = (g.out_width + 1) // 2
+    rows = _rows(tw)
+    per_part = -(-g.n // _runtime.DIRECT_WEIGHT_PARTS)
+    partials = np.empty((-(-g.n // per_part), 16, g.filters, g.channels), dtype)
+    with single_threaded_blas():
+        finite = _conv_winograd.grad_weight(
+            g4, x4, partials, np.empty((n_threads, 16 * g.channels * rows * (tw + 1)), dtype),
+            np.empty((n_threads, 16 * g.filters * rows * (tw + 1)), dtype),
+            np.empty((n_threads, 8 * (rows * (tw + 1) + 1)), dtype), g.pad_top, g.pad_left, rows, per_part,
+            n_threads)
+    if not finite:
+        return None
+    total = partials[0]
+    for partial in partials[1:]:  # in order of the parts
+        total = total + partial
+    out = np.empty((g.filters, g.channels, 3, 3), dtype)
+    _conv_winograd.weight_from_transformed(total, out)
+    return out

@@ -1,0 +1,258 @@
+# Design
+# ------
+# 3x3, stride-1 conv2d and its weight gradient by Winograd's F(2x2, 3x3)
+# (Lavin and Gray, 2016): 16 multiplications for a 2x2 block of outputs
+# where the direct convolution spends 36, the rest additions.
+#
+# * Tiles: the output planes are cut into 2x2 blocks (th x tw of them, the
+#   last row and column possibly half outside); a block reads a 4x4 window
+#   of the zero-padded input.  A chunk is ``rows`` consecutive rows of
+#   tiles of the batch (a row of tiles belongs to one sample), ``rows * tw``
+#   tiles in all, which the caller sizes so that a chunk's matrices stay in
+#   cache.
+# * Forward: the chunk's input windows, transformed (winograd_loops.h), are
+#   16 matrices U_p (C x tiles); the weight, transformed by the caller, 16
+#   matrices W_p (F x C); the 16 products M_p = W_p @ U_p (one BLAS call
+#   each) are transformed back into the outputs.  The input gradient is the
+#   forward pass of the output gradient with the flipped, transposed
+#   weight (the caller transforms it and sets the padding).
+# * Weight gradient: the output gradient's 2x2 blocks, transformed, are
+#   V_p (F x tiles), and dW_p = sum over tiles of V_p @ U_p^T, which the
+#   caller transforms back to 3x3.  Each part of the batch (whole samples)
+#   sums its chunks, in order, into its own partial; the caller adds the
+#   partials in a fixed order.
+# * Determinism: every output (and every partial) is computed by one task
+#   in a fixed order; chunk and part sizes depend only on the shapes, and
+#   one BLAS call runs in one thread (the caller holds BLAS to one).
+# * Non-finite values: the transforms add and subtract values of a window,
+#   so an infinity there gives NaN where the direct sum gives an infinity.
+#   The kernels return whether every value they read was finite; the caller
+#   takes another path when one was not.
+# * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
+#   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
+#   of the buffers (each thread's U, M or V: 16 * rows * tw values per
+#   channel or filter; its scratch 8 (tw + 1)).
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+from cyconv._kernels._gemm cimport gemm
+
+cdef extern from "winograd_loops.h" nogil:
+    int wg_input_chunk_f32(const float* x, Py_ssize_t sample, Py_ssize_t rows, Py_ssize_t cols,
+                           Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
+                           Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
+                           Py_ssize_t ps)
+    int wg_input_chunk_f64(const double* x, Py_ssize_t sample, Py_ssize_t rows,
+                           Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
+                           Py_ssize_t top, Py_ssize_t left, Py_ssize_t tw, double* scratch,
+                           double* u, Py_ssize_t ps)
+    void wg_output_chunk_f32(const float* m, Py_ssize_t ps, float* out, Py_ssize_t sample,
+                             Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t first,
+                             Py_ssize_t count, Py_ssize_t th, Py_ssize_t tw, float bias,
+                             int relu, float* scratch)
+    void wg_output_chunk_f64(const double* m, Py_ssize_t ps, double* out, Py_ssize_t sample,
+                             Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t first,
+                             Py_ssize_t count, Py_ssize_t th, Py_ssize_t tw, double bias,
+                             int relu, double* scratch)
+    int wg_gradient_chunk_f32(const float* g, Py_ssize_t sample, Py_ssize_t rows,
+                              Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count,
+                              Py_ssize_t th, Py_ssize_t tw, float* scratch, float* v,
+                              Py_ssize_t ps)
+    int wg_gradient_chunk_f64(const double* g, Py_ssize_t sample, Py_ssize_t rows,
+                              Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count,
+                              Py_ssize_t th, Py_ssize_t tw, double* scratch, double* v,
+                              Py_ssize_t ps)
+
+
+cdef int _input_chunk(
+    const floating[:, :, :, ::1] x, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
+    Py_ssize_t tw, Py_ssize_t pad_top, Py_ssize_t pad_left, floating* scratch,
+    floating* u, Py_ssize_t ps,
+) noexcept nogil:
+    """U of ``count`` rows of tiles from row ``first`` of the batch's:
+    u[p * ps + c * tiles + t], tiles = count * (tw + 1); whether a value
+    read is not finite."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t tiles = count * (tw + 1), c
+    cdef int bad = 0
+    for c in range(C):
+        if floating is float:
+            bad |= wg_input_chunk_f32(&x[0, c, 0, 0], C * H * W, H, W, first, count, th,
+                                      pad_top, pad_left, tw, scratch, u + c * tiles, ps)
+        else:
+            bad |= wg_input_chunk_f64(&x[0, c, 0, 0], C * H * W, H, W, first, count, th,
+                                      pad_top, pad_left, tw, scratch, u + c * tiles, ps)
+    return bad
+
+
+def forward(
+    const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
+    const floating[:, :, ::1] wt,          # IN  (16, F, C): the transformed weight
+    const floating[::1] bias,              # IN  (F,) or empty
+    floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
+    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * (tw + 1)
+    floating[:, ::1] m_buf,                # ...its M: 16 * F * rows * (tw + 1)
+    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows * (tw + 1) + 1)
+    Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int n_threads,
+):
+    """out = the correlation of x with the weight whose transform is wt,
+    plus bias, with ``relu`` max(., 0); False (out unfinished) where x holds
+    a value that is not finite."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = wt.shape[1]
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
+    cdef Py_ssize_t total = N * th, chunks = (total + rows - 1) // rows
+    cdef Py_ssize_t chunk, first, count, tiles, f, p
+    cdef int tid
+    cdef floating* u
+    cdef floating* m
+    cdef floating b
+    cdef int bad = 0
+    for chunk in prange(chunks, nogil=True, schedule="dynamic", chunksize=1,
+                        num_threads=n_threads):
+        tid = threadid()
+        u = &u_buf[tid, 0]
+        m = &m_buf[tid, 0]
+        first = chunk * rows
+        count = min(rows, total - first)
+        tiles = count * (tw + 1)
+        bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left, &scratch[tid, 0],
+                            u, C * tiles)
+        for p in range(16):
+            # column-major: M_p^T (tiles x F) = U_p^T (tiles x C) @ W_p^T (C x F)
+            gemm(b"N", b"N", <int> tiles, <int> F, <int> C, 1, u + p * C * tiles,
+                 <int> tiles, &wt[p, 0, 0], <int> C, 0, m + p * F * tiles, <int> tiles)
+        for f in range(F):
+            b = bias[f] if bias.shape[0] > 0 else 0
+            if floating is float:
+                wg_output_chunk_f32(m + f * tiles, F * tiles, &out[0, f, 0, 0], F * Ho * Wo,
+                                    Ho, Wo, first, count, th, tw, b, relu, &scratch[tid, 0])
+            else:
+                wg_output_chunk_f64(m + f * tiles, F * tiles, &out[0, f, 0, 0], F * Ho * Wo,
+                                    Ho, Wo, first, count, th, tw, b, relu, &scratch[tid, 0])
+    return bad == 0
+
+
+def grad_weight(
+    const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
+    const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
+    floating[:, :, :, ::1] partials,       # OUT (parts, 16, F, C): each part's sum of V_p U_p^T
+    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * (tw + 1)
+    floating[:, ::1] v_buf,                # ...its V: 16 * F * rows * (tw + 1)
+    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows * (tw + 1) + 1)
+    Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
+    int n_threads,
+):
+    """Each part's transformed weight gradient; False where x or g holds a
+    value that is not finite."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = g.shape[1]
+    cdef Py_ssize_t Ho = g.shape[2], Wo = g.shape[3]
+    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
+    cdef Py_ssize_t parts = partials.shape[0]
+    cdef Py_ssize_t part, first, last, count, tiles, f, p
+    cdef int tid
+    cdef floating* u
+    cdef floating* v
+    cdef floating* acc
+    cdef floating beta
+    cdef int bad = 0
+    for part in prange(parts, nogil=True, schedule="dynamic", chunksize=1,
+                       num_threads=n_threads):
+        tid = threadid()
+        u = &u_buf[tid, 0]
+        v = &v_buf[tid, 0]
+        acc = &partials[part, 0, 0, 0]
+        first = part * samples_per_part * th
+        last = min(N, (part + 1) * samples_per_part) * th
+        beta = 0
+        while first < last:
+            count = min(rows, last - first)
+            tiles = count * (tw + 1)
+            bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
+                                &scratch[tid, 0], u, C * tiles)
+            for f in range(F):
+                if floating is float:
+                    bad |= wg_gradient_chunk_f32(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first,
+                                                 count, th, tw, &scratch[tid, 0],
+                                                 v + f * tiles, F * tiles)
+                else:
+                    bad |= wg_gradient_chunk_f64(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first,
+                                                 count, th, tw, &scratch[tid, 0],
+                                                 v + f * tiles, F * tiles)
+            for p in range(16):
+                # column-major: dW_p^T (C x F) += U_p (C x tiles) @ V_p^T (tiles x F)
+                gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                     <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                     <int> C)
+            beta = 1
+            first = first + count
+    return bad == 0
+
+
+def transform_weight(
+    const floating[:, :, :, ::1] w,        # IN  (F, C, 3, 3)
+    floating[:, :, ::1] out,               # OUT (16, F, C), or (16, C, F) with ``flipped``
+    bint flipped,
+):
+    """G w G^T of each (filter, channel) pair, into out[4 i + j]; with
+    ``flipped`` of the weight flipped in both axes and transposed (the
+    input gradient's).  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+    Returns whether every value is finite."""
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], f, c, i, j
+    cdef floating k[3][3]
+    cdef floating r[4][3]
+    cdef floating v, outer
+    cdef int bad = 0
+    with nogil:
+        for f in range(F):
+            for c in range(C):
+                for i in range(3):
+                    for j in range(3):
+                        k[i][j] = w[f, c, 2 - i, 2 - j] if flipped else w[f, c, i, j]
+                for j in range(3):
+                    outer = k[0][j] + k[2][j]
+                    r[0][j] = k[0][j]
+                    r[1][j] = (outer + k[1][j]) * 0.5
+                    r[2][j] = (outer - k[1][j]) * 0.5
+                    r[3][j] = k[2][j]
+                for i in range(4):
+                    outer = r[i][0] + r[i][2]
+                    for j in range(4):
+                        if j == 0:
+                            v = r[i][0]
+                        elif j == 1:
+                            v = (outer + r[i][1]) * 0.5
+                        elif j == 2:
+                            v = (outer - r[i][1]) * 0.5
+                        else:
+                            v = r[i][2]
+                        bad |= v * 0 != 0
+                        if flipped:
+                            out[4 * i + j, c, f] = v
+                        else:
+                            out[4 * i + j, f, c] = v
+    return bad == 0
+
+
+def weight_from_transformed(
+    const floating[:, :, ::1] x,           # IN  (16, F, C)
+    floating[:, :, :, ::1] out,            # OUT (F, C, 3, 3)
+):
+    """G^T X G of each (filter, channel) pair of x, X[i][j] = x[4 i + j]."""
+    cdef Py_ssize_t F = x.shape[1], C = x.shape[2], f, c, i, j
+    cdef floating r[3][4]
+    cdef floating inner
+    with nogil:
+        for f in range(F):
+            for c in range(C):
+                for j in range(4):
+                    inner = (x[4 + j, f, c] + x[8 + j, f, c]) * 0.5
+                    r[0][j] = x[j, f, c] + inner
+                    r[1][j] = (x[4 + j, f, c] - x[8 + j, f, c]) * 0.5
+                    r[2][j] = inner + x[12 + j, f, c]
+                for i in range(3):
+                    inner = (r[i][1] + r[i][2]) * 0.5
+                    out[f, c, i, 0] = r[i][0] + inner
+                    out[f, c, i, 1] = (r[i][1] - r[i][2]) * 0.5
+                    out[f, c, i, 2] = inner + r[i][3]

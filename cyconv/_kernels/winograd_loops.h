@@ -1,0 +1,225 @@
+/* The transforms of Winograd's F(2x2, 3x3) convolution (Lavin and Gray,
+ * 2016), one row of tiles at a time, between the planes of NCHW arrays and
+ * the (16, channels, tiles) matrices whose products _conv_winograd.pyx
+ * takes with BLAS.  A tile is the 4x4 input window of a 2x2 block of
+ * outputs; tiles of a row are 2 columns apart, so each row is first split
+ * into its even and odd columns, and every loop over the tiles of a row
+ * runs over unit strides (vectorised by the compiler).
+ *
+ *   input:          U = B^T d B    (d: 4x4 window of the zero-padded input)
+ *   output:         Y = A^T M A    (M: 4x4 product, Y: the 2x2 outputs)
+ *   output's adjoint: V = A g A^T  (g: 2x2 output gradient)
+ *
+ * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] and
+ * A^T = [1 1 1 0; 0 1 -1 -1]: additions only, so every instruction-set
+ * clone gives the same bits.  Position p = 4 i + j of a transform goes to
+ * row p of its matrix, ``ps`` values apart.
+ */
+#ifndef CYCONV_WINOGRAD_LOOPS_H
+#define CYCONV_WINOGRAD_LOOPS_H
+
+#include <stddef.h>
+
+#include "run_loops.h"
+#include "store_rules.h"
+
+/* The loops over the tiles of a row write 16 rows of a matrix, ps values
+ * apart: no store reads or overwrites another's value, which the compiler
+ * cannot see (ps is a variable) and checks for at run time on no more than
+ * 10 pairs, else leaves the loop scalar (3x slower). */
+#if defined(__clang__)
+#define WG_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define WG_IVDEP _Pragma("GCC ivdep")
+#else
+#define WG_IVDEP
+#endif
+
+/* inlined into each clone of its callers */
+#if defined(__GNUC__)
+#define WG_INLINE __attribute__((always_inline)) inline
+#else
+#define WG_INLINE inline
+#endif
+
+/* One row i of a window, d B: the four values x0..x3 of row i of tile t
+ * (x = a, b, c, d for rows 0..3) from its even and odd columns. */
+#define WG_ROW(T, E, O, x)                                                       \
+    T x##0 = E[t] - E[t + 1], x##1 = O[t] + E[t + 1];                         \
+    T x##2 = E[t + 1] - O[t], x##3 = O[t] - O[t + 1];
+/* B^T down column j: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
+#define WG_COLUMN(j, r0, r1, r2, r3)                                          \
+    u[(0 + j) * ps + t] = r0 - r2; u[(4 + j) * ps + t] = r1 + r2;             \
+    u[(8 + j) * ps + t] = r2 - r1; u[(12 + j) * ps + t] = r1 - r3;
+
+#define WG_LOOPS(T, SUFFIX)                                                   \
+/* Row ``row`` of a plane (rows x cols), from column -left on, split into   \
+ * even[0..n] and odd[0..n] (columns 2 t - left and 2 t + 1 - left), zeros  \
+ * outside the plane.  Returns whether a value of the row is not finite.  */ \
+WG_INLINE static int wg_split_row_##SUFFIX(                                   \
+    const T* restrict plane, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t row,   \
+    ptrdiff_t left, ptrdiff_t n, T* restrict even, T* restrict odd)           \
+{                                                                             \
+    int bad = 0;                                                              \
+    if (row < 0 || row >= rows) {                                             \
+        for (ptrdiff_t t = 0; t <= n; t++) { even[t] = 0; odd[t] = 0; }       \
+        return bad;                                                           \
+    }                                                                         \
+    const T* src = plane + row * cols - left;                                 \
+    /* t in [lo, hi): both columns inside the plane */                        \
+    ptrdiff_t lo = (left + 1) / 2, hi = (cols + left) / 2;                    \
+    if (hi > n + 1) hi = n + 1;                                               \
+    if (lo > hi) lo = hi;                                                     \
+    for (ptrdiff_t t = 0; t < lo; t++) {                                      \
+        ptrdiff_t a = 2 * t - left, b = a + 1;                                \
+        even[t] = (a >= 0 && a < cols) ? src[2 * t] : 0;                      \
+        odd[t] = (b >= 0 && b < cols) ? src[2 * t + 1] : 0;                   \
+    }                                                                         \
+    for (ptrdiff_t t = lo; t < hi; t++) {                                     \
+        even[t] = src[2 * t];                                                 \
+        odd[t] = src[2 * t + 1];                                              \
+    }                                                                         \
+    for (ptrdiff_t t = hi; t <= n; t++) {                                     \
+        ptrdiff_t a = 2 * t - left, b = a + 1;                                \
+        even[t] = (a >= 0 && a < cols) ? src[2 * t] : 0;                      \
+        odd[t] = (b >= 0 && b < cols) ? src[2 * t + 1] : 0;                   \
+    }                                                                         \
+    /* the row itself, in a loop of its own (vectorised, as rn_all_finite) */ \
+    const T* whole = plane + row * cols;                                      \
+    for (ptrdiff_t q = 0; q < cols; q++) bad |= whole[q] * (T)0 != (T)0;      \
+    return bad;                                                               \
+}                                                                             \
+                                                                              \
+/* U for ``count`` rows of tiles of one channel, from row ``first`` of the \
+ * batch's (th rows of tiles a sample): u[p * ps + r * (tw + 1) + t], the  \
+ * windows of row r starting at row 2 ty - top and column -left of its      \
+ * sample's plane (zero padding around; planes ``sample`` values apart).    \
+ * Each row of tiles carries one more, t = tw: a garbage tile, finite, that \
+ * lets one loop run over the chunk.  ``scratch``: 8 (count (tw + 1) + 1)   \
+ * values.  Returns whether a value read is not finite. */                  \
+RN_CLONES static int wg_input_chunk_##SUFFIX(                                 \
+    const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
+    ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
+    ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
+    ptrdiff_t ps)                                                             \
+{                                                                             \
+    ptrdiff_t L = count * (tw + 1) + 1;                                       \
+    int bad = 0;                                                              \
+    for (ptrdiff_t r = 0; r < count; r++) {                                   \
+        ptrdiff_t n = (first + r) / th, ty = (first + r) % th;                \
+        for (int i = 0; i < 4; i++)                                           \
+            bad |= wg_split_row_##SUFFIX(x + n * sample, rows, cols,          \
+                                         2 * ty - top + i, left, tw,          \
+                                         scratch + 2 * i * L + r * (tw + 1),  \
+                                         scratch + (2 * i + 1) * L + r * (tw + 1)); \
+    }                                                                         \
+    for (int i = 0; i < 8; i++) scratch[i * L + L - 1] = 0;                   \
+    const T* restrict E0 = scratch;         const T* restrict O0 = E0 + L;    \
+    const T* restrict E1 = scratch + 2 * L; const T* restrict O1 = E1 + L;    \
+    const T* restrict E2 = scratch + 4 * L; const T* restrict O2 = E2 + L;    \
+    const T* restrict E3 = scratch + 6 * L; const T* restrict O3 = E3 + L;    \
+    /* d B along each row (a0..a3 of row 0, ...), then B^T down the columns */ \
+    WG_IVDEP                                                                  \
+    for (ptrdiff_t t = 0; t < L - 1; t++) {                                   \
+        WG_ROW(T, E0, O0, a) WG_ROW(T, E1, O1, b) WG_ROW(T, E2, O2, c) WG_ROW(T, E3, O3, d) \
+        WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)             \
+        WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)             \
+    }                                                                         \
+    return bad;                                                               \
+}                                                                             \
+                                                                              \
+/* Y = A^T M A for ``count`` rows of tiles of one output plane per sample   \
+ * (rows x cols, ``sample`` values apart), from row ``first`` of the        \
+ * batch's, from m[p * ps + r * (tw + 1) + t] (t = tw: garbage, unread):    \
+ * rows 2 ty and 2 ty + 1 (those inside the plane) written, plus ``bias``,  \
+ * with ``relu`` max(., 0) as np.maximum.  ``scratch``: 4 count (tw + 1)    \
+ * values. */                                                               \
+RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
+    const T* restrict m, ptrdiff_t ps, T* restrict out, ptrdiff_t sample,     \
+    ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count,         \
+    ptrdiff_t th, ptrdiff_t tw, T bias, int relu, T* restrict scratch)        \
+{                                                                             \
+    ptrdiff_t L = count * (tw + 1);                                           \
+    T* restrict y0 = scratch;                                                 \
+    T* restrict y1 = scratch + 2 * L;                                         \
+    WG_IVDEP                                                                  \
+    for (ptrdiff_t t = 0; t < L; t++) {                                       \
+        /* A^T down the columns: s (row 0), w (row 1) */                      \
+        T s0 = m[t] + m[4 * ps + t] + m[8 * ps + t];                          \
+        T s1 = m[ps + t] + m[5 * ps + t] + m[9 * ps + t];                     \
+        T s2 = m[2 * ps + t] + m[6 * ps + t] + m[10 * ps + t];                \
+        T s3 = m[3 * ps + t] + m[7 * ps + t] + m[11 * ps + t];                \
+        T w0 = m[4 * ps + t] - m[8 * ps + t] - m[12 * ps + t];                \
+        T w1 = m[5 * ps + t] - m[9 * ps + t] - m[13 * ps + t];                \
+        T w2 = m[6 * ps + t] - m[10 * ps + t] - m[14 * ps + t];               \
+        T w3 = m[7 * ps + t] - m[11 * ps + t] - m[15 * ps + t];               \
+        /* then along the rows, and the bias */                               \
+        y0[2 * t] = CD_ADD_BIAS(s0 + s1 + s2, bias);                          \
+        y0[2 * t + 1] = CD_ADD_BIAS(s1 - s2 - s3, bias);                      \
+        y1[2 * t] = CD_ADD_BIAS(w0 + w1 + w2, bias);                          \
+        y1[2 * t + 1] = CD_ADD_BIAS(w1 - w2 - w3, bias);                      \
+    }                                                                         \
+    for (ptrdiff_t r = 0; r < count; r++) {                                   \
+        ptrdiff_t n = (first + r) / th, ty = (first + r) % th;                \
+        T* restrict dst = out + n * sample + 2 * ty * cols;                   \
+        const T* restrict a = y0 + 2 * r * (tw + 1);                          \
+        const T* restrict b = y1 + 2 * r * (tw + 1);                          \
+        int second = 2 * ty + 1 < rows;                                       \
+        if (relu) {                                                           \
+            for (ptrdiff_t q = 0; q < cols; q++) dst[q] = CD_RELU(a[q]);      \
+            if (second)                                                       \
+                for (ptrdiff_t q = 0; q < cols; q++) dst[cols + q] = CD_RELU(b[q]); \
+        } else {                                                              \
+            for (ptrdiff_t q = 0; q < cols; q++) dst[q] = a[q];               \
+            if (second)                                                       \
+                for (ptrdiff_t q = 0; q < cols; q++) dst[cols + q] = b[q];    \
+        }                                                                     \
+    }                                                                         \
+}                                                                             \
+                                                                              \
+/* V = A g A^T for ``count`` rows of tiles of one output-gradient plane     \
+ * per sample (rows x cols, ``sample`` values apart; zeros past its edges), \
+ * from row ``first`` of the batch's: v[p * ps + r * (tw + 1) + t], zero at \
+ * the garbage tiles t = tw (so that they add nothing to the weight         \
+ * gradient).  ``scratch``: 4 count (tw + 1) values.  Returns whether a     \
+ * value read is not finite. */                                             \
+RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
+    const T* restrict g, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
+    ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
+    T* restrict scratch, T* restrict v, ptrdiff_t ps)                         \
+{                                                                             \
+    ptrdiff_t L = count * (tw + 1);                                           \
+    T* restrict e0 = scratch; T* restrict o0 = scratch + L;                   \
+    T* restrict e1 = scratch + 2 * L; T* restrict o1 = scratch + 3 * L;       \
+    int bad = 0;                                                              \
+    for (ptrdiff_t r = 0; r < count; r++) {                                   \
+        ptrdiff_t n = (first + r) / th, ty = (first + r) % th, at = r * (tw + 1); \
+        /* t = tw reads columns 2 tw, 2 tw + 1: past the plane, zeros */      \
+        bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, 0, tw, \
+                                     e0 + at, o0 + at)                        \
+            | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, 0, tw, \
+                                    e1 + at, o1 + at);                        \
+    }                                                                         \
+    WG_IVDEP                                                                  \
+    for (ptrdiff_t t = 0; t < L; t++) {                                       \
+        /* A g: rows g0, g0 + g1, g0 - g1, -g1 (each an even, odd pair), */   \
+        /* then g A^T along each: p, p + q, p - q, -q */                      \
+        T p0 = e0[t], q0 = o0[t];                                             \
+        T p1 = e0[t] + e1[t], q1 = o0[t] + o1[t];                             \
+        T p2 = e0[t] - e1[t], q2 = o0[t] - o1[t];                             \
+        T p3 = -e1[t], q3 = -o1[t];                                           \
+        v[t] = p0; v[ps + t] = p0 + q0; v[2 * ps + t] = p0 - q0; v[3 * ps + t] = -q0; \
+        v[4 * ps + t] = p1; v[5 * ps + t] = p1 + q1;                          \
+        v[6 * ps + t] = p1 - q1; v[7 * ps + t] = -q1;                         \
+        v[8 * ps + t] = p2; v[9 * ps + t] = p2 + q2;                          \
+        v[10 * ps + t] = p2 - q2; v[11 * ps + t] = -q2;                       \
+        v[12 * ps + t] = p3; v[13 * ps + t] = p3 + q3;                        \
+        v[14 * ps + t] = p3 - q3; v[15 * ps + t] = -q3;                       \
+    }                                                                         \
+    return bad;                                                               \
+}
+
+WG_LOOPS(float, f32)
+WG_LOOPS(double, f64)
+
+#endif /* CYCONV_WINOGRAD_LOOPS_H */

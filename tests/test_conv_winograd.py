@@ -1,0 +1,126 @@
+"""The Winograd path: which layers take it, its results on the layer shapes
+of small CNNs against float64 references, and what it does with values
+that are not finite.  (Its agreement with the tutorial's scipy loops, the
+adjoint identity, finite differences and across thread counts on drawn
+shapes is in test_conv.py, algorithms "winograd" and "winograd-chunked".)"""
+
+import numpy as np
+import pytest
+
+from cyconv import _conv_pool, _conv_winograd, _runtime
+from cyconv._conv import conv_geometry
+from cyconv.functional import conv2d, conv2d_backward
+from reference import RTOL, assert_close
+import reference
+
+
+def geometry(x_shape, w_shape, stride=1, padding=1, dilation=1, groups=1):
+    return conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+
+
+def test_which_layers_it_supports():
+    """3x3, stride 1, no dilation, one group, padding at most 2, a batch."""
+    assert _conv_winograd.supports(geometry((64, 32, 16, 16), (64, 32, 3, 3)))
+    assert _conv_winograd.supports(geometry((1, 1, 1, 1), (1, 1, 3, 3), padding=2))
+    assert _conv_winograd.supports(geometry((2, 3, 5, 4), (2, 3, 3, 3), padding=0))
+    assert not _conv_winograd.supports(geometry((64, 32, 16, 16), (64, 32, 5, 5)))
+    assert not _conv_winograd.supports(geometry((64, 32, 16, 16), (64, 32, 3, 3), stride=2))
+    assert not _conv_winograd.supports(geometry((64, 32, 16, 16), (64, 32, 3, 3), dilation=2))
+    assert not _conv_winograd.supports(geometry((64, 32, 16, 16), (64, 16, 3, 3), groups=2))
+    assert not _conv_winograd.supports(geometry((64, 32, 16, 16), (64, 32, 3, 3), padding=3))
+    assert not _conv_winograd.supports(geometry((0, 32, 16, 16), (64, 32, 3, 3)))
+
+
+def test_which_layers_the_rule_gives_it():
+    """By the measured rule: at least WINOGRAD_MIN_CHANNELS channels and
+    filters and WINOGRAD_MIN_TILES tiles; the weight gradient, on the
+    AVX-512 variant, only on planes of more than WINOGRAD_WEIGHT_MIN_PLANE
+    outputs; never while a test forces the direct path one way or the
+    other."""
+    c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))
+    w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3))
+    for operation in ("forward", "input"):
+        assert _conv_winograd.use(c2, operation) and _conv_winograd.use(w3, operation)
+    assert _conv_winograd.use(w3, "weight")
+    assert _conv_winograd.use(c2, "weight") == (_runtime.isa() != "avx512")
+    if "avx2" in _runtime.available_isas():
+        with _runtime.direct_convolution("auto", "avx2"):
+            assert _conv_winograd.use(c2, "weight")
+    for small in (geometry((64, 3, 32, 32), (32, 3, 3, 3)),      # a first layer
+                  geometry((64, 16, 16, 16), (16, 16, 3, 3)),    # few channels
+                  geometry((1, 32, 16, 16), (64, 32, 3, 3))):    # a batch of 64 tiles
+        assert not any(_conv_winograd.use(small, op) for op in ("forward", "input", "weight"))
+    for mode in ("always", "never"):
+        with _runtime.direct_convolution(mode):
+            assert not _conv_winograd.use(c2, "forward")
+    with _runtime.winograd_convolution("always"):
+        assert _conv_winograd.use(c2, "weight")
+        assert not _conv_winograd.use(geometry((64, 32, 16, 16), (64, 32, 5, 5)), "forward")
+    with _runtime.winograd_convolution("never"):
+        assert not _conv_winograd.use(c2, "forward")
+    with pytest.raises(ValueError, match="mode must be"):
+        with _runtime.winograd_convolution("sometimes"):
+            pass
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [
+    ((2, 32, 16, 16), (8, 32, 3, 3), 1),     # planes of the CIFAR-like net's second layer
+    ((3, 16, 8, 8), (12, 16, 3, 3), 1),      # ...and third
+    ((3, 5, 11, 9), (7, 5, 3, 3), 0),        # odd planes, no padding
+    ((2, 4, 7, 5), (6, 4, 3, 3), 2),
+])
+def test_layer_shapes_match_float64_references(shape, dtype):
+    x_shape, w_shape, padding = shape
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    sides = (padding,) * 4
+    with _runtime.winograd_convolution("always"):
+        assert _conv_winograd.use(geometry(x_shape, w_shape, padding=padding), "forward")
+        out = conv2d(x, w, b, padding=padding)
+        g = rng.standard_normal(out.shape).astype(dtype)
+        gx, gw, gb = conv2d_backward(g, x, w, padding=padding)
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    assert_close(out, reference.conv2d(x64, w64, b.astype(np.float64), (1, 1), sides, (1, 1), 1),
+                 reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b.astype(np.float64)),
+                                  (1, 1), sides, (1, 1), 1), dtype)
+    expected_gx, expected_gw, _ = reference.conv2d_backward(g64, x64, w64, (1, 1), sides, (1, 1), 1)
+    magnitude_gx, magnitude_gw, _ = reference.conv2d_backward(np.abs(g64), np.abs(x64),
+                                                           np.abs(w64), (1, 1), sides, (1, 1), 1)
+    assert_close(gx, expected_gx, magnitude_gx, dtype)
+    assert_close(gw, expected_gw, magnitude_gw, dtype)
+    np.testing.assert_allclose(gb, g64.sum(axis=(0, 2, 3)), rtol=RTOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("where", ["x", "weight", "grad"])
+def test_values_that_are_not_finite_give_the_other_paths_results(where):
+    """An infinity in a window becomes NaN in the transforms (inf - inf)
+    where the direct sum keeps it: the kernels notice and the other paths
+    compute the results that read it, bit for bit theirs."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 32, 9, 10))
+    w = rng.standard_normal((33, 32, 3, 3))
+    g = rng.standard_normal((4, 33, 9, 10))
+    {"x": x, "weight": w, "grad": g}[where][1, 2, 2, 1] = np.inf
+    results = {}
+    for mode in ("always", "never"):
+        with _runtime.winograd_convolution(mode):
+            results[mode] = (conv2d(x, w, padding=1),) + conv2d_backward(g, x, w, padding=1)
+    # (output, input gradient, weight gradient, bias gradient)
+    readers = {"x": (0, 2, 3), "weight": (0, 1, 3), "grad": (1, 2, 3)}[where]
+    assert all(np.isinf(results["never"][i]).any() for i in readers[:2])
+    for i in readers:
+        np.testing.assert_array_equal(results["always"][i], results["never"][i])
+
+
+def test_a_layer_on_it_is_not_fused_with_its_pooling():
+    """The fused convolution, ReLU and pooling computes the direct path's
+    values: a layer whose forward pass takes the Winograd path runs the
+    three one after the other."""
+    c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))
+    assert _conv_winograd.use(c2, "forward")
+    assert _conv_pool.pool_geometry(c2, (2, 2), (2, 2), (0, 0), False, (1, 1)) is None
+    with _runtime.winograd_convolution("never"):
+        assert _conv_pool.pool_geometry(c2, (2, 2), (2, 2), (0, 0), False, (1, 1)) is not None
