@@ -75,9 +75,9 @@ def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, r
     dtype = x4.dtype
     with single_threaded_blas():
         finite = _conv_winograd.forward(
-            x4, transformed, bias, out, np.empty((n_threads, 16 * c * rows * (tw + 1)), dtype),
-            np.empty((n_threads, 16 * f * rows * (tw + 1)), dtype),
-            np.empty((n_threads, 8 * (rows * (tw + 1) + 1)), dtype), pad_top, pad_left, rows, relu,
+            x4, transformed, bias, out, np.empty((n_threads, 16 * c * rows * tw), dtype),
+            np.empty((n_threads, 16 * f * rows * tw), dtype),
+            np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype), pad_top, pad_left, rows, relu,
             n_threads)
     return out if finite else None
 
@@ -116,9 +116,9 @@ def grad_weight(g4, x4, geometry, n_threads):
     partials = np.empty((-(-g.n // per_part), 16, g.filters, g.channels), dtype)
     with single_threaded_blas():
         finite = _conv_winograd.grad_weight(
-            g4, x4, partials, np.empty((n_threads, 16 * g.channels * rows * (tw + 1)), dtype),
-            np.empty((n_threads, 16 * g.filters * rows * (tw + 1)), dtype),
-            np.empty((n_threads, 8 * (rows * (tw + 1) + 1)), dtype), g.pad_top, g.pad_left, rows, per_part,
+            g4, x4, partials, np.empty((n_threads, 16 * g.channels * rows * tw), dtype),
+            np.empty((n_threads, 16 * g.filters * rows * tw), dtype),
+            np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype), g.pad_top, g.pad_left, rows, per_part,
             n_threads)
     if not finite:
         return None

@@ -31,7 +31,7 @@
 # * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
 #   of the buffers (each thread's U, M or V: 16 * rows * tw values per
-#   channel or filter; its scratch 8 (tw + 1)).
+#   channel or filter; its scratch 8 (rows + 2) tw + 2 tw + 2).
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -71,10 +71,10 @@ cdef int _input_chunk(
     floating* u, Py_ssize_t ps,
 ) noexcept nogil:
     """U of ``count`` rows of tiles from row ``first`` of the batch's:
-    u[p * ps + c * tiles + t], tiles = count * (tw + 1); whether a value
-    read is not finite."""
+    u[p * ps + c * tiles + t], tiles = count * tw; whether a value read is
+    not finite."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t tiles = count * (tw + 1), c
+    cdef Py_ssize_t tiles = count * tw, c
     cdef int bad = 0
     for c in range(C):
         if floating is float:
@@ -91,9 +91,9 @@ def forward(
     const floating[:, :, ::1] wt,          # IN  (16, F, C): the transformed weight
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * (tw + 1)
-    floating[:, ::1] m_buf,                # ...its M: 16 * F * rows * (tw + 1)
-    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows * (tw + 1) + 1)
+    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * tw
+    floating[:, ::1] m_buf,                # ...its M: 16 * F * rows * tw
+    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int n_threads,
 ):
     """out = the correlation of x with the weight whose transform is wt,
@@ -116,7 +116,7 @@ def forward(
         m = &m_buf[tid, 0]
         first = chunk * rows
         count = min(rows, total - first)
-        tiles = count * (tw + 1)
+        tiles = count * tw
         bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left, &scratch[tid, 0],
                             u, C * tiles)
         for p in range(16):
@@ -138,9 +138,9 @@ def grad_weight(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
     floating[:, :, :, ::1] partials,       # OUT (parts, 16, F, C): each part's sum of V_p U_p^T
-    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * (tw + 1)
-    floating[:, ::1] v_buf,                # ...its V: 16 * F * rows * (tw + 1)
-    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows * (tw + 1) + 1)
+    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * tw
+    floating[:, ::1] v_buf,                # ...its V: 16 * F * rows * tw
+    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
     int n_threads,
 ):
@@ -168,7 +168,7 @@ def grad_weight(
         beta = 0
         while first < last:
             count = min(rows, last - first)
-            tiles = count * (tw + 1)
+            tiles = count * tw
             bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
                                 &scratch[tid, 0], u, C * tiles)
             for f in range(F):

@@ -42,15 +42,15 @@
 #define WG_INLINE inline
 #endif
 
-/* One row i of a window, d B: the four values x0..x3 of row i of tile t
- * (x = a, b, c, d for rows 0..3) from its even and odd columns. */
-#define WG_ROW(T, E, O, x)                                                       \
-    T x##0 = E[t] - E[t + 1], x##1 = O[t] + E[t + 1];                         \
-    T x##2 = E[t + 1] - O[t], x##3 = O[t] - O[t + 1];
+/* One row of a window, d B: x0..x3 (x = a, b, c, d for rows 0..3) from
+ * its four columns, R[t], R[S + t], R[2 S + t], R[3 S + t]. */
+#define WG_ROW(T, R, S, x)                                                    \
+    T x##0 = R[t] - R[2 * S + t], x##1 = R[S + t] + R[2 * S + t];             \
+    T x##2 = R[2 * S + t] - R[S + t], x##3 = R[S + t] - R[3 * S + t];
 /* B^T down column j: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
 #define WG_COLUMN(j, r0, r1, r2, r3)                                          \
-    u[(0 + j) * ps + t] = r0 - r2; u[(4 + j) * ps + t] = r1 + r2;             \
-    u[(8 + j) * ps + t] = r2 - r1; u[(12 + j) * ps + t] = r1 - r3;
+    v[(0 + j) * ps + t] = r0 - r2; v[(4 + j) * ps + t] = r1 + r2;             \
+    v[(8 + j) * ps + t] = r2 - r1; v[(12 + j) * ps + t] = r1 - r3;
 
 #define WG_LOOPS(T, SUFFIX)                                                   \
 /* Row ``row`` of a plane (rows x cols), from column -left on, split into   \
@@ -91,55 +91,74 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
 }                                                                             \
                                                                               \
 /* U for ``count`` rows of tiles of one channel, from row ``first`` of the \
- * batch's (th rows of tiles a sample): u[p * ps + r * (tw + 1) + t], the  \
- * windows of row r starting at row 2 ty - top and column -left of its      \
- * sample's plane (zero padding around; planes ``sample`` values apart).    \
- * Each row of tiles carries one more, t = tw: a garbage tile, finite, that \
- * lets one loop run over the chunk.  ``scratch``: 8 (count (tw + 1) + 1)   \
- * values.  Returns whether a value read is not finite. */                  \
+ * batch's (th rows of tiles a sample, tw tiles a row): u[p * ps + r * tw  \
+ * + t], the windows of row r starting at row 2 ty - top and column -left  \
+ * of its sample's plane (zero padding around; planes ``sample`` values     \
+ * apart).  Each padded row the chunk reads is copied once into ``row``     \
+ * and split four ways, columns 2 t, 2 t + 1, 2 t + 2 and 2 t + 3, into     \
+ * arrays of the even and of the odd padded rows: then every tile of a run  \
+ * of rows of tiles reads each of its 16 values at its own index, and one   \
+ * vectorised loop transforms the run.  ``scratch``: 8 (count + 2) tw +     \
+ * 2 tw + 2 values.  Returns whether a value read is not finite. */         \
 RN_CLONES static int wg_input_chunk_##SUFFIX(                                 \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
     ptrdiff_t ps)                                                             \
 {                                                                             \
-    ptrdiff_t L = count * (tw + 1) + 1;                                       \
+    ptrdiff_t S = (count + 1) * tw;   /* values of each split array */        \
+    T* restrict row = scratch;                                                \
+    T* restrict split = scratch + 2 * tw + 2;                                 \
+    /* copied columns: q - left inside the plane */                           \
+    ptrdiff_t lo = left, hi = cols + left < 2 * tw + 2 ? cols + left : 2 * tw + 2; \
     int bad = 0;                                                              \
-    for (ptrdiff_t r = 0; r < count; r++) {                                   \
-        ptrdiff_t n = (first + r) / th, ty = (first + r) % th;                \
-        for (int i = 0; i < 4; i++)                                           \
-            bad |= wg_split_row_##SUFFIX(x + n * sample, rows, cols,          \
-                                         2 * ty - top + i, left, tw,          \
-                                         scratch + 2 * i * L + r * (tw + 1),  \
-                                         scratch + (2 * i + 1) * L + r * (tw + 1)); \
-    }                                                                         \
-    for (int i = 0; i < 8; i++) scratch[i * L + L - 1] = 0;                   \
-    const T* restrict E0 = scratch;         const T* restrict O0 = E0 + L;    \
-    const T* restrict E1 = scratch + 2 * L; const T* restrict O1 = E1 + L;    \
-    const T* restrict E2 = scratch + 4 * L; const T* restrict O2 = E2 + L;    \
-    const T* restrict E3 = scratch + 6 * L; const T* restrict O3 = E3 + L;    \
-    /* d B along each row (a0..a3 of row 0, ...), then B^T down the columns */ \
-    WG_IVDEP                                                                  \
-    for (ptrdiff_t t = 0; t < L - 1; t++) {                                   \
-        WG_ROW(T, E0, O0, a) WG_ROW(T, E1, O1, b) WG_ROW(T, E2, O2, c) WG_ROW(T, E3, O3, d) \
-        WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)             \
-        WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)             \
+    for (ptrdiff_t done = 0; done < count;) {                                 \
+        ptrdiff_t n = (first + done) / th, ty0 = (first + done) % th;         \
+        ptrdiff_t run = th - ty0 < count - done ? th - ty0 : count - done;    \
+        const T* plane = x + n * sample;                                      \
+        for (ptrdiff_t j = 0; j < 2 * run + 2; j++) {                         \
+            ptrdiff_t at = 2 * ty0 + j - top;                                 \
+            for (ptrdiff_t q = 0; q < 2 * tw + 2; q++) row[q] = 0;            \
+            if (at >= 0 && at < rows) {                                       \
+                const T* src = plane + at * cols;                             \
+                for (ptrdiff_t q = lo; q < hi; q++) row[q] = src[q - left];   \
+                for (ptrdiff_t q = 0; q < cols; q++) bad |= src[q] * (T)0 != (T)0; \
+            }                                                                 \
+            T* restrict a = split + 4 * (j & 1) * S + (j >> 1) * tw;          \
+            for (ptrdiff_t t = 0; t < tw; t++) {                              \
+                a[t] = row[2 * t];                                            \
+                a[S + t] = row[2 * t + 1];                                    \
+                a[2 * S + t] = row[2 * t + 2];                                \
+                a[3 * S + t] = row[2 * t + 3];                                \
+            }                                                                 \
+        }                                                                     \
+        /* padded rows 2 ty + i: i = 0, 2 even (the second a row of tiles    \
+         * further), i = 1, 3 odd */                                          \
+        const T* restrict R0 = split;          const T* restrict R1 = split + 4 * S; \
+        const T* restrict R2 = split + tw;     const T* restrict R3 = split + 4 * S + tw; \
+        T* restrict v = u + done * tw;                                        \
+        WG_IVDEP                                                              \
+        for (ptrdiff_t t = 0; t < run * tw; t++) {                            \
+            WG_ROW(T, R0, S, a) WG_ROW(T, R1, S, b) WG_ROW(T, R2, S, c) WG_ROW(T, R3, S, d) \
+            WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)         \
+            WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)         \
+        }                                                                     \
+        done += run;                                                          \
     }                                                                         \
     return bad;                                                               \
 }                                                                             \
                                                                               \
 /* Y = A^T M A for ``count`` rows of tiles of one output plane per sample   \
  * (rows x cols, ``sample`` values apart), from row ``first`` of the        \
- * batch's, from m[p * ps + r * (tw + 1) + t] (t = tw: garbage, unread):    \
- * rows 2 ty and 2 ty + 1 (those inside the plane) written, plus ``bias``,  \
- * with ``relu`` max(., 0) as np.maximum.  ``scratch``: 4 count (tw + 1)    \
- * values. */                                                               \
+ * batch's, from m[p * ps + r * tw + t]: rows 2 ty and 2 ty + 1 (those    \
+ * inside the plane) written, plus ``bias``, with ``relu`` max(., 0) as     \
+ * np.maximum.  ``scratch``: 4 count tw values. */                          \
 RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
     const T* restrict m, ptrdiff_t ps, T* restrict out, ptrdiff_t sample,     \
     ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count,         \
     ptrdiff_t th, ptrdiff_t tw, T bias, int relu, T* restrict scratch)        \
 {                                                                             \
-    ptrdiff_t L = count * (tw + 1);                                           \
+    ptrdiff_t L = count * tw;                                                 \
     T* restrict y0 = scratch;                                                 \
     T* restrict y1 = scratch + 2 * L;                                         \
     WG_IVDEP                                                                  \
@@ -162,8 +181,8 @@ RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
     for (ptrdiff_t r = 0; r < count; r++) {                                   \
         ptrdiff_t n = (first + r) / th, ty = (first + r) % th;                \
         T* restrict dst = out + n * sample + 2 * ty * cols;                   \
-        const T* restrict a = y0 + 2 * r * (tw + 1);                          \
-        const T* restrict b = y1 + 2 * r * (tw + 1);                          \
+        const T* restrict a = y0 + 2 * r * tw;                                \
+        const T* restrict b = y1 + 2 * r * tw;                                \
         int second = 2 * ty + 1 < rows;                                       \
         if (relu) {                                                           \
             for (ptrdiff_t q = 0; q < cols; q++) dst[q] = CD_RELU(a[q]);      \
@@ -179,25 +198,22 @@ RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
                                                                               \
 /* V = A g A^T for ``count`` rows of tiles of one output-gradient plane     \
  * per sample (rows x cols, ``sample`` values apart; zeros past its edges), \
- * from row ``first`` of the batch's: v[p * ps + r * (tw + 1) + t], zero at \
- * the garbage tiles t = tw (so that they add nothing to the weight         \
- * gradient).  ``scratch``: 4 count (tw + 1) values.  Returns whether a     \
- * value read is not finite. */                                             \
+ * from row ``first`` of the batch's: v[p * ps + r * tw + t].  ``scratch``: \
+ * 4 count tw values.  Returns whether a value read is not finite. */       \
 RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
     const T* restrict g, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
     T* restrict scratch, T* restrict v, ptrdiff_t ps)                         \
 {                                                                             \
-    ptrdiff_t L = count * (tw + 1);                                           \
+    ptrdiff_t L = count * tw;                                                 \
     T* restrict e0 = scratch; T* restrict o0 = scratch + L;                   \
     T* restrict e1 = scratch + 2 * L; T* restrict o1 = scratch + 3 * L;       \
     int bad = 0;                                                              \
     for (ptrdiff_t r = 0; r < count; r++) {                                   \
-        ptrdiff_t n = (first + r) / th, ty = (first + r) % th, at = r * (tw + 1); \
-        /* t = tw reads columns 2 tw, 2 tw + 1: past the plane, zeros */      \
-        bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, 0, tw, \
+        ptrdiff_t n = (first + r) / th, ty = (first + r) % th, at = r * tw;   \
+        bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, 0, tw - 1, \
                                      e0 + at, o0 + at)                        \
-            | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, 0, tw, \
+            | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, 0, tw - 1, \
                                     e1 + at, o1 + at);                        \
     }                                                                         \
     WG_IVDEP                                                                  \
