@@ -217,22 +217,28 @@ WINOGRAD_TILES = 64
 # It takes layers of at least this many channels and filters (the
 # products' inner dimension, (F x C) @ (C x tiles)) and batches of at
 # least WINOGRAD_MIN_TILES tiles (2x2 blocks of outputs).  Zen 4, float32,
-# batch 64, 1 thread, ms, the direct kernels / Winograd (median of 7):
-#   forward:  C2 (32->64, 16x16) 6.71 / 4.84, C3 (64->128, 8x8) 5.4 / 5.0-5.5,
-#             W2 (32->64, 32x32, batch 32) 12.1 / 9.0, W3 18 / 12;
-#             16 channels: 16->32 14x14 1.26 / 1.24, 16->16 16x16 0.75 / 0.98;
-#             C3 at batch 4 (64 tiles) 0.38 / 0.65
-#   input:    C2 6.3 / 5.5, C3 5.8 / 5.0, W2 12.6 / 9.5, W3 18.4 / 11.9
-#   weight:   C2 5.9 / 6.0, C3 5.4 / 5.8, W2 11.5 / 11.4, W3 17.3 / 15.1
-# and with the AVX2 variant (OpenBLAS's Haswell kernels): forward C2 7.1 /
-# 6.5, C3 7.2 / 6.0, W3 22 / 16.5; input C2 7.6 / 8.1, C3 7.2 / 6.9, W3 26 /
-# 16; weight C2 7.5 / 6.6, C3 7.3 / 6.0, W2 16.1 / 12.4, W3 23 / 15.7.
-# The weight gradient, whose direct kernels have 32 registers of 16 floats
-# on AVX-512, takes it there only on planes of more than
-# WINOGRAD_WEIGHT_MIN_PLANE outputs.
+# ms, the direct kernels / Winograd (median of 15 interleaved calls), at 1
+# thread (2 threads):
+#   forward   C2 (batch 64, 32->64, 16x16) 8.1 / 6.2 (3.5 / 2.5),
+#             C3 (64, 64->128, 8x8) 5.8 / 4.3 (3.2 / 2.5), W2 12.7 / 9.3,
+#             W3 18.7 / 12.3 (9.3 / 7.4), C3 at batch 32 (512 tiles) 2.9 /
+#             2.3 (1.8 / 1.7); 16->32 14x14 1.5 / 1.5
+#   input     C2 8.4 / 6.7 (3.8 / 2.9), C3 6.6 / 4.6, W3 19.4 / 12.5, C3 at
+#             batch 32 3.3 / 2.5 (1.8 / 1.8); 16->32 14x14 1.5 / 1.8
+#   weight    C3 5.9 / 5.5 (4.0 / 3.6), W3 17.9 / 15.4 (9.3 / 8.5), but C2
+#             6.1 / 6.7, W2 12.0 / 12.4 (6.5 / 7.9), C3 at batch 32 3.1 /
+#             3.2 (1.6 / 2.2)
+# and on the AVX2 variant (OpenBLAS's Haswell kernels), 1 thread: forward
+# C2 7.0 / 6.4, C3 7.3 / 5.4, W3 22.2 / 15.5; input C2 7.5 / 7.5, C3 7.3 /
+# 6.0, W2 19.6 / 15.7; weight C2 7.4 / 6.3, C3 7.5 / 5.7, W2 15.9 / 13.0,
+# C3 at batch 32 4.0 / 3.1.  So the weight gradient, whose direct kernels
+# hold 32 registers of 16 floats on AVX-512, takes it there only from
+# WINOGRAD_WEIGHT_MIN_CHANNELS channels and filters and
+# WINOGRAD_WEIGHT_MIN_TILES tiles.
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_TILES = 512
-WINOGRAD_WEIGHT_MIN_PLANE = 1024
+WINOGRAD_WEIGHT_MIN_CHANNELS = 64
+WINOGRAD_WEIGHT_MIN_TILES = 1024
 
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto"}
 
@@ -305,9 +311,10 @@ def winograd_wanted(geometry, operation):
         return False
     g = geometry
     tiles = g.n * ((g.out_height + 1) // 2) * ((g.out_width + 1) // 2)
-    return (min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
-            and (operation != "weight" or _state["isa"] != "avx512"
-                 or g.out_height * g.out_width > WINOGRAD_WEIGHT_MIN_PLANE))
+    channels = min(g.channels, g.filters)
+    if operation == "weight" and _state["isa"] == "avx512":
+        return channels >= WINOGRAD_WEIGHT_MIN_CHANNELS and tiles >= WINOGRAD_WEIGHT_MIN_TILES
+    return channels >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
 
 
 def available_isas():
@@ -482,7 +489,8 @@ def show_config(mode="stdout"):
               " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
     weight = ("" if DETECTED_ISA != "avx512" else
-              f", the weight gradient on planes over {WINOGRAD_WEIGHT_MIN_PLANE} outputs")
+              f"; the weight gradient from {WINOGRAD_WEIGHT_MIN_CHANNELS} channels and"
+              f" {WINOGRAD_WEIGHT_MIN_TILES} blocks")
     winograd = (f"F(2x2, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
                 f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 2x2"
                 f" blocks of outputs{weight}; products by BLAS")
