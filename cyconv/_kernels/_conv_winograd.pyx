@@ -39,6 +39,10 @@ from libc.string cimport memset
 from cyconv._kernels._gemm cimport gemm
 
 cdef extern from "winograd_loops.h" nogil:
+    int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped, float* out)
+    int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped, double* out)
+    void wg_weight_back_f32(const float* x, Py_ssize_t F, Py_ssize_t C, float* out)
+    void wg_weight_back_f64(const double* x, Py_ssize_t F, Py_ssize_t C, double* out)
     int wg_input_chunk_f32(const float* x, Py_ssize_t sample, Py_ssize_t rows, Py_ssize_t cols,
                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
                            Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
@@ -197,41 +201,13 @@ def transform_weight(
 ):
     """G w G^T of each (filter, channel) pair, into out[4 i + j]; with
     ``flipped`` of the weight flipped in both axes and transposed (the
-    input gradient's).  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-    Returns whether every value is finite."""
-    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], f, c, i, j
-    cdef floating k[3][3]
-    cdef floating r[4][3]
-    cdef floating v, outer
-    cdef int bad = 0
+    input gradient's).  Returns whether every value is finite."""
+    cdef int bad
     with nogil:
-        for f in range(F):
-            for c in range(C):
-                for i in range(3):
-                    for j in range(3):
-                        k[i][j] = w[f, c, 2 - i, 2 - j] if flipped else w[f, c, i, j]
-                for j in range(3):
-                    outer = k[0][j] + k[2][j]
-                    r[0][j] = k[0][j]
-                    r[1][j] = (outer + k[1][j]) * 0.5
-                    r[2][j] = (outer - k[1][j]) * 0.5
-                    r[3][j] = k[2][j]
-                for i in range(4):
-                    outer = r[i][0] + r[i][2]
-                    for j in range(4):
-                        if j == 0:
-                            v = r[i][0]
-                        elif j == 1:
-                            v = (outer + r[i][1]) * 0.5
-                        elif j == 2:
-                            v = (outer - r[i][1]) * 0.5
-                        else:
-                            v = r[i][2]
-                        bad |= v * 0 != 0
-                        if flipped:
-                            out[4 * i + j, c, f] = v
-                        else:
-                            out[4 * i + j, f, c] = v
+        if floating is float:
+            bad = wg_weight_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped, &out[0, 0, 0])
+        else:
+            bad = wg_weight_f64(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped, &out[0, 0, 0])
     return bad == 0
 
 
@@ -240,19 +216,8 @@ def weight_from_transformed(
     floating[:, :, :, ::1] out,            # OUT (F, C, 3, 3)
 ):
     """G^T X G of each (filter, channel) pair of x, X[i][j] = x[4 i + j]."""
-    cdef Py_ssize_t F = x.shape[1], C = x.shape[2], f, c, i, j
-    cdef floating r[3][4]
-    cdef floating inner
     with nogil:
-        for f in range(F):
-            for c in range(C):
-                for j in range(4):
-                    inner = (x[4 + j, f, c] + x[8 + j, f, c]) * 0.5
-                    r[0][j] = x[j, f, c] + inner
-                    r[1][j] = (x[4 + j, f, c] - x[8 + j, f, c]) * 0.5
-                    r[2][j] = inner + x[12 + j, f, c]
-                for i in range(3):
-                    inner = (r[i][1] + r[i][2]) * 0.5
-                    out[f, c, i, 0] = r[i][0] + inner
-                    out[f, c, i, 1] = (r[i][1] - r[i][2]) * 0.5
-                    out[f, c, i, 2] = inner + r[i][3]
+        if floating is float:
+            wg_weight_back_f32(&x[0, 0, 0], x.shape[1], x.shape[2], &out[0, 0, 0, 0])
+        else:
+            wg_weight_back_f64(&x[0, 0, 0], x.shape[1], x.shape[2], &out[0, 0, 0, 0])

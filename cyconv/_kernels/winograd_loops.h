@@ -178,8 +178,11 @@ RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
         y1[2 * t] = CD_ADD_BIAS(w0 + w1 + w2, bias);                          \
         y1[2 * t + 1] = CD_ADD_BIAS(w1 - w2 - w3, bias);                      \
     }                                                                         \
-    for (ptrdiff_t r = 0; r < count; r++) {                                   \
-        ptrdiff_t n = (first + r) / th, ty = (first + r) % th;                \
+    /* the sample and row of tiles of each row, counted on: a division a    \
+     * row cost as much as the copy */                                        \
+    ptrdiff_t n = first / th, ty = first % th;                                \
+    for (ptrdiff_t r = 0; r < count; r++, ty++) {                            \
+        if (ty == th) { n++; ty = 0; }                                        \
         T* restrict dst = out + n * sample + 2 * ty * cols;                   \
         const T* restrict a = y0 + 2 * r * tw;                                \
         const T* restrict b = y1 + 2 * r * tw;                                \
@@ -209,8 +212,10 @@ RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
     T* restrict e0 = scratch; T* restrict o0 = scratch + L;                   \
     T* restrict e1 = scratch + 2 * L; T* restrict o1 = scratch + 3 * L;       \
     int bad = 0;                                                              \
-    for (ptrdiff_t r = 0; r < count; r++) {                                   \
-        ptrdiff_t n = (first + r) / th, ty = (first + r) % th, at = r * tw;   \
+    ptrdiff_t n = first / th, ty = first % th;                                \
+    for (ptrdiff_t r = 0; r < count; r++, ty++) {                            \
+        if (ty == th) { n++; ty = 0; }                                        \
+        ptrdiff_t at = r * tw;                                                \
         bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, 0, tw - 1, \
                                      e0 + at, o0 + at)                        \
             | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, 0, tw - 1, \
@@ -235,6 +240,94 @@ RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
     return bad;                                                               \
 }
 
+/* The 16 matrices of a transformed weight lie F * C values apart (32 KiB on
+ * a 64 -> 128 layer): the weight transforms write (and read back) each of
+ * them in runs of WG_RUN pairs, so that 16 streams a pair, all in one set
+ * of the cache, do not evict one another (4x faster). */
+#define WG_RUN 16
+
+#define WG_WEIGHT(T, SUFFIX)                                                  \
+/* G k G^T of each (filter, channel) pair of w (F, C, 3, 3), into          \
+ * out[p * F * C + f * C + c], or with ``flipped`` of k flipped in both    \
+ * axes into out[p * C * F + c * F + f] (the input gradient's weight).     \
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  Returns whether a       \
+ * value is not finite. */                                                  \
+RN_CLONES static int wg_weight_##SUFFIX(                                      \
+    const T* restrict w, ptrdiff_t F, ptrdiff_t C, int flipped,               \
+    T* restrict out)                                                          \
+{                                                                             \
+    const T half = (T)0.5;                                                    \
+    ptrdiff_t P = F * C;                                                      \
+    /* out's rows a (filters, or channels when flipped), runs along b */      \
+    ptrdiff_t A = flipped ? C : F, B = flipped ? F : C;                       \
+    int bad = 0;                                                              \
+    T run[16][WG_RUN];                                                        \
+    for (ptrdiff_t a = 0; a < A; a++)                                         \
+        for (ptrdiff_t b0 = 0; b0 < B; b0 += WG_RUN) {                        \
+            ptrdiff_t nb = B - b0 < WG_RUN ? B - b0 : WG_RUN;                 \
+            for (ptrdiff_t bi = 0; bi < nb; bi++) {                           \
+                ptrdiff_t f = flipped ? b0 + bi : a, c = flipped ? a : b0 + bi; \
+                const T* k = w + (f * C + c) * 9;                             \
+                T g[3][3], r[4][3];                                           \
+                for (int i = 0; i < 9; i++) {                                 \
+                    g[i / 3][i % 3] = flipped ? k[8 - i] : k[i];              \
+                    bad |= k[i] * (T)0 != (T)0;                               \
+                }                                                             \
+                for (int j = 0; j < 3; j++) {                                 \
+                    T outer = g[0][j] + g[2][j];                              \
+                    r[0][j] = g[0][j];                                        \
+                    r[1][j] = (outer + g[1][j]) * half;                       \
+                    r[2][j] = (outer - g[1][j]) * half;                       \
+                    r[3][j] = g[2][j];                                        \
+                }                                                             \
+                for (int i = 0; i < 4; i++) {                                 \
+                    T outer = r[i][0] + r[i][2];                              \
+                    run[4 * i][bi] = r[i][0];                                 \
+                    run[4 * i + 1][bi] = (outer + r[i][1]) * half;            \
+                    run[4 * i + 2][bi] = (outer - r[i][1]) * half;            \
+                    run[4 * i + 3][bi] = r[i][2];                             \
+                }                                                             \
+            }                                                                 \
+            for (int p = 0; p < 16; p++)                                      \
+                for (ptrdiff_t bi = 0; bi < nb; bi++)                         \
+                    out[p * P + a * B + b0 + bi] = run[p][bi];                \
+        }                                                                     \
+    return bad;                                                               \
+}                                                                             \
+                                                                              \
+/* G^T X G of each (filter, channel) pair of x (16, F, C), X[i][j] =        \
+ * x[4 i + j], into out (F, C, 3, 3). */                                    \
+RN_CLONES static void wg_weight_back_##SUFFIX(                                \
+    const T* restrict x, ptrdiff_t F, ptrdiff_t C, T* restrict out)           \
+{                                                                             \
+    const T half = (T)0.5;                                                    \
+    ptrdiff_t P = F * C;                                                      \
+    T run[16][WG_RUN];                                                        \
+    for (ptrdiff_t q0 = 0; q0 < P; q0 += WG_RUN) {                            \
+        ptrdiff_t nq = P - q0 < WG_RUN ? P - q0 : WG_RUN;                     \
+        for (int p = 0; p < 16; p++)                                          \
+            for (ptrdiff_t qi = 0; qi < nq; qi++) run[p][qi] = x[p * P + q0 + qi]; \
+        for (ptrdiff_t qi = 0; qi < nq; qi++) {                               \
+            T r[3][4];                                                        \
+            for (int j = 0; j < 4; j++) {                                     \
+                T inner = (run[4 + j][qi] + run[8 + j][qi]) * half;           \
+                r[0][j] = run[j][qi] + inner;                                 \
+                r[1][j] = (run[4 + j][qi] - run[8 + j][qi]) * half;           \
+                r[2][j] = inner + run[12 + j][qi];                            \
+            }                                                                 \
+            T* o = out + (q0 + qi) * 9;                                       \
+            for (int i = 0; i < 3; i++) {                                     \
+                T inner = (r[i][1] + r[i][2]) * half;                         \
+                o[3 * i] = r[i][0] + inner;                                   \
+                o[3 * i + 1] = (r[i][1] - r[i][2]) * half;                    \
+                o[3 * i + 2] = inner + r[i][3];                               \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
+}
+
+WG_WEIGHT(float, f32)
+WG_WEIGHT(double, f64)
 WG_LOOPS(float, f32)
 WG_LOOPS(double, f64)
 
