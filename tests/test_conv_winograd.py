@@ -7,7 +7,7 @@ shapes is in test_conv.py, algorithms "winograd" and "winograd-chunked".)"""
 import numpy as np
 import pytest
 
-from cyconv import _conv_pool, _conv_winograd, _runtime
+from cyconv import _conv, _conv_pool, _conv_winograd, _runtime
 from cyconv._conv import conv_geometry
 from cyconv.functional import conv2d, conv2d_backward
 from reference import RTOL, assert_close
@@ -126,3 +126,21 @@ def test_a_layer_on_it_is_not_fused_with_its_pooling():
     assert _conv_pool.pool_geometry(c2, (2, 2), (2, 2), (0, 0), False, (1, 1)) is None
     with _runtime.winograd_convolution("never"):
         assert _conv_pool.pool_geometry(c2, (2, 2), (2, 2), (0, 0), False, (1, 1)) is not None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_in_the_store_is_np_maximum(dtype):
+    """The layers' fast path, conv2d_checked(..., relu=True): max(., 0) in
+    the output transform's store, bit for bit np.maximum after the pass
+    (zeros of either sign become +0.0)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 32, 10, 7)).astype(dtype)
+    w = rng.standard_normal((33, 32, 3, 3)).astype(dtype)
+    b = rng.standard_normal(33).astype(dtype)
+    g = geometry(x.shape, w.shape)
+    with _runtime.winograd_convolution("always"):
+        plain = _conv.conv2d_checked(x, w, b, g)
+        fused = _conv.conv2d_checked(x, w, b, g, relu=True)
+    assert (plain < 0).any() and (plain > 0).any()
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+    assert not np.signbit(fused).any()
