@@ -5,10 +5,9 @@ For a model's Convolution -> ReLU -> MaxPooling(2) (see
 cyconv.nn.containers): the pooled output and what MaxPooling's backward
 pass keeps, bit for bit those of the three layers run one by one, without
 writing the convolution's output (four times the pooled one) and reading
-it back.  That holds where the convolution alone takes the direct path (not the
-Winograd one)
-(whose two families compute every value by the same chain of fused
-multiply-adds as the kernel here) and the pooling alone the 2x2 kernels
+it back.  That holds where the convolution alone takes the direct path (whose two
+families compute every value by the same chain of fused multiply-adds as
+the kernel here), not the Winograd one, and the pooling alone the 2x2 kernels
 with one-byte codes; the caller (Convolution's forward) has checked the
 arrays, and the geometry is checked here.
 """

@@ -4,9 +4,10 @@ at the processor's peak of multiply-adds; which geometries it takes
 (_runtime.winograd_wanted), the transforms of the weight, and buffers.
 
 The caller (_conv.py) has validated the arguments.  Each operation returns
-None where a value it read is not finite (the transforms would turn an
-infinity into NaN where the direct sum keeps it), and the caller then
-takes the other paths.
+None where a value it read is not finite or exceeds 2^54 in magnitude
+(2^502 in float64): the transforms would turn an infinity into NaN where
+the direct sum keeps it, and could overflow where it does not.  The caller
+then takes the other paths.
 """
 
 import functools
@@ -52,7 +53,7 @@ def _use(geometry, operation, choices):
 def _transformed(weight, flipped=False):
     """G w G^T of each (filter, channel) pair of ``weight`` (F, C, 3, 3), as
     16 matrices (16, F, C); with ``flipped`` of the weight flipped and
-    transposed, (16, C, F).  None where a value is not finite."""
+    transposed, (16, C, F).  None where a value is out of range."""
     f, c = weight.shape[:2]
     out = np.empty((16, c, f) if flipped else (16, f, c), weight.dtype)
     return out if _conv_winograd.transform_weight(weight, out, flipped) else None
@@ -66,7 +67,7 @@ def _rows(tiles_per_row):
 
 def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu):
     """The forward kernel on planes x4, into a new array of ``out_shape``,
-    or None (x4 not finite)."""
+    or None (a value of x4 out of range)."""
     n, c = x4.shape[:2]
     f = transformed.shape[1]
     out = np.empty(out_shape, x4.dtype)
@@ -74,17 +75,17 @@ def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, r
     rows = _rows(tw)
     dtype = x4.dtype
     with single_threaded_blas():
-        finite = _conv_winograd.forward(
+        in_range = _conv_winograd.forward(
             x4, transformed, bias, out, np.empty((n_threads, 16 * c * rows * tw), dtype),
             np.empty((n_threads, 16 * f * rows * tw), dtype),
             np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype), pad_top, pad_left, rows, relu,
             n_threads)
-    return out if finite else None
+    return out if in_range else None
 
 
 def forward(x4, weight, bias, geometry, n_threads, relu=False):
     """conv2d's output (with ``relu`` max(output, 0) as np.maximum), or
-    None where x4 or the weight is not finite."""
+    None where a value of x4 or the weight is out of range."""
     g = geometry
     transformed = _transformed(weight)
     if transformed is None:
@@ -96,7 +97,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
 def grad_input(g4, weight, geometry, n_threads):
     """The input gradient: the correlation of the output gradient, padded
     by 2 minus the padding, with the weight flipped and transposed; or
-    None where a value is not finite."""
+    None where a value is out of range."""
     g = geometry
     transformed = _transformed(weight, flipped=True)
     if transformed is None:
@@ -107,7 +108,7 @@ def grad_input(g4, weight, geometry, n_threads):
 
 def grad_weight(g4, x4, geometry, n_threads):
     """The weight gradient, G^T (sum over tiles of V_p U_p^T) G, or None
-    where x4 or g4 is not finite."""
+    where a value of x4 or g4 is out of range."""
     g = geometry
     dtype = x4.dtype
     tw = (g.out_width + 1) // 2
@@ -115,12 +116,12 @@ def grad_weight(g4, x4, geometry, n_threads):
     per_part = -(-g.n // _runtime.DIRECT_WEIGHT_PARTS)
     partials = np.empty((-(-g.n // per_part), 16, g.filters, g.channels), dtype)
     with single_threaded_blas():
-        finite = _conv_winograd.grad_weight(
+        in_range = _conv_winograd.grad_weight(
             g4, x4, partials, np.empty((n_threads, 16 * g.channels * rows * tw), dtype),
             np.empty((n_threads, 16 * g.filters * rows * tw), dtype),
             np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype), g.pad_top, g.pad_left, rows, per_part,
             n_threads)
-    if not finite:
+    if not in_range:
         return None
     total = partials[0]
     for partial in partials[1:]:  # in order of the parts

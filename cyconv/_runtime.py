@@ -244,8 +244,9 @@ _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "au
 
 
 def choices():
-    """What the direct path's rule depends on besides the geometry: the
-    mode, variant and family (tests and benchmarks change them)."""
+    """What the rules of the direct and Winograd paths depend on besides
+    the geometry: the direct mode, variant and family and the Winograd mode
+    (tests and benchmarks change them); the key of their caches."""
     return (_state["direct"], _state["isa"], _state["family"], _state["winograd"])
 
 

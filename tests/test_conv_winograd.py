@@ -144,3 +144,32 @@ def test_relu_in_the_store_is_np_maximum(dtype):
     assert (plain < 0).any() and (plain > 0).any()
     np.testing.assert_array_equal(fused, np.maximum(plain, 0))
     assert not np.signbit(fused).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_finite_values_give_the_other_paths_results(dtype):
+    """A window of huge finite values whose transform overflows (3e38 -
+    -3e38 in float32), against a zero weight where it lands, would give NaN
+    where the direct sum gives 0: values above 2^54 in magnitude (2^502 in
+    float64) send the call to the other kernels, bit for bit theirs."""
+    huge = np.finfo(dtype).max * 0.9
+    x = np.zeros((2, 32, 6, 6), dtype)
+    x[0, 0, 0, 0], x[0, 0, 0, 2] = huge, -huge
+    w = np.zeros((32, 32, 3, 3), dtype)
+    w[:, :, 1, 1] = 1
+    g = np.zeros((2, 32, 4, 4), dtype)
+    g[:, :, 1, 1] = 1
+    results = {}
+    for mode in ("always", "never"):
+        with _runtime.winograd_convolution(mode):
+            results[mode] = (conv2d(x, w, padding=0),) + conv2d_backward(g, x, w, padding=0)
+    assert not np.isnan(results["never"][0]).any()
+    for ours, theirs in zip(results["always"], results["never"]):
+        np.testing.assert_array_equal(ours, theirs)
+    # the limit itself is in range, the next power of two is not
+    limit = 2.0 ** (54 if dtype == np.float32 else 502)
+    geo = geometry(x.shape, w.shape, padding=0)
+    for value, in_range in ((limit, True), (-limit, True), (2 * limit, False)):
+        x[0, 0, 0, 0], x[0, 0, 0, 2] = value, 0
+        out = _conv_winograd.forward(x, w, np.empty(0, dtype), geo, 1)
+        assert (out is not None) == in_range

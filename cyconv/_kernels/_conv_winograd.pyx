@@ -24,10 +24,12 @@
 # * Determinism: every output (and every partial) is computed by one task
 #   in a fixed order; chunk and part sizes depend only on the shapes, and
 #   one BLAS call runs in one thread (the caller holds BLAS to one).
-# * Non-finite values: the transforms add and subtract values of a window,
-#   so an infinity there gives NaN where the direct sum gives an infinity.
-#   The kernels return whether every value they read was finite; the caller
-#   takes another path when one was not.
+# * Values out of range: the transforms add and subtract values of a
+#   window, so an infinity there gives NaN where the direct sum gives an
+#   infinity, and a huge finite value may overflow where the direct sum
+#   does not.  The kernels return whether every value they read was finite
+#   and at most 2^54 in magnitude (2^502 in float64; WG_OUT_OF_RANGE in
+#   winograd_loops.h); the caller takes another path when one was not.
 # * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
 #   of the buffers (each thread's U, M or V: 16 * rows * tw values per
@@ -76,7 +78,7 @@ cdef int _input_chunk(
 ) noexcept nogil:
     """U of ``count`` rows of tiles from row ``first`` of the batch's:
     u[p * ps + c * tiles + t], tiles = count * tw; whether a value read is
-    not finite."""
+    out of range."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t tiles = count * tw, c
     cdef int bad = 0
@@ -102,7 +104,7 @@ def forward(
 ):
     """out = the correlation of x with the weight whose transform is wt,
     plus bias, with ``relu`` max(., 0); False (out unfinished) where x holds
-    a value that is not finite."""
+    a value out of range (see the design notes)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = wt.shape[1]
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
@@ -149,7 +151,7 @@ def grad_weight(
     int n_threads,
 ):
     """Each part's transformed weight gradient; False where x or g holds a
-    value that is not finite."""
+    value out of range (see the design notes)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = g.shape[1]
     cdef Py_ssize_t Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
@@ -201,7 +203,8 @@ def transform_weight(
 ):
     """G w G^T of each (filter, channel) pair, into out[4 i + j]; with
     ``flipped`` of the weight flipped in both axes and transposed (the
-    input gradient's).  Returns whether every value is finite."""
+    input gradient's).  Returns whether every value is in range (see
+    the design notes)."""
     cdef int bad
     with nogil:
         if floating is float:

@@ -35,6 +35,16 @@
 #define WG_IVDEP
 #endif
 
+/* Whether v is out of the range the transforms take: NaN, an infinity
+ * (inf - inf is NaN where the direct sum keeps the infinity), or a finite
+ * value above sqrt(max) / 1024 (2^54 in float, 2^502 in double), whose
+ * sums and products in the transforms could overflow where the direct
+ * sum does not (and an overflow times a zero weight is NaN).  Two
+ * comparisons, false for NaN, or-ed as integers: they vectorise. */
+#define WG_OUT_OF_RANGE(T, v)                                                 \
+    (!((v) <= (T)(sizeof(T) == sizeof(float) ? 0x1p54 : 0x1p502)             \
+       && (v) >= -(T)(sizeof(T) == sizeof(float) ? 0x1p54 : 0x1p502)))
+
 /* inlined into each clone of its callers */
 #if defined(__GNUC__)
 #define WG_INLINE __attribute__((always_inline)) inline
@@ -55,7 +65,8 @@
 #define WG_LOOPS(T, SUFFIX)                                                   \
 /* Row ``row`` of a plane (rows x cols), from column -left on, split into   \
  * even[0..n] and odd[0..n] (columns 2 t - left and 2 t + 1 - left), zeros  \
- * outside the plane.  Returns whether a value of the row is not finite.  */ \
+ * outside the plane.  Returns whether a value of the row is out of range   \
+ * (WG_OUT_OF_RANGE). */                                                   \
 WG_INLINE static int wg_split_row_##SUFFIX(                                   \
     const T* restrict plane, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t row,   \
     ptrdiff_t left, ptrdiff_t n, T* restrict even, T* restrict odd)           \
@@ -86,7 +97,7 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
     }                                                                         \
     /* the row itself, in a loop of its own (vectorised, as rn_all_finite) */ \
     const T* whole = plane + row * cols;                                      \
-    for (ptrdiff_t q = 0; q < cols; q++) bad |= whole[q] * (T)0 != (T)0;      \
+    for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, whole[q]);  \
     return bad;                                                               \
 }                                                                             \
                                                                               \
@@ -98,8 +109,8 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
  * and split four ways, columns 2 t, 2 t + 1, 2 t + 2 and 2 t + 3, into     \
  * arrays of the even and of the odd padded rows: then every tile of a run  \
  * of rows of tiles reads each of its 16 values at its own index, and one   \
- * vectorised loop transforms the run.  ``scratch``: 8 (count + 2) tw +     \
- * 2 tw + 2 values.  Returns whether a value read is not finite. */         \
+ * vectorised loop transforms the run.  ``scratch``: 8 (count + 1) tw +     \
+ * 2 tw + 2 values.  Returns whether a value read is out of range (WG_OUT_OF_RANGE). */         \
 RN_CLONES static int wg_input_chunk_##SUFFIX(                                 \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
@@ -122,7 +133,7 @@ RN_CLONES static int wg_input_chunk_##SUFFIX(                                 \
             if (at >= 0 && at < rows) {                                       \
                 const T* src = plane + at * cols;                             \
                 for (ptrdiff_t q = lo; q < hi; q++) row[q] = src[q - left];   \
-                for (ptrdiff_t q = 0; q < cols; q++) bad |= src[q] * (T)0 != (T)0; \
+                for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, src[q]); \
             }                                                                 \
             T* restrict a = split + 4 * (j & 1) * S + (j >> 1) * tw;          \
             for (ptrdiff_t t = 0; t < tw; t++) {                              \
@@ -202,7 +213,7 @@ RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
 /* V = A g A^T for ``count`` rows of tiles of one output-gradient plane     \
  * per sample (rows x cols, ``sample`` values apart; zeros past its edges), \
  * from row ``first`` of the batch's: v[p * ps + r * tw + t].  ``scratch``: \
- * 4 count tw values.  Returns whether a value read is not finite. */       \
+ * 4 count tw values.  Returns whether a value read is out of range (WG_OUT_OF_RANGE). */       \
 RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
     const T* restrict g, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
@@ -251,7 +262,7 @@ RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
  * out[p * F * C + f * C + c], or with ``flipped`` of k flipped in both    \
  * axes into out[p * C * F + c * F + f] (the input gradient's weight).     \
  * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  Returns whether a       \
- * value is not finite. */                                                  \
+ * value is out of range (WG_OUT_OF_RANGE). */                                                  \
 RN_CLONES static int wg_weight_##SUFFIX(                                      \
     const T* restrict w, ptrdiff_t F, ptrdiff_t C, int flipped,               \
     T* restrict out)                                                          \
@@ -271,7 +282,7 @@ RN_CLONES static int wg_weight_##SUFFIX(                                      \
                 T g[3][3], r[4][3];                                           \
                 for (int i = 0; i < 9; i++) {                                 \
                     g[i / 3][i % 3] = flipped ? k[8 - i] : k[i];              \
-                    bad |= k[i] * (T)0 != (T)0;                               \
+                    bad |= WG_OUT_OF_RANGE(T, k[i]);                          \
                 }                                                             \
                 for (int j = 0; j < 3; j++) {                                 \
                     T outer = g[0][j] + g[2][j];                              \
