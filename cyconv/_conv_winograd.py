@@ -65,21 +65,27 @@ def _rows(tiles_per_row):
     return max(1, -(-_runtime.WINOGRAD_TILES // tiles_per_row))
 
 
+def _buffers(n_threads, channels, filters, out_width, dtype):
+    """``(rows, u, m, scratch)``: the rows of tiles a chunk, and each
+    thread's matrices of a chunk's transformed input (16 x channels) and
+    products or transformed output gradient (16 x filters), and its
+    scratch (the sizes _conv_winograd.pyx's kernels index)."""
+    tw = (out_width + 1) // 2
+    rows = _rows(tw)
+    return (rows, np.empty((n_threads, 16 * channels * rows * tw), dtype),
+            np.empty((n_threads, 16 * filters * rows * tw), dtype),
+            np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype))
+
+
 def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu):
     """The forward kernel on planes x4, into a new array of ``out_shape``,
     or None (a value of x4 out of range)."""
-    n, c = x4.shape[:2]
-    f = transformed.shape[1]
     out = np.empty(out_shape, x4.dtype)
-    tw = (out_shape[3] + 1) // 2
-    rows = _rows(tw)
-    dtype = x4.dtype
+    rows, u, m, scratch = _buffers(n_threads, x4.shape[1], out_shape[1], out_shape[3],
+                                   x4.dtype)
     with single_threaded_blas():
-        in_range = _conv_winograd.forward(
-            x4, transformed, bias, out, np.empty((n_threads, 16 * c * rows * tw), dtype),
-            np.empty((n_threads, 16 * f * rows * tw), dtype),
-            np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype), pad_top, pad_left, rows, relu,
-            n_threads)
+        in_range = _conv_winograd.forward(x4, transformed, bias, out, u, m, scratch, pad_top,
+                                          pad_left, rows, relu, n_threads)
     return out if in_range else None
 
 
@@ -102,8 +108,9 @@ def grad_input(g4, weight, geometry, n_threads):
     transformed = _transformed(weight, flipped=True)
     if transformed is None:
         return None
-    return _correlate(g4, transformed, np.empty(0, weight.dtype), (g.n, g.channels, g.height, g.width),
-                      2 - g.pad_top, 2 - g.pad_left, n_threads, False)
+    return _correlate(g4, transformed, np.empty(0, weight.dtype),
+                      (g.n, g.channels, g.height, g.width), 2 - g.pad_top, 2 - g.pad_left,
+                      n_threads, False)
 
 
 def grad_weight(g4, x4, geometry, n_threads):
@@ -111,21 +118,18 @@ def grad_weight(g4, x4, geometry, n_threads):
     where a value of x4 or g4 is out of range."""
     g = geometry
     dtype = x4.dtype
-    tw = (g.out_width + 1) // 2
-    rows = _rows(tw)
     per_part = -(-g.n // _runtime.DIRECT_WEIGHT_PARTS)
     partials = np.empty((-(-g.n // per_part), 16, g.filters, g.channels), dtype)
+    rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype)
     with single_threaded_blas():
-        in_range = _conv_winograd.grad_weight(
-            g4, x4, partials, np.empty((n_threads, 16 * g.channels * rows * tw), dtype),
-            np.empty((n_threads, 16 * g.filters * rows * tw), dtype),
-            np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype), g.pad_top, g.pad_left, rows, per_part,
-            n_threads)
+        in_range = _conv_winograd.grad_weight(g4, x4, partials, u, v, scratch, g.pad_top,
+                                              g.pad_left, rows, per_part, n_threads)
     if not in_range:
         return None
-    total = partials[0]
-    for partial in partials[1:]:  # in order of the parts
-        total = total + partial
+    # in order of the parts, as the direct path's partials; infinities of
+    # opposite signs make NaN, as in any sum, without numpy's warning
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = partials.sum(axis=0)
     out = np.empty((g.filters, g.channels, 3, 3), dtype)
     _conv_winograd.weight_from_transformed(total, out)
     return out

@@ -88,7 +88,8 @@ def test_layer_shapes_match_float64_references(shape, dtype):
     assert_close(out, reference.conv2d(x64, w64, b.astype(np.float64), (1, 1), sides, (1, 1), 1),
                  reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b.astype(np.float64)),
                                   (1, 1), sides, (1, 1), 1), dtype)
-    expected_gx, expected_gw, _ = reference.conv2d_backward(g64, x64, w64, (1, 1), sides, (1, 1), 1)
+    expected_gx, expected_gw, _ = reference.conv2d_backward(g64, x64, w64, (1, 1), sides,
+                                                            (1, 1), 1)
     magnitude_gx, magnitude_gw, _ = reference.conv2d_backward(np.abs(g64), np.abs(x64),
                                                            np.abs(w64), (1, 1), sides, (1, 1), 1)
     assert_close(gx, expected_gx, magnitude_gx, dtype)

@@ -63,41 +63,31 @@
     v[(8 + j) * ps + t] = r2 - r1; v[(12 + j) * ps + t] = r1 - r3;
 
 #define WG_LOOPS(T, SUFFIX)                                                   \
-/* Row ``row`` of a plane (rows x cols), from column -left on, split into   \
- * even[0..n] and odd[0..n] (columns 2 t - left and 2 t + 1 - left), zeros  \
- * outside the plane.  Returns whether a value of the row is out of range   \
+/* Row ``row`` of an output-gradient plane (rows x cols) split into       \
+ * even[t] and odd[t], t < n (columns 2 t and 2 t + 1), zeros past its     \
+ * edges.  Returns whether a value of the row is out of range              \
  * (WG_OUT_OF_RANGE). */                                                   \
 WG_INLINE static int wg_split_row_##SUFFIX(                                   \
     const T* restrict plane, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t row,   \
-    ptrdiff_t left, ptrdiff_t n, T* restrict even, T* restrict odd)           \
+    ptrdiff_t n, T* restrict even, T* restrict odd)                           \
 {                                                                             \
     int bad = 0;                                                              \
-    if (row < 0 || row >= rows) {                                             \
-        for (ptrdiff_t t = 0; t <= n; t++) { even[t] = 0; odd[t] = 0; }       \
+    if (row >= rows) {                                                        \
+        for (ptrdiff_t t = 0; t < n; t++) { even[t] = 0; odd[t] = 0; }        \
         return bad;                                                           \
     }                                                                         \
-    const T* src = plane + row * cols - left;                                 \
-    /* t in [lo, hi): both columns inside the plane */                        \
-    ptrdiff_t lo = (left + 1) / 2, hi = (cols + left) / 2;                    \
-    if (hi > n + 1) hi = n + 1;                                               \
-    if (lo > hi) lo = hi;                                                     \
-    for (ptrdiff_t t = 0; t < lo; t++) {                                      \
-        ptrdiff_t a = 2 * t - left, b = a + 1;                                \
-        even[t] = (a >= 0 && a < cols) ? src[2 * t] : 0;                      \
-        odd[t] = (b >= 0 && b < cols) ? src[2 * t + 1] : 0;                   \
-    }                                                                         \
-    for (ptrdiff_t t = lo; t < hi; t++) {                                     \
+    const T* src = plane + row * cols;                                        \
+    ptrdiff_t pairs = cols / 2 < n ? cols / 2 : n;  /* both columns inside */ \
+    for (ptrdiff_t t = 0; t < pairs; t++) {                                   \
         even[t] = src[2 * t];                                                 \
         odd[t] = src[2 * t + 1];                                              \
     }                                                                         \
-    for (ptrdiff_t t = hi; t <= n; t++) {                                     \
-        ptrdiff_t a = 2 * t - left, b = a + 1;                                \
-        even[t] = (a >= 0 && a < cols) ? src[2 * t] : 0;                      \
-        odd[t] = (b >= 0 && b < cols) ? src[2 * t + 1] : 0;                   \
+    for (ptrdiff_t t = pairs; t < n; t++) {  /* an odd row's last column */  \
+        even[t] = 2 * t < cols ? src[2 * t] : 0;                              \
+        odd[t] = 0;                                                           \
     }                                                                         \
     /* the row itself, in a loop of its own (vectorised, as rn_all_finite) */ \
-    const T* whole = plane + row * cols;                                      \
-    for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, whole[q]);  \
+    for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, src[q]);   \
     return bad;                                                               \
 }                                                                             \
                                                                               \
@@ -227,9 +217,9 @@ RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
     for (ptrdiff_t r = 0; r < count; r++, ty++) {                            \
         if (ty == th) { n++; ty = 0; }                                        \
         ptrdiff_t at = r * tw;                                                \
-        bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, 0, tw - 1, \
+        bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, tw,       \
                                      e0 + at, o0 + at)                        \
-            | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, 0, tw - 1, \
+            | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, tw,  \
                                     e1 + at, o1 + at);                        \
     }                                                                         \
     WG_IVDEP                                                                  \
