@@ -40,10 +40,10 @@
  * value above sqrt(max) / 1024 (2^54 in float, 2^502 in double), whose
  * sums and products in the transforms could overflow where the direct
  * sum does not (and an overflow times a zero weight is NaN).  Two
- * comparisons, false for NaN, or-ed as integers: they vectorise. */
-#define WG_OUT_OF_RANGE(T, v)                                                 \
-    (!((v) <= (T)(sizeof(T) == sizeof(float) ? 0x1p54 : 0x1p502)             \
-       && (v) >= -(T)(sizeof(T) == sizeof(float) ? 0x1p54 : 0x1p502)))
+ * negated comparisons, each true for NaN, or-ed as integers (not &&,
+ * whose branch GCC 12 kept scalar: a fifth of the input transform). */
+#define WG_LIMIT(T) ((T)(sizeof(T) == sizeof(float) ? 0x1p54 : 0x1p502))
+#define WG_OUT_OF_RANGE(T, v) (!((v) <= WG_LIMIT(T)) | !((v) >= -WG_LIMIT(T)))
 
 /* inlined into each clone of its callers */
 #if defined(__GNUC__)
@@ -101,7 +101,7 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
  * of rows of tiles reads each of its 16 values at its own index, and one   \
  * vectorised loop transforms the run.  ``scratch``: 8 (count + 1) tw +     \
  * 2 tw + 2 values.  Returns whether a value read is out of range (WG_OUT_OF_RANGE). */         \
-RN_CLONES static int wg_input_chunk_##SUFFIX(                                 \
+RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                                 \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
@@ -154,7 +154,7 @@ RN_CLONES static int wg_input_chunk_##SUFFIX(                                 \
  * batch's, from m[p * ps + r * tw + t]: rows 2 ty and 2 ty + 1 (those    \
  * inside the plane) written, plus ``bias``, with ``relu`` max(., 0) as     \
  * np.maximum.  ``scratch``: 4 count tw values. */                          \
-RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
+RN_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                               \
     const T* restrict m, ptrdiff_t ps, T* restrict out, ptrdiff_t sample,     \
     ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count,         \
     ptrdiff_t th, ptrdiff_t tw, T bias, int relu, T* restrict scratch)        \
@@ -204,7 +204,7 @@ RN_CLONES static void wg_output_chunk_##SUFFIX(                               \
  * per sample (rows x cols, ``sample`` values apart; zeros past its edges), \
  * from row ``first`` of the batch's: v[p * ps + r * tw + t].  ``scratch``: \
  * 4 count tw values.  Returns whether a value read is out of range (WG_OUT_OF_RANGE). */       \
-RN_CLONES static int wg_gradient_chunk_##SUFFIX(                              \
+RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                              \
     const T* restrict g, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
     T* restrict scratch, T* restrict v, ptrdiff_t ps)                         \
