@@ -69,12 +69,14 @@ def _buffers(n_threads, channels, filters, out_width, dtype):
     """``(rows, u, m, scratch)``: the rows of tiles a chunk, and each
     thread's matrices of a chunk's transformed input (16 x channels) and
     products or transformed output gradient (16 x filters), and its
-    scratch (the sizes _conv_winograd.pyx's kernels index)."""
+    scratch, large enough for a tile-major U too (the sizes
+    _conv_winograd.pyx's kernels index)."""
     tw = (out_width + 1) // 2
     rows = _rows(tw)
     return (rows, np.empty((n_threads, 16 * channels * rows * tw), dtype),
             np.empty((n_threads, 16 * filters * rows * tw), dtype),
-            np.empty((n_threads, 8 * (rows + 2) * tw + 2 * tw + 2), dtype))
+            np.empty((n_threads, max((2 * rows + 2) * (2 * tw + 2) * channels,
+                                     8 * (rows + 2) * tw + 2 * tw + 2)), dtype))
 
 
 def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu):
@@ -123,7 +125,8 @@ def grad_weight(g4, x4, geometry, n_threads):
     rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype)
     with single_threaded_blas():
         in_range = _conv_winograd.grad_weight(g4, x4, partials, u, v, scratch, g.pad_top,
-                                              g.pad_left, rows, per_part, n_threads)
+                                              g.pad_left, rows, per_part,
+                                              _runtime.winograd_tile_major(), n_threads)
     if not in_range:
         return None
     # in order of the parts, as the direct path's partials; infinities of

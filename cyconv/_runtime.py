@@ -225,20 +225,25 @@ WINOGRAD_TILES = 64
 #             2.3 (1.8 / 1.7); 16->32 14x14 1.5 / 1.5
 #   input     C2 8.4 / 6.7 (3.8 / 2.9), C3 6.6 / 4.6, W3 19.4 / 12.5, C3 at
 #             batch 32 3.3 / 2.5 (1.8 / 1.8); 16->32 14x14 1.5 / 1.8
-#   weight    C3 5.9 / 5.5 (4.0 / 3.6), W3 17.9 / 15.4 (9.3 / 8.5), but C2
-#             6.1 / 6.7, W2 12.0 / 12.4 (6.5 / 7.9), C3 at batch 32 3.1 /
-#             3.2 (1.6 / 2.2)
+#   weight    (see WINOGRAD_TILE_MAJOR_ISAS) C2 6.2 / 5.3 (3.4 / 2.8), C3
+#             6.1 / 4.3 (3.2 / 2.4), W3 17.8 / 12.4 (9.5 / 6.8), C3 at batch
+#             32 2.9 / 2.4 (1.6 / 1.3), W2 12.2 / 12.4 (6.5 / 6.6), with the
+#             bias gradient's sum on both sides
 # and on the AVX2 variant (OpenBLAS's Haswell kernels), 1 thread: forward
 # C2 7.0 / 6.4, C3 7.3 / 5.4, W3 22.2 / 15.5; input C2 7.5 / 7.5, C3 7.3 /
 # 6.0, W2 19.6 / 15.7; weight C2 7.4 / 6.3, C3 7.5 / 5.7, W2 15.9 / 13.0,
-# C3 at batch 32 4.0 / 3.1.  So the weight gradient, whose direct kernels
-# hold 32 registers of 16 floats on AVX-512, takes it there only from
-# WINOGRAD_WEIGHT_MIN_CHANNELS channels and filters and
-# WINOGRAD_WEIGHT_MIN_TILES tiles.
+# C3 at batch 32 4.0 / 3.1.  One rule serves the three operations on both.
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_TILES = 512
-WINOGRAD_WEIGHT_MIN_CHANNELS = 64
-WINOGRAD_WEIGHT_MIN_TILES = 1024
+
+# The weight gradient's products, dW_p += U_p V_p^T summed over tiles, on
+# these variants write U tile-major (_conv_winograd.pyx), which OpenBLAS's
+# AVX-512 kernels multiply faster: median ms, planar U / tile-major, Zen 4,
+# 1 thread, C2 6.5 / 5.3, C3 5.7 / 4.3, W2 13.5 / 12.4 (the direct kernels
+# beat the planar layout on C2 and W2).  With its Haswell kernels (AVX2)
+# the planar U stays faster: C2 6.7 / 6.9, W2 13.6 / 15.9, W3 15.9 / 16.9
+# (C3 5.5 / 5.3).
+WINOGRAD_TILE_MAJOR_ISAS = ("avx512",)
 
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto"}
 
@@ -312,10 +317,13 @@ def winograd_wanted(geometry, operation):
         return False
     g = geometry
     tiles = g.n * ((g.out_height + 1) // 2) * ((g.out_width + 1) // 2)
-    channels = min(g.channels, g.filters)
-    if operation == "weight" and _state["isa"] == "avx512":
-        return channels >= WINOGRAD_WEIGHT_MIN_CHANNELS and tiles >= WINOGRAD_WEIGHT_MIN_TILES
-    return channels >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
+    return min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
+
+
+def winograd_tile_major():
+    """Whether the Winograd weight gradient writes its transformed input
+    tile-major (see WINOGRAD_TILE_MAJOR_ISAS), on the variant running now."""
+    return _state["isa"] in WINOGRAD_TILE_MAJOR_ISAS
 
 
 def available_isas():
@@ -489,12 +497,9 @@ def show_config(mode="stdout"):
               " taps, and strided forward passes and weight gradients (filter-blocked); the"
               " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
-    weight = ("" if DETECTED_ISA != "avx512" else
-              f"; the weight gradient from {WINOGRAD_WEIGHT_MIN_CHANNELS} channels and"
-              f" {WINOGRAD_WEIGHT_MIN_TILES} blocks")
     winograd = (f"F(2x2, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
                 f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 2x2"
-                f" blocks of outputs{weight}; products by BLAS")
+                f" blocks of outputs; products by BLAS")
     info = {
         "direct convolution kernels": DETECTED_ISA,
         "direct convolution kernel variants": ", ".join(available_isas()),

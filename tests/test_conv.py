@@ -27,13 +27,15 @@ from reference import RTOL, assert_close
 # vectorised over output positions; "blocked-<isa>" on the ones vectorised
 # over blocks of filters, drawn with one group and any stride.
 # "winograd" runs the F(2x2, 3x3) kernels, drawn 3x3 with stride 1, one
-# group and no dilation ("-chunked": a row of tiles a chunk, and the weight
-# gradient's samples summed in several parts).
+# group and no dilation, the weight gradient's transformed input written
+# tile-major ("-chunked": a row of tiles a chunk, and the weight gradient's
+# samples summed in several parts; "-planar": chunked, and that input
+# written as the forward pass writes it, as on the variants that do).
 DIRECT_ALGORITHMS = [family + "-" + isa for family in ("direct", "blocked")
                      for isa in _runtime.available_isas()]
 ALGORITHMS = pytest.mark.parametrize(
     "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"] + DIRECT_ALGORITHMS
-    + ["winograd", "winograd-chunked"])
+    + ["winograd", "winograd-chunked", "winograd-planar"])
 
 
 @contextlib.contextmanager
@@ -41,7 +43,10 @@ def forced(algorithm):
     if algorithm.startswith("winograd"):
         with contextlib.ExitStack() as stack:
             stack.enter_context(_runtime.winograd_convolution("always"))
-            if algorithm.endswith("chunked"):
+            stack.enter_context(mock.patch.object(
+                _runtime, "WINOGRAD_TILE_MAJOR_ISAS",
+                () if algorithm.endswith("planar") else _runtime.available_isas()))
+            if algorithm.endswith(("chunked", "planar")):
                 stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_TILES", 1))
                 stack.enter_context(mock.patch.object(_runtime, "DIRECT_WEIGHT_PARTS", 2))
             yield

@@ -33,21 +33,14 @@ def test_which_layers_it_supports():
 
 def test_which_layers_the_rule_gives_it():
     """By the measured rule: at least WINOGRAD_MIN_CHANNELS channels and
-    filters and WINOGRAD_MIN_TILES tiles; the weight gradient, on the
-    AVX-512 variant, only from WINOGRAD_WEIGHT_MIN_CHANNELS channels and
-    WINOGRAD_WEIGHT_MIN_TILES tiles; never while a test forces the direct
-    path one way or the other."""
+    filters and WINOGRAD_MIN_TILES tiles, for the three operations; never
+    while a test forces the direct path one way or the other."""
     c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3))
     c3_half = geometry((32, 64, 8, 8), (128, 64, 3, 3))
-    for operation in ("forward", "input"):
-        assert _conv_winograd.use(c2, operation) and _conv_winograd.use(w3, operation)
-    assert _conv_winograd.use(c3_half, "forward") and _conv_winograd.use(w3, "weight")
-    for layer in (c2, c3_half):
-        assert _conv_winograd.use(layer, "weight") == (_runtime.isa() != "avx512")
-    if "avx2" in _runtime.available_isas():
-        with _runtime.direct_convolution("auto", "avx2"):
-            assert _conv_winograd.use(c2, "weight") and _conv_winograd.use(c3_half, "weight")
+    for operation in ("forward", "input", "weight"):
+        for layer in (c2, w3, c3_half):
+            assert _conv_winograd.use(layer, operation)
     for small in (geometry((64, 3, 32, 32), (32, 3, 3, 3)),      # a first layer
                   geometry((64, 16, 16, 16), (16, 16, 3, 3)),    # few channels
                   geometry((1, 32, 16, 16), (64, 32, 3, 3))):    # a batch of 64 tiles

@@ -20,7 +20,10 @@
 #   V_p (F x tiles), and dW_p = sum over tiles of V_p @ U_p^T, which the
 #   caller transforms back to 3x3.  Each part of the batch (whole samples)
 #   sums its chunks, in order, into its own partial; the caller adds the
-#   partials in a fixed order.
+#   partials in a fixed order.  Where the caller asks (the variants whose
+#   BLAS runs these products faster so), U is written tile-major, the
+#   channels of a tile together: the products' inner dimension, the
+#   tiles, is then U's slow axis, as it is V's.
 # * Determinism: every output (and every partial) is computed by one task
 #   in a fixed order; chunk and part sizes depend only on the shapes, and
 #   one BLAS call runs in one thread (the caller holds BLAS to one).
@@ -33,7 +36,8 @@
 # * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
 #   of the buffers (each thread's U, M or V: 16 * rows * tw values per
-#   channel or filter; its scratch 8 (rows + 2) tw + 2 tw + 2).
+#   channel or filter; its scratch 8 (rows + 2) tw + 2 tw + 2, and for a
+#   tile-major U at least (2 rows + 2) (2 tw + 2) C).
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -50,6 +54,14 @@ cdef extern from "winograd_loops.h" nogil:
                            Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
                            Py_ssize_t ps)
     int wg_input_chunk_f64(const double* x, Py_ssize_t sample, Py_ssize_t rows,
+                           Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
+                           Py_ssize_t top, Py_ssize_t left, Py_ssize_t tw, double* scratch,
+                           double* u, Py_ssize_t ps)
+    int wg_input_tiles_f32(const float* x, Py_ssize_t C, Py_ssize_t rows, Py_ssize_t cols,
+                           Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
+                           Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
+                           Py_ssize_t ps)
+    int wg_input_tiles_f64(const double* x, Py_ssize_t C, Py_ssize_t rows,
                            Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
                            Py_ssize_t top, Py_ssize_t left, Py_ssize_t tw, double* scratch,
                            double* u, Py_ssize_t ps)
@@ -90,6 +102,23 @@ cdef int _input_chunk(
             bad |= wg_input_chunk_f64(&x[0, c, 0, 0], C * H * W, H, W, first, count, th,
                                       pad_top, pad_left, tw, scratch, u + c * tiles, ps)
     return bad
+
+
+cdef inline int _input_tiles(
+    const floating[:, :, :, ::1] x, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
+    Py_ssize_t tw, Py_ssize_t pad_top, Py_ssize_t pad_left, floating* scratch,
+    floating* u, Py_ssize_t ps,
+) noexcept nogil:
+    """U of ``count`` rows of tiles from row ``first`` of the batch's,
+    tile-major: u[p * ps + t * C + c], t < count * tw (the weight
+    gradient's products then run over unit strides of their inner, tile
+    dimension); whether a value read is out of range."""
+    if floating is float:
+        return wg_input_tiles_f32(&x[0, 0, 0, 0], x.shape[1], x.shape[2], x.shape[3], first,
+                                  count, th, pad_top, pad_left, tw, scratch, u, ps)
+    else:
+        return wg_input_tiles_f64(&x[0, 0, 0, 0], x.shape[1], x.shape[2], x.shape[3], first,
+                                  count, th, pad_top, pad_left, tw, scratch, u, ps)
 
 
 def forward(
@@ -146,12 +175,15 @@ def grad_weight(
     floating[:, :, :, ::1] partials,       # OUT (parts, 16, F, C): each part's sum of V_p U_p^T
     floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * tw
     floating[:, ::1] v_buf,                # ...its V: 16 * F * rows * tw
-    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2
+    floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2,
+                                           # tile-major at least (2 rows + 2) (2 tw + 2) C
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
-    int n_threads,
+    bint tile_major, int n_threads,
 ):
     """Each part's transformed weight gradient; False where x or g holds a
-    value out of range (see the design notes)."""
+    value out of range (see the design notes).  With ``tile_major`` U is
+    written tile-major, and the products' inner dimension, the tiles, is
+    U's slow axis; otherwise U is written as the forward pass writes it."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = g.shape[1]
     cdef Py_ssize_t Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
@@ -175,8 +207,12 @@ def grad_weight(
         while first < last:
             count = min(rows, last - first)
             tiles = count * tw
-            bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
-                                &scratch[tid, 0], u, C * tiles)
+            if tile_major:
+                bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,
+                                    &scratch[tid, 0], u, C * tiles)
+            else:
+                bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
+                                    &scratch[tid, 0], u, C * tiles)
             for f in range(F):
                 if floating is float:
                     bad |= wg_gradient_chunk_f32(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first,
@@ -188,9 +224,14 @@ def grad_weight(
                                                  v + f * tiles, F * tiles)
             for p in range(16):
                 # column-major: dW_p^T (C x F) += U_p (C x tiles) @ V_p^T (tiles x F)
-                gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
-                     <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
-                     <int> C)
+                if tile_major:
+                    gemm(b"N", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                         <int> C, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                         <int> C)
+                else:
+                    gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                         <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                         <int> C)
             beta = 1
             first = first + count
     return bad == 0

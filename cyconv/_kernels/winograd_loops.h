@@ -62,6 +62,18 @@
     v[(0 + j) * ps + t] = r0 - r2; v[(4 + j) * ps + t] = r1 + r2;             \
     v[(8 + j) * ps + t] = r2 - r1; v[(12 + j) * ps + t] = r1 - r3;
 
+/* One row i of a window, d B: x0..x3 (x = a, b, c, d for rows 0..3) from
+ * its four columns, channel ch of w0[(i * width + j) * C]. */
+#define WG_TILE_ROW(T, i, x)                                                       \
+    T x##0 = w0[((i) * width) * C + ch] - w0[((i) * width + 2) * C + ch];       \
+    T x##1 = w0[((i) * width + 1) * C + ch] + w0[((i) * width + 2) * C + ch];   \
+    T x##2 = w0[((i) * width + 2) * C + ch] - w0[((i) * width + 1) * C + ch];   \
+    T x##3 = w0[((i) * width + 1) * C + ch] - w0[((i) * width + 3) * C + ch];
+/* B^T down column j: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
+#define WG_TILE_COLUMN(j, r0, r1, r2, r3)                                          \
+    v[(0 + j) * ps + ch] = r0 - r2; v[(4 + j) * ps + ch] = r1 + r2;             \
+    v[(8 + j) * ps + ch] = r2 - r1; v[(12 + j) * ps + ch] = r1 - r3;
+
 #define WG_LOOPS(T, SUFFIX)                                                   \
 /* Row ``row`` of an output-gradient plane (rows x cols) split into       \
  * even[t] and odd[t], t < n (columns 2 t and 2 t + 1), zeros past its     \
@@ -143,6 +155,61 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                      
             WG_ROW(T, R0, S, a) WG_ROW(T, R1, S, b) WG_ROW(T, R2, S, c) WG_ROW(T, R3, S, d) \
             WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)         \
             WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)         \
+        }                                                                     \
+        done += run;                                                          \
+    }                                                                         \
+    return bad;                                                               \
+}                                                                             \
+                                                                              \
+/* U for ``count`` rows of tiles of all C channels, from row ``first`` of \
+ * the batch's (th rows of tiles a sample, tw tiles a row): u[p * ps +     \
+ * tile * C + c], tile = r * tw + t, the windows of row r starting at row  \
+ * 2 ty - top and column -left of their sample's planes (zero padding      \
+ * around; planes rows x cols).  The padded rows a run of rows of tiles    \
+ * reads are first gathered channels last, scratch[(j * width + q) * C +   \
+ * c]: then the loop over the channels of a tile runs over unit strides    \
+ * (vectorised however small the planes; a loop over the tiles of a row    \
+ * ran a few lanes wide on 8x8 and 16x16 planes).  ``scratch``: (2 count   \
+ * + 2) (2 tw + 2) C values.  Returns whether a value read is out of range \
+ * (WG_OUT_OF_RANGE). */                                                   \
+RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
+    const T* restrict x, ptrdiff_t C, ptrdiff_t rows, ptrdiff_t cols,         \
+    ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
+    ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
+    ptrdiff_t ps)                                                             \
+{                                                                             \
+    ptrdiff_t plane = rows * cols, width = 2 * tw + 2;                        \
+    int bad = 0;                                                              \
+    for (ptrdiff_t done = 0; done < count;) {                                 \
+        ptrdiff_t n = (first + done) / th, ty0 = (first + done) % th;         \
+        ptrdiff_t run = th - ty0 < count - done ? th - ty0 : count - done;    \
+        const T* xs = x + n * C * plane;                                      \
+        for (ptrdiff_t j = 0; j < 2 * run + 2; j++) {                         \
+            ptrdiff_t at = 2 * ty0 + j - top;                                 \
+            for (ptrdiff_t q = 0; q < width; q++) {                           \
+                ptrdiff_t col = q - left;                                     \
+                T* restrict d = scratch + (j * width + q) * C;                \
+                if (at >= 0 && at < rows && col >= 0 && col < cols) {         \
+                    const T* src = xs + at * cols + col;                      \
+                    for (ptrdiff_t c = 0; c < C; c++) d[c] = src[c * plane];  \
+                } else {                                                      \
+                    for (ptrdiff_t c = 0; c < C; c++) d[c] = 0;               \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+        for (ptrdiff_t k = 0; k < (2 * run + 2) * width * C; k++)             \
+            bad |= WG_OUT_OF_RANGE(T, scratch[k]);                            \
+        for (ptrdiff_t r = 0; r < run; r++) {                                 \
+            for (ptrdiff_t t = 0; t < tw; t++) {                              \
+                const T* restrict w0 = scratch + (2 * r * width + 2 * t) * C; \
+                T* restrict v = u + ((done + r) * tw + t) * C;                \
+                WG_IVDEP                                                      \
+                for (ptrdiff_t ch = 0; ch < C; ch++) {                        \
+                    WG_TILE_ROW(T, 0, a) WG_TILE_ROW(T, 1, b) WG_TILE_ROW(T, 2, c) WG_TILE_ROW(T, 3, d) \
+                    WG_TILE_COLUMN(0, a0, b0, c0, d0) WG_TILE_COLUMN(1, a1, b1, c1, d1) \
+                    WG_TILE_COLUMN(2, a2, b2, c2, d2) WG_TILE_COLUMN(3, a3, b3, c3, d3) \
+                }                                                             \
+            }                                                                 \
         }                                                                     \
         done += run;                                                          \
     }                                                                         \
