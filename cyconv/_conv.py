@@ -497,7 +497,8 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
     grad_weight, bias_done, g4 = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
     if not bias_done:
-        workspace = np.empty((n_threads, geometry.out_height * geometry.out_width), x.dtype)
+        workspace = np.empty((geometry.filters, geometry.out_height * geometry.out_width),
+                             x.dtype)
         _conv.conv2d_backward_bias(_dense(g4), grad_bias, workspace, n_threads)
 
     grad_input = None

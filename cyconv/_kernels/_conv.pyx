@@ -295,32 +295,48 @@ def conv2d_backward_weight(
 def conv2d_backward_bias(
     const floating[:, :, :, ::1] grad_out,  # IN  (N, F, Hout, Wout)
     floating[::1] grad_bias,                # OUT (F,)
-    floating[:, ::1] workspace,             # scratch (n_threads, Hout*Wout)
+    floating[:, ::1] workspace,             # scratch (F, Hout*Wout)
     int n_threads,
 ):
+    """grad_bias[f] = the sum of grad_out[:, f]: per pixel over the samples
+    in order, then over the pixels in order (the same bits whatever the
+    thread count)."""
     cdef Py_ssize_t N = grad_out.shape[0], F = grad_out.shape[1]
     cdef Py_ssize_t HW = grad_out.shape[2] * grad_out.shape[3]
-    cdef Py_ssize_t f
-    for f in prange(F, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        grad_bias[f] = _sum_filter(grad_out, f, N, HW, &workspace[threadid(), 0])
+    cdef Py_ssize_t blocks = min(F, max(n_threads, 1))
+    cdef Py_ssize_t block
+    for block in prange(blocks, nogil=True, schedule="static", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+        _sum_filters(grad_out, grad_bias, block * F // blocks, (block + 1) * F // blocks,
+                     &workspace[0, 0])
 
 
-cdef floating _sum_filter(
-    const floating[:, :, :, ::1] grad_out, Py_ssize_t f, Py_ssize_t N, Py_ssize_t HW,
-    floating* acc,
+cdef void _sum_filters(
+    const floating[:, :, :, ::1] grad_out, floating[::1] grad_bias, Py_ssize_t first,
+    Py_ssize_t last, floating* workspace,
 ) noexcept nogil:
     # Partial sums per pixel keep the inner loop an element-wise add that
     # vectorises without reassociation; reduced once, in a fixed order.
-    cdef Py_ssize_t n, p
+    # Sample by sample, the block's planes are one run of memory (filter by
+    # filter, runs of one plane a sample: 0.5 against 0.2 ms on a 4 MiB
+    # gradient, Zen 4).
+    cdef Py_ssize_t N = grad_out.shape[0]
+    cdef Py_ssize_t HW = grad_out.shape[2] * grad_out.shape[3]
+    cdef Py_ssize_t n, f, p
     cdef const floating* row
-    cdef floating total = 0
-    for p in range(HW):
-        acc[p] = 0
+    cdef floating* acc
+    cdef floating total
+    for p in range(first * HW, last * HW):
+        workspace[p] = 0
     for n in range(N):
-        row = &grad_out[n, f, 0, 0]
+        for f in range(first, last):
+            row = &grad_out[n, f, 0, 0]
+            acc = workspace + f * HW
+            for p in range(HW):
+                acc[p] += row[p]
+    for f in range(first, last):
+        acc = workspace + f * HW
+        total = 0
         for p in range(HW):
-            acc[p] += row[p]
-    for p in range(HW):
-        total = total + acc[p]
-    return total
+            total = total + acc[p]
+        grad_bias[f] = total
