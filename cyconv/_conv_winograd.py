@@ -50,13 +50,20 @@ def _use(geometry, operation, choices):
     return supports(geometry) and _runtime.winograd_wanted(geometry, operation)
 
 
+def _pair_threads(weight):
+    """Threads for a transform of the weight's (filter, channel) pairs."""
+    return _runtime.threads_for(weight.shape[0] * weight.shape[1],
+                                _runtime.WINOGRAD_MIN_PAIRS_PER_THREAD)
+
+
 def _transformed(weight, flipped=False):
     """G w G^T of each (filter, channel) pair of ``weight`` (F, C, 3, 3), as
     16 matrices (16, F, C); with ``flipped`` of the weight flipped and
     transposed, (16, C, F).  None where a value is out of range."""
     f, c = weight.shape[:2]
     out = np.empty((16, c, f) if flipped else (16, f, c), weight.dtype)
-    return out if _conv_winograd.transform_weight(weight, out, flipped) else None
+    in_range = _conv_winograd.transform_weight(weight, out, flipped, _pair_threads(weight))
+    return out if in_range else None
 
 
 def _rows(tiles_per_row):
@@ -129,10 +136,7 @@ def grad_weight(g4, x4, geometry, n_threads):
                                               _runtime.winograd_tile_major(), n_threads)
     if not in_range:
         return None
-    # in order of the parts, as the direct path's partials; infinities of
-    # opposite signs make NaN, as in any sum, without numpy's warning
-    with np.errstate(invalid="ignore", over="ignore"):
-        total = partials.sum(axis=0)
+    # the partials added in order of the parts, as the direct path adds its
     out = np.empty((g.filters, g.channels, 3, 3), dtype)
-    _conv_winograd.weight_from_transformed(total, out)
+    _conv_winograd.weight_from_partials(partials, out, _pair_threads(out))
     return out

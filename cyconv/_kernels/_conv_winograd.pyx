@@ -45,10 +45,14 @@ from libc.string cimport memset
 from cyconv._kernels._gemm cimport gemm
 
 cdef extern from "winograd_loops.h" nogil:
-    int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped, float* out)
-    int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped, double* out)
-    void wg_weight_back_f32(const float* x, Py_ssize_t F, Py_ssize_t C, float* out)
-    void wg_weight_back_f64(const double* x, Py_ssize_t F, Py_ssize_t C, double* out)
+    int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped,
+                      Py_ssize_t first, Py_ssize_t last, float* out)
+    int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped,
+                      Py_ssize_t first, Py_ssize_t last, double* out)
+    void wg_weight_back_f32(const float* x, Py_ssize_t parts, Py_ssize_t F, Py_ssize_t C,
+                            Py_ssize_t first, Py_ssize_t last, float* out)
+    void wg_weight_back_f64(const double* x, Py_ssize_t parts, Py_ssize_t F, Py_ssize_t C,
+                            Py_ssize_t first, Py_ssize_t last, double* out)
     int wg_input_chunk_f32(const float* x, Py_ssize_t sample, Py_ssize_t rows, Py_ssize_t cols,
                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
                            Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
@@ -240,28 +244,44 @@ def grad_weight(
 def transform_weight(
     const floating[:, :, :, ::1] w,        # IN  (F, C, 3, 3)
     floating[:, :, ::1] out,               # OUT (16, F, C), or (16, C, F) with ``flipped``
-    bint flipped,
+    bint flipped, int n_threads,
 ):
     """G w G^T of each (filter, channel) pair, into out[4 i + j]; with
     ``flipped`` of the weight flipped in both axes and transposed (the
     input gradient's).  Returns whether every value is in range (see
-    the design notes)."""
-    cdef int bad
-    with nogil:
+    the design notes).  Each thread a block of out's rows."""
+    cdef Py_ssize_t rows = out.shape[1], blocks = min(rows, max(n_threads, 1)), block
+    cdef int bad = 0
+    for block in prange(blocks, nogil=True, schedule="static", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
         if floating is float:
-            bad = wg_weight_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped, &out[0, 0, 0])
+            bad |= wg_weight_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped,
+                                 block * rows // blocks, (block + 1) * rows // blocks,
+                                 &out[0, 0, 0])
         else:
-            bad = wg_weight_f64(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped, &out[0, 0, 0])
+            bad |= wg_weight_f64(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped,
+                                 block * rows // blocks, (block + 1) * rows // blocks,
+                                 &out[0, 0, 0])
     return bad == 0
 
 
-def weight_from_transformed(
-    const floating[:, :, ::1] x,           # IN  (16, F, C)
+def weight_from_partials(
+    const floating[:, :, :, ::1] partials, # IN  (parts, 16, F, C)
     floating[:, :, :, ::1] out,            # OUT (F, C, 3, 3)
+    int n_threads,
 ):
-    """G^T X G of each (filter, channel) pair of x, X[i][j] = x[4 i + j]."""
-    with nogil:
+    """G^T X G of each (filter, channel) pair, X the partials added in
+    order of the parts, X[i][j] = their [., 4 i + j]; each thread a block
+    of pairs (the same bits whatever the thread count)."""
+    cdef Py_ssize_t pairs = out.shape[0] * out.shape[1]
+    cdef Py_ssize_t blocks = min(pairs, max(n_threads, 1)), block
+    for block in prange(blocks, nogil=True, schedule="static", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
         if floating is float:
-            wg_weight_back_f32(&x[0, 0, 0], x.shape[1], x.shape[2], &out[0, 0, 0, 0])
+            wg_weight_back_f32(&partials[0, 0, 0, 0], partials.shape[0], out.shape[0],
+                               out.shape[1], block * pairs // blocks,
+                               (block + 1) * pairs // blocks, &out[0, 0, 0, 0])
         else:
-            wg_weight_back_f64(&x[0, 0, 0], x.shape[1], x.shape[2], &out[0, 0, 0, 0])
+            wg_weight_back_f64(&partials[0, 0, 0, 0], partials.shape[0], out.shape[0],
+                               out.shape[1], block * pairs // blocks,
+                               (block + 1) * pairs // blocks, &out[0, 0, 0, 0])

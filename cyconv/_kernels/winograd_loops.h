@@ -309,28 +309,31 @@ RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                   
 }
 
 /* The 16 matrices of a transformed weight lie F * C values apart (32 KiB on
- * a 64 -> 128 layer): the weight transforms write (and read back) each of
- * them in runs of WG_RUN pairs, so that 16 streams a pair, all in one set
- * of the cache, do not evict one another (4x faster). */
+ * a 64 -> 128 layer): the weight transform writes each of them in runs of
+ * WG_RUN pairs, so that 16 streams a pair, all in one set of the cache, do
+ * not evict one another (4x faster); the gradient's back transform sums
+ * and reads them WG_SUM pairs at a time. */
 #define WG_RUN 16
+#define WG_SUM 128
 
 #define WG_WEIGHT(T, SUFFIX)                                                  \
 /* G k G^T of each (filter, channel) pair of w (F, C, 3, 3), into          \
  * out[p * F * C + f * C + c], or with ``flipped`` of k flipped in both    \
- * axes into out[p * C * F + c * F + f] (the input gradient's weight).     \
- * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  Returns whether a       \
- * value is out of range (WG_OUT_OF_RANGE). */                                                  \
+ * axes into out[p * C * F + c * F + f] (the input gradient's weight):     \
+ * out's rows a (filters, or channels when flipped) from ``first`` to      \
+ * ``last``.  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  Returns      \
+ * whether a value is out of range (WG_OUT_OF_RANGE). */                   \
 RN_CLONES static int wg_weight_##SUFFIX(                                      \
     const T* restrict w, ptrdiff_t F, ptrdiff_t C, int flipped,               \
-    T* restrict out)                                                          \
+    ptrdiff_t first, ptrdiff_t last, T* restrict out)                         \
 {                                                                             \
     const T half = (T)0.5;                                                    \
     ptrdiff_t P = F * C;                                                      \
-    /* out's rows a (filters, or channels when flipped), runs along b */      \
-    ptrdiff_t A = flipped ? C : F, B = flipped ? F : C;                       \
+    /* runs along b, across a row (channels, or filters when flipped) */     \
+    ptrdiff_t B = flipped ? F : C;                                            \
     int bad = 0;                                                              \
     T run[16][WG_RUN];                                                        \
-    for (ptrdiff_t a = 0; a < A; a++)                                         \
+    for (ptrdiff_t a = first; a < last; a++)                                  \
         for (ptrdiff_t b0 = 0; b0 < B; b0 += WG_RUN) {                        \
             ptrdiff_t nb = B - b0 < WG_RUN ? B - b0 : WG_RUN;                 \
             for (ptrdiff_t bi = 0; bi < nb; bi++) {                           \
@@ -363,25 +366,33 @@ RN_CLONES static int wg_weight_##SUFFIX(                                      \
     return bad;                                                               \
 }                                                                             \
                                                                               \
-/* G^T X G of each (filter, channel) pair of x (16, F, C), X[i][j] =        \
- * x[4 i + j], into out (F, C, 3, 3). */                                    \
+/* G^T X G of each (filter, channel) pair q = f C + c from ``first`` to    \
+ * ``last``, X the sum of the ``parts`` partials x (parts, 16, F, C) added  \
+ * in order, X[i][j] = x[., 4 i + j, f, c], into out (F, C, 3, 3).  The    \
+ * sums of WG_SUM pairs at a time, each partial's 16 rows read along runs  \
+ * of them (16 parts of 16 streams, all 32 KiB apart, thrashed the cache). */ \
 RN_CLONES static void wg_weight_back_##SUFFIX(                                \
-    const T* restrict x, ptrdiff_t F, ptrdiff_t C, T* restrict out)           \
+    const T* restrict x, ptrdiff_t parts, ptrdiff_t F, ptrdiff_t C,           \
+    ptrdiff_t first, ptrdiff_t last, T* restrict out)                         \
 {                                                                             \
     const T half = (T)0.5;                                                    \
     ptrdiff_t P = F * C;                                                      \
-    T run[16][WG_RUN];                                                        \
-    for (ptrdiff_t q0 = 0; q0 < P; q0 += WG_RUN) {                            \
-        ptrdiff_t nq = P - q0 < WG_RUN ? P - q0 : WG_RUN;                     \
+    T sum[16][WG_SUM];                                                        \
+    for (ptrdiff_t q0 = first; q0 < last; q0 += WG_SUM) {                     \
+        ptrdiff_t nq = last - q0 < WG_SUM ? last - q0 : WG_SUM;               \
         for (int p = 0; p < 16; p++)                                          \
-            for (ptrdiff_t qi = 0; qi < nq; qi++) run[p][qi] = x[p * P + q0 + qi]; \
+            for (ptrdiff_t qi = 0; qi < nq; qi++) sum[p][qi] = x[p * P + q0 + qi]; \
+        for (ptrdiff_t part = 1; part < parts; part++)                        \
+            for (int p = 0; p < 16; p++)                                      \
+                for (ptrdiff_t qi = 0; qi < nq; qi++)                         \
+                    sum[p][qi] += x[(part * 16 + p) * P + q0 + qi];           \
         for (ptrdiff_t qi = 0; qi < nq; qi++) {                               \
             T r[3][4];                                                        \
             for (int j = 0; j < 4; j++) {                                     \
-                T inner = (run[4 + j][qi] + run[8 + j][qi]) * half;           \
-                r[0][j] = run[j][qi] + inner;                                 \
-                r[1][j] = (run[4 + j][qi] - run[8 + j][qi]) * half;           \
-                r[2][j] = inner + run[12 + j][qi];                            \
+                T inner = (sum[4 + j][qi] + sum[8 + j][qi]) * half;           \
+                r[0][j] = sum[j][qi] + inner;                                 \
+                r[1][j] = (sum[4 + j][qi] - sum[8 + j][qi]) * half;           \
+                r[2][j] = inner + sum[12 + j][qi];                            \
             }                                                                 \
             T* o = out + (q0 + qi) * 9;                                       \
             for (int i = 0; i < 3; i++) {                                     \
