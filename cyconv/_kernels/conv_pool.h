@@ -154,16 +154,16 @@ static void cp_rows_avx2_##SUFFIX(const T* wide, ptrdiff_t Wp, T b,          \
             if (cols % V != 0)                                               \
                 cp2_at_##SUFFIX(up, lo, bias, has_bias, row_out, row_codes, cols - V); \
         } else {                                                             \
-            VEC o;                                                           \
+            /* see pt2_narrow_load: the rows this call reads and writes */   \
+            int whole = lo + 2 * V <= wide + 2 * rows * Wp && r * cols + V <= rows * cols; \
+            VEC a0, a1, b0, b1, o;                                           \
             uint64_t code;                                                   \
-            pt2_forward_step_##SUFFIX(                                       \
-                cp2_relu_##SUFFIX(_mm256_maskload_##PS(up, m0), bias, has_bias), \
-                cp2_relu_##SUFFIX(_mm256_maskload_##PS(up + V, m1), bias, has_bias), \
-                cp2_relu_##SUFFIX(_mm256_maskload_##PS(lo, m0), bias, has_bias), \
-                cp2_relu_##SUFFIX(_mm256_maskload_##PS(lo + V, m1), bias, has_bias), \
-                &o, &code);                                                  \
-            _mm256_maskstore_##PS(row_out, m, o);                            \
-            memcpy(row_codes, &code, (size_t)cols);                          \
+            pt2_narrow_load_##SUFFIX(up, lo, whole, m0, m1, &a0, &a1, &b0, &b1); \
+            pt2_forward_step_##SUFFIX(cp2_relu_##SUFFIX(a0, bias, has_bias), \
+                                      cp2_relu_##SUFFIX(a1, bias, has_bias), \
+                                      cp2_relu_##SUFFIX(b0, bias, has_bias), \
+                                      cp2_relu_##SUFFIX(b1, bias, has_bias), &o, &code); \
+            pt2_narrow_store_##SUFFIX(row_out, row_codes, o, code, cols, whole, m); \
         }                                                                    \
     }                                                                        \
 }
