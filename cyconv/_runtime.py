@@ -90,8 +90,17 @@ DETECTED_ISA = _conv_direct.detected_isa()
 #     W3 64->64 p1    27.2 / 27.3    (products; 35.3 / 23.6)
 # so it takes the three operations, as the AVX-512 variant does (the
 # LeNet training step at batch 64, every party restricted to AVX2: 3.0 ->
-# 2.0-2.2 ms, 1.95 in benchmarks/avx2-on-zen4).  Not measured on an
-# AVX2-only processor.  The portable variant takes
+# 2.0-2.2 ms, 1.95 in that suite's AVX2 run at c36603f).  Checked on an AVX2-only
+# Zen 3 (GCC 12, OpenBLAS's Haswell kernels, 1 thread, min of 25
+# interleaved calls, ms, the rule's choice / blocked / wide / products,
+# forward, input and weight gradient): W1a 1->8 0.23 / 0.39 / 0.23 / 0.51,
+# 0.30 / 1.52 / 0.29 / 0.47, 0.34 / 0.39 / 0.35 / 0.58; W1b 8->16 0.34 /
+# 0.34 / 0.35 / 0.92, 0.44 / 0.80 / 0.43 / 1.23, 0.36 / 0.36 / 0.70 / 0.97;
+# C1 3->32 2.12 / 2.65 / 2.17 / 3.68, 4.77 / 9.06 / 2.69 / 3.35, 2.59 /
+# 2.70 / 4.06 / 4.32: the rule's choice or within noise of the best,
+# but C1's input gradient, the wide kernel both ways, ran 2 ms slower
+# after the blocked weight gradient (whose copy of the 8 MB output
+# gradient evicts it) than after the wide one.  The portable variant takes
 # nothing: it exists for other processors' correctness and for tests.
 WIDE_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
@@ -236,6 +245,10 @@ WINOGRAD_TILES = 64
 # C2 7.0 / 6.4, C3 7.3 / 5.4, W3 22.2 / 15.5; input C2 7.5 / 7.5, C3 7.3 /
 # 6.0, W2 19.6 / 15.7; weight C2 7.4 / 6.3, C3 7.5 / 5.7, W2 15.9 / 13.0,
 # C3 at batch 32 4.0 / 3.1.  One rule serves the three operations on both.
+# On an AVX2-only Zen 3 (1 thread, min of 12 interleaved calls, ms, the
+# blocked direct kernels / Winograd, forward, input and weight gradient):
+# C2 8.6 / 9.1, 9.9 / 9.6, 8.9 / 9.1; C3 9.7 / 6.2, 14.5 / 7.9, 9.9 / 7.4:
+# C2 a tie, C3 Winograd's.
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_TILES = 512
 
