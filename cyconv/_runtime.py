@@ -99,8 +99,8 @@ DETECTED_ISA = _conv_direct.detected_isa()
 # C1 3->32 2.12 / 2.65 / 2.17 / 3.68, 4.77 / 9.06 / 2.69 / 3.35, 2.59 /
 # 2.70 / 4.06 / 4.32: the rule's choice or within noise of the best,
 # but C1's input gradient, the wide kernel both ways, ran 2 ms slower
-# after the blocked weight gradient (whose copy of the 8 MB output
-# gradient evicts it) than after the wide one.  The portable variant takes
+# after the blocked weight gradient than after the wide one (a cache
+# effect, not pursued: running it first measured no better).  The portable variant takes
 # nothing: it exists for other processors' correctness and for tests.
 WIDE_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
