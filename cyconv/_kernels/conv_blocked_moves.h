@@ -141,7 +141,7 @@ static int cb_position_major_pooled_portable_##SUFFIX(const T* g, const uint8_t*
                 ptrdiff_t i = r / 2, j = c / 2, at = l * Pp + i * Wp + j; \
                 T v = 0; \
                 if (l < nf && i < Hp && j < Wp && codes[at] == 2 * (r % 2) + c % 2) { \
-                    v = ((T)0 + g[at]) * (pooled[at] > 0 ? (T)1 : (T)0); \
+                    v = ((T)0 + g[at]) * CD_RELU_FACTOR(T, pooled[at]); \
                     zero[l] = zero[l] + v * 0; \
                 } \
                 ptrdiff_t q = ((r - r0) * Wo + c) * B + l; \

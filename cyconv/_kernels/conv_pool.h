@@ -107,7 +107,7 @@ CP_AVX512(double, f64, 8, __m512d, __mmask8, pd)
 
 /* ---- AVX2: pt_forward_rows_avx2's loop, each load biased and rectified
  * (a row's last vector overlaps the one before; rows narrower than a
- * vector are read and written through masks) ---- */
+ * vector as pt_forward_rows_avx2's, whole vectors but at the end) ---- */
 #define CP_AVX2(T, SUFFIX, V, VEC, PS)                                       \
 __attribute__((target("avx2"), always_inline))                               \
 static inline VEC cp2_relu_##SUFFIX(VEC v, VEC bias, int has_bias)           \

@@ -40,6 +40,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "store_rules.h"  /* CD_RELU_FACTOR */
+
 #if defined(__GNUC__)
 #define PT_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
@@ -110,7 +112,7 @@ static inline void pt_forward_row_portable_##SUFFIX(                        \
 static inline T pt_share_##SUFFIX(T g, const T* pooled, ptrdiff_t c)        \
 {                                                                           \
     T share = (T)0 + g;                                                     \
-    return pooled == NULL ? share : share * (pooled[c] > 0 ? (T)1 : (T)0);  \
+    return pooled == NULL ? share : share * CD_RELU_FACTOR(T, pooled[c]);   \
 }                                                                           \
                                                                             \
 /* The last column of a row pair of the input gradient when W is odd: no   \
@@ -364,7 +366,7 @@ static inline VEC pt2_shares_##SUFFIX(VEC g, const T* pooled)                 \
  * ``whole`` says the lanes past them are overwritten later.  AMD's cores  \
  * store through a mask slowly, and a copy of ``cols`` code bytes became a \
  * byte loop: whole vectors made LeNet's second pooling (64x16x11x11,      \
- * float32) forward pass 105 -> 80 us on a Zen 3. */                             \
+ * float32) forward pass 105 -> 80 us on a Zen 3. */                    \
 __attribute__((target("avx2"), always_inline))                               \
 static inline void pt2_narrow_load_##SUFFIX(const T* up, const T* lo, int whole, \
                                             __m256i m0, __m256i m1, VEC* a0,  \
@@ -395,9 +397,9 @@ static inline void pt2_narrow_store_##SUFFIX(T* out, uint8_t* codes, VEC o,   \
                                                                               \
 /* Rows r0..r1-1 of whole windows, cols of them a row, in whole vectors:  \
  * the last one of a row overlaps the one before, computing some windows   \
- * twice, and rows narrower than a vector use maskload / maskstore (which  \
- * measured slow on Zen 4 for every row's end; scalars for the rest of a   \
- * row were slower still). */                                               \
+ * twice (masked loads and stores measured slow on Zen 4 for every row's   \
+ * end; scalars for the rest of a row were slower still); rows narrower    \
+ * than a vector take pt2_narrow_load and pt2_narrow_store. */             \
 __attribute__((target("avx2"), always_inline))                               \
 static inline void pt2_forward_at_##SUFFIX(const T* up, const T* lo, T* out,  \
                                            uint8_t* codes, ptrdiff_t c)       \
@@ -579,7 +581,7 @@ static PT_ALWAYS_INLINE void pt_scatter_##SUFFIX(                          \
         for (ptrdiff_t c = 0; c < Wout; c++) {                              \
             T share = (T)0 + row_g[c];                                      \
             if (pooled != NULL)                                             \
-                share = share * (pooled[r * Wout + c] > 0 ? (T)1 : (T)0);   \
+                share = share * CD_RELU_FACTOR(T, pooled[r * Wout + c]);     \
             window[2 * c + offset[row_codes[c] & 3]] = share;               \
         }                                                                   \
     }                                                                       \

@@ -34,11 +34,9 @@ RL_CLONES static void rl_forward_##SUFFIX(const T* x, T* out, ptrdiff_t n)    \
 RL_CLONES static void rl_backward_##SUFFIX(const T* grad, const T* x, T* out, \
                                     ptrdiff_t n)                              \
 {                                                                             \
-    /* The factor chosen first, then one multiply: with the choice inside   \
-     * the product GCC 12 made it a choice between two multiplies, which it \
-     * leaves scalar where it cannot mask (AVX2). */                       \
+    /* the factor chosen first, then one multiply (CD_RELU_FACTOR) */       \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
-        T keep = x[i] > 0 ? (T)1 : (T)0;                                      \
+        T keep = CD_RELU_FACTOR(T, x[i]);                                     \
         out[i] = grad[i] * keep;                                              \
     }                                                                         \
 }
