@@ -56,45 +56,57 @@ def _pair_threads(weight):
                                 _runtime.WINOGRAD_MIN_PAIRS_PER_THREAD)
 
 
-def _transformed(weight, flipped=False):
+def _transformed(weight, flipped=False, by_channel=False):
     """G w G^T of each (filter, channel) pair of ``weight`` (F, C, 3, 3), as
-    16 matrices (16, F, C); with ``flipped`` of the weight flipped and
-    transposed, (16, C, F).  None where a value is out of range."""
+    16 matrices (16, F, C), or ``by_channel`` (16, C, F); with ``flipped``
+    of the weight flipped.  None where a value is out of range."""
     f, c = weight.shape[:2]
-    out = np.empty((16, c, f) if flipped else (16, f, c), weight.dtype)
-    in_range = _conv_winograd.transform_weight(weight, out, flipped, _pair_threads(weight))
+    out = np.empty((16, c, f) if by_channel else (16, f, c), weight.dtype)
+    in_range = _conv_winograd.transform_weight(weight, out, flipped, by_channel,
+                                               _pair_threads(weight))
     return out if in_range else None
 
 
 def _rows(tiles_per_row):
     """Rows of tiles a chunk: about _runtime.WINOGRAD_TILES tiles, so that
-    its matrices stay in cache."""
-    return max(1, -(-_runtime.WINOGRAD_TILES // tiles_per_row))
+    its matrices stay in cache, and where up to twice that many make it so,
+    a multiple of 16 tiles (the blocked products' blocks, none part
+    empty)."""
+    rows = max(1, -(-_runtime.WINOGRAD_TILES // tiles_per_row))
+    for more in range(rows, 2 * rows + 1):
+        if more * tiles_per_row % 16 == 0:
+            return more
+    return rows
 
 
 def _buffers(n_threads, channels, filters, out_width, dtype):
     """``(rows, u, m, scratch)``: the rows of tiles a chunk, and each
     thread's matrices of a chunk's transformed input (16 x channels) and
-    products or transformed output gradient (16 x filters), and its
+    products or transformed output gradient (16 x filters), their rows of
+    tiles rounded up to whole blocks of 16 (zeros at first: what the
+    blocked products read past a chunk's tiles is finite), and its
     scratch, large enough for a tile-major U too (the sizes
     _conv_winograd.pyx's kernels index)."""
     tw = (out_width + 1) // 2
     rows = _rows(tw)
-    return (rows, np.empty((n_threads, 16 * channels * rows * tw), dtype),
-            np.empty((n_threads, 16 * filters * rows * tw), dtype),
+    width = -(-rows * tw // 16) * 16
+    return (rows, np.zeros((n_threads, 16 * channels * width), dtype),
+            np.empty((n_threads, 16 * filters * width), dtype),
             np.empty((n_threads, max((2 * rows + 2) * (2 * tw + 2) * channels,
                                      8 * (rows + 2) * tw + 2 * tw + 2)), dtype))
 
 
-def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu):
+def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu, blocked):
     """The forward kernel on planes x4, into a new array of ``out_shape``,
-    or None (a value of x4 out of range)."""
+    or None (a value of x4 out of range); its products ``blocked`` or by
+    BLAS (see _runtime.winograd_blocked_products)."""
     out = np.empty(out_shape, x4.dtype)
     rows, u, m, scratch = _buffers(n_threads, x4.shape[1], out_shape[1], out_shape[3],
                                    x4.dtype)
     with single_threaded_blas():
         in_range = _conv_winograd.forward(x4, transformed, bias, out, u, m, scratch, pad_top,
-                                          pad_left, rows, relu, n_threads)
+                                          pad_left, rows, relu, _runtime.isa_code(), blocked,
+                                          n_threads)
     return out if in_range else None
 
 
@@ -102,11 +114,13 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
     """conv2d's output (with ``relu`` max(output, 0) as np.maximum), or
     None where a value of x4 or the weight is out of range."""
     g = geometry
-    transformed = _transformed(weight)
+    blocked = _runtime.winograd_blocked_products()
+    # the blocked products read W_p^T (C x F), BLAS W_p
+    transformed = _transformed(weight, by_channel=blocked)
     if transformed is None:
         return None
     return _correlate(x4, transformed, bias, (g.n, g.filters, g.out_height, g.out_width),
-                      g.pad_top, g.pad_left, n_threads, relu)
+                      g.pad_top, g.pad_left, n_threads, relu, blocked)
 
 
 def grad_input(g4, weight, geometry, n_threads):
@@ -114,12 +128,15 @@ def grad_input(g4, weight, geometry, n_threads):
     by 2 minus the padding, with the weight flipped and transposed; or
     None where a value is out of range."""
     g = geometry
-    transformed = _transformed(weight, flipped=True)
+    blocked = _runtime.winograd_blocked_products()
+    # the flipped weight transposed: W_p (C x F) for BLAS, W_p^T for the
+    # blocked products
+    transformed = _transformed(weight, flipped=True, by_channel=not blocked)
     if transformed is None:
         return None
     return _correlate(g4, transformed, np.empty(0, weight.dtype),
                       (g.n, g.channels, g.height, g.width), 2 - g.pad_top, 2 - g.pad_left,
-                      n_threads, False)
+                      n_threads, False, blocked)
 
 
 def grad_weight(g4, x4, geometry, n_threads):

@@ -261,6 +261,18 @@ WINOGRAD_MIN_TILES = 512
 # (C3 5.5 / 5.3).
 WINOGRAD_TILE_MAJOR_ISAS = ("avx512",)
 
+# The forward pass's (and input gradient's) products, M_p = W_p @ U_p, on
+# these variants by the blocked direct kernels (U written in their blocks
+# of 16 tiles, _conv_winograd.pyx), elsewhere by BLAS.  OpenBLAS packs
+# both operands of each of these small products anew (K = C = 32 to 128);
+# the blocked kernels read U as the input transform writes it.  Zen 3,
+# float32, 1 thread, min of 15 interleaved calls, ms, BLAS / blocked:
+# forward C2 7.7 / 6.2, C3 6.9 / 6.6, W2 16.7 / 13.6, W3 20.6 / 17.0;
+# input gradient C2 9.5 / 7.3, C3 8.2 / 6.9, W2 19.4 / 14.4, W3 21.0 /
+# 16.6.  The portable variant's scalar loops are 40x slower than BLAS;
+# AVX-512 keeps BLAS, measured there, until the blocked products are.
+WINOGRAD_BLOCKED_PRODUCT_ISAS = ("avx2",)
+
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto"}
 
 
@@ -340,6 +352,13 @@ def winograd_tile_major():
     """Whether the Winograd weight gradient writes its transformed input
     tile-major (see WINOGRAD_TILE_MAJOR_ISAS), on the variant running now."""
     return _state["isa"] in WINOGRAD_TILE_MAJOR_ISAS
+
+
+def winograd_blocked_products():
+    """Whether the Winograd forward products run on the blocked direct
+    kernels (see WINOGRAD_BLOCKED_PRODUCT_ISAS), on the variant running
+    now."""
+    return _state["isa"] in WINOGRAD_BLOCKED_PRODUCT_ISAS
 
 
 def available_isas():

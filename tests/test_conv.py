@@ -30,23 +30,34 @@ from reference import RTOL, assert_close
 # group and no dilation, the weight gradient's transformed input written
 # tile-major ("-chunked": a row of tiles a chunk, and the weight gradient's
 # samples summed in several parts; "-planar": chunked, and that input
-# written as the forward pass writes it, as on the variants that do).
+# written as the forward pass writes it, as on the variants that do): their
+# forward products by BLAS; "winograd-blocked-<isa>" by the blocked direct
+# kernels' variant for that instruction set, chunked.
 DIRECT_ALGORITHMS = [family + "-" + isa for family in ("direct", "blocked")
                      for isa in _runtime.available_isas()]
+WINOGRAD_ALGORITHMS = (["winograd", "winograd-chunked", "winograd-planar"]
+                       + ["winograd-blocked-" + isa for isa in _runtime.available_isas()])
 ALGORITHMS = pytest.mark.parametrize(
     "algorithm", ["im2col", "im2col-chunked", "shifted", "shifted-chunked"] + DIRECT_ALGORITHMS
-    + ["winograd", "winograd-chunked", "winograd-planar"])
+    + WINOGRAD_ALGORITHMS)
 
 
 @contextlib.contextmanager
 def forced(algorithm):
     if algorithm.startswith("winograd"):
+        blocked = algorithm.startswith("winograd-blocked")
         with contextlib.ExitStack() as stack:
             stack.enter_context(_runtime.winograd_convolution("always"))
             stack.enter_context(mock.patch.object(
                 _runtime, "WINOGRAD_TILE_MAJOR_ISAS",
                 () if algorithm.endswith("planar") else _runtime.available_isas()))
-            if algorithm.endswith(("chunked", "planar")):
+            stack.enter_context(mock.patch.object(
+                _runtime, "WINOGRAD_BLOCKED_PRODUCT_ISAS",
+                _runtime.available_isas() if blocked else ()))
+            if blocked:
+                stack.enter_context(_runtime.direct_convolution(
+                    "auto", isa=algorithm.rsplit("-", 1)[1]))
+            if algorithm.endswith(("chunked", "planar")) or blocked:
                 stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_TILES", 1))
                 stack.enter_context(mock.patch.object(_runtime, "DIRECT_WEIGHT_PARTS", 2))
             yield

@@ -4,6 +4,9 @@ that are not finite.  (Its agreement with the tutorial's scipy loops, the
 adjoint identity, finite differences and across thread counts on drawn
 shapes is in test_conv.py, algorithms "winograd" and "winograd-chunked".)"""
 
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -16,6 +19,27 @@ import reference
 
 def geometry(x_shape, w_shape, stride=1, padding=1, dilation=1, groups=1):
     return conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+
+
+# The forward products (and the input gradient's) by BLAS, or by the
+# blocked direct kernels' variant for each instruction set this processor
+# runs.
+PRODUCTS = ["blas"] + ["blocked-" + isa for isa in _runtime.available_isas()]
+
+
+@contextlib.contextmanager
+def products(kind):
+    """Inside the block, the Winograd path always, its products by ``kind``."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_runtime.winograd_convolution("always"))
+        if kind == "blas":
+            stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_BLOCKED_PRODUCT_ISAS", ()))
+        else:
+            isa = kind.split("-")[1]
+            stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_BLOCKED_PRODUCT_ISAS",
+                                                  (isa,)))
+            stack.enter_context(_runtime.direct_convolution("auto", isa=isa))
+        yield
 
 
 def test_which_layers_it_supports():
@@ -58,21 +82,24 @@ def test_which_layers_the_rule_gives_it():
             pass
 
 
+@pytest.mark.parametrize("kind", PRODUCTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [
     ((2, 32, 16, 16), (8, 32, 3, 3), 1),     # planes of the CIFAR-like net's second layer
     ((3, 16, 8, 8), (12, 16, 3, 3), 1),      # ...and third
     ((3, 5, 11, 9), (7, 5, 3, 3), 0),        # odd planes, no padding
     ((2, 4, 7, 5), (6, 4, 3, 3), 2),
+    ((2, 37, 9, 30), (19, 37, 3, 3), 1),     # 37 channels (no divisor), 15 tiles a row
+    ((5, 34, 12, 12), (40, 34, 3, 3), 1),    # chunks of 66 tiles, over samples
 ])
-def test_layer_shapes_match_float64_references(shape, dtype):
+def test_layer_shapes_match_float64_references(shape, dtype, kind):
     x_shape, w_shape, padding = shape
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype)
     sides = (padding,) * 4
-    with _runtime.winograd_convolution("always"):
+    with products(kind):
         assert _conv_winograd.use(geometry(x_shape, w_shape, padding=padding), "forward")
         out = conv2d(x, w, b, padding=padding)
         g = rng.standard_normal(out.shape).astype(dtype)
@@ -88,6 +115,30 @@ def test_layer_shapes_match_float64_references(shape, dtype):
     assert_close(gx, expected_gx, magnitude_gx, dtype)
     assert_close(gw, expected_gw, magnitude_gw, dtype)
     np.testing.assert_allclose(gb, g64.sum(axis=(0, 2, 3)), rtol=RTOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_products_are_the_same_bits_on_every_variant(dtype):
+    """Each value of a blocked product is one chain of fused multiply-adds
+    in the same order on every variant (the transforms are additions):
+    the forward pass and the input gradient agree bit for bit across the
+    instruction sets, and with BLAS's products to rounding."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 33, 10, 13)).astype(dtype)
+    w = rng.standard_normal((35, 33, 3, 3)).astype(dtype)
+    b = rng.standard_normal(35).astype(dtype)
+    g = rng.standard_normal((3, 35, 10, 13)).astype(dtype)
+    results = {}
+    for kind in PRODUCTS:
+        with products(kind):
+            results[kind] = (conv2d(x, w, b, padding=1),
+                             conv2d_backward(g, x, w, padding=1)[0])
+    blocked = [results[kind] for kind in PRODUCTS[1:]]
+    for other in blocked[1:]:
+        for ours, theirs in zip(blocked[0], other):
+            np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(blocked[0], results["blas"]):
+        np.testing.assert_allclose(ours, theirs, rtol=RTOL[dtype] * 100, atol=RTOL[dtype] * 100)
 
 
 @pytest.mark.parametrize("where", ["x", "weight", "grad"])

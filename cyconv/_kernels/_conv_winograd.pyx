@@ -42,12 +42,13 @@
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
+from cyconv._kernels._conv_direct cimport blocked_product_f32, blocked_product_f64
 from cyconv._kernels._gemm cimport gemm
 
 cdef extern from "winograd_loops.h" nogil:
-    int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped,
+    int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped, int by_channel,
                       Py_ssize_t first, Py_ssize_t last, float* out)
-    int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped,
+    int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped, int by_channel,
                       Py_ssize_t first, Py_ssize_t last, double* out)
     void wg_weight_back_f32(const float* x, Py_ssize_t parts, Py_ssize_t F, Py_ssize_t C,
                             Py_ssize_t first, Py_ssize_t last, float* out)
@@ -56,11 +57,11 @@ cdef extern from "winograd_loops.h" nogil:
     int wg_input_chunk_f32(const float* x, Py_ssize_t sample, Py_ssize_t rows, Py_ssize_t cols,
                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
                            Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
-                           Py_ssize_t ps)
+                           Py_ssize_t ps, Py_ssize_t bl, Py_ssize_t bs)
     int wg_input_chunk_f64(const double* x, Py_ssize_t sample, Py_ssize_t rows,
                            Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
                            Py_ssize_t top, Py_ssize_t left, Py_ssize_t tw, double* scratch,
-                           double* u, Py_ssize_t ps)
+                           double* u, Py_ssize_t ps, Py_ssize_t bl, Py_ssize_t bs)
     int wg_input_tiles_f32(const float* x, Py_ssize_t C, Py_ssize_t rows, Py_ssize_t cols,
                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
                            Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
@@ -90,21 +91,26 @@ cdef extern from "winograd_loops.h" nogil:
 cdef int _input_chunk(
     const floating[:, :, :, ::1] x, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
     Py_ssize_t tw, Py_ssize_t pad_top, Py_ssize_t pad_left, floating* scratch,
-    floating* u, Py_ssize_t ps,
+    floating* u, Py_ssize_t ps, bint blocked,
 ) noexcept nogil:
     """U of ``count`` rows of tiles from row ``first`` of the batch's:
-    u[p * ps + c * tiles + t], tiles = count * tw; whether a value read is
+    u[p * ps + c * tiles + t], tiles = count * tw; with ``blocked`` in
+    blocks of LANES tiles, as blocked_product reads them: u[p * ps + (t //
+    LANES) * C * LANES + c * LANES + t % LANES].  Whether a value read is
     out of range."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t tiles = count * tw, c
+    cdef Py_ssize_t lanes = 64 // sizeof(floating)
+    cdef Py_ssize_t cs = lanes if blocked else count * tw
+    cdef Py_ssize_t bl = lanes if blocked else 1, bs = C * lanes if blocked else 1
+    cdef Py_ssize_t c
     cdef int bad = 0
     for c in range(C):
         if floating is float:
             bad |= wg_input_chunk_f32(&x[0, c, 0, 0], C * H * W, H, W, first, count, th,
-                                      pad_top, pad_left, tw, scratch, u + c * tiles, ps)
+                                      pad_top, pad_left, tw, scratch, u + c * cs, ps, bl, bs)
         else:
             bad |= wg_input_chunk_f64(&x[0, c, 0, 0], C * H * W, H, W, first, count, th,
-                                      pad_top, pad_left, tw, scratch, u + c * tiles, ps)
+                                      pad_top, pad_left, tw, scratch, u + c * cs, ps, bl, bs)
     return bad
 
 
@@ -127,21 +133,26 @@ cdef inline int _input_tiles(
 
 def forward(
     const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
-    const floating[:, :, ::1] wt,          # IN  (16, F, C): the transformed weight
+    const floating[:, :, ::1] wt,          # IN  (16, F, C): the transformed weight, (16, C,
+                                           #     F) with ``blocked``
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * tw
-    floating[:, ::1] m_buf,                # ...its M: 16 * F * rows * tw
+    floating[:, ::1] u_buf,                # each thread's U: 16 * C * width
+    floating[:, ::1] m_buf,                # ...its M: 16 * F * width
     floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2
-    Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int n_threads,
+    Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int isa,
+    bint blocked, int n_threads,
 ):
     """out = the correlation of x with the weight whose transform is wt,
     plus bias, with ``relu`` max(., 0); False (out unfinished) where x holds
-    a value out of range (see the design notes)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = wt.shape[1]
+    a value out of range (see the design notes).  The products by BLAS, or
+    with ``blocked`` by the blocked direct kernels' variant ``isa``; width:
+    rows * tw, rounded up to a multiple of 16 with ``blocked``."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = out.shape[1]
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
     cdef Py_ssize_t total = N * th, chunks = (total + rows - 1) // rows
+    cdef Py_ssize_t lanes = 64 // sizeof(floating)
     cdef Py_ssize_t chunk, first, count, tiles, f, p
     cdef int tid
     cdef floating* u
@@ -155,13 +166,25 @@ def forward(
         m = &m_buf[tid, 0]
         first = chunk * rows
         count = min(rows, total - first)
-        tiles = count * tw
+        # the row stride of U_p and M_p: the chunk's tiles, in whole blocks
+        # where blocked (the last block's lanes past them hold earlier
+        # chunks' values or zeros, and their products are never read)
+        tiles = (count * tw + lanes - 1) // lanes * lanes if blocked else count * tw
         bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left, &scratch[tid, 0],
-                            u, C * tiles)
+                            u, C * tiles, blocked)
         for p in range(16):
-            # column-major: M_p^T (tiles x F) = U_p^T (tiles x C) @ W_p^T (C x F)
-            gemm(b"N", b"N", <int> tiles, <int> F, <int> C, 1, u + p * C * tiles,
-                 <int> tiles, &wt[p, 0, 0], <int> C, 0, m + p * F * tiles, <int> tiles)
+            if blocked:
+                # M_p (F x tiles) = W_p (F x C) @ U_p (C x tiles), W_p^T in wt[p]
+                if floating is float:
+                    blocked_product_f32(isa, &wt[p, 0, 0], F, F, C, u + p * C * tiles,
+                                        tiles // lanes, m + p * F * tiles, tiles)
+                else:
+                    blocked_product_f64(isa, &wt[p, 0, 0], F, F, C, u + p * C * tiles,
+                                        tiles // lanes, m + p * F * tiles, tiles)
+            else:
+                # column-major: M_p^T (tiles x F) = U_p^T (tiles x C) @ W_p^T (C x F)
+                gemm(b"N", b"N", <int> tiles, <int> F, <int> C, 1, u + p * C * tiles,
+                     <int> tiles, &wt[p, 0, 0], <int> C, 0, m + p * F * tiles, <int> tiles)
         for f in range(F):
             b = bias[f] if bias.shape[0] > 0 else 0
             if floating is float:
@@ -216,7 +239,7 @@ def grad_weight(
                                     &scratch[tid, 0], u, C * tiles)
             else:
                 bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
-                                    &scratch[tid, 0], u, C * tiles)
+                                    &scratch[tid, 0], u, C * tiles, False)
             for f in range(F):
                 if floating is float:
                     bad |= wg_gradient_chunk_f32(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first,
@@ -243,23 +266,24 @@ def grad_weight(
 
 def transform_weight(
     const floating[:, :, :, ::1] w,        # IN  (F, C, 3, 3)
-    floating[:, :, ::1] out,               # OUT (16, F, C), or (16, C, F) with ``flipped``
-    bint flipped, int n_threads,
+    floating[:, :, ::1] out,               # OUT (16, F, C), or (16, C, F) ``by_channel``
+    bint flipped, bint by_channel, int n_threads,
 ):
     """G w G^T of each (filter, channel) pair, into out[4 i + j]; with
-    ``flipped`` of the weight flipped in both axes and transposed (the
-    input gradient's).  Returns whether every value is in range (see
-    the design notes).  Each thread a block of out's rows."""
+    ``flipped`` of the weight flipped in both axes (the input gradient's),
+    with ``by_channel`` each matrix transposed.  Returns whether every
+    value is in range (see the design notes).  Each thread a block of
+    out's rows."""
     cdef Py_ssize_t rows = out.shape[1], blocks = min(rows, max(n_threads, 1)), block
     cdef int bad = 0
     for block in prange(blocks, nogil=True, schedule="static", num_threads=n_threads,
                         use_threads_if=n_threads > 1):
         if floating is float:
-            bad |= wg_weight_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped,
+            bad |= wg_weight_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped, by_channel,
                                  block * rows // blocks, (block + 1) * rows // blocks,
                                  &out[0, 0, 0])
         else:
-            bad |= wg_weight_f64(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped,
+            bad |= wg_weight_f64(&w[0, 0, 0, 0], w.shape[0], w.shape[1], flipped, by_channel,
                                  block * rows // blocks, (block + 1) * rows // blocks,
                                  &out[0, 0, 0])
     return bad == 0

@@ -62,6 +62,12 @@
     v[(0 + j) * ps + t] = r0 - r2; v[(4 + j) * ps + t] = r1 + r2;             \
     v[(8 + j) * ps + t] = r2 - r1; v[(12 + j) * ps + t] = r1 - r3;
 
+/* U = B^T d B of tile t, from the rows R0..R3 (WG_ROW) into v */
+#define WG_INPUT_TILE(T)                                                      \
+    WG_ROW(T, R0, S, a) WG_ROW(T, R1, S, b) WG_ROW(T, R2, S, c) WG_ROW(T, R3, S, d) \
+    WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)                 \
+    WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)
+
 /* One row i of a window, d B: x0..x3 (x = a, b, c, d for rows 0..3) from
  * its four columns, channel ch of w0[(i * width + j) * C]. */
 #define WG_TILE_ROW(T, i, x)                                                       \
@@ -111,13 +117,16 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
  * and split four ways, columns 2 t, 2 t + 1, 2 t + 2 and 2 t + 3, into     \
  * arrays of the even and of the odd padded rows: then every tile of a run  \
  * of rows of tiles reads each of its 16 values at its own index, and one   \
- * vectorised loop transforms the run.  ``scratch``: 8 (count + 1) tw +     \
- * 2 tw + 2 values.  Returns whether a value read is out of range (WG_OUT_OF_RANGE). */         \
+ * vectorised loop transforms the run.  With ``bl`` > 1 the tiles go in    \
+ * blocks of bl, ``bs`` values apart: tile i to u[p * ps + (i / bl) * bs +  \
+ * i % bl] (the blocked products' layout); bl = bs = 1 is the plain row.   \
+ * ``scratch``: 8 (count + 1) tw + 2 tw + 2 values.  Returns whether a     \
+ * value read is out of range (WG_OUT_OF_RANGE). */                        \
 RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                                 \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
-    ptrdiff_t ps)                                                             \
+    ptrdiff_t ps, ptrdiff_t bl, ptrdiff_t bs)                                 \
 {                                                                             \
     ptrdiff_t S = (count + 1) * tw;   /* values of each split array */        \
     T* restrict row = scratch;                                                \
@@ -147,14 +156,23 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                      
         }                                                                     \
         /* padded rows 2 ty + i: i = 0, 2 even (the second a row of tiles    \
          * further), i = 1, 3 odd */                                          \
-        const T* restrict R0 = split;          const T* restrict R1 = split + 4 * S; \
-        const T* restrict R2 = split + tw;     const T* restrict R3 = split + 4 * S + tw; \
-        T* restrict v = u + done * tw;                                        \
-        WG_IVDEP                                                              \
-        for (ptrdiff_t t = 0; t < run * tw; t++) {                            \
-            WG_ROW(T, R0, S, a) WG_ROW(T, R1, S, b) WG_ROW(T, R2, S, c) WG_ROW(T, R3, S, d) \
-            WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)         \
-            WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)         \
+        /* in pieces that stay within a block of tiles */                    \
+        for (ptrdiff_t s = 0; s < run * tw;) {                                \
+            ptrdiff_t i = done * tw + s, lane = i % bl;                       \
+            ptrdiff_t piece = bl - lane < run * tw - s ? bl - lane : run * tw - s; \
+            if (bl == 1) piece = run * tw - s;                                \
+            const T* restrict R0 = split + s;      const T* restrict R1 = split + 4 * S + s; \
+            const T* restrict R2 = split + tw + s; const T* restrict R3 = split + 4 * S + tw + s; \
+            T* restrict v = u + (i / bl) * bs + lane;                         \
+            /* a whole block of 16 in straight-line vectors */                \
+            if (piece == 16) {                                                \
+                WG_IVDEP                                                      \
+                for (ptrdiff_t t = 0; t < 16; t++) { WG_INPUT_TILE(T) }       \
+            } else {                                                          \
+                WG_IVDEP                                                      \
+                for (ptrdiff_t t = 0; t < piece; t++) { WG_INPUT_TILE(T) }    \
+            }                                                                 \
+            s += piece;                                                       \
         }                                                                     \
         done += run;                                                          \
     }                                                                         \
@@ -317,27 +335,27 @@ RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                   
 #define WG_SUM 128
 
 #define WG_WEIGHT(T, SUFFIX)                                                  \
-/* G k G^T of each (filter, channel) pair of w (F, C, 3, 3), into          \
- * out[p * F * C + f * C + c], or with ``flipped`` of k flipped in both    \
- * axes into out[p * C * F + c * F + f] (the input gradient's weight):     \
- * out's rows a (filters, or channels when flipped) from ``first`` to      \
- * ``last``.  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  Returns      \
- * whether a value is out of range (WG_OUT_OF_RANGE). */                   \
+/* G k G^T of each (filter, channel) pair of w (F, C, 3, 3), with         \
+ * ``flipped`` of k flipped in both axes (the input gradient's), into      \
+ * out[p * F * C + f * C + c], or with ``by_channel`` into out[p * C * F + \
+ * c * F + f]: out's rows a (filters, or channels by_channel) from         \
+ * ``first`` to ``last``.  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  \
+ * Returns whether a value is out of range (WG_OUT_OF_RANGE). */           \
 RN_CLONES static int wg_weight_##SUFFIX(                                      \
     const T* restrict w, ptrdiff_t F, ptrdiff_t C, int flipped,               \
-    ptrdiff_t first, ptrdiff_t last, T* restrict out)                         \
+    int by_channel, ptrdiff_t first, ptrdiff_t last, T* restrict out)         \
 {                                                                             \
     const T half = (T)0.5;                                                    \
     ptrdiff_t P = F * C;                                                      \
-    /* runs along b, across a row (channels, or filters when flipped) */     \
-    ptrdiff_t B = flipped ? F : C;                                            \
+    /* runs along b, across a row (channels, or filters by_channel) */       \
+    ptrdiff_t B = by_channel ? F : C;                                         \
     int bad = 0;                                                              \
     T run[16][WG_RUN];                                                        \
     for (ptrdiff_t a = first; a < last; a++)                                  \
         for (ptrdiff_t b0 = 0; b0 < B; b0 += WG_RUN) {                        \
             ptrdiff_t nb = B - b0 < WG_RUN ? B - b0 : WG_RUN;                 \
             for (ptrdiff_t bi = 0; bi < nb; bi++) {                           \
-                ptrdiff_t f = flipped ? b0 + bi : a, c = flipped ? a : b0 + bi; \
+                ptrdiff_t f = by_channel ? b0 + bi : a, c = by_channel ? a : b0 + bi; \
                 const T* k = w + (f * C + c) * 9;                             \
                 T g[3][3], r[4][3];                                           \
                 for (int i = 0; i < 9; i++) {                                 \
