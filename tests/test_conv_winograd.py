@@ -10,6 +10,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
+import cyconv
 from cyconv import _conv, _conv_pool, _conv_winograd, _runtime
 from cyconv._conv import conv_geometry
 from cyconv.functional import conv2d, conv2d_backward
@@ -117,28 +118,50 @@ def test_layer_shapes_match_float64_references(shape, dtype, kind):
     np.testing.assert_allclose(gb, g64.sum(axis=(0, 2, 3)), rtol=RTOL[dtype] * 10)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("channels", [32, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_blocked_products_are_the_same_bits_on_every_variant(dtype):
+def test_blocked_products_are_the_same_bits_on_every_variant(dtype, channels, chunked):
     """Each value of a blocked product is one chain of fused multiply-adds
-    in the same order on every variant (the transforms are additions):
-    the forward pass and the input gradient agree bit for bit across the
-    instruction sets, and with BLAS's products to rounding."""
+    in the same order on every variant, and each weight-gradient partial
+    the chunks' products added in order (the transforms are additions):
+    the three operations agree bit for bit across the instruction sets and
+    thread counts, and with the float64 references.  Channels in whole
+    blocks (32) take blocked weight-gradient products, others BLAS's;
+    ``chunked``: a row of tiles a chunk, several chunks a part."""
     rng = np.random.default_rng(9)
-    x = rng.standard_normal((3, 33, 10, 13)).astype(dtype)
-    w = rng.standard_normal((35, 33, 3, 3)).astype(dtype)
+    x = rng.standard_normal((3, channels, 10, 13)).astype(dtype)
+    w = rng.standard_normal((35, channels, 3, 3)).astype(dtype)
     b = rng.standard_normal(35).astype(dtype)
     g = rng.standard_normal((3, 35, 10, 13)).astype(dtype)
     results = {}
-    for kind in PRODUCTS:
-        with products(kind):
-            results[kind] = (conv2d(x, w, b, padding=1),
-                             conv2d_backward(g, x, w, padding=1)[0])
-    blocked = [results[kind] for kind in PRODUCTS[1:]]
-    for other in blocked[1:]:
-        for ours, theirs in zip(blocked[0], other):
+    with contextlib.ExitStack() as stack:
+        stack.callback(cyconv.set_num_threads, None)
+        stack.enter_context(mock.patch.object(_conv, "MIN_MACS_PER_THREAD", 1))
+        if chunked:
+            stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_TILES", 1))
+            stack.enter_context(mock.patch.object(_runtime, "DIRECT_WEIGHT_PARTS", 2))
+        for kind in PRODUCTS[1:]:
+            for threads in (1, 2, 3):
+                cyconv.set_num_threads(threads)
+                with products(kind):
+                    results[kind, threads] = ((conv2d(x, w, b, padding=1),)
+                                              + conv2d_backward(g, x, w, padding=1))
+    first = results[PRODUCTS[1], 1]
+    for other in results.values():
+        for ours, theirs in zip(first, other):
             np.testing.assert_array_equal(ours, theirs)
-    for ours, theirs in zip(blocked[0], results["blas"]):
-        np.testing.assert_allclose(ours, theirs, rtol=RTOL[dtype] * 100, atol=RTOL[dtype] * 100)
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    sides = (1, 1, 1, 1)
+    assert_close(first[0], reference.conv2d(x64, w64, b.astype(np.float64), (1, 1), sides,
+                                            (1, 1), 1),
+                 reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b.astype(np.float64)),
+                                  (1, 1), sides, (1, 1), 1), dtype)
+    expected = reference.conv2d_backward(g64, x64, w64, (1, 1), sides, (1, 1), 1)
+    magnitude = reference.conv2d_backward(np.abs(g64), np.abs(x64), np.abs(w64), (1, 1), sides,
+                                          (1, 1), 1)
+    for i in (0, 1):
+        assert_close(first[1 + i], expected[i], magnitude[i], dtype)
 
 
 @pytest.mark.parametrize("where", ["x", "weight", "grad"])

@@ -216,45 +216,45 @@ cdef inline int _product_taps(Py_ssize_t k) noexcept nogil:
 
 
 cdef void blocked_product_f32(
-    int isa, const float* a, Py_ssize_t lda, Py_ssize_t m, Py_ssize_t k, const float* b,
-    Py_ssize_t blocks, float* out, Py_ssize_t ldo,
+    int isa, const float* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
+    Py_ssize_t k, const float* b, Py_ssize_t blocks, float* out, Py_ssize_t ldo,
 ) noexcept nogil:
-    """out[i * ldo + j] = sum over c < k of a[c * lda + i] * B[c, j], for
-    i < m and j < 16 ``blocks``, B packed in blocks of 16 columns,
-    b[(j // 16) * k * 16 + c * 16 + j % 16]: the blocked forward kernel
-    on one output row of m "positions" (a's columns), c cut into
-    "channels" of nt "taps" (the kernel's inner loop runs over taps: one
-    tap a channel spent more on the loop than on the multiply-adds); each
-    value one chain of fused multiply-adds over c in order, on every
-    variant."""
+    """out[i * ldo + j] = sum over c < k of A[i, c] * B[c, j], for i < m and
+    j < 16 ``blocks``: A[i, c] = a[c * a_step + i * a_stride], one of them
+    1; B packed in blocks of 16 columns, b[(j // 16) * k * 16 + c * 16 + j
+    % 16].  The blocked forward kernel on one output row of m "positions"
+    (A's rows), c cut into "channels" of nt "taps" (the kernel's inner loop
+    runs over taps: one tap a channel spent more on the loop than on the
+    multiply-adds); each value one chain of fused multiply-adds over c in
+    order, on every variant."""
     cdef Py_ssize_t offsets[PRODUCT_TAPS]
     cdef int nt = _product_taps(k), t
     cdef Py_ssize_t j = 0, n, nb = cb_blocks(isa)
     for t in range(nt):
-        offsets[t] = t * lda
+        offsets[t] = t * a_step
     while j < blocks:
         n = min(nb, blocks - j)
-        cb_forward_rows_f32(isa, a, nt * lda, <int> (k // nt), offsets, nt,
-                            b + j * k * LANES_F32, k * LANES_F32, <int> n, out + j * LANES_F32, ldo, 1,
-                            <int> m, 0, 1, <int> (k // nt), NULL, 0, 0)
+        cb_forward_rows_f32(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
+                            b + j * k * LANES_F32, k * LANES_F32, <int> n, out + j * LANES_F32,
+                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0)
         j += n
 
 
 cdef void blocked_product_f64(
-    int isa, const double* a, Py_ssize_t lda, Py_ssize_t m, Py_ssize_t k, const double* b,
-    Py_ssize_t blocks, double* out, Py_ssize_t ldo,
+    int isa, const double* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
+    Py_ssize_t k, const double* b, Py_ssize_t blocks, double* out, Py_ssize_t ldo,
 ) noexcept nogil:
     """blocked_product_f32's product in double: blocks of 8 columns."""
     cdef Py_ssize_t offsets[PRODUCT_TAPS]
     cdef int nt = _product_taps(k), t
     cdef Py_ssize_t j = 0, n, nb = cb_blocks(isa)
     for t in range(nt):
-        offsets[t] = t * lda
+        offsets[t] = t * a_step
     while j < blocks:
         n = min(nb, blocks - j)
-        cb_forward_rows_f64(isa, a, nt * lda, <int> (k // nt), offsets, nt,
-                            b + j * k * LANES_F64, k * LANES_F64, <int> n, out + j * LANES_F64, ldo, 1,
-                            <int> m, 0, 1, <int> (k // nt), NULL, 0, 0)
+        cb_forward_rows_f64(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
+                            b + j * k * LANES_F64, k * LANES_F64, <int> n, out + j * LANES_F64,
+                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0)
         j += n
 
 

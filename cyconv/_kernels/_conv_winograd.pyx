@@ -65,11 +65,11 @@ cdef extern from "winograd_loops.h" nogil:
     int wg_input_tiles_f32(const float* x, Py_ssize_t C, Py_ssize_t rows, Py_ssize_t cols,
                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t th, Py_ssize_t top,
                            Py_ssize_t left, Py_ssize_t tw, float* scratch, float* u,
-                           Py_ssize_t ps)
+                           Py_ssize_t ps, Py_ssize_t bl, Py_ssize_t bs)
     int wg_input_tiles_f64(const double* x, Py_ssize_t C, Py_ssize_t rows,
                            Py_ssize_t cols, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
                            Py_ssize_t top, Py_ssize_t left, Py_ssize_t tw, double* scratch,
-                           double* u, Py_ssize_t ps)
+                           double* u, Py_ssize_t ps, Py_ssize_t bl, Py_ssize_t bs)
     void wg_output_chunk_f32(const float* m, Py_ssize_t ps, float* out, Py_ssize_t sample,
                              Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t first,
                              Py_ssize_t count, Py_ssize_t th, Py_ssize_t tw, float bias,
@@ -117,18 +117,39 @@ cdef int _input_chunk(
 cdef inline int _input_tiles(
     const floating[:, :, :, ::1] x, Py_ssize_t first, Py_ssize_t count, Py_ssize_t th,
     Py_ssize_t tw, Py_ssize_t pad_top, Py_ssize_t pad_left, floating* scratch,
-    floating* u, Py_ssize_t ps,
+    floating* u, Py_ssize_t ps, bint blocked,
 ) noexcept nogil:
     """U of ``count`` rows of tiles from row ``first`` of the batch's,
     tile-major: u[p * ps + t * C + c], t < count * tw (the weight
     gradient's products then run over unit strides of their inner, tile
-    dimension); whether a value read is out of range."""
+    dimension); with ``blocked`` its channels in blocks of LANES, as
+    blocked_product reads them: u[p * ps + (c // LANES) * tiles * LANES +
+    t * LANES + c % LANES] (C a multiple of LANES).  Whether a value read
+    is out of range."""
+    cdef Py_ssize_t C = x.shape[1], lanes = 64 // sizeof(floating)
+    cdef Py_ssize_t bl = lanes if blocked else C, bs = count * tw * lanes if blocked else 0
     if floating is float:
-        return wg_input_tiles_f32(&x[0, 0, 0, 0], x.shape[1], x.shape[2], x.shape[3], first,
-                                  count, th, pad_top, pad_left, tw, scratch, u, ps)
+        return wg_input_tiles_f32(&x[0, 0, 0, 0], C, x.shape[2], x.shape[3], first,
+                                  count, th, pad_top, pad_left, tw, scratch, u, ps, bl, bs)
     else:
-        return wg_input_tiles_f64(&x[0, 0, 0, 0], x.shape[1], x.shape[2], x.shape[3], first,
-                                  count, th, pad_top, pad_left, tw, scratch, u, ps)
+        return wg_input_tiles_f64(&x[0, 0, 0, 0], C, x.shape[2], x.shape[3], first,
+                                  count, th, pad_top, pad_left, tw, scratch, u, ps, bl, bs)
+
+
+cdef inline int _gradient_chunk(
+    const floating[:, :, :, ::1] g, Py_ssize_t f, Py_ssize_t first, Py_ssize_t count,
+    Py_ssize_t th, Py_ssize_t tw, floating* scratch, floating* v, Py_ssize_t ps,
+) noexcept nogil:
+    """V of filter f for ``count`` rows of tiles from row ``first`` of the
+    batch's: v[p * ps + t], t < count * tw; whether a value read is out of
+    range."""
+    cdef Py_ssize_t F = g.shape[1], Ho = g.shape[2], Wo = g.shape[3]
+    if floating is float:
+        return wg_gradient_chunk_f32(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first, count, th, tw,
+                                     scratch, v, ps)
+    else:
+        return wg_gradient_chunk_f64(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first, count, th, tw,
+                                     scratch, v, ps)
 
 
 def forward(
@@ -176,10 +197,10 @@ def forward(
             if blocked:
                 # M_p (F x tiles) = W_p (F x C) @ U_p (C x tiles), W_p^T in wt[p]
                 if floating is float:
-                    blocked_product_f32(isa, &wt[p, 0, 0], F, F, C, u + p * C * tiles,
+                    blocked_product_f32(isa, &wt[p, 0, 0], F, 1, F, C, u + p * C * tiles,
                                         tiles // lanes, m + p * F * tiles, tiles)
                 else:
-                    blocked_product_f64(isa, &wt[p, 0, 0], F, F, C, u + p * C * tiles,
+                    blocked_product_f64(isa, &wt[p, 0, 0], F, 1, F, C, u + p * C * tiles,
                                         tiles // lanes, m + p * F * tiles, tiles)
             else:
                 # column-major: M_p^T (tiles x F) = U_p^T (tiles x C) @ W_p^T (C x F)
@@ -202,24 +223,30 @@ def grad_weight(
     floating[:, :, :, ::1] partials,       # OUT (parts, 16, F, C): each part's sum of V_p U_p^T
     floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * tw
     floating[:, ::1] v_buf,                # ...its V: 16 * F * rows * tw
+    floating[:, ::1] sums,                 # ...a chunk's product: F * C with ``blocked``
     floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2,
                                            # tile-major at least (2 rows + 2) (2 tw + 2) C
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
-    bint tile_major, int n_threads,
+    bint tile_major, bint blocked, int isa, int n_threads,
 ):
     """Each part's transformed weight gradient; False where x or g holds a
     value out of range (see the design notes).  With ``tile_major`` U is
     written tile-major, and the products' inner dimension, the tiles, is
-    U's slow axis; otherwise U is written as the forward pass writes it."""
+    U's slow axis; otherwise U is written as the forward pass writes it.
+    With ``blocked`` (C a multiple of LANES) the products run on the
+    blocked direct kernels' variant ``isa``, U tile-major in blocks of
+    channels; each chunk's product is stored, or added to its part's sum
+    after the first."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = g.shape[1]
     cdef Py_ssize_t Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
-    cdef Py_ssize_t parts = partials.shape[0]
-    cdef Py_ssize_t part, first, last, count, tiles, f, p
+    cdef Py_ssize_t parts = partials.shape[0], lanes = 64 // sizeof(floating)
+    cdef Py_ssize_t part, first, last, count, tiles, f, p, i
     cdef int tid
     cdef floating* u
     cdef floating* v
     cdef floating* acc
+    cdef floating* add
     cdef floating beta
     cdef int bad = 0
     for part in prange(parts, nogil=True, schedule="dynamic", chunksize=1,
@@ -234,31 +261,44 @@ def grad_weight(
         while first < last:
             count = min(rows, last - first)
             tiles = count * tw
-            if tile_major:
+            if blocked:
                 bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,
-                                    &scratch[tid, 0], u, C * tiles)
+                                    &scratch[tid, 0], u, C * tiles, True)
+                for f in range(F):
+                    bad |= _gradient_chunk(g, f, first, count, th, tw, &scratch[tid, 0],
+                                           v + f * tiles, F * tiles)
+                for p in range(16):
+                    # dW_p (F x C) = V_p (F x tiles) @ U_p^T (tiles x C)
+                    add = &sums[tid, 0] if beta != 0 else acc + p * F * C
+                    if floating is float:
+                        blocked_product_f32(isa, v + p * F * tiles, 1, tiles, F, tiles,
+                                            u + p * C * tiles, C // lanes, add, C)
+                    else:
+                        blocked_product_f64(isa, v + p * F * tiles, 1, tiles, F, tiles,
+                                            u + p * C * tiles, C // lanes, add, C)
+                    if beta != 0:
+                        for i in range(F * C):
+                            acc[p * F * C + i] += add[i]
             else:
-                bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
-                                    &scratch[tid, 0], u, C * tiles, False)
-            for f in range(F):
-                if floating is float:
-                    bad |= wg_gradient_chunk_f32(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first,
-                                                 count, th, tw, &scratch[tid, 0],
-                                                 v + f * tiles, F * tiles)
-                else:
-                    bad |= wg_gradient_chunk_f64(&g[0, f, 0, 0], F * Ho * Wo, Ho, Wo, first,
-                                                 count, th, tw, &scratch[tid, 0],
-                                                 v + f * tiles, F * tiles)
-            for p in range(16):
-                # column-major: dW_p^T (C x F) += U_p (C x tiles) @ V_p^T (tiles x F)
                 if tile_major:
-                    gemm(b"N", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
-                         <int> C, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
-                         <int> C)
+                    bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,
+                                        &scratch[tid, 0], u, C * tiles, False)
                 else:
-                    gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
-                         <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
-                         <int> C)
+                    bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
+                                        &scratch[tid, 0], u, C * tiles, False)
+                for f in range(F):
+                    bad |= _gradient_chunk(g, f, first, count, th, tw, &scratch[tid, 0],
+                                           v + f * tiles, F * tiles)
+                for p in range(16):
+                    # column-major: dW_p^T (C x F) += U_p (C x tiles) @ V_p^T (tiles x F)
+                    if tile_major:
+                        gemm(b"N", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                             <int> C, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                             <int> C)
+                    else:
+                        gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                             <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                             <int> C)
             beta = 1
             first = first + count
     return bad == 0

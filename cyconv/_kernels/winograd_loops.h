@@ -187,14 +187,16 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                      
  * reads are first gathered channels last, scratch[(j * width + q) * C +   \
  * c]: then the loop over the channels of a tile runs over unit strides    \
  * (vectorised however small the planes; a loop over the tiles of a row    \
- * ran a few lanes wide on 8x8 and 16x16 planes).  ``scratch``: (2 count   \
- * + 2) (2 tw + 2) C values.  Returns whether a value read is out of range \
- * (WG_OUT_OF_RANGE). */                                                   \
+ * ran a few lanes wide on 8x8 and 16x16 planes).  With ``bl`` < C the     \
+ * channels go in blocks of bl, ``bs`` values apart: u[p * ps + (c / bl)   \
+ * * bs + tile * bl + c % bl] (the blocked products' layout; bl = C is the \
+ * plain one).  ``scratch``: (2 count + 2) (2 tw + 2) C values.  Returns   \
+ * whether a value read is out of range (WG_OUT_OF_RANGE). */              \
 RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
     const T* restrict x, ptrdiff_t C, ptrdiff_t rows, ptrdiff_t cols,         \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
-    ptrdiff_t ps)                                                             \
+    ptrdiff_t ps, ptrdiff_t bl, ptrdiff_t bs)                                 \
 {                                                                             \
     ptrdiff_t plane = rows * cols, width = 2 * tw + 2;                        \
     int bad = 0;                                                              \
@@ -220,12 +222,16 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
         for (ptrdiff_t r = 0; r < run; r++) {                                 \
             for (ptrdiff_t t = 0; t < tw; t++) {                              \
                 const T* restrict w0 = scratch + (2 * r * width + 2 * t) * C; \
-                T* restrict v = u + ((done + r) * tw + t) * C;                \
-                WG_IVDEP                                                      \
-                for (ptrdiff_t ch = 0; ch < C; ch++) {                        \
-                    WG_TILE_ROW(T, 0, a) WG_TILE_ROW(T, 1, b) WG_TILE_ROW(T, 2, c) WG_TILE_ROW(T, 3, d) \
-                    WG_TILE_COLUMN(0, a0, b0, c0, d0) WG_TILE_COLUMN(1, a1, b1, c1, d1) \
-                    WG_TILE_COLUMN(2, a2, b2, c2, d2) WG_TILE_COLUMN(3, a3, b3, c3, d3) \
+                for (ptrdiff_t k0 = 0; k0 < C; k0 += bl) {                    \
+                    /* v[.. + ch] is channel ch of this tile, ch in the block */ \
+                    T* restrict v = u + (k0 / bl) * bs + ((done + r) * tw + t) * bl - k0; \
+                    ptrdiff_t k1 = C - k0 < bl ? C : k0 + bl;                 \
+                    WG_IVDEP                                                  \
+                    for (ptrdiff_t ch = k0; ch < k1; ch++) {                  \
+                        WG_TILE_ROW(T, 0, a) WG_TILE_ROW(T, 1, b) WG_TILE_ROW(T, 2, c) WG_TILE_ROW(T, 3, d) \
+                        WG_TILE_COLUMN(0, a0, b0, c0, d0) WG_TILE_COLUMN(1, a1, b1, c1, d1) \
+                        WG_TILE_COLUMN(2, a2, b2, c2, d2) WG_TILE_COLUMN(3, a3, b3, c3, d3) \
+                    }                                                         \
                 }                                                             \
             }                                                                 \
         }                                                                     \
