@@ -1,7 +1,9 @@
 """The Winograd path (_kernels/_conv_winograd.pyx): F(2x2, 3x3) for 3x3,
 stride-1 convolutions of many channels, whose direct kernels already run
 at the processor's peak of multiply-adds; which geometries it takes
-(_runtime.winograd_wanted), the transforms of the weight, and buffers.
+(_runtime.winograd_wanted), whether its products run on BLAS or on the
+blocked direct kernels (_runtime.winograd_blocked_products), the
+transforms of the weight, and buffers.
 
 The caller (_conv.py) has validated the arguments.  Each operation returns
 None where a value it read is not finite or exceeds 2^54 in magnitude

@@ -537,7 +537,10 @@ def show_config(mode="stdout"):
               else "off (no vectorised variant for this processor): BLAS products")
     winograd = (f"F(2x2, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
                 f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 2x2"
-                f" blocks of outputs; products by BLAS")
+                f" blocks of outputs; products by "
+                + ("the blocked direct kernels (the weight gradient's where the channels fill"
+                   " whole blocks of 16 floats or 8 doubles), the rest by BLAS"
+                   if winograd_blocked_products() else "BLAS"))
     info = {
         "direct convolution kernels": DETECTED_ISA,
         "direct convolution kernel variants": ", ".join(available_isas()),

@@ -16,6 +16,18 @@
 #   each) are transformed back into the outputs.  The input gradient is the
 #   forward pass of the output gradient with the flipped, transposed
 #   weight (the caller transforms it and sets the padding).
+# * Blocked products: where the caller asks, the products run on the
+#   filter-blocked direct kernels instead (blocked_product, cimported from
+#   _conv_direct, whose variants are compiled there once), which read their
+#   second operand in blocks of LANES columns (16 float, 8 double: 64
+#   bytes): U is then written in blocks of LANES tiles, each chunk's tiles
+#   rounded up to whole blocks (the lanes past them hold earlier chunks'
+#   finite values or zeros; their products are never read), and the
+#   weight transformed as W_p^T.  The weight gradient takes them where
+#   the channels fill whole blocks: U tile-major in blocks of LANES
+#   channels, V as for BLAS, each chunk's product stored or added to its
+#   part's sum in order.  OpenBLAS packs both operands of each of these
+#   small products anew; these read them as the transforms write them.
 # * Weight gradient: the output gradient's 2x2 blocks, transformed, are
 #   V_p (F x tiles), and dW_p = sum over tiles of V_p @ U_p^T, which the
 #   caller transforms back to 3x3.  Each part of the batch (whole samples)
@@ -26,7 +38,9 @@
 #   tiles, is then U's slow axis, as it is V's.
 # * Determinism: every output (and every partial) is computed by one task
 #   in a fixed order; chunk and part sizes depend only on the shapes, and
-#   one BLAS call runs in one thread (the caller holds BLAS to one).
+#   one BLAS call runs in one thread (the caller holds BLAS to one).  The
+#   blocked products are one chain of fused multiply-adds per value, in
+#   the same order on every variant: the same bits on each.
 # * Values out of range: the transforms add and subtract values of a
 #   window, so an infinity there gives NaN where the direct sum gives an
 #   infinity, and a huge finite value may overflow where the direct sum
@@ -36,8 +50,11 @@
 # * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
 #   of the buffers (each thread's U, M or V: 16 * rows * tw values per
-#   channel or filter; its scratch 8 (rows + 2) tw + 2 tw + 2, and for a
-#   tile-major U at least (2 rows + 2) (2 tw + 2) C).
+#   channel or filter, rows * tw rounded up to a multiple of 16 for the
+#   blocked products; its scratch 8 (rows + 2) tw + 2 tw + 2, and for a
+#   tile-major U at least (2 rows + 2) (2 tw + 2) C; the blocked weight
+#   gradient's sums F * C), and for the blocked weight gradient that C is
+#   a multiple of LANES.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
