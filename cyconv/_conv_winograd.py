@@ -151,9 +151,8 @@ def grad_weight(g4, x4, geometry, n_threads):
     rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype)
     # the blocked products take channels in whole blocks (16 float, 8 double)
     blocked = _runtime.winograd_blocked_products() and g.channels % (64 // dtype.itemsize) == 0
-    sums = np.empty((n_threads, g.filters * g.channels if blocked else 0), dtype)
     with single_threaded_blas():
-        in_range = _conv_winograd.grad_weight(g4, x4, partials, u, v, sums, scratch, g.pad_top,
+        in_range = _conv_winograd.grad_weight(g4, x4, partials, u, v, scratch, g.pad_top,
                                               g.pad_left, rows, per_part,
                                               _runtime.winograd_tile_major(), blocked,
                                               _runtime.isa_code(), n_threads)

@@ -104,12 +104,14 @@ cdef extern from "conv_blocked.h" nogil:
                              const Py_ssize_t* offs, int nt, const float* w, Py_ssize_t wbs,
                              int nb, float* out, Py_ssize_t ldo, int rows, int width,
                              Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps,
-                             unsigned long long first_taps, unsigned long long last_taps)
+                             unsigned long long first_taps, unsigned long long last_taps,
+                             int accumulate)
     void cb_forward_rows_f64(int isa, const double* x, Py_ssize_t xcs, int C,
                              const Py_ssize_t* offs, int nt, const double* w, Py_ssize_t wbs,
                              int nb, double* out, Py_ssize_t ldo, int rows, int width,
                              Py_ssize_t wp, Py_ssize_t sw, int chunk, const int* row_taps,
-                             unsigned long long first_taps, unsigned long long last_taps)
+                             unsigned long long first_taps, unsigned long long last_taps,
+                             int accumulate)
     void cb_weight_rows_f32(int isa, const float* g, Py_ssize_t gbs, int nb, const float* x,
                             const Py_ssize_t* offs, int nt, int rows, int width,
                             Py_ssize_t wp, Py_ssize_t sw, int run_rows, int samples,
@@ -218,6 +220,7 @@ cdef inline int _product_taps(Py_ssize_t k) noexcept nogil:
 cdef void blocked_product_f32(
     int isa, const float* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
     Py_ssize_t k, const float* b, Py_ssize_t blocks, float* out, Py_ssize_t ldo,
+    bint accumulate,
 ) noexcept nogil:
     """out[i * ldo + j] = sum over c < k of A[i, c] * B[c, j], for i < m and
     j < 16 ``blocks``: A[i, c] = a[c * a_step + i * a_stride], one of them
@@ -226,7 +229,8 @@ cdef void blocked_product_f32(
     (A's rows), c cut into "channels" of nt "taps" (the kernel's inner loop
     runs over taps: one tap a channel spent more on the loop than on the
     multiply-adds); each value one chain of fused multiply-adds over c in
-    order, on every variant."""
+    order, on every variant, stored in out, or with ``accumulate`` added
+    to it."""
     cdef Py_ssize_t offsets[PRODUCT_TAPS]
     cdef int nt = _product_taps(k), t
     cdef Py_ssize_t j = 0, n, nb = cb_blocks(isa)
@@ -236,13 +240,15 @@ cdef void blocked_product_f32(
         n = min(nb, blocks - j)
         cb_forward_rows_f32(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
                             b + j * k * LANES_F32, k * LANES_F32, <int> n, out + j * LANES_F32,
-                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0)
+                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0,
+                            accumulate)
         j += n
 
 
 cdef void blocked_product_f64(
     int isa, const double* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
     Py_ssize_t k, const double* b, Py_ssize_t blocks, double* out, Py_ssize_t ldo,
+    bint accumulate,
 ) noexcept nogil:
     """blocked_product_f32's product in double: blocks of 8 columns."""
     cdef Py_ssize_t offsets[PRODUCT_TAPS]
@@ -254,7 +260,8 @@ cdef void blocked_product_f64(
         n = min(nb, blocks - j)
         cb_forward_rows_f64(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
                             b + j * k * LANES_F64, k * LANES_F64, <int> n, out + j * LANES_F64,
-                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0)
+                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0,
+                            accumulate)
         j += n
 
 
@@ -619,12 +626,12 @@ cdef void _correlate_blocked(
             cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps, first_taps, last_taps)
+                                taps, first_taps, last_taps, False)
         else:
             cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps, first_taps, last_taps)
+                                taps, first_taps, last_taps, False)
         nf = min(F, (b0 + nb) * B) - b0 * B
         if pooled:
             if floating is float:

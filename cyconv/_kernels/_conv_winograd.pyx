@@ -52,9 +52,8 @@
 #   of the buffers (each thread's U, M or V: 16 * rows * tw values per
 #   channel or filter, rows * tw rounded up to a multiple of 16 for the
 #   blocked products; its scratch 8 (rows + 2) tw + 2 tw + 2, and for a
-#   tile-major U at least (2 rows + 2) (2 tw + 2) C; the blocked weight
-#   gradient's sums F * C), and for the blocked weight gradient that C is
-#   a multiple of LANES.
+#   tile-major U at least (2 rows + 2) (2 tw + 2) C), and for the blocked
+#   weight gradient that C is a multiple of LANES.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -215,10 +214,10 @@ def forward(
                 # M_p (F x tiles) = W_p (F x C) @ U_p (C x tiles), W_p^T in wt[p]
                 if floating is float:
                     blocked_product_f32(isa, &wt[p, 0, 0], F, 1, F, C, u + p * C * tiles,
-                                        tiles // lanes, m + p * F * tiles, tiles)
+                                        tiles // lanes, m + p * F * tiles, tiles, False)
                 else:
                     blocked_product_f64(isa, &wt[p, 0, 0], F, 1, F, C, u + p * C * tiles,
-                                        tiles // lanes, m + p * F * tiles, tiles)
+                                        tiles // lanes, m + p * F * tiles, tiles, False)
             else:
                 # column-major: M_p^T (tiles x F) = U_p^T (tiles x C) @ W_p^T (C x F)
                 gemm(b"N", b"N", <int> tiles, <int> F, <int> C, 1, u + p * C * tiles,
@@ -240,7 +239,6 @@ def grad_weight(
     floating[:, :, :, ::1] partials,       # OUT (parts, 16, F, C): each part's sum of V_p U_p^T
     floating[:, ::1] u_buf,                # each thread's U: 16 * C * rows * tw
     floating[:, ::1] v_buf,                # ...its V: 16 * F * rows * tw
-    floating[:, ::1] sums,                 # ...a chunk's product: F * C with ``blocked``
     floating[:, ::1] scratch,              # ...its scratch: 8 * (rows + 2) * tw + 2 * tw + 2,
                                            # tile-major at least (2 rows + 2) (2 tw + 2) C
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
@@ -253,17 +251,16 @@ def grad_weight(
     With ``blocked`` (C a multiple of LANES) the products run on the
     blocked direct kernels' variant ``isa``, U tile-major in blocks of
     channels; each chunk's product is stored, or added to its part's sum
-    after the first."""
+    after the first (by the kernel's store)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = g.shape[1]
     cdef Py_ssize_t Ho = g.shape[2], Wo = g.shape[3]
     cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
     cdef Py_ssize_t parts = partials.shape[0], lanes = 64 // sizeof(floating)
-    cdef Py_ssize_t part, first, last, count, tiles, f, p, i
+    cdef Py_ssize_t part, first, last, count, tiles, f, p
     cdef int tid
     cdef floating* u
     cdef floating* v
     cdef floating* acc
-    cdef floating* add
     cdef floating beta
     cdef int bad = 0
     for part in prange(parts, nogil=True, schedule="dynamic", chunksize=1,
@@ -285,17 +282,15 @@ def grad_weight(
                     bad |= _gradient_chunk(g, f, first, count, th, tw, &scratch[tid, 0],
                                            v + f * tiles, F * tiles)
                 for p in range(16):
-                    # dW_p (F x C) = V_p (F x tiles) @ U_p^T (tiles x C)
-                    add = &sums[tid, 0] if beta != 0 else acc + p * F * C
+                    # dW_p (F x C) (+)= V_p (F x tiles) @ U_p^T (tiles x C)
                     if floating is float:
                         blocked_product_f32(isa, v + p * F * tiles, 1, tiles, F, tiles,
-                                            u + p * C * tiles, C // lanes, add, C)
+                                            u + p * C * tiles, C // lanes, acc + p * F * C, C,
+                                            beta != 0)
                     else:
                         blocked_product_f64(isa, v + p * F * tiles, 1, tiles, F, tiles,
-                                            u + p * C * tiles, C // lanes, add, C)
-                    if beta != 0:
-                        for i in range(F * C):
-                            acc[p * F * C + i] += add[i]
+                                            u + p * C * tiles, C // lanes, acc + p * F * C, C,
+                                            beta != 0)
             else:
                 if tile_major:
                     bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,

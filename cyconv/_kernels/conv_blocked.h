@@ -172,17 +172,19 @@ static int cb_forward_blocks(int isa, int width, int blocks, int strided)
 static void cb_forward_rows_f32(int isa, const float* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const float* w, ptrdiff_t wbs, int nb, float* out,
     ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk,
-    const int* row_taps, unsigned long long first_taps, unsigned long long last_taps)
+    const int* row_taps, unsigned long long first_taps, unsigned long long last_taps,
+    int accumulate)
 { CD_DISPATCH(cb_forward_rows, f32, isa,
               (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps,
-               first_taps, last_taps)); }
+               first_taps, last_taps, accumulate)); }
 static void cb_forward_rows_f64(int isa, const double* x, ptrdiff_t xcs, int C,
     const ptrdiff_t* offs, int nt, const double* w, ptrdiff_t wbs, int nb, double* out,
     ptrdiff_t ldo, int rows, int width, ptrdiff_t wp, ptrdiff_t sw, int chunk,
-    const int* row_taps, unsigned long long first_taps, unsigned long long last_taps)
+    const int* row_taps, unsigned long long first_taps, unsigned long long last_taps,
+    int accumulate)
 { CD_DISPATCH(cb_forward_rows, f64, isa,
               (x, xcs, C, offs, nt, w, wbs, nb, out, ldo, rows, width, wp, sw, chunk, row_taps,
-               first_taps, last_taps)); }
+               first_taps, last_taps, accumulate)); }
 static void cb_weight_rows_f32(int isa, const float* g, ptrdiff_t gbs, int nb,
     const float* x, const ptrdiff_t* offs, int nt, int rows, int width, ptrdiff_t wp,
     ptrdiff_t sw, int run_rows, int samples, ptrdiff_t gns, ptrdiff_t xns, float* acc,

@@ -248,18 +248,20 @@ static CB_ATTR void CB_NAME(cb_fwd_strided_nb2)(CB_FWD_ARGS, int P)
  * are added, see cb_fwd_tile), or all of them if row_taps is NULL.  The
  * taps in first_taps (last_taps) read a padding column at a row's first
  * (last) pixel: there their zeros are added too (0 where a weight is not
- * finite, or to multiply every zero). */
+ * finite, or to multiply every zero).  The first chunk's sums are stored
+ * in out, or with ``accumulate`` added to it, as the later chunks' are. */
 static CB_ATTR void CB_NAME(cb_forward_rows)(
     const CB_T* x, ptrdiff_t xcs, int C, const ptrdiff_t* offs, int nt,
     const CB_T* w, ptrdiff_t wbs, int nb, CB_T* out, ptrdiff_t ldo, int rows, int width,
     ptrdiff_t wp, ptrdiff_t sw, int chunk, const int* row_taps,
-    unsigned long long first_taps, unsigned long long last_taps)
+    unsigned long long first_taps, unsigned long long last_taps, int accumulate)
 {
     int pmax = nb == 1 ? CB_PMAX1 : nb == 2 ? CB_PMAX2 : CB_PMAX3;
     if (sw != 1 && pmax > 12) pmax = 12;
     int tiles = (width + pmax - 1) / pmax;
     for (int c0 = 0; c0 < C; c0 += chunk) {
         int cn = C - c0 < chunk ? C - c0 : chunk;
+        int first = c0 == 0 && !accumulate;
         const CB_T* wc = w + (ptrdiff_t)c0 * nt * CB_B;
         for (int r = 0; r < rows; r++) {
             const CB_T* xr = x + c0 * xcs + r * wp;
@@ -273,20 +275,20 @@ static CB_ATTR void CB_NAME(cb_forward_rows)(
                 unsigned long long lm = q0 == 0 ? first_taps : 0;
                 unsigned long long rm = q0 + p == width ? last_taps : 0;
                 if (nb == 3)
-                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                    CB_NAME(cb_fwd_nb3)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, first, sw,
                                         t0, t1, lm, rm, p);
                 else if (sw == 1 && nb == 1)
-                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                    CB_NAME(cb_fwd_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, first, sw,
                                         t0, t1, lm, rm, p);
                 else if (sw == 1)
-                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, c0 == 0, sw,
+                    CB_NAME(cb_fwd_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo, first, sw,
                                         t0, t1, lm, rm, p);
                 else if (nb == 1)
                     CB_NAME(cb_fwd_strided_nb1)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, t0, t1, lm, rm, p);
+                                                first, sw, t0, t1, lm, rm, p);
                 else
                     CB_NAME(cb_fwd_strided_nb2)(xq, xcs, cn, offs, nt, wc, wbs, oq, ldo,
-                                                c0 == 0, sw, t0, t1, lm, rm, p);
+                                                first, sw, t0, t1, lm, rm, p);
                 q0 += p;
             }
         }
