@@ -217,20 +217,21 @@ cdef inline int _product_taps(Py_ssize_t k) noexcept nogil:
     return nt
 
 
-cdef void blocked_product_f32(
-    int isa, const float* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
-    Py_ssize_t k, const float* b, Py_ssize_t blocks, float* out, Py_ssize_t ldo,
+cdef inline void _blocked_product(
+    int isa, const floating* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
+    Py_ssize_t k, const floating* b, Py_ssize_t blocks, floating* out, Py_ssize_t ldo,
     bint accumulate,
 ) noexcept nogil:
     """out[i * ldo + j] = sum over c < k of A[i, c] * B[c, j], for i < m and
-    j < 16 ``blocks``: A[i, c] = a[c * a_step + i * a_stride], one of them
-    1; B packed in blocks of 16 columns, b[(j // 16) * k * 16 + c * 16 + j
-    % 16].  The blocked forward kernel on one output row of m "positions"
-    (A's rows), c cut into "channels" of nt "taps" (the kernel's inner loop
-    runs over taps: one tap a channel spent more on the loop than on the
-    multiply-adds); each value one chain of fused multiply-adds over c in
-    order, on every variant, stored in out, or with ``accumulate`` added
-    to it."""
+    j < LANES ``blocks`` (LANES: 16 float, 8 double), A[i, c] = a[c * a_step
+    + i * a_stride], one of them 1; B packed in blocks of LANES columns,
+    b[(j // LANES) * k * LANES + c * LANES + j % LANES].  The blocked forward
+    kernel on one output row of m "positions" (A's rows), c cut into
+    "channels" of nt "taps" (the kernel's inner loop runs over taps: one tap
+    a channel spent more on the loop than on the multiply-adds); each value
+    one chain of fused multiply-adds over c in order, on every variant,
+    stored in out, or with ``accumulate`` added to it."""
+    cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
     cdef Py_ssize_t offsets[PRODUCT_TAPS]
     cdef int nt = _product_taps(k), t
     cdef Py_ssize_t j = 0, n, nb = cb_blocks(isa)
@@ -238,11 +239,24 @@ cdef void blocked_product_f32(
         offsets[t] = t * a_step
     while j < blocks:
         n = min(nb, blocks - j)
-        cb_forward_rows_f32(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
-                            b + j * k * LANES_F32, k * LANES_F32, <int> n, out + j * LANES_F32,
-                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0,
-                            accumulate)
+        if floating is float:
+            cb_forward_rows_f32(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
+                                b + j * k * lanes, k * lanes, <int> n, out + j * lanes, ldo, 1,
+                                <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0, accumulate)
+        else:
+            cb_forward_rows_f64(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
+                                b + j * k * lanes, k * lanes, <int> n, out + j * lanes, ldo, 1,
+                                <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0, accumulate)
         j += n
+
+
+cdef void blocked_product_f32(
+    int isa, const float* a, Py_ssize_t a_step, Py_ssize_t a_stride, Py_ssize_t m,
+    Py_ssize_t k, const float* b, Py_ssize_t blocks, float* out, Py_ssize_t ldo,
+    bint accumulate,
+) noexcept nogil:
+    """_blocked_product in float (exported through _conv_direct.pxd)."""
+    _blocked_product(isa, a, a_step, a_stride, m, k, b, blocks, out, ldo, accumulate)
 
 
 cdef void blocked_product_f64(
@@ -250,19 +264,8 @@ cdef void blocked_product_f64(
     Py_ssize_t k, const double* b, Py_ssize_t blocks, double* out, Py_ssize_t ldo,
     bint accumulate,
 ) noexcept nogil:
-    """blocked_product_f32's product in double: blocks of 8 columns."""
-    cdef Py_ssize_t offsets[PRODUCT_TAPS]
-    cdef int nt = _product_taps(k), t
-    cdef Py_ssize_t j = 0, n, nb = cb_blocks(isa)
-    for t in range(nt):
-        offsets[t] = t * a_step
-    while j < blocks:
-        n = min(nb, blocks - j)
-        cb_forward_rows_f64(isa, a, nt * a_step, <int> (k // nt), offsets, nt,
-                            b + j * k * LANES_F64, k * LANES_F64, <int> n, out + j * LANES_F64,
-                            ldo, 1, <int> m, 0, a_stride, <int> (k // nt), NULL, 0, 0,
-                            accumulate)
-        j += n
+    """_blocked_product in double."""
+    _blocked_product(isa, a, a_step, a_stride, m, k, b, blocks, out, ldo, accumulate)
 
 
 cdef void _pad_planes(
