@@ -275,13 +275,18 @@ def grad_weight(
         while first < last:
             count = min(rows, last - first)
             tiles = count * tw
-            if blocked:
+            # U: tile-major, its channels in blocks for the blocked products
+            if blocked or tile_major:
                 bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,
-                                    &scratch[tid, 0], u, C * tiles, True)
-                for f in range(F):
-                    bad |= _gradient_chunk(g, f, first, count, th, tw, &scratch[tid, 0],
-                                           v + f * tiles, F * tiles)
-                for p in range(16):
+                                    &scratch[tid, 0], u, C * tiles, blocked)
+            else:
+                bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
+                                    &scratch[tid, 0], u, C * tiles, False)
+            for f in range(F):
+                bad |= _gradient_chunk(g, f, first, count, th, tw, &scratch[tid, 0],
+                                       v + f * tiles, F * tiles)
+            for p in range(16):
+                if blocked:
                     # dW_p (F x C) (+)= V_p (F x tiles) @ U_p^T (tiles x C)
                     if floating is float:
                         blocked_product_f32(isa, v + p * F * tiles, 1, tiles, F, tiles,
@@ -291,26 +296,15 @@ def grad_weight(
                         blocked_product_f64(isa, v + p * F * tiles, 1, tiles, F, tiles,
                                             u + p * C * tiles, C // lanes, acc + p * F * C, C,
                                             beta != 0)
-            else:
-                if tile_major:
-                    bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,
-                                        &scratch[tid, 0], u, C * tiles, False)
+                # column-major: dW_p^T (C x F) += U_p (C x tiles) @ V_p^T (tiles x F)
+                elif tile_major:
+                    gemm(b"N", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                         <int> C, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                         <int> C)
                 else:
-                    bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left,
-                                        &scratch[tid, 0], u, C * tiles, False)
-                for f in range(F):
-                    bad |= _gradient_chunk(g, f, first, count, th, tw, &scratch[tid, 0],
-                                           v + f * tiles, F * tiles)
-                for p in range(16):
-                    # column-major: dW_p^T (C x F) += U_p (C x tiles) @ V_p^T (tiles x F)
-                    if tile_major:
-                        gemm(b"N", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
-                             <int> C, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
-                             <int> C)
-                    else:
-                        gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
-                             <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
-                             <int> C)
+                    gemm(b"T", b"N", <int> C, <int> F, <int> tiles, 1, u + p * C * tiles,
+                         <int> tiles, v + p * F * tiles, <int> tiles, beta, acc + p * F * C,
+                         <int> C)
             beta = 1
             first = first + count
     return bad == 0

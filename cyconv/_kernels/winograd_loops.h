@@ -164,7 +164,7 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                      
             const T* restrict R0 = split + s;      const T* restrict R1 = split + 4 * S + s; \
             const T* restrict R2 = split + tw + s; const T* restrict R3 = split + 4 * S + tw + s; \
             T* restrict v = u + (i / bl) * bs + lane;                         \
-            /* a whole block of 16 in straight-line vectors */                \
+            /* a whole block of 16 floats in straight-line vectors */         \
             if (piece == 16) {                                                \
                 WG_IVDEP                                                      \
                 for (ptrdiff_t t = 0; t < 16; t++) { WG_INPUT_TILE(T) }       \
