@@ -1,4 +1,4 @@
-"""The Winograd path (_kernels/_conv_winograd.pyx): F(2x2, 3x3) for 3x3,
+"""The Winograd path (_kernels/_conv_winograd.pyx): F(4x4, 3x3) for 3x3,
 stride-1 convolutions of many channels, whose direct kernels already run
 at the processor's peak of multiply-adds; which geometries it takes
 (_runtime.winograd_wanted), whether its products run on BLAS or on the
@@ -6,8 +6,8 @@ blocked direct kernels (_runtime.winograd_blocked_products), the
 transforms of the weight, and buffers.
 
 The caller (_conv.py) has validated the arguments.  Each operation returns
-None where a value it read is not finite or exceeds 2^54 in magnitude
-(2^502 in float64): the transforms would turn an infinity into NaN where
+None where a value it read is not finite or exceeds 2^44 in magnitude
+(2^492 in float64): the transforms would turn an infinity into NaN where
 the direct sum keeps it, and could overflow where it does not.  The caller
 then takes the other paths.
 """
@@ -24,12 +24,17 @@ from ._deferred import Deferred
 # (see _deferred.py).
 _conv_winograd = Deferred("cyconv._kernels._conv_winograd")
 
-# Winograd's F(2x2, 3x3): outputs = A^T [(G w G^T) * (B^T d B)] A, with
-# G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (B and A: winograd_loops.h).
+# Winograd's F(4x4, 3x3): outputs = A^T [(G w G^T) * (B^T d B)] A (the
+# matrices: winograd_loops.h), over 4x4 blocks of outputs ("tiles"), each
+# transformed into POSITIONS = 6 x 6 values.
+POSITIONS = 36
+TILE = 4
+# values between one position's matrix and the next (_conv_winograd.pyx's PAD)
+PAD = 16
 
 
 def supports(geometry):
-    """Whether the F(2x2, 3x3) kernels compute this convolution's three
+    """Whether the F(4x4, 3x3) kernels compute this convolution's three
     operations: a 3x3 kernel, stride 1, no dilation, one group, padding of
     at most 2 (the input gradient pads the output gradient by 2 minus it),
     and a batch."""
@@ -60,10 +65,10 @@ def _pair_threads(weight):
 
 def _transformed(weight, flipped=False, by_channel=False):
     """G w G^T of each (filter, channel) pair of ``weight`` (F, C, 3, 3), as
-    16 matrices (16, F, C), or ``by_channel`` (16, C, F); with ``flipped``
+    POSITIONS matrices (36, F, C), or ``by_channel`` (36, C, F); with ``flipped``
     of the weight flipped.  None where a value is out of range."""
     f, c = weight.shape[:2]
-    out = np.empty((16, c, f) if by_channel else (16, f, c), weight.dtype)
+    out = np.empty((POSITIONS, c, f) if by_channel else (POSITIONS, f, c), weight.dtype)
     in_range = _conv_winograd.transform_weight(weight, out, flipped, by_channel,
                                                _pair_threads(weight))
     return out if in_range else None
@@ -83,19 +88,20 @@ def _rows(tiles_per_row):
 
 def _buffers(n_threads, channels, filters, out_width, dtype):
     """``(rows, u, m, scratch)``: the rows of tiles a chunk, and each
-    thread's matrices of a chunk's transformed input (16 x channels) and
-    products or transformed output gradient (16 x filters), their rows of
+    thread's matrices of a chunk's transformed input (36 x channels) and
+    products or transformed output gradient (36 x filters), their rows of
     tiles rounded up to whole blocks of 16 (zeros at first: what the
     blocked products read past a chunk's tiles is finite), and its
     scratch, large enough for a tile-major U too (the sizes
     _conv_winograd.pyx's kernels index)."""
-    tw = (out_width + 1) // 2
+    tw = -(-out_width // TILE)
     rows = _rows(tw)
     width = -(-rows * tw // 16) * 16
-    return (rows, np.zeros((n_threads, 16 * channels * width), dtype),
-            np.empty((n_threads, 16 * filters * width), dtype),
-            np.empty((n_threads, max((2 * rows + 2) * (2 * tw + 2) * channels,
-                                     8 * (rows + 2) * tw + 2 * tw + 2)), dtype))
+    return (rows, np.zeros((n_threads, POSITIONS * (channels * width + PAD)), dtype),
+            np.empty((n_threads, POSITIONS * (filters * width + PAD)), dtype),
+            np.empty((n_threads, max((4 * rows + 2) * (4 * tw + 2) * channels,
+                                     24 * (rows + 1) * tw + 4 * tw + 2,
+                                     16 * filters * width)), dtype))
 
 
 def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu, blocked):
@@ -147,7 +153,7 @@ def grad_weight(g4, x4, geometry, n_threads):
     g = geometry
     dtype = x4.dtype
     per_part = -(-g.n // _runtime.DIRECT_WEIGHT_PARTS)
-    partials = np.empty((-(-g.n // per_part), 16, g.filters, g.channels), dtype)
+    partials = np.empty((-(-g.n // per_part), POSITIONS, g.filters, g.channels), dtype)
     rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype)
     # the blocked products take channels in whole blocks (16 float, 8 double)
     blocked = _runtime.winograd_blocked_products() and g.channels % (64 // dtype.itemsize) == 0

@@ -225,7 +225,7 @@ BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 # (C x tiles), then run from cache (Zen 4, float32, 1 thread, the forward
 # pass: C2 4.96 ms with 72 tiles a chunk, 5.15 with 144, 6.71 with 576;
 # C3 4.61 with 80, 5.57 with 160).
-WINOGRAD_TILES = 64
+WINOGRAD_TILES = 16
 # It takes layers of at least this many channels and filters (the
 # products' inner dimension, (F x C) @ (C x tiles)) and batches of at
 # least WINOGRAD_MIN_TILES tiles (2x2 blocks of outputs).  Zen 4, float32,
@@ -250,7 +250,7 @@ WINOGRAD_TILES = 64
 # C2 8.6 / 9.1, 9.9 / 9.6, 8.9 / 9.1; C3 9.7 / 6.2, 14.5 / 7.9, 9.9 / 7.4:
 # C2 a tie, C3 Winograd's.
 WINOGRAD_MIN_CHANNELS = 32
-WINOGRAD_MIN_TILES = 512
+WINOGRAD_MIN_TILES = 128
 
 # The weight gradient's products, dW_p += U_p V_p^T summed over tiles, on
 # these variants write U tile-major (_conv_winograd.pyx), which OpenBLAS's
@@ -347,7 +347,7 @@ def winograd_wanted(geometry, operation):
     if _state["direct"] != "auto":
         return False
     g = geometry
-    tiles = g.n * ((g.out_height + 1) // 2) * ((g.out_width + 1) // 2)
+    tiles = g.n * -(-g.out_height // 4) * -(-g.out_width // 4)
     return min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
 
 

@@ -26,7 +26,7 @@ from reference import RTOL, assert_close
 # processor runs), drawn with stride 1 and one group, on the kernels
 # vectorised over output positions; "blocked-<isa>" on the ones vectorised
 # over blocks of filters, drawn with one group and any stride.
-# "winograd" runs the F(2x2, 3x3) kernels, drawn 3x3 with stride 1, one
+# "winograd" runs the F(4x4, 3x3) kernels, drawn 3x3 with stride 1, one
 # group and no dilation, the weight gradient's transformed input written
 # tile-major ("-chunked": a row of tiles a chunk, and the weight gradient's
 # samples summed in several parts; "-planar": chunked, and that input

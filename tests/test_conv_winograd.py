@@ -68,7 +68,7 @@ def test_which_layers_the_rule_gives_it():
             assert _conv_winograd.use(layer, operation)
     for small in (geometry((64, 3, 32, 32), (32, 3, 3, 3)),      # a first layer
                   geometry((64, 16, 16, 16), (16, 16, 3, 3)),    # few channels
-                  geometry((1, 32, 16, 16), (64, 32, 3, 3))):    # a batch of 64 tiles
+                  geometry((1, 32, 16, 16), (64, 32, 3, 3))):    # a batch of 16 tiles
         assert not any(_conv_winograd.use(small, op) for op in ("forward", "input", "weight"))
     for mode in ("always", "never"):
         with _runtime.direct_convolution(mode):
@@ -90,8 +90,8 @@ def test_which_layers_the_rule_gives_it():
     ((3, 16, 8, 8), (12, 16, 3, 3), 1),      # ...and third
     ((3, 5, 11, 9), (7, 5, 3, 3), 0),        # odd planes, no padding
     ((2, 4, 7, 5), (6, 4, 3, 3), 2),
-    ((2, 37, 9, 30), (19, 37, 3, 3), 1),     # 37 channels (no divisor), 15 tiles a row
-    ((5, 34, 12, 12), (40, 34, 3, 3), 1),    # chunks of 66 tiles, over samples
+    ((2, 37, 9, 30), (19, 37, 3, 3), 1),     # 37 channels (no divisor), 8 tiles a row
+    ((5, 34, 12, 12), (40, 34, 3, 3), 1),    # chunks of 18 tiles, over samples
 ])
 def test_layer_shapes_match_float64_references(shape, dtype, kind):
     x_shape, w_shape, padding = shape
@@ -218,7 +218,7 @@ def test_relu_in_the_store_is_np_maximum(dtype):
 def test_huge_finite_values_give_the_other_paths_results(dtype):
     """A window of huge finite values whose transform overflows (3e38 -
     -3e38 in float32), against a zero weight where it lands, would give NaN
-    where the direct sum gives 0: values above 2^54 in magnitude (2^502 in
+    where the direct sum gives 0: values above 2^44 in magnitude (2^492 in
     float64) send the call to the other kernels, bit for bit theirs."""
     huge = np.finfo(dtype).max * 0.9
     x = np.zeros((2, 32, 6, 6), dtype)
@@ -232,10 +232,14 @@ def test_huge_finite_values_give_the_other_paths_results(dtype):
         with _runtime.winograd_convolution(mode):
             results[mode] = (conv2d(x, w, padding=0),) + conv2d_backward(g, x, w, padding=0)
     assert not np.isnan(results["never"][0]).any()
-    for ours, theirs in zip(results["always"], results["never"]):
-        np.testing.assert_array_equal(ours, theirs)
+    # (output, input gradient, weight gradient, bias gradient): those that
+    # read x bit for bit the other kernels'; the input gradient, which does
+    # not, Winograd's own (G's sixths round)
+    for i in (0, 2, 3):
+        np.testing.assert_array_equal(results["always"][i], results["never"][i])
+    np.testing.assert_allclose(results["always"][1], results["never"][1], rtol=1e-6)
     # the limit itself is in range, the next power of two is not
-    limit = 2.0 ** (54 if dtype == np.float32 else 502)
+    limit = 2.0 ** (44 if dtype == np.float32 else 492)
     geo = geometry(x.shape, w.shape, padding=0)
     for value, in_range in ((limit, True), (-limit, True), (2 * limit, False)):
         x[0, 0, 0, 0], x[0, 0, 0, 2] = value, 0

@@ -1,19 +1,29 @@
-/* The transforms of Winograd's F(2x2, 3x3) convolution (Lavin and Gray,
- * 2016), one row of tiles at a time, between the planes of NCHW arrays and
- * the (16, channels, tiles) matrices whose products _conv_winograd.pyx
- * takes with BLAS.  A tile is the 4x4 input window of a 2x2 block of
- * outputs; tiles of a row are 2 columns apart, so each row is first split
- * into its even and odd columns, and every loop over the tiles of a row
- * runs over unit strides (vectorised by the compiler).
+/* The transforms of Winograd's F(4x4, 3x3) convolution (Lavin and Gray,
+ * 2016), between the planes of NCHW arrays and the (36, channels, tiles)
+ * matrices whose products _conv_winograd.pyx takes.  A tile is the 6x6
+ * input window of a 4x4 block of outputs; tiles of a row are 4 columns
+ * apart, so each padded row is first transformed along its columns, once
+ * for every tile that reads it, into six arrays (one a column of the
+ * transform, tiles side by side): the loops down the rows then run over
+ * unit strides (vectorised by the compiler), and a padded row shared by
+ * two rows of tiles is transformed once.
  *
- *   input:          U = B^T d B    (d: 4x4 window of the zero-padded input)
- *   output:         Y = A^T M A    (M: 4x4 product, Y: the 2x2 outputs)
- *   output's adjoint: V = A g A^T  (g: 2x2 output gradient)
+ *   input:            U = B^T d B   (d: 6x6 window of the zero-padded input)
+ *   output:           Y = A^T M A   (M: 6x6 product, Y: the 4x4 outputs)
+ *   output's adjoint: V = A g A^T   (g: 4x4 output gradient)
+ *   weight:           W = G k G^T   (k: 3x3 kernel), and back G^T X G
  *
- * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] and
- * A^T = [1 1 1 0; 0 1 -1 -1]: additions only, so every instruction-set
- * clone gives the same bits.  Position p = 4 i + j of a transform goes to
- * row p of its matrix, ``ps`` values apart.
+ * with the interpolation points 0, 1, -1, 2, -2 and infinity:
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+ *          0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ *   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+ *          1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ * B and A take additions and multiplications by powers of two, which are
+ * exact (a fused multiply-add gives the same bits), and G divisions by 6,
+ * correctly rounded: every instruction-set clone gives the same bits.
+ * Position p = 6 i + j of a transform goes to row p of its matrix, ``ps``
+ * values apart.
  */
 #ifndef CYCONV_WINOGRAD_LOOPS_H
 #define CYCONV_WINOGRAD_LOOPS_H
@@ -23,7 +33,11 @@
 #include "run_loops.h"
 #include "store_rules.h"
 
-/* The loops over the tiles of a row write 16 rows of a matrix, ps values
+/* positions of a transformed tile, and outputs along a side of a tile */
+#define WG_POSITIONS 36
+#define WG_TILE 4
+
+/* The loops over the tiles of a row write 36 rows of a matrix, ps values
  * apart: no store reads or overwrites another's value, which the compiler
  * cannot see (ps is a variable) and checks for at run time on no more than
  * 10 pairs, else leaves the loop scalar (3x slower). */
@@ -37,12 +51,16 @@
 
 /* Whether v is out of the range the transforms take: NaN, an infinity
  * (inf - inf is NaN where the direct sum keeps the infinity), or a finite
- * value above sqrt(max) / 1024 (2^54 in float, 2^502 in double), whose
- * sums and products in the transforms could overflow where the direct
- * sum does not (and an overflow times a zero weight is NaN).  Two
- * negated comparisons, each true for NaN, or-ed as integers (not &&,
- * whose branch GCC 12 kept scalar: a fifth of the input transform). */
-#define WG_LIMIT(T) ((T)(sizeof(T) == sizeof(float) ? 0x1p54 : 0x1p502))
+ * value above 2^44 in float (2^492 in double), whose sums and products in
+ * the transforms could overflow where the direct sum does not (and an
+ * overflow times a zero weight is NaN).  B^T d B grows a value at most
+ * 100 times, A g A^T 225 times, G k G^T not at all and A^T M A 361 times:
+ * a product of two transformed values stays below 2^103 (float), and a
+ * sum of 2^24 of them (channels of a forward pass, tiles of a weight
+ * gradient's part) below 2^128 after A^T too.  Two negated comparisons,
+ * each true for NaN, or-ed as integers (not &&, whose branch GCC 12 kept
+ * scalar: a fifth of the input transform). */
+#define WG_LIMIT(T) ((T)(sizeof(T) == sizeof(float) ? 0x1p44 : 0x1p492))
 #define WG_OUT_OF_RANGE(T, v) (!((v) <= WG_LIMIT(T)) | !((v) >= -WG_LIMIT(T)))
 
 /* inlined into each clone of its callers */
@@ -52,58 +70,76 @@
 #define WG_INLINE inline
 #endif
 
-/* One row of a window, d B: x0..x3 (x = a, b, c, d for rows 0..3) from
- * its four columns, R[t], R[S + t], R[2 S + t], R[3 S + t]. */
-#define WG_ROW(T, R, S, x)                                                    \
-    T x##0 = R[t] - R[2 * S + t], x##1 = R[S + t] + R[2 * S + t];             \
-    T x##2 = R[2 * S + t] - R[S + t], x##3 = R[S + t] - R[3 * S + t];
-/* B^T down column j: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
-#define WG_COLUMN(j, r0, r1, r2, r3)                                          \
-    v[(0 + j) * ps + t] = r0 - r2; v[(4 + j) * ps + t] = r1 + r2;             \
-    v[(8 + j) * ps + t] = r2 - r1; v[(12 + j) * ps + t] = r1 - r3;
+/* B^T applied to six values r0..r5 (a row or a column of a window), into
+ * x0..x5 */
+#define WG_BT(T, r0, r1, r2, r3, r4, r5, x)                                   \
+    T x##_t1 = (r4) - (r2) * 4, x##_t2 = (r3) - (r1) * 4;                       \
+    T x##_t3 = (r4) - (r2), x##_t4 = ((r3) - (r1)) * 2;                         \
+    T x##0 = ((r0) - (r2)) * 4 + x##_t3;                                       \
+    T x##1 = x##_t1 + x##_t2, x##2 = x##_t1 - x##_t2;                             \
+    T x##3 = x##_t3 + x##_t4, x##4 = x##_t3 - x##_t4;                             \
+    T x##5 = ((r1) - (r3)) * 4 + ((r5) - (r3));
 
-/* U = B^T d B of tile t, from the rows R0..R3 (WG_ROW) into v */
-#define WG_INPUT_TILE(T)                                                      \
-    WG_ROW(T, R0, S, a) WG_ROW(T, R1, S, b) WG_ROW(T, R2, S, c) WG_ROW(T, R3, S, d) \
-    WG_COLUMN(0, a0, b0, c0, d0) WG_COLUMN(1, a1, b1, c1, d1)                 \
-    WG_COLUMN(2, a2, b2, c2, d2) WG_COLUMN(3, a3, b3, c3, d3)
+/* A^T applied to six values m0..m5, into y0..y3 */
+#define WG_AT(T, m0, m1, m2, m3, m4, m5, y)                                   \
+    T y##_a = (m1) + (m2), y##_b = (m1) - (m2);                                 \
+    T y##_c = (m3) + (m4), y##_d = (m3) - (m4);                                 \
+    T y##0 = ((m0) + y##_a) + y##_c, y##1 = y##_b + y##_d * 2;                   \
+    T y##2 = y##_a + y##_c * 4, y##3 = (y##_b + y##_d * 8) + (m5);
 
-/* One row i of a window, d B: x0..x3 (x = a, b, c, d for rows 0..3) from
- * its four columns, channel ch of w0[(i * width + j) * C]. */
-#define WG_TILE_ROW(T, i, x)                                                       \
-    T x##0 = w0[((i) * width) * C + ch] - w0[((i) * width + 2) * C + ch];       \
-    T x##1 = w0[((i) * width + 1) * C + ch] + w0[((i) * width + 2) * C + ch];   \
-    T x##2 = w0[((i) * width + 2) * C + ch] - w0[((i) * width + 1) * C + ch];   \
-    T x##3 = w0[((i) * width + 1) * C + ch] - w0[((i) * width + 3) * C + ch];
-/* B^T down column j: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
-#define WG_TILE_COLUMN(j, r0, r1, r2, r3)                                          \
-    v[(0 + j) * ps + ch] = r0 - r2; v[(4 + j) * ps + ch] = r1 + r2;             \
-    v[(8 + j) * ps + ch] = r2 - r1; v[(12 + j) * ps + ch] = r1 - r3;
+/* A applied to four values g0..g3, into v0..v5 */
+#define WG_A(T, g0, g1, g2, g3, v)                                            \
+    T v##_e = (g0) + (g2), v##_o = (g1) + (g3);                                 \
+    T v##_f = (g0) + (g2) * 4, v##_q = (g1) * 2 + (g3) * 8;                     \
+    T v##0 = (g0), v##1 = v##_e + v##_o, v##2 = v##_e - v##_o;                    \
+    T v##3 = v##_f + v##_q, v##4 = v##_f - v##_q, v##5 = (g3);
+
+/* U of the tiles s..s + n of a run from the row transforms h (see
+ * wg_input_chunk), into v: B^T down the six rows of each column k */
+#define WG_DOWN_ROWS(T, n)                                                    \
+    for (int k = 0; k < 6; k++) {                                             \
+        const T* restrict H0 = h + k * S + s;                                 \
+        const T* restrict H1 = h + (6 + k) * S + s;                           \
+        const T* restrict H2 = h + (12 + k) * S + s;                          \
+        const T* restrict H3 = h + (18 + k) * S + s;                          \
+        const T* restrict H4 = H0 + tw;                                       \
+        const T* restrict H5 = H1 + tw;                                       \
+        T* restrict vk = v + k * ps;                                          \
+        WG_IVDEP                                                              \
+        for (ptrdiff_t t = 0; t < (n); t++) {                                 \
+            WG_BT(T, H0[t], H1[t], H2[t], H3[t], H4[t], H5[t], y)             \
+            vk[t] = y0; vk[6 * ps + t] = y1; vk[12 * ps + t] = y2;            \
+            vk[18 * ps + t] = y3; vk[24 * ps + t] = y4; vk[30 * ps + t] = y5; \
+        }                                                                     \
+    }
+
+/* channels the tile-major input transform takes at a time (a table of
+ * 36 x WG_LANES values on the stack) */
+#define WG_LANES 16
 
 #define WG_LOOPS(T, SUFFIX)                                                   \
-/* Row ``row`` of an output-gradient plane (rows x cols) split into       \
- * even[t] and odd[t], t < n (columns 2 t and 2 t + 1), zeros past its     \
- * edges.  Returns whether a value of the row is out of range              \
- * (WG_OUT_OF_RANGE). */                                                   \
+/* Row ``row`` of a plane (rows x cols) split into its columns 4 t + k,    \
+ * k < 4, t < n: out[k * stride + t], zeros past its edges.  Returns        \
+ * whether a value of the row is out of range (WG_OUT_OF_RANGE). */        \
 WG_INLINE static int wg_split_row_##SUFFIX(                                   \
     const T* restrict plane, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t row,   \
-    ptrdiff_t n, T* restrict even, T* restrict odd)                           \
+    ptrdiff_t n, T* restrict out, ptrdiff_t stride)                           \
 {                                                                             \
     int bad = 0;                                                              \
     if (row >= rows) {                                                        \
-        for (ptrdiff_t t = 0; t < n; t++) { even[t] = 0; odd[t] = 0; }        \
+        for (int k = 0; k < 4; k++)                                           \
+            for (ptrdiff_t t = 0; t < n; t++) out[k * stride + t] = 0;        \
         return bad;                                                           \
     }                                                                         \
     const T* src = plane + row * cols;                                        \
-    ptrdiff_t pairs = cols / 2 < n ? cols / 2 : n;  /* both columns inside */ \
-    for (ptrdiff_t t = 0; t < pairs; t++) {                                   \
-        even[t] = src[2 * t];                                                 \
-        odd[t] = src[2 * t + 1];                                              \
+    ptrdiff_t whole = cols / 4 < n ? cols / 4 : n;  /* all 4 columns inside */ \
+    for (ptrdiff_t t = 0; t < whole; t++) {                                   \
+        out[t] = src[4 * t]; out[stride + t] = src[4 * t + 1];                \
+        out[2 * stride + t] = src[4 * t + 2]; out[3 * stride + t] = src[4 * t + 3]; \
     }                                                                         \
-    for (ptrdiff_t t = pairs; t < n; t++) {  /* an odd row's last column */  \
-        even[t] = 2 * t < cols ? src[2 * t] : 0;                              \
-        odd[t] = 0;                                                           \
-    }                                                                         \
+    for (ptrdiff_t t = whole; t < n; t++)                                     \
+        for (int k = 0; k < 4; k++)                                           \
+            out[k * stride + t] = 4 * t + k < cols ? src[4 * t + k] : 0;      \
     /* the row itself, in a loop of its own (vectorised, as rn_all_finite) */ \
     for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, src[q]);   \
     return bad;                                                               \
@@ -111,66 +147,65 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
                                                                               \
 /* U for ``count`` rows of tiles of one channel, from row ``first`` of the \
  * batch's (th rows of tiles a sample, tw tiles a row): u[p * ps + r * tw  \
- * + t], the windows of row r starting at row 2 ty - top and column -left  \
+ * + t], the windows of row r starting at row 4 ty - top and column -left  \
  * of its sample's plane (zero padding around; planes ``sample`` values     \
- * apart).  Each padded row the chunk reads is copied once into ``row``     \
- * and split four ways, columns 2 t, 2 t + 1, 2 t + 2 and 2 t + 3, into     \
- * arrays of the even and of the odd padded rows: then every tile of a run  \
- * of rows of tiles reads each of its 16 values at its own index, and one   \
- * vectorised loop transforms the run.  With ``bl`` > 1 the tiles go in    \
- * blocks of bl, ``bs`` values apart: tile i to u[p * ps + (i / bl) * bs +  \
- * i % bl] (the blocked products' layout); bl = bs = 1 is the plain row.   \
- * ``scratch``: 8 (count + 1) tw + 2 tw + 2 values.  Returns whether a     \
- * value read is out of range (WG_OUT_OF_RANGE). */                        \
-RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                                 \
+ * apart).  Each padded row the chunk reads is copied once into ``row`` and \
+ * transformed along its columns, (d B) of every tile, into six arrays     \
+ * (one a column of the transform) for each of the four phases of the      \
+ * padded rows mod 4: then the six rows of every tile of a run of rows of  \
+ * tiles lie at their own index, and one vectorised loop transforms the    \
+ * run down its rows.  With ``bl`` > 1 the tiles go in blocks of bl,        \
+ * ``bs`` values apart: tile i to u[p * ps + (i / bl) * bs + i % bl] (the  \
+ * blocked products' layout); bl = bs = 1 is the plain row.  ``scratch``:  \
+ * 24 (count + 1) tw + 4 tw + 2 values.  Returns whether a value read is    \
+ * out of range (WG_OUT_OF_RANGE). */                                      \
+RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
     ptrdiff_t ps, ptrdiff_t bl, ptrdiff_t bs)                                 \
 {                                                                             \
-    ptrdiff_t S = (count + 1) * tw;   /* values of each split array */        \
+    ptrdiff_t S = (count + 1) * tw;   /* values of each array */              \
+    ptrdiff_t width = 4 * tw + 2;                                             \
     T* restrict row = scratch;                                                \
-    T* restrict split = scratch + 2 * tw + 2;                                 \
+    /* h[(phase * 6 + k) * S + block * tw + t]: column k of (d B) of tile t \
+     * on padded row 4 block + phase of the run */                            \
+    T* restrict h = scratch + width;                                          \
     /* copied columns: q - left inside the plane */                           \
-    ptrdiff_t lo = left, hi = cols + left < 2 * tw + 2 ? cols + left : 2 * tw + 2; \
+    ptrdiff_t lo = left, hi = cols + left < width ? cols + left : width;      \
     int bad = 0;                                                              \
     for (ptrdiff_t done = 0; done < count;) {                                 \
         ptrdiff_t n = (first + done) / th, ty0 = (first + done) % th;         \
         ptrdiff_t run = th - ty0 < count - done ? th - ty0 : count - done;    \
         const T* plane = x + n * sample;                                      \
-        for (ptrdiff_t j = 0; j < 2 * run + 2; j++) {                         \
-            ptrdiff_t at = 2 * ty0 + j - top;                                 \
-            for (ptrdiff_t q = 0; q < 2 * tw + 2; q++) row[q] = 0;            \
+        for (ptrdiff_t j = 0; j < 4 * run + 2; j++) {                         \
+            ptrdiff_t at = 4 * ty0 + j - top;                                 \
+            for (ptrdiff_t q = 0; q < width; q++) row[q] = 0;                 \
             if (at >= 0 && at < rows) {                                       \
                 const T* src = plane + at * cols;                             \
                 for (ptrdiff_t q = lo; q < hi; q++) row[q] = src[q - left];   \
                 for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, src[q]); \
             }                                                                 \
-            T* restrict a = split + 4 * (j & 1) * S + (j >> 1) * tw;          \
+            T* restrict a = h + (j & 3) * 6 * S + (j >> 2) * tw;              \
             for (ptrdiff_t t = 0; t < tw; t++) {                              \
-                a[t] = row[2 * t];                                            \
-                a[S + t] = row[2 * t + 1];                                    \
-                a[2 * S + t] = row[2 * t + 2];                                \
-                a[3 * S + t] = row[2 * t + 3];                                \
+                const T* r = row + 4 * t;                                     \
+                WG_BT(T, r[0], r[1], r[2], r[3], r[4], r[5], x)               \
+                a[t] = x0; a[S + t] = x1; a[2 * S + t] = x2;                  \
+                a[3 * S + t] = x3; a[4 * S + t] = x4; a[5 * S + t] = x5;      \
             }                                                                 \
         }                                                                     \
-        /* padded rows 2 ty + i: i = 0, 2 even (the second a row of tiles    \
-         * further), i = 1, 3 odd */                                          \
-        /* in pieces that stay within a block of tiles */                    \
+        /* down the rows: padded rows 4 r + i, i < 6, of phase i & 3 and     \
+         * block r + (i >> 2); in pieces that stay within a block of tiles */ \
         for (ptrdiff_t s = 0; s < run * tw;) {                                \
             ptrdiff_t i = done * tw + s, lane = i % bl;                       \
             ptrdiff_t piece = bl - lane < run * tw - s ? bl - lane : run * tw - s; \
             if (bl == 1) piece = run * tw - s;                                \
-            const T* restrict R0 = split + s;      const T* restrict R1 = split + 4 * S + s; \
-            const T* restrict R2 = split + tw + s; const T* restrict R3 = split + 4 * S + tw + s; \
             T* restrict v = u + (i / bl) * bs + lane;                         \
-            /* a whole block of 16 floats in straight-line vectors */         \
+            /* a whole block of 16 in straight-line vectors */                \
             if (piece == 16) {                                                \
-                WG_IVDEP                                                      \
-                for (ptrdiff_t t = 0; t < 16; t++) { WG_INPUT_TILE(T) }       \
+                WG_DOWN_ROWS(T, 16)                                           \
             } else {                                                          \
-                WG_IVDEP                                                      \
-                for (ptrdiff_t t = 0; t < piece; t++) { WG_INPUT_TILE(T) }    \
+                WG_DOWN_ROWS(T, piece)                                        \
             }                                                                 \
             s += piece;                                                       \
         }                                                                     \
@@ -182,30 +217,32 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                      
 /* U for ``count`` rows of tiles of all C channels, from row ``first`` of \
  * the batch's (th rows of tiles a sample, tw tiles a row): u[p * ps +     \
  * tile * C + c], tile = r * tw + t, the windows of row r starting at row  \
- * 2 ty - top and column -left of their sample's planes (zero padding      \
+ * 4 ty - top and column -left of their sample's planes (zero padding      \
  * around; planes rows x cols).  The padded rows a run of rows of tiles    \
  * reads are first gathered channels last, scratch[(j * width + q) * C +   \
- * c]: then the loop over the channels of a tile runs over unit strides    \
- * (vectorised however small the planes; a loop over the tiles of a row    \
- * ran a few lanes wide on 8x8 and 16x16 planes).  With ``bl`` < C the     \
- * channels go in blocks of bl, ``bs`` values apart: u[p * ps + (c / bl)   \
- * * bs + tile * bl + c % bl] (the blocked products' layout; bl = C is the \
- * plain one).  ``scratch``: (2 count + 2) (2 tw + 2) C values.  Returns   \
- * whether a value read is out of range (WG_OUT_OF_RANGE). */              \
+ * c]: then the loops over the channels of a tile run over unit strides    \
+ * (vectorised however small the planes), each tile through a small table \
+ * of its rows' transforms, up to WG_LANES channels at a time.  With       \
+ * ``bl`` < C the channels go in blocks of bl, ``bs`` values apart:        \
+ * u[p * ps + (c / bl) * bs + tile * bl + c % bl] (the blocked products'   \
+ * layout; bl = C is the plain one).  ``scratch``: (4 count + 2) (4 tw +   \
+ * 2) C values.  Returns whether a value read is out of range               \
+ * (WG_OUT_OF_RANGE). */                                                   \
 RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
     const T* restrict x, ptrdiff_t C, ptrdiff_t rows, ptrdiff_t cols,         \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
     ptrdiff_t ps, ptrdiff_t bl, ptrdiff_t bs)                                 \
 {                                                                             \
-    ptrdiff_t plane = rows * cols, width = 2 * tw + 2;                        \
+    ptrdiff_t plane = rows * cols, width = 4 * tw + 2;                        \
     int bad = 0;                                                              \
+    T rt[6][6][WG_LANES];   /* (d B) of the tile's rows, channels last */    \
     for (ptrdiff_t done = 0; done < count;) {                                 \
         ptrdiff_t n = (first + done) / th, ty0 = (first + done) % th;         \
         ptrdiff_t run = th - ty0 < count - done ? th - ty0 : count - done;    \
         const T* xs = x + n * C * plane;                                      \
-        for (ptrdiff_t j = 0; j < 2 * run + 2; j++) {                         \
-            ptrdiff_t at = 2 * ty0 + j - top;                                 \
+        for (ptrdiff_t j = 0; j < 4 * run + 2; j++) {                         \
+            ptrdiff_t at = 4 * ty0 + j - top;                                 \
             for (ptrdiff_t q = 0; q < width; q++) {                           \
                 ptrdiff_t col = q - left;                                     \
                 T* restrict d = scratch + (j * width + q) * C;                \
@@ -217,20 +254,40 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
                 }                                                             \
             }                                                                 \
         }                                                                     \
-        for (ptrdiff_t k = 0; k < (2 * run + 2) * width * C; k++)             \
+        for (ptrdiff_t k = 0; k < (4 * run + 2) * width * C; k++)             \
             bad |= WG_OUT_OF_RANGE(T, scratch[k]);                            \
         for (ptrdiff_t r = 0; r < run; r++) {                                 \
             for (ptrdiff_t t = 0; t < tw; t++) {                              \
-                const T* restrict w0 = scratch + (2 * r * width + 2 * t) * C; \
+                const T* restrict w0 = scratch + (4 * r * width + 4 * t) * C; \
                 for (ptrdiff_t k0 = 0; k0 < C; k0 += bl) {                    \
                     /* v[.. + ch] is channel ch of this tile, ch in the block */ \
                     T* restrict v = u + (k0 / bl) * bs + ((done + r) * tw + t) * bl - k0; \
                     ptrdiff_t k1 = C - k0 < bl ? C : k0 + bl;                 \
-                    WG_IVDEP                                                  \
-                    for (ptrdiff_t ch = k0; ch < k1; ch++) {                  \
-                        WG_TILE_ROW(T, 0, a) WG_TILE_ROW(T, 1, b) WG_TILE_ROW(T, 2, c) WG_TILE_ROW(T, 3, d) \
-                        WG_TILE_COLUMN(0, a0, b0, c0, d0) WG_TILE_COLUMN(1, a1, b1, c1, d1) \
-                        WG_TILE_COLUMN(2, a2, b2, c2, d2) WG_TILE_COLUMN(3, a3, b3, c3, d3) \
+                    for (ptrdiff_t c0 = k0; c0 < k1; c0 += WG_LANES) {        \
+                        ptrdiff_t c1 = k1 - c0 < WG_LANES ? k1 : c0 + WG_LANES; \
+                        for (int i = 0; i < 6; i++) {                         \
+                            const T* restrict d = w0 + i * width * C;         \
+                            WG_IVDEP                                          \
+                            for (ptrdiff_t ch = c0; ch < c1; ch++) {          \
+                                WG_BT(T, d[ch], d[C + ch], d[2 * C + ch], d[3 * C + ch], \
+                                      d[4 * C + ch], d[5 * C + ch], x)        \
+                                rt[i][0][ch - c0] = x0; rt[i][1][ch - c0] = x1; \
+                                rt[i][2][ch - c0] = x2; rt[i][3][ch - c0] = x3; \
+                                rt[i][4][ch - c0] = x4; rt[i][5][ch - c0] = x5; \
+                            }                                                 \
+                        }                                                     \
+                        for (int k = 0; k < 6; k++) {                         \
+                            T* restrict vk = v + k * ps;                      \
+                            WG_IVDEP                                          \
+                            for (ptrdiff_t ch = c0; ch < c1; ch++) {          \
+                                ptrdiff_t l = ch - c0;                        \
+                                WG_BT(T, rt[0][k][l], rt[1][k][l], rt[2][k][l], \
+                                      rt[3][k][l], rt[4][k][l], rt[5][k][l], y) \
+                                vk[ch] = y0; vk[6 * ps + ch] = y1;            \
+                                vk[12 * ps + ch] = y2; vk[18 * ps + ch] = y3; \
+                                vk[24 * ps + ch] = y4; vk[30 * ps + ch] = y5; \
+                            }                                                 \
+                        }                                                     \
                     }                                                         \
                 }                                                             \
             }                                                                 \
@@ -240,150 +297,202 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
     return bad;                                                               \
 }                                                                             \
                                                                               \
-/* Y = A^T M A for ``count`` rows of tiles of one output plane per sample   \
- * (rows x cols, ``sample`` values apart), from row ``first`` of the        \
- * batch's, from m[p * ps + r * tw + t]: rows 2 ty and 2 ty + 1 (those    \
- * inside the plane) written, plus ``bias``, with ``relu`` max(., 0) as     \
- * np.maximum.  ``scratch``: 4 count tw values. */                          \
-RN_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                               \
-    const T* restrict m, ptrdiff_t ps, T* restrict out, ptrdiff_t sample,     \
-    ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count,         \
-    ptrdiff_t th, ptrdiff_t tw, T bias, int relu, T* restrict scratch)        \
+/* Y = A^T M A for ``count`` rows of tiles of the F output planes of each   \
+ * sample (rows x cols each, ``sample`` values apart), from row ``first``   \
+ * of the batch's, from m[p * ps + f * tiles + r * tw + t] (tiles >= count \
+ * tw: the values past a filter's tiles are finite and left unwritten):    \
+ * rows 4 ty to 4 ty + 3 (those inside the plane) written, plus bias[f]    \
+ * (none where bias is NULL), with ``relu`` max(., 0) as np.maximum.  The  \
+ * transform in one loop over every (filter, tile), into y planar; then    \
+ * each row of outputs its four columns interleaved.  ``scratch``: 16 F    \
+ * tiles values. */                                                         \
+RN_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
+    const T* restrict m, ptrdiff_t ps, ptrdiff_t F, ptrdiff_t tiles,          \
+    T* restrict out, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,        \
+    ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
+    const T* restrict bias, int relu, T* restrict scratch)                    \
 {                                                                             \
-    ptrdiff_t L = count * tw;                                                 \
-    T* restrict y0 = scratch;                                                 \
-    T* restrict y1 = scratch + 2 * L;                                         \
+    ptrdiff_t L = F * tiles;                                                  \
+    /* y[(4 i + j) * L + f * tiles + s]: output row i, column j of tile s */ \
+    T* restrict y = scratch;                                                  \
     WG_IVDEP                                                                  \
     for (ptrdiff_t t = 0; t < L; t++) {                                       \
-        /* A^T down the columns: s (row 0), w (row 1) */                      \
-        T s0 = m[t] + m[4 * ps + t] + m[8 * ps + t];                          \
-        T s1 = m[ps + t] + m[5 * ps + t] + m[9 * ps + t];                     \
-        T s2 = m[2 * ps + t] + m[6 * ps + t] + m[10 * ps + t];                \
-        T s3 = m[3 * ps + t] + m[7 * ps + t] + m[11 * ps + t];                \
-        T w0 = m[4 * ps + t] - m[8 * ps + t] - m[12 * ps + t];                \
-        T w1 = m[5 * ps + t] - m[9 * ps + t] - m[13 * ps + t];                \
-        T w2 = m[6 * ps + t] - m[10 * ps + t] - m[14 * ps + t];               \
-        T w3 = m[7 * ps + t] - m[11 * ps + t] - m[15 * ps + t];               \
-        /* then along the rows, and the bias */                               \
-        y0[2 * t] = CD_ADD_BIAS(s0 + s1 + s2, bias);                          \
-        y0[2 * t + 1] = CD_ADD_BIAS(s1 - s2 - s3, bias);                      \
-        y1[2 * t] = CD_ADD_BIAS(w0 + w1 + w2, bias);                          \
-        y1[2 * t + 1] = CD_ADD_BIAS(w1 - w2 - w3, bias);                      \
+        const T* restrict c = m + t;                                          \
+        /* A^T down each column k, then along the rows */                     \
+        WG_AT(T, c[0], c[6 * ps], c[12 * ps], c[18 * ps], c[24 * ps], c[30 * ps], a) \
+        WG_AT(T, c[ps], c[7 * ps], c[13 * ps], c[19 * ps], c[25 * ps], c[31 * ps], b) \
+        WG_AT(T, c[2 * ps], c[8 * ps], c[14 * ps], c[20 * ps], c[26 * ps], c[32 * ps], e) \
+        WG_AT(T, c[3 * ps], c[9 * ps], c[15 * ps], c[21 * ps], c[27 * ps], c[33 * ps], f) \
+        WG_AT(T, c[4 * ps], c[10 * ps], c[16 * ps], c[22 * ps], c[28 * ps], c[34 * ps], g) \
+        WG_AT(T, c[5 * ps], c[11 * ps], c[17 * ps], c[23 * ps], c[29 * ps], c[35 * ps], h) \
+        WG_AT(T, a0, b0, e0, f0, g0, h0, p)                                   \
+        y[t] = p0; y[L + t] = p1; y[2 * L + t] = p2; y[3 * L + t] = p3;       \
+        WG_AT(T, a1, b1, e1, f1, g1, h1, q)                                   \
+        y[4 * L + t] = q0; y[5 * L + t] = q1; y[6 * L + t] = q2; y[7 * L + t] = q3; \
+        WG_AT(T, a2, b2, e2, f2, g2, h2, r)                                   \
+        y[8 * L + t] = r0; y[9 * L + t] = r1; y[10 * L + t] = r2; y[11 * L + t] = r3; \
+        WG_AT(T, a3, b3, e3, f3, g3, h3, z)                                   \
+        y[12 * L + t] = z0; y[13 * L + t] = z1; y[14 * L + t] = z2; y[15 * L + t] = z3; \
     }                                                                         \
-    /* the sample and row of tiles of each row, counted on: a division a    \
-     * row cost as much as the copy */                                        \
-    ptrdiff_t n = first / th, ty = first % th;                                \
-    for (ptrdiff_t r = 0; r < count; r++, ty++) {                            \
-        if (ty == th) { n++; ty = 0; }                                        \
-        T* restrict dst = out + n * sample + 2 * ty * cols;                   \
-        const T* restrict a = y0 + 2 * r * tw;                                \
-        const T* restrict b = y1 + 2 * r * tw;                                \
-        int second = 2 * ty + 1 < rows;                                       \
-        if (relu) {                                                           \
-            for (ptrdiff_t q = 0; q < cols; q++) dst[q] = CD_RELU(a[q]);      \
-            if (second)                                                       \
-                for (ptrdiff_t q = 0; q < cols; q++) dst[cols + q] = CD_RELU(b[q]); \
-        } else {                                                              \
-            for (ptrdiff_t q = 0; q < cols; q++) dst[q] = a[q];               \
-            if (second)                                                       \
-                for (ptrdiff_t q = 0; q < cols; q++) dst[cols + q] = b[q];    \
+    ptrdiff_t plane = rows * cols;                                            \
+    for (ptrdiff_t f = 0; f < F; f++) {                                       \
+        T b = bias ? bias[f] : 0;                                             \
+        /* the sample and row of tiles of each row, counted on: a division  \
+         * a row cost as much as the copy */                                  \
+        ptrdiff_t n = first / th, ty = first % th;                            \
+        for (ptrdiff_t r = 0; r < count; r++, ty++) {                        \
+            if (ty == th) { n++; ty = 0; }                                    \
+            for (ptrdiff_t i = 0; i < 4 && 4 * ty + i < rows; i++) {          \
+                T* restrict dst = out + n * sample + f * plane + (4 * ty + i) * cols; \
+                const T* restrict y0 = y + 4 * i * L + f * tiles + r * tw;    \
+                const T* restrict y1 = y0 + L;                                \
+                const T* restrict y2 = y0 + 2 * L;                            \
+                const T* restrict y3 = y0 + 3 * L;                            \
+                ptrdiff_t whole = cols / 4;  /* tiles whose 4 columns fit */  \
+                if (relu) {                                                   \
+                    for (ptrdiff_t t = 0; t < whole; t++) {                   \
+                        dst[4 * t] = CD_RELU(CD_ADD_BIAS(y0[t], b));          \
+                        dst[4 * t + 1] = CD_RELU(CD_ADD_BIAS(y1[t], b));      \
+                        dst[4 * t + 2] = CD_RELU(CD_ADD_BIAS(y2[t], b));      \
+                        dst[4 * t + 3] = CD_RELU(CD_ADD_BIAS(y3[t], b));      \
+                    }                                                         \
+                } else {                                                      \
+                    for (ptrdiff_t t = 0; t < whole; t++) {                   \
+                        dst[4 * t] = CD_ADD_BIAS(y0[t], b);                   \
+                        dst[4 * t + 1] = CD_ADD_BIAS(y1[t], b);               \
+                        dst[4 * t + 2] = CD_ADD_BIAS(y2[t], b);               \
+                        dst[4 * t + 3] = CD_ADD_BIAS(y3[t], b);               \
+                    }                                                         \
+                }                                                             \
+                for (ptrdiff_t q = 4 * whole; q < cols; q++) {                \
+                    T v = CD_ADD_BIAS(y0[(q & 3) * L + (q >> 2)], b);         \
+                    dst[q] = relu ? CD_RELU(v) : v;                           \
+                }                                                             \
+            }                                                                 \
         }                                                                     \
     }                                                                         \
 }                                                                             \
                                                                               \
-/* V = A g A^T for ``count`` rows of tiles of one output-gradient plane     \
- * per sample (rows x cols, ``sample`` values apart; zeros past its edges), \
- * from row ``first`` of the batch's: v[p * ps + r * tw + t].  ``scratch``: \
- * 4 count tw values.  Returns whether a value read is out of range (WG_OUT_OF_RANGE). */       \
-RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                              \
-    const T* restrict g, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
-    ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
-    T* restrict scratch, T* restrict v, ptrdiff_t ps)                         \
+/* V = A g A^T for ``count`` rows of tiles of the F output-gradient      \
+ * planes of each sample (rows x cols each, ``sample`` values apart; zeros  \
+ * past their edges), from row ``first`` of the batch's: v[p * ps + f L +  \
+ * r * tw + t], L = count tw.  The rows split into their columns first,    \
+ * then one loop over every (filter, tile).  ``scratch``: 16 F L values.    \
+ * Returns whether a value read is out of range (WG_OUT_OF_RANGE). */      \
+RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
+    const T* restrict g, ptrdiff_t F, ptrdiff_t sample, ptrdiff_t rows,       \
+    ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count, ptrdiff_t th,           \
+    ptrdiff_t tw, T* restrict scratch, T* restrict v, ptrdiff_t ps)           \
 {                                                                             \
-    ptrdiff_t L = count * tw;                                                 \
-    T* restrict e0 = scratch; T* restrict o0 = scratch + L;                   \
-    T* restrict e1 = scratch + 2 * L; T* restrict o1 = scratch + 3 * L;       \
+    ptrdiff_t L = F * count * tw, plane = rows * cols;                        \
+    /* e[(4 i + k) * L + f * count * tw + s]: row i, column k of filter f's \
+     * gradient on tile s */                                                  \
+    T* restrict e = scratch;                                                  \
     int bad = 0;                                                              \
-    ptrdiff_t n = first / th, ty = first % th;                                \
-    for (ptrdiff_t r = 0; r < count; r++, ty++) {                            \
-        if (ty == th) { n++; ty = 0; }                                        \
-        ptrdiff_t at = r * tw;                                                \
-        bad |= wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty, tw,       \
-                                     e0 + at, o0 + at)                        \
-            | wg_split_row_##SUFFIX(g + n * sample, rows, cols, 2 * ty + 1, tw,  \
-                                    e1 + at, o1 + at);                        \
+    for (ptrdiff_t f = 0; f < F; f++) {                                       \
+        ptrdiff_t n = first / th, ty = first % th;                            \
+        for (ptrdiff_t r = 0; r < count; r++, ty++) {                        \
+            if (ty == th) { n++; ty = 0; }                                    \
+            for (int i = 0; i < 4; i++)                                       \
+                bad |= wg_split_row_##SUFFIX(g + n * sample + f * plane, rows, cols, \
+                                             4 * ty + i, tw,                  \
+                                             e + 4 * i * L + (f * count + r) * tw, L); \
+        }                                                                     \
     }                                                                         \
     WG_IVDEP                                                                  \
     for (ptrdiff_t t = 0; t < L; t++) {                                       \
-        /* A g: rows g0, g0 + g1, g0 - g1, -g1 (each an even, odd pair), */   \
-        /* then g A^T along each: p, p + q, p - q, -q */                      \
-        T p0 = e0[t], q0 = o0[t];                                             \
-        T p1 = e0[t] + e1[t], q1 = o0[t] + o1[t];                             \
-        T p2 = e0[t] - e1[t], q2 = o0[t] - o1[t];                             \
-        T p3 = -e1[t], q3 = -o1[t];                                           \
-        v[t] = p0; v[ps + t] = p0 + q0; v[2 * ps + t] = p0 - q0; v[3 * ps + t] = -q0; \
-        v[4 * ps + t] = p1; v[5 * ps + t] = p1 + q1;                          \
-        v[6 * ps + t] = p1 - q1; v[7 * ps + t] = -q1;                         \
-        v[8 * ps + t] = p2; v[9 * ps + t] = p2 + q2;                          \
-        v[10 * ps + t] = p2 - q2; v[11 * ps + t] = -q2;                       \
-        v[12 * ps + t] = p3; v[13 * ps + t] = p3 + q3;                        \
-        v[14 * ps + t] = p3 - q3; v[15 * ps + t] = -q3;                       \
+        const T* restrict c = e + t;                                          \
+        /* A along each row i, then down the columns */                      \
+        WG_A(T, c[0], c[L], c[2 * L], c[3 * L], a)                            \
+        WG_A(T, c[4 * L], c[5 * L], c[6 * L], c[7 * L], b)                    \
+        WG_A(T, c[8 * L], c[9 * L], c[10 * L], c[11 * L], d)                  \
+        WG_A(T, c[12 * L], c[13 * L], c[14 * L], c[15 * L], f)                \
+        T* restrict o = v + t;                                                \
+        WG_A(T, a0, b0, d0, f0, p)                                            \
+        o[0] = p0; o[6 * ps] = p1; o[12 * ps] = p2;                           \
+        o[18 * ps] = p3; o[24 * ps] = p4; o[30 * ps] = p5;                    \
+        WG_A(T, a1, b1, d1, f1, q)                                            \
+        o[ps] = q0; o[7 * ps] = q1; o[13 * ps] = q2;                          \
+        o[19 * ps] = q3; o[25 * ps] = q4; o[31 * ps] = q5;                    \
+        WG_A(T, a2, b2, d2, f2, w)                                            \
+        o[2 * ps] = w0; o[8 * ps] = w1; o[14 * ps] = w2;                      \
+        o[20 * ps] = w3; o[26 * ps] = w4; o[32 * ps] = w5;                    \
+        WG_A(T, a3, b3, d3, f3, z)                                            \
+        o[3 * ps] = z0; o[9 * ps] = z1; o[15 * ps] = z2;                      \
+        o[21 * ps] = z3; o[27 * ps] = z4; o[33 * ps] = z5;                    \
+        WG_A(T, a4, b4, d4, f4, h)                                            \
+        o[4 * ps] = h0; o[10 * ps] = h1; o[16 * ps] = h2;                     \
+        o[22 * ps] = h3; o[28 * ps] = h4; o[34 * ps] = h5;                    \
+        WG_A(T, a5, b5, d5, f5, k)                                            \
+        o[5 * ps] = k0; o[11 * ps] = k1; o[17 * ps] = k2;                     \
+        o[23 * ps] = k3; o[29 * ps] = k4; o[35 * ps] = k5;                    \
     }                                                                         \
     return bad;                                                               \
 }
 
-/* The 16 matrices of a transformed weight lie F * C values apart (32 KiB on
+/* The 36 matrices of a transformed weight lie F * C values apart (32 KiB on
  * a 64 -> 128 layer): the weight transform writes each of them in runs of
- * WG_RUN pairs, so that 16 streams a pair, all in one set of the cache, do
- * not evict one another (4x faster); the gradient's back transform sums
- * and reads them WG_SUM pairs at a time. */
+ * WG_RUN pairs, so that 36 streams a pair, all in one set of the cache, do
+ * not evict one another; the gradient's back transform sums and reads them
+ * WG_SUM pairs at a time. */
 #define WG_RUN 16
-#define WG_SUM 128
+#define WG_SUM 64
+
+/* G applied to three values k0..k2, into w0..w5 */
+#define WG_G(T, k0, k1, k2, w)                                                \
+    T w##_s = (k0) + (k2), w##_h = (k0) * (T)0.25 + (k2);                       \
+    T w##0 = (k0) * (T)0.25, w##1 = -(w##_s + (k1)) / 6;                       \
+    T w##2 = -(w##_s - (k1)) / 6, w##3 = (w##_h + (k1) * (T)0.5) / 6;           \
+    T w##4 = (w##_h - (k1) * (T)0.5) / 6, w##5 = (k2);
+
+/* G^T applied to six values x0..x5, into c0..c2 */
+#define WG_GT(T, x0, x1, x2, x3, x4, x5, c)                                   \
+    T c##_a = (x1) + (x2), c##_b = (x1) - (x2);                                 \
+    T c##_c = (x3) + (x4), c##_d = (x3) - (x4);                                 \
+    T c##0 = (x0) * (T)0.25 + (c##_c * (T)0.25 - c##_a) / 6;                    \
+    T c##1 = (c##_d * (T)0.5 - c##_b) / 6;                                      \
+    T c##2 = (c##_c - c##_a) / 6 + (x5);
 
 #define WG_WEIGHT(T, SUFFIX)                                                  \
 /* G k G^T of each (filter, channel) pair of w (F, C, 3, 3), with         \
  * ``flipped`` of k flipped in both axes (the input gradient's), into      \
  * out[p * F * C + f * C + c], or with ``by_channel`` into out[p * C * F + \
  * c * F + f]: out's rows a (filters, or channels by_channel) from         \
- * ``first`` to ``last``.  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].  \
- * Returns whether a value is out of range (WG_OUT_OF_RANGE). */           \
+ * ``first`` to ``last``.  Returns whether a value is out of range         \
+ * (WG_OUT_OF_RANGE). */                                                   \
 RN_CLONES static int wg_weight_##SUFFIX(                                      \
     const T* restrict w, ptrdiff_t F, ptrdiff_t C, int flipped,               \
     int by_channel, ptrdiff_t first, ptrdiff_t last, T* restrict out)         \
 {                                                                             \
-    const T half = (T)0.5;                                                    \
     ptrdiff_t P = F * C;                                                      \
     /* runs along b, across a row (channels, or filters by_channel) */       \
     ptrdiff_t B = by_channel ? F : C;                                         \
     int bad = 0;                                                              \
-    T run[16][WG_RUN];                                                        \
+    T run[WG_POSITIONS][WG_RUN];                                              \
     for (ptrdiff_t a = first; a < last; a++)                                  \
         for (ptrdiff_t b0 = 0; b0 < B; b0 += WG_RUN) {                        \
             ptrdiff_t nb = B - b0 < WG_RUN ? B - b0 : WG_RUN;                 \
             for (ptrdiff_t bi = 0; bi < nb; bi++) {                           \
                 ptrdiff_t f = by_channel ? b0 + bi : a, c = by_channel ? a : b0 + bi; \
                 const T* k = w + (f * C + c) * 9;                             \
-                T g[3][3], r[4][3];                                           \
+                T g[3][3], r[6][3];                                           \
                 for (int i = 0; i < 9; i++) {                                 \
                     g[i / 3][i % 3] = flipped ? k[8 - i] : k[i];              \
                     bad |= WG_OUT_OF_RANGE(T, k[i]);                          \
                 }                                                             \
-                for (int j = 0; j < 3; j++) {                                 \
-                    T outer = g[0][j] + g[2][j];                              \
-                    r[0][j] = g[0][j];                                        \
-                    r[1][j] = (outer + g[1][j]) * half;                       \
-                    r[2][j] = (outer - g[1][j]) * half;                       \
-                    r[3][j] = g[2][j];                                        \
+                for (int j = 0; j < 3; j++) {  /* G down column j */          \
+                    WG_G(T, g[0][j], g[1][j], g[2][j], d)                     \
+                    r[0][j] = d0; r[1][j] = d1; r[2][j] = d2;                 \
+                    r[3][j] = d3; r[4][j] = d4; r[5][j] = d5;                 \
                 }                                                             \
-                for (int i = 0; i < 4; i++) {                                 \
-                    T outer = r[i][0] + r[i][2];                              \
-                    run[4 * i][bi] = r[i][0];                                 \
-                    run[4 * i + 1][bi] = (outer + r[i][1]) * half;            \
-                    run[4 * i + 2][bi] = (outer - r[i][1]) * half;            \
-                    run[4 * i + 3][bi] = r[i][2];                             \
+                for (int i = 0; i < 6; i++) {  /* then along row i */        \
+                    WG_G(T, r[i][0], r[i][1], r[i][2], e)                     \
+                    run[6 * i][bi] = e0; run[6 * i + 1][bi] = e1;             \
+                    run[6 * i + 2][bi] = e2; run[6 * i + 3][bi] = e3;         \
+                    run[6 * i + 4][bi] = e4; run[6 * i + 5][bi] = e5;         \
                 }                                                             \
             }                                                                 \
-            for (int p = 0; p < 16; p++)                                      \
+            for (int p = 0; p < WG_POSITIONS; p++)                            \
                 for (ptrdiff_t bi = 0; bi < nb; bi++)                         \
                     out[p * P + a * B + b0 + bi] = run[p][bi];                \
         }                                                                     \
@@ -391,39 +500,35 @@ RN_CLONES static int wg_weight_##SUFFIX(                                      \
 }                                                                             \
                                                                               \
 /* G^T X G of each (filter, channel) pair q = f C + c from ``first`` to    \
- * ``last``, X the sum of the ``parts`` partials x (parts, 16, F, C) added  \
- * in order, X[i][j] = x[., 4 i + j, f, c], into out (F, C, 3, 3).  The    \
- * sums of WG_SUM pairs at a time, each partial's 16 rows read along runs  \
- * of them (16 parts of 16 streams, all 32 KiB apart, thrashed the cache). */ \
+ * ``last``, X the sum of the ``parts`` partials x (parts, 36, F, C) added  \
+ * in order, X[i][j] = x[., 6 i + j, f, c], into out (F, C, 3, 3).  The    \
+ * sums of WG_SUM pairs at a time, each partial's 36 rows read along runs  \
+ * of them (36 streams, all F C values apart, thrash the cache). */         \
 RN_CLONES static void wg_weight_back_##SUFFIX(                                \
     const T* restrict x, ptrdiff_t parts, ptrdiff_t F, ptrdiff_t C,           \
     ptrdiff_t first, ptrdiff_t last, T* restrict out)                         \
 {                                                                             \
-    const T half = (T)0.5;                                                    \
     ptrdiff_t P = F * C;                                                      \
-    T sum[16][WG_SUM];                                                        \
+    T sum[WG_POSITIONS][WG_SUM];                                              \
     for (ptrdiff_t q0 = first; q0 < last; q0 += WG_SUM) {                     \
         ptrdiff_t nq = last - q0 < WG_SUM ? last - q0 : WG_SUM;               \
-        for (int p = 0; p < 16; p++)                                          \
+        for (int p = 0; p < WG_POSITIONS; p++)                                \
             for (ptrdiff_t qi = 0; qi < nq; qi++) sum[p][qi] = x[p * P + q0 + qi]; \
         for (ptrdiff_t part = 1; part < parts; part++)                        \
-            for (int p = 0; p < 16; p++)                                      \
+            for (int p = 0; p < WG_POSITIONS; p++)                            \
                 for (ptrdiff_t qi = 0; qi < nq; qi++)                         \
-                    sum[p][qi] += x[(part * 16 + p) * P + q0 + qi];           \
+                    sum[p][qi] += x[(part * WG_POSITIONS + p) * P + q0 + qi]; \
         for (ptrdiff_t qi = 0; qi < nq; qi++) {                               \
-            T r[3][4];                                                        \
-            for (int j = 0; j < 4; j++) {                                     \
-                T inner = (sum[4 + j][qi] + sum[8 + j][qi]) * half;           \
-                r[0][j] = sum[j][qi] + inner;                                 \
-                r[1][j] = (sum[4 + j][qi] - sum[8 + j][qi]) * half;           \
-                r[2][j] = inner + sum[12 + j][qi];                            \
+            T r[3][6];                                                        \
+            for (int j = 0; j < 6; j++) {  /* G^T down column j */            \
+                WG_GT(T, sum[j][qi], sum[6 + j][qi], sum[12 + j][qi],         \
+                      sum[18 + j][qi], sum[24 + j][qi], sum[30 + j][qi], d)   \
+                r[0][j] = d0; r[1][j] = d1; r[2][j] = d2;                     \
             }                                                                 \
             T* o = out + (q0 + qi) * 9;                                       \
-            for (int i = 0; i < 3; i++) {                                     \
-                T inner = (r[i][1] + r[i][2]) * half;                         \
-                o[3 * i] = r[i][0] + inner;                                   \
-                o[3 * i + 1] = (r[i][1] - r[i][2]) * half;                    \
-                o[3 * i + 2] = inner + r[i][3];                               \
+            for (int i = 0; i < 3; i++) {  /* then along row i */            \
+                WG_GT(T, r[i][0], r[i][1], r[i][2], r[i][3], r[i][4], r[i][5], e) \
+                o[3 * i] = e0; o[3 * i + 1] = e1; o[3 * i + 2] = e2;          \
             }                                                                 \
         }                                                                     \
     }                                                                         \
