@@ -74,20 +74,21 @@ def _transformed(weight, flipped=False, by_channel=False):
     return out if in_range else None
 
 
-def _rows(tiles_per_row):
-    """Rows of tiles a chunk: about _runtime.WINOGRAD_TILES tiles, so that
-    its matrices stay in cache, and where up to twice that many make it so,
+def _rows(tiles_per_row, tiles):
+    """Rows of tiles a chunk: about ``tiles`` tiles, so that its matrices
+    stay in cache, and where up to twice that many make it so,
     a multiple of 16 tiles (the blocked products' blocks, none part
     empty)."""
-    rows = max(1, -(-_runtime.WINOGRAD_TILES // tiles_per_row))
+    rows = max(1, -(-tiles // tiles_per_row))
     for more in range(rows, 2 * rows + 1):
         if more * tiles_per_row % 16 == 0:
             return more
     return rows
 
 
-def _buffers(n_threads, channels, filters, out_width, dtype):
-    """``(rows, u, m, scratch)``: the rows of tiles a chunk, and each
+def _buffers(n_threads, channels, filters, out_width, dtype, tiles):
+    """``(rows, u, m, scratch)``: the rows of tiles a chunk (about
+    ``tiles`` tiles), and each
     thread's matrices of a chunk's transformed input (36 x channels) and
     products or transformed output gradient (36 x filters), their rows of
     tiles rounded up to whole blocks of 16 (zeros at first: what the
@@ -95,7 +96,7 @@ def _buffers(n_threads, channels, filters, out_width, dtype):
     scratch, large enough for a tile-major U too (the sizes
     _conv_winograd.pyx's kernels index)."""
     tw = -(-out_width // TILE)
-    rows = _rows(tw)
+    rows = _rows(tw, tiles)
     width = -(-rows * tw // 16) * 16
     return (rows, np.zeros((n_threads, POSITIONS * (channels * width + PAD)), dtype),
             np.empty((n_threads, POSITIONS * (filters * width + PAD)), dtype),
@@ -110,7 +111,7 @@ def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, r
     BLAS (see _runtime.winograd_blocked_products)."""
     out = np.empty(out_shape, x4.dtype)
     rows, u, m, scratch = _buffers(n_threads, x4.shape[1], out_shape[1], out_shape[3],
-                                   x4.dtype)
+                                   x4.dtype, _runtime.WINOGRAD_TILES)
     with single_threaded_blas():
         in_range = _conv_winograd.forward(x4, transformed, bias, out, u, m, scratch, pad_top,
                                           pad_left, rows, relu, _runtime.isa_code(), blocked,
@@ -154,7 +155,8 @@ def grad_weight(g4, x4, geometry, n_threads):
     dtype = x4.dtype
     per_part = -(-g.n // _runtime.DIRECT_WEIGHT_PARTS)
     partials = np.empty((-(-g.n // per_part), POSITIONS, g.filters, g.channels), dtype)
-    rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype)
+    rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype,
+                                   _runtime.WINOGRAD_WEIGHT_TILES)
     # the blocked products take channels in whole blocks (16 float, 8 double)
     blocked = _runtime.winograd_blocked_products() and g.channels % (64 // dtype.itemsize) == 0
     with single_threaded_blas():

@@ -221,11 +221,20 @@ BLOCKED_WEIGHT_RUN = 256
 BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 
 # The Winograd path (_conv_winograd.py) cuts its batch into chunks of rows
-# of tiles, about this many tiles a chunk: its 16 products, (F x C) @
-# (C x tiles), then run from cache (Zen 4, float32, 1 thread, the forward
-# pass: C2 4.96 ms with 72 tiles a chunk, 5.15 with 144, 6.71 with 576;
-# C3 4.61 with 80, 5.57 with 160).
-WINOGRAD_TILES = 16
+# of tiles (4x4 blocks of outputs), about this many tiles a chunk: its 36
+# products, (F x C) @ (C x tiles), then run from cache.  The forward pass
+# (and input gradient) hardly minds between 16 and 64; the weight
+# gradient, which adds each chunk's products to its part's sum, prefers
+# more.  Zen 3, float32, 1 thread, fastest of 11 interleaved calls, ms,
+# 16 / 32 / 48 / 64 / 96 tiles:
+#   forward  C2 4.54 / 4.58 / 5.00 / 5.17 / 4.76, C3 5.36 / 4.83 / 4.96 /
+#            5.07 / 6.42, W2 9.79 / 9.21 / 9.16 / 8.72 / 10.54, W3 11.54 /
+#            11.52 / 12.00 / 10.98 / 10.98
+#   weight   C2 5.97 / 5.65 / 5.95 / 5.46 / 5.38, C3 7.14 / 5.80 / 5.59 /
+#            6.26 / 5.62, W2 14.48 / 12.99 / 12.80 / 11.81 / 14.46, W3
+#            12.67 / 12.49 / 12.90 / 12.88 / 12.08
+WINOGRAD_TILES = 32
+WINOGRAD_WEIGHT_TILES = 64
 # It takes layers of at least this many channels and filters (the
 # products' inner dimension, (F x C) @ (C x tiles)) and batches of at
 # least WINOGRAD_MIN_TILES tiles (2x2 blocks of outputs).  Zen 4, float32,
