@@ -153,7 +153,12 @@ def grad_weight(g4, x4, geometry, n_threads):
     where a value of x4 or g4 is out of range."""
     g = geometry
     dtype = x4.dtype
-    per_part = -(-g.n // _runtime.DIRECT_WEIGHT_PARTS)
+    # parts of whole samples, as the direct path's, and of at least
+    # WINOGRAD_MIN_PART_TILES tiles each: a part's partial (36 x F x C) is
+    # as large as 36 tiles' inputs and outputs
+    tiles = g.n * -(-g.out_height // TILE) * -(-g.out_width // TILE)
+    parts = max(1, min(_runtime.DIRECT_WEIGHT_PARTS, tiles // _runtime.WINOGRAD_MIN_PART_TILES))
+    per_part = -(-g.n // parts)
     partials = np.empty((-(-g.n // per_part), POSITIONS, g.filters, g.channels), dtype)
     rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype,
                                    _runtime.WINOGRAD_WEIGHT_TILES)

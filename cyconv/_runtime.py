@@ -235,6 +235,14 @@ BLOCKED_WEIGHT_SPLIT_PAIRS = 16
 #            12.67 / 12.49 / 12.90 / 12.88 / 12.08
 WINOGRAD_TILES = 32
 WINOGRAD_WEIGHT_TILES = 64
+# The Winograd weight gradient sums parts of the batch (whole samples)
+# into partials as the direct path does, at most DIRECT_WEIGHT_PARTS, each
+# of at least this many tiles: its partials, 36 x F x C values, are read
+# again when added.  Zen 3, float32, fastest of 11 interleaved calls, ms,
+# 2 / 4 / 8 parts, 1 thread: C2 (1024 tiles) 7.04 / 6.71 / 6.75, C3 (256)
+# 5.01 / 5.45 / 7.21, W3 (1568) 11.14 / 11.15 / 12.02; 2 threads: C2 3.32 /
+# 3.42 / 3.50, C3 3.64 / 3.85 / 4.62, W3 9.10 / 9.17 / 8.25.
+WINOGRAD_MIN_PART_TILES = 128
 # It takes layers of at least this many channels and filters (the
 # products' inner dimension, (F x C) @ (C x tiles)) and batches of at
 # least WINOGRAD_MIN_TILES tiles (2x2 blocks of outputs).  Zen 4, float32,

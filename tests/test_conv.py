@@ -60,6 +60,7 @@ def forced(algorithm):
             if algorithm.endswith(("chunked", "planar")) or blocked:
                 stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_TILES", 1))
                 stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_WEIGHT_TILES", 1))
+                stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_MIN_PART_TILES", 1))
                 stack.enter_context(mock.patch.object(_runtime, "DIRECT_WEIGHT_PARTS", 2))
             yield
         return

@@ -141,6 +141,7 @@ def test_blocked_products_are_the_same_bits_on_every_variant(dtype, channels, ch
         if chunked:
             stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_TILES", 1))
             stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_WEIGHT_TILES", 1))
+            stack.enter_context(mock.patch.object(_runtime, "WINOGRAD_MIN_PART_TILES", 1))
             stack.enter_context(mock.patch.object(_runtime, "DIRECT_WEIGHT_PARTS", 2))
         for kind in PRODUCTS[1:]:
             for threads in (1, 2, 3):
