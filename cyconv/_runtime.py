@@ -520,7 +520,7 @@ def show_config(mode="stdout"):
         With ``mode="dicts"``: "direct convolution kernels" (the microkernel
         variant this processor runs: "avx512", "avx2" or "portable"),
         "direct convolution" (which layers take it), "winograd
-        convolution" (which layers take Winograd's F(2x2, 3x3)), "threads"
+        convolution" (which layers take Winograd's F(4x4, 3x3)), "threads"
         and "openmp".
 
     Raises
@@ -552,8 +552,8 @@ def show_config(mode="stdout"):
               " taps, and strided forward passes and weight gradients (filter-blocked); the"
               " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
-    winograd = (f"F(2x2, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
-                f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 2x2"
+    winograd = (f"F(4x4, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
+                f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 4x4"
                 f" blocks of outputs; products by "
                 + ("the blocked direct kernels (the weight gradient's where the channels fill"
                    " whole blocks of 16 floats or 8 doubles), the rest by BLAS"

@@ -63,6 +63,18 @@
 #define WG_LIMIT(T) ((T)(sizeof(T) == sizeof(float) ? 0x1p44 : 0x1p492))
 #define WG_OUT_OF_RANGE(T, v) (!((v) <= WG_LIMIT(T)) | !((v) >= -WG_LIMIT(T)))
 
+/* The transforms' clones: AVX2 and the baseline.  Their loops are
+ * additions, loads and stores, which AVX2's vectors serve on AVX-512
+ * processors too, and an AVX-512 clone of each would cost the wheel about
+ * 25 KB (compressed).  The weight's transforms, a few thousand pairs a
+ * call, take the baseline alone. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)\
+    && defined(__GLIBC__)
+#define WG_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WG_CLONES
+#endif
+
 /* inlined into each clone of its callers */
 #if defined(__GNUC__)
 #define WG_INLINE __attribute__((always_inline)) inline
@@ -159,7 +171,7 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
  * blocked products' layout); bl = bs = 1 is the plain row.  ``scratch``:  \
  * 24 (count + 1) tw + 4 tw + 2 values.  Returns whether a value read is    \
  * out of range (WG_OUT_OF_RANGE). */                                      \
-RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
+WG_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
@@ -228,7 +240,7 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
  * layout; bl = C is the plain one).  ``scratch``: (4 count + 2) (4 tw +   \
  * 2) C values.  Returns whether a value read is out of range               \
  * (WG_OUT_OF_RANGE). */                                                   \
-RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
+WG_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
     const T* restrict x, ptrdiff_t C, ptrdiff_t rows, ptrdiff_t cols,         \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t top,            \
     ptrdiff_t left, ptrdiff_t tw, T* restrict scratch, T* restrict u,         \
@@ -306,7 +318,7 @@ RN_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
  * transform in one loop over every (filter, tile), into y planar; then    \
  * each row of outputs its four columns interleaved.  ``scratch``: 16 F    \
  * tiles values. */                                                         \
-RN_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
+WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
     const T* restrict m, ptrdiff_t ps, ptrdiff_t F, ptrdiff_t tiles,          \
     T* restrict out, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,        \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
@@ -379,7 +391,7 @@ RN_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
  * r * tw + t], L = count tw.  The rows split into their columns first,    \
  * then one loop over every (filter, tile).  ``scratch``: 16 F L values.    \
  * Returns whether a value read is out of range (WG_OUT_OF_RANGE). */      \
-RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
+WG_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
     const T* restrict g, ptrdiff_t F, ptrdiff_t sample, ptrdiff_t rows,       \
     ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count, ptrdiff_t th,           \
     ptrdiff_t tw, T* restrict scratch, T* restrict v, ptrdiff_t ps)           \
@@ -460,7 +472,7 @@ RN_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
  * c * F + f]: out's rows a (filters, or channels by_channel) from         \
  * ``first`` to ``last``.  Returns whether a value is out of range         \
  * (WG_OUT_OF_RANGE). */                                                   \
-RN_CLONES static int wg_weight_##SUFFIX(                                      \
+static int wg_weight_##SUFFIX(                                      \
     const T* restrict w, ptrdiff_t F, ptrdiff_t C, int flipped,               \
     int by_channel, ptrdiff_t first, ptrdiff_t last, T* restrict out)         \
 {                                                                             \
@@ -504,7 +516,7 @@ RN_CLONES static int wg_weight_##SUFFIX(                                      \
  * in order, X[i][j] = x[., 6 i + j, f, c], into out (F, C, 3, 3).  The    \
  * sums of WG_SUM pairs at a time, each partial's 36 rows read along runs  \
  * of them (36 streams, all F C values apart, thrash the cache). */         \
-RN_CLONES static void wg_weight_back_##SUFFIX(                                \
+static void wg_weight_back_##SUFFIX(                                \
     const T* restrict x, ptrdiff_t parts, ptrdiff_t F, ptrdiff_t C,           \
     ptrdiff_t first, ptrdiff_t last, T* restrict out)                         \
 {                                                                             \
