@@ -245,29 +245,29 @@ WINOGRAD_WEIGHT_TILES = 64
 WINOGRAD_MIN_PART_TILES = 128
 # It takes layers of at least this many channels and filters (the
 # products' inner dimension, (F x C) @ (C x tiles)) and batches of at
-# least WINOGRAD_MIN_TILES tiles (2x2 blocks of outputs).  Zen 4, float32,
-# ms, the direct kernels / Winograd (median of 15 interleaved calls), at 1
-# thread (2 threads):
-#   forward   C2 (batch 64, 32->64, 16x16) 8.1 / 6.2 (3.5 / 2.5),
-#             C3 (64, 64->128, 8x8) 5.8 / 4.3 (3.2 / 2.5), W2 12.7 / 9.3,
-#             W3 18.7 / 12.3 (9.3 / 7.4), C3 at batch 32 (512 tiles) 2.9 /
-#             2.3 (1.8 / 1.7); 16->32 14x14 1.5 / 1.5
-#   input     C2 8.4 / 6.7 (3.8 / 2.9), C3 6.6 / 4.6, W3 19.4 / 12.5, C3 at
-#             batch 32 3.3 / 2.5 (1.8 / 1.8); 16->32 14x14 1.5 / 1.8
-#   weight    (see WINOGRAD_TILE_MAJOR_ISAS) C2 6.2 / 5.3 (3.4 / 2.8), C3
-#             6.1 / 4.3 (3.2 / 2.4), W3 17.8 / 12.4 (9.5 / 6.8), C3 at batch
-#             32 2.9 / 2.4 (1.6 / 1.3), W2 12.2 / 12.4 (6.5 / 6.6), with the
-#             bias gradient's sum on both sides
-# and on the AVX2 variant (OpenBLAS's Haswell kernels), 1 thread: forward
-# C2 7.0 / 6.4, C3 7.3 / 5.4, W3 22.2 / 15.5; input C2 7.5 / 7.5, C3 7.3 /
-# 6.0, W2 19.6 / 15.7; weight C2 7.4 / 6.3, C3 7.5 / 5.7, W2 15.9 / 13.0,
-# C3 at batch 32 4.0 / 3.1.  One rule serves the three operations on both.
-# On an AVX2-only Zen 3 (1 thread, min of 12 interleaved calls, ms, the
-# blocked direct kernels / Winograd, forward, input and weight gradient):
-# C2 8.6 / 9.1, 9.9 / 9.6, 8.9 / 9.1; C3 9.7 / 6.2, 14.5 / 7.9, 9.9 / 7.4:
-# C2 a tie, C3 Winograd's.
-WINOGRAD_MIN_CHANNELS = 32
-WINOGRAD_MIN_TILES = 128
+# least WINOGRAD_MIN_TILES tiles (4x4 blocks of outputs).  AVX2-only Zen 3,
+# float32, fastest of 9 interleaved calls, ms, the direct kernels (by
+# their rule) / Winograd, forward, input gradient, weight gradient, 1
+# thread (2 threads), padding 1, batch 64 unless said:
+#   C2 32->64 16x16          13.6 / 6.7, 13.4 / 7.3, 9.9 / 6.4
+#   C3 64->128 8x8           10.1 / 5.4, 9.5 / 4.4, 11.1 / 5.3
+#   C3 batch 16 (64 tiles)   2.37 / 1.70, 2.45 / 1.44, 2.56 / 1.37
+#                            (1.37 / 1.00, 1.39 / 0.73, 1.30 / 1.33)
+#   C3 batch 8 (32 tiles)    1.21 / 1.13, 1.09 / 0.95, 1.36 / 0.89
+#                            (1.18 / 0.96, 1.18 / 0.80, 1.05 / 0.90)
+#   16->16 16x16             1.41 / 1.17, 1.36 / 1.11, 1.36 / 1.25
+#                            (1.08 / 0.76, 1.19 / 0.70, 1.03 / 0.82)
+#   16->32 14x14             2.18 / 2.10, 2.59 / 1.79, 1.98 / 2.07
+#                            (1.84 / 1.46, 1.86 / 1.13, 1.53 / 1.46)
+#   16->32 32x32 batch 32    5.14 / 3.84, 5.99 / 2.94, 9.43 / 4.19
+#                            (3.11 / 2.44, 3.83 / 1.82, 6.11 / 2.75)
+#   24->48 16x16             6.53 / 3.33, 7.57 / 3.39, 6.87 / 5.05
+# but 8->16 13x13 padding 0: 0.71 / 1.04, 0.83 / 1.30, 0.60 / 1.05.  One
+# rule serves the three operations.  (F(2x2, 3x3), which this path ran
+# before, was measured on a Zen 4 too, AVX-512 and AVX2 variants, at 32
+# channels and 512 2x2 blocks; F(4x4, 3x3) is not measured there yet.)
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_TILES = 32
 
 # The weight gradient's products, dW_p += U_p V_p^T summed over tiles, on
 # these variants write U tile-major (_conv_winograd.pyx), which OpenBLAS's

@@ -62,12 +62,13 @@ def test_which_layers_the_rule_gives_it():
     while a test forces the direct path one way or the other."""
     c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3))
-    c3_half = geometry((32, 64, 8, 8), (128, 64, 3, 3))
+    c3_eighth = geometry((8, 64, 8, 8), (128, 64, 3, 3))     # 32 tiles
     for operation in ("forward", "input", "weight"):
-        for layer in (c2, w3, c3_half):
+        for layer in (c2, w3, c3_eighth):
             assert _conv_winograd.use(layer, operation)
     for small in (geometry((64, 3, 32, 32), (32, 3, 3, 3)),      # a first layer
-                  geometry((64, 16, 16, 16), (16, 16, 3, 3)),    # few channels
+                  geometry((64, 8, 16, 16), (16, 8, 3, 3)),      # few channels
+                  geometry((64, 32, 16, 16), (8, 32, 3, 3)),     # few filters
                   geometry((1, 32, 16, 16), (64, 32, 3, 3))):    # a batch of 16 tiles
         assert not any(_conv_winograd.use(small, op) for op in ("forward", "input", "weight"))
     for mode in ("always", "never"):
