@@ -102,7 +102,7 @@ def _buffers(n_threads, channels, filters, out_width, dtype, tiles):
             np.empty((n_threads, POSITIONS * (filters * width + PAD)), dtype),
             np.empty((n_threads, max((4 * rows + 2) * (4 * tw + 2) * channels,
                                      24 * (rows + 1) * tw + 4 * tw + 2,
-                                     16 * filters * width)), dtype))
+                                     17 * filters * width)), dtype))
 
 
 def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu, blocked):

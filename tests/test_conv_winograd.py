@@ -199,13 +199,15 @@ def test_a_layer_on_it_is_not_fused_with_its_pooling():
         assert _conv_pool.pool_geometry(c2, (2, 2), (2, 2), (0, 0), False, (1, 1)) is not None
 
 
+@pytest.mark.parametrize("width", [7, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_relu_in_the_store_is_np_maximum(dtype):
+def test_relu_in_the_store_is_np_maximum(dtype, width):
     """The layers' fast path, conv2d_checked(..., relu=True): max(., 0) in
     the output transform's store, bit for bit np.maximum after the pass
-    (zeros of either sign become +0.0)."""
+    (zeros of either sign become +0.0); rows of 33 columns take the store's
+    vector transposes, 4 tiles at a time, and its one-column tail."""
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((3, 32, 10, 7)).astype(dtype)
+    x = rng.standard_normal((3, 32, 10, width)).astype(dtype)
     w = rng.standard_normal((33, 32, 3, 3)).astype(dtype)
     b = rng.standard_normal(33).astype(dtype)
     g = geometry(x.shape, w.shape)

@@ -53,7 +53,7 @@
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
 #   of the buffers (each thread's U, M or V: 36 * (rows * tw values per
 #   channel or filter + PAD), rows * tw rounded up to a multiple of 16 for
-#   the blocked products; its scratch 24 (rows + 1) tw + 4 tw + 2 and 16 *
+#   the blocked products; its scratch 24 (rows + 1) tw + 4 tw + 2 and 17 *
 #   filters * that width, and for a tile-major U at least (4 rows + 2) (4 tw
 #   + 2) C), and for the blocked
 #   weight gradient that C is a multiple of LANES.
@@ -189,7 +189,7 @@ def forward(
     floating[:, ::1] u_buf,                # each thread's U: 36 * (C * width + PAD)
     floating[:, ::1] m_buf,                # ...its M: 36 * (F * width + PAD)
     floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 2,
-                                           # and 16 * F * width
+                                           # and 17 * F * width
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int isa,
     bint blocked, int n_threads,
 ):

@@ -125,6 +125,44 @@
         }                                                                     \
     }
 
+/* max(v, 0) as np.maximum where ``relu`` (CD_RELU) */
+#define WG_RELU(v) (relu ? CD_RELU(v) : (v))
+
+/* dst[4 t + j] = a[j * L + t], j < 4, with ``relu`` max(., 0) as
+ * np.maximum, for t from t up to ``whole`` in steps of 4 tiles: four
+ * loads, a 4x4 transpose in vector registers and four stores (the
+ * compiler's own interleaving stored one value at a time); t is left at
+ * the first tile not done.  ReLU clears the bits of the values <= 0 (-0
+ * and 0 become +0, NaN stays), as CD_RELU. */
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12)
+#define WG_INTERLEAVE(T, dst, a, L, t, whole, relu)                           \
+    {                                                                         \
+        typedef T wg_v4 __attribute__((vector_size(4 * sizeof(T))));          \
+        typedef __typeof__((wg_v4){0} <= (wg_v4){0}) wg_m4;                   \
+        for (; t + 4 <= (whole); t += 4) {                                    \
+            wg_v4 r0, r1, r2, r3;                                             \
+            __builtin_memcpy(&r0, (a) + t, sizeof r0);                        \
+            __builtin_memcpy(&r1, (a) + (L) + t, sizeof r1);                  \
+            __builtin_memcpy(&r2, (a) + 2 * (L) + t, sizeof r2);              \
+            __builtin_memcpy(&r3, (a) + 3 * (L) + t, sizeof r3);              \
+            wg_v4 s0 = __builtin_shufflevector(r0, r1, 0, 4, 1, 5);           \
+            wg_v4 s1 = __builtin_shufflevector(r0, r1, 2, 6, 3, 7);           \
+            wg_v4 s2 = __builtin_shufflevector(r2, r3, 0, 4, 1, 5);           \
+            wg_v4 s3 = __builtin_shufflevector(r2, r3, 2, 6, 3, 7);           \
+            wg_v4 o[4] = {__builtin_shufflevector(s0, s2, 0, 1, 4, 5),        \
+                          __builtin_shufflevector(s0, s2, 2, 3, 6, 7),        \
+                          __builtin_shufflevector(s1, s3, 0, 1, 4, 5),        \
+                          __builtin_shufflevector(s1, s3, 2, 3, 6, 7)};       \
+            if (relu)                                                         \
+                for (int k = 0; k < 4; k++)                                   \
+                    o[k] = (wg_v4)((wg_m4)o[k] & ~(o[k] <= (wg_v4){0}));      \
+            __builtin_memcpy((dst) + 4 * t, o, sizeof o);                     \
+        }                                                                     \
+    }
+#else
+#define WG_INTERLEAVE(T, dst, a, L, t, whole, relu)
+#endif
+
 /* channels the tile-major input transform takes at a time (a table of
  * 36 x WG_LANES values on the stack) */
 #define WG_LANES 16
@@ -315,9 +353,9 @@ WG_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
  * tw: the values past a filter's tiles are finite and left unwritten):    \
  * rows 4 ty to 4 ty + 3 (those inside the plane) written, plus bias[f]    \
  * (none where bias is NULL), with ``relu`` max(., 0) as np.maximum.  The  \
- * transform in one loop over every (filter, tile), into y planar; then    \
- * each row of outputs its four columns interleaved.  ``scratch``: 16 F    \
- * tiles values. */                                                         \
+ * transform into y planar, every (filter, tile) in one vectorised loop;  \
+ * each row of outputs its four columns interleaved (WG_INTERLEAVE).       \
+ * ``scratch``: 17 F tiles values. */                                       \
 WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
     const T* restrict m, ptrdiff_t ps, ptrdiff_t F, ptrdiff_t tiles,          \
     T* restrict out, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,        \
@@ -327,59 +365,56 @@ WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
     ptrdiff_t L = F * tiles;                                                  \
     /* y[(4 i + j) * L + f * tiles + s]: output row i, column j of tile s */ \
     T* restrict y = scratch;                                                  \
+    /* bf[f * tiles + s]: bias[f], so that one loop runs over all of L */    \
+    T* restrict bf = scratch + 16 * L;                                        \
+    for (ptrdiff_t f = 0; f < F; f++)                                         \
+        for (ptrdiff_t t = 0; t < tiles; t++) bf[f * tiles + t] = bias ? bias[f] : 0; \
     WG_IVDEP                                                                  \
     for (ptrdiff_t t = 0; t < L; t++) {                                       \
         const T* restrict c = m + t;                                          \
-        /* A^T down each column k, then along the rows */                     \
+        /* A^T down each column k, then along the rows, and the bias */       \
         WG_AT(T, c[0], c[6 * ps], c[12 * ps], c[18 * ps], c[24 * ps], c[30 * ps], a) \
         WG_AT(T, c[ps], c[7 * ps], c[13 * ps], c[19 * ps], c[25 * ps], c[31 * ps], b) \
         WG_AT(T, c[2 * ps], c[8 * ps], c[14 * ps], c[20 * ps], c[26 * ps], c[32 * ps], e) \
         WG_AT(T, c[3 * ps], c[9 * ps], c[15 * ps], c[21 * ps], c[27 * ps], c[33 * ps], f) \
         WG_AT(T, c[4 * ps], c[10 * ps], c[16 * ps], c[22 * ps], c[28 * ps], c[34 * ps], g) \
         WG_AT(T, c[5 * ps], c[11 * ps], c[17 * ps], c[23 * ps], c[29 * ps], c[35 * ps], h) \
+        T bt = bf[t];                                                         \
+        T* restrict o = y + t;                                                \
         WG_AT(T, a0, b0, e0, f0, g0, h0, p)                                   \
-        y[t] = p0; y[L + t] = p1; y[2 * L + t] = p2; y[3 * L + t] = p3;       \
+        o[0] = CD_ADD_BIAS(p0, bt); o[L] = CD_ADD_BIAS(p1, bt);               \
+        o[2 * L] = CD_ADD_BIAS(p2, bt); o[3 * L] = CD_ADD_BIAS(p3, bt);       \
         WG_AT(T, a1, b1, e1, f1, g1, h1, q)                                   \
-        y[4 * L + t] = q0; y[5 * L + t] = q1; y[6 * L + t] = q2; y[7 * L + t] = q3; \
+        o[4 * L] = CD_ADD_BIAS(q0, bt); o[5 * L] = CD_ADD_BIAS(q1, bt);       \
+        o[6 * L] = CD_ADD_BIAS(q2, bt); o[7 * L] = CD_ADD_BIAS(q3, bt);       \
         WG_AT(T, a2, b2, e2, f2, g2, h2, r)                                   \
-        y[8 * L + t] = r0; y[9 * L + t] = r1; y[10 * L + t] = r2; y[11 * L + t] = r3; \
+        o[8 * L] = CD_ADD_BIAS(r0, bt); o[9 * L] = CD_ADD_BIAS(r1, bt);       \
+        o[10 * L] = CD_ADD_BIAS(r2, bt); o[11 * L] = CD_ADD_BIAS(r3, bt);     \
         WG_AT(T, a3, b3, e3, f3, g3, h3, z)                                   \
-        y[12 * L + t] = z0; y[13 * L + t] = z1; y[14 * L + t] = z2; y[15 * L + t] = z3; \
+        o[12 * L] = CD_ADD_BIAS(z0, bt); o[13 * L] = CD_ADD_BIAS(z1, bt);     \
+        o[14 * L] = CD_ADD_BIAS(z2, bt); o[15 * L] = CD_ADD_BIAS(z3, bt);     \
     }                                                                         \
-    ptrdiff_t plane = rows * cols;                                            \
+    ptrdiff_t plane = rows * cols, whole = cols / 4;  /* tiles whose 4 columns fit */ \
     for (ptrdiff_t f = 0; f < F; f++) {                                       \
-        T b = bias ? bias[f] : 0;                                             \
         /* the sample and row of tiles of each row, counted on: a division  \
          * a row cost as much as the copy */                                  \
         ptrdiff_t n = first / th, ty = first % th;                            \
         for (ptrdiff_t r = 0; r < count; r++, ty++) {                        \
             if (ty == th) { n++; ty = 0; }                                    \
+            T* restrict dst = out + n * sample + f * plane + 4 * ty * cols;   \
+            const T* restrict a = y + f * tiles + r * tw;                     \
             for (ptrdiff_t i = 0; i < 4 && 4 * ty + i < rows; i++) {          \
-                T* restrict dst = out + n * sample + f * plane + (4 * ty + i) * cols; \
-                const T* restrict y0 = y + 4 * i * L + f * tiles + r * tw;    \
-                const T* restrict y1 = y0 + L;                                \
-                const T* restrict y2 = y0 + 2 * L;                            \
-                const T* restrict y3 = y0 + 3 * L;                            \
-                ptrdiff_t whole = cols / 4;  /* tiles whose 4 columns fit */  \
-                if (relu) {                                                   \
-                    for (ptrdiff_t t = 0; t < whole; t++) {                   \
-                        dst[4 * t] = CD_RELU(CD_ADD_BIAS(y0[t], b));          \
-                        dst[4 * t + 1] = CD_RELU(CD_ADD_BIAS(y1[t], b));      \
-                        dst[4 * t + 2] = CD_RELU(CD_ADD_BIAS(y2[t], b));      \
-                        dst[4 * t + 3] = CD_RELU(CD_ADD_BIAS(y3[t], b));      \
-                    }                                                         \
-                } else {                                                      \
-                    for (ptrdiff_t t = 0; t < whole; t++) {                   \
-                        dst[4 * t] = CD_ADD_BIAS(y0[t], b);                   \
-                        dst[4 * t + 1] = CD_ADD_BIAS(y1[t], b);               \
-                        dst[4 * t + 2] = CD_ADD_BIAS(y2[t], b);               \
-                        dst[4 * t + 3] = CD_ADD_BIAS(y3[t], b);               \
-                    }                                                         \
+                ptrdiff_t t = 0;                                              \
+                WG_INTERLEAVE(T, dst, a, L, t, whole, relu)                   \
+                for (; t < whole; t++) {                                      \
+                    dst[4 * t] = WG_RELU(a[t]); dst[4 * t + 1] = WG_RELU(a[L + t]); \
+                    dst[4 * t + 2] = WG_RELU(a[2 * L + t]);                   \
+                    dst[4 * t + 3] = WG_RELU(a[3 * L + t]);                   \
                 }                                                             \
-                for (ptrdiff_t q = 4 * whole; q < cols; q++) {                \
-                    T v = CD_ADD_BIAS(y0[(q & 3) * L + (q >> 2)], b);         \
-                    dst[q] = relu ? CD_RELU(v) : v;                           \
-                }                                                             \
+                for (ptrdiff_t q = 4 * whole; q < cols; q++)                  \
+                    dst[q] = WG_RELU(a[(q & 3) * L + (q >> 2)]);              \
+                dst += cols;                                                  \
+                a += 4 * L;                                                   \
             }                                                                 \
         }                                                                     \
     }                                                                         \
