@@ -125,6 +125,13 @@
         }                                                                     \
     }
 
+/* V's column j, A down the row transforms a, b, d, f of the gradient's
+ * four rows (wg_gradient_chunk), into o[(6 i + j) * ps] */
+#define WG_A_DOWN(T, j, x)                                                    \
+    WG_A(T, a##j, b##j, d##j, f##j, x)                                        \
+    o[(j) * ps] = x##0; o[(6 + (j)) * ps] = x##1; o[(12 + (j)) * ps] = x##2;  \
+    o[(18 + (j)) * ps] = x##3; o[(24 + (j)) * ps] = x##4; o[(30 + (j)) * ps] = x##5;
+
 /* max(v, 0) as np.maximum where ``relu`` (CD_RELU) */
 #define WG_RELU(v) (relu ? CD_RELU(v) : (v))
 
@@ -455,24 +462,12 @@ WG_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
         WG_A(T, c[8 * L], c[9 * L], c[10 * L], c[11 * L], d)                  \
         WG_A(T, c[12 * L], c[13 * L], c[14 * L], c[15 * L], f)                \
         T* restrict o = v + t;                                                \
-        WG_A(T, a0, b0, d0, f0, p)                                            \
-        o[0] = p0; o[6 * ps] = p1; o[12 * ps] = p2;                           \
-        o[18 * ps] = p3; o[24 * ps] = p4; o[30 * ps] = p5;                    \
-        WG_A(T, a1, b1, d1, f1, q)                                            \
-        o[ps] = q0; o[7 * ps] = q1; o[13 * ps] = q2;                          \
-        o[19 * ps] = q3; o[25 * ps] = q4; o[31 * ps] = q5;                    \
-        WG_A(T, a2, b2, d2, f2, w)                                            \
-        o[2 * ps] = w0; o[8 * ps] = w1; o[14 * ps] = w2;                      \
-        o[20 * ps] = w3; o[26 * ps] = w4; o[32 * ps] = w5;                    \
-        WG_A(T, a3, b3, d3, f3, z)                                            \
-        o[3 * ps] = z0; o[9 * ps] = z1; o[15 * ps] = z2;                      \
-        o[21 * ps] = z3; o[27 * ps] = z4; o[33 * ps] = z5;                    \
-        WG_A(T, a4, b4, d4, f4, h)                                            \
-        o[4 * ps] = h0; o[10 * ps] = h1; o[16 * ps] = h2;                     \
-        o[22 * ps] = h3; o[28 * ps] = h4; o[34 * ps] = h5;                    \
-        WG_A(T, a5, b5, d5, f5, k)                                            \
-        o[5 * ps] = k0; o[11 * ps] = k1; o[17 * ps] = k2;                     \
-        o[23 * ps] = k3; o[29 * ps] = k4; o[35 * ps] = k5;                    \
+        WG_A_DOWN(T, 0, p)                                                  \
+        WG_A_DOWN(T, 1, q)                                                  \
+        WG_A_DOWN(T, 2, w)                                                  \
+        WG_A_DOWN(T, 3, z)                                                  \
+        WG_A_DOWN(T, 4, h)                                                  \
+        WG_A_DOWN(T, 5, k)                                                  \
     }                                                                         \
     return bad;                                                               \
 }
