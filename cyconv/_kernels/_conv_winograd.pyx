@@ -51,12 +51,12 @@
 #   winograd_loops.h); the caller takes another path when one was not.
 # * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
-#   of the buffers (each thread's U, M or V: 36 * (rows * tw values per
-#   channel or filter + PAD), rows * tw rounded up to a multiple of 16 for
-#   the blocked products; its scratch 24 (rows + 1) tw + 4 tw + 2 and 17 *
-#   filters * that width, and for a tile-major U at least (4 rows + 2) (4 tw
-#   + 2) C), and for the blocked
-#   weight gradient that C is a multiple of LANES.
+#   of the buffers (each thread's U, M or V: 36 matrices of rows * tw
+#   values per channel or filter, PAD values apart, rows * tw rounded up
+#   to a multiple of 16 for the blocked products; its scratch 24 (rows +
+#   1) tw + 4 tw + 2 and 17 * filters * that width, and for a tile-major U
+#   at least (4 rows + 2) (4 tw + 2) C), and for the blocked weight
+#   gradient that C is a multiple of LANES.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
