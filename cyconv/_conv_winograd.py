@@ -101,7 +101,7 @@ def _buffers(n_threads, channels, filters, out_width, dtype, tiles):
     return (rows, np.zeros((n_threads, POSITIONS * (channels * width + PAD)), dtype),
             np.empty((n_threads, POSITIONS * (filters * width + PAD)), dtype),
             np.empty((n_threads, max((4 * rows + 2) * (4 * tw + 2) * channels,
-                                     24 * (rows + 1) * tw + 4 * tw + 2,
+                                     24 * (rows + 1) * tw + 4 * tw + 4,
                                      17 * filters * width)), dtype))
 
 

@@ -54,7 +54,7 @@
 #   of the buffers (each thread's U, M or V: 36 matrices of rows * tw
 #   values per channel or filter, PAD values apart, rows * tw rounded up
 #   to a multiple of 16 for the blocked products; its scratch 24 (rows +
-#   1) tw + 4 tw + 2 and 17 * filters * that width, and for a tile-major U
+#   1) tw + 4 tw + 4 and 17 * filters * that width, and for a tile-major U
 #   at least (4 rows + 2) (4 tw + 2) C), and for the blocked weight
 #   gradient that C is a multiple of LANES.
 
@@ -188,7 +188,7 @@ def forward(
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
     floating[:, ::1] u_buf,                # each thread's U: 36 * (C * width + PAD)
     floating[:, ::1] m_buf,                # ...its M: 36 * (F * width + PAD)
-    floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 2,
+    floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 4,
                                            # and 17 * F * width
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int isa,
     bint blocked, int n_threads,
@@ -252,7 +252,7 @@ def grad_weight(
     floating[:, :, :, ::1] partials,       # OUT (parts, 36, F, C): each part's sum of V_p U_p^T
     floating[:, ::1] u_buf,                # each thread's U: 36 * (C * rows * tw + PAD)
     floating[:, ::1] v_buf,                # ...its V: 36 * (F * rows * tw + PAD)
-    floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 2,
+    floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 4,
                                            # 16 * F * rows * tw, tile-major at least (4 rows + 2) (4 tw + 2) C
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
     bint tile_major, bint blocked, int isa, int n_threads,

@@ -135,39 +135,75 @@
 /* max(v, 0) as np.maximum where ``relu`` (CD_RELU) */
 #define WG_RELU(v) (relu ? CD_RELU(v) : (v))
 
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12)
+/* Four vectors of four values transposed, as two shuffles each: o[k]
+ * holds value k of r0, r1, r2, r3 (wg_v4, the vector type the caller
+ * declares). */
+#define WG_TRANSPOSE4(r0, r1, r2, r3, o)                                      \
+    {                                                                         \
+        wg_v4 s0 = __builtin_shufflevector(r0, r1, 0, 4, 1, 5);               \
+        wg_v4 s1 = __builtin_shufflevector(r0, r1, 2, 6, 3, 7);               \
+        wg_v4 s2 = __builtin_shufflevector(r2, r3, 0, 4, 1, 5);               \
+        wg_v4 s3 = __builtin_shufflevector(r2, r3, 2, 6, 3, 7);               \
+        o[0] = __builtin_shufflevector(s0, s2, 0, 1, 4, 5);                   \
+        o[1] = __builtin_shufflevector(s0, s2, 2, 3, 6, 7);                   \
+        o[2] = __builtin_shufflevector(s1, s3, 0, 1, 4, 5);                   \
+        o[3] = __builtin_shufflevector(s1, s3, 2, 3, 6, 7);                   \
+    }
+/* o[k] = p[4 k .. 4 k + 3], k < 4 */
+#define WG_LOAD4(p, o)                                                        \
+    for (int wg_k = 0; wg_k < 4; wg_k++)                                      \
+        __builtin_memcpy(&o[wg_k], (p) + 4 * wg_k, sizeof o[0]);
+
 /* dst[4 t + j] = a[j * L + t], j < 4, with ``relu`` max(., 0) as
  * np.maximum, for t from t up to ``whole`` in steps of 4 tiles: four
  * loads, a 4x4 transpose in vector registers and four stores (the
  * compiler's own interleaving stored one value at a time); t is left at
  * the first tile not done.  ReLU clears the bits of the values <= 0 (-0
  * and 0 become +0, NaN stays), as CD_RELU. */
-#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12)
 #define WG_INTERLEAVE(T, dst, a, L, t, whole, relu)                           \
     {                                                                         \
         typedef T wg_v4 __attribute__((vector_size(4 * sizeof(T))));          \
         typedef __typeof__((wg_v4){0} <= (wg_v4){0}) wg_m4;                   \
         for (; t + 4 <= (whole); t += 4) {                                    \
-            wg_v4 r0, r1, r2, r3;                                             \
-            __builtin_memcpy(&r0, (a) + t, sizeof r0);                        \
-            __builtin_memcpy(&r1, (a) + (L) + t, sizeof r1);                  \
-            __builtin_memcpy(&r2, (a) + 2 * (L) + t, sizeof r2);              \
-            __builtin_memcpy(&r3, (a) + 3 * (L) + t, sizeof r3);              \
-            wg_v4 s0 = __builtin_shufflevector(r0, r1, 0, 4, 1, 5);           \
-            wg_v4 s1 = __builtin_shufflevector(r0, r1, 2, 6, 3, 7);           \
-            wg_v4 s2 = __builtin_shufflevector(r2, r3, 0, 4, 1, 5);           \
-            wg_v4 s3 = __builtin_shufflevector(r2, r3, 2, 6, 3, 7);           \
-            wg_v4 o[4] = {__builtin_shufflevector(s0, s2, 0, 1, 4, 5),        \
-                          __builtin_shufflevector(s0, s2, 2, 3, 6, 7),        \
-                          __builtin_shufflevector(s1, s3, 0, 1, 4, 5),        \
-                          __builtin_shufflevector(s1, s3, 2, 3, 6, 7)};       \
+            wg_v4 r[4], o[4];                                                 \
+            for (int k = 0; k < 4; k++)                                       \
+                __builtin_memcpy(&r[k], (a) + k * (L) + t, sizeof r[0]);      \
+            WG_TRANSPOSE4(r[0], r[1], r[2], r[3], o)                          \
             if (relu)                                                         \
                 for (int k = 0; k < 4; k++)                                   \
                     o[k] = (wg_v4)((wg_m4)o[k] & ~(o[k] <= (wg_v4){0}));      \
             __builtin_memcpy((dst) + 4 * t, o, sizeof o);                     \
         }                                                                     \
     }
+
+/* (d B) of a padded row's tiles t..t + 3 at a time, up to tw: its columns
+ * 4 t + k (k < 4) by a 4x4 transpose of 16 values, and 4 t + 4, 4 t + 5
+ * by a second one 4 columns on (which reads 2 values past the row's 4 tw
+ * + 2: the row keeps 2 more), B^T on the vectors, into a[k * S + t]; t is
+ * left at the first tile not done.  The same operations as WG_BT on each
+ * tile. */
+#define WG_ROW_BT(T, row, a, S, t, tw)                                        \
+    {                                                                         \
+        typedef T wg_v4 __attribute__((vector_size(4 * sizeof(T))));          \
+        for (; t + 4 <= (tw); t += 4) {                                       \
+            wg_v4 r[4], p[4], q[4];                                           \
+            WG_LOAD4((row) + 4 * t, r)                                        \
+            WG_TRANSPOSE4(r[0], r[1], r[2], r[3], p)                          \
+            WG_LOAD4((row) + 4 * t + 4, r)                                    \
+            WG_TRANSPOSE4(r[0], r[1], r[2], r[3], q)                          \
+            WG_BT(wg_v4, p[0], p[1], p[2], p[3], q[0], q[1], x)               \
+            __builtin_memcpy((a) + t, &x0, sizeof x0);                        \
+            __builtin_memcpy((a) + (S) + t, &x1, sizeof x1);                  \
+            __builtin_memcpy((a) + 2 * (S) + t, &x2, sizeof x2);              \
+            __builtin_memcpy((a) + 3 * (S) + t, &x3, sizeof x3);              \
+            __builtin_memcpy((a) + 4 * (S) + t, &x4, sizeof x4);              \
+            __builtin_memcpy((a) + 5 * (S) + t, &x5, sizeof x5);              \
+        }                                                                     \
+    }
 #else
 #define WG_INTERLEAVE(T, dst, a, L, t, whole, relu)
+#define WG_ROW_BT(T, row, a, S, t, tw)
 #endif
 
 /* channels the tile-major input transform takes at a time (a table of
@@ -214,7 +250,7 @@ WG_INLINE static int wg_split_row_##SUFFIX(                                   \
  * run down its rows.  With ``bl`` > 1 the tiles go in blocks of bl,        \
  * ``bs`` values apart: tile i to u[p * ps + (i / bl) * bs + i % bl] (the  \
  * blocked products' layout); bl = bs = 1 is the plain row.  ``scratch``:  \
- * 24 (count + 1) tw + 4 tw + 2 values.  Returns whether a value read is    \
+ * 24 (count + 1) tw + 4 tw + 4 values.  Returns whether a value read is    \
  * out of range (WG_OUT_OF_RANGE). */                                      \
 WG_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
     const T* restrict x, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,    \
@@ -227,7 +263,7 @@ WG_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
     T* restrict row = scratch;                                                \
     /* h[(phase * 6 + k) * S + block * tw + t]: column k of (d B) of tile t \
      * on padded row 4 block + phase of the run */                            \
-    T* restrict h = scratch + width;                                          \
+    T* restrict h = scratch + width + 2;                                      \
     /* copied columns: q - left inside the plane */                           \
     ptrdiff_t lo = left, hi = cols + left < width ? cols + left : width;      \
     int bad = 0;                                                              \
@@ -237,14 +273,16 @@ WG_CLONES RN_NO_MEMCPY static int wg_input_chunk_##SUFFIX(                    \
         const T* plane = x + n * sample;                                      \
         for (ptrdiff_t j = 0; j < 4 * run + 2; j++) {                         \
             ptrdiff_t at = 4 * ty0 + j - top;                                 \
-            for (ptrdiff_t q = 0; q < width; q++) row[q] = 0;                 \
+            for (ptrdiff_t q = 0; q < width + 2; q++) row[q] = 0;             \
             if (at >= 0 && at < rows) {                                       \
                 const T* src = plane + at * cols;                             \
                 for (ptrdiff_t q = lo; q < hi; q++) row[q] = src[q - left];   \
                 for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, src[q]); \
             }                                                                 \
             T* restrict a = h + (j & 3) * 6 * S + (j >> 2) * tw;              \
-            for (ptrdiff_t t = 0; t < tw; t++) {                              \
+            ptrdiff_t t = 0;                                                  \
+            WG_ROW_BT(T, row, a, S, t, tw)                                    \
+            for (; t < tw; t++) {                                             \
                 const T* r = row + 4 * t;                                     \
                 WG_BT(T, r[0], r[1], r[2], r[3], r[4], r[5], x)               \
                 a[t] = x0; a[S + t] = x1; a[2 * S + t] = x2;                  \
