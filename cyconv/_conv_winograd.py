@@ -88,9 +88,9 @@ def _rows(tiles_per_row, tiles):
 
 def _buffers(n_threads, channels, filters, out_width, dtype, tiles):
     """``(rows, u, m, scratch)``: the rows of tiles a chunk (about
-    ``tiles`` tiles), and each
-    thread's matrices of a chunk's transformed input (36 x channels) and
-    products or transformed output gradient (36 x filters), their rows of
+    ``tiles`` tiles), and each thread's matrices of a chunk's transformed
+    input (36 x channels) and products or transformed output gradient (36
+    x filters), PAD values apart, their rows of
     tiles rounded up to whole blocks of 16 (zeros at first: what the
     blocked products read past a chunk's tiles is finite), and its
     scratch, large enough for a tile-major U too (the sizes
@@ -154,8 +154,9 @@ def grad_weight(g4, x4, geometry, n_threads):
     g = geometry
     dtype = x4.dtype
     # parts of whole samples, as the direct path's, and of at least
-    # WINOGRAD_MIN_PART_TILES tiles each: a part's partial (36 x F x C) is
-    # as large as 36 tiles' inputs and outputs
+    # WINOGRAD_MIN_PART_TILES tiles each: each part's partial, 36 x F x C
+    # values, is written and read again when the parts are added, a cost
+    # its tiles' products have to outweigh
     tiles = g.n * -(-g.out_height // TILE) * -(-g.out_width // TILE)
     parts = max(1, min(_runtime.DIRECT_WEIGHT_PARTS, tiles // _runtime.WINOGRAD_MIN_PART_TILES))
     per_part = -(-g.n // parts)

@@ -275,7 +275,7 @@ WINOGRAD_MIN_TILES = 32
 # 1 thread, C2 6.5 / 5.3, C3 5.7 / 4.3, W2 13.5 / 12.4 (the direct kernels
 # beat the planar layout on C2 and W2).  With its Haswell kernels (AVX2)
 # the planar U stays faster: C2 6.7 / 6.9, W2 13.6 / 15.9, W3 15.9 / 16.9
-# (C3 5.5 / 5.3).
+# (C3 5.5 / 5.3).  (Measured with F(2x2, 3x3), which this path ran before.)
 WINOGRAD_TILE_MAJOR_ISAS = ("avx512",)
 
 # The forward pass's (and input gradient's) products, M_p = W_p @ U_p, on
@@ -283,14 +283,18 @@ WINOGRAD_TILE_MAJOR_ISAS = ("avx512",)
 # of 16 tiles, _conv_winograd.pyx), elsewhere by BLAS.  OpenBLAS packs
 # both operands of each of these small products anew (K = C = 32 to 128);
 # the blocked kernels read U as the input transform writes it.  Zen 3,
-# float32, 1 thread, min of 15 interleaved calls, ms, BLAS / blocked:
-# forward C2 7.7 / 6.2, C3 6.9 / 6.6, W2 16.7 / 13.6, W3 20.6 / 17.0;
-# input gradient C2 9.5 / 7.3, C3 8.2 / 6.9, W2 19.4 / 14.4, W3 21.0 /
-# 16.6.  The weight gradient's products too, dW_p = V_p @ U_p^T summed
-# over tiles, where the channels fill whole blocks (U then tile-major in
-# blocks of channels, each chunk added by the kernel's store): C2 9.4 /
-# 7.8, C3 7.1 / 6.3, W2 18.0 / 17.7, W3 21.8 / 20.1.  The portable variant's scalar loops are 40x slower than
-# BLAS; AVX-512 keeps BLAS, measured there, until the blocked products are.
+# float32, 1 thread, min of 15 interleaved calls, ms, BLAS / blocked, with
+# F(2x2, 3x3), which this path ran before: forward C2 7.7 / 6.2, C3 6.9 /
+# 6.6, W2 16.7 / 13.6, W3 20.6 / 17.0; input gradient C2 9.5 / 7.3, C3
+# 8.2 / 6.9, W2 19.4 / 14.4, W3 21.0 / 16.6.  The weight gradient's
+# products too, dW_p = V_p @ U_p^T summed over tiles, where the channels
+# fill whole blocks (U then tile-major in blocks of channels, each chunk
+# added by the kernel's store): C2 9.4 / 7.8, C3 7.1 / 6.3, W2 18.0 /
+# 17.7, W3 21.8 / 20.1.  With F(4x4, 3x3), the CIFAR-like training step
+# (batch 64, median and fastest of 13 interleaved steps, ms): 1 thread
+# 58.7 and 43.4 / 56.0 and 39.0, 2 threads 39.0 and 34.2 / 36.1 and 32.6.
+# The portable variant's scalar loops are 40x slower than BLAS; AVX-512
+# keeps BLAS, measured there, until the blocked products are.
 WINOGRAD_BLOCKED_PRODUCT_ISAS = ("avx2",)
 
 _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto"}

@@ -253,7 +253,8 @@ def grad_weight(
     floating[:, ::1] u_buf,                # each thread's U: 36 * (C * rows * tw + PAD)
     floating[:, ::1] v_buf,                # ...its V: 36 * (F * rows * tw + PAD)
     floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 4,
-                                           # 16 * F * rows * tw, tile-major at least (4 rows + 2) (4 tw + 2) C
+                                           # 16 * F * rows * tw, tile-major at least
+                                           # (4 rows + 2) (4 tw + 2) C
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
     bint tile_major, bint blocked, int isa, int n_threads,
 ):
