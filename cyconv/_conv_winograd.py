@@ -25,12 +25,11 @@ from ._deferred import Deferred
 _conv_winograd = Deferred("cyconv._kernels._conv_winograd")
 
 # Winograd's F(4x4, 3x3): outputs = A^T [(G w G^T) * (B^T d B)] A (the
-# matrices: winograd_loops.h), over 4x4 blocks of outputs ("tiles"), each
-# transformed into POSITIONS = 6 x 6 values.
-POSITIONS = 36
-TILE = 4
-# values between one position's matrix and the next (_conv_winograd.pyx's PAD)
-PAD = 16
+# matrices: winograd_loops.h), over TILE x TILE blocks of outputs
+# ("tiles"), each transformed into POSITIONS = 6 x 6 values; the buffers'
+# matrices lie MATRIX_PAD values apart.  Those sizes are read from the
+# compiled module, so that the buffers made here are the ones its kernels
+# index.
 
 
 def supports(geometry):
@@ -65,10 +64,11 @@ def _pair_threads(weight):
 
 def _transformed(weight, flipped=False, by_channel=False):
     """G w G^T of each (filter, channel) pair of ``weight`` (F, C, 3, 3), as
-    POSITIONS matrices (36, F, C), or ``by_channel`` (36, C, F); with ``flipped``
+    36 matrices (36, F, C), or ``by_channel`` (36, C, F); with ``flipped``
     of the weight flipped.  None where a value is out of range."""
     f, c = weight.shape[:2]
-    out = np.empty((POSITIONS, c, f) if by_channel else (POSITIONS, f, c), weight.dtype)
+    positions = _conv_winograd.POSITIONS
+    out = np.empty((positions, c, f) if by_channel else (positions, f, c), weight.dtype)
     in_range = _conv_winograd.transform_weight(weight, out, flipped, by_channel,
                                                _pair_threads(weight))
     return out if in_range else None
@@ -90,16 +90,17 @@ def _buffers(n_threads, channels, filters, out_width, dtype, tiles):
     """``(rows, u, m, scratch)``: the rows of tiles a chunk (about
     ``tiles`` tiles), and each thread's matrices of a chunk's transformed
     input (36 x channels) and products or transformed output gradient (36
-    x filters), PAD values apart, their rows of
+    x filters), MATRIX_PAD values apart, their rows of
     tiles rounded up to whole blocks of 16 (zeros at first: what the
     blocked products read past a chunk's tiles is finite), and its
     scratch, large enough for a tile-major U too (the sizes
     _conv_winograd.pyx's kernels index)."""
-    tw = -(-out_width // TILE)
+    tw = -(-out_width // _conv_winograd.TILE)
     rows = _rows(tw, tiles)
     width = -(-rows * tw // 16) * 16
-    return (rows, np.zeros((n_threads, POSITIONS * (channels * width + PAD)), dtype),
-            np.empty((n_threads, POSITIONS * (filters * width + PAD)), dtype),
+    positions, pad = _conv_winograd.POSITIONS, _conv_winograd.MATRIX_PAD
+    return (rows, np.zeros((n_threads, positions * (channels * width + pad)), dtype),
+            np.empty((n_threads, positions * (filters * width + pad)), dtype),
             np.empty((n_threads, max((4 * rows + 2) * (4 * tw + 2) * channels,
                                      24 * (rows + 1) * tw + 4 * tw + 4,
                                      17 * filters * width)), dtype))
@@ -157,10 +158,11 @@ def grad_weight(g4, x4, geometry, n_threads):
     # WINOGRAD_MIN_PART_TILES tiles each: each part's partial, 36 x F x C
     # values, is written and read again when the parts are added, a cost
     # its tiles' products have to outweigh
-    tiles = g.n * -(-g.out_height // TILE) * -(-g.out_width // TILE)
-    parts = max(1, min(_runtime.DIRECT_WEIGHT_PARTS, tiles // _runtime.WINOGRAD_MIN_PART_TILES))
+    parts = max(1, min(_runtime.DIRECT_WEIGHT_PARTS,
+                       _runtime.winograd_tiles(g) // _runtime.WINOGRAD_MIN_PART_TILES))
     per_part = -(-g.n // parts)
-    partials = np.empty((-(-g.n // per_part), POSITIONS, g.filters, g.channels), dtype)
+    partials = np.empty((-(-g.n // per_part), _conv_winograd.POSITIONS, g.filters, g.channels),
+                        dtype)
     rows, u, v, scratch = _buffers(n_threads, g.channels, g.filters, g.out_width, dtype,
                                    _runtime.WINOGRAD_WEIGHT_TILES)
     # the blocked products take channels in whole blocks (16 float, 8 double)

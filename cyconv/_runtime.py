@@ -368,8 +368,15 @@ def winograd_wanted(geometry, operation):
     if _state["direct"] != "auto":
         return False
     g = geometry
-    tiles = g.n * -(-g.out_height // 4) * -(-g.out_width // 4)
-    return min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
+    return (min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS
+            and winograd_tiles(g) >= WINOGRAD_MIN_TILES)
+
+
+def winograd_tiles(geometry):
+    """The 4x4 blocks of outputs (tiles) of the Winograd path in a batch,
+    which its rules count (WINOGRAD_MIN_TILES, WINOGRAD_MIN_PART_TILES)."""
+    g = geometry
+    return g.n * -(-g.out_height // 4) * -(-g.out_width // 4)
 
 
 def winograd_tile_major():

@@ -66,6 +66,7 @@ from cyconv._kernels._gemm cimport gemm
 
 cdef extern from "winograd_loops.h" nogil:
     enum: WG_POSITIONS  # positions of a transformed tile: 6 x 6
+    enum: WG_TILE       # outputs along a side of a tile: 4
     int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped, int by_channel,
                       Py_ssize_t first, Py_ssize_t last, float* out)
     int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped, int by_channel,
@@ -114,6 +115,12 @@ cdef extern from "winograd_loops.h" nogil:
 # ran 2x slower so on the CIFAR-like layers).
 cdef enum:
     PAD = 16
+
+# The sizes _conv_winograd.py makes the buffers and the transformed weight
+# with: the ones these kernels index.
+POSITIONS = WG_POSITIONS
+TILE = WG_TILE
+MATRIX_PAD = PAD
 
 
 cdef int _input_chunk(
@@ -200,7 +207,7 @@ def forward(
     rows * tw, rounded up to a multiple of 16 with ``blocked``."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = out.shape[1]
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
-    cdef Py_ssize_t th = (Ho + 3) // 4, tw = (Wo + 3) // 4
+    cdef Py_ssize_t th = (Ho + WG_TILE - 1) // WG_TILE, tw = (Wo + WG_TILE - 1) // WG_TILE
     cdef Py_ssize_t total = N * th, chunks = (total + rows - 1) // rows
     cdef Py_ssize_t lanes = 64 // sizeof(floating)
     cdef Py_ssize_t chunk, first, count, tiles, us, ms, p
@@ -268,7 +275,7 @@ def grad_weight(
     after the first (by the kernel's store)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = g.shape[1]
     cdef Py_ssize_t Ho = g.shape[2], Wo = g.shape[3]
-    cdef Py_ssize_t th = (Ho + 3) // 4, tw = (Wo + 3) // 4
+    cdef Py_ssize_t th = (Ho + WG_TILE - 1) // WG_TILE, tw = (Wo + WG_TILE - 1) // WG_TILE
     cdef Py_ssize_t parts = partials.shape[0], lanes = 64 // sizeof(floating)
     cdef Py_ssize_t part, first, last, count, tiles, us, vs, p
     cdef int tid
