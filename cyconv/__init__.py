@@ -13,7 +13,7 @@ import sys
 # only during those calls: see _memory.py.)
 from . import datasets, functional, nn
 from ._memory import release_memory
-from ._runtime import show_config
+from ._runtime import get_winograd, set_winograd, show_config
 from ._threads import get_num_threads, set_num_threads
 from .nn import (
     SGD,
@@ -104,11 +104,13 @@ __all__ = [
     "datasets",
     "functional",
     "get_num_threads",
+    "get_winograd",
     "losses",
     "nn",
     "optimizers",
     "release_memory",
     "set_num_threads",
+    "set_winograd",
     "show_config",
     "test",
 ]

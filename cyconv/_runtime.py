@@ -19,6 +19,7 @@ import contextlib
 from ._kernels import _conv_direct
 from ._kernels._threads import openmp_enabled
 from ._threads import get_num_threads
+from ._validation import as_flag
 
 # -- threads ---------------------------------------------------------------
 # Below this much work per thread, a thread is not worth starting (about
@@ -297,14 +298,17 @@ WINOGRAD_TILE_MAJOR_ISAS = ("avx512",)
 # keeps BLAS, measured there, until the blocked products are.
 WINOGRAD_BLOCKED_PRODUCT_ISAS = ("avx2",)
 
-_state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto"}
+_state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "auto",
+          "winograd_allowed": True}
 
 
 def choices():
     """What the rules of the direct and Winograd paths depend on besides
-    the geometry: the direct mode, variant and family and the Winograd mode
-    (tests and benchmarks change them); the key of their caches."""
-    return (_state["direct"], _state["isa"], _state["family"], _state["winograd"])
+    the geometry: the direct mode, variant and family, the Winograd mode
+    (tests and benchmarks change them) and whether the user allows
+    Winograd (set_winograd); the key of their caches."""
+    return (_state["direct"], _state["isa"], _state["family"], _state["winograd"],
+            _state["winograd_allowed"])
 
 
 def isa():
@@ -358,14 +362,67 @@ def winograd_convolution(mode="auto"):
         _state["winograd"] = saved
 
 
+def set_winograd(allowed):
+    """Allow or forbid Winograd convolution, for every layer of the process.
+
+    Where it is allowed (the default), 3x3 stride-1 layers of at least 16
+    channels and filters take Winograd's F(4x4, 3x3) algorithm wherever it
+    is faster (``show_config`` says which layers).  It spends 36
+    multiplications on 16 outputs where the direct kernels spend 144, and
+    pays in rounding: float32 results lie within about 1e-5 of the largest
+    output's magnitude, against 3e-7 for the direct kernels.  Forbid it for
+    the direct kernels' rounding everywhere, at their speed.
+
+    Parameters
+    ----------
+    allowed : bool
+        Whether layers may take the Winograd kernels.
+
+    Raises
+    ------
+    TypeError
+        For anything but a bool.
+
+    Notes
+    -----
+    Like ``set_num_threads``, a setting of the whole process, read at each
+    call: change it between calls, not while another thread convolves.
+    Results are bitwise identical whatever the thread count either way.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.set_winograd(False)
+    >>> cyconv.get_winograd()
+    False
+    >>> cyconv.show_config(mode="dicts")["winograd convolution"]
+    'off (cyconv.set_winograd(False))'
+    >>> cyconv.set_winograd(True)
+    """
+    _state["winograd_allowed"] = as_flag(allowed, "allowed")
+
+
+def get_winograd():
+    """Whether layers may take the Winograd kernels (see ``set_winograd``).
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.get_winograd()
+    True
+    """
+    return _state["winograd_allowed"]
+
+
 def winograd_wanted(geometry, operation):
     """Whether ``operation`` of a convolution the Winograd kernels can run
     (_conv_winograd.supports) should: always, never, or by the measured
-    rule (see WINOGRAD_MIN_CHANNELS), on the variant running now."""
+    rule (see WINOGRAD_MIN_CHANNELS), on the variant running now, where
+    the user allows it (set_winograd)."""
     mode = _state["winograd"]
     if mode != "auto":
         return mode == "always"
-    if _state["direct"] != "auto":
+    if _state["direct"] != "auto" or not _state["winograd_allowed"]:
         return False
     g = geometry
     return (min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS
@@ -563,7 +620,8 @@ def show_config(mode="stdout"):
               " taps, and strided forward passes and weight gradients (filter-blocked); the"
               " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
-    winograd = (f"F(4x4, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
+    winograd = ("off (cyconv.set_winograd(False))" if not get_winograd() else
+                f"F(4x4, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
                 f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 4x4"
                 f" blocks of outputs; products by "
                 + ("the blocked direct kernels (the weight gradient's where the channels fill"

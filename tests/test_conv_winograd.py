@@ -84,6 +84,47 @@ def test_which_layers_the_rule_gives_it():
             pass
 
 
+def test_set_winograd_false_gives_every_layer_the_direct_kernels_rounding():
+    """cyconv.set_winograd(False) takes every layer off the Winograd path
+    (also a layer whose route a call already cached), so that float32
+    results round as the direct kernels' do: within 1e-6 of the largest
+    output's magnitude of a float64 reference, where Winograd's lie
+    around 1e-5; True gives the rule back."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 32, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+    c2 = geometry(x.shape, w.shape)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, (1, 1),
+                                (1,) * 4, (1, 1), 1)
+    expected_gx, expected_gw, _ = reference.conv2d_backward(
+        g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), (1, 1), (1,) * 4,
+        (1, 1), 1)
+    assert cyconv.get_winograd() is True
+    assert all(_conv_winograd.use(c2, op) for op in ("forward", "input", "weight"))
+    by_winograd = conv2d(x, w, padding=1)
+    try:
+        cyconv.set_winograd(False)
+        assert cyconv.get_winograd() is False
+        assert not any(_conv_winograd.use(c2, op) for op in ("forward", "input", "weight"))
+        assert cyconv.show_config(mode="dicts")["winograd convolution"].startswith("off")
+        out = conv2d(x, w, padding=1)
+        gx, gw, _ = conv2d_backward(g, x, w, padding=1)
+        for got, want in ((out, expected), (gx, expected_gx), (gw, expected_gw)):
+            assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+        assert not np.array_equal(out, by_winograd)
+        # a numpy bool is a bool; anything else is refused, the setting kept
+        cyconv.set_winograd(np.True_)
+        assert _conv_winograd.use(c2, "forward")
+        for bad in ("no", 0, None):
+            with pytest.raises(TypeError, match="allowed must be True or False"):
+                cyconv.set_winograd(bad)
+        assert cyconv.get_winograd() is True
+    finally:
+        cyconv.set_winograd(True)
+    np.testing.assert_array_equal(conv2d(x, w, padding=1), by_winograd)
+
+
 @pytest.mark.parametrize("kind", PRODUCTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [
