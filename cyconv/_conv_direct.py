@@ -222,6 +222,23 @@ def _plan(g):
     )
 
 
+def input_planes(x4, geometry, plan):
+    """``(planes, copy)``: the planes the filter-blocked forward pass and
+    weight gradient read x4 from.  A layer without padding reads x4 where
+    it lies, viewed (N, C, H * W) (copy False), if it is C-contiguous,
+    aligned and writeable (the kernels' memoryviews are): these kernels
+    read single values at each output pixel's taps, all inside the plane
+    there, so they need no zeros around it or after it.  Else a scratch
+    array (N, C, plan.stride) that the kernel pads x4 into (copy True):
+    the copy was a tenth of a LeNet second layer's weight gradient."""
+    g = geometry
+    flags = x4.flags
+    if (g.pad_top == g.pad_bottom == g.pad_left == g.pad_right == 0 and flags.c_contiguous
+            and flags.aligned and flags.writeable):
+        return x4.reshape(x4.shape[0], g.channels, g.height * g.width), False
+    return np.empty((x4.shape[0], g.channels, plan.stride), x4.dtype), True
+
+
 def _wide(n_threads, rows, width, dtype):
     """Each thread's wide output of one block of filters."""
     return np.empty((n_threads, 4 * _conv_direct.round_up(rows * width)), dtype)
@@ -237,8 +254,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
         for part in plan.chunks(g.n):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part], _NO_CODES,
-                np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-                tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+                *input_planes(x4[part], g, plan), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
                 plan.width, g.out_width, *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
@@ -263,8 +279,7 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
     for part in plan.chunks(g.n):
         _conv_direct.forward_blocked(
             x4[part], packed, bias, out[part], codes[part],
-            np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-            tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+            *input_planes(x4[part], g, plan), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
             plan.width, g.out_width, 1, 1, True, _runtime.isa_code(), n_threads)
 
 
@@ -439,7 +454,7 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
         # The last chunk also sums the bias gradient's per-pixel sums.
         _conv_direct.backward_weight_blocked(
             g4[part], codes[part], pooled[part], g.out_width, x4[part], gt,
-            np.empty((last - first, c, plan.stride), dtype), acc, sums,
+            *input_planes(x4[part], g, plan), acc, sums,
             plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
             runs.run_rows, runs.run_samples, runs.group_rows, _runtime.isa_code(), n_threads,
             grad_bias if last == g.n else grad_bias[:0])

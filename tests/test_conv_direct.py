@@ -1062,3 +1062,57 @@ def test_the_pooled_expansion_reads_no_code_past_the_array(variant, dtype):
     2x2 slack a copied model's codes lack: codes ending at an unreadable
     page."""
     run_child(_CODES_AT_A_GUARD_PAGE, variant, dtype)
+
+
+_PLANES_AT_A_GUARD_PAGE = """
+import sys
+from cyconv import _conv, _conv_direct, _runtime
+from cyconv._conv import conv_geometry
+import reference
+
+variant, dtype = sys.argv[1], np.dtype(sys.argv[2])
+rng = np.random.default_rng(0)
+# (x shape, w shape, stride, dilation): no padding, so that the filter-blocked
+# forward pass and weight gradient read x where it lies
+for x_shape, w_shape, stride, dilation in [
+        ((3, 2, 9, 11), (16, 2, 3, 3), 1, 1),
+        ((2, 3, 11, 12), (20, 3, 5, 5), 2, 1),
+        ((2, 2, 9, 9), (8, 2, 3, 3), 1, 2),
+        ((2, 1, 5, 7), (16, 1, 5, 7), 1, 1),     # the kernel covers the plane
+        ((2, 4, 3, 5), (16, 4, 1, 1), (1, 2), 1)]:
+    x = at_guard_page(rng.standard_normal(x_shape).astype(dtype))
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    geo = conv_geometry(x.shape, w.shape, stride, 0, dilation, 1)
+    assert _conv_direct.input_planes(x, geo, _conv_direct._plan(geo))[1] is False
+    assert _conv_direct.input_planes(read_only, geo, _conv_direct._plan(geo))[1] is True
+    g = rng.standard_normal(geo.output_shape).astype(dtype)
+    with _runtime.direct_convolution("always", variant, "blocked"):
+        for relu in (False, True):
+            got = _conv.conv2d_checked(x, w, b, geo, relu=relu)
+            want = _conv.conv2d_checked(read_only, w, b, geo, relu=relu)
+            assert got.tobytes() == want.tobytes()
+        got = _conv.conv2d_backward_checked(g, x, w, geo, False)
+        want = _conv.conv2d_backward_checked(g, read_only, w, geo, False)
+        assert all(a.tobytes() == b_.tobytes() for a, b_ in zip(got[1:], want[1:]))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    pairs = (stride, stride) if isinstance(stride, int) else stride
+    expected = reference.conv2d(x64, w64, b.astype(np.float64), pairs, (0,) * 4,
+                                (dilation, dilation), 1)
+    out = _conv.conv2d_checked(x, w, b, geo)
+    assert np.abs(out - expected).max() <= 1e-4 * np.abs(expected).max()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux's")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unpadded_layers_read_x_in_place_and_nothing_past_it(variant, dtype):
+    """Without padding, the filter-blocked forward pass (ReLU or not) and
+    weight gradient read x's own planes rather than a padded copy, at
+    strides and dilations too: bit for bit what they compute from the copy
+    they make of a read-only x, and no byte past x, which ends at an
+    unreadable page."""
+    run_child(_PLANES_AT_A_GUARD_PAGE, variant, dtype)

@@ -690,7 +690,9 @@ def forward_blocked(
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout), or pooled (N, F, Hp, Wp)
     uint8_t[:, :, :, ::1] codes,           # OUT (N, F, Hp, Wp) the pooling's winners, or empty
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
+    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), or x itself
+                                           # (N, C, H * W) without padding (copy False)
+    bint copy,                             # IN  whether x is padded into xp first
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
@@ -708,8 +710,11 @@ def forward_blocked(
     NaN).  With codes (stride 1), out is the 2x2 max pooling with stride 2
     of that output, made in the store with its winners' codes
     (pool_tiles.h's): the same bits as the two one after the other,
-    without writing the convolution's output."""
-    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
+    without writing the convolution's output.  Without ``copy``, xp is
+    x's own planes, which every tap reads inside of (no padding: see
+    _conv_direct.input_planes)."""
+    if copy:
+        _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _correlate_blocked(xp, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
                        padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
                        first_taps, last_taps, tiles, relu, isa, n_threads)
@@ -901,7 +906,9 @@ def backward_weight_blocked(
     const floating[:, :, :, :] x,           # IN  (N, C, H, W), rows contiguous
     floating[:, ::1] gt,                    # scratch (n_threads, run_samples * tile_blocks()
                                             #          * Hout * Wout * B)
-    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride)
+    floating[:, :, ::1] xp,                 # scratch (N, C, plane_stride), or x itself
+                                            # (N, C, H * W) without padding (copy False)
+    bint copy,                              # IN  whether x is padded into xp first
     floating[:, :, :, :, ::1] acc,          # IN/OUT (R, FB, C, kh*kw, B) running sums
     floating[:, ::1] sums,                  # IN/OUT (FB, Hout * Wout * B) running sums
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) tap offsets
@@ -918,8 +925,10 @@ def backward_weight_blocked(
     ``grad_bias``, the bias gradient from those sums.  Only output pixels are
     visited (no garbage positions), so any x is exact.  A pooling's
     gradient (with codes: windows tiling the plane, group_rows even or the
-    plane's) is expanded as it is copied."""
-    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
+    plane's) is expanded as it is copied.  Without ``copy``, xp is x's
+    own planes (as forward_blocked)."""
+    if copy:
+        _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
     _weight_blocked(grad_out, codes, pooled, out_width, xp, acc, sums, gt, offsets, row_taps,
                     padded_width, stride_h, stride_w, run_rows, run_samples, group_rows, isa,
                     n_threads)
