@@ -222,21 +222,24 @@ def _plan(g):
     )
 
 
-def input_planes(x4, geometry, plan):
+def input_planes(x4, geometry, plan, n_threads=None):
     """``(planes, copy)``: the planes the filter-blocked forward pass and
     weight gradient read x4 from.  A layer without padding reads x4 where
     it lies, viewed (N, C, H * W) (copy False), if it is C-contiguous,
     aligned and writeable (the kernels' memoryviews are): these kernels
     read single values at each output pixel's taps, all inside the plane
     there, so they need no zeros around it or after it.  Else a scratch
-    array (N, C, plan.stride) that the kernel pads x4 into (copy True):
-    the copy was a tenth of a LeNet second layer's weight gradient."""
+    array that the kernel pads x4 into (copy True): (N, C, plan.stride),
+    or given ``n_threads`` (the forward pass, which pads each sample in
+    the task that reads it), (n_threads, C, plan.stride).  The copy was a
+    tenth of a LeNet second layer's weight gradient."""
     g = geometry
     flags = x4.flags
     if (g.pad_top == g.pad_bottom == g.pad_left == g.pad_right == 0 and flags.c_contiguous
             and flags.aligned and flags.writeable):
         return x4.reshape(x4.shape[0], g.channels, g.height * g.width), False
-    return np.empty((x4.shape[0], g.channels, plan.stride), x4.dtype), True
+    count = x4.shape[0] if n_threads is None else n_threads
+    return np.empty((count, g.channels, plan.stride), x4.dtype), True
 
 
 def _wide(n_threads, rows, width, dtype):
@@ -254,7 +257,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
         for part in plan.chunks(g.n):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part], _NO_CODES,
-                *input_planes(x4[part], g, plan), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+                *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
                 plan.width, g.out_width, *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
@@ -279,7 +282,7 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
     for part in plan.chunks(g.n):
         _conv_direct.forward_blocked(
             x4[part], packed, bias, out[part], codes[part],
-            *input_planes(x4[part], g, plan), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+            *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
             plan.width, g.out_width, 1, 1, True, _runtime.isa_code(), n_threads)
 
 
@@ -295,7 +298,7 @@ def grad_input(g4, weight, geometry, n_threads):
         for part in plan.chunks(g.n):
             _conv_direct.backward_input_blocked(
                 g4[part], packed, grad_input[part],
-                np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
+                np.empty((n_threads, g.filters, plan.grad_stride), weight.dtype),
                 tiles, plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps,
                 plan.grad_top, plan.grad_left, plan.grad_width, _runtime.isa_code(), n_threads)
         return grad_input

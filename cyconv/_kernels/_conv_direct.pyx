@@ -579,7 +579,12 @@ cpdef void sum_pixels(
 # the store
 
 cdef void _correlate_blocked(
-    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    floating[:, :, ::1] xp,                # IN  (N, C, stride) padded planes, or with
+                                           #     pad_in_task scratch (n_threads, C, stride)
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous: with
+                                           #     pad_in_task, what the planes hold
+    bint pad_in_task,
+    Py_ssize_t top, Py_ssize_t left,       # IN  with pad_in_task: where x sits in its plane
     const floating[:, :, :, ::1] packed,   # IN  (FB, C, kh*kw, B) weight blocks, zero-padded
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout), or pooled (N, F, Hp, Wp)
@@ -604,7 +609,15 @@ cdef void _correlate_blocked(
     cb_fwd_tile), and at its first and last pixels adds the signed zeros
     of the taps that read a padding column there.  With codes (not
     empty), out is instead the 2x2 max pooling (stride 2) of that output,
-    and codes its winners' (cb_store_pooled): whole windows only."""
+    and codes its winners' (cb_store_pooled): whole windows only.
+    With pad_in_task, each task first pads its sample's planes of x into
+    its thread's scratch (as _pad_planes, the same values), unless that
+    thread's last task did: a thread's static range of tasks runs a sample's
+    tasks one after the other, so each sample is padded once a thread, and
+    its planes are still in cache when the kernel reads them, where a
+    padded copy of the whole batch had left the cache before it was read
+    (W4's forward pass: 16 channels of 36 x 36 values a sample, 2.7 MB in
+    all)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1]
     cdef bint pooled = codes.shape[0] > 0
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
@@ -617,21 +630,40 @@ cdef void _correlate_blocked(
     cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
     if not skip_padding:
         first_taps = last_taps = 0
-    cdef Py_ssize_t task, n, b0, nb, nf
+    cdef Py_ssize_t S = xp.shape[2], rows = x.shape[2], cols = x.shape[3]
+    cdef Py_ssize_t srs = x.strides[2] // sizeof(floating)
+    # each thread's sample in its scratch (-1: none yet)
+    cdef Py_ssize_t[::1] padded = np.full(max(n_threads, 1), -1, np.intp)
+    cdef Py_ssize_t task, n, b0, nb, nf, c, tid
     cdef floating* buf
+    cdef floating* planes
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // groups
         b0 = (task % groups) * per_tile
         nb = min(per_tile, FB - b0)
-        buf = &tiles[threadid(), 0]
+        tid = threadid()
+        buf = &tiles[tid, 0]
+        if pad_in_task:
+            planes = &xp[tid, 0, 0]
+            if padded[tid] != n:
+                for c in range(C):
+                    if floating is float:
+                        cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols,
+                                         planes + c * S, top, left, padded_width, S)
+                    else:
+                        cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols,
+                                         planes + c * S, top, left, padded_width, S)
+                padded[tid] = n
+        else:
+            planes = &xp[n, 0, 0]
         if floating is float:
-            cb_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+            cb_forward_rows_f32(isa, planes, S, <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
                                 taps, first_taps, last_taps, False)
         else:
-            cb_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+            cb_forward_rows_f64(isa, planes, S, <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
                                 <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
                                 taps, first_taps, last_taps, False)
@@ -690,9 +722,9 @@ def forward_blocked(
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout), or pooled (N, F, Hp, Wp)
     uint8_t[:, :, :, ::1] codes,           # OUT (N, F, Hp, Wp) the pooling's winners, or empty
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride), or x itself
+    floating[:, :, ::1] xp,                # scratch (n_threads, C, plane_stride), or x itself
                                            # (N, C, H * W) without padding (copy False)
-    bint copy,                             # IN  whether x is padded into xp first
+    bint copy,                             # IN  whether x is padded into xp (in each task)
     floating[:, ::1] tiles,                # scratch (n_threads, Hout * Wout * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     const int[:, ::1] row_taps,            # IN  (Hout, 2) taps reading more than padding
@@ -710,12 +742,11 @@ def forward_blocked(
     NaN).  With codes (stride 1), out is the 2x2 max pooling with stride 2
     of that output, made in the store with its winners' codes
     (pool_tiles.h's): the same bits as the two one after the other,
-    without writing the convolution's output.  Without ``copy``, xp is
-    x's own planes, which every tap reads inside of (no padding: see
-    _conv_direct.input_planes)."""
-    if copy:
-        _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _correlate_blocked(xp, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
+    without writing the convolution's output.  With ``copy``, each task
+    pads its sample into its thread's planes of xp (see
+    _correlate_blocked); without, xp is x's own planes, which every tap
+    reads inside of (no padding: see _conv_direct.input_planes)."""
+    _correlate_blocked(xp, x, copy, top, left, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
                        padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
                        first_taps, last_taps, tiles, relu, isa, n_threads)
 
@@ -728,7 +759,7 @@ def backward_input_blocked(
     const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
     const floating[:, :, :, ::1] packed_t,  # IN  (CB, F, kh*kw, B) transposed weight blocks
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
-    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
+    floating[:, :, ::1] gp,                 # scratch (n_threads, F, plane_stride)
     floating[:, ::1] tiles,                 # scratch (n_threads, H * W * tile_blocks() * B)
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     const int[:, ::1] row_taps,             # IN  (H, 2) taps reading more than padding
@@ -739,9 +770,10 @@ def backward_input_blocked(
 ):
     """backward_input, by the filter-blocked kernels, for finite weights
     (the caller checks: pack_blocks), skipping the taps of each row that
-    read padding rows only, and adding the zeros of padding columns."""
-    _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
-    _correlate_blocked(gp, packed_t, packed_t[0, 0, 0, :0], grad_input, _NO_CODES,
+    read padding rows only, and adding the zeros of padding columns.
+    Each task pads its sample of grad_out into its thread's planes of gp
+    (see _correlate_blocked)."""
+    _correlate_blocked(gp, grad_out, True, top, left, packed_t, packed_t[0, 0, 0, :0], grad_input, _NO_CODES,
                        grad_input.shape[2], grad_input.shape[3], offsets, padded_width, 1, 1,
                        row_taps, True, first_taps, last_taps, tiles, False, isa, n_threads)
 
