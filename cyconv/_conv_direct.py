@@ -264,8 +264,7 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
     for part in plan.chunks(g.n):
         _conv_direct.forward(
             x4[part], weight, bias, out[part],
-            np.empty((part.stop - part.start, g.channels, plan.stride), x4.dtype),
-            wide, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
+            np.empty((n_threads, g.channels, plan.stride), x4.dtype), wide, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
             _runtime.isa_code(), n_threads)
     return out
 
@@ -307,8 +306,7 @@ def grad_input(g4, weight, geometry, n_threads):
     for part in plan.chunks(g.n):
         if not _conv_direct.backward_input(
                 g4[part], transposed, grad_input[part],
-                np.empty((part.stop - part.start, g.filters, plan.grad_stride), weight.dtype),
-                wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
+                np.empty((n_threads, g.filters, plan.grad_stride), weight.dtype), wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
                 _runtime.isa_code(), n_threads):
             return None
     return grad_input

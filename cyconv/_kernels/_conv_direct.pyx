@@ -297,8 +297,44 @@ cdef void _pad_planes(
                              top, left, padded_width, S)
 
 
+cdef floating* _sample_planes(
+    floating[:, :, ::1] xp,                # IN  (N, C, stride) planes, or with pad_in_task
+                                           #     scratch (n_threads, C, stride)
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous (pad_in_task)
+    bint pad_in_task, Py_ssize_t n, Py_ssize_t tid,
+    Py_ssize_t[::1] padded,                # IN/OUT each thread's sample in its scratch
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width, int isa,
+) noexcept nogil:
+    """Sample n's planes for a task of thread tid: xp[n] as they are, or
+    with pad_in_task x[n] padded into the thread's scratch xp[tid] (as
+    _pad_planes, the same values), unless its last task did.  A thread's
+    static range of tasks runs a sample's tasks one after the other, so
+    each sample is padded once a thread, and its planes are still in cache
+    when the kernel reads them, where a padded copy of the whole batch had
+    left the cache before (W4's forward pass: 16 channels of 36 x 36
+    values a sample, 2.7 MB in all)."""
+    cdef Py_ssize_t c, S = xp.shape[2], srs = x.strides[2] // sizeof(floating)
+    cdef floating* planes
+    if not pad_in_task:
+        return &xp[n, 0, 0]
+    planes = &xp[tid, 0, 0]
+    if padded[tid] != n:
+        for c in range(x.shape[1]):
+            if floating is float:
+                cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> x.shape[2], <int> x.shape[3],
+                                 planes + c * S, top, left, padded_width, S)
+            else:
+                cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> x.shape[2], <int> x.shape[3],
+                                 planes + c * S, top, left, padded_width, S)
+        padded[tid] = n
+    return planes
+
+
 cdef void _correlate(
-    const floating[:, :, ::1] xp,          # IN  (N, C, stride) padded planes
+    floating[:, :, ::1] xp,                # IN  scratch (n_threads, C, stride) for x padded
+                                           #     in each task (see _sample_planes)
+    const floating[:, :, :, :] x,          # IN  (N, C, H, W), rows contiguous
+    Py_ssize_t top, Py_ssize_t left,       # IN  where x sits in its planes
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
@@ -309,27 +345,32 @@ cdef void _correlate(
 ) noexcept:
     """out[n, f, oh, ow] = bias[f] + sum_c sum_t weight[f, c, t] *
     xp[n, c, oh * Wp + ow + offsets[t]], then max(out, 0) with relu.
-    Tasks are (sample, block of filters) pairs."""
+    Tasks are (sample, block of filters) pairs, each padding its sample
+    into its thread's planes first (_sample_planes)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t C = weight.shape[1], nt = weight.shape[2] * weight.shape[3]
     cdef Py_ssize_t L = Ho * padded_width, Lr = (L + ROUND - 1) // ROUND * ROUND
     cdef Py_ssize_t block = cd_forward_filters(isa)
     cdef Py_ssize_t blocks = (F + block - 1) // block
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t task, n, f0, nf, k
+    cdef Py_ssize_t[::1] padded = np.full(max(n_threads, 1), -1, np.intp)
+    cdef Py_ssize_t task, n, f0, nf, k, tid
     cdef floating* buf
+    cdef floating* planes
     cdef floating b
     for task in prange(N * blocks, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=n_threads > 1):
         n = task // blocks
         f0 = (task % blocks) * block
         nf = min(block, F - f0)
-        buf = &wide[threadid(), 0]
+        tid = threadid()
+        buf = &wide[tid, 0]
+        planes = _sample_planes(xp, x, True, n, tid, padded, top, left, padded_width, isa)
         if floating is float:
-            cd_forward_rows_f32(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+            cd_forward_rows_f32(isa, planes, xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
         else:
-            cd_forward_rows_f64(isa, &xp[n, 0, 0], xp.shape[2], <int> C, &offsets[0], <int> nt,
+            cd_forward_rows_f64(isa, planes, xp.shape[2], <int> C, &offsets[0], <int> nt,
                                 &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
         for k in range(nf if Ho > 0 and Wo > 0 else 0):  # (no element to address else)
             b = bias[f0 + k] if has_bias else 0
@@ -410,7 +451,7 @@ def forward(
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, :, ::1] xp,                # scratch (N, C, plane_stride)
+    floating[:, :, ::1] xp,                # scratch (n_threads, C, plane_stride)
     floating[:, ::1] wide,                 # scratch (n_threads, 4 * round_up(Hout * Wp))
     const Py_ssize_t[::1] offsets,         # IN  (kh*kw,) tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -418,15 +459,15 @@ def forward(
 ):
     """The correlation, plus bias, then max(., 0) with relu (in the
     store, no second pass over the output)."""
-    _pad_planes(x, xp, top, left, padded_width, isa, n_threads)
-    _correlate(xp, weight, bias, out, offsets, padded_width, wide, relu, isa, n_threads)
+    _correlate(xp, x, top, left, weight, bias, out, offsets, padded_width, wide, relu, isa,
+               n_threads)
 
 
 def backward_input(
     const floating[:, :, :, :] grad_out,    # IN  (N, F, Hout, Wout), rows contiguous
     const floating[:, :, :, ::1] weight_t,  # IN  (C, F, kh, kw): weight transposed
     floating[:, :, :, ::1] grad_input,      # OUT (N, C, H, W)
-    floating[:, :, ::1] gp,                 # scratch (N, F, plane_stride)
+    floating[:, :, ::1] gp,                 # scratch (n_threads, F, plane_stride)
     floating[:, ::1] wide,                  # scratch (n_threads, 4 * round_up(H * Wgp))
     const Py_ssize_t[::1] offsets,          # IN  (kh*kw,) flipped tap offsets
     Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
@@ -437,9 +478,8 @@ def backward_input(
     not finite: its products with the padding's zeros would be NaN."""
     if not _all_finite(weight_t):
         return False
-    _pad_planes(grad_out, gp, top, left, padded_width, isa, n_threads)
-    _correlate(gp, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets, padded_width, wide,
-               False, isa, n_threads)
+    _correlate(gp, grad_out, top, left, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets,
+               padded_width, wide, False, isa, n_threads)
     return True
 
 
@@ -611,13 +651,7 @@ cdef void _correlate_blocked(
     empty), out is instead the 2x2 max pooling (stride 2) of that output,
     and codes its winners' (cb_store_pooled): whole windows only.
     With pad_in_task, each task first pads its sample's planes of x into
-    its thread's scratch (as _pad_planes, the same values), unless that
-    thread's last task did: a thread's static range of tasks runs a sample's
-    tasks one after the other, so each sample is padded once a thread, and
-    its planes are still in cache when the kernel reads them, where a
-    padded copy of the whole batch had left the cache before it was read
-    (W4's forward pass: 16 channels of 36 x 36 values a sample, 2.7 MB in
-    all)."""
+    its thread's scratch (_sample_planes)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1]
     cdef bint pooled = codes.shape[0] > 0
     cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
@@ -630,11 +664,10 @@ cdef void _correlate_blocked(
     cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
     if not skip_padding:
         first_taps = last_taps = 0
-    cdef Py_ssize_t S = xp.shape[2], rows = x.shape[2], cols = x.shape[3]
-    cdef Py_ssize_t srs = x.strides[2] // sizeof(floating)
+    cdef Py_ssize_t S = xp.shape[2]
     # each thread's sample in its scratch (-1: none yet)
     cdef Py_ssize_t[::1] padded = np.full(max(n_threads, 1), -1, np.intp)
-    cdef Py_ssize_t task, n, b0, nb, nf, c, tid
+    cdef Py_ssize_t task, n, b0, nb, nf, tid
     cdef floating* buf
     cdef floating* planes
     for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
@@ -644,19 +677,8 @@ cdef void _correlate_blocked(
         nb = min(per_tile, FB - b0)
         tid = threadid()
         buf = &tiles[tid, 0]
-        if pad_in_task:
-            planes = &xp[tid, 0, 0]
-            if padded[tid] != n:
-                for c in range(C):
-                    if floating is float:
-                        cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols,
-                                         planes + c * S, top, left, padded_width, S)
-                    else:
-                        cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols,
-                                         planes + c * S, top, left, padded_width, S)
-                padded[tid] = n
-        else:
-            planes = &xp[n, 0, 0]
+        planes = _sample_planes(xp, x, pad_in_task, n, tid, padded, top, left, padded_width,
+                                isa)
         if floating is float:
             cb_forward_rows_f32(isa, planes, S, <int> C, &offsets[0], <int> nt,
                                 &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
