@@ -302,13 +302,27 @@ _state = {"isa": DETECTED_ISA, "direct": "auto", "family": None, "winograd": "au
           "winograd_allowed": True}
 
 
+def _set_state(**changes):
+    """Change _state, and what is derived from it: every change goes
+    through here.  (A batch-1 training step asked choices() and
+    isa_code() 18 times: they return what was derived at the last change
+    rather than derive it anew.)"""
+    global _choices, _isa_code
+    _state.update(changes)
+    _choices = (_state["direct"], _state["isa"], _state["family"], _state["winograd"],
+                _state["winograd_allowed"])
+    _isa_code = _conv_direct.isa_code(_state["isa"])
+
+
+_set_state()
+
+
 def choices():
     """What the rules of the direct and Winograd paths depend on besides
     the geometry: the direct mode, variant and family, the Winograd mode
     (tests and benchmarks change them) and whether the user allows
     Winograd (set_winograd); the key of their caches."""
-    return (_state["direct"], _state["isa"], _state["family"], _state["winograd"],
-            _state["winograd_allowed"])
+    return _choices
 
 
 def isa():
@@ -318,7 +332,8 @@ def isa():
 
 
 def isa_code():
-    return _conv_direct.isa_code(_state["isa"])
+    """The kernels' code of that variant."""
+    return _isa_code
 
 
 @contextlib.contextmanager
@@ -335,14 +350,11 @@ def direct_convolution(mode="auto", isa=None, family=None):
     if family not in (None, "wide", "blocked"):
         raise ValueError(f"family must be None, 'wide' or 'blocked', got {family!r}")
     saved = dict(_state)
-    _state["direct"] = mode
-    _state["family"] = family
-    if isa is not None:
-        _state["isa"] = isa
+    _set_state(direct=mode, family=family, isa=_state["isa"] if isa is None else isa)
     try:
         yield
     finally:
-        _state.update(saved)
+        _set_state(**saved)
 
 
 @contextlib.contextmanager
@@ -355,11 +367,11 @@ def winograd_convolution(mode="auto"):
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"mode must be 'auto', 'always' or 'never', got {mode!r}")
     saved = _state["winograd"]
-    _state["winograd"] = mode
+    _set_state(winograd=mode)
     try:
         yield
     finally:
-        _state["winograd"] = saved
+        _set_state(winograd=saved)
 
 
 def set_winograd(allowed):
@@ -399,7 +411,7 @@ def set_winograd(allowed):
     'off (cyconv.set_winograd(False))'
     >>> cyconv.set_winograd(True)
     """
-    _state["winograd_allowed"] = as_flag(allowed, "allowed")
+    _set_state(winograd_allowed=as_flag(allowed, "allowed"))
 
 
 def get_winograd():
