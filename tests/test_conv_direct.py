@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import cyconv
 from cyconv import _conv, _conv_direct, _runtime
 from cyconv._conv import conv_geometry
+from cyconv._kernels import _conv_direct as _kernels
 from cyconv.functional import conv2d, conv2d_backward
 from cyconv.testing import conv2d_configs, random_arrays
 from guard_page import run_child
@@ -1116,3 +1117,32 @@ def test_unpadded_layers_read_x_in_place_and_nothing_past_it(variant, dtype):
     they make of a read-only x, and no byte past x, which ends at an
     unreadable page."""
     run_child(_PLANES_AT_A_GUARD_PAGE, variant, dtype)
+
+
+def test_kernels_refuse_scratch_planes_short_of_a_thread(monkeypatch):
+    """The forward passes and input gradients pad each sample into its
+    thread's planes of the scratch: one that holds fewer threads' planes
+    (or other channels) is refused with a ValueError, not written past."""
+    x = np.ones((2, 3, 4, 4), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    no_bias = np.zeros(0, np.float32)
+    offsets = np.arange(9, dtype=np.intp)
+    for planes in (np.zeros((1, 3, 64), np.float32), np.zeros((2, 2, 64), np.float32)):
+        with pytest.raises(ValueError, match="scratch planes"):
+            _kernels.forward(x, w, no_bias, np.zeros((2, 4, 4, 4), np.float32), planes,
+                             np.zeros((2, 256), np.float32), offsets, 1, 1, 5, False, 0, 2)
+        with pytest.raises(ValueError, match="scratch planes"):
+            _kernels.backward_input(np.ones((2, 3, 4, 4), np.float32),
+                                    w.transpose(1, 0, 2, 3).copy(),
+                                    np.zeros((2, 4, 4, 4), np.float32), planes,
+                                    np.zeros((2, 256), np.float32), offsets, 1, 1, 5, 0, 2)
+    # the filter-blocked forward pass, its scratch cut short of the threads it is given
+    short = _conv_direct.input_planes
+    monkeypatch.setattr(_conv_direct, "input_planes",
+                        lambda *args: (lambda planes, copy: (planes[:1], copy))(*short(*args)))
+    x = np.ones((4, 16, 8, 8), np.float32)
+    w = np.ones((16, 16, 3, 3), np.float32)
+    with _runtime.direct_convolution("always", family="blocked"):
+        with pytest.raises(ValueError, match="scratch planes"):
+            _conv_direct.forward(x, w, np.zeros(0, np.float32),
+                                 geometry(x.shape, w.shape, padding=1), 2)

@@ -334,6 +334,16 @@ cdef floating* _sample_planes(
     return planes
 
 
+cdef int _check_thread_planes(floating[:, :, ::1] xp, Py_ssize_t channels,
+                              int n_threads) except -1:
+    """Refuse scratch planes that do not give each of n_threads threads
+    its sample's ``channels`` planes (_sample_planes indexes xp[tid])."""
+    if xp.shape[0] < max(n_threads, 1) or xp.shape[1] != channels:
+        raise ValueError(f"scratch planes ({xp.shape[0]}, {xp.shape[1]}) do not hold {channels} planes for "
+                         f"each of {n_threads} threads")
+    return 0
+
+
 cdef Py_ssize_t* _no_sample_padded(int n_threads) noexcept nogil:
     """For _sample_planes: each of n_threads threads' sample, none yet
     (-1); NULL if there is no memory (every task then pads); free() it."""
@@ -475,6 +485,7 @@ def forward(
 ):
     """The correlation, plus bias, then max(., 0) with relu (in the
     store, no second pass over the output)."""
+    _check_thread_planes(xp, x.shape[1], n_threads)
     _correlate(xp, x, top, left, weight, bias, out, offsets, padded_width, wide, relu, isa,
                n_threads)
 
@@ -492,6 +503,7 @@ def backward_input(
     """The correlation of the padded output gradient with the flipped,
     transposed weights.  False, with nothing written, when the weight is
     not finite: its products with the padding's zeros would be NaN."""
+    _check_thread_planes(gp, grad_out.shape[1], n_threads)
     if not _all_finite(weight_t):
         return False
     _correlate(gp, grad_out, top, left, weight_t, weight_t[0, 0, 0, :0], grad_input, offsets,
@@ -786,6 +798,8 @@ def forward_blocked(
     pads its sample into its thread's planes of xp (see
     _correlate_blocked); without, xp is x's own planes, which every tap
     reads inside of (no padding: see _conv_direct.input_planes)."""
+    if copy:
+        _check_thread_planes(xp, x.shape[1], n_threads)
     _correlate_blocked(xp, x, copy, top, left, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
                        padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
                        first_taps, last_taps, tiles, relu, isa, n_threads)
@@ -813,6 +827,7 @@ def backward_input_blocked(
     read padding rows only, and adding the zeros of padding columns.
     Each task pads its sample of grad_out into its thread's planes of gp
     (see _correlate_blocked)."""
+    _check_thread_planes(gp, grad_out.shape[1], n_threads)
     _correlate_blocked(gp, grad_out, True, top, left, packed_t, packed_t[0, 0, 0, :0], grad_input, _NO_CODES,
                        grad_input.shape[2], grad_input.shape[3], offsets, padded_width, 1, 1,
                        row_taps, True, first_taps, last_taps, tiles, False, isa, n_threads)
