@@ -270,8 +270,12 @@ class Container(Layer):
     @property
     def dtype(self):
         """The dtype of the parameters (None when there are none)."""
-        parameters = self.parameters()
-        return parameters[0].value.dtype if parameters else None
+        # The first parameter's, found without listing them all: every
+        # forward asks.
+        for layer in self.layers:
+            for parameter in layer.parameters():
+                return parameter.value.dtype
+        return None
 
     def _input_array(self, x, name="x"):
         """``x`` in the dtype the model computes in: its parameters', or
