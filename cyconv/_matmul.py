@@ -13,8 +13,8 @@ import numpy as np
 from ._blas import single_threaded_blas
 from ._deferred import Deferred
 
-# Loaded at the first product, not with cyconv (see _deferred).
-_conv = Deferred("cyconv._kernels._conv")
+# Imported at the first product, not with cyconv (see _deferred).
+blas = Deferred("scipy.linalg.blas")
 
 # OpenBLAS runs a product of at most 65536 * GEMM_MULTITHREAD_THRESHOLD
 # multiply-adds on its caller's thread (interface/gemm.c; the threshold is
@@ -23,25 +23,24 @@ _conv = Deferred("cyconv._kernels._conv")
 _CALLERS_THREAD_MACS = 65536
 
 
-def _product(a, b, out):
-    """One BLAS call from the compiled kernels, each operand read where it
-    lies (scipy's Python wrapper cost about 10 us more a call, more than a
-    batch-1 dense layer's arithmetic); False where BLAS cannot take an
-    operand's strides."""
-    if a.shape[0] * a.shape[1] * b.shape[1] <= _CALLERS_THREAD_MACS:
-        return _conv.matmul(a, b, out)
-    with single_threaded_blas():
-        return _conv.matmul(a, b, out)
+def _fortran_operand(matrix):
+    """Return (array, transpose flag) with a Fortran-ordered array whose
+    flagged transpose is ``matrix``, copying only when neither order fits."""
+    if matrix.flags.f_contiguous:
+        return matrix, 0
+    if matrix.flags.c_contiguous:
+        return matrix.T, 1
+    return np.asfortranarray(matrix), 0
 
 
 def matmul(a, b):
     """``a @ b`` for 2-D arrays of one float dtype, as a C-ordered array."""
-    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    if 0 in out.shape:
-        return out
-    if a.shape[1] == 0:
-        out[...] = 0
-        return out
-    if _product(a, b, out) or _product(np.ascontiguousarray(a), np.ascontiguousarray(b), out):
-        return out
-    raise ValueError(f"matrices of shapes {a.shape} and {b.shape} exceed the sizes BLAS takes")
+    gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
+    # (a b)^T = b^T a^T, computed in Fortran order, is a b in C order.
+    left, trans_left = _fortran_operand(b.T)
+    right, trans_right = _fortran_operand(a.T)
+    if a.shape[0] * a.shape[1] * b.shape[1] <= _CALLERS_THREAD_MACS:
+        return gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right).T
+    with single_threaded_blas():
+        product_t = gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right)
+    return product_t.T

@@ -31,9 +31,6 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from cyconv._kernels._gemm cimport gemm
 
-# The largest size BLAS's (32-bit) ints hold.
-cdef Py_ssize_t BLAS_INT_MAX = 2**31 - 1
-
 cdef extern from "run_loops.h" nogil:
     void rn_add_bias_f32(float* p, Py_ssize_t n, float b)
     void rn_add_bias_f64(double* p, Py_ssize_t n, double b)
@@ -343,48 +340,3 @@ cdef void _sum_filters(
         for p in range(HW):
             total = total + acc[p]
         grad_bias[f] = total
-
-
-
-cdef bint _blas_operand(const floating[:, :] a, char** trans, int* ld) noexcept:
-    """For a (rows x cols) operand with unit stride along one axis and the
-    other's stride at least that axis's length (no overlap; BLAS requires
-    it): the flag and leading dimension under which column-major BLAS
-    reads it as its transpose; False for other strides."""
-    cdef Py_ssize_t unit = sizeof(floating)
-    cdef Py_ssize_t s0 = a.strides[0], s1 = a.strides[1]
-    if s1 == unit and s0 % unit == 0 and s0 // unit >= max(1, a.shape[1]) \
-            and s0 // unit <= BLAS_INT_MAX:
-        trans[0], ld[0] = b"N", <int> (s0 // unit)   # rows: its transpose, as it lies
-        return True
-    if s0 == unit and s1 % unit == 0 and s1 // unit >= max(1, a.shape[0]) \
-            and s1 // unit <= BLAS_INT_MAX:
-        trans[0], ld[0] = b"T", <int> (s1 // unit)   # columns: the matrix itself
-        return True
-    return False
-
-
-def matmul(
-    const floating[:, :] a,     # IN  (m, k), unit stride along either axis
-    const floating[:, :] b,     # IN  (k, n), unit stride along either axis
-    floating[:, ::1] out,       # OUT (m, n)
-):
-    """out = a @ b by one BLAS call, each operand read where it lies (the
-    dense layer's products: through scipy's Python wrapper, each cost about
-    10 us more than its arithmetic at LeNet's sizes).  Returns False, with
-    nothing written, where the shapes do not match, an axis is empty, a
-    size exceeds BLAS's ints or an operand's strides do not suit BLAS: the
-    caller then multiplies another way."""
-    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
-    cdef char* trans_a
-    cdef char* trans_b
-    cdef int lda, ldb
-    if (b.shape[0] != k or out.shape[0] != m or out.shape[1] != n or min(m, n, k) < 1
-            or max(m, n, k) > BLAS_INT_MAX or not _blas_operand(a, &trans_a, &lda)
-            or not _blas_operand(b, &trans_b, &ldb)):
-        return False
-    # Row-major out (m x n) is column-major out^T (n x m) = b^T a^T.
-    with nogil:
-        gemm(trans_b, trans_a, <int> n, <int> m, <int> k, 1, &b[0, 0], ldb, &a[0, 0], lda,
-             0, &out[0, 0], <int> n)
-    return True
