@@ -257,15 +257,16 @@ def forward(x4, weight, bias, geometry, n_threads, relu=False):
         for part in plan.chunks(g.n):
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part], _NO_CODES,
-                *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
-                plan.width, g.out_width, *g.stride, relu, _runtime.isa_code(), n_threads)
+                *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets,
+                plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left, plan.width, g.out_width,
+                *g.stride, relu, _runtime.isa_code(), n_threads)
         return out
     wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
     for part in plan.chunks(g.n):
         _conv_direct.forward(
             x4[part], weight, bias, out[part],
-            np.empty((n_threads, g.channels, plan.stride), x4.dtype), wide, plan.offsets, g.pad_top, g.pad_left, plan.width, relu,
-            _runtime.isa_code(), n_threads)
+            np.empty((n_threads, g.channels, plan.stride), x4.dtype), wide, plan.offsets,
+            g.pad_top, g.pad_left, plan.width, relu, _runtime.isa_code(), n_threads)
     return out
 
 
@@ -281,8 +282,9 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
     for part in plan.chunks(g.n):
         _conv_direct.forward_blocked(
             x4[part], packed, bias, out[part], codes[part],
-            *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
-            plan.width, g.out_width, 1, 1, True, _runtime.isa_code(), n_threads)
+            *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps,
+            *plan.edge_taps, g.pad_top, g.pad_left, plan.width, g.out_width, 1, 1, True,
+            _runtime.isa_code(), n_threads)
 
 
 def grad_input(g4, weight, geometry, n_threads):
@@ -306,7 +308,8 @@ def grad_input(g4, weight, geometry, n_threads):
     for part in plan.chunks(g.n):
         if not _conv_direct.backward_input(
                 g4[part], transposed, grad_input[part],
-                np.empty((n_threads, g.filters, plan.grad_stride), weight.dtype), wide, plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
+                np.empty((n_threads, g.filters, plan.grad_stride), weight.dtype), wide,
+                plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
                 _runtime.isa_code(), n_threads):
             return None
     return grad_input

@@ -339,8 +339,8 @@ cdef int _check_thread_planes(floating[:, :, ::1] xp, Py_ssize_t channels,
     """Refuse scratch planes that do not give each of n_threads threads
     its sample's ``channels`` planes (_sample_planes indexes xp[tid])."""
     if xp.shape[0] < max(n_threads, 1) or xp.shape[1] != channels:
-        raise ValueError(f"scratch planes ({xp.shape[0]}, {xp.shape[1]}) do not hold {channels} planes for "
-                         f"each of {n_threads} threads")
+        raise ValueError(f"scratch planes ({xp.shape[0]}, {xp.shape[1]}) do not hold "
+                         f"{channels} planes for each of {n_threads} threads")
     return 0
 
 
@@ -800,9 +800,9 @@ def forward_blocked(
     reads inside of (no padding: see _conv_direct.input_planes)."""
     if copy:
         _check_thread_planes(xp, x.shape[1], n_threads)
-    _correlate_blocked(xp, x, copy, top, left, packed, bias, out, codes, row_taps.shape[0], out_width, offsets,
-                       padded_width, stride_h, stride_w, row_taps, _all_finite(packed),
-                       first_taps, last_taps, tiles, relu, isa, n_threads)
+    _correlate_blocked(xp, x, copy, top, left, packed, bias, out, codes, row_taps.shape[0],
+                       out_width, offsets, padded_width, stride_h, stride_w, row_taps,
+                       _all_finite(packed), first_taps, last_taps, tiles, relu, isa, n_threads)
 
 
 # No pooling in the store.
@@ -828,9 +828,10 @@ def backward_input_blocked(
     Each task pads its sample of grad_out into its thread's planes of gp
     (see _correlate_blocked)."""
     _check_thread_planes(gp, grad_out.shape[1], n_threads)
-    _correlate_blocked(gp, grad_out, True, top, left, packed_t, packed_t[0, 0, 0, :0], grad_input, _NO_CODES,
-                       grad_input.shape[2], grad_input.shape[3], offsets, padded_width, 1, 1,
-                       row_taps, True, first_taps, last_taps, tiles, False, isa, n_threads)
+    _correlate_blocked(gp, grad_out, True, top, left, packed_t, packed_t[0, 0, 0, :0],
+                       grad_input, _NO_CODES, grad_input.shape[2], grad_input.shape[3], offsets,
+                       padded_width, 1, 1, row_taps, True, first_taps, last_taps, tiles, False,
+                       isa, n_threads)
 
 
 cpdef void sum_positions(
