@@ -54,6 +54,35 @@ def test_the_cache_allocates_only_inside_a_layers_calls():
     assert get_handler_name() == outside  # restored after an exception too
 
 
+def test_a_models_pass_holds_the_cache_once_and_restores_the_callers_handler():
+    # A container puts the cache in place for its whole pass; its layers'
+    # nested entries find it there and leave it there, and the caller's
+    # handler comes back when the pass ends, normally or by an exception.
+    first, second = Recorder(), Recorder()
+    model = cyconv.Sequential([first, second])
+    outside = get_handler_name()
+    model.forward(np.ones(4))
+    model.backward(np.ones(4))
+    assert first.seen == second.seen == CACHE
+    assert first.seen_backward == second.seen_backward == CACHE
+    assert get_handler_name() == outside
+    second.forward = lambda input: second.__class__.forward(second, None)
+    with pytest.raises(ValueError, match="no input"):
+        model.forward(np.ones(4))
+    assert get_handler_name() == outside
+
+
+def test_a_nested_entry_leaves_the_cache_in_place_for_the_outer_one():
+    outside = get_handler_name()
+    outer = _memory.enter()
+    inner = _memory.enter()
+    assert get_handler_name() == CACHE
+    _memory.leave(inner)
+    assert get_handler_name() == CACHE  # still inside the outer entry
+    _memory.leave(outer)
+    assert get_handler_name() == outside
+
+
 def test_a_freed_block_goes_to_the_next_request_of_its_size_and_zeros_are_zeros():
     with _memory.reusing():
         a = np.full(BIG, 7.0)

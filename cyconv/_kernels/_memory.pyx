@@ -21,6 +21,7 @@ cdef extern from "memory_cache.h":
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
+    object PyDataMem_GetHandler()
     PyObject* PyDataMem_DefaultHandler
 
 # Bytes kept at most (a CIFAR-like training step at batch 64 frees about
@@ -41,12 +42,19 @@ def after_fork_in_child():
 def enter():
     """Make the cache the current context's array allocator; return the
     handler it replaces, for :func:`leave`."""
+    # Setting a handler sets a context variable, which copies the
+    # context: inside a model's pass, whose layers each enter again, the
+    # cache is already in place and the nested calls need not set it.
+    current = PyDataMem_GetHandler()
+    if current is HANDLER:
+        return current
     return PyDataMem_SetHandler(HANDLER)
 
 
 def leave(previous):
     """Restore the handler :func:`enter` returned."""
-    PyDataMem_SetHandler(previous)
+    if previous is not HANDLER or PyDataMem_GetHandler() is not HANDLER:
+        PyDataMem_SetHandler(previous)
 
 
 def release():

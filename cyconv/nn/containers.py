@@ -5,12 +5,14 @@ loop, saved to and loaded from a versioned ``.npz`` file) and
 The training loop lives in :mod:`cyconv.nn.training`, the file format in
 :mod:`cyconv.nn.serialization`; this module is the network itself."""
 
+import functools
 import itertools
 import math
 import threading
 
 import numpy as np
 
+from .. import _memory
 from .._validation import as_array, as_shape, float_dtype
 from . import training
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -72,9 +74,19 @@ def _walk(layer):
 def _unguarded(method):
     # A container keeps no forward cache of its own (its layers do, each
     # under its own lock), so it needs no guard: concurrent predictions on
-    # one model still run in parallel through layers without weights.
-    method._cache_guarded = True
-    return method
+    # one model still run in parallel through layers without weights.  It
+    # puts the memory cache in place once for the whole pass, so that each
+    # layer's guard finds it there (see _memory.enter).
+    @functools.wraps(method)
+    def in_memory_cache(self, *args, **kwargs):
+        previous = _memory.enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _memory.leave(previous)
+
+    in_memory_cache._cache_guarded = True
+    return in_memory_cache
 
 
 def _stores_relu(first, second):
