@@ -37,6 +37,8 @@ from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
 
 HERE = Path(__file__).parent
+# The module that holds the Cython utility code every kernel module shares.
+SHARED_UTILITY = "cyconv._kernels._cyutility"
 
 
 def _flag(name):
@@ -141,11 +143,16 @@ def _extensions():
         )
         for path in sources
     ]
+    # Cython's own utility code (typed memoryviews above all) goes into one
+    # shared module rather than a copy in every module: it was the larger
+    # part of the smaller modules, and several hundred KB of the wheel.
+    extensions.append(Extension(SHARED_UTILITY, ["cyconv/_kernels/_cyutility.c"],
+                                extra_compile_args=compile_args))
     # Generated C from a build with other directives would otherwise be
     # reused as up to date: regenerate whenever checks are asked for.
     # Cython translates the .pyx files side by side too.
     return cythonize(extensions, compiler_directives=directives, quiet=True, force=checks,
-                     nthreads=_build_jobs())
+                     nthreads=_build_jobs(), shared_utility_qualified_name=SHARED_UTILITY)
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": ParallelBuildExt})

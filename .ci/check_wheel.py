@@ -14,7 +14,7 @@ package = pathlib.Path(cyconv.__file__).parent
 if pathlib.Path.cwd() in package.parents:
     sys.exit(f"cyconv was imported from the source tree ({package}), not the wheel")
 
-expected = sorted(sys.argv[1:])  # the .pyx stems of the source tree
+expected = sorted(sys.argv[1:])  # the .pyx stems of the source tree, and _cyutility
 compiled = sorted(
     p.name.split(".")[0] for p in package.joinpath("_kernels").iterdir()
     if p.suffix in (".so", ".pyd")

@@ -65,6 +65,7 @@ rm -rf "$check_env"
 python3 -m venv "$check_env"
 "$check_env/bin/pip" install -q "$wheelhouse/$name"
 mkdir "$work/check" && cp "$root/.ci/check_wheel.py" "$work/check/"
-kernels=$(for f in "$root"/cyconv/_kernels/*.pyx; do basename "$f" .pyx; done)
+# one module per .pyx, and the Cython utility code they share (setup.py)
+kernels="$(for f in "$root"/cyconv/_kernels/*.pyx; do basename "$f" .pyx; done) _cyutility"
 (cd "$work/check" && "$check_env/bin/python" check_wheel.py $kernels)
 echo "== build_wheel: wheelhouse/$name"
