@@ -6,6 +6,9 @@ import threading
 
 from ._kernels._threads import default_num_threads, openmp_enabled
 
+# Fixed when the kernels were compiled; asked at every kernel call.
+_OPENMP = openmp_enabled()
+
 # More threads than this is no speed-up on any machine cyconv runs on, and
 # far more cannot be started at all: libgomp then ends the process (exit
 # status 1, or a segmentation fault) rather than report an error.
@@ -100,7 +103,7 @@ def get_num_threads():
     >>> cyconv.get_num_threads() >= 1
     True
     """
-    if not openmp_enabled() or _forked:
+    if not _OPENMP or _forked:
         return 1
     if _num_threads is None:
         return getattr(_tuned, "count", None) or default_count()
@@ -118,4 +121,4 @@ def chosen():
     ``OMP_NUM_THREADS``) or forced (no OpenMP, a forked child), rather
     than left to cyconv."""
     return (_num_threads is not None or "OMP_NUM_THREADS" in os.environ
-            or not openmp_enabled() or _forked)
+            or not _OPENMP or _forked)
