@@ -7,9 +7,11 @@ Nothing here validates its input; :mod:`cyconv.functional` and
 import sys
 
 # The Cython utility code the modules share (setup.py's SHARED_UTILITY).
-# Cython's module initialisation also enters it in sys.modules under its
-# bare name, "_cyutility", which is not cyconv's to take (SciPy's shared
-# module has the same bare name): only the qualified name stays.
+# cythonize generates that module without its package, so its
+# initialisation also enters it in sys.modules under the bare name
+# "_cyutility", which is not cyconv's to take (SciPy's shared module has the
+# same bare name; the kernel modules import it by the qualified name): only
+# the qualified name stays.
 from . import _cyutility
 
 if sys.modules.get("_cyutility") is _cyutility:

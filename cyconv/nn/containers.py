@@ -71,12 +71,13 @@ def _walk(layer):
         pending.extend(current.children())
 
 
-def _unguarded(method):
-    # A container keeps no forward cache of its own (its layers do, each
-    # under its own lock), so it needs no guard: concurrent predictions on
-    # one model still run in parallel through layers without weights.  It
-    # puts the memory cache in place once for the whole pass, so that each
-    # layer's guard finds it there (see _memory.enter).
+def _container_pass(method):
+    # A container's forward or backward.  A container keeps no forward cache
+    # of its own (its layers do, each under its own lock), so it takes no
+    # cache guard: concurrent predictions on one model still run in parallel
+    # through layers without weights.  It puts the memory cache in place
+    # once for the whole pass, so that each layer's guard finds it there
+    # (see _memory.enter).
     @functools.wraps(method)
     def in_memory_cache(self, *args, **kwargs):
         previous = _memory.enter()
@@ -308,7 +309,7 @@ class Container(Layer):
                     f"its input shape, Sequential(layers, input_shape=(C, H, W)), or the "
                     f"layer its own")
 
-    @_unguarded
+    @_container_pass
     def forward(self, input):
         """Run every layer's ``forward``; a single sample gets a single output."""
         self._require_built_layers()
@@ -347,7 +348,7 @@ class Container(Layer):
                 i += 1
         return out[0] if single else out
 
-    @_unguarded
+    @_container_pass
     def backward(self, output_gradient, learning_rate=None):
         """Run every layer's ``backward`` in reverse (see :meth:`Layer.backward`).
 
@@ -758,7 +759,7 @@ class Residual(Container):
         self.output_shape = self.input_shape
         return self.input_shape
 
-    @_unguarded
+    @_container_pass
     def forward(self, input):
         self._require_built_layers()
         x = self._input_array(input, "input")
@@ -768,7 +769,7 @@ class Residual(Container):
                              f" a residual block needs the same shape out as in")
         return body + x.astype(body.dtype, copy=False)
 
-    @_unguarded
+    @_container_pass
     def backward(self, output_gradient, learning_rate=None):
         grad = as_float_input(output_gradient, "output_gradient")
         body = super().backward(grad, learning_rate)
