@@ -8,6 +8,7 @@ index with is derived here from the checked geometry, once per geometry
 
 import functools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,9 +91,6 @@ def _packed_transposed(weight):
     return packed, _conv_direct.pack_blocks(weight, packed, True)
 
 
-def _tiles(n_threads, positions, dtype):
-    """Each thread's position-major output tile of the filter-blocked kernels."""
-    return np.empty((n_threads, positions * _conv_direct.tile_blocks() * _block(dtype)), dtype)
 
 
 @dataclass(frozen=True)
@@ -242,31 +240,61 @@ def input_planes(x4, geometry, plan, n_threads=None):
     return np.empty((count, g.channels, plan.stride), x4.dtype), True
 
 
-def _wide(n_threads, rows, width, dtype):
-    """Each thread's wide output of one block of filters."""
-    return np.empty((n_threads, 4 * _conv_direct.round_up(rows * width)), dtype)
+class _Setup(NamedTuple):
+    """What the kernel calls of one operation take besides the arrays, for
+    one geometry, dtype, thread count and set of the rule's choices."""
+
+    blocked: bool   # the filter-blocked family, else the wide one
+    parts: list     # slices of the batch, a kernel call each (see _Plan.chunks)
+    scratch: tuple  # shape of the threads' tiles (blocked) or wide rows
+    isa: int        # the kernels' code of the variant
+
+
+def _setup(g, plan, operation, dtype, n_threads):
+    """The _Setup of ``operation`` ("forward", "input", "weight"), worked
+    out at its first call and kept with the plan: at batch 1, working it
+    out at every call took as long as the kernels' arithmetic."""
+    key = (operation, dtype.char, n_threads, _runtime.choices())
+    setup = plan.routes.get(key)
+    if setup is None:
+        blocked = _blocked(g, operation)
+        if operation == "weight":
+            # the wide weight gradient's register tiles (the blocked one's
+            # buffers follow _weight_runs)
+            scratch = (n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP)
+        else:
+            rows, columns, width = ((g.out_height, g.out_width, plan.width)
+                                    if operation == "forward"
+                                    else (g.height, g.width, plan.grad_width))
+            # each thread's position-major output tile, or wide output of
+            # one block of filters
+            scratch = ((n_threads, rows * columns * _conv_direct.tile_blocks() * _block(dtype))
+                       if blocked else (n_threads, 4 * _conv_direct.round_up(rows * width)))
+        setup = plan.routes[key] = _Setup(blocked, plan.chunks(g.n), scratch,
+                                          _runtime.isa_code())
+    return setup
 
 
 def forward(x4, weight, bias, geometry, n_threads, relu=False):
     """conv2d's output, and with ``relu`` max(output, 0) as np.maximum."""
-    g, plan = geometry, _plan(geometry)
-    out = np.empty((g.n, g.filters, g.out_height, g.out_width), x4.dtype)
-    if _blocked(g, "forward"):
+    g, plan, dtype = geometry, _plan(geometry), x4.dtype
+    setup = _setup(g, plan, "forward", dtype, n_threads)
+    out = np.empty((g.n, g.filters, g.out_height, g.out_width), dtype)
+    scratch = np.empty(setup.scratch, dtype)
+    if setup.blocked:
         packed = _packed(weight)
-        tiles = _tiles(n_threads, g.out_height * g.out_width, x4.dtype)
-        for part in plan.chunks(g.n):
+        for part in setup.parts:
             _conv_direct.forward_blocked(
                 x4[part], packed, bias, out[part], _NO_CODES,
-                *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets,
+                *input_planes(x4[part], g, plan, n_threads), scratch, plan.offsets,
                 plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left, plan.width, g.out_width,
-                *g.stride, relu, _runtime.isa_code(), n_threads)
+                *g.stride, relu, setup.isa, n_threads)
         return out
-    wide = _wide(n_threads, g.out_height, plan.width, x4.dtype)
-    for part in plan.chunks(g.n):
+    for part in setup.parts:
         _conv_direct.forward(
             x4[part], weight, bias, out[part],
-            np.empty((n_threads, g.channels, plan.stride), x4.dtype), wide, plan.offsets,
-            g.pad_top, g.pad_left, plan.width, relu, _runtime.isa_code(), n_threads)
+            np.empty((n_threads, g.channels, plan.stride), dtype), scratch, plan.offsets,
+            g.pad_top, g.pad_left, plan.width, relu, setup.isa, n_threads)
     return out
 
 
@@ -276,41 +304,42 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
     codes, computed by the filter-blocked forward pass, which pools in its
     store (the caller checked that this geometry's forward pass takes it, at
     stride 1)."""
-    g, plan = geometry, _plan(geometry)
+    g, plan, dtype = geometry, _plan(geometry), x4.dtype
+    setup = _setup(g, plan, "forward", dtype, n_threads)
     packed = _packed(weight)
-    tiles = _tiles(n_threads, g.out_height * g.out_width, x4.dtype)
-    for part in plan.chunks(g.n):
+    tiles = np.empty(setup.scratch, dtype)
+    for part in setup.parts:
         _conv_direct.forward_blocked(
             x4[part], packed, bias, out[part], codes[part],
             *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps,
             *plan.edge_taps, g.pad_top, g.pad_left, plan.width, g.out_width, 1, 1, True,
-            _runtime.isa_code(), n_threads)
+            setup.isa, n_threads)
 
 
 def grad_input(g4, weight, geometry, n_threads):
     """The input gradient, or None where the weight is not finite."""
-    g, plan = geometry, _plan(geometry)
-    grad_input = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
-    if _blocked(g, "input"):
+    g, plan, dtype = geometry, _plan(geometry), weight.dtype
+    setup = _setup(g, plan, "input", dtype, n_threads)
+    grad_input = np.empty((g.n, g.channels, g.height, g.width), dtype)
+    scratch = np.empty(setup.scratch, dtype)
+    if setup.blocked:
         packed, finite = _packed_transposed(weight)
         if not finite:
             return None
-        tiles = _tiles(n_threads, g.height * g.width, weight.dtype)
-        for part in plan.chunks(g.n):
+        for part in setup.parts:
             _conv_direct.backward_input_blocked(
                 g4[part], packed, grad_input[part],
-                np.empty((n_threads, g.filters, plan.grad_stride), weight.dtype),
-                tiles, plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps,
-                plan.grad_top, plan.grad_left, plan.grad_width, _runtime.isa_code(), n_threads)
+                np.empty((n_threads, g.filters, plan.grad_stride), dtype),
+                scratch, plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps,
+                plan.grad_top, plan.grad_left, plan.grad_width, setup.isa, n_threads)
         return grad_input
     transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
-    wide = _wide(n_threads, g.height, plan.grad_width, weight.dtype)
-    for part in plan.chunks(g.n):
+    for part in setup.parts:
         if not _conv_direct.backward_input(
                 g4[part], transposed, grad_input[part],
-                np.empty((n_threads, g.filters, plan.grad_stride), weight.dtype), wide,
+                np.empty((n_threads, g.filters, plan.grad_stride), dtype), scratch,
                 plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
-                _runtime.isa_code(), n_threads):
+                setup.isa, n_threads):
             return None
     return grad_input
 
@@ -322,9 +351,9 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     a plane of zeros after the last sample; and whether the bias gradient
     was written into ``grad_bias`` from the same pass over g4 (else the
     caller sums it: where x is not finite)."""
-    g, plan = geometry, _plan(geometry)
-    dtype = x4.dtype
-    if _blocked(g, "weight"):
+    g, plan, dtype = geometry, _plan(geometry), x4.dtype
+    setup = _setup(g, plan, "weight", dtype, n_threads)
+    if setup.blocked:
         return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
     # A PooledGradient is expanded a plane at a time in each thread's
     # scratch as the rows are copied; a dense gradient is copied as it is.
@@ -336,12 +365,11 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
         codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
         dense = np.empty((0, 0), dtype)
     partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
-    workspace = np.empty((n_threads, len(plan.offsets) * _conv_direct.LANE_VALUES_PER_TAP),
-                         dtype)
+    workspace = np.empty(setup.scratch, dtype)
     # The bias gradient's per-pixel sums, kept as the output gradient is
     # copied (carried from one chunk to the next, so chunks change nothing).
     pixel_sums = np.zeros((g.filters, g.out_height * g.out_width), dtype)
-    parts = plan.chunks(g.n)
+    parts = setup.parts
     for part in parts:
         n = part.stop - part.start
         first = part.start // plan.samples_per_part
@@ -352,7 +380,7 @@ def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
                 np.empty((g.channels, n + 1, plan.packed_stride), dtype),
                 partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
                 g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
-                x4[part], pixel_sums, _runtime.isa_code(), n_threads,
+                x4[part], pixel_sums, setup.isa, n_threads,
                 codes[part].transpose(1, 0, 2, 3), pooled[part].transpose(1, 0, 2, 3), dense,
                 pairs_isa, g.out_height, g.out_width,
                 grad_bias if part is parts[-1] else grad_bias[:0]):

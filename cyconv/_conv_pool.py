@@ -62,28 +62,41 @@ def forward(x4, weight, bias, geometry, pooled):
     (bias possibly empty), and the :class:`~cyconv._pool.SavedMaxima` that
     MaxPooling's forward pass would keep, for ``pooled`` =
     pool_geometry(geometry, ...) (not None)."""
-    g, plan = geometry, _conv_direct._plan(geometry)
+    g, plan, dtype = geometry, _conv_direct._plan(geometry), x4.dtype
     n_threads = g.threads()
-    if _conv_direct._blocked(g, "forward"):
-        # The filter-blocked forward pass pools its tiles as it stores them.
-        out = np.empty(pooled.output_shape, x4.dtype)
-        codes = _pool.pairs_codes(pooled)
-        _conv_direct.forward_pooled(x4, weight, bias, g, out,
-                                    codes.reshape(pooled.output_shape), n_threads)
-        return out, _pool.saved_pairs(pooled, out, codes)
-    isa = _runtime.isa_code()
-    block = _conv_pool.filter_block(isa)
-    blocks = -(-g.filters // block)
-    # A sample per task, or with fewer samples than threads, its filter
-    # blocks split (the values do not depend on it).
-    runs = max(1, min(blocks, -(-n_threads // g.n)))
-    dtype = x4.dtype
     out = np.empty(pooled.output_shape, dtype)
     codes = _pool.pairs_codes(pooled)
-    _conv_pool.forward(
-        x4, weight, bias, out, codes,
-        np.empty((n_threads, g.channels * plan.stride), dtype),
-        np.empty((n_threads, block * _direct_kernels.round_up(
-            2 * pooled.out_height * plan.width)), dtype),
-        plan.offsets, plan.stride, g.pad_top, g.pad_left, plan.width, runs, isa, n_threads)
+    setup = _setup(g, plan, pooled, dtype, n_threads)
+    if setup is None:
+        # The filter-blocked forward pass pools its tiles as it stores them.
+        _conv_direct.forward_pooled(x4, weight, bias, g, out,
+                                    codes.reshape(pooled.output_shape), n_threads)
+    else:
+        runs, padded, wide, isa = setup
+        _conv_pool.forward(x4, weight, bias, out, codes, np.empty(padded, dtype),
+                           np.empty(wide, dtype), plan.offsets, plan.stride, g.pad_top,
+                           g.pad_left, plan.width, runs, isa, n_threads)
     return out, _pool.saved_pairs(pooled, out, codes)
+
+
+def _setup(g, plan, pooled, dtype, n_threads):
+    """None where the filter-blocked forward pass runs, else what the fused
+    wide kernel takes besides the arrays: (runs, shape of the padded
+    copies, shape of the wide rows, variant code); worked out at the first
+    call and kept with the plan, as _conv_direct._setup."""
+    key = ("pooled", pooled.out_height, dtype.char, n_threads, _runtime.choices())
+    if key in plan.routes:
+        return plan.routes[key]
+    setup = None
+    if not _conv_direct._blocked(g, "forward"):
+        isa = _runtime.isa_code()
+        block = _conv_pool.filter_block(isa)
+        blocks = -(-g.filters // block)
+        # A sample per task, or with fewer samples than threads, its filter
+        # blocks split (the values do not depend on it).
+        runs = max(1, min(blocks, -(-n_threads // g.n)))
+        setup = (runs, (n_threads, g.channels * plan.stride),
+                 (n_threads, block * _direct_kernels.round_up(2 * pooled.out_height * plan.width)),
+                 isa)
+    plan.routes[key] = setup
+    return setup
