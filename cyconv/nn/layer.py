@@ -52,7 +52,7 @@ import threading
 
 import numpy as np
 
-from .. import _memory
+from .._kernels import _guards
 from .._validation import as_array, as_flag, check_learning_rate, float_dtype
 from .optimizers import descend
 # The argument checks layers share live in _validation; these two are
@@ -331,58 +331,13 @@ class Layer:
 
 # The thread of the last forward that completed, per layer; this marks one
 # that raised, leaving a cache that may be half rewritten.
-_INCOMPLETE = "incomplete"
+_INCOMPLETE = _guards.INCOMPLETE
 
 
 def _cache_lock(layer):
     # setdefault is atomic: two threads that both find no lock share one.
     return layer.__dict__.get("_cache_lock") or layer.__dict__.setdefault(
         "_cache_lock", threading.RLock())
-
-
-# Bound once: the guards below run around every layer call, and at batch 1
-# their lookups cost as much as a small layer's arithmetic.
-_enter, _leave = _memory.enter, _memory.leave
-_get_ident = threading.get_ident
-
-
-def _guarded_forward(method):
-    @functools.wraps(method)
-    def forward(self, *args, **kwargs):
-        state = self.__dict__
-        # acquire/release rather than a with block: the same, for 3% fewer
-        # instructions in a batch-1 training step (14 guarded calls a step).
-        lock = state.get("_cache_lock") or _cache_lock(self)
-        lock.acquire()
-        try:
-            # A subclass's forward may call its parent's: only the outermost
-            # call marks the cache whole, and only if it returns.
-            depth = state.get("_cache_depth", 0)
-            state["_cache_depth"] = depth + 1
-            state["_cache_thread"] = _INCOMPLETE
-            previous = _enter()
-            try:
-                result = method(self, *args, **kwargs)
-            finally:
-                _leave(previous)
-                state["_cache_depth"] = depth
-            if depth == 0:
-                state["_cache_thread"] = _get_ident()
-            return result
-        finally:
-            lock.release()
-
-    forward._cache_guarded = True
-    return forward
-
-
-def _guarded_backward(method):
-    @functools.wraps(method)
-    def backward(self, *args, **kwargs):
-        return call_guarded(self, method, *args, **kwargs)
-
-    backward._cache_guarded = True
-    return backward
 
 
 def _refuse_owner(layer, owner):
@@ -396,24 +351,26 @@ def _refuse_owner(layer, owner):
         f"each training thread its own layers (see Layer's notes on threads)")
 
 
-def call_guarded(layer, method, *args, **kwargs):
-    """Call ``method(layer, ...)``, a pass that reads what the last
-    ``forward`` cached, under the guard ``backward`` runs under (see
-    :class:`Layer`'s notes on threads)."""
-    state = layer.__dict__
-    lock = state.get("_cache_lock") or _cache_lock(layer)
-    lock.acquire()
-    try:
-        owner = state.get("_cache_thread")
-        if owner is not None and owner != _get_ident():
-            _refuse_owner(layer, owner)
-        previous = _enter()
-        try:
-            return method(layer, *args, **kwargs)
-        finally:
-            _leave(previous)
-    finally:
-        lock.release()
+# The guards themselves are compiled (_kernels/_guards.pyx): they run
+# around every layer call, and at batch 1 their bookkeeping in Python cost
+# as much as a small layer's arithmetic.
+
+#: Call ``method(layer, ...)``, a pass that reads what the last ``forward``
+#: cached, under the guard ``backward`` runs under (see :class:`Layer`'s
+#: notes on threads): ``call_guarded(layer, method, *args, **kwargs)``.
+call_guarded = _guards.guarded_call(_cache_lock, _refuse_owner)
+
+
+def _guarded_forward(method):
+    forward = functools.wraps(method)(_guards.guarded_forward(method, _cache_lock))
+    forward._cache_guarded = True
+    return forward
+
+
+def _guarded_backward(method):
+    backward = functools.wraps(method)(_guards.guarded_backward(method, call_guarded))
+    backward._cache_guarded = True
+    return backward
 
 
 class ShapePreserving(Layer):
