@@ -196,3 +196,46 @@ def test_softmax_cross_entropy_labels_as_one_hot_rows_for_any_batch(n, dtype):
         high = wrong.max() if high is None else high
         with pytest.raises(ValueError, match=rf"in \[0, {k}\), got values from {low} to {high}"):
             loss.value_and_gradient(wrong, logits)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), k=st.integers(1, 40), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]),
+       as_labels=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_softmax_cross_entropy_against_scipy_log_softmax(n, k, scale, as_labels, dtype, seed):
+    # The compiled pass against scipy.special.log_softmax in float64, on
+    # the logits as given (rounded to their dtype): probabilities too.
+    from scipy.special import log_softmax, softmax
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((n, k)) * scale).astype(dtype)
+    if as_labels:
+        labels = rng.integers(0, k, n)
+        target = np.eye(k)[labels]
+        y_true = labels
+    else:
+        target = rng.random((n, k))
+        target /= target.sum(axis=1, keepdims=True)
+        y_true = target
+    z = logits.astype(np.float64)
+    target = target.astype(dtype).astype(np.float64)  # as the loss takes it
+    expected_value = -np.sum(target * log_softmax(z, axis=1)) / n
+    expected_grad = (softmax(z, axis=1) - target) / n
+    value, grad = SoftmaxCrossEntropy().value_and_gradient(y_true, logits)
+    assert isinstance(value, float) and grad.dtype == dtype and grad.shape == (n, k)
+    assert value == pytest.approx(expected_value, rel=1e-12, abs=1e-12 * scale)
+    # the gradient is rounded once to the dtype
+    tolerance = 1e-7 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(grad, expected_grad, rtol=4 * tolerance,
+                               atol=tolerance / n)
+
+
+def test_softmax_cross_entropy_of_impossible_classes_and_nan():
+    # A class of target 0 whose logit is -inf adds nothing; a NaN logit
+    # makes the loss and its row's gradient NaN, as in numpy's formula.
+    logits = np.array([[0.0, -np.inf, 1.0], [2.0, 0.0, -np.inf]])
+    value, grad = SoftmaxCrossEntropy().value_and_gradient([2, 0], logits)
+    expected = (np.log1p(np.exp(-1.0)) + np.log1p(np.exp(-2.0))) / 2
+    assert value == pytest.approx(expected, rel=1e-15)
+    assert grad[0, 1] == 0.0 and grad[1, 2] == 0.0 and np.all(np.isfinite(grad))
+    value, grad = SoftmaxCrossEntropy().value_and_gradient([0, 0], [[np.nan, 0.0], [1.0, 0.0]])
+    assert np.isnan(value) and np.all(np.isnan(grad[0])) and np.all(np.isfinite(grad[1]))

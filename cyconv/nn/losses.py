@@ -9,6 +9,7 @@ not depend on the batch size.
 
 import numpy as np
 
+from .._kernels import _losses
 from .._validation import as_array, float_dtype
 
 __all__ = [
@@ -154,9 +155,15 @@ class BinaryCrossEntropy(Loss):
         return float(np.mean((y_pred > 0.5) == (y_true > 0.5)))
 
 
-# Batches of at most this many labels are checked and one-hot encoded in
-# Python rather than with numpy's calls (see SoftmaxCrossEntropy._target).
+# Batches of at most this many labels are checked in Python rather than
+# with numpy's calls (see SoftmaxCrossEntropy._target).
 _FEW_LABELS = 8
+# The kernel's stand-ins for no probabilities (labels given) and no labels.
+_NO_TARGET = {np.dtype(dtype).char: np.empty((0, 0), dtype) for dtype in (np.float32, np.float64)}
+_NO_LABELS = np.empty(0, np.intp)
+for _array in (*_NO_TARGET.values(), _NO_LABELS):
+    _array.flags.writeable = False
+del _array
 
 
 def _refuse_labels(labels, classes):
@@ -170,9 +177,12 @@ class SoftmaxCrossEntropy(Loss):
     ``y_pred`` holds unnormalised scores (logits), ``(N, K)`` or ``(K,)``;
     ``y_true`` holds integer labels ``(N,)`` (or one int) or class
     probabilities shaped like the logits (one-hot rows).  The loss is the
-    mean over samples of ``logsumexp(z) - z[label]``, computed with
-    ``log_softmax`` so that logits of any size give finite, accurate values;
-    its gradient is ``(softmax(z) - one_hot) / N``.
+    mean over samples of ``logsumexp(z) - z[label]``, computed in double
+    precision (whatever the logits' dtype) after shifting each row by its
+    maximum, so that logits of any size give finite, accurate values; its
+    gradient is ``(softmax(z) - one_hot) / N``, in the logits' dtype.  A
+    class with target 0 adds nothing to the loss, even where its logit is
+    -inf.
 
     Examples
     --------
@@ -199,55 +209,38 @@ class SoftmaxCrossEntropy(Loss):
         if z.ndim != 2:
             raise ValueError(f"logits must have shape (N, K) or (K,), got {logits.shape}")
         n, classes = z.shape
-        target = self._target(y_true, logits, single, n, classes)
-        # log_softmax by hand: scipy's costs ~30 us of overhead per call,
-        # more than the whole loss of a small batch.  Shifting by the row's
-        # maximum keeps exp() finite for logits of any size.
-        # The steps below are those of
-        #     log_p = shifted - log(exp(shifted).sum(axis=1, keepdims=True))
-        #     value = sum(target * -log_p) / n
-        #     gradient = (exp(log_p) - target) / n
-        # operation for operation (so bit for bit), into arrays already made
-        # where one is free: at batch 1, each new array costs as much as the
-        # arithmetic.  The reductions are the ufuncs' own, which max() and
-        # sum() call through a layer of Python.
-        shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
-        sums = np.add.reduce(np.exp(shifted), axis=1, keepdims=True)
-        log_probabilities = np.subtract(shifted, np.log(sums, out=sums), out=shifted)
-        terms = np.negative(log_probabilities)
-        value = np.add.reduce(np.multiply(target, terms, out=terms), axis=None) / n
-        gradient = np.exp(log_probabilities)
-        np.subtract(gradient, target, out=gradient)
-        np.divide(gradient, n, out=gradient)
-        return float(value), gradient[0] if single else gradient
+        target, labels = self._target(y_true, logits, single, n, classes)
+        z = np.ascontiguousarray(z)
+        gradient = np.empty(z.shape, z.dtype)
+        # One pass per row in compiled code (_kernels/_losses.pyx): numpy's
+        # ten expressions cost more than the arithmetic of a small batch.
+        value = _losses.softmax_cross_entropy(z, target, labels, gradient, np.empty(classes))
+        return value, gradient[0] if single else gradient
 
     @staticmethod
     def _target(y_true, logits, single, n, classes):
-        """Return the targets as (N, K) probabilities in the logits' dtype."""
+        """``(probabilities, labels)``: the targets as (N, K) probabilities in
+        the logits' dtype and no labels, or as labels (N,) checked to lie in
+        [0, K) and no probabilities (empty arrays stand for none)."""
         target = as_array(y_true, "y_true")
         float_dtype(target, "y_true")
         if target.shape == logits.shape:
-            probabilities = np.asarray(target, dtype=logits.dtype)
-            return probabilities[np.newaxis] if single else probabilities
+            probabilities = np.ascontiguousarray(target, dtype=logits.dtype)
+            return (probabilities[np.newaxis] if single else probabilities), _NO_LABELS
         label_shape = () if single else (n,)
         if target.shape == label_shape:
             if target.dtype.kind not in "iu":
                 raise TypeError(f"class labels must be integers, got dtype {target.dtype}")
             labels = target.reshape(n)
-            one_hot = np.zeros((n, classes), dtype=logits.dtype)
             if n <= _FEW_LABELS:
-                # numpy's reductions and fancy indexing cost microseconds
-                # each, more than a few labels take in Python.
+                # numpy's reductions cost microseconds each, more than a few
+                # labels take in Python.
                 values = labels.tolist()
-                if values and (min(values) < 0 or max(values) >= classes):
+                if min(values) < 0 or max(values) >= classes:
                     _refuse_labels(labels, classes)
-                for row, label in enumerate(values):
-                    one_hot[row, label] = 1
-                return one_hot
-            if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            elif labels.min() < 0 or labels.max() >= classes:
                 _refuse_labels(labels, classes)
-            one_hot[np.arange(n), labels] = 1
-            return one_hot
+            return _NO_TARGET[logits.dtype.char], np.ascontiguousarray(labels, dtype=np.intp)
         raise ValueError(
             f"y_true must be integer labels of shape {label_shape} or "
             f"probabilities of the logits' shape {logits.shape}, got shape {target.shape}")
