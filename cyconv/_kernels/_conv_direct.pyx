@@ -282,21 +282,35 @@ cdef void _pad_planes(
     its first two axes swapped.  (A copy: the same values on every
     variant.)"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], rows = x.shape[2], cols = x.shape[3]
-    cdef Py_ssize_t S = xp.shape[2], srs = x.strides[2] // sizeof(floating)
-    cdef Py_ssize_t task, n, c
+    cdef Py_ssize_t task
     if rows == 0 or cols == 0:  # (no row to take the address of)
         xp[:, :, :] = 0
         return
-    for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        n = task // C
-        c = task % C
-        if floating is float:
-            cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
-                             top, left, padded_width, S)
-        else:
-            cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
-                             top, left, padded_width, S)
+    # One thread runs the tasks without a parallel region: entering one
+    # costs about a microsecond even for a team of one thread (as much as
+    # a batch-1 layer's arithmetic); the same below.
+    if n_threads > 1:
+        for task in prange(N * C, nogil=True, schedule="static", num_threads=n_threads):
+            _pad_plane(x, xp, task // C, task % C, top, left, padded_width, isa)
+    else:
+        with nogil:
+            for task in range(N * C):
+                _pad_plane(x, xp, task // C, task % C, top, left, padded_width, isa)
+
+
+cdef inline void _pad_plane(
+    const floating[:, :, :, :] x, floating[:, :, ::1] xp, Py_ssize_t n, Py_ssize_t c,
+    Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width, int isa,
+) noexcept nogil:
+    """One task of _pad_planes: plane (n, c)."""
+    cdef Py_ssize_t rows = x.shape[2], cols = x.shape[3]
+    cdef Py_ssize_t S = xp.shape[2], srs = x.strides[2] // sizeof(floating)
+    if floating is float:
+        cb_pad_plane_f32(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
+                         top, left, padded_width, S)
+    else:
+        cb_pad_plane_f64(isa, &x[n, c, 0, 0], srs, <int> rows, <int> cols, &xp[n, c, 0],
+                         top, left, padded_width, S)
 
 
 cdef floating* _sample_planes(
@@ -372,40 +386,55 @@ cdef void _correlate(
     xp[n, c, oh * Wp + ow + offsets[t]], then max(out, 0) with relu.
     Tasks are (sample, block of filters) pairs, each padding its sample
     into its thread's planes first (_sample_planes)."""
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
-    cdef Py_ssize_t C = weight.shape[1], nt = weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2]
     cdef Py_ssize_t L = Ho * padded_width, Lr = (L + ROUND - 1) // ROUND * ROUND
     cdef Py_ssize_t block = cd_forward_filters(isa)
     cdef Py_ssize_t blocks = (F + block - 1) // block
-    cdef bint has_bias = bias.shape[0] > 0
     cdef Py_ssize_t* padded = _no_sample_padded(n_threads)
-    cdef Py_ssize_t task, n, f0, nf, k, tid
-    cdef floating* buf
-    cdef floating* planes
-    cdef floating b
-    for task in prange(N * blocks, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        n = task // blocks
-        f0 = (task % blocks) * block
-        nf = min(block, F - f0)
-        tid = threadid()
-        buf = &wide[tid, 0]
-        planes = _sample_planes(xp, x, True, n, tid, padded, top, left, padded_width, isa)
-        if floating is float:
-            cd_forward_rows_f32(isa, planes, xp.shape[2], <int> C, &offsets[0], <int> nt,
-                                &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
-        else:
-            cd_forward_rows_f64(isa, planes, xp.shape[2], <int> C, &offsets[0], <int> nt,
-                                &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
-        for k in range(nf if Ho > 0 and Wo > 0 else 0):  # (no element to address else)
-            b = bias[f0 + k] if has_bias else 0
-            if floating is float:
-                rn_store_plane_f32(buf + k * Lr, padded_width, Ho, Wo, &out[n, f0 + k, 0, 0], b,
-                                   has_bias, relu)
-            else:
-                rn_store_plane_f64(buf + k * Lr, padded_width, Ho, Wo, &out[n, f0 + k, 0, 0], b,
-                                   has_bias, relu)
+    cdef Py_ssize_t task
+    if n_threads > 1:
+        for task in prange(N * blocks, nogil=True, schedule="static", num_threads=n_threads):
+            _correlate_task(task, threadid(), xp, x, top, left, weight, bias, out, offsets,
+                            padded_width, wide, relu, isa, padded, block, blocks, L, Lr)
+    else:
+        with nogil:
+            for task in range(N * blocks):
+                _correlate_task(task, 0, xp, x, top, left, weight, bias, out, offsets,
+                                padded_width, wide, relu, isa, padded, block, blocks, L, Lr)
     free(padded)
+
+
+cdef inline void _correlate_task(
+    Py_ssize_t task, Py_ssize_t tid, floating[:, :, ::1] xp, const floating[:, :, :, :] x,
+    Py_ssize_t top, Py_ssize_t left, const floating[:, :, :, ::1] weight,
+    const floating[::1] bias, floating[:, :, :, ::1] out, const Py_ssize_t[::1] offsets,
+    Py_ssize_t padded_width, floating[:, ::1] wide, bint relu, int isa, Py_ssize_t* padded,
+    Py_ssize_t block, Py_ssize_t blocks, Py_ssize_t L, Py_ssize_t Lr,
+) noexcept nogil:
+    """One task of _correlate, in thread tid's scratch."""
+    cdef Py_ssize_t F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t C = weight.shape[1], nt = weight.shape[2] * weight.shape[3]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t n = task // blocks, f0 = (task % blocks) * block, k
+    cdef Py_ssize_t nf = min(block, F - f0)
+    cdef floating* buf = &wide[tid, 0]
+    cdef floating* planes = _sample_planes(xp, x, True, n, tid, padded, top, left,
+                                           padded_width, isa)
+    cdef floating b
+    if floating is float:
+        cd_forward_rows_f32(isa, planes, xp.shape[2], <int> C, &offsets[0], <int> nt,
+                            &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
+    else:
+        cd_forward_rows_f64(isa, planes, xp.shape[2], <int> C, &offsets[0], <int> nt,
+                            &weight[f0, 0, 0, 0], C * nt, <int> nf, buf, Lr, L)
+    for k in range(nf if Ho > 0 and Wo > 0 else 0):  # (no element to address else)
+        b = bias[f0 + k] if has_bias else 0
+        if floating is float:
+            rn_store_plane_f32(buf + k * Lr, padded_width, Ho, Wo, &out[n, f0 + k, 0, 0], b,
+                               has_bias, relu)
+        else:
+            rn_store_plane_f64(buf + k * Lr, padded_width, Ho, Wo, &out[n, f0 + k, 0, 0], b,
+                               has_bias, relu)
 
 
 cdef void _weight_gradient(
@@ -424,38 +453,53 @@ cdef void _weight_gradient(
     loaded across samples).  gw is zero beyond each plane's wide positions,
     so a tap reading into the next plane (the last one a plane of zeros)
     adds nothing, as long as xp is finite."""
-    cdef Py_ssize_t F = gw.shape[0], N = gw.shape[1] - 1, stride = gw.shape[2]
-    cdef Py_ssize_t C = xp.shape[0], nt = offsets.shape[0], parts = partials.shape[0]
+    cdef Py_ssize_t F = gw.shape[0], C = xp.shape[0], parts = partials.shape[0]
     cdef Py_ssize_t block = cd_weight_filters(isa)
     cdef Py_ssize_t blocks = (F + block - 1) // block
+    cdef Py_ssize_t task
+    if n_threads > 1:
+        for task in prange(parts * blocks * C, nogil=True, schedule="static",
+                           num_threads=n_threads):
+            _weight_gradient_task(task, threadid(), gw, xp, partials, offsets,
+                                  samples_per_part, workspace, isa, block, blocks)
+    else:
+        with nogil:
+            for task in range(parts * blocks * C):
+                _weight_gradient_task(task, 0, gw, xp, partials, offsets, samples_per_part,
+                                      workspace, isa, block, blocks)
+
+
+cdef inline void _weight_gradient_task(
+    Py_ssize_t task, Py_ssize_t tid, const floating[:, :, ::1] gw,
+    const floating[:, :, ::1] xp, floating[:, :, :, ::1] partials,
+    const Py_ssize_t[::1] offsets, Py_ssize_t samples_per_part, floating[:, ::1] workspace,
+    int isa, Py_ssize_t block, Py_ssize_t blocks,
+) noexcept nogil:
+    """One task of _weight_gradient, in thread tid's workspace."""
+    cdef Py_ssize_t F = gw.shape[0], N = gw.shape[1] - 1, stride = gw.shape[2]
+    cdef Py_ssize_t C = xp.shape[0], nt = offsets.shape[0]
     cdef Py_ssize_t lanes = LANES_F32 if floating is float else LANES_F64
-    cdef Py_ssize_t task, part, rest, f0, nf, c, n, i, k, t, l, last
-    cdef floating* acc
+    cdef Py_ssize_t part = task // (blocks * C), rest = task % (blocks * C)
+    cdef Py_ssize_t f0 = (rest // C) * block, c = rest % C
+    cdef Py_ssize_t nf = min(block, F - f0), i, k, t, l
+    cdef Py_ssize_t n = part * samples_per_part
+    cdef Py_ssize_t last = min(N, n + samples_per_part)
+    cdef floating* acc = &workspace[tid, 0]
     cdef floating total
-    for task in prange(parts * blocks * C, nogil=True, schedule="static",
-                       num_threads=n_threads, use_threads_if=n_threads > 1):
-        part = task // (blocks * C)
-        rest = task % (blocks * C)
-        f0 = (rest // C) * block
-        c = rest % C
-        nf = min(block, F - f0)
-        acc = &workspace[threadid(), 0]
-        for i in range(nf * nt * lanes):
-            acc[i] = 0
-        n = part * samples_per_part
-        last = min(N, n + samples_per_part)
-        if floating is float:
-            cd_weight_rows_f32(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
-                               &offsets[0], <int> nt, (last - n) * stride, acc)
-        else:
-            cd_weight_rows_f64(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
-                               &offsets[0], <int> nt, (last - n) * stride, acc)
-        for k in range(nf):
-            for t in range(nt):
-                total = acc[(k * nt + t) * lanes]
-                for l in range(1, lanes):
-                    total = total + acc[(k * nt + t) * lanes + l]
-                partials[part, f0 + k, c, t] = total
+    for i in range(nf * nt * lanes):
+        acc[i] = 0
+    if floating is float:
+        cd_weight_rows_f32(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
+                           &offsets[0], <int> nt, (last - n) * stride, acc)
+    else:
+        cd_weight_rows_f64(isa, &gw[f0, n, 0], (N + 1) * stride, <int> nf, &xp[c, n, 0],
+                           &offsets[0], <int> nt, (last - n) * stride, acc)
+    for k in range(nf):
+        for t in range(nt):
+            total = acc[(k * nt + t) * lanes]
+            for l in range(1, lanes):
+                total = total + acc[(k * nt + t) * lanes + l]
+            partials[part, f0 + k, c, t] = total
 
 
 cdef bint _all_finite(const floating[:, :, :, ::1] a) noexcept nogil:
@@ -587,42 +631,57 @@ cdef void _copy_rows_summing(
     the thread's scratch by the pooling's backward pass (ReLU's gradient
     included), bit for bit what that pass writes to memory otherwise."""
     cdef Py_ssize_t F = g_t.shape[0], N = g_t.shape[1]
-    cdef Py_ssize_t S = gw.shape[2]
-    cdef Py_ssize_t f, n, row_stride
-    cdef bint expand = codes_t.shape[0] > 0
-    cdef floating* plane
-    cdef floating* made
-    cdef const floating* src
+    cdef Py_ssize_t f
     if rows == 0 or cols == 0:  # (no row to take the address of)
         gw[:, :N, :] = 0
         return
-    for f in prange(F, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        made = &dense[threadid(), 0] if expand else NULL
-        for n in range(N):
-            plane = &gw[f, n, 0]
-            if expand:
-                if floating is float:
-                    pt_backward_f32(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
-                                    &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
-                                    g_t.shape[3])
-                else:
-                    pt_backward_f64(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
-                                    &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
-                                    g_t.shape[3])
-            # rows of the made plane, or of the (transposed) output gradient's
-            if expand:
-                src = made
-                row_stride = cols
-            else:
-                src = &g_t[f, n, 0, 0]
-                row_stride = g_t.strides[2] // sizeof(floating)
+    if n_threads > 1:
+        for f in prange(F, nogil=True, schedule="static", num_threads=n_threads):
+            _copy_filter_rows_summing(f, threadid(), g_t, codes_t, pooled_t, dense, pairs_isa,
+                                      rows, cols, gw, padded_width, pixel_sums)
+    else:
+        with nogil:
+            for f in range(F):
+                _copy_filter_rows_summing(f, 0, g_t, codes_t, pooled_t, dense, pairs_isa,
+                                          rows, cols, gw, padded_width, pixel_sums)
+
+
+cdef inline void _copy_filter_rows_summing(
+    Py_ssize_t f, Py_ssize_t tid, const floating[:, :, :, :] g_t,
+    const uint8_t[:, :, :, :] codes_t, const floating[:, :, :, :] pooled_t,
+    floating[:, ::1] dense, int pairs_isa, Py_ssize_t rows, Py_ssize_t cols,
+    floating[:, :, ::1] gw, Py_ssize_t padded_width, floating[:, ::1] pixel_sums,
+) noexcept nogil:
+    """One task of _copy_rows_summing: filter f, in thread tid's scratch."""
+    cdef Py_ssize_t N = g_t.shape[1], S = gw.shape[2], n, row_stride
+    cdef bint expand = codes_t.shape[0] > 0
+    cdef floating* made = &dense[tid, 0] if expand else NULL
+    cdef floating* plane
+    cdef const floating* src
+    for n in range(N):
+        plane = &gw[f, n, 0]
+        if expand:
             if floating is float:
-                rn_copy_plane_summing_f32(src, row_stride, rows, cols, plane, padded_width, S,
-                                          &pixel_sums[f, 0])
+                pt_backward_f32(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
+                                &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
+                                g_t.shape[3])
             else:
-                rn_copy_plane_summing_f64(src, row_stride, rows, cols, plane, padded_width, S,
-                                          &pixel_sums[f, 0])
+                pt_backward_f64(pairs_isa, &g_t[f, n, 0, 0], &codes_t[f, n, 0, 0],
+                                &pooled_t[f, n, 0, 0], made, rows, cols, g_t.shape[2],
+                                g_t.shape[3])
+        # rows of the made plane, or of the (transposed) output gradient's
+        if expand:
+            src = made
+            row_stride = cols
+        else:
+            src = &g_t[f, n, 0, 0]
+            row_stride = g_t.strides[2] // sizeof(floating)
+        if floating is float:
+            rn_copy_plane_summing_f32(src, row_stride, rows, cols, plane, padded_width, S,
+                                      &pixel_sums[f, 0])
+        else:
+            rn_copy_plane_summing_f64(src, row_stride, rows, cols, plane, padded_width, S,
+                                      &pixel_sums[f, 0])
 
 
 cpdef void sum_pixels(
@@ -682,59 +741,78 @@ cdef void _correlate_blocked(
     and codes its winners' (cb_store_pooled): whole windows only.
     With pad_in_task, each task first pads its sample's planes of x into
     its thread's scratch (_sample_planes)."""
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1]
-    cdef bint pooled = codes.shape[0] > 0
-    cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
-    cdef Py_ssize_t B = packed.shape[3]
+    cdef Py_ssize_t N = out.shape[0], FB = packed.shape[0], nt = packed.shape[2]
     cdef Py_ssize_t per_tile = cb_forward_blocks(isa, <int> Wo, <int> FB, stride_w != 1)
-    cdef Py_ssize_t groups = (FB + per_tile - 1) // per_tile, ldo = per_tile * B
-    cdef Py_ssize_t positions = Ho * Wo
+    cdef Py_ssize_t groups = (FB + per_tile - 1) // per_tile
     cdef int chunk = (CD_CHUNK_TAPS + <int> nt - 1) // <int> nt
-    cdef bint has_bias = bias.shape[0] > 0
     cdef const int* taps = &row_taps[0, 0] if skip_padding else NULL
     if not skip_padding:
         first_taps = last_taps = 0
-    cdef Py_ssize_t S = xp.shape[2]
     cdef Py_ssize_t* padded = _no_sample_padded(n_threads)
-    cdef Py_ssize_t task, n, b0, nb, nf, tid
-    cdef floating* buf
-    cdef floating* planes
-    for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        n = task // groups
-        b0 = (task % groups) * per_tile
-        nb = min(per_tile, FB - b0)
-        tid = threadid()
-        buf = &tiles[tid, 0]
-        planes = _sample_planes(xp, x, pad_in_task, n, tid, padded, top, left, padded_width,
-                                isa)
-        if floating is float:
-            cb_forward_rows_f32(isa, planes, S, <int> C, &offsets[0], <int> nt,
-                                &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps, first_taps, last_taps, False)
-        else:
-            cb_forward_rows_f64(isa, planes, S, <int> C, &offsets[0], <int> nt,
-                                &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
-                                <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
-                                taps, first_taps, last_taps, False)
-        nf = min(F, (b0 + nb) * B) - b0 * B
-        if pooled:
-            if floating is float:
-                cb_store_pooled_f32(isa, buf, ldo, Wo, out.shape[2], out.shape[3], <int> nf,
-                                    &out[n, b0 * B, 0, 0], &codes[n, b0 * B, 0, 0],
-                                    &bias[b0 * B] if has_bias else NULL, relu)
-            else:
-                cb_store_pooled_f64(isa, buf, ldo, Wo, out.shape[2], out.shape[3], <int> nf,
-                                    &out[n, b0 * B, 0, 0], &codes[n, b0 * B, 0, 0],
-                                    &bias[b0 * B] if has_bias else NULL, relu)
-        elif floating is float:
-            cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
-                                &bias[b0 * B] if has_bias else NULL, relu)
-        else:
-            cb_store_planes_f64(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
-                                &bias[b0 * B] if has_bias else NULL, relu)
+    cdef Py_ssize_t task
+    if n_threads > 1:
+        for task in prange(N * groups, nogil=True, schedule="static", num_threads=n_threads):
+            _correlate_blocked_task(task, threadid(), xp, x, pad_in_task, top, left, packed,
+                                    bias, out, codes, Ho, Wo, offsets, padded_width, stride_h,
+                                    stride_w, taps, first_taps, last_taps, tiles, relu, isa,
+                                    padded, per_tile, groups, chunk)
+    else:
+        with nogil:
+            for task in range(N * groups):
+                _correlate_blocked_task(task, 0, xp, x, pad_in_task, top, left, packed, bias,
+                                        out, codes, Ho, Wo, offsets, padded_width, stride_h,
+                                        stride_w, taps, first_taps, last_taps, tiles, relu,
+                                        isa, padded, per_tile, groups, chunk)
     free(padded)
+
+
+cdef inline void _correlate_blocked_task(
+    Py_ssize_t task, Py_ssize_t tid, floating[:, :, ::1] xp, const floating[:, :, :, :] x,
+    bint pad_in_task, Py_ssize_t top, Py_ssize_t left, const floating[:, :, :, ::1] packed,
+    const floating[::1] bias, floating[:, :, :, ::1] out, uint8_t[:, :, :, ::1] codes,
+    Py_ssize_t Ho, Py_ssize_t Wo, const Py_ssize_t[::1] offsets, Py_ssize_t padded_width,
+    Py_ssize_t stride_h, Py_ssize_t stride_w, const int* taps, unsigned long long first_taps,
+    unsigned long long last_taps, floating[:, ::1] tiles, bint relu, int isa,
+    Py_ssize_t* padded, Py_ssize_t per_tile, Py_ssize_t groups, int chunk,
+) noexcept nogil:
+    """One task of _correlate_blocked, in thread tid's scratch."""
+    cdef Py_ssize_t F = out.shape[1]
+    cdef bint pooled = codes.shape[0] > 0
+    cdef Py_ssize_t FB = packed.shape[0], C = packed.shape[1], nt = packed.shape[2]
+    cdef Py_ssize_t B = packed.shape[3], ldo = per_tile * B, positions = Ho * Wo
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t S = xp.shape[2]
+    cdef Py_ssize_t n = task // groups, b0 = (task % groups) * per_tile
+    cdef Py_ssize_t nb = min(per_tile, FB - b0), nf
+    cdef floating* buf = &tiles[tid, 0]
+    cdef floating* planes = _sample_planes(xp, x, pad_in_task, n, tid, padded, top, left,
+                                           padded_width, isa)
+    if floating is float:
+        cb_forward_rows_f32(isa, planes, S, <int> C, &offsets[0], <int> nt,
+                            &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
+                            <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
+                            taps, first_taps, last_taps, False)
+    else:
+        cb_forward_rows_f64(isa, planes, S, <int> C, &offsets[0], <int> nt,
+                            &packed[b0, 0, 0, 0], C * nt * B, <int> nb, buf, ldo,
+                            <int> Ho, <int> Wo, stride_h * padded_width, stride_w, chunk,
+                            taps, first_taps, last_taps, False)
+    nf = min(F, (b0 + nb) * B) - b0 * B
+    if pooled:
+        if floating is float:
+            cb_store_pooled_f32(isa, buf, ldo, Wo, out.shape[2], out.shape[3], <int> nf,
+                                &out[n, b0 * B, 0, 0], &codes[n, b0 * B, 0, 0],
+                                &bias[b0 * B] if has_bias else NULL, relu)
+        else:
+            cb_store_pooled_f64(isa, buf, ldo, Wo, out.shape[2], out.shape[3], <int> nf,
+                                &out[n, b0 * B, 0, 0], &codes[n, b0 * B, 0, 0],
+                                &bias[b0 * B] if has_bias else NULL, relu)
+    elif floating is float:
+        cb_store_planes_f32(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
+                            &bias[b0 * B] if has_bias else NULL, relu)
+    else:
+        cb_store_planes_f64(isa, buf, ldo, positions, <int> nf, &out[n, b0 * B, 0, 0],
+                            &bias[b0 * B] if has_bias else NULL, relu)
 
 
 def pack_blocks(
@@ -893,11 +971,7 @@ cdef void _weight_blocked(
     plane, groups of an even number of rows), the copy is made from the
     pooling's gradient (cb_position_major_pooled), bit for bit the copy of
     what its backward pass writes otherwise."""
-    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = row_taps.shape[0]
-    cdef Py_ssize_t positions = Ho * Wo, Pp = g.shape[2] * g.shape[3]
-    cdef bint expand = codes.shape[0] > 0
-    cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
-    cdef Py_ssize_t B = acc.shape[4]
+    cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2]
     cdef Py_ssize_t per_tile = cb_blocks(isa), groups = (FB + per_tile - 1) // per_tile
     # Row groups, then channels, per task: as many as leave each thread the
     # same number of tasks where they can (each task copies the output
@@ -908,75 +982,106 @@ cdef void _weight_blocked(
     cdef Py_ssize_t per_rows = (R + row_blocks - 1) // row_blocks
     cdef Py_ssize_t channel_blocks = min(C, n_threads // _gcd(groups * row_blocks, n_threads))
     cdef Py_ssize_t per_task = (C + channel_blocks - 1) // channel_blocks
-    cdef Py_ssize_t task, b0, nb, bb, c, c0, k, n, ns, j, r, ra, r0, r1, gbs, gns
+    cdef Py_ssize_t task
+    if n_threads > 1:
+        for task in prange(groups * row_blocks * channel_blocks, nogil=True, schedule="static",
+                           num_threads=n_threads):
+            _weight_blocked_task(task, threadid(), g, codes, pooled, Wo, xp, acc, sums, gt,
+                                 offsets, row_taps, padded_width, stride_h, stride_w, run_rows,
+                                 run_samples, group_rows, isa, per_tile, row_blocks, per_rows,
+                                 channel_blocks, per_task)
+    else:
+        with nogil:
+            for task in range(groups * row_blocks * channel_blocks):
+                _weight_blocked_task(task, 0, g, codes, pooled, Wo, xp, acc, sums, gt, offsets,
+                                     row_taps, padded_width, stride_h, stride_w, run_rows,
+                                     run_samples, group_rows, isa, per_tile, row_blocks,
+                                     per_rows, channel_blocks, per_task)
+
+
+cdef inline void _weight_blocked_task(
+    Py_ssize_t task, Py_ssize_t tid, const floating[:, :, :, ::1] g,
+    const uint8_t[:, :, :, ::1] codes, const floating[:, :, :, ::1] pooled, Py_ssize_t Wo,
+    const floating[:, :, ::1] xp, floating[:, :, :, :, ::1] acc, floating[:, ::1] sums,
+    floating[:, ::1] gt, const Py_ssize_t[::1] offsets, const int[:, ::1] row_taps,
+    Py_ssize_t padded_width, Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t run_rows,
+    Py_ssize_t run_samples, Py_ssize_t group_rows, int isa, Py_ssize_t per_tile,
+    Py_ssize_t row_blocks, Py_ssize_t per_rows, Py_ssize_t channel_blocks,
+    Py_ssize_t per_task,
+) noexcept nogil:
+    """One task of _weight_blocked, in thread tid's scratch."""
+    cdef Py_ssize_t N = g.shape[0], F = g.shape[1], Ho = row_taps.shape[0]
+    cdef Py_ssize_t positions = Ho * Wo, Pp = g.shape[2] * g.shape[3]
+    cdef bint expand = codes.shape[0] > 0
+    cdef Py_ssize_t R = acc.shape[0], FB = acc.shape[1], C = acc.shape[2], nt = acc.shape[3]
+    cdef Py_ssize_t B = acc.shape[4]
+    cdef Py_ssize_t b0, nb, bb, c, c0, k, n, ns, j, r, ra, r0, r1, gbs, gns
     cdef floating* buf
     cdef floating* total
     cdef bint finite
-    for task in prange(groups * row_blocks * channel_blocks, nogil=True, schedule="static",
-                       num_threads=n_threads, use_threads_if=n_threads > 1):
-        b0 = (task // (row_blocks * channel_blocks)) * per_tile
-        ra = ((task // channel_blocks) % row_blocks) * per_rows
-        c0 = (task % channel_blocks) * per_task
-        nb = min(per_tile, FB - b0)
-        buf = &gt[threadid(), 0]
-        for k in range((N + run_samples - 1) // run_samples):
-            n = k * run_samples
-            ns = min(run_samples, N - n)
-            for r in range(ra, min(R, ra + per_rows)):
-                r0 = r * group_rows
-                r1 = min(Ho, r0 + group_rows)
-                gbs = (r1 - r0) * Wo * B
-                gns = per_tile * gbs
-                finite = True
-                for j in range(ns):
-                    for bb in range(nb):
-                        total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
-                        if expand:
-                            if floating is float:
-                                if not cb_position_major_pooled_f32(
-                                        isa, &g[n + j, (b0 + bb) * B, 0, 0],
-                                        &codes[n + j, (b0 + bb) * B, 0, 0],
-                                        &pooled[n + j, (b0 + bb) * B, 0, 0], Pp,
-                                        <int> min(B, F - (b0 + bb) * B), Wo, g.shape[2],
-                                        g.shape[3], r0, r1, buf + j * gns + bb * gbs, total):
-                                    finite = False
-                            else:
-                                if not cb_position_major_pooled_f64(
-                                        isa, &g[n + j, (b0 + bb) * B, 0, 0],
-                                        &codes[n + j, (b0 + bb) * B, 0, 0],
-                                        &pooled[n + j, (b0 + bb) * B, 0, 0], Pp,
-                                        <int> min(B, F - (b0 + bb) * B), Wo, g.shape[2],
-                                        g.shape[3], r0, r1, buf + j * gns + bb * gbs, total):
-                                    finite = False
-                        elif floating is float:
-                            if not cb_position_major_f32(
-                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
-                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
-                                    buf + j * gns + bb * gbs, total):
+    b0 = (task // (row_blocks * channel_blocks)) * per_tile
+    ra = ((task // channel_blocks) % row_blocks) * per_rows
+    c0 = (task % channel_blocks) * per_task
+    nb = min(per_tile, FB - b0)
+    buf = &gt[tid, 0]
+    for k in range((N + run_samples - 1) // run_samples):
+        n = k * run_samples
+        ns = min(run_samples, N - n)
+        for r in range(ra, min(R, ra + per_rows)):
+            r0 = r * group_rows
+            r1 = min(Ho, r0 + group_rows)
+            gbs = (r1 - r0) * Wo * B
+            gns = per_tile * gbs
+            finite = True
+            for j in range(ns):
+                for bb in range(nb):
+                    total = &sums[b0 + bb, r0 * Wo * B] if c0 == 0 else NULL
+                    if expand:
+                        if floating is float:
+                            if not cb_position_major_pooled_f32(
+                                    isa, &g[n + j, (b0 + bb) * B, 0, 0],
+                                    &codes[n + j, (b0 + bb) * B, 0, 0],
+                                    &pooled[n + j, (b0 + bb) * B, 0, 0], Pp,
+                                    <int> min(B, F - (b0 + bb) * B), Wo, g.shape[2],
+                                    g.shape[3], r0, r1, buf + j * gns + bb * gbs, total):
                                 finite = False
                         else:
-                            if not cb_position_major_f64(
-                                    isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
-                                    <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
-                                    buf + j * gns + bb * gbs, total):
+                            if not cb_position_major_pooled_f64(
+                                    isa, &g[n + j, (b0 + bb) * B, 0, 0],
+                                    &codes[n + j, (b0 + bb) * B, 0, 0],
+                                    &pooled[n + j, (b0 + bb) * B, 0, 0], Pp,
+                                    <int> min(B, F - (b0 + bb) * B), Wo, g.shape[2],
+                                    g.shape[3], r0, r1, buf + j * gns + bb * gbs, total):
                                 finite = False
-                for c in range(c0, min(C, c0 + per_task)):
-                    if floating is float:
-                        cb_weight_rows_f32(isa, buf, gbs, <int> nb,
-                                           &xp[n, c, r0 * stride_h * padded_width],
-                                           &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
-                                           stride_h * padded_width, stride_w, <int> run_rows,
-                                           <int> ns, gns, C * xp.shape[2],
-                                           &acc[r, b0, c, 0, 0], C * nt * B,
-                                           &row_taps[r0, 0] if finite else NULL)
+                    elif floating is float:
+                        if not cb_position_major_f32(
+                                isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                buf + j * gns + bb * gbs, total):
+                            finite = False
                     else:
-                        cb_weight_rows_f64(isa, buf, gbs, <int> nb,
-                                           &xp[n, c, r0 * stride_h * padded_width],
-                                           &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
-                                           stride_h * padded_width, stride_w, <int> run_rows,
-                                           <int> ns, gns, C * xp.shape[2],
-                                           &acc[r, b0, c, 0, 0], C * nt * B,
-                                           &row_taps[r0, 0] if finite else NULL)
+                        if not cb_position_major_f64(
+                                isa, &g[n + j, (b0 + bb) * B, r0, 0], positions,
+                                <int> min(B, F - (b0 + bb) * B), 0, (r1 - r0) * Wo,
+                                buf + j * gns + bb * gbs, total):
+                            finite = False
+            for c in range(c0, min(C, c0 + per_task)):
+                if floating is float:
+                    cb_weight_rows_f32(isa, buf, gbs, <int> nb,
+                                       &xp[n, c, r0 * stride_h * padded_width],
+                                       &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
+                                       stride_h * padded_width, stride_w, <int> run_rows,
+                                       <int> ns, gns, C * xp.shape[2],
+                                       &acc[r, b0, c, 0, 0], C * nt * B,
+                                       &row_taps[r0, 0] if finite else NULL)
+                else:
+                    cb_weight_rows_f64(isa, buf, gbs, <int> nb,
+                                       &xp[n, c, r0 * stride_h * padded_width],
+                                       &offsets[0], <int> nt, <int> (r1 - r0), <int> Wo,
+                                       stride_h * padded_width, stride_w, <int> run_rows,
+                                       <int> ns, gns, C * xp.shape[2],
+                                       &acc[r, b0, c, 0, 0], C * nt * B,
+                                       &row_taps[r0, 0] if finite else NULL)
 
 
 cdef inline Py_ssize_t _gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

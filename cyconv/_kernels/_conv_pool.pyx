@@ -75,6 +75,41 @@ cdef void _pad_sample(
                 plane[q] = 0
 
 
+cdef inline void _forward_task(
+    Py_ssize_t task, int tid,
+    const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+    const floating[::1] bias, floating[:, :, :, ::1] out, unsigned char[:, :, ::1] codes,
+    floating[:, ::1] padded, floating[:, ::1] wide, const Py_ssize_t[::1] offsets,
+    Py_ssize_t stride, Py_ssize_t top, Py_ssize_t left, Py_ssize_t padded_width,
+    Py_ssize_t runs, Py_ssize_t per_run, Py_ssize_t blocks, Py_ssize_t block, Py_ssize_t Lr,
+    int isa,
+) noexcept nogil:
+    """One task of forward(): sample task // runs, its run task % runs of
+    filter blocks, in thread tid's scratch."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = out.shape[1], rows = out.shape[2], cols = out.shape[3]
+    cdef Py_ssize_t nt = weight.shape[2] * weight.shape[3]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t n = task // runs, b, f0, nf
+    cdef floating* xp = &padded[tid, 0]
+    cdef floating* buf = &wide[tid, 0]
+    if (task % runs) * per_run < blocks:
+        _pad_sample(&x[n, 0, 0, 0], C, H, W, xp, stride, top, left, padded_width)
+    for b in range((task % runs) * per_run, min(blocks, (task % runs + 1) * per_run)):
+        f0 = b * block
+        nf = min(block, F - f0)
+        if floating is float:
+            cp_block_f32(isa, xp, stride, <int> C, &offsets[0], <int> nt,
+                         &weight[f0, 0, 0, 0], C * nt, <int> nf,
+                         &bias[f0] if has_bias else NULL, buf, Lr, padded_width,
+                         &out[n, f0, 0, 0], &codes[n * F + f0, 0, 0], rows, cols)
+        else:
+            cp_block_f64(isa, xp, stride, <int> C, &offsets[0], <int> nt,
+                         &weight[f0, 0, 0, 0], C * nt, <int> nf,
+                         &bias[f0] if has_bias else NULL, buf, Lr, padded_width,
+                         &out[n, f0, 0, 0], &codes[n * F + f0, 0, 0], rows, cols)
+
+
 def forward(
     const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
     const floating[:, :, :, ::1] weight,   # IN  (F, C, kh, kw)
@@ -89,34 +124,23 @@ def forward(
 ):
     """out[n, f] = 2x2 max pooling of max(conv2d(x, weight)[n, f] + bias[f], 0)
     with its codes; each sample's filter blocks split into ``runs`` tasks."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = out.shape[1], rows = out.shape[2], cols = out.shape[3]
-    cdef Py_ssize_t nt = weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t N = x.shape[0], F = out.shape[1], rows = out.shape[2]
     cdef Py_ssize_t L = 2 * rows * padded_width, Lr = (L + ROUND - 1) // ROUND * ROUND
     cdef Py_ssize_t block = cd_forward_filters(isa)
     cdef Py_ssize_t blocks = (F + block - 1) // block
     cdef Py_ssize_t per_run = (blocks + runs - 1) // runs
-    cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t task, n, b, f0, nf
-    cdef floating* xp
-    cdef floating* buf
-    for task in prange(N * runs, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_threads > 1):
-        n = task // runs
-        xp = &padded[threadid(), 0]
-        buf = &wide[threadid(), 0]
-        if (task % runs) * per_run < blocks:
-            _pad_sample(&x[n, 0, 0, 0], C, H, W, xp, stride, top, left, padded_width)
-        for b in range((task % runs) * per_run, min(blocks, (task % runs + 1) * per_run)):
-            f0 = b * block
-            nf = min(block, F - f0)
-            if floating is float:
-                cp_block_f32(isa, xp, stride, <int> C, &offsets[0], <int> nt,
-                             &weight[f0, 0, 0, 0], C * nt, <int> nf,
-                             &bias[f0] if has_bias else NULL, buf, Lr, padded_width,
-                             &out[n, f0, 0, 0], &codes[n * F + f0, 0, 0], rows, cols)
-            else:
-                cp_block_f64(isa, xp, stride, <int> C, &offsets[0], <int> nt,
-                             &weight[f0, 0, 0, 0], C * nt, <int> nf,
-                             &bias[f0] if has_bias else NULL, buf, Lr, padded_width,
-                             &out[n, f0, 0, 0], &codes[n * F + f0, 0, 0], rows, cols)
+    cdef Py_ssize_t task
+    # One thread runs the tasks without a parallel region: entering one
+    # costs about a microsecond even for a team of one, as much as a
+    # batch-1 layer's arithmetic.
+    if n_threads > 1:
+        for task in prange(N * runs, nogil=True, schedule="static", num_threads=n_threads):
+            _forward_task(task, threadid(), x, weight, bias, out, codes, padded, wide,
+                          offsets, stride, top, left, padded_width, runs, per_run, blocks,
+                          block, Lr, isa)
+    else:
+        with nogil:
+            for task in range(N * runs):
+                _forward_task(task, 0, x, weight, bias, out, codes, padded, wide, offsets,
+                              stride, top, left, padded_width, runs, per_run, blocks, block,
+                              Lr, isa)
