@@ -669,19 +669,33 @@ def max_pool2d_pairs_forward(
             raise MemoryError()
         for k in range(windows):
             corners[k] = 2 * (k // Wout) * W + 2 * (k % Wout)
+    # One thread runs the planes without a parallel region: entering one
+    # costs about a microsecond even for a team of one thread, as much as a
+    # batch-1 layer's pooling (the same in the backward pass).
     try:
-        for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
-            if floating is float:
-                pt_forward_f32(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout,
-                               Wout)
-            else:
-                pt_forward_f64(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout,
-                               Wout)
-            if corners != NULL:
-                rn_indices_of_codes(&codes[p, 0, 0], corners, &indices[p, 0, 0], W, windows)
+        if n_threads > 1:
+            for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
+                _pairs_forward_plane(p, x, out, codes, indices, corners, isa)
+        else:
+            with nogil:
+                for p in range(P):
+                    _pairs_forward_plane(p, x, out, codes, indices, corners, isa)
     finally:
         free(corners)
+
+
+cdef inline void _pairs_forward_plane(
+    Py_ssize_t p, const floating[:, :, ::1] x, floating[:, :, ::1] out,
+    uint8_t[:, :, ::1] codes, int64_t[:, :, ::1] indices, const int64_t* corners, int isa,
+) noexcept nogil:
+    """Plane p of max_pool2d_pairs_forward."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], Hout = out.shape[1], Wout = out.shape[2]
+    if floating is float:
+        pt_forward_f32(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
+    else:
+        pt_forward_f64(isa, &x[p, 0, 0], H, W, &out[p, 0, 0], &codes[p, 0, 0], Hout, Wout)
+    if corners != NULL:
+        rn_indices_of_codes(&codes[p, 0, 0], corners, &indices[p, 0, 0], W, Hout * Wout)
 
 
 def max_pool2d_pairs_backward(
@@ -694,20 +708,30 @@ def max_pool2d_pairs_backward(
     int isa,
     int n_threads,
 ):
-    cdef Py_ssize_t P = grad_in.shape[0], H = grad_in.shape[1], W = grad_in.shape[2]
+    cdef Py_ssize_t P = grad_in.shape[0], p
+    if n_threads > 1:
+        for p in prange(P, nogil=True, schedule="static", num_threads=n_threads):
+            _pairs_backward_plane(p, grad_out, codes, pooled, grad_in, isa)
+    else:
+        with nogil:
+            for p in range(P):
+                _pairs_backward_plane(p, grad_out, codes, pooled, grad_in, isa)
+
+
+cdef inline void _pairs_backward_plane(
+    Py_ssize_t p, const floating[:, :, ::1] grad_out, const uint8_t[:, :, ::1] codes,
+    const floating[:, :, ::1] pooled, floating[:, :, ::1] grad_in, int isa,
+) noexcept nogil:
+    """Plane p of max_pool2d_pairs_backward."""
+    cdef Py_ssize_t H = grad_in.shape[1], W = grad_in.shape[2]
     cdef Py_ssize_t Hout = grad_out.shape[1], Wout = grad_out.shape[2]
-    cdef Py_ssize_t p
     cdef bint relu = pooled.shape[0] > 0
-    for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        if floating is float:
-            pt_backward_f32(isa, &grad_out[p, 0, 0], &codes[p, 0, 0],
-                            &pooled[p, 0, 0] if relu else NULL, &grad_in[p, 0, 0],
-                            H, W, Hout, Wout)
-        else:
-            pt_backward_f64(isa, &grad_out[p, 0, 0], &codes[p, 0, 0],
-                            &pooled[p, 0, 0] if relu else NULL, &grad_in[p, 0, 0],
-                            H, W, Hout, Wout)
+    if floating is float:
+        pt_backward_f32(isa, &grad_out[p, 0, 0], &codes[p, 0, 0],
+                        &pooled[p, 0, 0] if relu else NULL, &grad_in[p, 0, 0], H, W, Hout, Wout)
+    else:
+        pt_backward_f64(isa, &grad_out[p, 0, 0], &codes[p, 0, 0],
+                        &pooled[p, 0, 0] if relu else NULL, &grad_in[p, 0, 0], H, W, Hout, Wout)
 
 
 cdef inline double _divisor(
