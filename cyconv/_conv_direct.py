@@ -91,8 +91,6 @@ def _packed_transposed(weight):
     return packed, _conv_direct.pack_blocks(weight, packed, True)
 
 
-
-
 @dataclass(frozen=True)
 class _Plan:
     """Sizes and tap offsets of one geometry's three operations."""
