@@ -39,6 +39,7 @@ from .nn import (
     Sigmoid,
     Softmax,
     Tanh,
+    fold_batch_norm,
     losses,
     optimizers,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "convolve2d",
     "correlate2d",
     "datasets",
+    "fold_batch_norm",
     "functional",
     "get_num_threads",
     "get_winograd",

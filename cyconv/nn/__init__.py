@@ -17,6 +17,7 @@ from .containers import Container, Residual, Sequential
 from .conv import Convolution
 from .dense import Dense
 from .dropout import Dropout
+from .folding import fold_batch_norm
 from .layer import Buffer, Layer, Parameter
 from .models import lenet, small_resnet
 from .normalization import BatchNormalization
@@ -49,6 +50,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "fold_batch_norm",
     "lenet",
     "losses",
     "optimizers",

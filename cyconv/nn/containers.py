@@ -272,6 +272,19 @@ class Container(Layer):
         self.output_shape = shape
         return shape
 
+    def _replace_layers(self, layers):
+        """Put ``layers`` in place of the container's own (checked as the
+        constructor checks them) and build them for its input shape; the
+        first layer takes over ``needs_input_gradient``.  What the last
+        forward pass cached refers to the old layers: it is dropped."""
+        wants_input_gradient = self.needs_input_gradient
+        self.layers = _checked_layers(layers, type(self).__name__)
+        self.output_shapes = [None] * len(self.layers)
+        self.build(self.input_shape)
+        self.needs_input_gradient = wants_input_gradient
+        self.__dict__.pop("_ran_as_one", None)
+        self.__dict__.pop("_single", None)
+
     def get_config(self):
         """``{"layers": [{"type": name, "config": {...}}, ...]}``: each layer's
         type name and configuration, nested for containers."""
