@@ -121,8 +121,12 @@ class ConvGeometry:
         """Threads worth starting: one per MIN_MACS_PER_THREAD multiply-adds,
         at most cyconv.get_num_threads().  Starting a thread team costs more
         than a tiny layer (a single small image) takes to compute."""
-        macs = self.n * self.filters * self.out_height * self.out_width * self.group_taps
-        return threads_for(macs, MIN_MACS_PER_THREAD)
+        return threads_for(self.macs, MIN_MACS_PER_THREAD)
+
+    @functools.cached_property
+    def macs(self):
+        """The forward pass's multiply-adds (asked at every call: kept)."""
+        return self.n * self.filters * self.out_height * self.out_width * self.group_taps
 
     @property
     def group_taps(self):
@@ -495,6 +499,21 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     n_threads = geometry.threads()
 
     grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
+    passes = _conv_direct.backward_passes(geometry, x.dtype, n_threads, compute_grad_input)
+    if passes is not None:
+        # Both gradients by the direct kernels, their routes known from the
+        # last call: the same calls as below, without asking again.
+        weight_pass, input_pass = passes
+        grad_weight, bias_done = weight_pass(g4, x4, weight, grad_bias)
+        grad_input = None
+        if grad_weight is not None and bias_done and compute_grad_input:
+            grad_input = input_pass(g4, weight)
+            if grad_input is not None and not batched:
+                grad_input = grad_input[0]
+        if grad_weight is not None and bias_done and (grad_input is not None
+                                                      or not compute_grad_input):
+            return grad_input, grad_weight, grad_bias
+        # x or the weight not finite: the general way, which handles both
     grad_weight, bias_done, g4 = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
     if not bias_done:
         workspace = np.empty((geometry.filters, geometry.out_height * geometry.out_width),

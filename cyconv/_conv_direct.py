@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _runtime
+from . import _conv_winograd, _runtime
 from ._kernels import _conv_direct
 from ._pool import PooledGradient
 
@@ -73,13 +73,14 @@ def _block(dtype):
 
 def _packed(weight):
     """``weight`` (F, C, kh, kw) as blocks of filters (FB, C, kh*kw, B),
-    zero-padded to whole blocks."""
+    zero-padded to whole blocks (compiled: numpy's zero-fill, copy and
+    transpose took 2-3x longer, 194 against 57 us for 128 x 64 x 3 x 3
+    float32 filters, AMD EPYC Zen 3)."""
     f, c, kh, kw = weight.shape
     block = _block(weight.dtype)
-    blocks = -(-f // block)
-    padded = np.zeros((blocks * block, c, kh * kw), weight.dtype)
-    padded[:f] = weight.reshape(f, c, kh * kw)
-    return np.ascontiguousarray(padded.reshape(blocks, block, c, kh * kw).transpose(0, 2, 3, 1))
+    packed = np.empty((-(-f // block), c, kh * kw, block), weight.dtype)
+    _conv_direct.pack_blocks(weight, packed, False)
+    return packed
 
 
 def _packed_transposed(weight):
@@ -316,81 +317,167 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
 
 def grad_input(g4, weight, geometry, n_threads):
     """The input gradient, or None where the weight is not finite."""
-    g, plan, dtype = geometry, _plan(geometry), weight.dtype
+    return input_pass(geometry, weight.dtype, n_threads)(g4, weight)
+
+
+def input_pass(g, dtype, n_threads):
+    """``run(g4, weight)``: grad_input of this geometry in ``dtype`` on
+    ``n_threads``, with everything that does not change from call to call
+    (routes, sizes, the kernel of the dtype) worked out at the first call
+    and kept with the plan."""
+    plan = _plan(g)
+    key = ("input pass", dtype.char, n_threads, _runtime.choices())
+    run = plan.routes.get(key)
+    if run is not None:
+        return run
     setup = _setup(g, plan, "input", dtype, n_threads)
-    grad_input = np.empty((g.n, g.channels, g.height, g.width), dtype)
-    scratch = np.empty(setup.scratch, dtype)
+    shape = (g.n, g.channels, g.height, g.width)
+    padded = (n_threads, g.filters, plan.grad_stride)
+    parts = _whole_or(setup.parts, g.n)
     if setup.blocked:
-        packed, finite = _packed_transposed(weight)
-        if not finite:
-            return None
-        for part in setup.parts:
-            _conv_direct.backward_input_blocked(
-                g4[part], packed, grad_input[part],
-                np.empty((n_threads, g.filters, plan.grad_stride), dtype),
-                scratch, plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps,
-                plan.grad_top, plan.grad_left, plan.grad_width, setup.isa, n_threads)
-        return grad_input
-    transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
-    for part in setup.parts:
-        if not _conv_direct.backward_input(
-                g4[part], transposed, grad_input[part],
-                np.empty((n_threads, g.filters, plan.grad_stride), dtype), scratch,
-                plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width,
-                setup.isa, n_threads):
-            return None
-    return grad_input
+        kernel = _of_dtype(_conv_direct.backward_input_blocked, dtype)
+        taps = (plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps, plan.grad_top,
+                plan.grad_left, plan.grad_width, setup.isa, n_threads)
+
+        def run(g4, weight):
+            packed, finite = _packed_transposed(weight)
+            if not finite:
+                return None
+            grad_input = np.empty(shape, dtype)
+            scratch = np.empty(setup.scratch, dtype)
+            for part in parts:
+                kernel(g4 if part is None else g4[part], packed,
+                       grad_input if part is None else grad_input[part],
+                       np.empty(padded, dtype), scratch, *taps)
+            return grad_input
+    else:
+        kernel = _of_dtype(_conv_direct.backward_input, dtype)
+        taps = (plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width, setup.isa,
+                n_threads)
+
+        def run(g4, weight):
+            grad_input = np.empty(shape, dtype)
+            scratch = np.empty(setup.scratch, dtype)
+            transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
+            for part in parts:
+                if not kernel(g4 if part is None else g4[part], transposed,
+                              grad_input if part is None else grad_input[part],
+                              np.empty(padded, dtype), scratch, *taps):
+                    return None
+            return grad_input
+    plan.routes[key] = run
+    return run
 
 
 def grad_weight(g4, x4, weight, geometry, n_threads, grad_bias):
     """``(grad_weight, bias_done)``: the weight gradient, or None where x is
-    not finite: sums over runs of samples of g4 at x4's wide positions
+    not finite; and whether the bias gradient was written into
+    ``grad_bias`` from the same pass over g4 (else the caller sums it:
+    where x is not finite).  See weight_pass."""
+    return weight_pass(geometry, x4.dtype, n_threads)(g4, x4, weight, grad_bias)
+
+
+def weight_pass(g, dtype, n_threads):
+    """``run(g4, x4, weight, grad_bias)``: grad_weight of this geometry in
+    ``dtype`` on ``n_threads``, with what does not change from call to call
+    worked out at the first call and kept with the plan (as input_pass).
+
+    The wide kernels sum over runs of samples of g4 at x4's wide positions
     times x4's padded planes at each tap's offset, both channel-major with
-    a plane of zeros after the last sample; and whether the bias gradient
-    was written into ``grad_bias`` from the same pass over g4 (else the
-    caller sums it: where x is not finite)."""
-    g, plan, dtype = geometry, _plan(geometry), x4.dtype
+    a plane of zeros after the last sample, and the bias gradient from the
+    same pass over g4; the filter-blocked ones as _weight_blocked_pass says."""
+    plan = _plan(g)
+    key = ("weight pass", dtype.char, n_threads, _runtime.choices(),
+           _runtime.BLOCKED_WEIGHT_RUN, _runtime.BLOCKED_WEIGHT_SPLIT_PAIRS)
+    run = plan.routes.get(key)
+    if run is not None:
+        return run
     setup = _setup(g, plan, "weight", dtype, n_threads)
     if setup.blocked:
-        return _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias), True
-    # A PooledGradient is expanded a plane at a time in each thread's
-    # scratch as the rows are copied; a dense gradient is copied as it is.
-    if isinstance(g4, PooledGradient):
-        pairs_isa = g4.saved.isa
-        g4, codes, pooled = g4.arrays()
-        dense = np.empty((n_threads, g.out_height * g.out_width), dtype)
-    else:
-        codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
-        dense = np.empty((0, 0), dtype)
-    partials = np.empty((plan.parts, g.filters, g.channels, len(plan.offsets)), dtype)
-    workspace = np.empty(setup.scratch, dtype)
-    # The bias gradient's per-pixel sums, kept as the output gradient is
-    # copied (carried from one chunk to the next, so chunks change nothing).
-    pixel_sums = np.zeros((g.filters, g.out_height * g.out_width), dtype)
-    parts = setup.parts
-    for part in parts:
-        n = part.stop - part.start
-        first = part.start // plan.samples_per_part
-        # The last run also sums the bias gradient's per-pixel sums.
-        if not _conv_direct.backward_weight(
-                g4[part].transpose(1, 0, 2, 3), x4[part].transpose(1, 0, 2, 3),
-                np.empty((g.filters, n + 1, plan.packed_stride), dtype),
-                np.empty((g.channels, n + 1, plan.packed_stride), dtype),
-                partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
-                g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
-                x4[part], pixel_sums, setup.isa, n_threads,
-                codes[part].transpose(1, 0, 2, 3), pooled[part].transpose(1, 0, 2, 3), dense,
-                pairs_isa, g.out_height, g.out_width,
-                grad_bias if part is parts[-1] else grad_bias[:0]):
-            return None, False
-    if not parts:  # an empty batch: zeros
-        _conv_direct.sum_pixels(pixel_sums, grad_bias)
-    if plan.parts == 1:
-        result = partials.reshape(weight.shape)
-    else:
+        run = plan.routes[key] = _weight_blocked_pass(g, plan, dtype, n_threads)
+        return run
+    kernel = _of_dtype(_conv_direct.backward_weight, dtype)
+    partials_shape = (plan.parts, g.filters, g.channels, len(plan.offsets))
+    sums_shape = (g.filters, g.out_height * g.out_width)
+    parts = _whole_or(setup.parts, g.n)
+
+    def run(g4, x4, weight, grad_bias):
+        # A PooledGradient is expanded a plane at a time in each thread's
+        # scratch as the rows are copied; a dense gradient is copied as it is.
+        if isinstance(g4, PooledGradient):
+            pairs_isa = g4.saved.isa
+            g4, codes, pooled = g4.arrays()
+            dense = np.empty((n_threads, g.out_height * g.out_width), dtype)
+        else:
+            codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
+            dense = np.empty((0, 0), dtype)
+        partials = np.empty(partials_shape, dtype)
+        workspace = np.empty(setup.scratch, dtype)
+        # The bias gradient's per-pixel sums, kept as the output gradient is
+        # copied (carried from one chunk to the next, so chunks change nothing).
+        pixel_sums = np.zeros(sums_shape, dtype)
+        for part in parts:
+            whole = slice(None) if part is None else part
+            n = g.n if part is None else part.stop - part.start
+            first = 0 if part is None else part.start // plan.samples_per_part
+            # The last run also sums the bias gradient's per-pixel sums.
+            if not kernel(
+                    g4[whole].transpose(1, 0, 2, 3), x4[whole].transpose(1, 0, 2, 3),
+                    np.empty((g.filters, n + 1, plan.packed_stride), dtype),
+                    np.empty((g.channels, n + 1, plan.packed_stride), dtype),
+                    partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
+                    g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
+                    x4[whole], pixel_sums, setup.isa, n_threads,
+                    codes[whole].transpose(1, 0, 2, 3), pooled[whole].transpose(1, 0, 2, 3),
+                    dense, pairs_isa, g.out_height, g.out_width,
+                    grad_bias if part is parts[-1] else grad_bias[:0]):
+                return None, False
+        if not parts:  # an empty batch: zeros
+            _conv_direct.sum_pixels(pixel_sums, grad_bias)
+        if plan.parts == 1:
+            return partials.reshape(weight.shape), True
         with np.errstate(invalid="ignore", over="ignore"):
-            result = partials.sum(axis=0).reshape(weight.shape)
-    return result, True
+            return partials.sum(axis=0).reshape(weight.shape), True
+
+    plan.routes[key] = run
+    return run
+
+
+def backward_passes(g, dtype, n_threads, compute_grad_input):
+    """``(weight_pass, input_pass)`` where both gradients wanted take the
+    direct kernels (``input_pass`` None without the input gradient), else
+    None: asked at every backward call and the same every step, so kept
+    with the plan (as the passes themselves)."""
+    plan = _plan(g)
+    if plan is None:
+        return None
+    key = ("backward passes", dtype.char, n_threads, compute_grad_input, _runtime.choices(),
+           _runtime.BLOCKED_WEIGHT_RUN, _runtime.BLOCKED_WEIGHT_SPLIT_PAIRS)
+    passes = plan.routes.get(key, False)
+    if passes is False:
+        operations = ("weight", "input") if compute_grad_input else ("weight",)
+        direct = all(use(g, op) and not _conv_winograd.use(g, op) for op in operations)
+        passes = plan.routes[key] = (
+            (weight_pass(g, dtype, n_threads),
+             input_pass(g, dtype, n_threads) if compute_grad_input else None)
+            if direct else None)
+    return passes
+
+
+def _whole_or(parts, n):
+    """The parts of a batch of ``n`` as the passes loop over them: [None]
+    for one part that is the whole batch (its arrays passed as they are,
+    not sliced)."""
+    if len(parts) == 1 and parts[0].start == 0 and parts[0].stop == n:
+        return [None]
+    return parts
+
+
+def _of_dtype(kernel, dtype):
+    """The float or double version of a fused-type kernel: called directly,
+    it skips Cython's choice among them at every call, which inspects each
+    typed argument."""
+    return kernel.__signatures__["float" if dtype.char == "f" else "double"]
 
 
 # Codes of no 2x2 pooling: the wide weight gradient's output gradient is dense.
@@ -456,8 +543,8 @@ def _weight_runs(g, plan, dtype):
     return runs
 
 
-def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
-    """The weight gradient by the filter-blocked kernels: running sums per
+def _weight_blocked_pass(g, plan, dtype, n_threads):
+    """weight_pass's ``run`` on the filter-blocked kernels: running sums per
     (group of rows, filter block, channel, tap), carried from one chunk of
     the batch to the next, so that the chunks change nothing, then added
     over the groups in order; and the bias gradient, into ``grad_bias``,
@@ -465,36 +552,46 @@ def _grad_weight_blocked(g4, x4, weight, g, plan, n_threads, grad_bias):
     gradient.  A PooledGradient ``g4`` whose windows tile the plane is
     expanded as each block of its rows is copied, on AVX-512 (see
     _runtime.blocked_expands_pooled); else it is made dense first."""
-    dtype = x4.dtype
-    f, c, kh, kw = weight.shape
     runs = _weight_runs(g, plan, dtype)
-    codes, pooled = _NO_CODES, np.empty((0, 0, 0, 0), dtype)
-    if isinstance(g4, PooledGradient):
-        if _expands(g, g4.saved.geometry, runs.group_rows):
-            g4, codes, pooled = g4.arrays()
-        else:
-            g4 = g4.dense()
-    acc = np.zeros(runs.acc_shape, dtype)
-    sums = np.zeros(runs.sums_shape, dtype)
-    # each thread's copy of a run of samples' output gradient, position-major
-    gt = np.empty((n_threads, runs.tile_values), dtype)
-    for first in range(0, g.n, runs.chunk):
-        last = min(g.n, first + runs.chunk)
-        part = slice(first, last)
-        # The last chunk also sums the bias gradient's per-pixel sums.
-        _conv_direct.backward_weight_blocked(
-            g4[part], codes[part], pooled[part], g.out_width, x4[part], gt,
-            *input_planes(x4[part], g, plan), acc, sums,
-            plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            runs.run_rows, runs.run_samples, runs.group_rows, _runtime.isa_code(), n_threads,
-            grad_bias if last == g.n else grad_bias[:0])
-    if g.n == 0:  # an empty batch: zeros
-        _conv_direct.sum_positions(sums, grad_bias)
-    total = acc[0]
-    if len(acc) > 1:
-        with np.errstate(invalid="ignore", over="ignore"):
-            for partial in acc[1:]:  # in order of the groups
-                total = total + partial
-    # (FB, C, taps, B) back to (F, C, kh, kw)
-    return np.ascontiguousarray(
-        total.transpose(0, 3, 1, 2).reshape(runs.blocks * runs.block, c, kh, kw)[:f])
+    kernel = _of_dtype(_conv_direct.backward_weight_blocked, dtype)
+    isa = _runtime.isa_code()
+    f, c, (kh, kw) = g.filters, g.channels, g.kernel
+    chunks = _whole_or([slice(first, min(g.n, first + runs.chunk))
+                        for first in range(0, g.n, runs.chunk)], g.n)
+    no_pooling = (_NO_CODES, np.empty((0, 0, 0, 0), dtype))
+    taps = (plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
+            runs.run_rows, runs.run_samples, runs.group_rows, isa, n_threads)
+
+    def run(g4, x4, weight, grad_bias):
+        codes, pooled = no_pooling
+        if isinstance(g4, PooledGradient):
+            if _expands(g, g4.saved.geometry, runs.group_rows):
+                g4, codes, pooled = g4.arrays()
+            else:
+                g4 = g4.dense()
+        acc = np.zeros(runs.acc_shape, dtype)
+        sums = np.zeros(runs.sums_shape, dtype)
+        # each thread's copy of a run of samples' output gradient, position-major
+        gt = np.empty((n_threads, runs.tile_values), dtype)
+        for part in chunks:
+            if part is None:
+                kernel(g4, codes, pooled, g.out_width, x4, gt, *input_planes(x4, g, plan), acc,
+                       sums, *taps, grad_bias)
+                continue
+            # The last chunk also sums the bias gradient's per-pixel sums.
+            x_part = x4[part]
+            kernel(g4[part], codes[part], pooled[part], g.out_width, x_part, gt,
+                   *input_planes(x_part, g, plan), acc, sums, *taps,
+                   grad_bias if part.stop == g.n else grad_bias[:0])
+        if g.n == 0:  # an empty batch: zeros
+            _conv_direct.sum_positions(sums, grad_bias)
+        total = acc[0]
+        if len(acc) > 1:
+            with np.errstate(invalid="ignore", over="ignore"):
+                for partial in acc[1:]:  # in order of the groups
+                    total = total + partial
+        # (FB, C, taps, B) back to (F, C, kh, kw)
+        return np.ascontiguousarray(
+            total.transpose(0, 3, 1, 2).reshape(runs.blocks * runs.block, c, kh, kw)[:f]), True
+
+    return run

@@ -822,8 +822,7 @@ def pack_blocks(
 ):
     """packed[b, c, t, l] = weight[b * B + l, c, t], or with ``transposed``
     weight[c, b * B + l, t] (the input gradient's weights), zeros past the
-    last filter (channel); returns whether every weight is finite.  (The
-    forward pass packs with numpy, faster where the filters are rows.)"""
+    last filter (channel); returns whether every weight is finite."""
     cdef Py_ssize_t blocks = packed.shape[0], inner = packed.shape[1]
     cdef Py_ssize_t nt = packed.shape[2], B = packed.shape[3]
     cdef Py_ssize_t outer = weight.shape[1] if transposed else weight.shape[0]
