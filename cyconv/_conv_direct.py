@@ -276,25 +276,7 @@ def _setup(g, plan, operation, dtype, n_threads):
 
 def forward(x4, weight, bias, geometry, n_threads, relu=False):
     """conv2d's output, and with ``relu`` max(output, 0) as np.maximum."""
-    g, plan, dtype = geometry, _plan(geometry), x4.dtype
-    setup = _setup(g, plan, "forward", dtype, n_threads)
-    out = np.empty((g.n, g.filters, g.out_height, g.out_width), dtype)
-    scratch = np.empty(setup.scratch, dtype)
-    if setup.blocked:
-        packed = _packed(weight)
-        for part in setup.parts:
-            _conv_direct.forward_blocked(
-                x4[part], packed, bias, out[part], _NO_CODES,
-                *input_planes(x4[part], g, plan, n_threads), scratch, plan.offsets,
-                plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left, plan.width, g.out_width,
-                *g.stride, relu, setup.isa, n_threads)
-        return out
-    for part in setup.parts:
-        _conv_direct.forward(
-            x4[part], weight, bias, out[part],
-            np.empty((n_threads, g.channels, plan.stride), dtype), scratch, plan.offsets,
-            g.pad_top, g.pad_left, plan.width, relu, setup.isa, n_threads)
-    return out
+    return forward_pass(geometry, x4.dtype, n_threads, relu)(x4, weight, bias)
 
 
 def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
@@ -303,16 +285,58 @@ def forward_pooled(x4, weight, bias, geometry, out, codes, n_threads):
     codes, computed by the filter-blocked forward pass, which pools in its
     store (the caller checked that this geometry's forward pass takes it, at
     stride 1)."""
-    g, plan, dtype = geometry, _plan(geometry), x4.dtype
+    forward_pass(geometry, x4.dtype, n_threads, True)(x4, weight, bias, out, codes)
+
+
+def forward_pass(g, dtype, n_threads, relu):
+    """``run(x4, weight, bias)``: conv2d's output of this geometry in
+    ``dtype`` on ``n_threads`` (with ``relu``, max(output, 0)), with what
+    does not change from call to call worked out at the first call and
+    kept with the plan (as input_pass); on the filter-blocked kernels also
+    ``run(x4, weight, bias, out, codes)``, which pools (see
+    forward_pooled)."""
+    plan = _plan(g)
+    key = ("forward pass", dtype.char, n_threads, relu, _runtime.choices())
+    run = plan.routes.get(key)
+    if run is not None:
+        return run
     setup = _setup(g, plan, "forward", dtype, n_threads)
-    packed = _packed(weight)
-    tiles = np.empty(setup.scratch, dtype)
-    for part in setup.parts:
-        _conv_direct.forward_blocked(
-            x4[part], packed, bias, out[part], codes[part],
-            *input_planes(x4[part], g, plan, n_threads), tiles, plan.offsets, plan.row_taps,
-            *plan.edge_taps, g.pad_top, g.pad_left, plan.width, g.out_width, 1, 1, True,
-            setup.isa, n_threads)
+    shape = (g.n, g.filters, g.out_height, g.out_width)
+    parts = _whole_or(setup.parts, g.n)
+    if setup.blocked:
+        kernel = _of_dtype(_conv_direct.forward_blocked, dtype)
+        taps = (plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
+                plan.width, g.out_width, *g.stride, relu, setup.isa, n_threads)
+
+        def run(x4, weight, bias, out=None, codes=_NO_CODES):
+            if out is None:
+                out = np.empty(shape, dtype)
+            packed = _packed(weight)
+            scratch = np.empty(setup.scratch, dtype)
+            for part in parts:
+                if part is None:
+                    kernel(x4, packed, bias, out, codes, *input_planes(x4, g, plan, n_threads),
+                           scratch, *taps)
+                else:
+                    x_part = x4[part]
+                    kernel(x_part, packed, bias, out[part], codes[part],
+                           *input_planes(x_part, g, plan, n_threads), scratch, *taps)
+            return out
+    else:
+        kernel = _of_dtype(_conv_direct.forward, dtype)
+        padded = (n_threads, g.channels, plan.stride)
+        taps = (plan.offsets, g.pad_top, g.pad_left, plan.width, relu, setup.isa, n_threads)
+
+        def run(x4, weight, bias):
+            out = np.empty(shape, dtype)
+            scratch = np.empty(setup.scratch, dtype)
+            for part in parts:
+                kernel(x4 if part is None else x4[part], weight, bias,
+                       out if part is None else out[part], np.empty(padded, dtype), scratch,
+                       *taps)
+            return out
+    plan.routes[key] = run
+    return run
 
 
 def grad_input(g4, weight, geometry, n_threads):

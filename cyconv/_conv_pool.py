@@ -62,21 +62,42 @@ def forward(x4, weight, bias, geometry, pooled):
     (bias possibly empty), and the :class:`~cyconv._pool.SavedMaxima` that
     MaxPooling's forward pass would keep, for ``pooled`` =
     pool_geometry(geometry, ...) (not None)."""
-    g, plan, dtype = geometry, _conv_direct._plan(geometry), x4.dtype
-    n_threads = g.threads()
-    out = np.empty(pooled.output_shape, dtype)
-    codes = _pool.pairs_codes(pooled)
+    return _pass(geometry, pooled, x4.dtype, geometry.threads())(x4, weight, bias)
+
+
+def _pass(g, pooled, dtype, n_threads):
+    """forward's ``run(x4, weight, bias)`` for this geometry, pooling, dtype
+    and thread count, with its sizes worked out at the first call and kept
+    with the plan (as _conv_direct's passes)."""
+    plan = _conv_direct._plan(g)
+    key = ("pooled pass", pooled.out_height, pooled.out_width, dtype.char, n_threads,
+           _runtime.choices())
+    run = plan.routes.get(key)
+    if run is not None:
+        return run
     setup = _setup(g, plan, pooled, dtype, n_threads)
+    shape = pooled.output_shape
     if setup is None:
         # The filter-blocked forward pass pools its tiles as it stores them.
-        _conv_direct.forward_pooled(x4, weight, bias, g, out,
-                                    codes.reshape(pooled.output_shape), n_threads)
+        def run(x4, weight, bias):
+            out = np.empty(shape, dtype)
+            codes = _pool.pairs_codes(pooled)
+            _conv_direct.forward_pooled(x4, weight, bias, g, out, codes.reshape(shape),
+                                        n_threads)
+            return out, _pool.saved_pairs(pooled, out, codes)
     else:
         runs, padded, wide, isa = setup
-        _conv_pool.forward(x4, weight, bias, out, codes, np.empty(padded, dtype),
-                           np.empty(wide, dtype), plan.offsets, plan.stride, g.pad_top,
-                           g.pad_left, plan.width, runs, isa, n_threads)
-    return out, _pool.saved_pairs(pooled, out, codes)
+        taps = (plan.offsets, plan.stride, g.pad_top, g.pad_left, plan.width, runs, isa,
+                n_threads)
+
+        def run(x4, weight, bias):
+            out = np.empty(shape, dtype)
+            codes = _pool.pairs_codes(pooled)
+            _conv_pool.forward(x4, weight, bias, out, codes, np.empty(padded, dtype),
+                               np.empty(wide, dtype), *taps)
+            return out, _pool.saved_pairs(pooled, out, codes)
+    plan.routes[key] = run
+    return run
 
 
 def _setup(g, plan, pooled, dtype, n_threads):
