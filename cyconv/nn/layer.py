@@ -359,6 +359,8 @@ def _refuse_owner(layer, owner):
 #: cached, under the guard ``backward`` runs under (see :class:`Layer`'s
 #: notes on threads): ``call_guarded(layer, method, *args, **kwargs)``.
 call_guarded = _guards.guarded_call(_cache_lock, _refuse_owner)
+# What a layer's remembered checks of an array depend on (compiled too).
+array_kind = _guards.array_kind
 
 
 def _guarded_forward(method):
@@ -426,16 +428,6 @@ def as_float_input(value, name="input"):
     for layers without parameters, which keep their input's precision."""
     array = as_array(value, name)
     return np.asarray(array, dtype=float_dtype(array, name))
-
-
-def array_kind(array):
-    """What a layer's remembered checks of ``array`` depend on: its shape,
-    dtype and whether it is aligned and C-contiguous, or None for anything
-    but an ndarray (which always takes the checked path)."""
-    if type(array) is not np.ndarray:
-        return None
-    flags = array.flags
-    return array.shape, array.dtype, flags.c_contiguous and flags.aligned
 
 
 def check_gradient_shape(gradient, expected, layer):
