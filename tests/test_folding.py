@@ -21,6 +21,7 @@ from cyconv import (
     Sequential,
     fold_batch_norm,
 )
+from cyconv.nn.containers import _walk as _all_layers
 
 
 def _trained_statistics(model, seed):
@@ -35,14 +36,6 @@ def _trained_statistics(model, seed):
             layer.running_mean.value[:] = rng.uniform(-1.0, 1.0, c)
             layer.running_var.value[:] = rng.uniform(0.2, 3.0, c)
     return model
-
-
-def _all_layers(model):
-    pending = [model]
-    while pending:
-        layer = pending.pop()
-        yield layer
-        pending.extend(layer.children())
 
 
 def _network(dtype, bias=True):
