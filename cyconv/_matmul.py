@@ -5,7 +5,9 @@ then competes for the cores with the kernels' OpenMP threads: on a busy
 two-core machine a 32 x 400 x 64 product measured 15 ms inside a training
 loop instead of 0.1 ms.  Going through scipy's BLAS with its threads held to
 one (as the convolution kernels do) avoids that, and makes the result
-independent of any thread count, as cyconv promises.
+independent of any thread count, as cyconv promises.  Products too small
+for OpenBLAS to start threads go to numpy's own product all the same:
+there it is the cheaper call.
 """
 
 import numpy as np
