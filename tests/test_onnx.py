@@ -28,6 +28,7 @@ from cyconv import (
     Sigmoid,
     Softmax,
     Tanh,
+    fold_batch_norm,
 )
 from cyconv.cli import build_lenet, main
 from cyconv.testing import conv2d_configs, pool2d_configs
@@ -283,7 +284,14 @@ def test_a_trained_batch_norm_residual_network():
     assert history["loss"][-1] < history["loss"][0]
     for layer in (model.layers[1], model.layers[3].layers[1]):
         assert not np.allclose(layer.running_var.value, 1)   # trained statistics
-    assert_exports(model, x[:17])
+    proto = assert_exports(model, x[:17])
+    # Folded for inference: fewer nodes, and onnxruntime still agrees with
+    # the folded model, which agrees with the model to rounding.
+    folded = fold_batch_norm(model)
+    folded_proto = assert_exports(folded, x[:17])
+    assert len(folded_proto.graph.node) < len(proto.graph.node)
+    assert not any(node.op_type == "BatchNormalization" for node in folded_proto.graph.node)
+    assert_float32_close(folded.predict(x[:17]), model.predict(x[:17]))
 
 
 # -- files and the command line -------------------------------------------------
