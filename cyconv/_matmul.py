@@ -5,9 +5,7 @@ then competes for the cores with the kernels' OpenMP threads: on a busy
 two-core machine a 32 x 400 x 64 product measured 15 ms inside a training
 loop instead of 0.1 ms.  Going through scipy's BLAS with its threads held to
 one (as the convolution kernels do) avoids that, and makes the result
-independent of any thread count, as cyconv promises.  Products too small
-for OpenBLAS to start threads go to numpy's own product all the same:
-there it is the cheaper call.
+independent of any thread count, as cyconv promises.
 """
 
 import numpy as np
@@ -35,23 +33,8 @@ def _fortran_operand(matrix):
     return np.asfortranarray(matrix), 0
 
 
-# Below this many multiply-adds numpy's own product runs on its caller's
-# thread (OpenBLAS's gemv, which numpy takes for a single row or column,
-# starts threads from 2304 * 4 = 9216 values) and costs less than going
-# through scipy's wrapper: LeNet's batch-1 dense products (400 x 10) took
-# 2.6-3.8 us instead of 7-8.5 (AMD EPYC Zen 3).
-_NUMPY_MACS = 9216
-
-
 def matmul(a, b):
     """``a @ b`` for 2-D arrays of one float dtype, as a C-ordered array."""
-    if a.shape[1] == 1:
-        # An outer product: each value one rounded product, as BLAS gives it,
-        # and numpy's multiply gives it faster (numpy's own product of an
-        # inner size of 1 took 8.7 us for 10 x 400, scipy's 5.6, this 1).
-        return np.multiply(a, b)
-    if a.shape[0] * a.shape[1] * b.shape[1] <= _NUMPY_MACS:
-        return np.matmul(a, b)
     gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
     # (a b)^T = b^T a^T, computed in Fortran order, is a b in C order.
     left, trans_left = _fortran_operand(b.T)

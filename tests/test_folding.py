@@ -8,6 +8,8 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reference
 from cyconv import (
@@ -22,6 +24,7 @@ from cyconv import (
     fold_batch_norm,
 )
 from cyconv.nn.containers import _walk as _all_layers
+from cyconv.testing import conv2d_configs
 
 
 def _trained_statistics(model, seed):
@@ -77,6 +80,29 @@ def test_folded_pair_against_formula(dtype, bias):
     got = folded.predict(x)
     assert got.dtype == dtype
     np.testing.assert_allclose(got, expected, rtol=0, atol=tol * np.abs(expected).max())
+
+
+@settings(max_examples=40, deadline=None)
+@given(config=conv2d_configs(max_batch=2), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_fold_any_convolution(config, bias, seed):
+    """Strides, dilations, groups (each filter its own scale), "same"
+    padding: the folded layer gives the formula applied to the layer's
+    own output, in float64."""
+    n, c, h, w = config.x_shape
+    f, _, kh, kw = config.weight_shape
+    conv = Convolution((c, h, w), (kh, kw), f, bias=bias, dtype=np.float64, rng=seed,
+                       **config.kwargs)
+    model = _trained_statistics(Sequential([conv, BatchNormalization(dtype=np.float64)]), seed)
+    x = np.random.default_rng(seed).standard_normal(config.x_shape)
+    y = conv.forward(x)
+    norm = model.layers[1]
+    shape = (1, -1, 1, 1)
+    expected = ((y - norm.running_mean.value.reshape(shape))
+                / np.sqrt(norm.running_var.value.reshape(shape) + norm.eps)
+                * norm.gamma.value.reshape(shape) + norm.beta.value.reshape(shape))
+    got = fold_batch_norm(model).predict(x)
+    np.testing.assert_allclose(got, expected, rtol=0,
+                               atol=1e-12 * max(1.0, np.abs(expected).max()))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

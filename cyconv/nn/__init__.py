@@ -1,7 +1,8 @@
 """The training library: layers, containers, losses, optimizers, the fit
 loop and the model file format.
 
-Every name here is also at the top level of :mod:`cyconv`.
+Every name here but ``Container``, ``lenet`` and ``small_resnet`` is also
+at the top level of :mod:`cyconv`.
 
 Examples
 --------
