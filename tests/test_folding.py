@@ -25,6 +25,7 @@ from cyconv import (
 )
 from cyconv.nn.containers import _walk as _all_layers
 from cyconv.testing import conv2d_configs
+from test_conv import same_padding
 
 
 def _trained_statistics(model, seed):
@@ -52,11 +53,12 @@ def _network(dtype, bias=True):
     ], input_shape=(2, 10, 10))
 
 
-def _eval_reference(conv, norm, x):
-    """conv followed by norm in eval mode, in float64, from the formulas."""
+def _eval_reference(conv, norm, x, sides=(1, 1, 1, 1)):
+    """conv (padding ``sides``) followed by norm in eval mode, in float64,
+    from the formulas."""
     bias = None if conv.bias is None else conv.bias.value
-    y = reference.conv2d(x, conv.weight.value, bias, conv.stride, (1, 1, 1, 1),
-                         conv.dilation, conv.groups)
+    y = reference.conv2d(x, conv.weight.value, bias, conv.stride, sides, conv.dilation,
+                         conv.groups)
     shape = (1, -1, 1, 1)
     mean = norm.running_mean.value.astype(np.float64).reshape(shape)
     var = norm.running_var.value.astype(np.float64).reshape(shape)
@@ -86,20 +88,15 @@ def test_folded_pair_against_formula(dtype, bias):
 @given(config=conv2d_configs(max_batch=2), bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_fold_any_convolution(config, bias, seed):
     """Strides, dilations, groups (each filter its own scale), "same"
-    padding: the folded layer gives the formula applied to the layer's
-    own output, in float64."""
+    padding: the folded layer gives the formula applied to the float64
+    reference convolution (scipy.signal's correlate2d, tests/test_conv.py)."""
     n, c, h, w = config.x_shape
     f, _, kh, kw = config.weight_shape
     conv = Convolution((c, h, w), (kh, kw), f, bias=bias, dtype=np.float64, rng=seed,
                        **config.kwargs)
     model = _trained_statistics(Sequential([conv, BatchNormalization(dtype=np.float64)]), seed)
     x = np.random.default_rng(seed).standard_normal(config.x_shape)
-    y = conv.forward(x)
-    norm = model.layers[1]
-    shape = (1, -1, 1, 1)
-    expected = ((y - norm.running_mean.value.reshape(shape))
-                / np.sqrt(norm.running_var.value.reshape(shape) + norm.eps)
-                * norm.gamma.value.reshape(shape) + norm.beta.value.reshape(shape))
+    expected = _eval_reference(conv, model.layers[1], x, same_padding(config))
     got = fold_batch_norm(model).predict(x)
     np.testing.assert_allclose(got, expected, rtol=0,
                                atol=1e-12 * max(1.0, np.abs(expected).max()))
