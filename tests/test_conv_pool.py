@@ -300,13 +300,20 @@ def _lenet(dtype, input_shape=(1, 12, 12), **conv):
 
 
 def _spy(monkeypatch):
+    # Every fused pass runs a function _conv_pool._pass gives (a model's
+    # planned pass keeps the one it was given): each call of those is one
+    # fused pass, recorded with its pooling geometry.
     calls = []
-    original = _conv_pool.forward
+    original = _conv_pool._pass
 
-    def spy(*args):
-        calls.append(args[3])
-        return original(*args)
-    monkeypatch.setattr(_conv_pool, "forward", spy)
+    def spy(geometry, pooled, dtype, n_threads):
+        run = original(geometry, pooled, dtype, n_threads)
+
+        def spied(*args):
+            calls.append(pooled)
+            return run(*args)
+        return spied
+    monkeypatch.setattr(_conv_pool, "_pass", spy)
     return calls
 
 

@@ -36,6 +36,8 @@ def guarded_forward(method, cache_lock):
             depth = state.get("_cache_depth", 0)
             state["_cache_depth"] = depth + 1
             state["_cache_thread"] = INCOMPLETE
+            # No longer what a container's planned pass left (planned_intact).
+            state.pop("_planned", None)
             previous = enter()
             try:
                 result = method(self, *args, **kwargs)
@@ -98,3 +100,79 @@ def array_kind(array):
     cdef int flags = cnp.PyArray_FLAGS(a)
     cdef int wanted = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
     return array.shape, <object>cnp.PyArray_DESCR(a), (flags & wanted) == wanted
+
+
+# -- a container's planned pass (cyconv/nn/_plan.py) ------------------------
+
+def planned_forward(tuple layers, tuple locks, plan, stage, x):
+    """``stage(x)``, a step of ``plan``'s forward pass over ``layers``,
+    under the guard their own forward runs under: their locks (``locks``,
+    in order) and the marks of a forward that completed in this thread,
+    and the mark of ``plan`` that planned_intact looks for.  The memory
+    cache is the container's, already in place."""
+    cdef Py_ssize_t held = 0
+    try:
+        for lock in locks:
+            lock.acquire()
+            held += 1
+        for layer in layers:
+            (<dict>layer.__dict__)["_cache_thread"] = INCOMPLETE
+        result = stage(x)
+        ident = _get_ident()
+        for layer in layers:
+            state = <dict>layer.__dict__
+            state["_cache_thread"] = ident
+            state["_planned"] = plan
+        return result
+    finally:
+        while held > 0:
+            held -= 1
+            locks[held].release()
+
+
+def planned_backward(tuple layers, tuple locks, refuse_owner, stage, grad, learning_rate):
+    """``stage(grad, learning_rate)``, a step of a planned backward pass
+    over ``layers``, under the guard their own backward runs under (see
+    guarded_call)."""
+    cdef Py_ssize_t held = 0
+    try:
+        for lock in locks:
+            lock.acquire()
+            held += 1
+        ident = _get_ident()
+        for layer in layers:
+            owner = (<dict>layer.__dict__).get("_cache_thread")
+            if owner is not None and owner != ident:
+                refuse_owner(layer, owner)
+        return stage(grad, learning_rate)
+    finally:
+        while held > 0:
+            held -= 1
+            locks[held].release()
+
+
+def planned_intact(tuple layers, plan):
+    """Whether every one of ``layers`` last ran forward in ``plan``'s pass,
+    in this thread, none of them on its own since (its own forward takes
+    the mark away)."""
+    ident = _get_ident()
+    for layer in layers:
+        state = <dict>layer.__dict__
+        if state.get("_planned") is not plan or state.get("_cache_thread") != ident:
+            return False
+    return True
+
+
+def unchanged(tuple watched, tuple arrays):
+    """Whether every ``(obj, name, value)`` of ``watched`` still has
+    ``getattr(obj, name) is value``, and every ``(array, kind)`` of
+    ``arrays`` still has that :func:`array_kind` (an array's shape can be
+    set in place): what a planned pass was planned for, asked at every
+    call."""
+    for obj, name, value in watched:
+        if getattr(obj, name) is not value:
+            return False
+    for array, kind in arrays:
+        if array_kind(array) != kind:
+            return False
+    return True

@@ -207,10 +207,11 @@ class Layer:
         self.training = True
 
     def __getstate__(self):
-        # Copies and pickles get a lock of their own, and no owner thread.
+        # Copies and pickles get a lock of their own, no owner thread and
+        # no mark of a container's planned pass.
         state = self.__dict__.copy()
         for name in ("_cache_lock", "_cache_thread", "_cache_depth", "_modes_lock",
-                     "_modes_frames"):
+                     "_modes_frames", "_planned"):
             state.pop(name, None)
         return state
 
