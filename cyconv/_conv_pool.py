@@ -79,22 +79,24 @@ def _pass(g, pooled, dtype, n_threads):
     shape = pooled.output_shape
     if setup is None:
         # The filter-blocked forward pass pools its tiles as it stores them.
+        blocked = _conv_direct.forward_pass(g, dtype, n_threads, True)
+
         def run(x4, weight, bias):
             out = np.empty(shape, dtype)
             codes = _pool.pairs_codes(pooled)
-            _conv_direct.forward_pooled(x4, weight, bias, g, out, codes.reshape(shape),
-                                        n_threads)
+            blocked(x4, weight, bias, out, codes.reshape(shape))
             return out, _pool.saved_pairs(pooled, out, codes)
     else:
         runs, padded, wide, isa = setup
+        kernel = _conv_direct._of_dtype(_conv_pool.forward, dtype)
         taps = (plan.offsets, plan.stride, g.pad_top, g.pad_left, plan.width, runs, isa,
                 n_threads)
 
         def run(x4, weight, bias):
             out = np.empty(shape, dtype)
             codes = _pool.pairs_codes(pooled)
-            _conv_pool.forward(x4, weight, bias, out, codes, np.empty(padded, dtype),
-                               np.empty(wide, dtype), *taps)
+            kernel(x4, weight, bias, out, codes, np.empty(padded, dtype), np.empty(wide, dtype),
+                   *taps)
             return out, _pool.saved_pairs(pooled, out, codes)
     plan.routes[key] = run
     return run

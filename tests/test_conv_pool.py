@@ -129,13 +129,16 @@ def test_each_geometry_takes_the_family_it_is_here_for(monkeypatch, case):
     # The last four (small planes, many filters) pool in the filter-blocked
     # store, the others in the kernels by output positions: were the rule
     # to change, the tests above would check the other family only.
+    # (The fused pass of a geometry asks for the filter-blocked forward
+    # pass when it is first made: the passes kept are dropped.)
     calls = []
-    blocked = _conv_pool._conv_direct.forward_pooled
-    monkeypatch.setattr(_conv_pool._conv_direct, "forward_pooled",
+    blocked = _conv_pool._conv_direct.forward_pass
+    monkeypatch.setattr(_conv_pool._conv_direct, "forward_pass",
                         lambda *args: calls.append(1) or blocked(*args))
     x, weight, bias, geometry = _problem(np.random.default_rng(0), *case, np.float32)
     for conv_isa in CONV_VARIANTS:
         calls.clear()
+        _conv_pool._conv_direct._plan.cache_clear()
         with _runtime.direct_convolution("always", conv_isa):
             _fused(x, weight, bias, geometry)
         assert calls == ([1] if case in GEOMETRIES[7:] else [])
@@ -229,6 +232,8 @@ def test_threads_that_split_a_samples_filters_give_the_same_bits(monkeypatch, ca
         runs.append(args[-3])  # tasks per sample
         return kernel(*args)
     monkeypatch.setattr(_conv_pool._conv_pool, "forward", spy)
+    # The passes kept hold the kernel they were made with: made anew here.
+    _conv_pool._conv_direct._plan.cache_clear()
     rng = np.random.default_rng(15)
     x, weight, bias, geometry = _problem(rng, *case, dtype)
     x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
@@ -241,6 +246,7 @@ def test_threads_that_split_a_samples_filters_give_the_same_bits(monkeypatch, ca
             np.testing.assert_array_equal(saved.codes, want_saved.codes)
 
     _with_every_variant(threads, check)
+    _conv_pool._conv_direct._plan.cache_clear()  # the passes holding the spy
     # (A build without OpenMP runs one thread: nothing to split.)
     assert runs and (min(runs) > 1 or not cyconv._threads.openmp_enabled())
 

@@ -112,6 +112,24 @@ def _groups(layers):
     return groups
 
 
+def _watched(entries):
+    """``(obj, name, value)`` entries as :func:`_guards.unchanged` takes
+    them: grouped by object, read from the instance's ``__dict__`` where
+    every name is there and no descriptor of the class answers for it."""
+    groups = {}
+    for obj, name, value in entries:
+        groups.setdefault(id(obj), (obj, []))[1].append((name, value))
+    watched = []
+    for obj, pairs in groups.values():
+        names = tuple(name for name, _ in pairs)
+        state = getattr(obj, "__dict__", None)
+        in_dict = state is not None and all(
+            name in state and not hasattr(type(getattr(type(obj), name, None)), "__set__")
+            for name in names)
+        watched.append((obj, names, tuple(value for _, value in pairs), in_dict))
+    return tuple(watched)
+
+
 class Plan:
     """The planned pass of one container for one kind of input."""
 
@@ -124,7 +142,7 @@ class Plan:
         self.threads = get_num_threads()
         self.choices = _runtime.choices()
         self.pairs_isa = _pool.PAIRS_ISA
-        self.watched = tuple(w for stage in stages for w in stage.watched())
+        self.watched = _watched(w for stage in stages for w in stage.watched())
         self.arrays = tuple((array, array_kind(array)) for stage in stages
                             for array in stage.arrays())
 
