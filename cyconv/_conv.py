@@ -498,22 +498,16 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
     g4 = grad_output if batched else grad_output[np.newaxis]
     n_threads = geometry.threads()
 
-    grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
     passes = _conv_direct.backward_passes(geometry, x.dtype, n_threads, compute_grad_input)
     if passes is not None:
-        # Both gradients by the direct kernels, their routes known from the
-        # last call: the same calls as below, without asking again.
-        weight_pass, input_pass = passes
-        grad_weight, bias_done = weight_pass(g4, x4, weight, grad_bias)
-        grad_input = None
-        if grad_weight is not None and bias_done and compute_grad_input:
-            grad_input = input_pass(g4, weight)
+        gradients = direct_backward(passes, g4, x4, weight, compute_grad_input)
+        if gradients is not None:
+            grad_input, grad_weight, grad_bias = gradients
             if grad_input is not None and not batched:
                 grad_input = grad_input[0]
-        if grad_weight is not None and bias_done and (grad_input is not None
-                                                      or not compute_grad_input):
             return grad_input, grad_weight, grad_bias
         # x or the weight not finite: the general way, which handles both
+    grad_bias = np.empty(weight.shape[0], dtype=x.dtype)
     grad_weight, bias_done, g4 = _grad_weight(g4, x4, weight, geometry, n_threads, grad_bias)
     if not bias_done:
         workspace = np.empty((geometry.filters, geometry.out_height * geometry.out_width),
@@ -525,6 +519,25 @@ def conv2d_backward_checked(grad_output, x, weight, geometry, compute_grad_input
         grad_input = _grad_input(g4, weight, x4.shape, geometry, n_threads)
         if not batched:
             grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias
+
+
+def direct_backward(passes, g4, x4, weight, compute_grad_input):
+    """``(grad_input, grad_weight, grad_bias)`` of a batch by the direct
+    kernels, ``passes`` = _conv_direct.backward_passes(...) (not None),
+    their routes known from the last call: the calls of the general way
+    without asking again.  None where x or the weight is not finite (the
+    general way handles both)."""
+    weight_pass, input_pass = passes
+    grad_bias = np.empty(weight.shape[0], dtype=x4.dtype)
+    grad_weight, bias_done = weight_pass(g4, x4, weight, grad_bias)
+    if grad_weight is None or not bias_done:
+        return None
+    grad_input = None
+    if compute_grad_input:
+        grad_input = input_pass(g4, weight)
+        if grad_input is None:
+            return None
     return grad_input, grad_weight, grad_bias
 
 

@@ -29,7 +29,7 @@ stages call the same kernels with the same arguments.
 
 import numpy as np
 
-from .. import _conv, _conv_pool, _pool, _runtime
+from .. import _conv, _conv_direct, _conv_pool, _pool, _runtime
 from .._kernels import _guards
 from .._matmul import matmul
 from .._pool import PooledGradient, max_pool2d_backward_saved, max_pool2d_saving_checked
@@ -130,6 +130,12 @@ def _watched(entries):
     return tuple(watched)
 
 
+def _weight_constants():
+    # The filter-blocked weight gradient's tuned constants, which its passes
+    # were made with (tests change them).
+    return _runtime.BLOCKED_WEIGHT_RUN, _runtime.BLOCKED_WEIGHT_SPLIT_PAIRS
+
+
 class Plan:
     """The planned pass of one container for one kind of input."""
 
@@ -142,6 +148,7 @@ class Plan:
         self.threads = get_num_threads()
         self.choices = _runtime.choices()
         self.pairs_isa = _pool.PAIRS_ISA
+        self.weight_constants = _weight_constants()
         self.watched = _watched(w for stage in stages for w in stage.watched())
         self.arrays = tuple((array, array_kind(array)) for stage in stages
                             for array in stage.arrays())
@@ -151,6 +158,7 @@ class Plan:
         return (container.layers == self.layers and container.fuse is True
                 and get_num_threads() == self.threads and _runtime.choices() is self.choices
                 and _pool.PAIRS_ISA == self.pairs_isa
+                and _weight_constants() == self.weight_constants
                 and _guards.unchanged(self.watched, self.arrays))
 
     def forward(self, container, input):
@@ -238,6 +246,9 @@ class _ConvReluPool(_Stage):
         # The first layer's weight gradient takes the pooling's gradient
         # unexpanded (see Container.backward).
         self.takes_pooled = pooled and conv.needs_input_gradient is False
+        # Both gradients' direct passes, where they take the direct kernels.
+        self.passes = _conv_direct.backward_passes(geometry, dtype, geometry.threads(),
+                                                   conv.needs_input_gradient)
 
     def watched(self):
         conv, relu, pool = self.layers
@@ -279,9 +290,15 @@ class _ConvReluPool(_Stage):
             grad = PooledGradient(as_kernel_array(grad, conv.dtype), saved)
         else:
             grad = max_pool2d_backward_saved(grad, saved, through_relu=True)
-        grad_input, grad_weight, grad_bias = _conv.conv2d_backward_checked(
-            grad, conv._padded_input, conv.weight.value, self.geometry,
-            conv.needs_input_gradient)
+        x, weight = conv._padded_input, conv.weight.value
+        gradients = None
+        if self.passes is not None:
+            gradients = _conv.direct_backward(self.passes, grad, x, weight,
+                                              conv.needs_input_gradient)
+        if gradients is None:
+            gradients = _conv.conv2d_backward_checked(grad, x, weight, self.geometry,
+                                                      conv.needs_input_gradient)
+        grad_input, grad_weight, grad_bias = gradients
         conv.weight.grad = grad_weight
         if conv.bias is not None:
             conv.bias.grad = grad_bias
