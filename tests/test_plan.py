@@ -171,6 +171,13 @@ def test_inputs_of_each_kind_keep_their_own_plan():
     x = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
     model.forward(x)
     assert _planned(model)
+    # A weight replaced: the plans made for the old one go (they hold it).
+    old = model.layers[-1].weight.value
+    model.layers[-1].weight.value = old.copy()
+    model.forward(x)
+    assert len(model._plans) == 1
+    assert not any(w[2][0] is old for p in model._plans.values() for w in p.watched
+                   if type(w[0]).__name__ == "Parameter")
 
 
 def test_a_replaced_weight_is_used_and_a_wrong_one_refused():

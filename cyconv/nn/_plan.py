@@ -52,18 +52,21 @@ MAX_PLANS = 8
 def keep(container, x4, single):
     """After a forward pass through the general path, which completed in
     this thread: plan the next ones with inputs like this one."""
-    plans = container.__dict__.get("_plans")
+    plans = container.__dict__.get("_plans") or {}
     kind = array_kind(x4[0] if single else x4)
-    current = plans.get(kind) if plans else None
+    current = plans.get(kind)
     if current is not None and current.holds(container):
         return  # a caller's input of another dtype or layout, converted
-    if plans is None or len(plans) >= MAX_PLANS:
-        plans = container._plans = {}
+    # Plans that no longer hold are dropped with it (they keep arrays alive,
+    # a replaced weight say), and the rest if there are too many.  A new
+    # dict is put in place, never one another thread may be reading changed.
+    kept = {k: p for k, p in plans.items() if k != kind and p.holds(container)}
+    if len(kept) >= MAX_PLANS:
+        kept = {}
     new = plan(container, x4, single)
-    if new is None:
-        plans.pop(kind, None)
-    else:
-        plans[kind] = new
+    if new is not None:
+        kept[kind] = new
+    container._plans = kept
 
 
 def plan(container, x4, single):
