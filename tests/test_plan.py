@@ -31,6 +31,16 @@ def _planned(model):
     return model.__dict__.get("_planned_pass") is not None
 
 
+def _planned_lenet():
+    """A LeNet-like model that ran planned once, and its input."""
+    model = _lenet(np.float32)
+    x = np.zeros((2, 1, 12, 12), np.float32)
+    model.forward(x)
+    model.forward(x)
+    assert _planned(model)
+    return model, x
+
+
 def _one_by_one(layers, x, grad, learning_rate):
     """The tutorial's loop: each layer's forward, then each backward."""
     out = x
@@ -196,11 +206,7 @@ def test_a_replaced_weight_is_used_and_a_wrong_one_refused():
 
 
 def test_a_hyper_parameter_assigned_anew_takes_the_checked_path():
-    model = _lenet(np.float32)
-    x = np.zeros((2, 1, 12, 12), np.float32)
-    model.forward(x)
-    model.forward(x)
-    assert _planned(model)
+    model, x = _planned_lenet()
     model.layers[0].padding = (1, 1)  # a 12x12 output: the Dense no longer fits
     with pytest.raises(ValueError, match="expects input of shape"):
         model.forward(x)
@@ -247,11 +253,7 @@ def test_a_layer_run_alone_before_backward_takes_the_general_backward():
 
 
 def test_backward_in_another_thread_is_refused():
-    model = _lenet(np.float32)
-    x = np.zeros((2, 1, 12, 12), np.float32)
-    model.forward(x)
-    model.forward(x)
-    assert _planned(model)
+    model, x = _planned_lenet()
     errors = []
 
     def other():
@@ -304,10 +306,7 @@ def test_bad_gradients_and_rates_get_the_general_errors(gradient, learning_rate,
 
 
 def test_replaced_layers_drop_the_plans():
-    model = _lenet(np.float32)
-    x = np.zeros((2, 1, 12, 12), np.float32)
-    model.forward(x)
-    model.forward(x)
+    model, _ = _planned_lenet()
     assert model._plans
     model._replace_layers(list(model.layers))
     assert "_plans" not in model.__dict__
