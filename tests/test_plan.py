@@ -310,3 +310,97 @@ def test_replaced_layers_drop_the_plans():
     assert model._plans
     model._replace_layers(list(model.layers))
     assert "_plans" not in model.__dict__
+
+
+def test_a_plan_takes_its_sizes_from_the_input_never_from_the_layers_caches():
+    # Another thread's pass may rewrite the layers' caches between a
+    # forward pass and its planning: a plan made then must still be the
+    # input's, or a later call hands the kernels arrays of other sizes.
+    from cyconv.nn import _plan
+    model, _ = _planned_lenet()
+    small, large = (np.ones((n, 1, 12, 12), np.float32) for n in (2, 7))
+    model.forward(small)
+    for layer in model.layers:  # the caches of a batch of 7, one layer at a time
+        large = layer.forward(large)
+    plan = _plan.plan(model, small, False)
+    assert [stage.output_shape[0] for stage in plan.stages] == [2] * len(plan.stages)
+    assert plan.stages[0].geometry.n == 2
+
+
+def test_concurrent_passes_of_two_batch_sizes_keep_each_plan_its_own():
+    def model():
+        return Sequential([Convolution(kernel_size=3, depth=4, rng=1), ReLU(), MaxPooling(2),
+                           Flatten(), Dense(output_size=3, rng=3)], input_shape=(1, 10, 10))
+    reference = model()
+    inputs = [np.random.default_rng(n).standard_normal((n, 1, 10, 10)).astype(np.float32)
+              for n in (2, 7)]
+    want = [reference.forward(x) for x in inputs]
+    for _ in range(100):
+        shared = model()
+        barrier = threading.Barrier(2)
+
+        def work(x):
+            barrier.wait()
+            shared.forward(x)
+        threads = [threading.Thread(target=work, args=(x,)) for x in inputs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for _ in range(2):
+            for x, w in zip(inputs, want):
+                _assert_same(shared.forward(x), w)
+
+
+def test_layers_of_two_dtypes_are_left_to_the_checked_pass():
+    layers = [Convolution(kernel_size=3, depth=4, rng=1), ReLU(), MaxPooling(2),
+              Convolution(kernel_size=3, depth=4, dtype=np.float64, rng=2), ReLU(),
+              MaxPooling(2), Flatten(), Dense(output_size=2, dtype=np.float64, rng=3)]
+    mixed = Sequential(layers, input_shape=(1, 14, 14))
+    dense = Sequential([Dense(4, 5, dtype=np.float32, rng=1), Dense(5, 3, dtype=np.float64, rng=2)])
+    for model, x in ((mixed, np.ones((2, 1, 14, 14), np.float32)),
+                     (dense, np.ones((2, 4), np.float32))):
+        outs = [model.forward(x) for _ in range(3)]
+        assert not _planned(model)
+        for out in outs:
+            assert out.dtype == np.float64
+            _assert_same(out, outs[0])
+
+
+def test_plan_passes_turned_off_later_is_obeyed():
+    model, x = _planned_lenet()
+    model.plan_passes = False
+    model.forward(x)
+    assert not _planned(model)
+
+
+def test_hyper_parameters_that_can_change_in_place_are_never_planned():
+    model = _lenet(np.float32)
+    pool = model.layers[2]
+    pool.kernel_size, pool.stride, pool.padding = [2, 2], [2, 2], [0, 0]
+    x = np.random.default_rng(6).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    model.forward(x)
+    model.forward(x)
+    assert not _planned(model)
+    pool.kernel_size[:] = [3, 3]
+    pool.padding[:] = [1, 1]  # the same output size
+    twin = copy.deepcopy(model)
+    twin.layers[2] = MaxPooling(3, stride=2, padding=1)
+    _assert_same(model.forward(x), twin.forward(x))
+
+
+@pytest.mark.parametrize("inner", [3, 7])
+def test_an_inner_layer_without_its_input_gradient_is_left_to_the_checked_pass(inner):
+    model = _lenet(np.float32)
+    general = copy.deepcopy(model)
+    general.plan_passes = False
+    x = np.zeros((2, 1, 12, 12), np.float32)
+    errors = []
+    for m in (model, general):
+        m.layers[inner].needs_input_gradient = False
+        m.forward(x)
+        out = m.forward(x)
+        with pytest.raises(TypeError) as info:
+            m.backward(np.ones_like(out))
+        errors.append(str(info.value))
+    assert not _planned(model) and errors[0] == errors[1]

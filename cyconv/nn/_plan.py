@@ -10,6 +10,9 @@ container plans the next ones: for each group of layers it ran (a
 Convolution, ReLU and MaxPooling as one; a Flatten; a Dense), a stage
 that calls the kernels that pass chose, with the arrays and sizes it
 found, and leaves every layer's attributes as the layer's own call would.
+The stages' sizes come from the input's shape and the layers'
+hyper-parameters and parameters, checked as the layers check them; never
+from what the layers cached, which another thread's pass may be rewriting.
 
 A plan holds only while what it was made for does: the same layers in
 the same order, the same input kind, thread count and kernel choices,
@@ -18,14 +21,23 @@ arrays (the same objects, of the same shape, dtype and layout).  Each call
 asks (:func:`_guards.unchanged`, compiled); anything else takes the
 general pass, with its checks and errors, and plans again.  The backward
 pass is planned too where the last forward was the plan's and no layer
-ran on its own since (its cached input is the plan's); else the general
-backward runs, reading the same layer attributes.
+ran on its own since (each layer's own forward takes away the plan's
+mark); else the general backward runs, reading the same layer attributes.
 
-Only models made entirely of such groups are planned (LeNet- and
-VGG-like stacks); a layer of any other kind keeps the general pass for
-the whole container.  Results are bitwise those of the general pass: the
-stages call the same kernels with the same arguments.
+Only models made entirely of such groups, in one dtype, ending with a
+Dense, are planned (LeNet- and VGG-like stacks), with hyper-parameters of
+immutable types and every layer but the first wanting its input gradient;
+anything else keeps the general pass for the whole container.  Results
+are bitwise those of the general pass: the stages call the same kernels
+with the same arguments.  One difference in what the layers keep: the
+general pass runs a triple as one from the convolution's second call
+with an input of one shape, a plan from its first call after planning,
+even where the batch size alternates (the triple's full output, its
+ReLU's and its pooling's ``input``, is then None as always after a fused
+pass).
 """
+
+import math
 
 import numpy as np
 
@@ -71,12 +83,20 @@ def keep(container, x4, single):
 
 def plan(container, x4, single):
     """The :class:`Plan` of ``container`` for inputs like ``x4`` (the
-    batch its last forward pass, which completed in this thread, ran on;
-    ``single``: the caller gave one sample), or None where it has layers
-    no stage covers."""
-    if not (container.fuse is True and x4.ndim >= 2 and x4.shape[0] > 0):
+    batch its last forward pass ran on; ``single``: the caller gave one
+    sample), or None where it has layers no stage covers.
+
+    Every size comes from ``x4``'s shape and the layers' hyper-parameters
+    and parameters, checked here as the layers check them, each read once
+    and watched as it was read; never from what the layers cached, which
+    another thread's pass may be rewriting meanwhile."""
+    layers = list(container.layers)
+    kind = array_kind(x4)
+    # The kernels take aligned C-contiguous arrays, as the layers' own
+    # remembered checks want them.
+    if not (container.fuse is True and x4.ndim >= 2 and x4.shape[0] > 0 and kind[2]):
         return None
-    groups = _groups(container.layers)
+    groups = _groups(layers)
     # The last stage's output goes to the caller, never read again by a
     # fused pass (as Container.forward fuses), and only the Dense stage
     # checks the caller's gradient.
@@ -84,14 +104,19 @@ def plan(container, x4, single):
         return None
     stages = []
     ran_as_one = set()
-    for stage_type, start, layers in groups:
-        stage = stage_type.make(*layers)
+    shape, dtype = x4.shape, x4.dtype
+    for stage_type, start, group in groups:
+        try:
+            stage = stage_type.make(*group, shape=shape, dtype=dtype, first=start == 0)
+        except (ValueError, TypeError):
+            return None  # the checked pass gives the errors
         if stage is None:
             return None
         if getattr(stage, "pooled", False):
             ran_as_one.add(start + 2)
         stages.append(stage)
-    return Plan(container, x4, single, stages, frozenset(ran_as_one))
+        shape = stage.output_shape
+    return Plan(layers, single, stages, frozenset(ran_as_one))
 
 
 def _groups(layers):
@@ -142,8 +167,8 @@ def _weight_constants():
 class Plan:
     """The planned pass of one container for one kind of input."""
 
-    def __init__(self, container, x4, single, stages, ran_as_one):
-        self.layers = list(container.layers)
+    def __init__(self, layers, single, stages, ran_as_one):
+        self.layers = layers
         self.all_layers = tuple(self.layers)
         self.single = single
         self.stages = stages
@@ -152,13 +177,14 @@ class Plan:
         self.choices = _runtime.choices()
         self.pairs_isa = _pool.PAIRS_ISA
         self.weight_constants = _weight_constants()
-        self.watched = _watched(w for stage in stages for w in stage.watched())
+        self.watched = _watched(w for stage in stages for w in stage.watched)
         self.arrays = tuple((array, array_kind(array)) for stage in stages
-                            for array in stage.arrays())
+                            for array in stage.arrays)
 
     def holds(self, container):
         """Whether the plan still fits ``container``'s layers and settings."""
         return (container.layers == self.layers and container.fuse is True
+                and container.plan_passes is True
                 and get_num_threads() == self.threads and _runtime.choices() is self.choices
                 and _pool.PAIRS_ISA == self.pairs_isa
                 and _weight_constants() == self.weight_constants
@@ -190,85 +216,121 @@ class Plan:
 
 
 
-class _Stage:
-    """What every stage has: its layers and their locks."""
+def _ints(value, count=2):
+    # Hyper-parameters are watched by identity: only immutable values.
+    return type(value) is tuple and len(value) == count and all(type(v) is int for v in value)
 
-    def __init__(self, *layers):
+
+class _Stage:
+    """What every stage has: its layers and their locks, and what it was
+    planned for, read once: ``watched``, ``(obj, name, value)`` entries,
+    and ``arrays``, the parameter arrays (see Plan.holds)."""
+
+    def __init__(self, layers, watched, arrays):
         self.layers = layers
         self.locks = tuple(_cache_lock(layer) for layer in layers)
+        self.watched = watched
+        self.arrays = arrays
 
-    def _parameter_arrays(self, layer):
-        return [p.value for p in (layer.weight, layer.bias) if p is not None]
 
-    def _parameter_watched(self, layer):
-        watched = [(layer, "weight", layer.weight), (layer, "bias", layer.bias),
-                   (layer, "needs_input_gradient", layer.needs_input_gradient),
-                   (layer, "dtype", layer.dtype)]
-        watched += [(p, "value", p.value) for p in (layer.weight, layer.bias) if p is not None]
-        return watched
+def _gradient_flag(layer, first, watched):
+    """The layer's needs_input_gradient, watched; None where the stages do
+    not take it: only a model's first layer may go without its input
+    gradient (a later one's would be None for the layers before it)."""
+    flag = layer.needs_input_gradient
+    watched.append((layer, "needs_input_gradient", flag))
+    return flag if flag is True or (first and flag is False) else None
+
+
+def _parameters(layer, dtype, watched, arrays):
+    """``(weight, bias)`` of a Convolution or Dense computing in ``dtype``
+    (bias None without one), each an aligned C-contiguous array of that
+    dtype, as the layer's own remembered checks want them; else None."""
+    if layer.dtype != dtype:
+        return None
+    weight, bias = layer.weight, layer.bias
+    watched += [(layer, "dtype", layer.dtype), (layer, "weight", weight),
+                (layer, "bias", bias)]
+    values = []
+    for parameter in (weight, bias):
+        if parameter is None:
+            values.append(None)
+            continue
+        value = parameter.value
+        kind = array_kind(value)
+        if kind is None or kind[1] != dtype or not kind[2]:
+            return None
+        watched.append((parameter, "value", value))
+        arrays.append(value)
+        values.append(value)
+    w, b = values
+    if b is not None and b.shape != (w.shape[0],):
+        return None
+    return w, b
 
 
 class _ConvReluPool(_Stage):
     """Convolution -> ReLU -> MaxPooling as Container.forward runs them:
-    one fused pass where it computed the pooled output itself
+    one fused pass where it computes the pooled output itself
     (``pooled``), else the convolution storing its ReLU, then the pooling;
     backward through the pooling and ReLU in one pass, or for a first
     layer that ran fused, the pooling's gradient as it is."""
 
     @classmethod
-    def make(cls, conv, relu, pool):
-        # The choices Convolution.forward makes, once its checks are
-        # remembered (so from its second call on).
-        x = conv.input
-        if (conv._border is not None or conv.needs_input_gradient not in (True, False)
-                or not (relu.needs_input_gradient is True and pool.needs_input_gradient is True)
-                or type(x) is not np.ndarray or x.ndim != 4
-                or pool.__dict__.get("_saved") is None):
+    def make(cls, conv, relu, pool, shape, dtype, first):
+        watched, arrays = [], []
+        flag = _gradient_flag(conv, first, watched)
+        if (flag is None or _gradient_flag(relu, False, watched) is None
+                or _gradient_flag(pool, False, watched) is None or len(shape) != 4):
             return None
-        geometry = conv._checked_geometry(x, conv.weight.value, conv.biases)
-        if geometry is None:
+        parameters = _parameters(conv, dtype, watched, arrays)
+        if parameters is None:
             return None
-        pooled = _conv_pool.pool_geometry(geometry, *pool._arguments())
-        if pooled is not None:
-            return cls(conv, relu, pool, geometry, pooled, True)
-        # The pooling's own geometry, from its last pass (on this input).
-        saved = pool._saved.geometry
-        if saved.channels_shape + (saved.height, saved.width) != geometry.output_shape:
+        weight, bias = parameters
+        arguments = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                         groups=conv.groups)
+        border, input_shape = conv._border, conv.input_shape
+        watched += [(conv, name, value) for name, value in arguments.items()]
+        watched += [(conv, "_border", border), (conv, "input_shape", input_shape)]
+        padding = arguments["padding"]
+        if not (border is None and _ints(arguments["stride"]) and _ints(arguments["dilation"])
+                and (type(padding) is str or _ints(padding))
+                and type(arguments["groups"]) is int and shape[1:] == input_shape):
             return None
-        return cls(conv, relu, pool, geometry, saved, False)
+        geometry = _conv.conv_geometry(shape, weight.shape, **arguments)
+        names = ("kernel_size", "stride", "padding", "ceil_mode", "dilation")
+        pool_arguments = tuple(getattr(pool, name) for name in names)
+        watched += [(pool, name, value) for name, value in zip(names, pool_arguments)]
+        if not (all(_ints(a) for a in pool_arguments[:3] + pool_arguments[4:])
+                and type(pool_arguments[3]) is bool):
+            return None
+        # The choice Convolution.forward makes once its checks are
+        # remembered; else the pooling's own geometry on the full output.
+        pooled = _conv_pool.pool_geometry(geometry, *pool_arguments)
+        pool_geometry = pooled or _pool.pool_geometry(geometry.output_shape, *pool_arguments)
+        return cls((conv, relu, pool), watched, arrays, geometry, pool_geometry,
+                   pooled is not None, dtype, flag, bias is None)
 
-    def __init__(self, conv, relu, pool, geometry, pool_geometry, pooled):
-        super().__init__(conv, relu, pool)
+    def __init__(self, layers, watched, arrays, geometry, pool_geometry, pooled, dtype,
+                 input_gradient, no_bias):
+        super().__init__(layers, watched, arrays)
         self.geometry, self.pool_geometry, self.pooled = geometry, pool_geometry, pooled
-        self.conv_arguments = conv._conv_arguments()
-        self.pool_arguments = pool._arguments()
-        dtype = conv.dtype
-        self.no_bias = np.empty(0, dtype)
+        self.output_shape = pool_geometry.output_shape
+        self.input_gradient = input_gradient
+        self.no_bias = np.empty(0, dtype) if no_bias else None
         if pooled:
             self.run = _conv_pool._pass(geometry, pool_geometry, dtype, geometry.threads())
         # The first layer's weight gradient takes the pooling's gradient
         # unexpanded (see Container.backward).
-        self.takes_pooled = pooled and conv.needs_input_gradient is False
+        self.takes_pooled = pooled and input_gradient is False
         # Both gradients' direct passes, where they take the direct kernels.
         self.passes = _conv_direct.backward_passes(geometry, dtype, geometry.threads(),
-                                                   conv.needs_input_gradient)
-
-    def watched(self):
-        conv, relu, pool = self.layers
-        return (self._parameter_watched(conv)
-                + [(conv, name, getattr(conv, name))
-                   for name in ("stride", "padding", "dilation", "groups", "_border")]
-                + [(relu, "needs_input_gradient", True), (pool, "needs_input_gradient", True)]
-                + [(pool, name, getattr(pool, name))
-                   for name in ("kernel_size", "stride", "padding", "ceil_mode", "dilation")])
-
-    def arrays(self):
-        return self._parameter_arrays(self.layers[0])
+                                                   input_gradient)
 
     def forward(self, x):
         conv, relu, pool = self.layers
         weight = conv.weight.value
-        bias = self.no_bias if conv.bias is None else conv.bias.value
+        bias = self.no_bias if self.no_bias is not None else conv.bias.value
         conv.input = conv._padded_input = x
         if self.pooled:
             out, saved = self.run(x, weight, bias)
@@ -290,17 +352,16 @@ class _ConvReluPool(_Stage):
         conv, relu, pool = self.layers
         saved = pool._saved
         if self.takes_pooled:
-            grad = PooledGradient(as_kernel_array(grad, conv.dtype), saved)
+            grad = PooledGradient(as_kernel_array(grad, saved.pooled.dtype), saved)
         else:
             grad = max_pool2d_backward_saved(grad, saved, through_relu=True)
         x, weight = conv._padded_input, conv.weight.value
         gradients = None
         if self.passes is not None:
-            gradients = _conv.direct_backward(self.passes, grad, x, weight,
-                                              conv.needs_input_gradient)
+            gradients = _conv.direct_backward(self.passes, grad, x, weight, self.input_gradient)
         if gradients is None:
             gradients = _conv.conv2d_backward_checked(grad, x, weight, self.geometry,
-                                                      conv.needs_input_gradient)
+                                                      self.input_gradient)
         grad_input, grad_weight, grad_bias = gradients
         conv.weight.grad = grad_weight
         if conv.bias is not None:
@@ -313,58 +374,53 @@ class _Flatten(_Stage):
     """Flatten: a view of its input, each sample as one row."""
 
     @classmethod
-    def make(cls, layer):
-        x = layer.input
-        if type(x) is not np.ndarray or not x.flags.c_contiguous:
+    def make(cls, layer, shape, dtype, first):
+        watched = []
+        flag = _gradient_flag(layer, first, watched)
+        input_shape = layer.input_shape
+        watched.append((layer, "input_shape", input_shape))
+        if flag is None or len(shape) < 2 or (
+                input_shape is not None and (shape == input_shape or shape[1:] != input_shape)):
             return None
-        return cls(layer, x.shape)
+        return cls((layer,), watched, [], shape, flag)
 
-    def __init__(self, layer, shape):
-        super().__init__(layer)
+    def __init__(self, layers, watched, arrays, shape, input_gradient):
+        super().__init__(layers, watched, arrays)
         self.shape = shape
-        self.rows = (shape[0], int(np.prod(shape[1:])))
-
-    def watched(self):
-        layer = self.layers[0]
-        return [(layer, "needs_input_gradient", layer.needs_input_gradient),
-                (layer, "input_shape", layer.input_shape)]
-
-    def arrays(self):
-        return []
+        self.output_shape = (shape[0], math.prod(shape[1:]))
+        self.input_gradient = input_gradient
 
     def forward(self, x):
         layer = self.layers[0]
         layer.input = x
-        layer.output = x.reshape(self.rows)
+        layer.output = x.reshape(self.output_shape)
         return layer.output
 
     def backward(self, grad, learning_rate):
         check_unused_learning_rate(learning_rate)
-        if not self.layers[0].needs_input_gradient:
-            return None
-        return grad.reshape(self.shape)
+        return grad.reshape(self.shape) if self.input_gradient else None
 
 
 class _Dense(_Stage):
     """Dense on a batch of rows."""
 
     @classmethod
-    def make(cls, layer):
-        if layer.__dict__.get("_layout") != "batch" or layer.needs_input_gradient not in (
-                True, False):
+    def make(cls, layer, shape, dtype, first):
+        watched, arrays = [], []
+        flag = _gradient_flag(layer, first, watched)
+        input_size = layer.input_size
+        watched.append((layer, "input_size", input_size))
+        if flag is None or len(shape) != 2 or shape[1] != input_size:
             return None
-        return cls(layer)
+        parameters = _parameters(layer, dtype, watched, arrays)
+        if parameters is None or parameters[0].shape[1:] != (input_size,):
+            return None
+        return cls((layer,), watched, arrays, (shape[0], parameters[0].shape[0]), flag)
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.output_shape = layer.output.shape
-
-    def watched(self):
-        layer = self.layers[0]
-        return self._parameter_watched(layer) + [(layer, "input_size", layer.input_size)]
-
-    def arrays(self):
-        return self._parameter_arrays(self.layers[0])
+    def __init__(self, layers, watched, arrays, output_shape, input_gradient):
+        super().__init__(layers, watched, arrays)
+        self.output_shape = output_shape
+        self.input_gradient = input_gradient
 
     def forward(self, x):
         layer = self.layers[0]
@@ -381,7 +437,7 @@ class _Dense(_Stage):
         # The caller's gradient, checked as Dense.backward checks it.
         grad = as_layer_input(grad, layer.dtype, "output_gradient")
         check_gradient_shape(grad, self.output_shape, "Dense")
-        grad_input = matmul(grad, layer.weight.value) if layer.needs_input_gradient else None
+        grad_input = matmul(grad, layer.weight.value) if self.input_gradient else None
         layer.weight.grad = matmul(grad.T, layer._input2)
         if layer.bias is not None:
             layer.bias.grad = np.add.reduce(grad, axis=0)
