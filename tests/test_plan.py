@@ -404,3 +404,14 @@ def test_an_inner_layer_without_its_input_gradient_is_left_to_the_checked_pass(i
             m.backward(np.ones_like(out))
         errors.append(str(info.value))
     assert not _planned(model) and errors[0] == errors[1]
+
+
+def test_a_model_given_its_input_shape_later_plans_again():
+    model = Sequential([Flatten(), Dense(4, 3, rng=0)])
+    x = np.ones((5, 4), np.float32)
+    model.forward(x)
+    model.forward(x)
+    assert _planned(model)
+    model.build((2, 2))
+    with pytest.raises(ValueError, match="Flatten expects"):
+        model.forward(x)

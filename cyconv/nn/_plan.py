@@ -91,6 +91,7 @@ def plan(container, x4, single):
     and watched as it was read; never from what the layers cached, which
     another thread's pass may be rewriting meanwhile."""
     layers = list(container.layers)
+    input_shape = container.input_shape
     kind = array_kind(x4)
     # The kernels take aligned C-contiguous arrays, as the layers' own
     # remembered checks want them.
@@ -116,7 +117,7 @@ def plan(container, x4, single):
             ran_as_one.add(start + 2)
         stages.append(stage)
         shape = stage.output_shape
-    return Plan(layers, single, stages, frozenset(ran_as_one))
+    return Plan(layers, input_shape, single, stages, frozenset(ran_as_one))
 
 
 def _groups(layers):
@@ -167,8 +168,9 @@ def _weight_constants():
 class Plan:
     """The planned pass of one container for one kind of input."""
 
-    def __init__(self, layers, single, stages, ran_as_one):
+    def __init__(self, layers, input_shape, single, stages, ran_as_one):
         self.layers = layers
+        self.input_shape = input_shape
         self.all_layers = tuple(self.layers)
         self.single = single
         self.stages = stages
@@ -184,7 +186,7 @@ class Plan:
     def holds(self, container):
         """Whether the plan still fits ``container``'s layers and settings."""
         return (container.layers == self.layers and container.fuse is True
-                and container.plan_passes is True
+                and container.plan_passes is True and container.input_shape is self.input_shape
                 and get_num_threads() == self.threads and _runtime.choices() is self.choices
                 and _pool.PAIRS_ISA == self.pairs_isa
                 and _weight_constants() == self.weight_constants
@@ -309,15 +311,18 @@ class _ConvReluPool(_Stage):
         pooled = _conv_pool.pool_geometry(geometry, *pool_arguments)
         pool_geometry = pooled or _pool.pool_geometry(geometry.output_shape, *pool_arguments)
         return cls((conv, relu, pool), watched, arrays, geometry, pool_geometry,
-                   pooled is not None, dtype, flag, bias is None)
+                   pooled is not None, dtype, flag, weight, bias)
 
     def __init__(self, layers, watched, arrays, geometry, pool_geometry, pooled, dtype,
-                 input_gradient, no_bias):
+                 input_gradient, weight, bias):
         super().__init__(layers, watched, arrays)
+        # The arrays checked, used as they are: the layer's attributes could
+        # be given others after the plan's check (another thread, say).
+        self.weight = weight
+        self.bias = np.empty(0, dtype) if bias is None else bias
         self.geometry, self.pool_geometry, self.pooled = geometry, pool_geometry, pooled
         self.output_shape = pool_geometry.output_shape
         self.input_gradient = input_gradient
-        self.no_bias = np.empty(0, dtype) if no_bias else None
         if pooled:
             self.run = _conv_pool._pass(geometry, pool_geometry, dtype, geometry.threads())
         # The first layer's weight gradient takes the pooling's gradient
@@ -329,8 +334,7 @@ class _ConvReluPool(_Stage):
 
     def forward(self, x):
         conv, relu, pool = self.layers
-        weight = conv.weight.value
-        bias = self.no_bias if self.no_bias is not None else conv.bias.value
+        weight, bias = self.weight, self.bias
         conv.input = conv._padded_input = x
         if self.pooled:
             out, saved = self.run(x, weight, bias)
@@ -355,7 +359,7 @@ class _ConvReluPool(_Stage):
             grad = PooledGradient(as_kernel_array(grad, saved.pooled.dtype), saved)
         else:
             grad = max_pool2d_backward_saved(grad, saved, through_relu=True)
-        x, weight = conv._padded_input, conv.weight.value
+        x, weight = conv._padded_input, self.weight
         gradients = None
         if self.passes is not None:
             gradients = _conv.direct_backward(self.passes, grad, x, weight, self.input_gradient)
@@ -415,20 +419,22 @@ class _Dense(_Stage):
         parameters = _parameters(layer, dtype, watched, arrays)
         if parameters is None or parameters[0].shape[1:] != (input_size,):
             return None
-        return cls((layer,), watched, arrays, (shape[0], parameters[0].shape[0]), flag)
+        return cls((layer,), watched, arrays, (shape[0], parameters[0].shape[0]), flag,
+                   *parameters)
 
-    def __init__(self, layers, watched, arrays, output_shape, input_gradient):
+    def __init__(self, layers, watched, arrays, output_shape, input_gradient, weight, bias):
         super().__init__(layers, watched, arrays)
         self.output_shape = output_shape
         self.input_gradient = input_gradient
+        self.weight, self.bias = weight, bias  # the arrays checked (see _ConvReluPool)
 
     def forward(self, x):
         layer = self.layers[0]
         layer.input = layer._input2 = x
         layer._layout = "batch"
-        out = matmul(x, layer.weight.value.T)
-        if layer.bias is not None:
-            out += layer.bias.value
+        out = matmul(x, self.weight.T)
+        if self.bias is not None:
+            out += self.bias
         layer.output = out
         return out
 
@@ -437,7 +443,7 @@ class _Dense(_Stage):
         # The caller's gradient, checked as Dense.backward checks it.
         grad = as_layer_input(grad, layer.dtype, "output_gradient")
         check_gradient_shape(grad, self.output_shape, "Dense")
-        grad_input = matmul(grad, layer.weight.value) if self.input_gradient else None
+        grad_input = matmul(grad, self.weight) if self.input_gradient else None
         layer.weight.grad = matmul(grad.T, layer._input2)
         if layer.bias is not None:
             layer.bias.grad = np.add.reduce(grad, axis=0)
