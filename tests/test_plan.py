@@ -41,6 +41,14 @@ def _planned_lenet():
     return model, x
 
 
+def _lenet_and_unplanned_twin():
+    """A LeNet-like model, a copy that never plans, and an input for both."""
+    model = _lenet(np.float32)
+    general = copy.deepcopy(model)
+    general.plan_passes = False
+    return model, general, np.zeros((2, 1, 12, 12), np.float32)
+
+
 def _one_by_one(layers, x, grad, learning_rate):
     """The tutorial's loop: each layer's forward, then each backward."""
     out = x
@@ -291,10 +299,7 @@ def test_a_copy_of_a_planned_model_plans_anew_and_trains_alike(how):
     ("no", None, TypeError),
 ])
 def test_bad_gradients_and_rates_get_the_general_errors(gradient, learning_rate, error):
-    model = _lenet(np.float32)
-    general = copy.deepcopy(model)
-    general.plan_passes = False
-    x = np.zeros((2, 1, 12, 12), np.float32)
+    model, general, x = _lenet_and_unplanned_twin()
     messages = []
     for m in (model, general):
         m.forward(x)
@@ -391,10 +396,7 @@ def test_hyper_parameters_that_can_change_in_place_are_never_planned():
 
 @pytest.mark.parametrize("inner", [3, 7])
 def test_an_inner_layer_without_its_input_gradient_is_left_to_the_checked_pass(inner):
-    model = _lenet(np.float32)
-    general = copy.deepcopy(model)
-    general.plan_passes = False
-    x = np.zeros((2, 1, 12, 12), np.float32)
+    model, general, x = _lenet_and_unplanned_twin()
     errors = []
     for m in (model, general):
         m.layers[inner].needs_input_gradient = False

@@ -46,10 +46,10 @@ from .._kernels import _guards
 from .._matmul import matmul
 from .._pool import PooledGradient, max_pool2d_backward_saved, max_pool2d_saving_checked
 from .._threads import get_num_threads
+from .._validation import as_kernel_array
 from .activations import ReLU
 from .conv import Convolution
 from .dense import Dense
-from .._validation import as_kernel_array
 from .layer import (_cache_lock, _refuse_owner, array_kind, as_layer_input,
                     check_gradient_shape, check_unused_learning_rate)
 from .pooling import MaxPooling
@@ -215,7 +215,6 @@ class Plan:
             grad = _guards.planned_backward(stage.layers, stage.locks, _refuse_owner,
                                             stage.backward, grad, learning_rate)
         return grad[0] if self.single and grad is not None else grad
-
 
 
 def _ints(value, count=2):
