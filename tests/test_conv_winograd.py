@@ -192,9 +192,18 @@ def test_blocked_products_are_the_same_bits_on_every_variant(dtype, channels, ch
                     results[kind, threads] = ((conv2d(x, w, b, padding=1),)
                                               + conv2d_backward(g, x, w, padding=1))
     first = results[PRODUCTS[1], 1]
-    for other in results.values():
-        for ours, theirs in zip(first, other):
-            np.testing.assert_array_equal(ours, theirs)
+    blas_weight_gradient = channels % (64 // np.dtype(dtype).itemsize) != 0
+    first_of_layout = {}
+    for (kind, _), other in results.items():
+        for i in (0, 1, 3):  # output, input gradient, bias gradient
+            np.testing.assert_array_equal(first[i], other[i])
+        # BLAS's weight-gradient products see U planar or tile-major, as
+        # the variant chooses; BLAS promises no order of sums across
+        # layouts (OpenBLAS's SkylakeX kernels differ there), so those
+        # agree within a layout.
+        layout = (kind.split("-")[1] in _runtime.WINOGRAD_TILE_MAJOR_ISAS
+                  if blas_weight_gradient else None)
+        np.testing.assert_array_equal(first_of_layout.setdefault(layout, other[2]), other[2])
     x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
     sides = (1, 1, 1, 1)
     assert_close(first[0], reference.conv2d(x64, w64, b.astype(np.float64), (1, 1), sides,
@@ -204,8 +213,9 @@ def test_blocked_products_are_the_same_bits_on_every_variant(dtype, channels, ch
     expected = reference.conv2d_backward(g64, x64, w64, (1, 1), sides, (1, 1), 1)
     magnitude = reference.conv2d_backward(np.abs(g64), np.abs(x64), np.abs(w64), (1, 1), sides,
                                           (1, 1), 1)
-    for i in (0, 1):
-        assert_close(first[1 + i], expected[i], magnitude[i], dtype)
+    assert_close(first[1], expected[0], magnitude[0], dtype)
+    for weight_gradient in first_of_layout.values():
+        assert_close(weight_gradient, expected[1], magnitude[1], dtype)
 
 
 @pytest.mark.parametrize("where", ["x", "weight", "grad"])
