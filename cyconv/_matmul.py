@@ -13,7 +13,9 @@ import numpy as np
 from ._blas import single_threaded_blas
 from ._deferred import Deferred
 
-# Imported at the first product, not with cyconv (see _deferred).
+# Imported at the first product, not with cyconv (see _deferred): the
+# compiled product links to scipy.linalg.cython_blas.
+_matmul = Deferred("cyconv._kernels._matmul")
 blas = Deferred("scipy.linalg.blas")
 
 # OpenBLAS runs a product of at most 65536 * GEMM_MULTITHREAD_THRESHOLD
@@ -33,14 +35,26 @@ def _fortran_operand(matrix):
     return np.asfortranarray(matrix), 0
 
 
-def matmul(a, b):
-    """``a @ b`` for 2-D arrays of one float dtype, as a C-ordered array."""
+def _by_f2py(a, b):
+    """``a @ b`` through scipy's f2py wrapper of BLAS, which takes any
+    layout and size (copying where neither order fits)."""
     gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
     # (a b)^T = b^T a^T, computed in Fortran order, is a b in C order.
     left, trans_left = _fortran_operand(b.T)
     right, trans_right = _fortran_operand(a.T)
+    return gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right).T
+
+
+def _product(a, b):
+    """``a @ b``: the compiled call where it takes the arrays (the same BLAS
+    call as f2py's, without its wrapper), else f2py's."""
+    out = _matmul.product(a, b)
+    return _by_f2py(a, b) if out is None else out
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D arrays of one float dtype, as a C-ordered array."""
     if a.shape[0] * a.shape[1] * b.shape[1] <= _CALLERS_THREAD_MACS:
-        return gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right).T
+        return _product(a, b)
     with single_threaded_blas():
-        product_t = gemm(1.0, left, right, trans_a=trans_left, trans_b=trans_right)
-    return product_t.T
+        return _product(a, b)

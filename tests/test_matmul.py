@@ -1,0 +1,103 @@
+"""The dense layer's matrix products (cyconv._matmul): the compiled BLAS
+call gives the bits of scipy's f2py wrapper of the same BLAS routine, in
+every layout it takes, and leaves everything else to that wrapper."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.linalg import blas
+
+from cyconv import _matmul
+from cyconv._blas import single_threaded_blas
+from cyconv._kernels import _matmul as compiled
+
+SHAPES = [(1, 400, 10), (1, 10, 400), (10, 1, 400), (64, 400, 10), (3, 5, 7), (1, 1, 1),
+          (7, 1, 1), (1, 1, 9), (33, 65, 17), (120, 130, 140)]
+
+
+def _laid_out(matrix, layout):
+    """``matrix`` C-ordered, Fortran-ordered, or a view of every other column."""
+    if layout == "C":
+        return np.ascontiguousarray(matrix)
+    if layout == "F":
+        return np.asfortranarray(matrix)
+    wide = np.zeros((matrix.shape[0], 2 * matrix.shape[1]), matrix.dtype)
+    wide[:, ::2] = matrix
+    return wide[:, ::2]
+
+
+def _scipy_product(a, b):
+    """a @ b by scipy's f2py gemm on C-ordered copies, one BLAS thread."""
+    gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
+    with single_threaded_blas():
+        # (a b)^T = b^T a^T: C-ordered b and a are Fortran-ordered b^T, a^T.
+        return gemm(1.0, np.ascontiguousarray(b).T, np.ascontiguousarray(a).T).T
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_products_are_scipys_bit_for_bit(dtype, m, k, n):
+    rng = np.random.default_rng(m * 10000 + k * 100 + n)
+    a0 = rng.standard_normal((m, k)).astype(dtype)
+    b0 = rng.standard_normal((k, n)).astype(dtype)
+    expected = _scipy_product(a0, b0)
+    np.testing.assert_allclose(expected, a0.astype(np.float64) @ b0.astype(np.float64),
+                               rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
+    for layout_a, layout_b in itertools.product("CFS", repeat=2):
+        a, b = _laid_out(a0, layout_a), _laid_out(b0, layout_b)
+        out = _matmul.matmul(a, b)
+        assert out.dtype == dtype and out.shape == (m, n) and out.flags.c_contiguous
+        if layout_a == "F" and m > 1 and k > 1 or layout_b == "F" and k > 1 and n > 1:
+            # a Fortran-ordered operand is read transposed: another BLAS
+            # kernel, whose sums may run in another order
+            np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32
+                                       else 1e-13, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fortran_operands_are_read_as_f2py_reads_them(dtype):
+    """A Fortran-ordered operand goes to BLAS transposed, as the f2py path
+    hands it: the two calls agree bit for bit."""
+    rng = np.random.default_rng(3)
+    for m, k, n in SHAPES:
+        a = np.asfortranarray(rng.standard_normal((m, k)).astype(dtype))
+        b = np.asfortranarray(rng.standard_normal((k, n)).astype(dtype))
+        for left, right in ((a, b), (np.ascontiguousarray(a), b), (a, np.ascontiguousarray(b))):
+            with single_threaded_blas():
+                expected = _matmul._by_f2py(left, right)
+            np.testing.assert_array_equal(_matmul.matmul(left, right), expected)
+
+
+@pytest.mark.parametrize("a, b", [
+    (np.ones((2, 3), np.float32), np.ones((3, 4), np.float64)),   # two dtypes
+    (np.ones((2, 3), np.int64), np.ones((3, 4), np.int64)),       # not floats
+    (np.ones(3, np.float32), np.ones((3, 4), np.float32)),        # 1-D
+    (np.ones((1, 2, 3), np.float32), np.ones((3, 4), np.float32)),
+    (np.ones((2, 3), np.float32), np.ones((5, 4), np.float32)),   # inner sizes
+    (np.ones((0, 3), np.float32), np.ones((3, 4), np.float32)),   # empty
+    (np.ones((2, 0), np.float32), np.ones((0, 4), np.float32)),
+    (np.ones((2, 3), np.float32)[:, ::2], np.ones((2, 4), np.float32)),  # strided
+    (np.ones((2, 3), np.float32).view(type("Sub", (np.ndarray,), {})),  # a subclass
+     np.ones((3, 4), np.float32)),
+    ([[1.0, 2.0]], np.ones((2, 4))),
+])
+def test_the_compiled_call_refuses_what_it_does_not_take(a, b):
+    assert compiled.product(a, b) is None
+
+
+def test_misaligned_arrays_are_refused():
+    raw = np.zeros(4 * 12 + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(3, 4)
+    assert not misaligned.flags.aligned
+    assert compiled.product(misaligned, np.ones((4, 2), np.float32)) is None
+    np.testing.assert_array_equal(_matmul.matmul(misaligned, np.ones((4, 2), np.float32)),
+                                  np.zeros((3, 2), np.float32))
+
+
+def test_empty_products_take_the_f2py_path():
+    out = _matmul.matmul(np.ones((2, 0), np.float32), np.ones((0, 4), np.float32))
+    np.testing.assert_array_equal(out, np.zeros((2, 4), np.float32))
+    assert _matmul.matmul(np.ones((0, 3)), np.ones((3, 4))).shape == (0, 4)
