@@ -225,6 +225,40 @@ def test_single_sample_has_no_batch_axis():
     np.testing.assert_array_equal(gb, gb4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel_width", [2, 3, 5, 6, 7])
+def test_input_gradient_at_stride_2_near_the_row_ends(dtype, kernel_width):
+    """At stride 2 the input gradient adds the taps of a row in pairs, one
+    on the even columns and one on the odd, each alone where the other
+    falls in the padding: narrow rows and wide padding put those ends
+    everywhere.  Against the float64 reference, at 1 and 3 threads."""
+    import reference
+
+    rng = np.random.default_rng(kernel_width)
+    for width in range(1, 12):
+        for padding in range(kernel_width // 2 + 1):
+            if width + 2 * padding < kernel_width:
+                continue
+            x = rng.standard_normal((2, 3, 4, width)).astype(dtype)
+            w = rng.standard_normal((4, 3, 3, kernel_width)).astype(dtype)
+            out_width = (width + 2 * padding - kernel_width) // 2 + 1
+            g = rng.standard_normal((2, 4, 4, out_width)).astype(dtype)
+            results = []
+            try:
+                for threads in (1, 3):
+                    cyconv.set_num_threads(threads)
+                    results.append(conv2d_backward(g, x, w, stride=(1, 2),
+                                                   padding=(1, padding))[0])
+            finally:
+                cyconv.set_num_threads(None)
+            np.testing.assert_array_equal(results[0], results[1])
+            sides = (1, 1, padding, padding)
+            expected = reference.conv2d_backward(g, x, w, (1, 2), sides, (1, 1), 1)[0]
+            magnitude = reference.conv2d_backward(np.abs(g), np.abs(x), np.abs(w), (1, 2), sides,
+                                                  (1, 1), 1)[0]
+            assert_close(results[0], expected, magnitude, dtype)
+
+
 def test_compute_grad_input_false_skips_it():
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((2, 1, 6, 6)), rng.standard_normal((4, 1, 3, 3))
