@@ -244,9 +244,11 @@ WINOGRAD_WEIGHT_TILES = 64
 # 5.01 / 5.45 / 7.21, W3 (1568) 11.14 / 11.15 / 12.02; 2 threads: C2 3.32 /
 # 3.42 / 3.50, C3 3.64 / 3.85 / 4.62, W3 9.10 / 9.17 / 8.25.
 WINOGRAD_MIN_PART_TILES = 128
-# It takes layers of at least this many channels and filters (the
-# products' inner dimension, (F x C) @ (C x tiles)) and batches of at
-# least WINOGRAD_MIN_TILES tiles (4x4 blocks of outputs).  AVX2-only Zen 3,
+# It takes layers of at least so many channels and filters (the
+# products' inner dimension, (F x C) @ (C x tiles)) in batches of at least
+# so many tiles (4x4 blocks of outputs), per variant and operation: any
+# (channels, tiles) pair of WINOGRAD_MIN_SIZES that the layer reaches.
+# On the AVX2 and portable variants, 16 channels and 32 tiles; AVX2-only Zen 3,
 # float32, fastest of 9 interleaved calls, ms, the direct kernels (by
 # their rule) / Winograd, forward, input gradient, weight gradient, 1
 # thread (2 threads), padding 1, batch 64 unless said:
@@ -264,11 +266,45 @@ WINOGRAD_MIN_PART_TILES = 128
 #                            (3.11 / 2.44, 3.83 / 1.82, 6.11 / 2.75)
 #   24->48 16x16             6.53 / 3.33, 7.57 / 3.39, 6.87 / 5.05
 # but 8->16 13x13 padding 0: 0.71 / 1.04, 0.83 / 1.30, 0.60 / 1.05.  One
-# rule serves the three operations.  (F(2x2, 3x3), which this path ran
-# before, was measured on a Zen 4 too, AVX-512 and AVX2 variants, at 32
-# channels and 512 2x2 blocks; F(4x4, 3x3) is not measured there yet.)
-WINOGRAD_MIN_CHANNELS = 16
-WINOGRAD_MIN_TILES = 32
+# rule serves the three operations there.
+# The AVX-512 variant's direct kernels, twice as wide, win more: from 32
+# channels and 256 tiles, and for the forward pass and input gradient
+# from 64 channels and 128 tiles too.  Intel Xeon (AVX-512, family 6 model
+# 167 as its virtual machine reports it; GCC 12, scipy's OpenBLAS with its
+# SkylakeX kernels), float32, padding 1, median of 15 interleaved calls,
+# ms, direct / Winograd, forward, input gradient, weight gradient, 1
+# thread (2 threads):
+#   16->32 16x16 b64 (1024)  1.12 / 1.35, 1.24 / 1.16, 1.21 / 1.45
+#   16->32 16x16 b16 (256)   0.29 / 0.37, 0.29 / 0.31, 0.30 / 0.39
+#                            (0.19 / 0.26, 0.17 / 0.21, 0.21 / 0.27)
+#   32->32 16x16 b16 (256)   0.51 / 0.51, 0.50 / 0.45, 0.49 / 0.51
+#                            (0.35 / 0.37, 0.32 / 0.33, 0.37 / 0.37)
+#   32->32 16x16 b64 (1024)  2.01 / 1.67, 2.18 / 1.70, 2.06 / 1.91
+#   32->64 8x8 b32 (128)     0.57 / 0.56, 0.54 / 0.60, 0.58 / 0.63
+#                            (0.35 / 0.41, 0.30 / 0.42, 0.37 / 0.71)
+#   32->64 16x16 b16 (256)   1.05 / 0.76, 1.06 / 0.89, 1.08 / 0.88
+#                            (0.63 / 0.54, 0.57 / 0.58, 0.65 / 0.60)
+#   64->64 8x8 b16 (64)      0.58 / 0.58, 0.53 / 0.59, 0.58 / 0.52
+#                            (0.35 / 0.39, 0.31 / 0.34, 0.35 / 0.54)
+#   64->64 8x8 b32 (128)     1.12 / 0.92, 1.12 / 0.94, 1.12 / 0.90
+#                            (0.60 / 0.55, 0.57 / 0.52, 0.68 / 0.94)
+#   64->128 8x8 b8 (32)      0.59 / 0.77, 0.56 / 0.80, 0.60 / 0.63
+#   64->128 8x8 b32 (128)    2.02 / 1.66, 2.10 / 1.77, 2.26 / 1.61
+#                            (1.28 / 0.94, 1.25 / 1.08, 1.33 / 1.63)
+#   128->128 8x8 b32 (128)   4.12 / 2.80, 4.12 / 2.88, 4.29 / 2.95
+#                            (2.37 / 1.74, 2.41 / 1.50, 2.45 / 2.99)
+#   C2, C3, W2, W3           Winograd 1.3-1.9x faster in every operation
+# (the weight gradient of 128 tiles is one part, on one thread: it loses
+# at 2 threads).  The AVX-512 variant on a Zen 4 has not run F(4x4, 3x3)
+# yet; with F(2x2, 3x3), which this path ran before, its crossover lay at
+# 32 channels and 512 2x2 blocks.
+_FEW_SIZES = {operation: ((16, 32),) for operation in ("forward", "input", "weight")}
+WINOGRAD_MIN_SIZES = {
+    "avx512": {"forward": ((32, 256), (64, 128)), "input": ((32, 256), (64, 128)),
+               "weight": ((32, 256),)},
+    "avx2": _FEW_SIZES,
+    "portable": _FEW_SIZES,
+}
 
 # The weight gradient's products, dW_p += U_p V_p^T summed over tiles, on
 # these variants write U tile-major (_conv_winograd.pyx), which OpenBLAS's
@@ -429,21 +465,21 @@ def get_winograd():
 def winograd_wanted(geometry, operation):
     """Whether ``operation`` of a convolution the Winograd kernels can run
     (_conv_winograd.supports) should: always, never, or by the measured
-    rule (see WINOGRAD_MIN_CHANNELS), on the variant running now, where
+    rule (see WINOGRAD_MIN_SIZES), on the variant running now, where
     the user allows it (set_winograd)."""
     mode = _state["winograd"]
     if mode != "auto":
         return mode == "always"
     if _state["direct"] != "auto" or not _state["winograd_allowed"]:
         return False
-    g = geometry
-    return (min(g.channels, g.filters) >= WINOGRAD_MIN_CHANNELS
-            and winograd_tiles(g) >= WINOGRAD_MIN_TILES)
+    channels, tiles = min(geometry.channels, geometry.filters), winograd_tiles(geometry)
+    return any(channels >= least_channels and tiles >= least_tiles
+               for least_channels, least_tiles in WINOGRAD_MIN_SIZES[_state["isa"]][operation])
 
 
 def winograd_tiles(geometry):
     """The 4x4 blocks of outputs (tiles) of the Winograd path in a batch,
-    which its rules count (WINOGRAD_MIN_TILES, WINOGRAD_MIN_PART_TILES)."""
+    which its rules count (WINOGRAD_MIN_SIZES, WINOGRAD_MIN_PART_TILES)."""
     g = geometry
     return g.n * -(-g.out_height // 4) * -(-g.out_width // 4)
 
@@ -586,6 +622,20 @@ def conv_pool_wanted(geometry):
 # threads 1.14 / 1.14-1.34.
 
 
+def _winograd_sizes():
+    """WINOGRAD_MIN_SIZES of the variant running now, in words."""
+    names = {"forward": "forward pass", "input": "input gradient", "weight": "weight gradient"}
+    groups = {}
+    for operation, sizes in WINOGRAD_MIN_SIZES[_state["isa"]].items():
+        groups.setdefault(sizes, []).append(names[operation])
+    words = [" or ".join(f"{channels} channels and filters in batches of {tiles} 4x4 blocks"
+                         " of outputs" for channels, tiles in sizes) for sizes in groups]
+    if len(groups) == 1:
+        return "at least " + words[0]
+    return "; ".join(" and ".join(operations) + ": at least " + text
+                     for operations, text in zip(groups.values(), words))
+
+
 def show_config(mode="stdout"):
     """Say which kernels this machine runs.
 
@@ -633,9 +683,8 @@ def show_config(mode="stdout"):
               " rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
     winograd = ("off (cyconv.set_winograd(False))" if not get_winograd() else
-                f"F(4x4, 3x3) for 3x3 stride-1 layers of at least {WINOGRAD_MIN_CHANNELS}"
-                f" channels and filters and batches of at least {WINOGRAD_MIN_TILES} 4x4"
-                f" blocks of outputs; products by "
+                "F(4x4, 3x3) for 3x3 stride-1 layers (" + _winograd_sizes()
+                + "); products by "
                 + ("the blocked direct kernels (the weight gradient's where the channels fill"
                    " whole blocks of 16 floats or 8 doubles), the rest by BLAS"
                    if winograd_blocked_products() else "BLAS"))

@@ -56,21 +56,37 @@ def test_which_layers_it_supports():
     assert not _conv_winograd.supports(geometry((0, 32, 16, 16), (64, 32, 3, 3)))
 
 
+OPERATIONS = ("forward", "input", "weight")
+
+
 def test_which_layers_the_rule_gives_it():
-    """By the measured rule: at least WINOGRAD_MIN_CHANNELS channels and
-    filters and WINOGRAD_MIN_TILES tiles, for the three operations; never
-    while a test forces the direct path one way or the other."""
-    c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))
+    """By the measured rule of the variant running (WINOGRAD_MIN_SIZES):
+    on AVX2 and the portable variant at least 16 channels and filters and
+    32 tiles, for the three operations; on AVX-512 from 32 channels and
+    256 tiles, and for the forward pass and input gradient from 64 channels
+    and 128 tiles too.  Never while a test forces the direct path one way
+    or the other."""
+    c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))            # 1024 tiles
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3))
-    c3_eighth = geometry((8, 64, 8, 8), (128, 64, 3, 3))     # 32 tiles
-    for operation in ("forward", "input", "weight"):
-        for layer in (c2, w3, c3_eighth):
-            assert _conv_winograd.use(layer, operation)
-    for small in (geometry((64, 3, 32, 32), (32, 3, 3, 3)),      # a first layer
-                  geometry((64, 8, 16, 16), (16, 8, 3, 3)),      # few channels
-                  geometry((64, 32, 16, 16), (8, 32, 3, 3)),     # few filters
-                  geometry((1, 32, 16, 16), (64, 32, 3, 3))):    # a batch of 16 tiles
-        assert not any(_conv_winograd.use(small, op) for op in ("forward", "input", "weight"))
+    c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3))             # 256 tiles
+    c3_half = geometry((32, 64, 8, 8), (128, 64, 3, 3))        # 128 tiles
+    c3_eighth = geometry((8, 64, 8, 8), (128, 64, 3, 3))       # 32 tiles
+    narrow = geometry((64, 16, 16, 16), (32, 16, 3, 3))        # 16 channels, 1024 tiles
+    small = (geometry((64, 3, 32, 32), (32, 3, 3, 3)),         # a first layer
+             geometry((64, 8, 16, 16), (16, 8, 3, 3)),         # few channels
+             geometry((64, 32, 16, 16), (8, 32, 3, 3)),        # few filters
+             geometry((1, 32, 16, 16), (64, 32, 3, 3)))        # a batch of 16 tiles
+    expected = {
+        "avx512": [(layer, operations) for layer in (c2, w3, c3) for operations in [OPERATIONS]]
+        + [(c3_half, ("forward", "input")), (c3_eighth, ()), (narrow, ())],
+        "avx2": [(layer, OPERATIONS) for layer in (c2, w3, c3, c3_half, c3_eighth, narrow)],
+    }
+    expected["portable"] = expected["avx2"]
+    for isa in _runtime.available_isas():
+        with _runtime.direct_convolution("auto", isa=isa):
+            for layer, operations in expected[isa] + [(layer, ()) for layer in small]:
+                assert tuple(op for op in OPERATIONS if _conv_winograd.use(layer, op)) \
+                    == operations, (isa, layer)
     for mode in ("always", "never"):
         with _runtime.direct_convolution(mode):
             assert not _conv_winograd.use(c2, "forward")
@@ -91,9 +107,10 @@ def test_set_winograd_false_gives_every_layer_the_direct_kernels_rounding():
     output's magnitude of a float64 reference, where Winograd's lie
     around 1e-5; True gives the rule back."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((2, 32, 16, 16)).astype(np.float32)
+    # 256 tiles, which every variant's rule gives Winograd
+    x = rng.standard_normal((16, 32, 16, 16)).astype(np.float32)
     w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+    g = rng.standard_normal((16, 64, 16, 16)).astype(np.float32)
     c2 = geometry(x.shape, w.shape)
     expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, (1, 1),
                                 (1,) * 4, (1, 1), 1)
