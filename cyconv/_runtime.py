@@ -313,8 +313,8 @@ _FEW_SIZES = {operation: ((16, 32),) for operation in ("forward", "input", "weig
 WINOGRAD_MIN_SIZES = {
     "avx512": {"forward": ((32, 256), (64, 128)), "input": ((32, 256), (64, 128)),
                "weight": ((32, 256),)},
-    "avx2": _FEW_SIZES,
-    "portable": _FEW_SIZES,
+    "avx2": dict(_FEW_SIZES),
+    "portable": dict(_FEW_SIZES),
 }
 
 # The weight gradient's products, dW_p += U_p V_p^T summed over tiles, on
@@ -424,9 +424,11 @@ def winograd_convolution(mode="auto"):
 def set_winograd(allowed):
     """Allow or forbid Winograd convolution, for every layer of the process.
 
-    Where it is allowed (the default), 3x3 stride-1 layers of at least 16
-    channels and filters take Winograd's F(4x4, 3x3) algorithm wherever it
-    is faster (``show_config`` says which layers).  It spends 36
+    Where it is allowed (the default), 3x3 stride-1 layers with enough
+    channels, filters and outputs take Winograd's F(4x4, 3x3) algorithm,
+    where it measured faster: from 16 channels and filters and 32 4x4
+    blocks of outputs a batch with AVX2, from 32 and 256 with AVX-512
+    (``show_config`` says which on this machine).  It spends 36
     multiplications on 16 outputs where the direct kernels spend 144, and
     pays in rounding: float32 results lie within about 1e-5 of the largest
     output's magnitude, against 3e-7 for the direct kernels.  Forbid it for
@@ -639,8 +641,8 @@ def _winograd_sizes():
     groups = {}
     for operation, sizes in WINOGRAD_MIN_SIZES[_state["isa"]].items():
         groups.setdefault(sizes, []).append(names[operation])
-    words = [" or ".join(f"{channels} channels and filters in batches of {tiles} 4x4 blocks"
-                         " of outputs" for channels, tiles in sizes) for sizes in groups]
+    words = [" or ".join(f"{channels} channels and filters in batches of at least {tiles} 4x4"
+                         " blocks of outputs" for channels, tiles in sizes) for sizes in groups]
     if len(groups) == 1:
         return "at least " + words[0]
     return "; ".join(" and ".join(operations) + ": at least " + text

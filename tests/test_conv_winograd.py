@@ -186,7 +186,8 @@ def test_blocked_products_are_the_same_bits_on_every_variant(dtype, channels, ch
     the chunks' products added in order (the transforms are additions):
     the three operations agree bit for bit across the instruction sets and
     thread counts, and with the float64 references.  Channels in whole
-    blocks (32) take blocked weight-gradient products, others BLAS's;
+    blocks (32) take blocked weight-gradient products, others BLAS's, whose
+    weight gradients agree bit for bit within one layout of U (see below);
     ``chunked``: a row of tiles a chunk, several chunks a part."""
     rng = np.random.default_rng(9)
     x = rng.standard_normal((3, channels, 10, 13)).astype(dtype)

@@ -82,10 +82,33 @@ def test_fortran_operands_are_read_as_f2py_reads_them(dtype):
     (np.ones((2, 3), np.float32)[:, ::2], np.ones((2, 4), np.float32)),  # strided
     (np.ones((2, 3), np.float32).view(type("Sub", (np.ndarray,), {})),  # a subclass
      np.ones((3, 4), np.float32)),
+    (np.ones((2, 3), ">f4" if np.little_endian else "<f4"),       # byte-swapped
+     np.ones((3, 4), ">f4" if np.little_endian else "<f4")),
+    (np.ones((2, 3), np.float32), np.ones((3, 4), ">f4" if np.little_endian else "<f4")),
     ([[1.0, 2.0]], np.ones((2, 4))),
 ])
 def test_the_compiled_call_refuses_what_it_does_not_take(a, b):
     assert compiled.product(a, b) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_call_takes_plain_arrays(dtype):
+    """C- and Fortran-ordered operands take the compiled call (else every
+    other test here would pass on f2py's path alone)."""
+    a = np.arange(6, dtype=dtype).reshape(2, 3)
+    b = np.arange(12, dtype=dtype).reshape(3, 4)
+    for left, right in ((a, b), (np.asfortranarray(a), b), (a, np.asfortranarray(b))):
+        out = compiled.product(left, right)
+        assert out is not None
+        np.testing.assert_array_equal(out, a.astype(np.float64) @ b.astype(np.float64))
+
+
+def test_byte_swapped_operands_give_their_values_product():
+    swapped = np.dtype(np.float32).newbyteorder()
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = _matmul.matmul(a.astype(swapped), b.astype(swapped))
+    np.testing.assert_array_equal(out, a @ b)
 
 
 def test_misaligned_arrays_are_refused():

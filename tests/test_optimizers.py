@@ -231,11 +231,13 @@ def test_compiled_updates_are_numpys_expressions_to_the_bit(dtype, shape):
 
 
 @pytest.mark.parametrize("case", ["strided value", "float64 gradient", "numpy float rate",
-                                  "gradient is the value"])
+                                  "gradient is the value", "byte-swapped value",
+                                  "byte-swapped gradient"])
 def test_updates_numpy_runs_take_numpys_casts(case):
     """Arrays or settings the compiled update does not take run numpy's
     expressions, casts included (a float64 gradient or rate makes numpy
-    compute in float64)."""
+    compute in float64); so do arrays not in the native byte order, whose
+    type number is float32's all the same."""
     rng = np.random.default_rng(3)
     value = rng.standard_normal((6, 4)).astype(np.float32)
     grad = rng.standard_normal((6, 4)).astype(np.float32)
@@ -248,6 +250,10 @@ def test_updates_numpy_runs_take_numpys_casts(case):
         grad = grad.astype(np.float64) / 3
     elif case == "numpy float rate":
         lr = np.float64(0.05)
+    elif case == "byte-swapped value":
+        value = value.astype(value.dtype.newbyteorder())
+    elif case == "byte-swapped gradient":
+        grad = grad.astype(grad.dtype.newbyteorder())
     for name, make, numpy_step in (
             ("sgd", lambda: SGD(0.05), numpy_sgd),
             ("adam", lambda: Adam(0.05),

@@ -113,17 +113,18 @@ cdef void _col2im_add(
     cdef Py_ssize_t H = gx.shape[1], W = gx.shape[2]
     cdef Py_ssize_t L = row_count * Wout
     cdef Py_ssize_t ci, i, j, r, ow, ih, lo, hi, offset
-    cdef Py_ssize_t first_j = 0
+    # at stride 2, taps in pairs, each pair in one pass (see _col2im_pairs),
+    # then the last tap of an odd row of taps alone
+    cdef bint paired = hp.sw == 2 and hp.dw == 1
+    cdef Py_ssize_t first_j = kw - kw % 2 if paired else 0
     cdef const floating* src
     cdef floating* dst
     for ci in range(c_count):
         for i in range(kh):
-            if hp.sw == 2 and hp.dw == 1:
-                # taps in pairs, each pair in one pass (see _col2im_pairs)
+            if paired:
                 for j in range(0, kw - 1, 2):
                     _col2im_pairs(col + ((ci * kh + i) * kw + j) * L, c_first + ci, i, j,
                                   row_first, row_count, Wout, hp, gx)
-                first_j = kw - kw % 2
             for j in range(first_j, kw):
                 _column_range(j, W, Wout, hp, &lo, &hi)
                 src = col + ((ci * kh + i) * kw + j) * L

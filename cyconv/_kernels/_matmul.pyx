@@ -4,8 +4,9 @@
 # about 1 us more per call than the product itself.
 #
 # The arrays are checked here, in C, as _optim.pyx checks its own: plain
-# ndarrays of one float dtype, 2-D, of matching inner sizes, each C- or
-# Fortran-contiguous and aligned, every size from 1 to INT_MAX.  Anything
+# ndarrays of one float dtype in the native byte order, 2-D, of matching
+# inner sizes, each C- or Fortran-contiguous and aligned, every size from 1
+# to INT_MAX.  Anything
 # else returns None and the caller takes scipy's f2py wrapper.  The call is
 # the one that wrapper made (cyconv/_matmul.py), operand for operand: same
 # transposes, sizes and leading dimensions, so the same BLAS kernel and the
@@ -23,8 +24,11 @@ cnp.import_array()
 cdef bint _operand(cnp.ndarray a, char** trans, int* ld):
     """The Fortran-ordered view BLAS reads of ``a``'s transpose: ``a``'s
     own data, read as is ("N", a C-ordered array) or transposed ("T", a
-    Fortran-ordered one); False for neither order or a misaligned array."""
-    if not cnp.PyArray_ISALIGNED(a):
+    Fortran-ordered one); False for neither order, a misaligned array or
+    one not in the native byte order."""
+    # a byte-swapped array has the same type number: its values are not
+    # what BLAS reads there
+    if not (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)):
         return False
     # C order first, as _matmul._fortran_operand tries the transpose's
     # Fortran order first (an array of one row or column is both).
@@ -41,8 +45,8 @@ cdef bint _operand(cnp.ndarray a, char** trans, int* ld):
 
 def product(a, b):
     """``a @ b`` as a new C-ordered array, for 2-D arrays of one float dtype
-    (float32 or float64), each C- or Fortran-contiguous, no size 0 and none
-    above INT_MAX; None for anything else.  The caller keeps BLAS's own
+    (float32 or float64, native byte order), each C- or Fortran-contiguous
+    and aligned, no size 0 and none above INT_MAX; None for anything else.  The caller keeps BLAS's own
     threads as it wants them."""
     if type(a) is not cnp.ndarray or type(b) is not cnp.ndarray:
         return None

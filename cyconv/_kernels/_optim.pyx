@@ -5,8 +5,8 @@
 # The arrays are checked here, in C, before any is touched, rather than
 # with typed memoryviews after Python checks: a parameter of LeNet's is a
 # few hundred values, and those checks cost more than numpy's expressions.
-# An update runs only on plain ndarrays of one dtype (float32 or float64)
-# and shape, C-contiguous and aligned, the ones it writes writeable, no
+# An update runs only on plain ndarrays of one dtype (float32 or float64,
+# native byte order) and shape, C-contiguous and aligned, the ones it writes writeable, no
 # two of them overlapping (one pass must not read what it already wrote);
 # else the function returns False and the caller runs numpy's expressions,
 # whose casts and overlap rules then apply.  The scalars are rounded to the
@@ -37,7 +37,10 @@ cdef int _kind(object array, bint written):
     cdef int typenum = cnp.PyArray_TYPE(a)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return -1
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)):
+    # a byte-swapped array has the same type number: its values are not
+    # what C reads there
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a)):
         return -1
     if written and not cnp.PyArray_ISWRITEABLE(a):
         return -1
