@@ -1,15 +1,16 @@
 """conv2d and its gradients: validation, padding, output and workspace
-allocation around two compiled matrix-product formulations:
+allocation around the compiled paths, chosen per layer and operation by
+the rules in _runtime.py:
 
-* ``_kernels/_conv_shifted.pyx``, for stride 1 and at least
-  SHIFTED_MIN_CHANNELS channels per group: a product per kernel tap over a
-  zero-padded copy of the sample, with no unrolled input;
-* ``_kernels/_conv.pyx``, for everything else: im2col / col2im + BLAS.
-
-Direct loops (vectorised along output rows, with multi-versioned AVX2 and
-AVX-512 variants) were measured against the matrix products on every
-benchmark layer, down to one channel and one 28x28 image: the matrix
-products were faster everywhere, forward and backward, so they were dropped.
+* the Winograd kernels (_conv_winograd.py), for 3x3 stride-1 layers of
+  many channels;
+* the direct kernels (_conv_direct.py), wide or filter-blocked;
+* the input gradient of stride-2 layers of large kernels as four stride-1
+  ones on the direct kernels (_conv_phases.py);
+* matrix products through BLAS for the rest: ``_kernels/_conv_shifted.pyx``
+  for stride 1 and at least SHIFTED_MIN_CHANNELS channels per group (a
+  product per kernel tap over a zero-padded copy of the sample), else
+  ``_kernels/_conv.pyx`` (im2col / col2im).
 """
 
 import functools
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _conv_direct, _conv_winograd, _relu, _runtime
+from . import _conv_direct, _conv_phases, _conv_winograd, _relu, _runtime
 from ._pool import PooledGradient
 from ._blas import single_threaded_blas
 from ._deferred import Deferred
@@ -614,6 +615,10 @@ def _grad_input(g4, weight, x_shape, geometry, n_threads):
             return grad_input
     if _conv_direct.use(geometry, "input"):
         grad_input = _conv_direct.grad_input(g4, weight, geometry, n_threads)
+        if grad_input is not None:
+            return grad_input
+    if _conv_phases.use(geometry):
+        grad_input = _conv_phases.grad_input(g4, weight, geometry, n_threads)
         if grad_input is not None:
             return grad_input
     if geometry.shifted and _all_finite(weight):

@@ -146,6 +146,28 @@ WIDE_OPERATIONS = {
 # batch 32, blocked / products / torch, ms: AVX-512 variant forward
 # 2.15 / 4.07 / 2.01, weight gradient 2.18 / 3.51 / 2.21; AVX2 variant (same
 # Zen 4) forward 2.27 / 4.04, weight gradient 2.35 / 3.53.
+# ...but at stride 2 the input gradient is four stride-1 ones, one per
+# phase (even or odd rows and columns) of the input, each with the taps of
+# one parity (_conv_phases.py): taken by kernels of at least
+# PHASES_MIN_KERNEL taps a side.  Intel Xeon (AVX-512; GCC 12, OpenBLAS's
+# SkylakeX kernels), float32, median of 21 interleaved calls, ms, phases /
+# products, 1 thread (2 threads), padding (k - 1) / 2 but 6x6 2:
+#   W4 16->32 5x5 32x32 b32      2.09 / 2.71  (1.55 / 1.60)
+#   32->64 5x5 16x16 b64         3.84 / 5.47  (2.28 / 2.62)
+#   64->64 5x5 8x8 b64           2.35 / 4.16  (1.74 / 2.36)
+#   8->16 5x5 28x28 b64          1.24 / 1.51  (0.86 / 0.80)
+#   32->32 6x6 16x16 b32         1.41 / 2.89  (1.10 / 1.79)
+#   16->32 7x7 32x32 b32         3.63 / 5.73  (2.23 / 2.96)
+#   64->64 7x7 56x56 b8          18.5 / 24.6  (10.2 / 12.5)
+# and 3x3 kernels, whose phases have 1 to 4 taps, lose: 32->64 16x16 b64
+# 2.07 / 2.20 (1.73 / 1.60), 16->32 32x32 b64 2.83 / 2.58 (1.92 / 1.48); 4x4
+# 16->32 32x32 b32 1.96 / 2.11 (1.20 / 1.08).  The AVX2 variant on the same
+# processor, with OpenBLAS's Haswell kernels (not an AVX2-only processor):
+# W4 3.29 / 3.46 (1.80 / 1.81), 32->64 5x5 6.95 / 6.76 (3.70 / 3.32), 64->64
+# 5x5 3.74 / 4.98 (2.26 / 2.61), 8->16 5x5 1.68 / 1.97 (1.09 / 1.06), 6x6
+# 2.22 / 3.14 (1.55 / 1.85), 16->32 7x7 5.06 / 6.63 (3.10 / 3.44), 64->64
+# 7x7 28.4 / 31.2 (15.2 / 15.9).
+PHASES_MIN_KERNEL = 5
 BLOCKED_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
     "avx2": ("forward", "input", "weight"),
@@ -692,8 +714,9 @@ def show_config(mode="stdout"):
                                              "either") for op in ops))
     direct = (", ".join(operations[op] for op in ops)
               + f" ({how}) of stride-1, one-group layers with kernels up to {DIRECT_MAX_TAPS}"
-              " taps, and strided forward passes and weight gradients (filter-blocked); the"
-              " rest by BLAS products" if ops
+              " taps, strided forward passes and weight gradients (filter-blocked), and"
+              f" stride-2 input gradients of kernels of {PHASES_MIN_KERNEL}x{PHASES_MIN_KERNEL}"
+              " or more as four stride-1 ones; the rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
     winograd = ("off (cyconv.set_winograd(False))" if not get_winograd() else
                 "F(4x4, 3x3) for 3x3 stride-1 layers (" + _winograd_sizes()
