@@ -26,6 +26,11 @@ import functools
 import numpy as np
 
 from . import _conv_direct, _runtime
+from ._deferred import Deferred
+from ._runtime import threads_for
+
+# Its module imports scipy.linalg (BLAS): not with cyconv, see _deferred.
+_conv = Deferred("cyconv._kernels._conv")
 
 
 def _axis(phase, pad, kernel, size, out):
@@ -77,11 +82,20 @@ def grad_input(g4, weight, geometry, n_threads):
     where the weight is not finite (the direct kernels check; the caller
     takes the products, which handle it)."""
     g = geometry
-    grad = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
+    planes = g.n * g.channels
+    parts = []
+    # in the order (0, 0), (0, 1), (1, 0), (1, 1)
     for a, b, r, s, phase in _phases(geometry):
         part = _conv_direct.grad_input(g4, np.ascontiguousarray(weight[:, :, r::2, s::2]),
                                        phase, n_threads)
         if part is None:
             return None
-        grad[:, :, a::2, b::2] = part
+        # the phase's rows and columns of the input, as interleave_phases reads them
+        if part.shape != (g.n, g.channels, (g.height + 1 - a) // 2, (g.width + 1 - b) // 2):
+            raise RuntimeError(f"phase ({a}, {b}) of {g} has shape {part.shape}")
+        parts.append(part.reshape(planes, part.shape[2], part.shape[3]))
+    grad = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)
+    # a copy, a load and a store an element: threads as for ReLU's gradient
+    _conv.interleave_phases(*parts, grad.reshape(planes, g.height, g.width),
+                            threads_for(grad.size, _runtime.RELU_MIN_ELEMENTS_PER_THREAD))
     return grad

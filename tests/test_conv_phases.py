@@ -137,3 +137,24 @@ def test_a_weight_not_finite_gives_the_products_result(bad):
         products = conv2d_backward(g, x, w, stride=2, padding=2)[0]
     np.testing.assert_array_equal(ours, products)
     assert not np.isfinite(ours).all()
+
+
+def test_a_large_gradient_is_put_together_by_several_threads():
+    """Planes enough for the phases' interleaving to share among threads
+    (odd sizes: the last row and column come from the even phases)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 16, 67, 65)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 5, 5)).astype(np.float32)
+    layer = geometry(x.shape, w.shape)
+    assert _conv_phases.use(layer)
+    assert x.size // _runtime.RELU_MIN_ELEMENTS_PER_THREAD >= 3  # 3 threads at 3
+    g = rng.standard_normal(layer.output_shape).astype(np.float32)
+    with counting_phases() as calls:
+        results = _input_gradients(g, x, w, 2)
+    assert len(calls) == 3
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+    expected = reference.conv2d_backward(g, x, w, (2, 2), (2,) * 4, (1, 1), 1)[0]
+    magnitude = reference.conv2d_backward(np.abs(g), np.abs(x), np.abs(w), (2, 2), (2,) * 4,
+                                          (1, 1), 1)[0]
+    assert_close(results[0], expected, magnitude, np.float32)
