@@ -12,7 +12,7 @@ stride-1 input gradients with the sub-kernels ``weight[:, :, r::2, s::2]``,
 which the direct kernels compute, each written to ``gx[:, :, a::2, b::2]``.
 The products path instead writes every tap's products into unrolled
 columns and adds them back at a stride of 2 (_conv._grad_input).  The rule
-(_runtime.PHASES_MIN_KERNEL) takes kernels of at least 5 x 5, where the
+(_runtime.PHASES_MIN_KERNEL) takes kernels of at least 4 x 4, where the
 phases' sub-kernels are large enough for the direct kernels to pay.
 
 The caller (_conv.py) has validated the arguments; every size here is

@@ -150,24 +150,29 @@ WIDE_OPERATIONS = {
 # phase (even or odd rows and columns) of the input, each with the taps of
 # one parity (_conv_phases.py): taken by kernels of at least
 # PHASES_MIN_KERNEL taps a side.  Intel Xeon (AVX-512; GCC 12, OpenBLAS's
-# SkylakeX kernels), float32, median of 21 interleaved calls, ms, phases /
-# products, 1 thread (2 threads), padding (k - 1) / 2 but 6x6 2:
-#   W4 16->32 5x5 32x32 b32      2.09 / 2.71  (1.55 / 1.60)
-#   32->64 5x5 16x16 b64         3.84 / 5.47  (2.28 / 2.62)
-#   64->64 5x5 8x8 b64           2.35 / 4.16  (1.74 / 2.36)
-#   8->16 5x5 28x28 b64          1.24 / 1.51  (0.86 / 0.80)
-#   32->32 6x6 16x16 b32         1.41 / 2.89  (1.10 / 1.79)
-#   16->32 7x7 32x32 b32         3.63 / 5.73  (2.23 / 2.96)
-#   64->64 7x7 56x56 b8          18.5 / 24.6  (10.2 / 12.5)
-# and 3x3 kernels, whose phases have 1 to 4 taps, lose: 32->64 16x16 b64
-# 2.07 / 2.20 (1.73 / 1.60), 16->32 32x32 b64 2.83 / 2.58 (1.92 / 1.48); 4x4
-# 16->32 32x32 b32 1.96 / 2.11 (1.20 / 1.08).  The AVX2 variant on the same
-# processor, with OpenBLAS's Haswell kernels (not an AVX2-only processor):
-# W4 3.29 / 3.46 (1.80 / 1.81), 32->64 5x5 6.95 / 6.76 (3.70 / 3.32), 64->64
-# 5x5 3.74 / 4.98 (2.26 / 2.61), 8->16 5x5 1.68 / 1.97 (1.09 / 1.06), 6x6
-# 2.22 / 3.14 (1.55 / 1.85), 16->32 7x7 5.06 / 6.63 (3.10 / 3.44), 64->64
-# 7x7 28.4 / 31.2 (15.2 / 15.9).
-PHASES_MIN_KERNEL = 5
+# SkylakeX kernels), float32, median of 20 interleaved calls, ms, phases /
+# products, 1 thread (2 threads), padding (k - 1) / 2:
+#   W4 16->32 5x5 32x32 b32      2.27 / 3.24  (1.20 / 1.78)
+#   32->64 5x5 16x16 b64         3.82 / 5.91  (2.11 / 3.06)
+#   64->64 5x5 8x8 b64           2.65 / 4.75  (1.48 / 2.51)
+#   8->16 5x5 28x28 b64          1.13 / 1.68  (0.65 / 0.92)
+#   16->32 7x7 32x32 b32         3.75 / 6.29  (1.96 / 3.28)
+#   16->32 4x4 32x32 b32 p1      1.72 / 2.14  (0.88 / 1.17)
+# and with the AVX2 variant on the same processor, with OpenBLAS's Haswell
+# kernels (not an AVX2-only processor), 16->32 4x4 2.21 / 2.42 (1.19 /
+# 1.32).  3x3 kernels, whose phases have 1 to 4 taps, win on AVX-512 but
+# on large planes or few channels (32->64 16x16 b64 1.97 / 2.29 (1.07 /
+# 1.23), 16->32 32x32 b64 2.40 / 2.76, 64->128 16x16 b32 3.29 / 3.59, but
+# 64->64 56x56 b8 5.29 / 4.75 (2.67 / 2.56), 8->16 28x28 b64 0.71 / 0.65)
+# and lose with the AVX2 variant (32->64 3.10 / 2.53 (1.69 / 1.42),
+# 64->128 5.30 / 4.16, 64->64 56x56 7.05 / 6.07): they keep the products.
+# Before the phases came to be put together in one compiled pass (numpy's
+# strided copies, serial), the AVX2 variant won or tied but one layer: W4 3.29
+# / 3.46 (1.80 / 1.81), 32->64 5x5 6.95 / 6.76 (3.70 / 3.32), 64->64 5x5
+# 3.74 / 4.98 (2.26 / 2.61), 8->16 5x5 1.68 / 1.97 (1.09 / 1.06), 32->32
+# 6x6 2.22 / 3.14 (1.55 / 1.85), 16->32 7x7 5.06 / 6.63 (3.10 / 3.44),
+# 64->64 7x7 56x56 b8 28.4 / 31.2 (15.2 / 15.9).
+PHASES_MIN_KERNEL = 4
 BLOCKED_OPERATIONS = {
     "avx512": ("forward", "input", "weight"),
     "avx2": ("forward", "input", "weight"),

@@ -46,8 +46,8 @@ def _input_gradients(g, x, w, padding):
 
 @st.composite
 def strided_layers(draw):
-    # kernels of 4 and paddings wider than half the kernel take the products
-    kh, kw = draw(st.sampled_from([5, 6, 7, 4])), draw(st.sampled_from([5, 6, 7, 4]))
+    # kernels of 3 and paddings wider than half the kernel take the products
+    kh, kw = draw(st.sampled_from([4, 5, 6, 7, 3])), draw(st.sampled_from([4, 5, 6, 7, 3]))
     ph = draw(st.integers(0, kh // 2) | st.integers(0, kh))
     pw = draw(st.integers(0, kw // 2) | st.integers(0, kw))
     height = draw(st.integers(max(1, kh - 2 * ph), kh + 9))
@@ -96,6 +96,7 @@ def test_which_layers_take_them():
     assert not _conv_phases.use(geometry((32, 16, 32, 32), (32, 8, 5, 5), groups=2))
     # a single input row: its odd phase has no rows
     assert not _conv_phases.use(geometry((2, 3, 1, 9), (4, 3, 5, 5), padding=2))
+    assert _conv_phases.use(geometry((32, 16, 32, 32), (32, 16, 4, 4), padding=1))
     with mock.patch.object(_runtime, "PHASES_MIN_KERNEL", 6):
         assert not _conv_phases.use(w4)
     for mode in ("never",):
