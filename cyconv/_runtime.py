@@ -721,7 +721,8 @@ def show_config(mode="stdout"):
               + f" ({how}) of stride-1, one-group layers with kernels up to {DIRECT_MAX_TAPS}"
               " taps, strided forward passes and weight gradients (filter-blocked), and"
               f" stride-2 input gradients of kernels of {PHASES_MIN_KERNEL}x{PHASES_MIN_KERNEL}"
-              " or more as four stride-1 ones; the rest by BLAS products" if ops
+              " or more as four stride-1 ones (where each is padded less than its taps);"
+              " the rest by BLAS products" if ops
               else "off (no vectorised variant for this processor): BLAS products")
     winograd = ("off (cyconv.set_winograd(False))" if not get_winograd() else
                 "F(4x4, 3x3) for 3x3 stride-1 layers (" + _winograd_sizes()

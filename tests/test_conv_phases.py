@@ -18,6 +18,13 @@ import reference
 from reference import assert_close
 
 
+# The phases run on the direct kernels, which only the vectorised variants
+# take (the portable one gives every layer the products).
+VECTORISED = [isa for isa in _runtime.available_isas() if isa != "portable"]
+vectorised = pytest.mark.skipif(not VECTORISED, reason="this processor runs no vectorised "
+                                "variant of the direct kernels (AVX2 and FMA at least)")
+
+
 @contextlib.contextmanager
 def counting_phases():
     """Inside the block, the phases' calls are counted in the list yielded."""
@@ -46,7 +53,9 @@ def _input_gradients(g, x, w, padding):
 
 @st.composite
 def strided_layers(draw):
-    # kernels of 3 and paddings wider than half the kernel take the products
+    # kernels of 3 take the products, and so do paddings that leave a phase
+    # padded by as many rows as its taps, or more (often wider than half the
+    # kernel: drawn half the time)
     kh, kw = draw(st.sampled_from([4, 5, 6, 7, 3])), draw(st.sampled_from([4, 5, 6, 7, 3]))
     ph = draw(st.integers(0, kh // 2) | st.integers(0, kh))
     pw = draw(st.integers(0, kw // 2) | st.integers(0, kw))
@@ -83,6 +92,7 @@ def geometry(x_shape, w_shape, stride=2, padding=2, dilation=1, groups=1):
     return _conv.conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
 
 
+@vectorised
 def test_which_layers_take_them():
     """Stride 2 both ways, kernels of at least PHASES_MIN_KERNEL taps a side,
     one group, no dilation, and every phase with taps and rows."""
@@ -122,6 +132,7 @@ def test_every_variant_gives_the_same_bits():
         np.testing.assert_array_equal(taking[0], other)
 
 
+@vectorised
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
 def test_a_weight_not_finite_gives_the_products_result(bad):
     rng = np.random.default_rng(6)
@@ -140,6 +151,7 @@ def test_a_weight_not_finite_gives_the_products_result(bad):
     assert not np.isfinite(ours).all()
 
 
+@vectorised
 def test_a_large_gradient_is_put_together_by_several_threads():
     """Planes enough for the phases' interleaving to share among threads
     (odd sizes: the last row and column come from the even phases)."""
@@ -159,3 +171,27 @@ def test_a_large_gradient_is_put_together_by_several_threads():
     magnitude = reference.conv2d_backward(np.abs(g), np.abs(x), np.abs(w), (2, 2), (2,) * 4,
                                           (1, 1), 1)[0]
     assert_close(results[0], expected, magnitude, np.float32)
+
+
+@vectorised
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_families_give_the_same_bits(dtype):
+    """W4's shape: 16 channels on 16x16 phase planes take the filter-blocked
+    input gradient by the rule; the wide one gives the same bits, and both
+    the reference's gradient."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 16, 32, 31)).astype(dtype)
+    w = rng.standard_normal((20, 16, 5, 5)).astype(dtype)
+    layer = geometry(x.shape, w.shape)
+    g = rng.standard_normal(layer.output_shape).astype(dtype)
+    results = []
+    for family in ("blocked", "wide"):
+        with _runtime.direct_convolution("auto", isa=VECTORISED[-1], family=family), \
+                counting_phases() as calls:
+            results.append(conv2d_backward(g, x, w, stride=2, padding=2)[0])
+        assert calls
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = reference.conv2d_backward(g, x, w, (2, 2), (2,) * 4, (1, 1), 1)[0]
+    magnitude = reference.conv2d_backward(np.abs(g), np.abs(x), np.abs(w), (2, 2), (2,) * 4,
+                                          (1, 1), 1)[0]
+    assert_close(results[0], expected, magnitude, dtype)
