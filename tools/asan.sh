@@ -39,7 +39,7 @@ fi
 if [ $# -eq 0 ]; then
     set -- test_conv.py test_conv_direct.py test_pool.py test_pad.py test_signal.py test_layers.py \
         test_bad_inputs.py test_batchnorm.py test_fuzz.py test_concurrency.py test_conv_pool.py \
-        test_fusion.py test_conv_winograd.py
+        test_fusion.py test_conv_winograd.py test_conv_phases.py test_matmul.py test_optimizers.py
 fi
 tests=()
 for arg in "$@"; do
