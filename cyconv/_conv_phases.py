@@ -9,7 +9,8 @@ convolution whose kernel is the weight's rows ``r, r + 2, ...`` and whose
 top padding is ``q`` (its bottom padding makes its output as tall as the
 layer's).  So with the columns: the four phases ``(a, b)`` are four
 stride-1 input gradients with the sub-kernels ``weight[:, :, r::2, s::2]``,
-which the direct kernels compute, each written to ``gx[:, :, a::2, b::2]``.
+which the direct kernels compute, each written to ``gx[:, :, a::2, b::2]``
+(the rows and columns no window reaches, zero).
 The products path instead writes every tap's products into unrolled
 columns and adds them back at a stride of 2 (_conv._grad_input).  The rule
 (_runtime.PHASES_MIN_KERNEL) takes kernels of at least 4 x 4, where the
@@ -35,20 +36,27 @@ _conv = Deferred("cyconv._kernels._conv")
 
 def _axis(phase, pad, kernel, size, out):
     """Along one axis, phase ``phase`` of a stride-2 layer: ``(first tap,
-    taps, rows, top padding, bottom padding)`` of its stride-1 convolution
-    (rows: the input rows ``phase, phase + 2, ...``)."""
+    taps, rows, top padding, bottom padding)`` of its stride-1 convolution,
+    whose rows are the input rows ``phase, phase + 2, ...`` that some
+    window reaches (the bottom padding that makes its output as tall as
+    the layer's would be negative where the last ones are never reached:
+    those are left out, and their gradient is zero)."""
     first, top = (phase + pad) % 2, (phase + pad) // 2
     taps = len(range(first, kernel, 2))
     rows = len(range(phase, size, 2))
-    return first, taps, rows, top, out - rows - top + taps - 1
+    bottom = out - rows - top + taps - 1
+    if bottom < 0:
+        rows, bottom = rows + bottom, 0
+    return first, taps, rows, top, bottom
 
 
 @functools.lru_cache(maxsize=256)
 def _phases(geometry):
     """``((a, b, first_row_tap, first_column_tap, geometry), ...)`` for the
     four phases of a stride-2 layer the stride-1 kernels can run (every
-    phase with a tap and a row, and its padding less than its taps, as the
-    direct input gradient pads by taps - 1 - padding), else None."""
+    phase with a tap and a row reached, and its padding less than its
+    taps, as the direct input gradient pads by taps - 1 - padding), else
+    None."""
     g = geometry
     if g.stride != (2, 2) or g.dilation != (1, 1) or g.groups != 1 or g.n == 0:
         return None
@@ -90,8 +98,11 @@ def grad_input(g4, weight, geometry, n_threads):
                                        phase, n_threads)
         if part is None:
             return None
-        # the phase's rows and columns of the input, as interleave_phases reads them
-        if part.shape != (g.n, g.channels, (g.height + 1 - a) // 2, (g.width + 1 - b) // 2):
+        # at most the phase's rows and columns of the input, as
+        # interleave_phases reads them
+        if (part.shape != (g.n, g.channels, phase.height, phase.width)
+                or phase.height > (g.height + 1 - a) // 2
+                or phase.width > (g.width + 1 - b) // 2):
             raise RuntimeError(f"phase ({a}, {b}) of {g} has shape {part.shape}")
         parts.append(part.reshape(planes, part.shape[2], part.shape[3]))
     grad = np.empty((g.n, g.channels, g.height, g.width), weight.dtype)

@@ -195,3 +195,26 @@ def test_both_families_give_the_same_bits(dtype):
     magnitude = reference.conv2d_backward(np.abs(g), np.abs(x), np.abs(w), (2, 2), (2,) * 4,
                                           (1, 1), 1)[0]
     assert_close(results[0], expected, magnitude, dtype)
+
+
+@vectorised
+def test_rows_and_columns_no_window_reaches_are_zeros():
+    """Without padding, a 5x5 stride-2 layer on 32x32 planes never reads
+    the last row and column: its odd phases leave them out, and they are
+    +0.0, as the products leave them."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 5, 5)).astype(np.float32)
+    layer = geometry(x.shape, w.shape, padding=0)
+    assert [p[4].height for p in _conv_phases._phases(layer)] == [16, 16, 15, 15]
+    g = rng.standard_normal(layer.output_shape).astype(np.float32)
+    with counting_phases() as calls:
+        grad = conv2d_backward(g, x, w, stride=2, padding=0)[0]
+    assert calls
+    for edge in (grad[:, :, 31, :], grad[:, :, :, 31]):
+        np.testing.assert_array_equal(edge, 0)
+        assert not np.signbit(edge).any()
+    expected = reference.conv2d_backward(g, x, w, (2, 2), (0,) * 4, (1, 1), 1)[0]
+    magnitude = reference.conv2d_backward(np.abs(g), np.abs(x), np.abs(w), (2, 2), (0,) * 4,
+                                          (1, 1), 1)[0]
+    assert_close(grad, expected, magnitude, np.float32)

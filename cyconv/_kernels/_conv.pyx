@@ -285,39 +285,50 @@ def conv2d_backward_input(
 
 
 def interleave_phases(
-    const floating[:, :, ::1] even_even,  # IN  (P, ceil(H / 2), ceil(W / 2))
-    const floating[:, :, ::1] even_odd,   # IN  (P, ceil(H / 2), W // 2)
-    const floating[:, :, ::1] odd_even,   # IN  (P, H // 2, ceil(W / 2))
-    const floating[:, :, ::1] odd_odd,    # IN  (P, H // 2, W // 2)
-    floating[:, :, ::1] out,              # OUT (P, H, W), H and W at least 2
+    const floating[:, :, ::1] even_even,  # IN  (P, at most ceil(H / 2), at most ceil(W / 2))
+    const floating[:, :, ::1] even_odd,   # IN  (P, at most ceil(H / 2), at most W // 2)
+    const floating[:, :, ::1] odd_even,   # IN  (P, at most H // 2, at most ceil(W / 2))
+    const floating[:, :, ::1] odd_odd,    # IN  (P, at most H // 2, at most W // 2)
+    floating[:, :, ::1] out,              # OUT (P, H, W)
     int n_threads,
 ):
-    """out[p, 2 Y + a, 2 X + b] = phase (a, b)[p, Y, X]: the four phases of
-    a stride-2 input gradient (_conv_phases.py) put together, a plane a
-    task, each row of the output written once, its two phases' values
-    interleaved (numpy's four strided copies took 0.27 ms for W4's
-    gradient on one thread)."""
+    """out[p, 2 Y + a, 2 X + b] = phase (a, b)[p, Y, X], and zero past a
+    phase's own rows and columns (the last ones of a layer whose windows
+    never reach them): the four phases of a stride-2 input gradient
+    (_conv_phases.py) put together, a plane a task, each row of the output
+    written once, its two phases' values interleaved (numpy's four strided
+    copies took 0.27 ms for W4's gradient on one thread)."""
     cdef Py_ssize_t P = out.shape[0], H = out.shape[1], W = out.shape[2]
     cdef Py_ssize_t half = W // 2
-    cdef Py_ssize_t p, y, X
+    cdef Py_ssize_t p, y, Y, X, n_left, n_right, both
     cdef const floating* left
     cdef const floating* right
     cdef floating* row
     for p in prange(P, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         for y in range(H):
+            Y = y // 2
+            # the values of this row each phase has: its columns, or none
             if y % 2 == 0:
-                left = &even_even[p, y // 2, 0]
-                right = &even_odd[p, y // 2, 0]
+                n_left = even_even.shape[2] if Y < even_even.shape[1] else 0
+                n_right = even_odd.shape[2] if Y < even_odd.shape[1] else 0
+                left = &even_even[p, Y, 0] if n_left > 0 else NULL
+                right = &even_odd[p, Y, 0] if n_right > 0 else NULL
             else:
-                left = &odd_even[p, y // 2, 0]
-                right = &odd_odd[p, y // 2, 0]
+                n_left = odd_even.shape[2] if Y < odd_even.shape[1] else 0
+                n_right = odd_odd.shape[2] if Y < odd_odd.shape[1] else 0
+                left = &odd_even[p, Y, 0] if n_left > 0 else NULL
+                right = &odd_odd[p, Y, 0] if n_right > 0 else NULL
             row = &out[p, y, 0]
-            for X in range(half):
+            both = min(n_left, n_right)
+            for X in range(both):
                 row[2 * X] = left[X]
                 row[2 * X + 1] = right[X]
+            for X in range(both, half):
+                row[2 * X] = left[X] if X < n_left else 0
+                row[2 * X + 1] = right[X] if X < n_right else 0
             if W % 2:
-                row[W - 1] = left[half]
+                row[W - 1] = left[half] if half < n_left else 0
 
 
 cdef void _backward_weight_task(
