@@ -228,9 +228,9 @@ def test_single_sample_has_no_batch_axis():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel_width", [2, 3, 5, 6, 7])
 def test_input_gradient_at_stride_2_near_the_row_ends(dtype, kernel_width):
-    """At stride 2 the input gradient adds the taps of a row in pairs, one
-    on the even columns and one on the odd, each alone where the other
-    falls in the padding: narrow rows and wide padding put those ends
+    """At stride 2 along rows (the products' col2im; stride (1, 2) never
+    takes the phases), each tap lands on every other column and some
+    fall in the padding: narrow rows and wide padding put those ends
     everywhere.  Against the float64 reference, at 1 and 3 threads."""
     import reference
 

@@ -113,19 +113,11 @@ cdef void _col2im_add(
     cdef Py_ssize_t H = gx.shape[1], W = gx.shape[2]
     cdef Py_ssize_t L = row_count * Wout
     cdef Py_ssize_t ci, i, j, r, ow, ih, lo, hi, offset
-    # at stride 2, taps in pairs, each pair in one pass (see _col2im_pairs),
-    # then the last tap of an odd row of taps alone
-    cdef bint paired = hp.sw == 2 and hp.dw == 1
-    cdef Py_ssize_t first_j = kw - kw % 2 if paired else 0
     cdef const floating* src
     cdef floating* dst
     for ci in range(c_count):
         for i in range(kh):
-            if paired:
-                for j in range(0, kw - 1, 2):
-                    _col2im_pairs(col + ((ci * kh + i) * kw + j) * L, c_first + ci, i, j,
-                                  row_first, row_count, Wout, hp, gx)
-            for j in range(first_j, kw):
+            for j in range(kw):
                 _column_range(j, W, Wout, hp, &lo, &hi)
                 src = col + ((ci * kh + i) * kw + j) * L
                 for r in range(row_count):
@@ -143,51 +135,6 @@ cdef void _col2im_add(
                             for ow in range(lo, hi):
                                 dst[ow * hp.sw + offset] += src[ow]
                     src += Wout
-
-
-cdef void _col2im_pairs(
-    const floating* col,             # IN  taps j and j + 1 of a row i: 2 x (row_count*Wout)
-    Py_ssize_t c, Py_ssize_t i, Py_ssize_t j,
-    Py_ssize_t row_first, Py_ssize_t row_count, Py_ssize_t Wout,
-    Hyper hp,
-    floating[:, :, ::1] gx,          # OUT (C, H, W), accumulated into
-) noexcept nogil:
-    # _col2im_add's loops of taps j and j + 1 at stride 2 (no dilation), in
-    # one pass: tap j writes the columns of one parity, tap j + 1 the
-    # others, so every element still takes its taps' values one at a time
-    # in the order of the taps (the same sums, bit for bit), and the pass
-    # reads and writes each row once, as contiguous vectors, not twice at
-    # a stride of 2.  Where only one tap lands inside the row (at its
-    # ends), that tap's values go alone.
-    cdef Py_ssize_t H = gx.shape[1], W = gx.shape[2]
-    cdef Py_ssize_t L = row_count * Wout
-    cdef Py_ssize_t lo, hi, lo2, hi2, both_lo, both_hi, r, ow, ih
-    cdef Py_ssize_t offset = j - hp.pl
-    cdef const floating* src = col
-    cdef const floating* src2 = col + L
-    cdef floating* dst
-    _column_range(j, W, Wout, hp, &lo, &hi)
-    _column_range(j + 1, W, Wout, hp, &lo2, &hi2)
-    both_lo, both_hi = max(lo, lo2), min(hi, hi2)
-    if both_lo >= both_hi:
-        both_lo = both_hi = hi
-    for r in range(row_count):
-        ih = (row_first + r) * hp.sh + i * hp.dh - hp.pt
-        if 0 <= ih < H:
-            dst = &gx[c, ih, 0]
-            for ow in range(lo, min(both_lo, hi)):
-                dst[2 * ow + offset] += src[ow]
-            for ow in range(lo2, min(both_lo, hi2)):
-                dst[2 * ow + offset + 1] += src2[ow]
-            for ow in range(both_lo, both_hi):
-                dst[2 * ow + offset] += src[ow]
-                dst[2 * ow + offset + 1] += src2[ow]
-            for ow in range(max(both_hi, lo), hi):
-                dst[2 * ow + offset] += src[ow]
-            for ow in range(max(both_hi, lo2), hi2):
-                dst[2 * ow + offset + 1] += src2[ow]
-        src += Wout
-        src2 += Wout
 
 
 cdef void _forward_sample(
