@@ -103,7 +103,7 @@ def _buffers(n_threads, channels, filters, out_width, dtype, tiles):
             np.empty((n_threads, positions * (filters * width + pad)), dtype),
             np.empty((n_threads, max((4 * rows + 2) * (4 * tw + 2) * channels,
                                      24 * (rows + 1) * tw + 4 * tw + 4,
-                                     17 * filters * width)), dtype))
+                                     17 * (filters * width + pad))), dtype))
 
 
 def _correlate(x4, transformed, bias, out_shape, pad_top, pad_left, n_threads, relu, blocked):

@@ -52,10 +52,10 @@
 # * Bounds: the caller checks a 3x3 kernel, stride 1, no dilation, one
 #   group, out = in + pad_top + pad_bottom - 2 (and across), and the sizes
 #   of the buffers (each thread's U, M or V: 36 matrices of rows * tw
-#   values per channel or filter, PAD values apart, rows * tw rounded up
+#   values per channel or filter, WG_PAD values apart, rows * tw rounded up
 #   to a multiple of 16 for the blocked products; its scratch 24 (rows +
-#   1) tw + 4 tw + 4 and 17 * filters * that width, and for a tile-major U
-#   at least (4 rows + 2) (4 tw + 2) C), and for the blocked weight
+#   1) tw + 4 tw + 4 and 17 (filters * that width + WG_PAD), and for a
+#   tile-major U at least (4 rows + 2) (4 tw + 2) C), and for the blocked weight
 #   gradient that C is a multiple of LANES.
 
 from cython cimport floating
@@ -67,6 +67,7 @@ from cyconv._kernels._gemm cimport gemm
 cdef extern from "winograd_loops.h" nogil:
     enum: WG_POSITIONS  # positions of a transformed tile: 6 x 6
     enum: WG_TILE       # outputs along a side of a tile: 4
+    enum: WG_PAD        # values between a matrix's end and the next's start
     int wg_weight_f32(const float* w, Py_ssize_t F, Py_ssize_t C, int flipped, int by_channel,
                       Py_ssize_t first, Py_ssize_t last, float* out)
     int wg_weight_f64(const double* w, Py_ssize_t F, Py_ssize_t C, int flipped, int by_channel,
@@ -109,18 +110,11 @@ cdef extern from "winograd_loops.h" nogil:
                               double* v, Py_ssize_t ps)
 
 
-# Values between one position's matrix and the next past its end (U, M, V):
-# matrices a multiple of 4 KiB long put the 36 streams of a transform in
-# one set of the first-level cache, which holds 8 (the output transform
-# ran 2x slower so on the CIFAR-like layers).
-cdef enum:
-    PAD = 16
-
 # The sizes _conv_winograd.py makes the buffers and the transformed weight
 # with: the ones these kernels index.
 POSITIONS = WG_POSITIONS
 TILE = WG_TILE
-MATRIX_PAD = PAD
+MATRIX_PAD = WG_PAD
 
 
 cdef int _input_chunk(
@@ -193,10 +187,10 @@ def forward(
                                            #     F) with ``blocked``
     const floating[::1] bias,              # IN  (F,) or empty
     floating[:, :, :, ::1] out,            # OUT (N, F, Hout, Wout)
-    floating[:, ::1] u_buf,                # each thread's U: 36 * (C * width + PAD)
-    floating[:, ::1] m_buf,                # ...its M: 36 * (F * width + PAD)
+    floating[:, ::1] u_buf,                # each thread's U: 36 * (C * width + WG_PAD)
+    floating[:, ::1] m_buf,                # ...its M: 36 * (F * width + WG_PAD)
     floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 4,
-                                           # and 17 * F * width
+                                           # and 17 * (F * width + WG_PAD)
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, bint relu, int isa,
     bint blocked, int n_threads,
 ):
@@ -227,8 +221,8 @@ def forward(
         # where blocked (the last block's lanes past them hold earlier
         # chunks' values or zeros, and their products are never read)
         tiles = (count * tw + lanes - 1) // lanes * lanes if blocked else count * tw
-        us = C * tiles + PAD
-        ms = F * tiles + PAD
+        us = C * tiles + WG_PAD
+        ms = F * tiles + WG_PAD
         bad |= _input_chunk(x, first, count, th, tw, pad_top, pad_left, &scratch[tid, 0],
                             u, us, blocked)
         for p in range(WG_POSITIONS):
@@ -257,10 +251,10 @@ def grad_weight(
     const floating[:, :, :, ::1] g,        # IN  (N, F, Hout, Wout)
     const floating[:, :, :, ::1] x,        # IN  (N, C, H, W)
     floating[:, :, :, ::1] partials,       # OUT (parts, 36, F, C): each part's sum of V_p U_p^T
-    floating[:, ::1] u_buf,                # each thread's U: 36 * (C * rows * tw + PAD)
-    floating[:, ::1] v_buf,                # ...its V: 36 * (F * rows * tw + PAD)
+    floating[:, ::1] u_buf,                # each thread's U: 36 * (C * rows * tw + WG_PAD)
+    floating[:, ::1] v_buf,                # ...its V: 36 * (F * rows * tw + WG_PAD)
     floating[:, ::1] scratch,              # ...its scratch: 24 * (rows + 1) * tw + 4 * tw + 4,
-                                           # 16 * F * rows * tw, tile-major at least
+                                           # 16 * (F * rows * tw + WG_PAD), tile-major at least
                                            # (4 rows + 2) (4 tw + 2) C
     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows, Py_ssize_t samples_per_part,
     bint tile_major, bint blocked, int isa, int n_threads,
@@ -296,8 +290,8 @@ def grad_weight(
         while first < last:
             count = min(rows, last - first)
             tiles = count * tw
-            us = C * tiles + PAD
-            vs = F * tiles + PAD
+            us = C * tiles + WG_PAD
+            vs = F * tiles + WG_PAD
             # U: tile-major, its channels in blocks for the blocked products
             if blocked or tile_major:
                 bad |= _input_tiles(x, first, count, th, tw, pad_top, pad_left,

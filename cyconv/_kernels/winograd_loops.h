@@ -37,6 +37,13 @@
 #define WG_POSITIONS 36
 #define WG_TILE 4
 
+/* Values between one array's end and the next's start, where a transform
+ * reads or writes many arrays side by side (the 36 matrices of U, M and V,
+ * the 16 planes of its scratch): arrays a multiple of 4 KiB long put all
+ * those streams in one set of the first-level cache, which holds 8 to 12
+ * (the output transform ran 2x slower so on the CIFAR-like layers). */
+#define WG_PAD 16
+
 /* The loops over the tiles of a row write 36 rows of a matrix, ps values
  * apart: no store reads or overwrites another's value, which the compiler
  * cannot see (ps is a variable) and checks for at run time on no more than
@@ -177,6 +184,22 @@
         }                                                                     \
     }
 
+/* The inverse of WG_INTERLEAVE: a[j * L + t] = src[4 t + j], j < 4, for t
+ * from t up to ``whole`` in steps of 4 tiles (four loads of 16 values in a
+ * row, a 4x4 transpose, four stores; the compiler's own loop took the
+ * values one at a time); t is left at the first tile not done. */
+#define WG_DEINTERLEAVE(T, a, L, src, t, whole)                               \
+    {                                                                         \
+        typedef T wg_v4 __attribute__((vector_size(4 * sizeof(T))));          \
+        for (; t + 4 <= (whole); t += 4) {                                    \
+            wg_v4 r[4], o[4];                                                 \
+            WG_LOAD4((src) + 4 * t, r)                                        \
+            WG_TRANSPOSE4(r[0], r[1], r[2], r[3], o)                          \
+            for (int k = 0; k < 4; k++)                                       \
+                __builtin_memcpy((a) + k * (L) + t, &o[k], sizeof o[0]);      \
+        }                                                                     \
+    }
+
 /* (d B) of a padded row's tiles t..t + 3 at a time, up to tw: its columns
  * 4 t + k (k < 4) by a 4x4 transpose of 16 values, and 4 t + 4, 4 t + 5
  * by a second one 4 columns on (which reads 2 values past the row's 4 tw
@@ -203,6 +226,7 @@
     }
 #else
 #define WG_INTERLEAVE(T, dst, a, L, t, whole, relu)
+#define WG_DEINTERLEAVE(T, a, L, src, t, whole)
 #define WG_ROW_BT(T, row, a, S, t, tw)
 #endif
 
@@ -212,30 +236,27 @@
 
 #define WG_LOOPS(T, SUFFIX)                                                   \
 /* Row ``row`` of a plane (rows x cols) split into its columns 4 t + k,    \
- * k < 4, t < n: out[k * stride + t], zeros past its edges.  Returns        \
- * whether a value of the row is out of range (WG_OUT_OF_RANGE). */        \
-WG_INLINE static int wg_split_row_##SUFFIX(                                   \
+ * k < 4, t < n: out[k * stride + t], zeros past its edges. */                \
+WG_INLINE static void wg_split_row_##SUFFIX(                                  \
     const T* restrict plane, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t row,   \
     ptrdiff_t n, T* restrict out, ptrdiff_t stride)                           \
 {                                                                             \
-    int bad = 0;                                                              \
     if (row >= rows) {                                                        \
         for (int k = 0; k < 4; k++)                                           \
             for (ptrdiff_t t = 0; t < n; t++) out[k * stride + t] = 0;        \
-        return bad;                                                           \
+        return;                                                               \
     }                                                                         \
     const T* src = plane + row * cols;                                        \
     ptrdiff_t whole = cols / 4 < n ? cols / 4 : n;  /* all 4 columns inside */ \
-    for (ptrdiff_t t = 0; t < whole; t++) {                                   \
+    ptrdiff_t t = 0;                                                          \
+    WG_DEINTERLEAVE(T, out, stride, src, t, whole)                            \
+    for (; t < whole; t++) {                                                  \
         out[t] = src[4 * t]; out[stride + t] = src[4 * t + 1];                \
         out[2 * stride + t] = src[4 * t + 2]; out[3 * stride + t] = src[4 * t + 3]; \
     }                                                                         \
-    for (ptrdiff_t t = whole; t < n; t++)                                     \
+    for (t = whole; t < n; t++)                                               \
         for (int k = 0; k < 4; k++)                                           \
             out[k * stride + t] = 4 * t + k < cols ? src[4 * t + k] : 0;      \
-    /* the row itself, in a loop of its own (vectorised, as rn_all_finite) */ \
-    for (ptrdiff_t q = 0; q < cols; q++) bad |= WG_OUT_OF_RANGE(T, src[q]);   \
-    return bad;                                                               \
 }                                                                             \
                                                                               \
 /* U for ``count`` rows of tiles of one channel, from row ``first`` of the \
@@ -400,18 +421,18 @@ WG_CLONES RN_NO_MEMCPY static int wg_input_tiles_##SUFFIX(                    \
  * (none where bias is NULL), with ``relu`` max(., 0) as np.maximum.  The  \
  * transform into y planar, every (filter, tile) in one vectorised loop;  \
  * each row of outputs its four columns interleaved (WG_INTERLEAVE).       \
- * ``scratch``: 17 F tiles values. */                                       \
+ * ``scratch``: 17 (F tiles + WG_PAD) values. */                              \
 WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
     const T* restrict m, ptrdiff_t ps, ptrdiff_t F, ptrdiff_t tiles,          \
     T* restrict out, ptrdiff_t sample, ptrdiff_t rows, ptrdiff_t cols,        \
     ptrdiff_t first, ptrdiff_t count, ptrdiff_t th, ptrdiff_t tw,             \
     const T* restrict bias, int relu, T* restrict scratch)                    \
 {                                                                             \
-    ptrdiff_t L = F * tiles;                                                  \
-    /* y[(4 i + j) * L + f * tiles + s]: output row i, column j of tile s */ \
+    ptrdiff_t L = F * tiles, Ls = L + WG_PAD;                                 \
+    /* y[(4 i + j) * Ls + f * tiles + s]: output row i, column j of tile s */ \
     T* restrict y = scratch;                                                  \
     /* bf[f * tiles + s]: bias[f], so that one loop runs over all of L */    \
-    T* restrict bf = scratch + 16 * L;                                        \
+    T* restrict bf = scratch + 16 * Ls;                                       \
     for (ptrdiff_t f = 0; f < F; f++)                                         \
         for (ptrdiff_t t = 0; t < tiles; t++) bf[f * tiles + t] = bias ? bias[f] : 0; \
     WG_IVDEP                                                                  \
@@ -427,17 +448,17 @@ WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
         T bt = bf[t];                                                         \
         T* restrict o = y + t;                                                \
         WG_AT(T, a0, b0, e0, f0, g0, h0, p)                                   \
-        o[0] = CD_ADD_BIAS(p0, bt); o[L] = CD_ADD_BIAS(p1, bt);               \
-        o[2 * L] = CD_ADD_BIAS(p2, bt); o[3 * L] = CD_ADD_BIAS(p3, bt);       \
+        o[0] = CD_ADD_BIAS(p0, bt); o[Ls] = CD_ADD_BIAS(p1, bt);              \
+        o[2 * Ls] = CD_ADD_BIAS(p2, bt); o[3 * Ls] = CD_ADD_BIAS(p3, bt);     \
         WG_AT(T, a1, b1, e1, f1, g1, h1, q)                                   \
-        o[4 * L] = CD_ADD_BIAS(q0, bt); o[5 * L] = CD_ADD_BIAS(q1, bt);       \
-        o[6 * L] = CD_ADD_BIAS(q2, bt); o[7 * L] = CD_ADD_BIAS(q3, bt);       \
+        o[4 * Ls] = CD_ADD_BIAS(q0, bt); o[5 * Ls] = CD_ADD_BIAS(q1, bt);     \
+        o[6 * Ls] = CD_ADD_BIAS(q2, bt); o[7 * Ls] = CD_ADD_BIAS(q3, bt);     \
         WG_AT(T, a2, b2, e2, f2, g2, h2, r)                                   \
-        o[8 * L] = CD_ADD_BIAS(r0, bt); o[9 * L] = CD_ADD_BIAS(r1, bt);       \
-        o[10 * L] = CD_ADD_BIAS(r2, bt); o[11 * L] = CD_ADD_BIAS(r3, bt);     \
+        o[8 * Ls] = CD_ADD_BIAS(r0, bt); o[9 * Ls] = CD_ADD_BIAS(r1, bt);     \
+        o[10 * Ls] = CD_ADD_BIAS(r2, bt); o[11 * Ls] = CD_ADD_BIAS(r3, bt);   \
         WG_AT(T, a3, b3, e3, f3, g3, h3, z)                                   \
-        o[12 * L] = CD_ADD_BIAS(z0, bt); o[13 * L] = CD_ADD_BIAS(z1, bt);     \
-        o[14 * L] = CD_ADD_BIAS(z2, bt); o[15 * L] = CD_ADD_BIAS(z3, bt);     \
+        o[12 * Ls] = CD_ADD_BIAS(z0, bt); o[13 * Ls] = CD_ADD_BIAS(z1, bt);   \
+        o[14 * Ls] = CD_ADD_BIAS(z2, bt); o[15 * Ls] = CD_ADD_BIAS(z3, bt);   \
     }                                                                         \
     ptrdiff_t plane = rows * cols, whole = cols / 4;  /* tiles whose 4 columns fit */ \
     for (ptrdiff_t f = 0; f < F; f++) {                                       \
@@ -450,16 +471,16 @@ WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
             const T* restrict a = y + f * tiles + r * tw;                     \
             for (ptrdiff_t i = 0; i < 4 && 4 * ty + i < rows; i++) {          \
                 ptrdiff_t t = 0;                                              \
-                WG_INTERLEAVE(T, dst, a, L, t, whole, relu)                   \
+                WG_INTERLEAVE(T, dst, a, Ls, t, whole, relu)                  \
                 for (; t < whole; t++) {                                      \
-                    dst[4 * t] = WG_RELU(a[t]); dst[4 * t + 1] = WG_RELU(a[L + t]); \
-                    dst[4 * t + 2] = WG_RELU(a[2 * L + t]);                   \
-                    dst[4 * t + 3] = WG_RELU(a[3 * L + t]);                   \
+                    dst[4 * t] = WG_RELU(a[t]); dst[4 * t + 1] = WG_RELU(a[Ls + t]); \
+                    dst[4 * t + 2] = WG_RELU(a[2 * Ls + t]);                  \
+                    dst[4 * t + 3] = WG_RELU(a[3 * Ls + t]);                  \
                 }                                                             \
                 for (ptrdiff_t q = 4 * whole; q < cols; q++)                  \
-                    dst[q] = WG_RELU(a[(q & 3) * L + (q >> 2)]);              \
+                    dst[q] = WG_RELU(a[(q & 3) * Ls + (q >> 2)]);             \
                 dst += cols;                                                  \
-                a += 4 * L;                                                   \
+                a += 4 * Ls;                                                  \
             }                                                                 \
         }                                                                     \
     }                                                                         \
@@ -469,15 +490,16 @@ WG_CLONES RN_NO_MEMCPY static void wg_output_chunk_##SUFFIX(                  \
  * planes of each sample (rows x cols each, ``sample`` values apart; zeros  \
  * past their edges), from row ``first`` of the batch's: v[p * ps + f L +  \
  * r * tw + t], L = count tw.  The rows split into their columns first,    \
- * then one loop over every (filter, tile).  ``scratch``: 16 F L values.    \
+ * then one loop over every (filter, tile).  ``scratch``: 16 (F L + WG_PAD)   \
+ * values.                                                                    \
  * Returns whether a value read is out of range (WG_OUT_OF_RANGE). */      \
 WG_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
     const T* restrict g, ptrdiff_t F, ptrdiff_t sample, ptrdiff_t rows,       \
     ptrdiff_t cols, ptrdiff_t first, ptrdiff_t count, ptrdiff_t th,           \
     ptrdiff_t tw, T* restrict scratch, T* restrict v, ptrdiff_t ps)           \
 {                                                                             \
-    ptrdiff_t L = F * count * tw, plane = rows * cols;                        \
-    /* e[(4 i + k) * L + f * count * tw + s]: row i, column k of filter f's \
+    ptrdiff_t L = F * count * tw, Ls = L + WG_PAD, plane = rows * cols;       \
+    /* e[(4 i + k) * Ls + f * count * tw + s]: row i, column k of filter f's  \
      * gradient on tile s */                                                  \
     T* restrict e = scratch;                                                  \
     int bad = 0;                                                              \
@@ -486,19 +508,22 @@ WG_CLONES RN_NO_MEMCPY static int wg_gradient_chunk_##SUFFIX(                 \
         for (ptrdiff_t r = 0; r < count; r++, ty++) {                        \
             if (ty == th) { n++; ty = 0; }                                    \
             for (int i = 0; i < 4; i++)                                       \
-                bad |= wg_split_row_##SUFFIX(g + n * sample + f * plane, rows, cols, \
-                                             4 * ty + i, tw,                  \
-                                             e + 4 * i * L + (f * count + r) * tw, L); \
+                wg_split_row_##SUFFIX(g + n * sample + f * plane, rows, cols, 4 * ty + i, \
+                                      tw, e + 4 * i * Ls + (f * count + r) * tw, Ls); \
         }                                                                     \
     }                                                                         \
+    /* every value read, and zeros: a vectorised loop a plane (one a row      \
+     * of 16 values cost as much as the split) */                             \
+    for (int a = 0; a < 16; a++)                                              \
+        for (ptrdiff_t k = 0; k < L; k++) bad |= WG_OUT_OF_RANGE(T, e[a * Ls + k]); \
     WG_IVDEP                                                                  \
     for (ptrdiff_t t = 0; t < L; t++) {                                       \
         const T* restrict c = e + t;                                          \
         /* A along each row i, then down the columns */                      \
-        WG_A(T, c[0], c[L], c[2 * L], c[3 * L], a)                            \
-        WG_A(T, c[4 * L], c[5 * L], c[6 * L], c[7 * L], b)                    \
-        WG_A(T, c[8 * L], c[9 * L], c[10 * L], c[11 * L], d)                  \
-        WG_A(T, c[12 * L], c[13 * L], c[14 * L], c[15 * L], f)                \
+        WG_A(T, c[0], c[Ls], c[2 * Ls], c[3 * Ls], a)                         \
+        WG_A(T, c[4 * Ls], c[5 * Ls], c[6 * Ls], c[7 * Ls], b)                \
+        WG_A(T, c[8 * Ls], c[9 * Ls], c[10 * Ls], c[11 * Ls], d)              \
+        WG_A(T, c[12 * Ls], c[13 * Ls], c[14 * Ls], c[15 * Ls], f)            \
         T* restrict o = v + t;                                                \
         WG_A_DOWN(T, 0, p)                                                  \
         WG_A_DOWN(T, 1, q)                                                  \
