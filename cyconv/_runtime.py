@@ -305,9 +305,10 @@ WINOGRAD_MIN_PART_TILES = 128
 #   24->48 16x16             6.53 / 3.33, 7.57 / 3.39, 6.87 / 5.05
 # but 8->16 13x13 padding 0: 0.71 / 1.04, 0.83 / 1.30, 0.60 / 1.05.  One
 # rule serves the three operations there.
-# The AVX-512 variant's direct kernels, twice as wide, win more: from 32
-# channels and 256 tiles, and for the forward pass and input gradient
-# from 64 channels and 128 tiles too.  Intel Xeon (AVX-512, family 6 model
+# The AVX-512 variant's direct kernels, twice as wide, win more: by these
+# figures Winograd took layers from 32 channels and 256 tiles, and for the
+# forward pass and input gradient from 64 channels and 128 tiles (see
+# below for the rule now).  Intel Xeon (AVX-512, family 6 model
 # 167 as its virtual machine reports it; GCC 12, scipy's OpenBLAS with its
 # SkylakeX kernels), float32, padding 1, median of 15 interleaved calls,
 # ms, direct / Winograd, forward, input gradient, weight gradient, 1
@@ -333,13 +334,30 @@ WINOGRAD_MIN_PART_TILES = 128
 #                            (2.37 / 1.74, 2.41 / 1.50, 2.45 / 2.99)
 #   C2, C3, W2, W3           Winograd 1.3-1.9x faster in every operation
 # (the weight gradient of 128 tiles is one part, on one thread: it loses
-# at 2 threads).  The AVX-512 variant on a Zen 4 has not run F(4x4, 3x3)
+# at 2 threads).  Since the transforms' scratch planes no longer share a
+# set of the cache and the weight's transforms vectorise (7db3f6d,
+# 3942a3a), Winograd wins from 64 channels at 64 tiles for the forward
+# pass and input gradient, and from 16 channels at 1024 tiles for all
+# three: the same machine, 1 thread (2 threads):
+#   64->64 8x8 b16 (64)      0.58 / 0.44, 0.54 / 0.42, 0.63 / 0.42
+#                            (0.32 / 0.30, 0.28 / 0.30, 0.36 / 0.43)
+#   64->128 8x8 b16 (64)     1.02 / 0.70, 1.11 / 0.82, 1.20 / 0.72
+#                            (0.68 / 0.45, 0.58 / 0.52, 0.69 / 0.70)
+#   64->128 8x8 b8 (32)      0.54 / 0.42, 0.50 / 0.57, 0.56 / 0.40
+#                            (0.40 / 0.44, 0.35 / 0.51, 0.40 / 0.44)
+#   16->32 16x16 b64 (1024)  1.29 / 1.16, 1.38 / 1.16, 1.36 / 1.30
+#                            (0.68 / 0.67, 0.66 / 0.64, 0.75 / 0.76)
+#   16->32 16x16 b16 (256)   0.33 / 0.31, 0.32 / 0.33, 0.32 / 0.36
+#   32->32 8x8 b32 (128)     0.34 / 0.36, 0.31 / 0.33, 0.35 / 0.31
+#                            (0.20 / 0.22, 0.16 / 0.18, 0.20 / 0.33)
+#   64->64 8x8 b32 (128)     weight gradient 1.20 / 0.70 (0.70 / 0.74)  The AVX-512 variant on a Zen 4 has not run F(4x4, 3x3)
 # yet; with F(2x2, 3x3), which this path ran before, its crossover lay at
 # 32 channels and 512 2x2 blocks.
 _FEW_SIZES = {operation: ((16, 32),) for operation in ("forward", "input", "weight")}
 WINOGRAD_MIN_SIZES = {
-    "avx512": {"forward": ((32, 256), (64, 128)), "input": ((32, 256), (64, 128)),
-               "weight": ((32, 256),)},
+    "avx512": {"forward": ((16, 1024), (32, 256), (64, 64)),
+               "input": ((16, 1024), (32, 256), (64, 64)),
+               "weight": ((16, 1024), (32, 256))},
     "avx2": dict(_FEW_SIZES),
     "portable": dict(_FEW_SIZES),
 }
@@ -454,7 +472,8 @@ def set_winograd(allowed):
     Where it is allowed (the default), 3x3 stride-1 layers with enough
     channels, filters and outputs take Winograd's F(4x4, 3x3) algorithm,
     where it measured faster: from 16 channels and filters and 32 4x4
-    blocks of outputs a batch with AVX2, from 32 and 256 with AVX-512
+    blocks of outputs a batch with AVX2, with AVX-512 from 16 and 1024,
+    32 and 256, or (but for the weight gradient) 64 and 64
     (``show_config`` says which on this machine).  It spends 36
     multiplications on 16 outputs where the direct kernels spend 144, and
     pays in rounding: float32 results lie within about 1e-5 of the largest

@@ -62,24 +62,29 @@ OPERATIONS = ("forward", "input", "weight")
 def test_which_layers_the_rule_gives_it():
     """By the measured rule of the variant running (WINOGRAD_MIN_SIZES):
     on AVX2 and the portable variant at least 16 channels and filters and
-    32 tiles, for the three operations; on AVX-512 from 32 channels and
-    256 tiles, and for the forward pass and input gradient from 64 channels
-    and 128 tiles too.  Never while a test forces the direct path one way
-    or the other."""
+    32 tiles, for the three operations; on AVX-512 from 16 channels and
+    1024 tiles or 32 channels and 256 tiles, and for the forward pass and
+    input gradient from 64 channels and 64 tiles too.  Never while a test
+    forces the direct path one way or the other."""
     c2 = geometry((64, 32, 16, 16), (64, 32, 3, 3))            # 1024 tiles
     w3 = geometry((8, 64, 56, 56), (64, 64, 3, 3))
     c3 = geometry((64, 64, 8, 8), (128, 64, 3, 3))             # 256 tiles
     c3_half = geometry((32, 64, 8, 8), (128, 64, 3, 3))        # 128 tiles
+    c3_quarter = geometry((16, 64, 8, 8), (128, 64, 3, 3))     # 64 tiles
     c3_eighth = geometry((8, 64, 8, 8), (128, 64, 3, 3))       # 32 tiles
     narrow = geometry((64, 16, 16, 16), (32, 16, 3, 3))        # 16 channels, 1024 tiles
+    narrow_half = geometry((32, 16, 16, 16), (32, 16, 3, 3))   # ...512 tiles
+    c2_quarter = geometry((8, 32, 16, 16), (64, 32, 3, 3))     # 32 channels, 128 tiles
     small = (geometry((64, 3, 32, 32), (32, 3, 3, 3)),         # a first layer
              geometry((64, 8, 16, 16), (16, 8, 3, 3)),         # few channels
              geometry((64, 32, 16, 16), (8, 32, 3, 3)),        # few filters
              geometry((1, 32, 16, 16), (64, 32, 3, 3)))        # a batch of 16 tiles
     expected = {
-        "avx512": [(layer, operations) for layer in (c2, w3, c3) for operations in [OPERATIONS]]
-        + [(c3_half, ("forward", "input")), (c3_eighth, ()), (narrow, ())],
-        "avx2": [(layer, OPERATIONS) for layer in (c2, w3, c3, c3_half, c3_eighth, narrow)],
+        "avx512": [(layer, OPERATIONS) for layer in (c2, w3, c3, narrow)]
+        + [(layer, ("forward", "input")) for layer in (c3_half, c3_quarter)]
+        + [(layer, ()) for layer in (c3_eighth, narrow_half, c2_quarter)],
+        "avx2": [(layer, OPERATIONS) for layer in (c2, w3, c3, c3_half, c3_quarter, c3_eighth,
+                                                  narrow, narrow_half, c2_quarter)],
     }
     expected["portable"] = expected["avx2"]
     for isa in _runtime.available_isas():
