@@ -350,9 +350,11 @@ WINOGRAD_MIN_PART_TILES = 128
 #   16->32 16x16 b16 (256)   0.33 / 0.31, 0.32 / 0.33, 0.32 / 0.36
 #   32->32 8x8 b32 (128)     0.34 / 0.36, 0.31 / 0.33, 0.35 / 0.31
 #                            (0.20 / 0.22, 0.16 / 0.18, 0.20 / 0.33)
-#   64->64 8x8 b32 (128)     weight gradient 1.20 / 0.70 (0.70 / 0.74)  The AVX-512 variant on a Zen 4 has not run F(4x4, 3x3)
-# yet; with F(2x2, 3x3), which this path ran before, its crossover lay at
-# 32 channels and 512 2x2 blocks.
+#   64->64 8x8 b32 (128)     weight gradient 1.20 / 0.70 (0.70 / 0.74)
+# The input gradient of 64 channels at 64 tiles loses a little at 2
+# threads (64->64 above) and wins at 1 and with more filters.  The AVX-512
+# variant on a Zen 4 has not run F(4x4, 3x3) yet; with F(2x2, 3x3), which
+# this path ran before, its crossover lay at 32 channels and 512 2x2 blocks.
 _FEW_SIZES = {operation: ((16, 32),) for operation in ("forward", "input", "weight")}
 WINOGRAD_MIN_SIZES = {
     "avx512": {"forward": ((16, 1024), (32, 256), (64, 64)),
