@@ -1,8 +1,9 @@
 """A container's planned pass (cyconv/nn/_plan.py): from its second call
 with inputs of one kind, a model of Convolution -> ReLU -> MaxPooling
-groups, Flatten and Dense runs checked stages, and gives to the last bit
-what its layers give called one by one; anything it was not planned for
-takes the general pass, with its checks and errors."""
+groups, Convolution -> ReLU pairs, Flatten and Dense runs checked stages,
+and gives to the last bit what its layers give called one by one;
+anything it was not planned for takes the general pass, with its checks
+and errors."""
 
 import copy
 import pickle
@@ -23,6 +24,16 @@ def _lenet(dtype, shape=(1, 12, 12), depths=(4, 5), kernel=3, padding=0, bias=Tr
     for index, depth in enumerate(depths):
         layers += [Convolution(kernel_size=kernel, depth=depth, padding=padding, bias=bias,
                                dtype=dtype, rng=index + 1), ReLU(), MaxPooling(pool)]
+    layers += [Flatten(), Dense(output_size=outputs, dtype=dtype, rng=9)]
+    return Sequential(layers, input_shape=shape)
+
+
+def _vgg(dtype, shape=(1, 12, 12), pooled=True, outputs=3):
+    """Convolution -> ReLU pairs, before a pooling (VGG-like) or not."""
+    layers = [Convolution(kernel_size=3, depth=4, padding=1, dtype=dtype, rng=1), ReLU(),
+              Convolution(kernel_size=3, depth=5, dtype=dtype, rng=2), ReLU()]
+    if pooled:
+        layers += [MaxPooling(2)]
     layers += [Flatten(), Dense(output_size=outputs, dtype=dtype, rng=9)]
     return Sequential(layers, input_shape=shape)
 
@@ -116,20 +127,52 @@ def test_planned_steps_give_the_layers_results_bitwise(threads, dtype, batch, si
     assert planned == [False, True, True, True]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pooled", [True, False])
+@pytest.mark.parametrize("batch, single", [(1, False), (3, False), (1, True)])
+@pytest.mark.parametrize("learning_rate, input_gradient", [(None, False), (0.05, True)])
+def test_planned_convolution_relu_pairs_give_the_layers_results_bitwise(
+        threads, dtype, pooled, batch, single, learning_rate, input_gradient):
+    model = _vgg(dtype, pooled=pooled)
+    model.needs_input_gradient = input_gradient
+    previous = cyconv.get_num_threads()
+    cyconv.set_num_threads(threads)
+    try:
+        planned = _steps(model, (1, 12, 12), dtype, 4, learning_rate, batch=batch,
+                         single=single)
+    finally:
+        cyconv.set_num_threads(previous)
+    assert planned == [False, True, True, True]
+    stages = [type(stage).__name__ for stage in model._planned_pass.stages]
+    assert stages == (["_ConvRelu", "_ConvReluPool"] if pooled else ["_ConvRelu"] * 2) + [
+        "_Flatten", "_Dense"]
+    # what the pair's own calls keep
+    conv, relu = model.layers[:2]
+    assert relu.input is relu.output is conv.output and relu._kept
+    assert (conv.output >= 0).all() and conv.output.shape == (batch, 4, 12, 12)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(channels=st.integers(1, 3), size=st.integers(6, 15), depth=st.integers(1, 20),
        kernel=st.integers(1, 5), padding=st.integers(0, 2), pool=st.sampled_from([2, 3]),
        two=st.booleans(), batch=st.integers(1, 3), bias=st.booleans(),
-       dtype=st.sampled_from([np.float32, np.float64]))
+       dtype=st.sampled_from([np.float32, np.float64]),
+       pair=st.sampled_from([None, 1, 3]))
 def test_any_planned_stack_gives_the_layers_results_bitwise(channels, size, depth, kernel,
                                                             padding, pool, two, batch, bias,
-                                                            dtype):
+                                                            dtype, pair):
     first = size + 2 * padding - kernel + 1
     assume(kernel <= size + 2 * padding and first >= pool)
     second = first // pool + 2 * padding - kernel + 1
     depths = (depth, 4) if two and second >= pool else (depth,)
     model = _lenet(dtype, (channels, size, size), depths, kernel, padding, bias, pool,
                    outputs=2)
+    if pair is not None:
+        # a Convolution -> ReLU pair first, of the same output shape
+        model = Sequential([Convolution(kernel_size=pair, depth=channels, padding=pair // 2,
+                                        bias=bias, dtype=dtype, rng=7), ReLU()] + model.layers,
+                           input_shape=(channels, size, size))
     model.needs_input_gradient = True
     planned = _steps(model, (channels, size, size), dtype, 3, 0.01, batch=batch)
     assert planned == [False, True, True]

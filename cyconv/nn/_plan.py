@@ -7,7 +7,8 @@ time.  At batch 1 those checks, and the container's choice of which
 layers run as one, cost three times the arithmetic.  So after a forward
 pass through :meth:`Container.forward` (whose checks passed), the
 container plans the next ones: for each group of layers it ran (a
-Convolution, ReLU and MaxPooling as one; a Flatten; a Dense), a stage
+Convolution, ReLU and MaxPooling as one; a Convolution storing its ReLU;
+a Flatten; a Dense), a stage
 that calls the kernels that pass chose, with the arrays and sizes it
 found, and leaves every layer's attributes as the layer's own call would.
 The stages' sizes come from the input's shape and the layers'
@@ -45,6 +46,7 @@ from .. import _conv, _conv_direct, _conv_pool, _pool, _runtime
 from .._kernels import _guards
 from .._matmul import matmul
 from .._pool import PooledGradient, max_pool2d_backward_saved, max_pool2d_saving_checked
+from .._relu import relu_gradient
 from .._threads import get_num_threads
 from .._validation import as_kernel_array
 from .activations import ReLU
@@ -130,6 +132,9 @@ def _groups(layers):
         if kinds == (Convolution, ReLU, MaxPooling):
             groups.append((_ConvReluPool, i, layers[i:i + 3]))
             i += 3
+        elif kinds[:2] == (Convolution, ReLU):
+            groups.append((_ConvRelu, i, layers[i:i + 2]))
+            i += 2
         elif kinds[0] is Flatten:
             groups.append((_Flatten, i, layers[i:i + 1]))
             i += 1
@@ -270,7 +275,67 @@ def _parameters(layer, dtype, watched, arrays):
     return w, b
 
 
-class _ConvReluPool(_Stage):
+def _conv_relu(conv, relu, shape, dtype, first, watched, arrays):
+    """``(input_gradient, weight, bias, geometry)`` of a Convolution and
+    the ReLU after it, checked as the convolution checks them and watched
+    as they were read; else None."""
+    flag = _gradient_flag(conv, first, watched)
+    if flag is None or _gradient_flag(relu, False, watched) is None or len(shape) != 4:
+        return None
+    parameters = _parameters(conv, dtype, watched, arrays)
+    if parameters is None:
+        return None
+    weight, bias = parameters
+    arguments = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                     groups=conv.groups)
+    border, input_shape = conv._border, conv.input_shape
+    watched += [(conv, name, value) for name, value in arguments.items()]
+    watched += [(conv, "_border", border), (conv, "input_shape", input_shape)]
+    padding = arguments["padding"]
+    if not (border is None and _ints(arguments["stride"]) and _ints(arguments["dilation"])
+            and (type(padding) is str or _ints(padding))
+            and type(arguments["groups"]) is int and shape[1:] == input_shape):
+        return None
+    return flag, weight, bias, _conv.conv_geometry(shape, weight.shape, **arguments)
+
+
+class _ConvStage(_Stage):
+    """What the stages that start with a Convolution have: the arrays and
+    geometry checked, and the convolution's backward pass."""
+
+    def __init__(self, layers, watched, arrays, geometry, dtype, input_gradient, weight, bias):
+        super().__init__(layers, watched, arrays)
+        # The arrays checked, used as they are: the layer's attributes could
+        # be given others after the plan's check (another thread, say).
+        self.weight = weight
+        self.bias = np.empty(0, dtype) if bias is None else bias
+        self.geometry = geometry
+        self.input_gradient = input_gradient
+        # Both gradients' direct passes, where they take the direct kernels.
+        self.passes = _conv_direct.backward_passes(geometry, dtype, geometry.threads(),
+                                                   input_gradient)
+
+    def _convolution_backward(self, grad, learning_rate):
+        """The convolution's gradients of ``grad`` (its output's, dense or
+        a PooledGradient), kept and applied as Convolution.backward keeps
+        and applies them; returns its input gradient."""
+        conv = self.layers[0]
+        x, weight = conv._padded_input, self.weight
+        gradients = None
+        if self.passes is not None:
+            gradients = _conv.direct_backward(self.passes, grad, x, weight, self.input_gradient)
+        if gradients is None:
+            gradients = _conv.conv2d_backward_checked(grad, x, weight, self.geometry,
+                                                      self.input_gradient)
+        grad_input, grad_weight, grad_bias = gradients
+        conv.weight.grad = grad_weight
+        if conv.bias is not None:
+            conv.bias.grad = grad_bias
+        conv.apply_learning_rate(learning_rate)
+        return grad_input
+
+
+class _ConvReluPool(_ConvStage):
     """Convolution -> ReLU -> MaxPooling as Container.forward runs them:
     one fused pass where it computes the pooled output itself
     (``pooled``), else the convolution storing its ReLU, then the pooling;
@@ -280,25 +345,10 @@ class _ConvReluPool(_Stage):
     @classmethod
     def make(cls, conv, relu, pool, shape, dtype, first):
         watched, arrays = [], []
-        flag = _gradient_flag(conv, first, watched)
-        if (flag is None or _gradient_flag(relu, False, watched) is None
-                or _gradient_flag(pool, False, watched) is None or len(shape) != 4):
+        checked = _conv_relu(conv, relu, shape, dtype, first, watched, arrays)
+        if checked is None or _gradient_flag(pool, False, watched) is None:
             return None
-        parameters = _parameters(conv, dtype, watched, arrays)
-        if parameters is None:
-            return None
-        weight, bias = parameters
-        arguments = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                         groups=conv.groups)
-        border, input_shape = conv._border, conv.input_shape
-        watched += [(conv, name, value) for name, value in arguments.items()]
-        watched += [(conv, "_border", border), (conv, "input_shape", input_shape)]
-        padding = arguments["padding"]
-        if not (border is None and _ints(arguments["stride"]) and _ints(arguments["dilation"])
-                and (type(padding) is str or _ints(padding))
-                and type(arguments["groups"]) is int and shape[1:] == input_shape):
-            return None
-        geometry = _conv.conv_geometry(shape, weight.shape, **arguments)
+        flag, weight, bias, geometry = checked
         names = ("kernel_size", "stride", "padding", "ceil_mode", "dilation")
         pool_arguments = tuple(getattr(pool, name) for name in names)
         watched += [(pool, name, value) for name, value in zip(names, pool_arguments)]
@@ -314,22 +364,14 @@ class _ConvReluPool(_Stage):
 
     def __init__(self, layers, watched, arrays, geometry, pool_geometry, pooled, dtype,
                  input_gradient, weight, bias):
-        super().__init__(layers, watched, arrays)
-        # The arrays checked, used as they are: the layer's attributes could
-        # be given others after the plan's check (another thread, say).
-        self.weight = weight
-        self.bias = np.empty(0, dtype) if bias is None else bias
-        self.geometry, self.pool_geometry, self.pooled = geometry, pool_geometry, pooled
+        super().__init__(layers, watched, arrays, geometry, dtype, input_gradient, weight, bias)
+        self.pool_geometry, self.pooled = pool_geometry, pooled
         self.output_shape = pool_geometry.output_shape
-        self.input_gradient = input_gradient
         if pooled:
             self.run = _conv_pool._pass(geometry, pool_geometry, dtype, geometry.threads())
         # The first layer's weight gradient takes the pooling's gradient
         # unexpanded (see Container.backward).
         self.takes_pooled = pooled and input_gradient is False
-        # Both gradients' direct passes, where they take the direct kernels.
-        self.passes = _conv_direct.backward_passes(geometry, dtype, geometry.threads(),
-                                                   input_gradient)
 
     def forward(self, x):
         conv, relu, pool = self.layers
@@ -352,25 +394,44 @@ class _ConvReluPool(_Stage):
         return out
 
     def backward(self, grad, learning_rate):
-        conv, relu, pool = self.layers
-        saved = pool._saved
+        saved = self.layers[2]._saved
         if self.takes_pooled:
             grad = PooledGradient(as_kernel_array(grad, saved.pooled.dtype), saved)
         else:
             grad = max_pool2d_backward_saved(grad, saved, through_relu=True)
-        x, weight = conv._padded_input, self.weight
-        gradients = None
-        if self.passes is not None:
-            gradients = _conv.direct_backward(self.passes, grad, x, weight, self.input_gradient)
-        if gradients is None:
-            gradients = _conv.conv2d_backward_checked(grad, x, weight, self.geometry,
-                                                      self.input_gradient)
-        grad_input, grad_weight, grad_bias = gradients
-        conv.weight.grad = grad_weight
-        if conv.bias is not None:
-            conv.bias.grad = grad_bias
-        conv.apply_learning_rate(learning_rate)
-        return grad_input
+        return self._convolution_backward(grad, learning_rate)
+
+
+class _ConvRelu(_ConvStage):
+    """Convolution -> ReLU (no pooling after them) as Container.forward
+    runs them: the convolution storing its ReLU; backward through the
+    ReLU's gradient, then the convolution's."""
+
+    @classmethod
+    def make(cls, conv, relu, shape, dtype, first):
+        watched, arrays = [], []
+        checked = _conv_relu(conv, relu, shape, dtype, first, watched, arrays)
+        if checked is None:
+            return None
+        flag, weight, bias, geometry = checked
+        return cls((conv, relu), watched, arrays, geometry, dtype, flag, weight, bias)
+
+    def __init__(self, layers, watched, arrays, geometry, dtype, input_gradient, weight, bias):
+        super().__init__(layers, watched, arrays, geometry, dtype, input_gradient, weight, bias)
+        self.output_shape = geometry.output_shape
+
+    def forward(self, x):
+        conv, relu = self.layers
+        conv.input = conv._padded_input = x
+        out = _conv.conv2d_checked(x, self.weight, self.bias, self.geometry, relu=True)
+        conv.output = relu.input = relu.output = out
+        relu._kept = True
+        return out
+
+    def backward(self, grad, learning_rate):
+        # ReLU.backward's gradient: max(x, 0) > 0 exactly where x > 0
+        return self._convolution_backward(relu_gradient(grad, self.layers[1].input),
+                                          learning_rate)
 
 
 class _Flatten(_Stage):

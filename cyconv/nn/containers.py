@@ -188,8 +188,9 @@ class Container(Layer):
     as they copy it (the wide ones; the filter-blocked ones on AVX-512; see
     :class:`~cyconv._pool.PooledGradient`).
 
-    A container made of such triples, :class:`Flatten` and :class:`Dense`
-    layers (ending with a Dense) plans its passes: from the second call with
+    A container made of such triples, Convolution -> ReLU pairs,
+    :class:`Flatten` and :class:`Dense` layers (ending with a Dense) plans
+    its passes: from the second call with
     inputs of one shape, dtype and layout, its forward and backward run the
     kernels the checked pass chose, without checking and choosing again at
     every layer, and leave every layer's attributes as the layers' own calls
