@@ -24,6 +24,10 @@ def relu(x, out=None):
 def relu_gradient(grad, x, out=None):
     """``grad * (x > 0)``, bit for bit, for two float arrays of one shape and
     dtype, into ``out`` when given (as for :func:`relu`; it may be ``grad``)."""
+    if x.shape != grad.shape or x.dtype != grad.dtype:
+        # (the kernel runs over x's length, writing as many values)
+        raise ValueError(f"grad and x must have one shape and dtype, got {grad.shape} "
+                         f"{grad.dtype} and {x.shape} {x.dtype}")
     grad = as_kernel_array(grad, grad.dtype)
     x = as_kernel_array(x, x.dtype)
     out = _output(out, grad)

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 import cyconv
 from cyconv import Convolution, Dense, Dropout, Flatten, MaxPooling, ReLU, Sequential
+from cyconv import _conv_winograd
+from cyconv._conv import conv_geometry
 
 
 def _lenet(dtype, shape=(1, 12, 12), depths=(4, 5), kernel=3, padding=0, bias=True,
@@ -145,6 +147,25 @@ def test_planned_steps_give_the_layers_results_bitwise(threads, dtype, stack, ba
         conv, relu = model.layers[:2]
         assert relu.input is relu.output is conv.output and relu._kept
         assert (conv.output >= 0).all() and conv.output.shape == (batch, 4, 12, 12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_pair_on_the_winograd_kernels_gives_the_layers_results_bitwise(threads):
+    model = Sequential([Convolution(kernel_size=3, depth=32, padding=1, rng=1), ReLU(),
+                        Convolution(kernel_size=3, depth=32, padding=1, rng=2), ReLU(),
+                        MaxPooling(2), Flatten(), Dense(output_size=3, rng=3)],
+                       input_shape=(32, 16, 16))
+    model.needs_input_gradient = True
+    geometry = conv_geometry((16, 32, 16, 16), (32, 32, 3, 3), 1, 1, 1, 1)
+    assert all(_conv_winograd.use(geometry, op) for op in ("forward", "input", "weight"))
+    previous = cyconv.get_num_threads()
+    cyconv.set_num_threads(threads)
+    try:
+        planned = _steps(model, (32, 16, 16), np.float32, 3, 0.01, batch=16)
+    finally:
+        cyconv.set_num_threads(previous)
+    assert planned == [False, True, True]
+    assert type(model._planned_pass.stages[0]).__name__ == "_ConvRelu"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

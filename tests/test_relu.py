@@ -87,6 +87,19 @@ def test_a_bad_out_is_refused(out):
         _relu.relu_gradient(x, x, out=out)
 
 
+@pytest.mark.parametrize("x", [np.ones(2, np.float32), np.ones(9, np.float32),
+                               np.ones((2, 4), np.float32), np.ones(8, np.float64)])
+def test_a_gradient_and_input_of_different_shapes_or_dtypes_are_refused(x):
+    grad = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="grad and x must have one shape and dtype"):
+        _relu.relu_gradient(grad, x)
+    layer = cyconv.ReLU()
+    layer.forward(np.ones(8, np.float32))
+    layer.input = x  # replaced by hand
+    with pytest.raises(ValueError, match="grad and x must have one shape and dtype"):
+        layer.backward(grad)
+
+
 def _unaligned(values):
     """A C-contiguous float64 view at an odd address."""
     raw = np.zeros(values.nbytes + 1, dtype=np.uint8)
