@@ -6,8 +6,8 @@
 # The arrays are checked here, in C, as _optim.pyx checks its own: plain
 # ndarrays of one float dtype in the native byte order, 2-D, of matching
 # inner sizes, each C- or Fortran-contiguous and aligned, every size from 1
-# to INT_MAX.  Anything
-# else returns None and the caller takes scipy's f2py wrapper.  The call is
+# to INT_MAX.  Anything else returns None and the caller takes scipy's f2py
+# wrapper.  The call is
 # the one that wrapper made (cyconv/_matmul.py), operand for operand: same
 # transposes, sizes and leading dimensions, so the same BLAS kernel and the
 # same bits.
@@ -46,8 +46,8 @@ cdef bint _operand(cnp.ndarray a, char** trans, int* ld):
 def product(a, b):
     """``a @ b`` as a new C-ordered array, for 2-D arrays of one float dtype
     (float32 or float64, native byte order), each C- or Fortran-contiguous
-    and aligned, no size 0 and none above INT_MAX; None for anything else.  The caller keeps BLAS's own
-    threads as it wants them."""
+    and aligned, no size 0 and none above INT_MAX; None for anything else.
+    The caller keeps BLAS's own threads as it wants them."""
     if type(a) is not cnp.ndarray or type(b) is not cnp.ndarray:
         return None
     cdef cnp.ndarray left = <cnp.ndarray> a, right = <cnp.ndarray> b

@@ -6,13 +6,13 @@
 # with typed memoryviews after Python checks: a parameter of LeNet's is a
 # few hundred values, and those checks cost more than numpy's expressions.
 # An update runs only on plain ndarrays of one dtype (float32 or float64,
-# native byte order) and shape, C-contiguous and aligned, the ones it writes writeable, no
-# two of them overlapping (one pass must not read what it already wrote);
-# else the function returns False and the caller runs numpy's expressions,
-# whose casts and overlap rules then apply.  The scalars are rounded to the
-# arrays' dtype, as numpy rounds a Python float against an array (the
-# caller passes only Python floats: a numpy float64 would make numpy
-# compute in float64).
+# native byte order) and shape, C-contiguous and aligned, the ones it
+# writes writeable, no two of them overlapping (one pass must not read
+# what it already wrote); else the function returns False and the caller
+# runs numpy's expressions, whose casts and overlap rules then apply.  The
+# scalars are rounded to the arrays' dtype, as numpy rounds a Python float
+# against an array (the caller passes only Python floats: a numpy float64
+# would make numpy compute in float64).
 
 cimport numpy as cnp
 

@@ -8,9 +8,9 @@ layers run as one, cost three times the arithmetic.  So after a forward
 pass through :meth:`Container.forward` (whose checks passed), the
 container plans the next ones: for each group of layers it ran (a
 Convolution, ReLU and MaxPooling as one; a Convolution storing its ReLU;
-a Flatten; a Dense), a stage
-that calls the kernels that pass chose, with the arrays and sizes it
-found, and leaves every layer's attributes as the layer's own call would.
+a Flatten; a Dense), a stage that calls the kernels that pass chose, with
+the arrays and sizes it found, and leaves every layer's attributes as the
+layer's own call would.
 The stages' sizes come from the input's shape and the layers'
 hyper-parameters and parameters, checked as the layers check them; never
 from what the layers cached, which another thread's pass may be rewriting.

@@ -190,11 +190,11 @@ class Container(Layer):
 
     A container made of such triples, Convolution -> ReLU pairs,
     :class:`Flatten` and :class:`Dense` layers (ending with a Dense) plans
-    its passes: from the second call with
-    inputs of one shape, dtype and layout, its forward and backward run the
-    kernels the checked pass chose, without checking and choosing again at
-    every layer, and leave every layer's attributes as the layers' own calls
-    would, with the same results to the last bit (at batch 1, a LeNet
+    its passes: from the second call with inputs of one shape, dtype and
+    layout, its forward and backward run the kernels the checked pass
+    chose, without checking and choosing again at every layer, and leave
+    every layer's attributes as the layers' own calls would, with the same
+    results to the last bit (at batch 1, a LeNet
     training step takes about 0.6 of the time).  Anything changed since (a
     parameter array replaced, a hyper-parameter assigned, the thread count)
     takes the checked pass again, with its errors; so does a backward after
