@@ -14,7 +14,9 @@ import numpy as np
 
 from . import _conv_winograd, _runtime
 from ._kernels import _conv_direct
+from ._kernels._views import typed_view
 from ._pool import PooledGradient
+from ._scratch import Scratch
 
 
 def supports(geometry):
@@ -71,25 +73,15 @@ def _block(dtype):
     return 64 // np.dtype(dtype).itemsize
 
 
-def _packed(weight):
-    """``weight`` (F, C, kh, kw) as blocks of filters (FB, C, kh*kw, B),
-    zero-padded to whole blocks (compiled: numpy's zero-fill, copy and
-    transpose took 2-3x longer, 194 against 57 us for 128 x 64 x 3 x 3
-    float32 filters, AMD EPYC Zen 3)."""
-    f, c, kh, kw = weight.shape
-    block = _block(weight.dtype)
-    packed = np.empty((-(-f // block), c, kh * kw, block), weight.dtype)
-    _conv_direct.pack_blocks(weight, packed, False)
-    return packed
-
-
-def _packed_transposed(weight):
-    """``weight`` (F, C, kh, kw) as blocks of channels (CB, F, kh*kw, B),
-    zero-padded to whole blocks, and whether every weight is finite."""
-    f, c, kh, kw = weight.shape
-    block = _block(weight.dtype)
-    packed = np.empty((-(-c // block), f, kh * kw, block), weight.dtype)
-    return packed, _conv_direct.pack_blocks(weight, packed, True)
+def _packed_shape(g, dtype, transposed=False):
+    """The shape of the weight (F, C, kh, kw) as blocks of filters (FB, C,
+    kh*kw, B), or ``transposed`` as blocks of channels (CB, F, kh*kw, B),
+    zero-padded to whole blocks: what pack_blocks writes (compiled:
+    numpy's zero-fill, copy and transpose took 2-3x longer, 194 against 57
+    us for 128 x 64 x 3 x 3 float32 filters, AMD EPYC Zen 3)."""
+    block = _block(dtype)
+    outer, inner = (g.channels, g.filters) if transposed else (g.filters, g.channels)
+    return (-(-outer // block), inner, g.kernel[0] * g.kernel[1], block)
 
 
 @dataclass(frozen=True)
@@ -219,22 +211,29 @@ def _plan(g):
     )
 
 
-def input_planes(x4, geometry, plan, n_threads=None):
+def _pads(g):
+    """Whether the convolution pads its input."""
+    return (g.pad_top, g.pad_bottom, g.pad_left, g.pad_right) != (0, 0, 0, 0)
+
+
+def input_planes(x4, geometry, plan, n_threads=None, scratch=None):
     """``(planes, copy)``: the planes the filter-blocked forward pass and
     weight gradient read x4 from.  A layer without padding reads x4 where
     it lies, viewed (N, C, H * W) (copy False), if it is C-contiguous,
     aligned and writeable (the kernels' memoryviews are): these kernels
     read single values at each output pixel's taps, all inside the plane
-    there, so they need no zeros around it or after it.  Else a scratch
-    array that the kernel pads x4 into (copy True): (N, C, plan.stride),
-    or given ``n_threads`` (the forward pass, which pads each sample in
-    the task that reads it), (n_threads, C, plan.stride).  The copy was a
-    tenth of a LeNet second layer's weight gradient."""
+    there, so they need no zeros around it or after it.  Else scratch
+    planes that the kernel pads x4 into (copy True): ``scratch`` where
+    given, else a new array, (N, C, plan.stride), or given ``n_threads``
+    (the forward pass, which pads each sample in the task that reads it),
+    (n_threads, C, plan.stride).  The copy was a tenth of a LeNet second
+    layer's weight gradient."""
     g = geometry
     flags = x4.flags
-    if (g.pad_top == g.pad_bottom == g.pad_left == g.pad_right == 0 and flags.c_contiguous
-            and flags.aligned and flags.writeable):
+    if not _pads(g) and flags.c_contiguous and flags.aligned and flags.writeable:
         return x4.reshape(x4.shape[0], g.channels, g.height * g.width), False
+    if scratch is not None:
+        return scratch, True
     count = x4.shape[0] if n_threads is None else n_threads
     return np.empty((count, g.channels, plan.stride), x4.dtype), True
 
@@ -303,37 +302,44 @@ def forward_pass(g, dtype, n_threads, relu):
     setup = _setup(g, plan, "forward", dtype, n_threads)
     shape = (g.n, g.filters, g.out_height, g.out_width)
     parts = _whole_or(setup.parts, g.n)
+    padded = (n_threads, g.channels, plan.stride)
     if setup.blocked:
         kernel = _of_dtype(_conv_direct.forward_blocked, dtype)
-        taps = (plan.offsets, plan.row_taps, *plan.edge_taps, g.pad_top, g.pad_left,
-                plan.width, g.out_width, *g.stride, relu, setup.isa, n_threads)
+        pack = _of_dtype(_conv_direct.pack_blocks, dtype)
+        taps = (typed_view(plan.offsets), typed_view(plan.row_taps), *plan.edge_taps,
+                g.pad_top, g.pad_left, plan.width, g.out_width, *g.stride, relu, setup.isa,
+                n_threads)
+        # the padded planes where the layer pads (see input_planes)
+        scratch = Scratch([_packed_shape(g, dtype), setup.scratch]
+                          + ([padded] if _pads(g) else []), dtype)
 
         def run(x4, weight, bias, out=None, codes=_NO_CODES):
             if out is None:
                 out = np.empty(shape, dtype)
-            packed = _packed(weight)
-            scratch = np.empty(setup.scratch, dtype)
+            packed, tiles, *planes = scratch.views()
+            pack(weight, packed, False)
+            planes = planes[0] if planes else None
             for part in parts:
                 if part is None:
-                    kernel(x4, packed, bias, out, codes, *input_planes(x4, g, plan, n_threads),
-                           scratch, *taps)
+                    kernel(x4, packed, bias, out, codes,
+                           *input_planes(x4, g, plan, n_threads, planes), tiles, *taps)
                 else:
                     x_part = x4[part]
                     kernel(x_part, packed, bias, out[part], codes[part],
-                           *input_planes(x_part, g, plan, n_threads), scratch, *taps)
+                           *input_planes(x_part, g, plan, n_threads, planes), tiles, *taps)
             return out
     else:
         kernel = _of_dtype(_conv_direct.forward, dtype)
-        padded = (n_threads, g.channels, plan.stride)
-        taps = (plan.offsets, g.pad_top, g.pad_left, plan.width, relu, setup.isa, n_threads)
+        taps = (typed_view(plan.offsets), g.pad_top, g.pad_left, plan.width, relu, setup.isa,
+                n_threads)
+        scratch = Scratch([padded, setup.scratch], dtype)
 
         def run(x4, weight, bias):
             out = np.empty(shape, dtype)
-            scratch = np.empty(setup.scratch, dtype)
+            planes, rows = scratch.views()
             for part in parts:
                 kernel(x4 if part is None else x4[part], weight, bias,
-                       out if part is None else out[part], np.empty(padded, dtype), scratch,
-                       *taps)
+                       out if part is None else out[part], planes, rows, *taps)
             return out
     plan.routes[key] = run
     return run
@@ -360,33 +366,36 @@ def input_pass(g, dtype, n_threads):
     parts = _whole_or(setup.parts, g.n)
     if setup.blocked:
         kernel = _of_dtype(_conv_direct.backward_input_blocked, dtype)
-        taps = (plan.grad_offsets, plan.grad_row_taps, *plan.grad_edge_taps, plan.grad_top,
-                plan.grad_left, plan.grad_width, setup.isa, n_threads)
+        pack = _of_dtype(_conv_direct.pack_blocks, dtype)
+        taps = (typed_view(plan.grad_offsets), typed_view(plan.grad_row_taps),
+                *plan.grad_edge_taps, plan.grad_top, plan.grad_left, plan.grad_width, setup.isa,
+                n_threads)
+        scratch = Scratch([_packed_shape(g, dtype, transposed=True), padded, setup.scratch],
+                          dtype)
 
         def run(g4, weight):
-            packed, finite = _packed_transposed(weight)
-            if not finite:
-                return None
+            packed, planes, tiles = scratch.views()
+            if not pack(weight, packed, True):
+                return None  # a weight that is not finite
             grad_input = np.empty(shape, dtype)
-            scratch = np.empty(setup.scratch, dtype)
             for part in parts:
                 kernel(g4 if part is None else g4[part], packed,
-                       grad_input if part is None else grad_input[part],
-                       np.empty(padded, dtype), scratch, *taps)
+                       grad_input if part is None else grad_input[part], planes, tiles, *taps)
             return grad_input
     else:
         kernel = _of_dtype(_conv_direct.backward_input, dtype)
-        taps = (plan.grad_offsets, plan.grad_top, plan.grad_left, plan.grad_width, setup.isa,
-                n_threads)
+        taps = (typed_view(plan.grad_offsets), plan.grad_top, plan.grad_left, plan.grad_width,
+                setup.isa, n_threads)
+        scratch = Scratch([padded, setup.scratch], dtype)
 
         def run(g4, weight):
             grad_input = np.empty(shape, dtype)
-            scratch = np.empty(setup.scratch, dtype)
+            planes, rows = scratch.views()
             transposed = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))
             for part in parts:
                 if not kernel(g4 if part is None else g4[part], transposed,
-                              grad_input if part is None else grad_input[part],
-                              np.empty(padded, dtype), scratch, *taps):
+                              grad_input if part is None else grad_input[part], planes, rows,
+                              *taps):
                     return None
             return grad_input
     plan.routes[key] = run
@@ -424,35 +433,48 @@ def weight_pass(g, dtype, n_threads):
     partials_shape = (plan.parts, g.filters, g.channels, len(plan.offsets))
     sums_shape = (g.filters, g.out_height * g.out_width)
     parts = _whole_or(setup.parts, g.n)
+    offsets = typed_view(plan.offsets)
+    no_pooling = (_NO_CODES, np.empty((0, 0, 0, 0), dtype), 0, typed_view(np.empty((0, 0), dtype)))
+    # Each part's padded planes of the output gradient and x, with a plane of
+    # zeros after the last sample: kept with the rest where the batch is one
+    # part, else made for each part.
+    whole = parts == [None]
+    scratch = Scratch([setup.scratch, (n_threads, g.out_height * g.out_width)]
+                      + ([_padded_planes(g, plan, g.n, g.filters),
+                          _padded_planes(g, plan, g.n, g.channels)] if whole else []), dtype)
 
     def run(g4, x4, weight, grad_bias):
+        workspace, dense, *planes = scratch.views()
         # A PooledGradient is expanded a plane at a time in each thread's
-        # scratch as the rows are copied; a dense gradient is copied as it is.
+        # scratch (dense) as the rows are copied; a dense gradient is copied
+        # as it is.
         if isinstance(g4, PooledGradient):
             pairs_isa = g4.saved.isa
             g4, codes, pooled = g4.arrays()
-            dense = np.empty((n_threads, g.out_height * g.out_width), dtype)
         else:
-            codes, pooled, pairs_isa = _NO_CODES, np.empty((0, 0, 0, 0), dtype), 0
-            dense = np.empty((0, 0), dtype)
+            codes, pooled, pairs_isa, dense = no_pooling
         partials = np.empty(partials_shape, dtype)
-        workspace = np.empty(setup.scratch, dtype)
         # The bias gradient's per-pixel sums, kept as the output gradient is
         # copied (carried from one chunk to the next, so chunks change nothing).
         pixel_sums = np.zeros(sums_shape, dtype)
         for part in parts:
-            whole = slice(None) if part is None else part
-            n = g.n if part is None else part.stop - part.start
-            first = 0 if part is None else part.start // plan.samples_per_part
+            if part is None:
+                g_part, x_part, codes_part, pooled_part = g4, x4, codes, pooled
+                n, first = g.n, 0
+                gw, xp = planes
+            else:
+                g_part, x_part, codes_part, pooled_part = (
+                    g4[part], x4[part], codes[part], pooled[part])
+                n, first = part.stop - part.start, part.start // plan.samples_per_part
+                gw = np.empty(_padded_planes(g, plan, n, g.filters), dtype)
+                xp = np.empty(_padded_planes(g, plan, n, g.channels), dtype)
             # The last run also sums the bias gradient's per-pixel sums.
             if not kernel(
-                    g4[whole].transpose(1, 0, 2, 3), x4[whole].transpose(1, 0, 2, 3),
-                    np.empty((g.filters, n + 1, plan.packed_stride), dtype),
-                    np.empty((g.channels, n + 1, plan.packed_stride), dtype),
-                    partials[first:first - (-n // plan.samples_per_part)], plan.offsets,
+                    g_part.transpose(1, 0, 2, 3), x_part.transpose(1, 0, 2, 3), gw, xp,
+                    partials[first:first - (-n // plan.samples_per_part)], offsets,
                     g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
-                    x4[whole], pixel_sums, setup.isa, n_threads,
-                    codes[whole].transpose(1, 0, 2, 3), pooled[whole].transpose(1, 0, 2, 3),
+                    x_part, pixel_sums, setup.isa, n_threads,
+                    codes_part.transpose(1, 0, 2, 3), pooled_part.transpose(1, 0, 2, 3),
                     dense, pairs_isa, g.out_height, g.out_width,
                     grad_bias if part is parts[-1] else grad_bias[:0]):
                 return None, False
@@ -465,6 +487,14 @@ def weight_pass(g, dtype, n_threads):
 
     plan.routes[key] = run
     return run
+
+
+def _padded_planes(g, plan, n, planes):
+    """The shape of the wide weight gradient's padded copies of ``n``
+    samples' ``planes`` planes each (filters of the output gradient,
+    channels of x), channel-major, with a plane of zeros after the last
+    sample."""
+    return (planes, n + 1, plan.packed_stride)
 
 
 def backward_passes(g, dtype, n_threads, compute_grad_input):
@@ -587,8 +617,15 @@ def _weight_blocked_pass(g, plan, dtype, n_threads):
     chunks = _whole_or([slice(first, min(g.n, first + runs.chunk))
                         for first in range(0, g.n, runs.chunk)], g.n)
     no_pooling = (_NO_CODES, np.empty((0, 0, 0, 0), dtype))
-    taps = (plan.offsets, plan.row_taps, g.pad_top, g.pad_left, plan.width, *g.stride,
-            runs.run_rows, runs.run_samples, runs.group_rows, isa, n_threads)
+    taps = (typed_view(plan.offsets), typed_view(plan.row_taps), g.pad_top, g.pad_left,
+            plan.width, *g.stride, runs.run_rows, runs.run_samples, runs.group_rows, isa,
+            n_threads)
+    # each thread's copy of a run of samples' output gradient, position-major;
+    # and where the batch is one chunk and the layer pads, the padded planes
+    # (see input_planes)
+    padded = chunks == [None] and _pads(g)
+    scratch = Scratch([(n_threads, runs.tile_values)]
+                      + ([(g.n, c, plan.stride)] if padded else []), dtype)
 
     def run(g4, x4, weight, grad_bias):
         codes, pooled = no_pooling
@@ -599,11 +636,11 @@ def _weight_blocked_pass(g, plan, dtype, n_threads):
                 g4 = g4.dense()
         acc = np.zeros(runs.acc_shape, dtype)
         sums = np.zeros(runs.sums_shape, dtype)
-        # each thread's copy of a run of samples' output gradient, position-major
-        gt = np.empty((n_threads, runs.tile_values), dtype)
+        gt, *planes = scratch.views()
         for part in chunks:
             if part is None:
-                kernel(g4, codes, pooled, g.out_width, x4, gt, *input_planes(x4, g, plan), acc,
+                kernel(g4, codes, pooled, g.out_width, x4, gt,
+                       *input_planes(x4, g, plan, scratch=planes[0] if planes else None), acc,
                        sums, *taps, grad_bias)
                 continue
             # The last chunk also sums the bias gradient's per-pixel sums.

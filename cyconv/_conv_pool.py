@@ -19,6 +19,8 @@ import numpy as np
 from . import _conv_direct, _conv_winograd, _pool, _runtime
 from ._kernels import _conv_direct as _direct_kernels
 from ._kernels import _conv_pool
+from ._kernels._views import typed_view
+from ._scratch import Scratch
 
 # Windows of the fused pooling: kernel, stride, padding, dilation.
 _WINDOWS = ((2, 2), (2, 2), (0, 0), (1, 1))
@@ -89,14 +91,14 @@ def _pass(g, pooled, dtype, n_threads):
     else:
         runs, padded, wide, isa = setup
         kernel = _conv_direct._of_dtype(_conv_pool.forward, dtype)
-        taps = (plan.offsets, plan.stride, g.pad_top, g.pad_left, plan.width, runs, isa,
-                n_threads)
+        taps = (typed_view(plan.offsets), plan.stride, g.pad_top, g.pad_left, plan.width, runs,
+                isa, n_threads)
+        scratch = Scratch([padded, wide], dtype)
 
         def run(x4, weight, bias):
             out = np.empty(shape, dtype)
             codes = _pool.pairs_codes(pooled)
-            kernel(x4, weight, bias, out, codes, np.empty(padded, dtype), np.empty(wide, dtype),
-                   *taps)
+            kernel(x4, weight, bias, out, codes, *scratch.views(), *taps)
             return out, _pool.saved_pairs(pooled, out, codes)
     plan.routes[key] = run
     return run
