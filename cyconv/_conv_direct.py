@@ -433,8 +433,13 @@ def weight_pass(g, dtype, n_threads):
     partials_shape = (plan.parts, g.filters, g.channels, len(plan.offsets))
     sums_shape = (g.filters, g.out_height * g.out_width)
     parts = _whole_or(setup.parts, g.n)
-    offsets = typed_view(plan.offsets)
-    no_pooling = (_NO_CODES, np.empty((0, 0, 0, 0), dtype), 0, typed_view(np.empty((0, 0), dtype)))
+    layout = (typed_view(plan.offsets), g.pad_top, g.pad_left, plan.width,
+              plan.samples_per_part)
+    rows = (g.out_height, g.out_width)
+    # a dense output gradient: no codes, no pooled output, no plane to expand
+    # it into (the transposed views of empty arrays are empty)
+    no_pooling = (_NO_CODES, typed_view(np.empty((0, 0, 0, 0), dtype)), 0,
+                  typed_view(np.empty((0, 0), dtype)))
     # Each part's padded planes of the output gradient and x, with a plane of
     # zeros after the last sample: kept with the rest where the batch is one
     # part, else made for each part.
@@ -448,7 +453,8 @@ def weight_pass(g, dtype, n_threads):
         # A PooledGradient is expanded a plane at a time in each thread's
         # scratch (dense) as the rows are copied; a dense gradient is copied
         # as it is.
-        if isinstance(g4, PooledGradient):
+        pooling = isinstance(g4, PooledGradient)
+        if pooling:
             pairs_isa = g4.saved.isa
             g4, codes, pooled = g4.arrays()
         else:
@@ -468,15 +474,15 @@ def weight_pass(g, dtype, n_threads):
                 n, first = part.stop - part.start, part.start // plan.samples_per_part
                 gw = np.empty(_padded_planes(g, plan, n, g.filters), dtype)
                 xp = np.empty(_padded_planes(g, plan, n, g.channels), dtype)
+            if pooling:
+                codes_part = codes_part.transpose(1, 0, 2, 3)
+                pooled_part = pooled_part.transpose(1, 0, 2, 3)
             # The last run also sums the bias gradient's per-pixel sums.
             if not kernel(
                     g_part.transpose(1, 0, 2, 3), x_part.transpose(1, 0, 2, 3), gw, xp,
-                    partials[first:first - (-n // plan.samples_per_part)], offsets,
-                    g.pad_top, g.pad_left, plan.width, plan.samples_per_part, workspace,
-                    x_part, pixel_sums, setup.isa, n_threads,
-                    codes_part.transpose(1, 0, 2, 3), pooled_part.transpose(1, 0, 2, 3),
-                    dense, pairs_isa, g.out_height, g.out_width,
-                    grad_bias if part is parts[-1] else grad_bias[:0]):
+                    partials[first:first - (-n // plan.samples_per_part)], *layout, workspace,
+                    x_part, pixel_sums, setup.isa, n_threads, codes_part, pooled_part, dense,
+                    pairs_isa, *rows, grad_bias if part is parts[-1] else grad_bias[:0]):
                 return None, False
         if not parts:  # an empty batch: zeros
             _conv_direct.sum_pixels(pixel_sums, grad_bias)
@@ -539,7 +545,7 @@ def _of_dtype(kernel, dtype):
 
 
 # Codes of no 2x2 pooling: the wide weight gradient's output gradient is dense.
-_NO_CODES = np.empty((0, 0, 0, 0), np.uint8)
+_NO_CODES = typed_view(np.empty((0, 0, 0, 0), np.uint8))
 
 
 def _expands(g, windows, group_rows):
@@ -616,7 +622,7 @@ def _weight_blocked_pass(g, plan, dtype, n_threads):
     f, c, (kh, kw) = g.filters, g.channels, g.kernel
     chunks = _whole_or([slice(first, min(g.n, first + runs.chunk))
                         for first in range(0, g.n, runs.chunk)], g.n)
-    no_pooling = (_NO_CODES, np.empty((0, 0, 0, 0), dtype))
+    no_pooling = (_NO_CODES, typed_view(np.empty((0, 0, 0, 0), dtype)))
     taps = (typed_view(plan.offsets), typed_view(plan.row_taps), g.pad_top, g.pad_left,
             plan.width, *g.stride, runs.run_rows, runs.run_samples, runs.group_rows, isa,
             n_threads)

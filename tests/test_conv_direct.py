@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyconv
-from cyconv import _conv, _conv_direct, _runtime
+from cyconv import _conv, _conv_direct, _runtime, _scratch
 from cyconv._conv import conv_geometry
 from cyconv._kernels import _conv_direct as _kernels
 from cyconv.functional import conv2d, conv2d_backward
@@ -536,6 +536,9 @@ def test_scratch_buffers_need_no_zeroing(family, dtype, monkeypatch):
 
     clean = run()
     monkeypatch.setattr(_conv_direct, "np", _NanFilledNumpy())
+    # the scratch the passes keep, made anew (see test_scratch.py)
+    monkeypatch.setattr(_scratch, "np", _NanFilledNumpy())
+    _scratch._kept.__dict__.clear()
     for a, b in zip(clean, run()):
         assert a.tobytes() == b.tobytes()
 

@@ -167,6 +167,23 @@ def test_sgd_skips_missing_gradients_and_refuses_misshapen_ones(momentum):
         SGD(0.25, momentum=momentum).step([parameter])
 
 
+
+def test_a_subclass_of_sgd_updates_its_own_way():
+    """Plain SGD's step skips the per-parameter calls of the base class; a
+    subclass that overrides them still has them called."""
+    calls = []
+
+    class Clipped(SGD):
+        def _update(self, parameter, grad):
+            calls.append(parameter.name)
+            super()._update(parameter, np.clip(grad, -1, 1))
+
+    parameter = Parameter("w", np.zeros(3))
+    parameter.grad = np.array([-5.0, 0.5, 5.0])
+    Clipped(0.5).step([parameter])
+    assert calls == ["w"]
+    np.testing.assert_array_equal(parameter.value, [0.5, -0.25, -0.5])
+
 # -- the compiled updates (_kernels/_optim.pyx) against numpy's expressions --
 
 def numpy_sgd(value, grads, lr):

@@ -22,6 +22,12 @@ def descend(value, grad, rate):
         value -= rate * grad
 
 
+def _check_gradient_shape(parameter):
+    if parameter.grad.shape != parameter.value.shape:
+        raise ValueError(f"gradient of {parameter.name} has shape "
+                         f"{parameter.grad.shape}, its value {parameter.value.shape}")
+
+
 class Optimizer:
     """Base class: ``step(parameters)`` updates every parameter that has a
     gradient.
@@ -43,9 +49,7 @@ class Optimizer:
         for parameter in parameters:
             if parameter.grad is None:
                 continue
-            if parameter.grad.shape != parameter.value.shape:
-                raise ValueError(f"gradient of {parameter.name} has shape "
-                                 f"{parameter.grad.shape}, its value {parameter.value.shape}")
+            _check_gradient_shape(parameter)
             self._update(parameter, self._decayed_gradient(parameter))
 
     def _decayed_gradient(self, parameter):
@@ -96,6 +100,19 @@ class SGD(Optimizer):
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
+
+    def step(self, parameters):
+        if self.momentum or self.weight_decay or type(self) is not SGD:
+            return super().step(parameters)
+        # Plain descent, the base class's loop without its two calls a
+        # parameter (a batch-1 LeNet step updates six parameters of a few
+        # hundred values: the calls cost as much as the updates).  Not for
+        # subclasses, which may update otherwise.
+        rate = self.learning_rate
+        for parameter in parameters:
+            if parameter.grad is not None:
+                _check_gradient_shape(parameter)
+                descend(parameter.value, parameter.grad, rate)
 
     def _update(self, parameter, grad):
         if self.momentum:
