@@ -184,6 +184,32 @@ def test_a_subclass_of_sgd_updates_its_own_way():
     assert calls == ["w"]
     np.testing.assert_array_equal(parameter.value, [0.5, -0.25, -0.5])
 
+
+def test_plain_sgd_updates_in_order_and_stops_at_a_misshapen_gradient():
+    """Plain SGD's one compiled call for all parameters leaves to numpy
+    those whose arrays it does not take, in their turn, and an error
+    leaves the parameters after it as they were, as one at a time does."""
+    rng = np.random.default_rng(8)
+    holder = np.zeros((4, 6), np.float32)
+    values = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(5)]
+    holder[:, ::2] = values[2]
+    params = [Parameter(name, value) for name, value in zip("abcde", values)]
+    params[2].value = holder[:, ::2]  # strided: numpy's expression
+    params.insert(1, Parameter("skipped", np.ones(2, np.float32)))
+    for p in params[2:]:
+        p.grad = rng.standard_normal((4, 3)).astype(np.float32)
+    params[0].grad = rng.standard_normal((4, 3)).astype(np.float32)
+    params[4].grad = np.ones((3, 4), np.float32)  # misshapen: "d"
+    before = [p.value.copy() for p in params]
+    with pytest.raises(ValueError, match=r"gradient of d has shape \(3, 4\)"):
+        SGD(0.5).step(params)
+    for p, start in zip(params, before):
+        if p.name in "abc":
+            expected = start - np.float32(0.5) * p.grad
+            assert p.value.tobytes() == np.ascontiguousarray(expected).tobytes()
+        else:  # skipped, d (refused) and e (after it)
+            assert p.value.tobytes() == start.tobytes()
+
 # -- the compiled updates (_kernels/_optim.pyx) against numpy's expressions --
 
 def numpy_sgd(value, grads, lr):
@@ -231,17 +257,20 @@ def test_compiled_updates_are_numpys_expressions_to_the_bit(dtype, shape):
     rng = np.random.default_rng(sum(shape) + np.dtype(dtype).itemsize)
     start = awkward_values(rng, shape, dtype)
     grads = [awkward_values(rng, shape, dtype) * 0.1 for _ in range(3)]
-    for name, optimizer, expected in (
-            ("sgd", SGD(0.07), numpy_sgd(start, grads, 0.07)),
+    # (plain SGD updates a model's parameters in one compiled call, which
+    # returns the index of the first it leaves: here none)
+    for name, optimizer, expected, done in (
+            ("sgd_parameters", SGD(0.07), numpy_sgd(start, grads, 0.07), 1),
             ("adam", Adam(0.003, beta1=0.8, beta2=0.95, epsilon=1e-6),
-             numpy_adam(start, grads, 0.003, 0.8, 0.95, 1e-6))):
+             numpy_adam(start, grads, 0.003, 0.8, 0.95, 1e-6), True)):
         p = Parameter("w", start.copy())
-        compiled = getattr(optimizers._optim, name)
-        with mock.patch.object(optimizers._optim, name, wraps=compiled) as update:
+        compiled, answers = getattr(optimizers._optim, name), []
+        with mock.patch.object(optimizers._optim, name,
+                               lambda *a: answers.append(compiled(*a)) or answers[-1]):
             for grad in grads:
                 p.grad = grad
                 optimizer.step([p])
-        assert update.call_count == len(grads)  # the compiled update ran
+        assert answers == [done] * len(grads)  # the compiled update ran
         assert p.value.dtype == dtype
         np.testing.assert_array_equal(p.value.view(f"u{p.value.itemsize}"),
                                       expected.view(f"u{expected.itemsize}"))

@@ -104,15 +104,19 @@ class SGD(Optimizer):
     def step(self, parameters):
         if self.momentum or self.weight_decay or type(self) is not SGD:
             return super().step(parameters)
-        # Plain descent, the base class's loop without its two calls a
-        # parameter (a batch-1 LeNet step updates six parameters of a few
-        # hundred values: the calls cost as much as the updates).  Not for
-        # subclasses, which may update otherwise.
+        # Plain descent, the base class's loop in one compiled call where
+        # the arrays suit (a batch-1 LeNet step updates six parameters of a
+        # few hundred values: a Python call a parameter cost as much as the
+        # updates); not for subclasses, which may update otherwise.
         rate = self.learning_rate
-        for parameter in parameters:
+        parameters = list(parameters)
+        i = _optim.sgd_parameters(parameters, 0, rate) if type(rate) is float else 0
+        while i < len(parameters):
+            parameter = parameters[i]  # one the compiled call left
             if parameter.grad is not None:
                 _check_gradient_shape(parameter)
                 descend(parameter.value, parameter.grad, rate)
+            i = _optim.sgd_parameters(parameters, i + 1, rate) if type(rate) is float else i + 1
 
     def _update(self, parameter, grad):
         if self.momentum:
