@@ -309,14 +309,18 @@ def forward_pass(g, dtype, n_threads, relu):
         taps = (typed_view(plan.offsets), typed_view(plan.row_taps), *plan.edge_taps,
                 g.pad_top, g.pad_left, plan.width, g.out_width, *g.stride, relu, setup.isa,
                 n_threads)
+        packed_shape = _packed_shape(g, dtype)
         # the padded planes where the layer pads (see input_planes)
-        scratch = Scratch([_packed_shape(g, dtype), setup.scratch]
-                          + ([padded] if _pads(g) else []), dtype)
+        scratch = Scratch([setup.scratch] + ([padded] if _pads(g) else []), dtype)
 
         def run(x4, weight, bias, out=None, codes=_NO_CODES):
             if out is None:
                 out = np.empty(shape, dtype)
-            packed, tiles, *planes = scratch.views()
+            tiles, *planes = scratch.views()
+            # new at each call, not kept: Python runs between the packing
+            # and the kernels (a collection's callbacks, say), where a
+            # nested call of this pass would pack its weight into kept arrays
+            packed = np.empty(packed_shape, dtype)
             pack(weight, packed, False)
             planes = planes[0] if planes else None
             for part in parts:
@@ -370,11 +374,12 @@ def input_pass(g, dtype, n_threads):
         taps = (typed_view(plan.grad_offsets), typed_view(plan.grad_row_taps),
                 *plan.grad_edge_taps, plan.grad_top, plan.grad_left, plan.grad_width, setup.isa,
                 n_threads)
-        scratch = Scratch([_packed_shape(g, dtype, transposed=True), padded, setup.scratch],
-                          dtype)
+        packed_shape = _packed_shape(g, dtype, transposed=True)
+        scratch = Scratch([padded, setup.scratch], dtype)
 
         def run(g4, weight):
-            packed, planes, tiles = scratch.views()
+            planes, tiles = scratch.views()
+            packed = np.empty(packed_shape, dtype)  # not kept (see forward_pass)
             if not pack(weight, packed, True):
                 return None  # a weight that is not finite
             grad_input = np.empty(shape, dtype)

@@ -1,11 +1,11 @@
 """Scratch arrays the kernels' passes keep from one call to the next.
 
 A pass of the direct kernels (cyconv/_conv_direct.py) hands its kernels a
-few scratch arrays (padded copies, register tiles, packed weights) that
-nothing reads after the call.  Allocating them, and making the typed
-memoryview a kernel takes of each, cost 0.3 us an array: 4 of the 90 us
-of a LeNet training step at batch 1 (Intel Xeon, AVX-512), more than some
-of its kernels' arithmetic.  So a pass with small scratch keeps it, as typed
+few scratch arrays (padded copies, register tiles) that nothing reads
+after the kernel call.  Allocating them, and making the typed memoryview
+a kernel takes of each, cost 0.3 us an array: 4 of the 90 us of a LeNet
+training step at batch 1 (Intel Xeon, AVX-512), more than some of its
+kernels' arithmetic.  So a pass with small scratch keeps it, as typed
 memoryviews (see _kernels/_views.pyx), for the next call in the same
 thread; a pass with large scratch allocates it at every call, as before
 (the allocation is then a small part of the call, and the memory is not
@@ -15,6 +15,12 @@ Kept per thread (another thread's call may be running the same pass with
 the GIL released), at most KEEP_BYTES a pass and KEPT_BYTES a thread in
 all (past that, what the thread kept is dropped and kept anew).  A thread's
 scratch is freed when the thread ends.
+
+Only what one kernel call writes and reads is kept: between two kernel
+calls Python runs (a garbage collection's callbacks, finalizers), which
+may call the same pass again in the same thread.  A pass's packed
+weights, written by one kernel and read by the next, are made at each
+call.
 """
 
 import threading

@@ -72,20 +72,24 @@ cdef bint _takes(list arrays, int written):
     return True
 
 
+cdef void _descend(cnp.ndarray value, cnp.ndarray grad, double learning_rate) noexcept:
+    """value -= learning_rate * grad, for arrays that suit (_takes)."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(value)
+    cdef void* x = cnp.PyArray_DATA(value)
+    cdef void* g = cnp.PyArray_DATA(grad)
+    with nogil:
+        if cnp.PyArray_TYPE(value) == cnp.NPY_FLOAT32:
+            ol_sgd_f32(<float*>x, <float*>g, n, <float>learning_rate)
+        else:
+            ol_sgd_f64(<double*>x, <double*>g, n, learning_rate)
+
+
 def sgd(value, grad, double learning_rate):
     """value -= learning_rate * grad; False, touching nothing, where the
     arrays do not suit (see above)."""
     if not _takes([value, grad], 1):
         return False
-    cdef cnp.ndarray a = <cnp.ndarray>value
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
-    cdef void* x = cnp.PyArray_DATA(a)
-    cdef void* g = cnp.PyArray_DATA(<cnp.ndarray>grad)
-    with nogil:
-        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-            ol_sgd_f32(<float*>x, <float*>g, n, <float>learning_rate)
-        else:
-            ol_sgd_f64(<double*>x, <double*>g, n, learning_rate)
+    _descend(<cnp.ndarray>value, <cnp.ndarray>grad, learning_rate)
     return True
 
 
@@ -99,10 +103,7 @@ def sgd_parameters(list parameters, Py_ssize_t start, double learning_rate):
     updated in order and an error leaves the later ones as they were.
     One call for a model's parameters: a batch-1 LeNet step has six of a
     few hundred values, each update shorter than a Python call."""
-    cdef Py_ssize_t i, n
-    cdef cnp.ndarray a
-    cdef void* x
-    cdef void* g
+    cdef Py_ssize_t i
     for i in range(start, len(parameters)):
         parameter = parameters[i]
         grad = parameter.grad
@@ -111,15 +112,7 @@ def sgd_parameters(list parameters, Py_ssize_t start, double learning_rate):
         value = parameter.value
         if not _takes([value, grad], 1):
             return i
-        a = <cnp.ndarray>value
-        n = cnp.PyArray_SIZE(a)
-        x = cnp.PyArray_DATA(a)
-        g = cnp.PyArray_DATA(<cnp.ndarray>grad)
-        with nogil:
-            if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-                ol_sgd_f32(<float*>x, <float*>g, n, <float>learning_rate)
-            else:
-                ol_sgd_f64(<double*>x, <double*>g, n, learning_rate)
+        _descend(<cnp.ndarray>value, <cnp.ndarray>grad, learning_rate)
     return len(parameters)
 
 

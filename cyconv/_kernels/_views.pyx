@@ -11,6 +11,8 @@ arrays of the dtypes and dimensions the kernels' arguments have.
 from cython cimport floating
 from libc.stdint cimport uint8_t
 
+import numpy as np
+
 
 def _float1(floating[::1] a):
     return a
@@ -54,6 +56,8 @@ def typed_view(array):
     arguments: offsets and row taps), uint8 with 4 (codes); every one
     C-contiguous.  A ValueError or TypeError where the array is none of
     these."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"typed_view takes a numpy array, got {type(array).__name__}")
     kind, ndim = array.dtype.char, array.ndim
     if kind in "fd" and 1 <= ndim <= 5:
         make = _FLOATS[ndim]
