@@ -239,3 +239,46 @@ def test_softmax_cross_entropy_of_impossible_classes_and_nan():
     assert grad[0, 1] == 0.0 and grad[1, 2] == 0.0 and np.all(np.isfinite(grad))
     value, grad = SoftmaxCrossEntropy().value_and_gradient([0, 0], [[np.nan, 0.0], [1.0, 0.0]])
     assert np.isnan(value) and np.all(np.isnan(grad[0])) and np.all(np.isfinite(grad[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_takes_plain_arrays_in_one_compiled_call(dtype, monkeypatch):
+    """Logits and intp labels as plain arrays take one compiled call that
+    checks them itself (_losses.by_labels); it gives the bits of the general
+    way, which every other form of the same arguments takes (int32 labels,
+    lists, strided or byte-swapped logits, one sample), and leaves labels
+    out of range to its errors."""
+    from cyconv._kernels import _losses
+
+    rng = np.random.default_rng(17)
+    logits = (rng.standard_normal((5, 9)) * 30).astype(dtype)
+    logits[1, 2], logits[2, 4], logits[3, 0] = np.inf, -np.inf, np.nan
+    labels = rng.integers(0, 9, 5)
+    answers = []
+    compiled = _losses.by_labels
+    monkeypatch.setattr(_losses, "by_labels",
+                        lambda *args: answers.append(compiled(*args)) or answers[-1])
+    loss = SoftmaxCrossEntropy()
+    value, grad = loss.value_and_gradient(labels, logits)
+    assert answers[-1] is not None  # the compiled call ran
+    strided = np.zeros((5, 18), dtype)
+    strided[:, ::2] = logits
+    for y_true, y_pred in ((labels.astype(np.int32), logits), (labels.tolist(), logits.tolist()),
+                           (labels, strided[:, ::2]),
+                           (labels, logits.astype(logits.dtype.newbyteorder())),
+                           (np.eye(9)[labels].astype(dtype), logits)):
+        other_value, other_grad = loss.value_and_gradient(y_true, y_pred)
+        assert answers[-1] is None  # the general way ran
+        assert (value == other_value) or (np.isnan(value) and np.isnan(other_value))
+        assert other_grad.dtype == (dtype if np.asarray(y_pred).dtype != np.float64 else
+                                    np.float64)
+        np.testing.assert_array_equal(other_grad.astype(dtype), grad)
+    one_value, one_grad = loss.value_and_gradient(labels[0], logits[0])
+    assert answers[-1] is None and one_value == loss.value_and_gradient(labels[:1], logits[:1])[0]
+    np.testing.assert_array_equal(one_grad, loss.value_and_gradient(labels[:1], logits[:1])[1][0])
+    for bad in (-1, 9):
+        wrong = labels.copy()
+        wrong[2] = bad
+        with pytest.raises(ValueError, match=r"in \[0, 9\)"):
+            loss.value_and_gradient(wrong, logits)
+        assert answers[-1] is None

@@ -203,6 +203,12 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
 
     def value_and_gradient(self, y_true, y_pred):
+        # A training step's call, a batch of logits and its labels as plain
+        # arrays, in one compiled call that checks them itself; anything
+        # else the checks and conversions below.
+        done = _losses.by_labels(y_pred, y_true)
+        if done is not None:
+            return done
         logits = _prediction(y_pred)
         single = logits.ndim == 1
         z = logits[np.newaxis] if single else logits
