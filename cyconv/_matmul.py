@@ -58,3 +58,25 @@ def matmul(a, b):
         return _product(a, b)
     with single_threaded_blas():
         return _product(a, b)
+
+
+def affine(x, weight, bias):
+    """``x @ weight.T + bias`` (bias None: without it) for 2-D arrays of one
+    float dtype, as a C-ordered array: the product, then the bias added in
+    place, numpy's ``out += bias`` to the bit (compiled: numpy's dispatch
+    cost more than a small batch's adds)."""
+    out = matmul(x, weight.T)
+    if bias is not None and not _matmul.add_bias(out, bias):
+        out += bias
+    return out
+
+
+def sum_rows(g):
+    """The rows of a 2-D float array added in order to zeros, first to
+    last: a dense layer's bias gradient, in the order of the convolutions'
+    (compiled; numpy's reduction sums pairwise along one column, and its
+    dispatch cost more than a small batch's adds)."""
+    total = _matmul.sum_rows(g)
+    if total is None:  # an array the compiled sum does not take
+        total = np.add.reduce(g, axis=0)
+    return total

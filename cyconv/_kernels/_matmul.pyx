@@ -86,3 +86,76 @@ def product(a, b):
                          <const double*> cnp.PyArray_DATA(left), ld_a,
                          0, <double*> cnp.PyArray_DATA(out), <int> n)
     return out
+
+
+cdef bint _plain(object a, int ndim, int typenum):
+    """Whether ``a`` is an aligned ndarray of ``ndim`` dimensions and type
+    ``typenum`` in the native byte order."""
+    return (type(a) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>a) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+
+
+def add_bias(out, bias):
+    """out += bias, row by row, in place, for a C-contiguous float32 or
+    float64 ``out`` (M, N) as product() makes it and a ``bias`` (N,) of its
+    type, C-contiguous: numpy's expression to the bit (one rounded add a
+    value), without its dispatch, which costs more than a small batch's
+    adds.  False, touching nothing, for other arrays: the caller adds them
+    with numpy."""
+    if type(out) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    cdef int typenum = cnp.PyArray_TYPE(o)
+    if not (_plain(out, 2, typenum) and _plain(bias, 1, typenum)
+            and (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64)
+            and cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISWRITEABLE(o)
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>bias)
+            and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) == cnp.PyArray_DIM(o, 1)):
+        return False
+    cdef Py_ssize_t m = cnp.PyArray_DIM(o, 0), n = cnp.PyArray_DIM(o, 1), i, j
+    cdef void* values = cnp.PyArray_DATA(o)
+    cdef const void* b = cnp.PyArray_DATA(<cnp.ndarray>bias)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            for i in range(m):
+                for j in range(n):
+                    (<float*>values)[i * n + j] += (<const float*>b)[j]
+        else:
+            for i in range(m):
+                for j in range(n):
+                    (<double*>values)[i * n + j] += (<const double*>b)[j]
+    return True
+
+
+def sum_rows(g):
+    """The rows of a float32 or float64 ``g`` (M, N), any strides, added in order: a new (N,) array, zeros to which each row is
+    added, first to last (numpy's np.add.reduce(g, axis=0) where N > 1;
+    for one column numpy sums pairwise).  None for other arrays, for which
+    the caller asks numpy."""
+    if type(g) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>g
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if not (_plain(g, 2, typenum) and (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64)):
+        return None
+    cdef Py_ssize_t m = cnp.PyArray_DIM(a, 0), n = cnp.PyArray_DIM(a, 1), i, j
+    cdef Py_ssize_t rs = cnp.PyArray_STRIDE(a, 0), cs = cnp.PyArray_STRIDE(a, 1)
+    cdef cnp.npy_intp size = n
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &size, typenum, 0)
+    cdef const char* rows = <const char*>cnp.PyArray_DATA(a)
+    cdef void* total = cnp.PyArray_DATA(out)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            for j in range(n):
+                (<float*>total)[j] = 0
+            for i in range(m):
+                for j in range(n):
+                    (<float*>total)[j] += (<const float*>(rows + i * rs + j * cs))[0]
+        else:
+            for j in range(n):
+                (<double*>total)[j] = 0
+            for i in range(m):
+                for j in range(n):
+                    (<double*>total)[j] += (<const double*>(rows + i * rs + j * cs))[0]
+    return out

@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import _conv, _conv_direct, _conv_pool, _pool, _runtime
 from .._kernels import _guards
-from .._matmul import matmul
+from .._matmul import affine, matmul, sum_rows
 from .._pool import PooledGradient, max_pool2d_backward_saved, max_pool2d_saving_checked
 from .._relu import relu_gradient
 from .._threads import get_num_threads
@@ -492,9 +492,7 @@ class _Dense(_Stage):
         layer = self.layers[0]
         layer.input = layer._input2 = x
         layer._layout = "batch"
-        out = matmul(x, self.weight.T)
-        if self.bias is not None:
-            out += self.bias
+        out = affine(x, self.weight, self.bias)
         layer.output = out
         return out
 
@@ -506,6 +504,6 @@ class _Dense(_Stage):
         grad_input = matmul(grad, self.weight) if self.input_gradient else None
         layer.weight.grad = matmul(grad.T, layer._input2)
         if layer.bias is not None:
-            layer.bias.grad = np.add.reduce(grad, axis=0)
+            layer.bias.grad = sum_rows(grad)
         layer.apply_learning_rate(learning_rate)
         return grad_input

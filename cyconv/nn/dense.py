@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._matmul import matmul
+from .._matmul import affine, matmul, sum_rows
 from .._validation import as_int, check_dtype, check_fits
 from .layer import WeightAndBias, as_layer_input, check_gradient_shape
 
@@ -118,9 +118,7 @@ class Dense(WeightAndBias):
                              f"(or a batch of columns (N, {n}, 1)), got {x.shape}")
         self.input = x
         self._input2 = x2
-        out = matmul(x2, self.weight.value.T)
-        if self.bias is not None:
-            out += self.bias.value
+        out = affine(x2, self.weight.value, None if self.bias is None else self.bias.value)
         self.output = self._restore(out)
         return self.output
 
@@ -151,7 +149,6 @@ class Dense(WeightAndBias):
             grad_input = self._restore(matmul(g2, self.weight.value))
         self.weight.grad = matmul(g2.T, self._input2)
         if self.bias is not None:
-            # ndarray.sum's own reduction, without its layer of Python
-            self.bias.grad = np.add.reduce(g2, axis=0)
+            self.bias.grad = sum_rows(g2)
         self.apply_learning_rate(learning_rate)
         return grad_input
