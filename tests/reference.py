@@ -287,3 +287,17 @@ def assert_close(actual, expected, magnitude, dtype):
     bound = RTOL[dtype] * (magnitude + 1)
     excess = np.abs(actual - expected) - bound
     assert np.all(excess <= 0), f"max excess {excess.max()}"
+
+
+def awkward_values(rng, shape, dtype):
+    """Normal values with NaN, infinities, signed zeros, subnormals and
+    huge values sprinkled in, the values where a rounding or an operation
+    order would show."""
+    a = rng.standard_normal(shape).astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, tiny, -3 * tiny,
+                         np.finfo(dtype).max / 4, 1e-30], dtype)
+    flat = a.reshape(-1)
+    where = rng.choice(flat.size, size=min(flat.size, 2 * specials.size), replace=False)
+    flat[where] = rng.choice(specials, size=where.size)
+    return a

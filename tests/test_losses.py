@@ -282,3 +282,22 @@ def test_softmax_cross_entropy_takes_plain_arrays_in_one_compiled_call(dtype, mo
         with pytest.raises(ValueError, match=r"in \[0, 9\)"):
             loss.value_and_gradient(wrong, logits)
         assert answers[-1] is None
+    with pytest.raises(ValueError, match="must not be empty"):
+        loss.value_and_gradient(np.empty(0, np.intp), np.empty((0, 9), dtype))
+    assert answers[-1] is None
+
+    class Smoothed(SoftmaxCrossEntropy):
+        """Labels smoothed: a subclass's own targets."""
+
+        @staticmethod
+        def _target(y_true, logits, single, n, classes):
+            target = np.full((n, classes), 0.1 / classes, logits.dtype)
+            target[np.arange(n), np.asarray(y_true).reshape(n)] += 0.9
+            return target, np.empty(0, np.intp)
+
+    count = len(answers)
+    smoothed = Smoothed().value_and_gradient(labels, logits)
+    assert len(answers) == count  # the subclass never takes the compiled call
+    assert smoothed[0] != value or np.isnan(value)
+    assert smoothed[0] == Smoothed().value_and_gradient(labels.tolist(), logits)[0] or np.isnan(
+        smoothed[0])

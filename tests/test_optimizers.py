@@ -9,6 +9,7 @@ import pytest
 from cyconv import SGD, Adam, Parameter
 from cyconv.nn import optimizers
 from cyconv.optimizers import get_optimizer
+from reference import awkward_values
 
 
 def parameter_with_gradients(seed, steps, shape=(3, 2), dtype=np.float64):
@@ -210,6 +211,38 @@ def test_plain_sgd_updates_in_order_and_stops_at_a_misshapen_gradient():
         else:  # skipped, d (refused) and e (after it)
             assert p.value.tobytes() == start.tobytes()
 
+
+def test_plain_sgd_keeps_the_base_class_step_where_it_must():
+    """Plain SGD's one compiled call is skipped, and the base class's step
+    runs, for an ``_update`` set on the instance, a rate numpy computes in
+    float64 and parameters given as an iterable other than a list (read
+    one at a time, as before); the compiled call refuses a negative start."""
+    from cyconv._kernels import _optim
+
+    calls = []
+    sgd = SGD(0.5)
+    sgd._update = lambda parameter, grad: calls.append(parameter.name)
+    parameter = Parameter("w", np.zeros(3, np.float32))
+    parameter.grad = np.ones(3, np.float32)
+    sgd.step([parameter])
+    assert calls == ["w"] and not parameter.value.any()
+
+    def parameters():
+        yield parameter
+        raise RuntimeError("the second parameter")
+
+    with pytest.raises(RuntimeError, match="second"):
+        SGD(0.5).step(parameters())
+    np.testing.assert_array_equal(parameter.value, [-0.5, -0.5, -0.5])  # the first one ran
+    rate = np.float32(0.25)
+    sgd = SGD(0.5)
+    sgd.learning_rate = rate
+    sgd.step([parameter])
+    assert parameter.value.dtype == np.float32
+    np.testing.assert_array_equal(parameter.value, np.float32(-0.5) - rate * np.float32(1))
+    with pytest.raises(ValueError, match="start"):
+        _optim.sgd_parameters([parameter], -1, 0.5)
+
 # -- the compiled updates (_kernels/_optim.pyx) against numpy's expressions --
 
 def numpy_sgd(value, grads, lr):
@@ -235,20 +268,6 @@ def numpy_adam(value, grads, lr, beta1, beta2, eps):
             v_hat = v / (1 - beta2 ** t)
             value -= lr * m_hat / (np.sqrt(v_hat) + eps)
     return value
-
-
-def awkward_values(rng, shape, dtype):
-    """Normal values with NaN, infinities, signed zeros, subnormals and
-    huge values sprinkled in, the values where a rounding or an operation
-    order would show."""
-    a = rng.standard_normal(shape).astype(dtype)
-    tiny = np.finfo(dtype).smallest_subnormal
-    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, tiny, -3 * tiny,
-                         np.finfo(dtype).max / 4, 1e-30], dtype)
-    flat = a.reshape(-1)
-    where = rng.choice(flat.size, size=min(flat.size, 2 * specials.size), replace=False)
-    flat[where] = rng.choice(specials, size=where.size)
-    return a
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -312,11 +331,17 @@ def test_updates_numpy_runs_take_numpys_casts(case):
         optimizer.learning_rate = lr
         p.grad = g
         compiled, answers = getattr(optimizers._optim, name), []
+        # plain SGD's call for all parameters, which must leave this one
+        whole, left = optimizers._optim.sgd_parameters, []
         with mock.patch.object(optimizers._optim, name,
                                lambda *a: answers.append(compiled(*a)) or answers[-1]), \
+                mock.patch.object(optimizers._optim, "sgd_parameters",
+                                  lambda ps, start, r: left.append((start, whole(ps, start, r)))
+                                  or left[-1][1]), \
                 np.errstate(all="ignore"):
             optimizer.step([p])
         assert not any(answers)  # numpy's expressions ran
+        assert all(start == stop for start, stop in left)  # never the compiled update
         np.testing.assert_array_equal(p.value, expected.astype(np.float32))
         if case == "strided value":
             value = holder[:, ::2]

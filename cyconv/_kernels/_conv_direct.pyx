@@ -61,6 +61,8 @@ from libc.string cimport memset
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint8_t
 
+from cyconv._kernels._sums cimport ordered_sums
+
 import numpy as np
 
 cdef extern from "run_loops.h" nogil:
@@ -690,31 +692,14 @@ cpdef void sum_pixels(
 ) noexcept:
     """grad_bias[f] = the sum over pixels p, in order and from 0, of
     pixel_sums[f, p]: the bias gradient's second stage, as
-    conv2d_backward_bias.  The sums of 8 filters advance side by side in
-    registers, each its own chain in pixel order: one filter at a time
-    waited on every add (5 us of LeNet's first layer, 8 filters of 676
-    pixels), and sums kept in grad_bias on a store and load each (1.5 us;
-    1.0 in registers, Intel Xeon, AVX-512)."""
-    cdef Py_ssize_t F = pixel_sums.shape[0], P = pixel_sums.shape[1]
-    cdef Py_ssize_t f0, p, l
-    cdef floating total[8]
-    cdef const floating* rows[8]
+    conv2d_backward_bias (see _sums.ordered_sums)."""
+    cdef Py_ssize_t F = pixel_sums.shape[0], P = pixel_sums.shape[1], f
     with nogil:
         if P == 0:  # (no row to take the address of)
-            for l in range(F):
-                grad_bias[l] = 0
-            return
-        for f0 in range(0, F, 8):
-            # lanes past the last filter sum its row again, unused: every
-            # block is 8 lanes wide, which the compiler keeps in registers
-            for l in range(8):
-                total[l] = 0
-                rows[l] = &pixel_sums[min(f0 + l, F - 1), 0]
-            for p in range(P):
-                for l in range(8):
-                    total[l] = total[l] + rows[l][p]
-            for l in range(min(8, F - f0)):
-                grad_bias[f0 + l] = total[l]
+            for f in range(F):
+                grad_bias[f] = 0
+        elif F > 0:
+            ordered_sums(&pixel_sums[0, 0], 1, P, P, F, &grad_bias[0])
 
 
 # -- the filter-blocked family (conv_blocked.h): vectorised over blocks of

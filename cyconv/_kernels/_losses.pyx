@@ -16,6 +16,8 @@ from libc.stdlib cimport free, malloc
 cimport numpy as cnp
 from cython cimport floating
 
+from ._arrays cimport native_array
+
 cnp.import_array()
 
 
@@ -89,23 +91,16 @@ def softmax_cross_entropy(
     return value
 
 
-cdef bint _plain(object a, int ndim):
-    """Whether ``a`` is an ndarray of ``ndim`` dimensions, C-contiguous,
-    aligned and in the native byte order."""
-    if type(a) is not cnp.ndarray or cnp.PyArray_NDIM(<cnp.ndarray>a) != ndim:
-        return False
-    return (cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) and cnp.PyArray_ISALIGNED(<cnp.ndarray>a)
-            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
-
-
 def by_labels(logits, labels):
     """``(value, gradient)`` of the loss of a batch of logits (N, K), float32
-    or float64, and N integer labels in [0, K), each array plain (see
-    _plain; the labels intp); None, computing nothing, for any other
-    arguments, which the caller checks and converts itself.  The common
-    call of a training step, in one compiled call: the checks of the
-    general way cost more than a small batch's arithmetic."""
-    if not (_plain(logits, 2) and _plain(labels, 1)):
+    or float64, and N integer labels (intp) in [0, K), both C-contiguous
+    and native (see _arrays.native_array); None, computing nothing, for any
+    other arguments, which the caller checks and converts itself.  The
+    common call of a training step, in one compiled call: the checks of
+    the general way cost more than a small batch's arithmetic."""
+    if not (native_array(logits, 2) and native_array(labels, 1)
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>logits)
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>labels)):
         return None
     cdef cnp.ndarray z = <cnp.ndarray>logits, y = <cnp.ndarray>labels
     cdef int typenum = cnp.PyArray_TYPE(z)
@@ -114,23 +109,28 @@ def by_labels(logits, labels):
             or cnp.PyArray_TYPE(y) != cnp.NPY_INTP or cnp.PyArray_DIM(y, 0) != n
             or n == 0 or k == 0):
         return None
-    cdef const Py_ssize_t* label = <const Py_ssize_t*>cnp.PyArray_DATA(y)
-    for i in range(n):
-        if label[i] < 0 or label[i] >= k:
-            return None  # the caller's checks say which
     cdef cnp.ndarray grad = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(z), typenum, 0)
-    cdef double* exps = <double*>malloc(k * sizeof(double))
+    # The labels are copied as they are checked: the loop runs without the
+    # GIL, while another thread could write the caller's array.
+    cdef double* exps = <double*>malloc(k * sizeof(double) + n * sizeof(Py_ssize_t))
     if exps == NULL:
         raise MemoryError()
+    cdef Py_ssize_t* checked = <Py_ssize_t*>(exps + k)
+    cdef const Py_ssize_t* label = <const Py_ssize_t*>cnp.PyArray_DATA(y)
+    for i in range(n):
+        checked[i] = label[i]
+        if checked[i] < 0 or checked[i] >= k:
+            free(exps)
+            return None  # the caller's checks say which
     cdef double value
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             value = _softmax_cross_entropy[float](
-                <const float*>cnp.PyArray_DATA(z), NULL, label, n, k,
+                <const float*>cnp.PyArray_DATA(z), NULL, checked, n, k,
                 <float*>cnp.PyArray_DATA(grad), exps)
         else:
             value = _softmax_cross_entropy[double](
-                <const double*>cnp.PyArray_DATA(z), NULL, label, n, k,
+                <const double*>cnp.PyArray_DATA(z), NULL, checked, n, k,
                 <double*>cnp.PyArray_DATA(grad), exps)
     free(exps)
     return value, grad

@@ -16,7 +16,11 @@ from libc.limits cimport INT_MAX
 
 cimport numpy as cnp
 
+from cython cimport floating
+
+from ._arrays cimport native_array
 from ._gemm cimport gemm
+from ._sums cimport ordered_sums
 
 cnp.import_array()
 
@@ -88,74 +92,77 @@ def product(a, b):
     return out
 
 
-cdef bint _plain(object a, int ndim, int typenum):
-    """Whether ``a`` is an aligned ndarray of ``ndim`` dimensions and type
-    ``typenum`` in the native byte order."""
-    return (type(a) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
-            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
-            and cnp.PyArray_ISALIGNED(<cnp.ndarray>a) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+cdef bint _floats(object a, int ndim, int typenum):
+    """Whether ``a`` is a native array (see _arrays) of ``ndim`` dimensions
+    and type ``typenum``, float32 or float64."""
+    return (native_array(a, ndim) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64))
+
+
+cdef void _add_rows(floating* out, const floating* bias, Py_ssize_t m,
+                    Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            out[i * n + j] = out[i * n + j] + bias[j]
 
 
 def add_bias(out, bias):
-    """out += bias, row by row, in place, for a C-contiguous float32 or
-    float64 ``out`` (M, N) as product() makes it and a ``bias`` (N,) of its
-    type, C-contiguous: numpy's expression to the bit (one rounded add a
-    value), without its dispatch, which costs more than a small batch's
-    adds.  False, touching nothing, for other arrays: the caller adds them
-    with numpy."""
+    """out += bias, row by row, in place, for a C-contiguous, writeable
+    float32 or float64 ``out`` (M, N), as product() makes it, and a
+    C-contiguous ``bias`` (N,) of its type apart from it: numpy's
+    expression (one rounded add a value; where both are NaN, which NaN's
+    payload the sum keeps is C's choice), without numpy's dispatch, which
+    costs more than a small batch's adds.  False, touching nothing, for
+    other arrays: the caller adds them with numpy."""
     if type(out) is not cnp.ndarray:
         return False
     cdef cnp.ndarray o = <cnp.ndarray>out
     cdef int typenum = cnp.PyArray_TYPE(o)
-    if not (_plain(out, 2, typenum) and _plain(bias, 1, typenum)
-            and (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64)
+    if not (_floats(out, 2, typenum) and _floats(bias, 1, typenum)
             and cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISWRITEABLE(o)
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>bias)
             and cnp.PyArray_DIM(<cnp.ndarray>bias, 0) == cnp.PyArray_DIM(o, 1)):
         return False
-    cdef Py_ssize_t m = cnp.PyArray_DIM(o, 0), n = cnp.PyArray_DIM(o, 1), i, j
-    cdef void* values = cnp.PyArray_DATA(o)
-    cdef const void* b = cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef char* first = cnp.PyArray_BYTES(o)
+    cdef char* b = cnp.PyArray_BYTES(<cnp.ndarray>bias)
+    if not (b + cnp.PyArray_NBYTES(<cnp.ndarray>bias) <= first
+            or first + cnp.PyArray_NBYTES(o) <= b):
+        return False  # a bias in out's memory: numpy's order of reads
+    cdef Py_ssize_t m = cnp.PyArray_DIM(o, 0), n = cnp.PyArray_DIM(o, 1)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            for i in range(m):
-                for j in range(n):
-                    (<float*>values)[i * n + j] += (<const float*>b)[j]
+            _add_rows(<float*>first, <const float*>b, m, n)
         else:
-            for i in range(m):
-                for j in range(n):
-                    (<double*>values)[i * n + j] += (<const double*>b)[j]
+            _add_rows(<double*>first, <const double*>b, m, n)
     return True
 
 
 def sum_rows(g):
-    """The rows of a float32 or float64 ``g`` (M, N), any strides, added in order: a new (N,) array, zeros to which each row is
-    added, first to last (numpy's np.add.reduce(g, axis=0) where N > 1;
+    """The rows of a float32 or float64 ``g`` (M, N), any strides, added in
+    order: a new (N,) array, zeros to which each row is added, first to
+    last (_sums.ordered_sums; numpy's np.add.reduce(g, axis=0) where N > 1,
     for one column numpy sums pairwise).  None for other arrays, for which
     the caller asks numpy."""
     if type(g) is not cnp.ndarray:
         return None
     cdef cnp.ndarray a = <cnp.ndarray>g
     cdef int typenum = cnp.PyArray_TYPE(a)
-    if not (_plain(g, 2, typenum) and (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64)):
+    if not _floats(g, 2, typenum):
         return None
-    cdef Py_ssize_t m = cnp.PyArray_DIM(a, 0), n = cnp.PyArray_DIM(a, 1), i, j
-    cdef Py_ssize_t rs = cnp.PyArray_STRIDE(a, 0), cs = cnp.PyArray_STRIDE(a, 1)
-    cdef cnp.npy_intp size = n
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &size, typenum, 0)
-    cdef const char* rows = <const char*>cnp.PyArray_DATA(a)
-    cdef void* total = cnp.PyArray_DATA(out)
+    cdef Py_ssize_t m = cnp.PyArray_DIM(a, 0), n = cnp.PyArray_DIM(a, 1)
+    # strides in values: an aligned array's are whole values
+    cdef Py_ssize_t rows = cnp.PyArray_STRIDE(a, 0) // cnp.PyArray_ITEMSIZE(a)
+    cdef Py_ssize_t columns = cnp.PyArray_STRIDE(a, 1) // cnp.PyArray_ITEMSIZE(a)
+    cdef cnp.npy_intp length = n
+    cdef cnp.ndarray out = cnp.PyArray_ZEROS(1, &length, typenum, 0)
+    if m == 0 or n == 0:
+        return out
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            for j in range(n):
-                (<float*>total)[j] = 0
-            for i in range(m):
-                for j in range(n):
-                    (<float*>total)[j] += (<const float*>(rows + i * rs + j * cs))[0]
+            ordered_sums(<const float*>cnp.PyArray_DATA(a), rows, m, columns, n,
+                         <float*>cnp.PyArray_DATA(out))
         else:
-            for j in range(n):
-                (<double*>total)[j] = 0
-            for i in range(m):
-                for j in range(n):
-                    (<double*>total)[j] += (<const double*>(rows + i * rs + j * cs))[0]
+            ordered_sums(<const double*>cnp.PyArray_DATA(a), rows, m, columns, n,
+                         <double*>cnp.PyArray_DATA(out))
     return out

@@ -16,6 +16,8 @@
 
 cimport numpy as cnp
 
+from ._arrays cimport native_array
+
 cnp.import_array()
 
 cdef extern from "optim_loops.h" nogil:
@@ -31,18 +33,13 @@ cdef extern from "optim_loops.h" nogil:
 
 cdef int _kind(object array, bint written):
     """The array's type number where an update takes it, else -1."""
-    if type(array) is not cnp.ndarray:
+    if not native_array(array, -1):
         return -1
     cdef cnp.ndarray a = <cnp.ndarray>array
     cdef int typenum = cnp.PyArray_TYPE(a)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return -1
-    # a byte-swapped array has the same type number: its values are not
-    # what C reads there
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
-            and cnp.PyArray_ISNOTSWAPPED(a)):
-        return -1
-    if written and not cnp.PyArray_ISWRITEABLE(a):
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or (written and not cnp.PyArray_ISWRITEABLE(a)):
         return -1
     return typenum
 
@@ -104,6 +101,8 @@ def sgd_parameters(list parameters, Py_ssize_t start, double learning_rate):
     One call for a model's parameters: a batch-1 LeNet step has six of a
     few hundred values, each update shorter than a Python call."""
     cdef Py_ssize_t i
+    if start < 0:
+        raise ValueError(f"start must be at least 0, got {start}")
     for i in range(start, len(parameters)):
         parameter = parameters[i]
         grad = parameter.grad

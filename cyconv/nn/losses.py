@@ -205,10 +205,12 @@ class SoftmaxCrossEntropy(Loss):
     def value_and_gradient(self, y_true, y_pred):
         # A training step's call, a batch of logits and its labels as plain
         # arrays, in one compiled call that checks them itself; anything
-        # else the checks and conversions below.
-        done = _losses.by_labels(y_pred, y_true)
-        if done is not None:
-            return done
+        # else (and a subclass, whose _target may differ) the checks and
+        # conversions below.
+        if type(self) is SoftmaxCrossEntropy:
+            done = _losses.by_labels(y_pred, y_true)
+            if done is not None:
+                return done
         logits = _prediction(y_pred)
         single = logits.ndim == 1
         z = logits[np.newaxis] if single else logits

@@ -22,12 +22,6 @@ def descend(value, grad, rate):
         value -= rate * grad
 
 
-def _check_gradient_shape(parameter):
-    if parameter.grad.shape != parameter.value.shape:
-        raise ValueError(f"gradient of {parameter.name} has shape "
-                         f"{parameter.grad.shape}, its value {parameter.value.shape}")
-
-
 class Optimizer:
     """Base class: ``step(parameters)`` updates every parameter that has a
     gradient.
@@ -49,7 +43,9 @@ class Optimizer:
         for parameter in parameters:
             if parameter.grad is None:
                 continue
-            _check_gradient_shape(parameter)
+            if parameter.grad.shape != parameter.value.shape:
+                raise ValueError(f"gradient of {parameter.name} has shape "
+                                 f"{parameter.grad.shape}, its value {parameter.value.shape}")
             self._update(parameter, self._decayed_gradient(parameter))
 
     def _decayed_gradient(self, parameter):
@@ -102,21 +98,20 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
 
     def step(self, parameters):
-        if self.momentum or self.weight_decay or type(self) is not SGD:
-            return super().step(parameters)
-        # Plain descent, the base class's loop in one compiled call where
-        # the arrays suit (a batch-1 LeNet step updates six parameters of a
-        # few hundred values: a Python call a parameter cost as much as the
-        # updates); not for subclasses, which may update otherwise.
         rate = self.learning_rate
-        parameters = list(parameters)
-        i = _optim.sgd_parameters(parameters, 0, rate) if type(rate) is float else 0
+        if (self.momentum or self.weight_decay or type(self) is not SGD
+                or "_update" in self.__dict__ or type(parameters) is not list
+                or type(rate) is not float):
+            return super().step(parameters)
+        # Plain descent, a model's parameters in one compiled call where
+        # their arrays suit (a batch-1 LeNet step updates six parameters of
+        # a few hundred values: a Python call a parameter cost as much as
+        # the updates), in order; not for subclasses, which may update
+        # otherwise, nor for a rate numpy would compute in float64.
+        i = _optim.sgd_parameters(parameters, 0, rate)
         while i < len(parameters):
-            parameter = parameters[i]  # one the compiled call left
-            if parameter.grad is not None:
-                _check_gradient_shape(parameter)
-                descend(parameter.value, parameter.grad, rate)
-            i = _optim.sgd_parameters(parameters, i + 1, rate) if type(rate) is float else i + 1
+            super().step(parameters[i:i + 1])  # one the compiled call left
+            i = _optim.sgd_parameters(parameters, i + 1, rate)
 
     def _update(self, parameter, grad):
         if self.momentum:
