@@ -27,7 +27,7 @@ def _kept_views():
 
 def test_typed_view_shares_the_array_and_refuses_other_kinds():
     for dtype in (np.float32, np.float64):
-        for ndim in range(1, 6):
+        for ndim in range(2, 5):
             array = np.zeros((2,) * ndim, dtype)
             view = typed_view(array)
             np.asarray(view)[(1,) * ndim] = 7
@@ -35,7 +35,7 @@ def test_typed_view_shares_the_array_and_refuses_other_kinds():
     assert np.asarray(typed_view(np.arange(3, dtype=np.intp))).tolist() == [0, 1, 2]
     assert np.asarray(typed_view(np.ones((2, 2), np.intc))).sum() == 4
     assert np.asarray(typed_view(np.ones((1, 1, 1, 2), np.uint8))).sum() == 2
-    for bad in (np.zeros(3, np.int16), np.zeros((2,) * 6, np.float32),
+    for bad in (np.zeros(3, np.int16), np.zeros((2,) * 5, np.float32), np.zeros(3, np.float64),
                 np.zeros((2, 2), np.intp), np.zeros(3, np.complex64)):
         with pytest.raises(TypeError, match="no kernel argument"):
             typed_view(bad)
@@ -46,18 +46,18 @@ def test_typed_view_shares_the_array_and_refuses_other_kinds():
 
 
 def test_small_scratch_is_kept_per_thread_and_large_scratch_never():
-    small = _scratch.Scratch([(3, 4), (5,)], np.float32)
+    small = _scratch.Scratch([(3, 4), (1, 5)], np.float32)
     assert small.nbytes == 17 * 4
     first = small.views()
     assert small.views() is first
-    assert [np.asarray(v).shape for v in first] == [(3, 4), (5,)]
+    assert [np.asarray(v).shape for v in first] == [(3, 4), (1, 5)]
     assert all(np.asarray(v).dtype == np.float32 for v in first)
     other = []
     thread = threading.Thread(target=lambda: other.append(small.views()))
     thread.start()
     thread.join()
     assert other[0] is not first and other[0][0] is not first[0]
-    large = _scratch.Scratch([(_scratch.KEEP_BYTES // 8 + 1,)], np.float64)
+    large = _scratch.Scratch([(1, _scratch.KEEP_BYTES // 8 + 1)], np.float64)
     assert large.views() is not large.views()
     assert all(key is not large for key in _scratch._kept.__dict__)
 
@@ -65,7 +65,7 @@ def test_small_scratch_is_kept_per_thread_and_large_scratch_never():
 def test_a_thread_keeps_at_most_kept_bytes(monkeypatch):
     monkeypatch.setattr(_scratch, "KEPT_BYTES", 1000)
     _scratch._kept.__dict__.clear()
-    passes = [_scratch.Scratch([(100,)], np.float32) for _ in range(3)]  # 400 bytes each
+    passes = [_scratch.Scratch([(10, 10)], np.float32) for _ in range(3)]  # 400 bytes each
     first = [p.views() for p in passes[:2]]
     assert _scratch._kept.__dict__["bytes"] == 800
     assert passes[0].views() is first[0]

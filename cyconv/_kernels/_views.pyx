@@ -14,10 +14,6 @@ from libc.stdint cimport uint8_t
 import numpy as np
 
 
-def _float1(floating[::1] a):
-    return a
-
-
 def _float2(floating[:, ::1] a):
     return a
 
@@ -27,10 +23,6 @@ def _float3(floating[:, :, ::1] a):
 
 
 def _float4(floating[:, :, :, ::1] a):
-    return a
-
-
-def _float5(floating[:, :, :, :, ::1] a):
     return a
 
 
@@ -46,20 +38,20 @@ def _codes(uint8_t[:, :, :, ::1] a):
     return a
 
 
-_FLOATS = (None, _float1, _float2, _float3, _float4, _float5)
+_FLOATS = (None, None, _float2, _float3, _float4)
 
 
 def typed_view(array):
     """The memoryview object a kernel's argument of ``array``'s element
-    type and dimensions takes as it is: float32 or float64 with 1-5
-    dimensions (writeable), intp with 1 and C int with 2 (read-only
-    arguments: offsets and row taps), uint8 with 4 (codes); every one
-    C-contiguous.  A ValueError or TypeError where the array is none of
-    these."""
+    type and dimensions takes as it is: float32 or float64 with 2-4
+    dimensions (writeable: the passes' scratch and placeholders), intp
+    with 1 and C int with 2 (read-only arguments: offsets and row taps),
+    uint8 with 4 (codes); every one C-contiguous.  A ValueError or
+    TypeError where the array is none of these."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"typed_view takes a numpy array, got {type(array).__name__}")
     kind, ndim = array.dtype.char, array.ndim
-    if kind in "fd" and 1 <= ndim <= 5:
+    if kind in "fd" and 2 <= ndim <= 4:
         make = _FLOATS[ndim]
         return (make["float"] if kind == "f" else make["double"])(array)
     if array.dtype == "intp" and ndim == 1:
