@@ -21,6 +21,8 @@ long-lived process that needs the memory back).
 import contextlib
 import os
 
+from . import _scratch
+
 from ._kernels._memory import (after_fork_in_child, enter, leave, release, set_limit,  # noqa: F401
                                stats)
 
@@ -33,8 +35,11 @@ def release_memory():
 
     Layers' ``forward`` and ``backward`` (so ``fit``, ``predict`` and
     ``evaluate`` too) keep up to 128 MiB of the arrays they free, for the
-    next step's arrays of the same sizes.  Training frees nothing more by
-    itself; a long-lived process that needs the memory back calls this.
+    next step's arrays of the same sizes; and the convolutions keep their
+    small scratch arrays, up to 4 MiB a thread, for their next call in that
+    thread.  Training frees nothing more by itself; a long-lived process
+    that needs the memory back calls this (the scratch of the calling
+    thread: other threads' goes when they end).
 
     Returns
     -------
@@ -51,7 +56,7 @@ def release_memory():
     >>> cyconv.release_memory() >= 0
     True
     """
-    return release()
+    return release() + _scratch.release()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ held after it).
 Kept per thread (another thread's call may be running the same pass with
 the GIL released), at most KEEP_BYTES a pass and KEPT_BYTES a thread in
 all (past that, what the thread kept is dropped and kept anew).  A thread's
-scratch is freed when the thread ends.
+scratch is freed when the thread ends, or when it calls
+``cyconv.release_memory()``.
 
 Only what one kernel call writes and reads is kept: between two kernel
 calls Python runs (a garbage collection's callbacks, finalizers), which
@@ -65,3 +66,11 @@ class Scratch:
                 kept[self] = views
                 kept["bytes"] = total
         return views
+
+
+def release():
+    """Drop the scratch the calling thread keeps; return its bytes."""
+    kept = _kept.__dict__
+    held = kept.get("bytes", 0)
+    kept.clear()
+    return held

@@ -129,11 +129,21 @@ def test_small_arrays_are_left_to_numpy():
 
 
 def test_release_memory_frees_what_is_kept():
+    from cyconv import _scratch
+
+    _scratch.release()
     with _memory.reusing():
         np.ones(BIG)
     assert _memory.stats()["held"] == BIG * 8
     assert cyconv.release_memory() == BIG * 8
     assert _memory.stats()["held"] == 0
+    # the convolutions' scratch, kept for their next call in this thread
+    x = np.ones((1, 3, 10, 10), np.float32)
+    cyconv.functional.conv2d(x, np.ones((16, 3, 3, 3), np.float32), padding=1)
+    kept = _scratch._kept.__dict__.get("bytes", 0)
+    assert kept > 0
+    assert cyconv.release_memory() == kept
+    assert not _scratch._kept.__dict__
 
 
 def test_a_second_training_step_reuses_every_large_array():
