@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.linalg import blas
 
 from cyconv import _matmul
@@ -185,3 +187,24 @@ def test_sum_rows_adds_the_rows_in_order(dtype, m, n):
     for other in (g.astype(np.int64), g[0], g.astype(g.dtype.newbyteorder())):
         assert compiled.sum_rows(other) is None
     assert _bytes_nan_as_one(_matmul.sum_rows(g[:0])) == _bytes_nan_as_one(np.zeros(n, dtype))
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(0, 40), n=st.integers(1, 20), layout=st.sampled_from("CFS"),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+def test_dense_bias_helpers_against_numpy_loops(m, n, layout, dtype, seed):
+    """affine's bias and sum_rows against numpy's own row-by-row loops, for
+    any batch size, width and layout of the gradient."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((max(m, 1), 5)).astype(dtype)
+    w = rng.standard_normal((n, 5)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    expected = _matmul.matmul(x, w.T)
+    for row in expected:
+        row += b
+    assert _matmul.affine(x, w, b).tobytes() == expected.tobytes()
+    g = _laid_out(rng.standard_normal((m, n)).astype(dtype), layout)
+    total = np.zeros(n, dtype)
+    for row in g:
+        total = total + row
+    assert _matmul.sum_rows(g).tobytes() == total.tobytes()
